@@ -1,0 +1,401 @@
+//! Statistics of the CODI attention-vs-importance analysis (spec `codi.md` §5): Pearson r with
+//! scipy's two-sided p, pandas-style std (ddof = 1), SEM, least-squares line, and the upstream
+//! `summary_statistics.json` (join, overall / per-token / per-difficulty correlations).
+//!
+//! Upstream quirks kept: per-token and per-difficulty statistics use the *last* attention layer
+//! (layer 14) even where the upstream write-up says layer 8; difficulty keys appear in order of
+//! first appearance; a constant side makes r and p NaN (written as `null`, since JSON has no NaN).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+use crate::{Error, Result};
+
+/// Pearson correlation with its two-sided p-value, as `scipy.stats.pearsonr`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pearson {
+    #[serde(with = "nan_as_null")]
+    pub r: f64,
+    #[serde(with = "nan_as_null")]
+    pub p: f64,
+}
+
+/// Pearson r and two-sided p (Student t with n − 2 degrees of freedom).
+///
+/// Matches scipy: NaN for both when either side is constant (or n < 2, where scipy raises);
+/// for n = 2, r = ±1 and p = 1; |r| = 1 gives p = 0.
+pub fn pearson(x: &[f64], y: &[f64]) -> Result<Pearson> {
+    if x.len() != y.len() {
+        return Err(Error::invalid(format!(
+            "pearson: the two samples differ in length ({} vs {})",
+            x.len(),
+            y.len()
+        )));
+    }
+    let nan = Pearson { r: f64::NAN, p: f64::NAN };
+    let n = x.len();
+    if n < 2 || x.iter().chain(y).any(|v| !v.is_finite()) {
+        return Ok(nan);
+    }
+    if x.iter().all(|&v| v == x[0]) || y.iter().all(|&v| v == y[0]) {
+        return Ok(nan);
+    }
+    let (mx, my) = (mean(x), mean(y));
+    // Centre, then scale by the largest deviation before normalising (as scipy does) so large
+    // values cannot overflow the sums of squares.
+    let dx: Vec<f64> = x.iter().map(|v| v - mx).collect();
+    let dy: Vec<f64> = y.iter().map(|v| v - my).collect();
+    let max_x = dx.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let max_y = dy.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let norm_x = dx.iter().map(|v| (v / max_x).powi(2)).sum::<f64>().sqrt();
+    let norm_y = dy.iter().map(|v| (v / max_y).powi(2)).sum::<f64>().sqrt();
+    let r: f64 = dx
+        .iter()
+        .zip(&dy)
+        .map(|(a, b)| (a / max_x / norm_x) * (b / max_y / norm_y))
+        .sum::<f64>()
+        .clamp(-1.0, 1.0);
+    if n == 2 {
+        return Ok(Pearson { r, p: 1.0 });
+    }
+    let df = (n - 2) as f64;
+    let one_minus_r2 = (1.0 - r) * (1.0 + r);
+    let p = if one_minus_r2 == 0.0 {
+        0.0
+    } else {
+        let t = r.abs() * (df / one_minus_r2).sqrt();
+        let student = StudentsT::new(0.0, 1.0, df).map_err(|e| Error::Other(format!("student t: {e}")))?;
+        (2.0 * student.sf(t)).min(1.0)
+    };
+    Ok(Pearson { r, p })
+}
+
+/// Arithmetic mean; NaN for an empty slice (pandas' `mean` of nothing).
+pub fn mean(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.iter().sum::<f64>() / xs.len() as f64
+}
+
+/// Sample standard deviation with ddof = 1 (pandas' default); NaN for fewer than 2 values.
+pub fn std_ddof1(xs: &[f64]) -> f64 {
+    if xs.len() < 2 {
+        return f64::NAN;
+    }
+    let m = mean(xs);
+    (xs.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64).sqrt()
+}
+
+/// Standard error of the mean: std (ddof = 1) / √n.
+pub fn sem(xs: &[f64]) -> f64 {
+    std_ddof1(xs) / (xs.len() as f64).sqrt()
+}
+
+/// Least-squares line `y = slope·x + intercept` (numpy `polyfit(x, y, 1)`); `None` when x is
+/// constant or there are fewer than two points.
+pub fn linear_fit(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
+    if x.len() != y.len() || x.len() < 2 {
+        return None;
+    }
+    let (mx, my) = (mean(x), mean(y));
+    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let slope = sxy / sxx;
+    Some((slope, my - slope * mx))
+}
+
+/// One row of the analysis join: one (problem, latent token) pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinedRow {
+    pub problem_id: String,
+    pub difficulty: String,
+    pub token_pos: usize,
+    pub importance: f64,
+    /// Attention per layer, keyed by layer index.
+    pub attention: BTreeMap<usize, f64>,
+}
+
+/// `summary_statistics.json`, field for field as upstream writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryStatistics {
+    /// `layer_14`, `layer_8`, `layer_4` (descending, as upstream).
+    pub overall_correlation: indexed::OrderedMap<Pearson>,
+    /// `token_0` … `token_5`.
+    pub per_token: indexed::OrderedMap<TokenStats>,
+    /// Difficulty buckets in order of first appearance.
+    pub by_difficulty: indexed::OrderedMap<DifficultyStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenStats {
+    #[serde(with = "nan_as_null")]
+    pub importance_mean: f64,
+    #[serde(with = "nan_as_null")]
+    pub importance_std: f64,
+    #[serde(with = "nan_as_null")]
+    pub attention_mean: f64,
+    #[serde(with = "nan_as_null")]
+    pub attention_std: f64,
+    #[serde(with = "nan_as_null")]
+    pub correlation: f64,
+    #[serde(with = "nan_as_null")]
+    pub p_value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DifficultyStats {
+    pub num_problems: usize,
+    #[serde(with = "nan_as_null")]
+    pub mean_importance: f64,
+    #[serde(with = "nan_as_null")]
+    pub correlation: f64,
+    #[serde(with = "nan_as_null")]
+    pub p_value: f64,
+}
+
+/// The statistics of upstream `3_analyze_and_visualize.py` over joined rows. `layers` are the
+/// attention layers present (any order); per-token and per-difficulty use the largest one (14
+/// upstream). `tokens_per_problem` is 6 upstream (`num_problems = rows // 6`).
+pub fn summary_statistics(rows: &[JoinedRow], layers: &[usize], tokens_per_problem: usize) -> Result<SummaryStatistics> {
+    let mut layers_desc = layers.to_vec();
+    layers_desc.sort_unstable_by(|a, b| b.cmp(a));
+    layers_desc.dedup();
+    let primary = *layers_desc
+        .first()
+        .ok_or_else(|| Error::invalid("summary statistics need at least one attention layer"))?;
+    let attention_at = |row: &JoinedRow, layer: usize| -> Result<f64> {
+        row.attention.get(&layer).copied().ok_or_else(|| {
+            Error::invalid(format!(
+                "problem {} token {}: no attention value for layer {layer}",
+                row.problem_id, row.token_pos
+            ))
+        })
+    };
+
+    let importance: Vec<f64> = rows.iter().map(|r| r.importance).collect();
+    let mut overall = indexed::OrderedMap::default();
+    for &layer in &layers_desc {
+        let attention = rows.iter().map(|r| attention_at(r, layer)).collect::<Result<Vec<_>>>()?;
+        overall.push(format!("layer_{layer}"), pearson(&attention, &importance)?);
+    }
+
+    let mut per_token = indexed::OrderedMap::default();
+    for token in 0..tokens_per_problem {
+        let selected: Vec<&JoinedRow> = rows.iter().filter(|r| r.token_pos == token).collect();
+        let imp: Vec<f64> = selected.iter().map(|r| r.importance).collect();
+        let att = selected.iter().map(|r| attention_at(r, primary)).collect::<Result<Vec<_>>>()?;
+        let corr = pearson(&att, &imp)?;
+        per_token.push(
+            format!("token_{token}"),
+            TokenStats {
+                importance_mean: mean(&imp),
+                importance_std: std_ddof1(&imp),
+                attention_mean: mean(&att),
+                attention_std: std_ddof1(&att),
+                correlation: corr.r,
+                p_value: corr.p,
+            },
+        );
+    }
+
+    let mut difficulties: Vec<&str> = Vec::new();
+    for row in rows {
+        if !difficulties.contains(&row.difficulty.as_str()) {
+            difficulties.push(&row.difficulty);
+        }
+    }
+    let mut by_difficulty = indexed::OrderedMap::default();
+    for difficulty in difficulties {
+        let selected: Vec<&JoinedRow> = rows.iter().filter(|r| r.difficulty == difficulty).collect();
+        let imp: Vec<f64> = selected.iter().map(|r| r.importance).collect();
+        let att = selected.iter().map(|r| attention_at(r, primary)).collect::<Result<Vec<_>>>()?;
+        let corr = pearson(&att, &imp)?;
+        by_difficulty.push(
+            difficulty.to_owned(),
+            DifficultyStats {
+                num_problems: selected.len() / tokens_per_problem.max(1),
+                mean_importance: mean(&imp),
+                correlation: corr.r,
+                p_value: corr.p,
+            },
+        );
+    }
+    Ok(SummaryStatistics { overall_correlation: overall, per_token, by_difficulty })
+}
+
+/// A JSON object that keeps insertion order (serde_json's map sorts keys without the
+/// `preserve_order` feature; upstream's key order is part of the schema).
+pub mod indexed {
+    use serde::de::{MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+    impl<V> Default for OrderedMap<V> {
+        fn default() -> Self {
+            OrderedMap(Vec::new())
+        }
+    }
+
+    impl<V> OrderedMap<V> {
+        pub fn push(&mut self, key: String, value: V) {
+            self.0.push((key, value));
+        }
+        pub fn get(&self, key: &str) -> Option<&V> {
+            self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        }
+        pub fn keys(&self) -> impl Iterator<Item = &str> {
+            self.0.iter().map(|(k, _)| k.as_str())
+        }
+        pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+            self.0.iter().map(|(k, v)| (k.as_str(), v))
+        }
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+        pub fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    impl<V: Serialize> Serialize for OrderedMap<V> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for (k, v) in &self.0 {
+                map.serialize_entry(k, v)?;
+            }
+            map.end()
+        }
+    }
+
+    impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct OrderedVisitor<V>(std::marker::PhantomData<V>);
+            impl<'de, V: Deserialize<'de>> Visitor<'de> for OrderedVisitor<V> {
+                type Value = OrderedMap<V>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some((k, v)) = access.next_entry::<String, V>()? {
+                        out.push((k, v));
+                    }
+                    Ok(OrderedMap(out))
+                }
+            }
+            deserializer.deserialize_map(OrderedVisitor(std::marker::PhantomData))
+        }
+    }
+}
+
+/// NaN ⇄ JSON `null` for f64 fields (Python's `json.dump` writes a bare `NaN`, which is not JSON;
+/// [`relaxed_json`] reads such files).
+pub mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            serializer.serialize_f64(*value)
+        } else {
+            serializer.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// Replace Python's bare `NaN`, `Infinity` and `-Infinity` tokens (outside strings) by `null`, so
+/// files written by upstream's `json.dump` parse.
+pub fn relaxed_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        } else {
+            let token = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t));
+            if let Some(token) = token {
+                out.push_str("null");
+                rest = &rest[token.len()..];
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pearson_constant_side_is_nan() {
+        let p = pearson(&[1.0, 2.0, 3.0], &[0.0, 0.0, 0.0]).unwrap();
+        assert!(p.r.is_nan() && p.p.is_nan());
+    }
+
+    #[test]
+    fn pearson_perfect_and_two_points() {
+        let p = pearson(&[1.0, 2.0, 3.0, 4.0], &[2.0, 4.0, 6.0, 8.0]).unwrap();
+        assert!((p.r - 1.0).abs() < 1e-15 && p.p == 0.0);
+        let p = pearson(&[1.0, 2.0], &[3.0, 1.0]).unwrap();
+        assert_eq!((p.r, p.p), (-1.0, 1.0));
+    }
+
+    #[test]
+    fn spec_values_round_trip_to_p() {
+        // r → p as in the committed summary_statistics.json (spec §5): n = 600, r = 0.23547.
+        let p = p_from_r(0.23547, 600);
+        assert!((p / 5.2807e-9 - 1.0).abs() < 2e-3, "{p}");
+        let p = p_from_r(-0.22878, 100);
+        assert!((p - 0.022051).abs() < 2e-5, "{p}");
+    }
+
+    fn p_from_r(r: f64, n: usize) -> f64 {
+        let df = (n - 2) as f64;
+        let t = r.abs() * (df / (1.0 - r * r)).sqrt();
+        2.0 * StudentsT::new(0.0, 1.0, df).unwrap().sf(t)
+    }
+
+    #[test]
+    fn std_and_sem_are_pandas_style() {
+        let xs = [1.0, 2.0, 3.0, 4.0];
+        assert!((std_ddof1(&xs) - 1.2909944487358056).abs() < 1e-15);
+        assert!((sem(&xs) - 0.6454972243679028).abs() < 1e-15);
+        assert!(std_ddof1(&[1.0]).is_nan());
+    }
+
+    #[test]
+    fn relaxed_json_reads_python_nan() {
+        let text = r#"{"a": NaN, "b": "NaN", "c": -Infinity, "d": [Infinity, 1]}"#;
+        let v: serde_json::Value = serde_json::from_str(&relaxed_json(text)).unwrap();
+        assert!(v["a"].is_null() && v["b"] == "NaN" && v["c"].is_null() && v["d"][0].is_null());
+    }
+}

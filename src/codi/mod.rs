@@ -1,0 +1,1 @@
+//! codi (work in progress)

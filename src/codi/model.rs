@@ -1,0 +1,253 @@
+//! A loaded CODI model (spec `codi.md` §1): the decoder with LoRA merged, the projection
+//! `prj = Linear → GELU(erf) → Linear → LayerNorm(eps 1e-5)`, the special ids pad/bot/eot = V0,
+//! V0+1, V0+2 (embedding rows only, never tokenizer tokens), and the tokenizer.
+//!
+//! A checkpoint directory holds the checkpoint file (`model.safetensors` or `pytorch_model.bin`),
+//! the base `config.json`, `tokenizer.json` (+ `tokenizer_config.json`), and optionally `codi.json`
+//! ([`CodiMeta`]: LoRA alpha, and whether the weights are a real CODI model or a synthetic one).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{LayerNorm, Linear};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{load_codi_tensors, CheckpointFormat};
+use crate::model::{Config, Model, Tokenizer};
+use crate::{Error, Result};
+
+/// CODI's LoRA alpha (r = 128, alpha = 32, scale 0.25; spec §1.3).
+pub const CODI_LORA_ALPHA: f64 = 32.0;
+/// LayerNorm epsilon of `prj.ln`.
+pub const PRJ_LN_EPS: f64 = 1e-5;
+/// File name of the sidecar metadata.
+pub const META_FILE: &str = "codi.json";
+
+/// `codi.json`: what the state dict cannot say.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CodiMeta {
+    /// LoRA alpha used at training (scale = alpha / r).
+    pub lora_alpha: f64,
+    /// False for checkpoints written by `codi make-model`: their results are not CODI results.
+    pub real_codi: bool,
+    /// Free-text provenance (base model, seed, …).
+    #[serde(default)]
+    pub note: String,
+}
+
+impl Default for CodiMeta {
+    fn default() -> Self {
+        CodiMeta { lora_alpha: CODI_LORA_ALPHA, real_codi: true, note: String::new() }
+    }
+}
+
+/// The three extra vocabulary rows appended after the base vocabulary `V0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialIds {
+    /// Base vocabulary size `V0` (the embedding has `V0 + 3` rows).
+    pub base_vocab: u32,
+    pub pad: u32,
+    pub bot: u32,
+    pub eot: u32,
+}
+
+impl SpecialIds {
+    pub fn for_base_vocab(v0: usize) -> Self {
+        let v0 = v0 as u32;
+        SpecialIds { base_vocab: v0, pad: v0, bot: v0 + 1, eot: v0 + 2 }
+    }
+}
+
+/// `prj`: Linear(d → prj_dim) → GELU (erf) → Linear(prj_dim → d) → LayerNorm(d).
+#[derive(Debug, Clone)]
+pub struct Projection {
+    first: Linear,
+    second: Linear,
+    norm: LayerNorm,
+}
+
+impl Projection {
+    /// Build from tensors named as in the checkpoint without `prj.` (`1.weight`, `1.bias`,
+    /// `3.weight`, `3.bias`, `ln.weight`, `ln.bias`).
+    pub fn from_tensors(tensors: &HashMap<String, Tensor>, hidden: usize, device: &Device, file: &Path) -> Result<Self> {
+        let get = |name: &str| -> Result<Tensor> {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| Error::format(file, format!("missing projection tensor `prj.{name}`")))?;
+            Ok(t.to_device(device)?)
+        };
+        let w1 = get("1.weight")?;
+        let w3 = get("3.weight")?;
+        let prj_dim = w1.dim(0)?;
+        let expect = |name: &str, t: &Tensor, shape: &[usize]| -> Result<()> {
+            if t.dims() != shape {
+                return Err(Error::format(
+                    file,
+                    format!("projection tensor `prj.{name}` has shape {:?}, expected {shape:?}", t.dims()),
+                ));
+            }
+            Ok(())
+        };
+        expect("1.weight", &w1, &[prj_dim, hidden])?;
+        expect("3.weight", &w3, &[hidden, prj_dim])?;
+        let b1 = get("1.bias")?;
+        expect("1.bias", &b1, &[prj_dim])?;
+        let b3 = get("3.bias")?;
+        expect("3.bias", &b3, &[hidden])?;
+        let ln_w = get("ln.weight")?;
+        expect("ln.weight", &ln_w, &[hidden])?;
+        let ln_b = get("ln.bias")?;
+        expect("ln.bias", &ln_b, &[hidden])?;
+        Ok(Projection {
+            first: Linear::new(w1, Some(b1)),
+            second: Linear::new(w3, Some(b3)),
+            norm: LayerNorm::new(ln_w, ln_b, PRJ_LN_EPS),
+        })
+    }
+
+    /// `z = LN(W3 · gelu_erf(W1·h + b1) + b3)` for hidden states `[.., d]`.
+    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        let h = self.first.forward(hidden)?.gelu_erf()?;
+        Ok(self.norm.forward(&self.second.forward(&h)?)?)
+    }
+}
+
+/// Everything needed to run CODI: decoder, projection, special ids, tokenizer, provenance.
+pub struct CodiModel {
+    pub model: Model,
+    pub projection: Projection,
+    pub tokenizer: Tokenizer,
+    pub special: SpecialIds,
+    pub meta: CodiMeta,
+    /// Short label (the checkpoint directory's name).
+    pub name: String,
+    /// sha256 of the checkpoint file, hex; keys resumable outputs.
+    pub weights_hash: String,
+    pub checkpoint: PathBuf,
+    pub format: CheckpointFormat,
+    pub lora_rank: Option<usize>,
+}
+
+impl std::fmt::Debug for CodiModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodiModel")
+            .field("name", &self.name)
+            .field("checkpoint", &self.checkpoint)
+            .field("special", &self.special)
+            .field("lora_rank", &self.lora_rank)
+            .field("real_codi", &self.meta.real_codi)
+            .finish()
+    }
+}
+
+/// Options for [`CodiModel::load`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// LoRA alpha; overrides `codi.json` (default 32).
+    pub lora_alpha: Option<f64>,
+    /// `config.json` to use when the checkpoint directory has none.
+    pub config: Option<PathBuf>,
+    /// `tokenizer.json` to use when the checkpoint directory has none.
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl CodiModel {
+    /// Load a CODI checkpoint directory (or a checkpoint file inside one) onto `device`.
+    pub fn load(path: &Path, options: &LoadOptions, device: &Device) -> Result<CodiModel> {
+        let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")).to_path_buf() } else { path.to_path_buf() };
+        let meta_path = dir.join(META_FILE);
+        let mut meta = if meta_path.is_file() {
+            let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+            serde_json::from_str(&text).map_err(|e| Error::format(&meta_path, format!("invalid codi.json: {e}")))?
+        } else {
+            CodiMeta::default()
+        };
+        if let Some(alpha) = options.lora_alpha {
+            meta.lora_alpha = alpha;
+        }
+
+        let config_path = options.config.clone().unwrap_or_else(|| dir.join("config.json"));
+        let mut config = Config::from_json_file(&config_path)?;
+        let tokenizer_path = options.tokenizer.clone().unwrap_or_else(|| dir.join("tokenizer.json"));
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
+
+        let tensors = load_codi_tensors(path, meta.lora_alpha)?;
+        let file = tensors.file.clone();
+        let embed = tensors.base.get("model.embed_tokens.weight").ok_or_else(|| {
+            Error::format(&file, "missing `codi.base_model.model.model.embed_tokens.weight`")
+        })?;
+        let rows = embed.dim(0)?;
+        if rows < 4 {
+            return Err(Error::format(&file, format!("embedding has {rows} rows; CODI needs V0 + 3")));
+        }
+        let base_vocab = rows - 3;
+        if config.vocab_size != base_vocab && config.vocab_size != rows {
+            return Err(Error::format(
+                &config_path,
+                format!(
+                    "field `vocab_size` is {}, but the checkpoint's embedding has {rows} rows (expected V0 = {base_vocab} or V0 + 3)",
+                    config.vocab_size
+                ),
+            ));
+        }
+        config.vocab_size = rows;
+        let hidden = config.hidden_size;
+        let projection = Projection::from_tensors(&tensors.projection, hidden, device, &file)?;
+        let model = Model::from_tensors(config, tensors.base, device)?;
+        let weights_hash = sha256_file(&file)?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "codi".into());
+        Ok(CodiModel {
+            model,
+            projection,
+            tokenizer,
+            special: SpecialIds::for_base_vocab(base_vocab),
+            meta,
+            name,
+            weights_hash,
+            checkpoint: file,
+            format: tensors.format,
+            lora_rank: tensors.lora_rank,
+        })
+    }
+
+    /// Token ids of the model's end-of-sequence: the tokenizer's EOS plus the config's, deduplicated
+    /// (spec §2.1 recommends stopping on every EOS the model may have been trained with).
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.tokenizer.eos().to_vec();
+        for id in self.model.config().eos_ids() {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// The warning every output of a synthetic checkpoint carries.
+    pub fn provenance_note(&self) -> Option<String> {
+        (!self.meta.real_codi).then(|| {
+            format!(
+                "NOT A CODI MODEL: {} is a CODI-shaped checkpoint with seeded random LoRA/projection \
+                 ({}); results on it are not CODI results",
+                self.name, self.meta.note
+            )
+        })
+    }
+}
+
+/// Hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

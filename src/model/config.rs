@@ -1,0 +1,264 @@
+//! Model configuration: one `Config` for the Llama family (Llama-3.x, SmolLM2, R1-Distill-Llama)
+//! and Qwen2/Qwen3, read from an HF `config.json` (field names as there) or from GGUF metadata
+//! (spec `runtime-candle.md` §2.4).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Llama-3 style RoPE frequency scaling (`rope_scaling` with `rope_type: "llama3"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    #[serde(alias = "type")]
+    pub rope_type: String,
+    #[serde(default = "default_one")]
+    pub factor: f64,
+    #[serde(default = "default_one")]
+    pub low_freq_factor: f64,
+    #[serde(default = "default_four")]
+    pub high_freq_factor: f64,
+    #[serde(default = "default_orig_ctx")]
+    pub original_max_position_embeddings: usize,
+}
+
+fn default_one() -> f64 {
+    1.0
+}
+fn default_four() -> f64 {
+    4.0
+}
+fn default_orig_ctx() -> usize {
+    8192
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_max_pos() -> usize {
+    4096
+}
+
+/// Decoder configuration mirroring HF `config.json` (Llama / Qwen2 / Qwen3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// `llama`, `qwen2` or `qwen3`; decides q/k norm and bias defaults.
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Explicit head dimension (Qwen3: not hidden/heads).
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// q/k/v (and for Llama/Qwen3 also o) projections carry a bias.
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    #[serde(default)]
+    pub bos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    /// Llama-3 scaling given as per-frequency divisors (GGUF `rope_freqs.weight`), used instead
+    /// of `rope_scaling` when present.
+    #[serde(skip)]
+    pub rope_freq_divisors: Option<Vec<f32>>,
+}
+
+/// What differs between the supported architectures inside the decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    Qwen2,
+    Qwen3,
+}
+
+impl Config {
+    pub fn from_json_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut cfg: Config = serde_json::from_str(&text)
+            .map_err(|e| Error::format(path, format!("not an HF config.json: {e}")))?;
+        cfg.model_type = cfg.model_type.to_lowercase();
+        cfg.validate().map_err(|what| Error::format(path, what))?;
+        Ok(cfg)
+    }
+
+    pub fn architecture(&self) -> std::result::Result<Architecture, String> {
+        match self.model_type.as_str() {
+            "llama" | "mistral" => Ok(Architecture::Llama),
+            "qwen2" => Ok(Architecture::Qwen2),
+            "qwen3" => Ok(Architecture::Qwen3),
+            other => Err(format!(
+                "field `model_type`: unsupported architecture `{other}` (supported: llama, qwen2, qwen3)"
+            )),
+        }
+    }
+
+    pub fn num_kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Whether q/k/v projections have a bias (Qwen2 always does).
+    pub fn qkv_bias(&self) -> bool {
+        match self.architecture() {
+            Ok(Architecture::Qwen2) => true,
+            _ => self.attention_bias.unwrap_or(false),
+        }
+    }
+
+    /// Whether the output projection has a bias (never for Qwen2, `attention_bias` otherwise).
+    pub fn o_bias(&self) -> bool {
+        match self.architecture() {
+            Ok(Architecture::Qwen2) => false,
+            _ => self.attention_bias.unwrap_or(false),
+        }
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.architecture()?;
+        if self.num_attention_heads == 0 || self.num_hidden_layers == 0 || self.hidden_size == 0 {
+            return Err("fields `num_attention_heads`, `num_hidden_layers`, `hidden_size` must be > 0".into());
+        }
+        if self.num_attention_heads % self.num_kv_heads() != 0 {
+            return Err(format!(
+                "field `num_key_value_heads`: {} does not divide num_attention_heads {}",
+                self.num_kv_heads(),
+                self.num_attention_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(format!("head dimension {} must be even for RoPE", self.head_dim()));
+        }
+        if let Some(rs) = &self.rope_scaling {
+            if !matches!(rs.rope_type.as_str(), "llama3" | "default") {
+                return Err(format!("field `rope_scaling.rope_type`: unsupported `{}`", rs.rope_type));
+            }
+        }
+        Ok(())
+    }
+
+    /// Build a config from GGUF metadata (`<arch>.block_count`, `<arch>.attention.head_count`, ...).
+    /// Llama-3 rope scaling is not in the metadata; the caller reads it from `rope_freqs.weight`.
+    pub fn from_gguf(
+        metadata: &HashMap<String, gguf_file::Value>,
+        path: &Path,
+        vocab_rows: usize,
+        has_output_weight: bool,
+    ) -> Result<Config> {
+        let get = |key: &str| -> Result<&gguf_file::Value> {
+            metadata
+                .get(key)
+                .ok_or_else(|| Error::format(path, format!("missing GGUF metadata key `{key}`")))
+        };
+        let arch = get("general.architecture")?
+            .to_string()
+            .map_err(|e| Error::format(path, format!("`general.architecture`: {e}")))?
+            .clone();
+        let u = |key: &str| -> Result<usize> {
+            let v = get(&format!("{arch}.{key}"))?;
+            v.to_u32()
+                .map(|x| x as usize)
+                .or_else(|_| v.to_u64().map(|x| x as usize))
+                .map_err(|e| Error::format(path, format!("`{arch}.{key}`: {e}")))
+        };
+        let f = |key: &str| -> Option<f64> {
+            metadata.get(&format!("{arch}.{key}")).and_then(|v| v.to_f32().ok()).map(|x| x as f64)
+        };
+        let model_type = match arch.as_str() {
+            "llama" => "llama",
+            "qwen2" => "qwen2",
+            "qwen3" => "qwen3",
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!("`general.architecture`: unsupported `{other}` (supported: llama, qwen2, qwen3)"),
+                ))
+            }
+        };
+        let heads = u("attention.head_count")?;
+        let hidden = u("embedding_length")?;
+        let cfg = Config {
+            model_type: model_type.to_string(),
+            vocab_size: vocab_rows,
+            hidden_size: hidden,
+            intermediate_size: u("feed_forward_length")?,
+            num_hidden_layers: u("block_count")?,
+            num_attention_heads: heads,
+            num_key_value_heads: Some(u("attention.head_count_kv").unwrap_or(heads)),
+            head_dim: u("attention.key_length").ok(),
+            rms_norm_eps: f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            rope_theta: f("rope.freq_base").unwrap_or(10_000.0),
+            rope_scaling: None,
+            max_position_embeddings: u("context_length").unwrap_or(4096),
+            tie_word_embeddings: !has_output_weight,
+            attention_bias: None,
+            bos_token_id: None,
+            eos_token_id: None,
+            rope_freq_divisors: None,
+        };
+        cfg.validate().map_err(|what| Error::format(path, what))?;
+        Ok(cfg)
+    }
+
+    /// Token ids listed as `eos_token_id` (single id or list).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        json_ids(self.eos_token_id.as_ref())
+    }
+}
+
+fn json_ids(v: Option<&serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_llama3_config_with_rope_scaling() {
+        let json = r#"{"model_type":"llama","vocab_size":128256,"hidden_size":2048,"intermediate_size":8192,
+          "num_hidden_layers":16,"num_attention_heads":32,"num_key_value_heads":8,"rms_norm_eps":1e-5,
+          "rope_theta":500000.0,"rope_scaling":{"factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,
+          "original_max_position_embeddings":8192,"rope_type":"llama3"},"max_position_embeddings":131072,
+          "tie_word_embeddings":true,"eos_token_id":[128001,128008,128009]}"#;
+        let cfg: Config = serde_json::from_str(json).unwrap();
+        assert_eq!(cfg.head_dim(), 64);
+        assert_eq!(cfg.num_kv_heads(), 8);
+        assert_eq!(cfg.eos_ids(), vec![128001, 128008, 128009]);
+        assert!(cfg.validate().is_ok());
+        assert_eq!(cfg.rope_scaling.unwrap().factor, 32.0);
+    }
+
+    #[test]
+    fn rejects_unknown_architecture() {
+        let json = r#"{"model_type":"gpt2","vocab_size":10,"hidden_size":8,"intermediate_size":8,
+          "num_hidden_layers":1,"num_attention_heads":2}"#;
+        let cfg: Config = serde_json::from_str(json).unwrap();
+        assert!(cfg.validate().unwrap_err().contains("model_type"));
+    }
+}

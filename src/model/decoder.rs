@@ -1,0 +1,595 @@
+//! The decoder: one implementation for the Llama family (Llama-3.x with llama3 RoPE scaling,
+//! SmolLM2, R1-Distill-Llama) and Qwen2/Qwen3 (q/k/v bias, per-head q/k RMSNorm before RoPE,
+//! explicit head_dim), matching HF transformers' eager attention (spec `runtime-candle.md` §3).
+//!
+//! Laid out like candle-transformers' model files (rotary → MLP → attention → layer → model), with
+//! two deliberate differences: `forward(&self, ..)` takes an explicit [`KvCache`] and a
+//! [`Hooks`] value, and it returns logits and final-norm hidden states for every position.
+//!
+//! Attention is computed in query blocks: each block's probabilities are handed to the hooks'
+//! [`AttentionSink`](crate::attention::AttentionSink) and dropped, so peak memory is
+//! `O(heads × block × T)` instead of `O(layers × heads × T²)`; the numbers are the same as the
+//! full computation because softmax is per row.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::Linear;
+
+use super::config::{Architecture, Config};
+use super::hooks::{HookPoint, Hooks};
+use crate::attention::AttentionBlock;
+use crate::{Error, Result};
+
+/// Input of a forward call: token ids, or input embeddings `[1, L, d]` (CODI feeds projected
+/// hidden states).
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    Ids(&'a [u32]),
+    Embeds(&'a Tensor),
+}
+
+/// Which logits a forward call computes (the LM head over a long trace is large).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    All,
+    Last,
+    None,
+}
+
+/// Output of a forward call.
+#[derive(Debug, Clone)]
+pub struct ForwardOutput {
+    /// `[1, L, vocab]` f32 (`[1, 1, vocab]` with [`Logits::Last`], `None` with [`Logits::None`]).
+    pub logits: Option<Tensor>,
+    /// `[1, L, d]` post-final-norm hidden states (HF `hidden_states[-1]`).
+    pub hidden: Tensor,
+}
+
+impl ForwardOutput {
+    /// The logits; an error if they were not computed.
+    pub fn logits(&self) -> Result<&Tensor> {
+        self.logits.as_ref().ok_or_else(|| Error::invalid("forward was run without logits"))
+    }
+}
+
+/// Key/value cache of one sequence: per layer `[1, H_kv, T, d_head]` keys (after RoPE) and values.
+/// Cloning is cheap (tensors are shared), so a prefix can be reused by several continuations.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(model: &Model) -> Self {
+        Self { layers: vec![None; model.config.num_hidden_layers], len: 0 }
+    }
+    /// Positions already cached; the next forward call continues after them.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Keep only the first `len` positions.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len >= self.len {
+            return Ok(());
+        }
+        for kv in self.layers.iter_mut().flatten() {
+            *kv = (kv.0.narrow(2, 0, len)?, kv.1.narrow(2, 0, len)?);
+        }
+        self.len = len;
+        Ok(())
+    }
+}
+
+/// Rotary embedding: inverse frequencies (with llama3 scaling) computed in f32 as HF does; the
+/// cos/sin tables are built per call for the positions it covers.
+#[derive(Debug, Clone)]
+struct Rotary {
+    inv_freq: Vec<f32>,
+}
+
+impl Rotary {
+    fn new(cfg: &Config) -> Self {
+        let dim = cfg.head_dim();
+        let base = cfg.rope_theta as f32;
+        let mut inv_freq: Vec<f32> =
+            (0..dim).step_by(2).map(|i| 1.0f32 / base.powf(i as f32 / dim as f32)).collect();
+        let scaling = cfg.rope_scaling.as_ref().filter(|r| r.rope_type == "llama3");
+        if let Some(rs) = scaling.filter(|_| cfg.rope_freq_divisors.is_none()) {
+            let factor = rs.factor as f32;
+            let low = rs.low_freq_factor as f32;
+            let high = rs.high_freq_factor as f32;
+            let orig = rs.original_max_position_embeddings as f32;
+            let low_wavelen = orig / low;
+            let high_wavelen = orig / high;
+            for f in inv_freq.iter_mut() {
+                let wavelen = 2.0 * std::f32::consts::PI / *f;
+                // Same three bands as HF `_compute_llama3_parameters`.
+                let scaled = if wavelen > low_wavelen { *f / factor } else { *f };
+                let smooth = (orig / wavelen - low) / (high - low);
+                let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                *f = if medium { (1.0 - smooth) * scaled / factor + smooth * scaled } else { scaled };
+            }
+        }
+        if let Some(div) = &cfg.rope_freq_divisors {
+            for (f, d) in inv_freq.iter_mut().zip(div) {
+                *f /= d;
+            }
+        }
+        Self { inv_freq }
+    }
+
+    /// cos and sin tables `[len, d_head/2]` for positions `offset..offset+len`.
+    fn tables(&self, offset: usize, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        for p in offset..offset + len {
+            for &f in &self.inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Ok((Tensor::from_vec(cos, (len, half), device)?, Tensor::from_vec(sin, (len, half), device)?))
+    }
+}
+
+/// Run a hook point: only when the hooks want it; a returned replacement must keep the shape.
+fn hook(hooks: &mut dyn Hooks, point: HookPoint, value: Tensor) -> Result<Tensor> {
+    if !hooks.wants(&point) {
+        return Ok(value);
+    }
+    match hooks.on(&point, &value)? {
+        Some(new) if new.shape() != value.shape() => Err(Error::invalid(format!(
+            "hook at {point} returned shape {:?}, expected {:?}",
+            new.dims(),
+            value.dims()
+        ))),
+        Some(new) => Ok(new),
+        None => Ok(value),
+    }
+}
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?)
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        Ok(self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    /// Qwen3's per-head RMSNorm weights for q and k.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    rms_norm_eps: f64,
+}
+
+/// Query rows per attention block: about 32 MiB of probabilities per block.
+fn query_block_rows(heads: usize, keys: usize, rows: usize) -> usize {
+    let budget = 32 * 1024 * 1024 / 4;
+    (budget / (heads * keys).max(1)).clamp(16, rows.max(16))
+}
+
+impl Attention {
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        offset: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+        hooks: &mut dyn Hooks,
+        block_rows: Option<usize>,
+    ) -> Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        let (h, h_kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+
+        // 1. Project.
+        let q = self.q_proj.forward(x)?;
+        let k = self.k_proj.forward(x)?;
+        let v = self.v_proj.forward(x)?;
+
+        // 2. Split heads: [b, L, H*hd] -> [b, H, L, hd].
+        let q = q.reshape((b, seq, h, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = k.reshape((b, seq, h_kv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, seq, h_kv, hd))?.transpose(1, 2)?.contiguous()?;
+
+        // 3. Qwen3: RMSNorm over each head's vector, before RoPE.
+        let q = match &self.q_norm {
+            Some(w) => rms_norm(&q, w, self.rms_norm_eps)?,
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(w) => rms_norm(&k, w, self.rms_norm_eps)?,
+            None => k,
+        };
+
+        // 4. RoPE (rotate-half convention; GGUF llama weights were un-permuted at load).
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let q = hook(hooks, HookPoint::AttnQ(layer), q)?;
+        let k = hook(hooks, HookPoint::AttnK(layer), k)?;
+        let v = hook(hooks, HookPoint::AttnV(layer), v)?;
+
+        // 5. Append to the KV cache.
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let total_keys = k.dim(2)?;
+
+        // 6. Attention in query blocks. Grouped-query heads are handled without copying K/V:
+        //    query head `kv * n_rep + r` uses KV head `kv` (HF `repeat_kv` order).
+        let n_rep = h / h_kv;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let full = hooks.wants(&HookPoint::AttnScores(layer)) || hooks.wants(&HookPoint::AttnPattern(layer));
+        let stream = hooks.attention_sink().map(|s| s.wants_layer(layer)).unwrap_or(false);
+        let block = if full { seq } else { block_rows.unwrap_or_else(|| query_block_rows(h, total_keys, seq)) };
+        let mut outputs = Vec::with_capacity(seq.div_ceil(block));
+        let mut q0 = 0;
+        while q0 < seq {
+            let rows = block.min(seq - q0);
+            // Causal: no row of this block sees keys past `visible` (full blocks keep all keys).
+            let visible = if full { total_keys } else { offset + q0 + rows };
+            let qb = q.narrow(2, q0, rows)?.contiguous()?.reshape((b, h_kv, n_rep * rows, hd))?;
+            let kb = k.narrow(2, 0, visible)?;
+            let vb = v.narrow(2, 0, visible)?;
+            let scores = (qb.matmul(&kb.t()?)? * scale)?.reshape((b, h, rows, visible))?;
+            let scores = match causal_mask(offset + q0, rows, visible, x.device())? {
+                Some(mask) => scores.broadcast_add(&mask)?,
+                None => scores,
+            };
+            let scores = if full { hook(hooks, HookPoint::AttnScores(layer), scores)? } else { scores };
+            let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?;
+            let probs = if full { hook(hooks, HookPoint::AttnPattern(layer), probs)? } else { probs };
+            if stream {
+                send_block(hooks, layer, offset + q0, h, rows, visible, total_keys, &probs)?;
+            }
+            let out = probs
+                .to_dtype(v.dtype())?
+                .reshape((b, h_kv, n_rep * rows, visible))?
+                .matmul(&vb.contiguous()?)?
+                .reshape((b, h, rows, hd))?;
+            outputs.push(out);
+            q0 += rows;
+        }
+        let attn = if outputs.len() == 1 { outputs.pop().unwrap() } else { Tensor::cat(&outputs, 2)? };
+
+        // 7. Merge heads and project out.
+        let z = hook(hooks, HookPoint::AttnZ(layer), attn.transpose(1, 2)?.contiguous()?)?;
+        Ok(self.o_proj.forward(&z.reshape((b, seq, h * hd))?)?)
+    }
+}
+
+/// Additive causal mask `[rows, visible]` for query rows starting at absolute position `first`:
+/// `-inf` where the key comes after the query. `None` when no entry is masked.
+fn causal_mask(first: usize, rows: usize, visible: usize, device: &Device) -> Result<Option<Tensor>> {
+    // Row 0 sees keys up to `first`; later rows see more, so nothing is masked past this test.
+    if first + 1 >= visible {
+        return Ok(None);
+    }
+    let mut mask = vec![0f32; rows * visible];
+    for r in 0..rows {
+        for kk in (first + r + 1).min(visible)..visible {
+            mask[r * visible + kk] = f32::NEG_INFINITY;
+        }
+    }
+    Ok(Some(Tensor::from_vec(mask, (rows, visible), device)?))
+}
+
+/// Hand one block of probabilities `[1, H, rows, visible]` to the hooks' sink, without a copy on
+/// CPU.
+#[allow(clippy::too_many_arguments)]
+fn send_block(
+    hooks: &mut dyn Hooks,
+    layer: usize,
+    q_start: usize,
+    heads: usize,
+    rows: usize,
+    visible: usize,
+    total_keys: usize,
+    probs: &Tensor,
+) -> Result<()> {
+    let Some(sink) = hooks.attention_sink() else { return Ok(()) };
+    let probs = probs.contiguous()?;
+    let n = heads * rows * visible;
+    let block = AttentionBlock { layer, q_start, heads, rows, kv_len: visible, total_keys, probs: &[] };
+    {
+        let (storage, layout) = probs.storage_and_layout();
+        if let candle_core::Storage::Cpu(cpu) = &*storage {
+            let start = layout.start_offset();
+            let data = &cpu.as_slice::<f32>()?[start..start + n];
+            let result = sink.consume(AttentionBlock { probs: data, ..block });
+            return result;
+        }
+    }
+    // Other devices: one copy of the block to the host.
+    let host = probs.flatten_all()?.to_vec1::<f32>()?;
+    sink.consume(AttentionBlock { probs: &host, ..block })
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: Tensor,
+    post_attention_layernorm: Tensor,
+}
+
+/// A loaded decoder-only language model (f32 weights).
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: Config,
+    architecture: Architecture,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    rotary: Rotary,
+    device: Device,
+    /// Query rows per attention block; `None` picks about 32 MiB of probabilities per block.
+    block_rows: Option<usize>,
+}
+
+/// Tensors by HF name, consumed as the model is built; errors name the missing key.
+struct TensorStore {
+    tensors: HashMap<String, Tensor>,
+    device: Device,
+}
+
+impl TensorStore {
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.tensors.remove(name).ok_or_else(|| Error::invalid(format!("missing tensor `{name}`")))?;
+        if t.dims() != shape {
+            return Err(Error::invalid(format!(
+                "tensor `{name}` has shape {:?}, config implies {:?}",
+                t.dims(),
+                shape
+            )));
+        }
+        Ok(t.to_dtype(DType::F32)?.to_device(&self.device)?)
+    }
+    fn take_opt(&mut self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        if self.tensors.contains_key(name) {
+            self.take(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+    fn linear(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        let w = self.take(&format!("{prefix}.weight"), &[out, inp])?;
+        let b = if bias {
+            Some(self.take(&format!("{prefix}.bias"), &[out])?)
+        } else {
+            self.take_opt(&format!("{prefix}.bias"), &[out])?
+        };
+        Ok(Linear::new(w, b))
+    }
+}
+
+impl Model {
+    /// Build a model from tensors named as in HF checkpoints (`model.embed_tokens.weight`,
+    /// `model.layers.{i}.self_attn.q_proj.weight`, ..., `model.norm.weight`, `lm_head.weight`
+    /// unless tied). Every tensor is converted to f32 on `device`.
+    pub fn from_tensors(config: Config, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Model> {
+        let architecture = config.architecture().map_err(Error::Invalid)?;
+        config.validate().map_err(Error::Invalid)?;
+        let mut store = TensorStore { tensors, device: device.clone() };
+        let (d, hd) = (config.hidden_size, config.head_dim());
+        let (h, h_kv) = (config.num_attention_heads, config.num_kv_heads());
+        let embed_tokens = store.take("model.embed_tokens.weight", &[config.vocab_size, d])?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let qk_norm = architecture == Architecture::Qwen3;
+            let self_attn = Attention {
+                q_proj: store.linear(&format!("{p}.self_attn.q_proj"), h * hd, d, config.qkv_bias())?,
+                k_proj: store.linear(&format!("{p}.self_attn.k_proj"), h_kv * hd, d, config.qkv_bias())?,
+                v_proj: store.linear(&format!("{p}.self_attn.v_proj"), h_kv * hd, d, config.qkv_bias())?,
+                o_proj: store.linear(&format!("{p}.self_attn.o_proj"), d, h * hd, config.o_bias())?,
+                q_norm: if qk_norm { Some(store.take(&format!("{p}.self_attn.q_norm.weight"), &[hd])?) } else { None },
+                k_norm: if qk_norm { Some(store.take(&format!("{p}.self_attn.k_norm.weight"), &[hd])?) } else { None },
+                num_heads: h,
+                num_kv_heads: h_kv,
+                head_dim: hd,
+                rms_norm_eps: config.rms_norm_eps,
+            };
+            let i_size = config.intermediate_size;
+            let mlp = Mlp {
+                gate_proj: store.linear(&format!("{p}.mlp.gate_proj"), i_size, d, false)?,
+                up_proj: store.linear(&format!("{p}.mlp.up_proj"), i_size, d, false)?,
+                down_proj: store.linear(&format!("{p}.mlp.down_proj"), d, i_size, false)?,
+            };
+            layers.push(DecoderLayer {
+                self_attn,
+                mlp,
+                input_layernorm: store.take(&format!("{p}.input_layernorm.weight"), &[d])?,
+                post_attention_layernorm: store.take(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
+            });
+        }
+        let norm = store.take("model.norm.weight", &[d])?;
+        let lm_head = match store.take_opt("lm_head.weight", &[config.vocab_size, d])? {
+            Some(w) if !config.tie_word_embeddings => w,
+            _ => embed_tokens.clone(),
+        };
+        let rotary = Rotary::new(&config);
+        Ok(Model {
+            config,
+            architecture,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary,
+            device: device.clone(),
+            block_rows: None,
+        })
+    }
+
+    /// Fix the number of query rows per attention block (memory/speed trade-off; results are
+    /// identical for any value). `None` restores the automatic choice.
+    pub fn set_attention_block_rows(&mut self, rows: Option<usize>) {
+        self.block_rows = rows.map(|r| r.max(1));
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn architecture(&self) -> Architecture {
+        self.architecture
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn num_layers(&self) -> usize {
+        self.config.num_hidden_layers
+    }
+    pub fn num_heads(&self) -> usize {
+        self.config.num_attention_heads
+    }
+    /// The `[vocab, d]` input embedding matrix.
+    pub fn embedding_matrix(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
+    /// Rows of the embedding matrix for `ids`, as `[1, L, d]`.
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let vocab = self.config.vocab_size;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::invalid(format!("token id {bad} out of range (vocab size {vocab})")));
+        }
+        let idx = Tensor::new(ids, &self.device)?;
+        Ok(self.embed_tokens.index_select(&idx, 0)?.unsqueeze(0)?)
+    }
+
+    /// Apply the LM head to hidden states `[.., d]`.
+    pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(hidden.broadcast_matmul(&self.lm_head.t()?)?)
+    }
+
+    /// Forward pass over new positions, continuing after what `cache` holds; logits for every
+    /// position.
+    pub fn forward(&self, input: Input<'_>, cache: &mut KvCache, hooks: &mut dyn Hooks) -> Result<ForwardOutput> {
+        self.forward_with(input, cache, hooks, Logits::All)
+    }
+
+    /// Forward pass choosing which logits to compute.
+    pub fn forward_with(
+        &self,
+        input: Input<'_>,
+        cache: &mut KvCache,
+        hooks: &mut dyn Hooks,
+        logits: Logits,
+    ) -> Result<ForwardOutput> {
+        let offset = cache.len;
+        if cache.layers.len() != self.layers.len() {
+            return Err(Error::invalid("KV cache was made for a different model"));
+        }
+        let x = match input {
+            Input::Ids(ids) => {
+                if ids.is_empty() {
+                    return Err(Error::invalid("forward called with no tokens"));
+                }
+                self.embed(ids)?
+            }
+            Input::Embeds(e) => {
+                let e = if e.rank() == 2 { e.unsqueeze(0)? } else { e.clone() };
+                let (b, l, d) = e.dims3()?;
+                if b != 1 || d != self.config.hidden_size || l == 0 {
+                    return Err(Error::invalid(format!(
+                        "input embeddings must be [1, L, {}], got {:?}",
+                        self.config.hidden_size,
+                        e.dims()
+                    )));
+                }
+                e.to_dtype(DType::F32)?.to_device(&self.device)?
+            }
+        };
+        let seq = x.dim(1)?;
+        if offset + seq > self.config.max_position_embeddings {
+            return Err(Error::invalid(format!(
+                "sequence of {} positions exceeds the model's context of {} (max_position_embeddings)",
+                offset + seq,
+                self.config.max_position_embeddings
+            )));
+        }
+        hooks.begin(offset, seq);
+        let (cos, sin) = self.rotary.tables(offset, seq, &self.device)?;
+        let mut x = hook(hooks, HookPoint::Embed, x)?;
+        let eps = self.config.rms_norm_eps;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = hook(hooks, HookPoint::ResidPre(i), x)?;
+            let h = rms_norm(&x, &layer.input_layernorm, eps)?;
+            let attn =
+                layer.self_attn.forward(&h, i, offset, &cos, &sin, &mut cache.layers[i], hooks, self.block_rows)?;
+            let attn = hook(hooks, HookPoint::AttnOut(i), attn)?;
+            x = hook(hooks, HookPoint::ResidMid(i), (x + attn)?)?;
+            let h = rms_norm(&x, &layer.post_attention_layernorm, eps)?;
+            let mlp = hook(hooks, HookPoint::MlpOut(i), layer.mlp.forward(&h)?)?;
+            x = hook(hooks, HookPoint::ResidPost(i), (x + mlp)?)?;
+        }
+        cache.len = offset + seq;
+        let hidden = hook(hooks, HookPoint::FinalNorm, rms_norm(&x, &self.norm, eps)?)?;
+        let logits = match logits {
+            Logits::All => Some(self.lm_head(&hidden)?),
+            Logits::Last => Some(self.lm_head(&hidden.narrow(1, seq - 1, 1)?)?),
+            Logits::None => None,
+        };
+        Ok(ForwardOutput { logits, hidden })
+    }
+}
+
+/// Shorthand used by tests and callers: last-position logits as a `Vec<f32>`.
+pub fn last_logits(out: &ForwardOutput) -> Result<Vec<f32>> {
+    let logits = out.logits()?;
+    let l = logits.dim(1)?;
+    Ok(logits.narrow(1, l - 1, 1)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_mask_masks_future_keys_only() {
+        let m = causal_mask(2, 3, 5, &Device::Cpu).unwrap().unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(m[0][..3], [0.0, 0.0, 0.0]);
+        assert!(m[0][3].is_infinite() && m[0][4].is_infinite());
+        assert!(m[1][4].is_infinite() && m[1][3] == 0.0);
+        assert!(m[2].iter().all(|&x| x == 0.0));
+        assert!(causal_mask(4, 1, 5, &Device::Cpu).unwrap().is_none());
+    }
+
+    #[test]
+    fn block_rows_respect_budget() {
+        assert_eq!(query_block_rows(9, 3000, 3000), 310);
+        assert_eq!(query_block_rows(9, 10, 5), 16);
+    }
+}

@@ -1,0 +1,143 @@
+//! Models: configuration, weights (safetensors, hf-hub cache, GGUF), tokenizers, a registry of
+//! known models, the decoder with TransformerLens-named hook points, and generation
+//! (spec `runtime-candle.md`).
+//!
+//! ```no_run
+//! use thoughtscope::model::{Model, Input, KvCache, NoHooks};
+//! let loaded = Model::load("smollm2-135m", &candle_core::Device::Cpu)?;
+//! let ids = loaded.tokenizer.encode("The answer is")?;
+//! let out = loaded.model.forward(Input::Ids(&ids), &mut KvCache::new(&loaded.model), &mut NoHooks)?;
+//! # Ok::<(), thoughtscope::Error>(())
+//! ```
+
+mod config;
+mod decoder;
+mod generate;
+mod hooks;
+pub mod registry;
+mod tokenizer;
+pub mod weights;
+
+use std::path::Path;
+
+use candle_core::Device;
+
+pub use config::{Architecture, Config, RopeScaling};
+pub use decoder::{last_logits, ForwardOutput, Input, KvCache, Logits, Model};
+pub use generate::{generate, GenerateOptions, Generation};
+pub use hooks::{apply_intervention, HookPoint, HookSet, Hooks, Intervention, NoHooks, SinkHooks};
+pub use registry::RegistryEntry;
+pub use tokenizer::{ChatMessage, Tokenizer};
+
+use crate::{Error, Result};
+
+/// A model with its tokenizer and identity.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    /// Short name used for cache directories (registry name, or the file/dir stem).
+    pub name: String,
+    /// Content hash of the weight files.
+    pub weights_hash: String,
+    /// Where the weights were read from.
+    pub source: String,
+}
+
+impl Model {
+    /// Load a model from a GGUF file, an HF model directory, an HF hub id present in the local
+    /// cache (`org/name`), or a registry name (`smollm2-135m`, `qwen-15b`, ...).
+    pub fn load(spec: &str, device: &Device) -> Result<Loaded> {
+        let path = Path::new(spec);
+        if path.is_file() {
+            return load_path(path, &stem(path), None, device);
+        }
+        if path.is_dir() {
+            return load_path(path, &stem(path), None, device);
+        }
+        if let Some(entry) = registry::lookup(spec) {
+            let local = registry::models_dir().join(entry.name);
+            if let Some(found) = find_local(&local) {
+                return load_path(&found, entry.name, Some(entry), device);
+            }
+            return match weights::hub_snapshot_dir(entry.hf_id) {
+                Ok(dir) => load_path(&dir, entry.name, Some(entry), device),
+                Err(_) => Err(Error::invalid(format!(
+                    "model `{}` not found: no GGUF or model directory in {} and `{}` is not in the HF hub cache{}",
+                    entry.name,
+                    local.display(),
+                    entry.hf_id,
+                    if entry.name == "smollm2-135m" { " (run scripts/fetch-model.sh)" } else { "" }
+                ))),
+            };
+        }
+        if spec.contains('/') && !spec.starts_with('.') && !spec.starts_with('/') {
+            let dir = weights::hub_snapshot_dir(spec)?;
+            let name = spec.rsplit('/').next().unwrap_or(spec).to_ascii_lowercase();
+            return load_path(&dir, &name, None, device);
+        }
+        Err(Error::invalid(format!(
+            "`{spec}` is not a GGUF file, a model directory, a cached hub id or a registry name (known: {})",
+            registry::entries().iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+        )))
+    }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_ascii_lowercase()
+}
+
+/// A `.gguf` file or an HF directory inside a registry model's local folder.
+fn find_local(dir: &Path) -> Option<std::path::PathBuf> {
+    if dir.join("config.json").exists() {
+        return Some(dir.to_path_buf());
+    }
+    let mut ggufs: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .collect();
+    ggufs.sort();
+    ggufs.into_iter().next()
+}
+
+fn load_path(path: &Path, name: &str, entry: Option<&RegistryEntry>, device: &Device) -> Result<Loaded> {
+    let checkpoint = if path.is_dir() {
+        weights::load_hf_dir(path)?
+    } else if path.extension().is_some_and(|x| x == "gguf") {
+        weights::load_gguf(path)?
+    } else {
+        return Err(Error::format(path, "expected a .gguf file or an HF model directory"));
+    };
+    let mut tokenizer = checkpoint
+        .tokenizer
+        .ok_or_else(|| Error::format(path, "no tokenizer.json (needed to encode text)"))?;
+    if let Some(e) = entry {
+        let cfg = &checkpoint.config;
+        if (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_kv_heads()) != (e.layers, e.heads, e.kv_heads) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "registry says `{}` has {} layers × {} heads ({} KV), the checkpoint has {} × {} ({})",
+                    e.name,
+                    e.layers,
+                    e.heads,
+                    e.kv_heads,
+                    cfg.num_hidden_layers,
+                    cfg.num_attention_heads,
+                    cfg.num_kv_heads()
+                ),
+            ));
+        }
+        tokenizer.set_bos(e.bos);
+    }
+    let model = Model::from_tensors(checkpoint.config, checkpoint.tensors, device)
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    Ok(Loaded {
+        model,
+        tokenizer,
+        name: name.to_string(),
+        weights_hash: checkpoint.weights_hash,
+        source: path.display().to_string(),
+    })
+}

@@ -1,0 +1,229 @@
+//! Weights from an HF model directory (safetensors, sharded with an index), from the local HF hub
+//! cache (offline), or from GGUF (dequantised to f32, renamed to HF names, and for `llama` GGUFs
+//! with llama.cpp's Q/K row permutation undone so one RoPE path serves all; spec
+//! `runtime-candle.md` §2).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+
+use super::config::Config;
+use super::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// Everything read from a checkpoint.
+pub struct Checkpoint {
+    pub config: Config,
+    pub tensors: HashMap<String, Tensor>,
+    pub tokenizer: Option<Tokenizer>,
+    /// Content hash of the weight files (see [`weights_hash`]).
+    pub weights_hash: String,
+}
+
+/// Files holding the weights of an HF model directory: the index's shards, `model.safetensors`,
+/// or every `*.safetensors` file.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::format(&index, format!("invalid JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::format(&index, "missing object field `weight_map`"))?;
+        let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::format(dir, "no model.safetensors, index or *.safetensors file"));
+    }
+    Ok(files)
+}
+
+/// Load an HF model directory: `config.json`, safetensors weights, `tokenizer.json` if present.
+pub fn load_hf_dir(dir: &Path) -> Result<Checkpoint> {
+    let config = Config::from_json_file(&dir.join("config.json"))?;
+    let files = safetensors_files(dir)?;
+    let mut tensors = HashMap::new();
+    for file in &files {
+        let loaded = candle_core::safetensors::load(file, &Device::Cpu)
+            .map_err(|e| Error::format(file, format!("reading safetensors: {e}")))?;
+        tensors.extend(loaded);
+    }
+    let tokenizer_path = dir.join("tokenizer.json");
+    let tokenizer = if tokenizer_path.exists() { Some(Tokenizer::from_file(&tokenizer_path)?) } else { None };
+    Ok(Checkpoint { config, tensors, tokenizer, weights_hash: weights_hash(&files)? })
+}
+
+/// Resolve an HF hub id (`org/name`) to its snapshot directory in the local hub cache
+/// (`$HF_HOME/hub` or `~/.cache/huggingface/hub`), without any network access.
+pub fn hub_snapshot_dir(model_id: &str) -> Result<PathBuf> {
+    let cache = hf_hub::Cache::from_env();
+    let repo = cache.model(model_id.to_string());
+    let config = repo.get("config.json").ok_or_else(|| {
+        Error::invalid(format!(
+            "model `{model_id}` is not in the local HF hub cache {} (no network access at run time: download it beforehand)",
+            cache.path().display()
+        ))
+    })?;
+    Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// HF name of a GGUF tensor (`blk.3.attn_q.weight` → `model.layers.3.self_attn.q_proj.weight`).
+fn hf_name(gguf: &str) -> Option<String> {
+    let simple = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(s) = simple {
+        return Some(s.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// Undo llama.cpp's `permute(w, n_head)`: rows `(head, pair, 2)` back to `(head, 2, pair)`.
+fn unpermute_rows(w: &Tensor, n_head: usize) -> Result<Tensor> {
+    let rows = w.dim(0)?;
+    let rest: Vec<usize> = w.dims()[1..].to_vec();
+    let head_dim = rows / n_head;
+    let mut shape = vec![n_head, head_dim / 2, 2];
+    shape.extend(&rest);
+    Ok(w.reshape(shape)?.transpose(1, 2)?.contiguous()?.reshape(w.shape())?)
+}
+
+/// Load a GGUF file: config from metadata, tensors dequantised to f32 under HF names, and the
+/// tokenizer from `tokenizer.ggml.*`.
+pub fn load_gguf(path: &Path) -> Result<Checkpoint> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let content = gguf_file::Content::read(&mut reader)
+        .map_err(|e| Error::format(path, format!("not a readable GGUF file: {e}")))?;
+    let embd = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or_else(|| Error::format(path, "missing tensor `token_embd.weight`"))?;
+    let vocab_rows = embd.shape.dims()[0];
+    let has_output = content.tensor_infos.contains_key("output.weight");
+    let mut config = Config::from_gguf(&content.metadata, path, vocab_rows, has_output)?;
+    let is_llama = config.model_type == "llama";
+    let (n_head, n_kv) = (config.num_attention_heads, config.num_kv_heads());
+
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors = HashMap::new();
+    for name in names {
+        let q = content
+            .tensor(&mut reader, name, &Device::Cpu)
+            .map_err(|e| Error::format(path, format!("tensor `{name}`: {e}")))?;
+        let t = q.dequantize(&Device::Cpu).map_err(|e| Error::format(path, format!("tensor `{name}`: {e}")))?;
+        if name == "rope_freqs.weight" {
+            // Llama-3 scaling as per-frequency divisors (llama.cpp); HF derives the same numbers.
+            config.rope_freq_divisors = Some(t.flatten_all()?.to_vec1::<f32>()?);
+            continue;
+        }
+        let Some(hf) = hf_name(name) else {
+            return Err(Error::format(path, format!("unexpected tensor `{name}` for architecture {}", config.model_type)));
+        };
+        let t = if is_llama && hf.contains("self_attn.q_proj") {
+            unpermute_rows(&t, n_head)?
+        } else if is_llama && hf.contains("self_attn.k_proj") {
+            unpermute_rows(&t, n_kv)?
+        } else {
+            t
+        };
+        tensors.insert(hf, t);
+    }
+    let tokenizer = Tokenizer::from_gguf(&content.metadata, path)?;
+    if let Some(bos) = content.metadata.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok()) {
+        config.bos_token_id = Some(bos.into());
+    }
+    if let Some(eos) = content.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
+        config.eos_token_id = Some(eos.into());
+    }
+    Ok(Checkpoint { config, tensors, tokenizer: Some(tokenizer), weights_hash: weights_hash(&[path.to_path_buf()])? })
+}
+
+/// A content hash of weight files, fast enough for multi-GB checkpoints: SHA-256 over each
+/// file's size and 16 evenly spaced 1 MiB windows (whole file when smaller than 16 MiB); 16 hex
+/// digits.
+pub fn weights_hash(files: &[PathBuf]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    const WINDOW: u64 = 1 << 20;
+    let mut hasher = Sha256::new();
+    for path in files {
+        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        hasher.update(size.to_le_bytes());
+        if size <= 16 * WINDOW {
+            let mut buf = Vec::with_capacity(size as usize);
+            f.read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
+            hasher.update(&buf);
+            continue;
+        }
+        let mut buf = vec![0u8; WINDOW as usize];
+        for i in 0..16u64 {
+            let at = (size - WINDOW) * i / 15;
+            f.seek(SeekFrom::Start(at)).map_err(|e| Error::io(path, e))?;
+            f.read_exact(&mut buf).map_err(|e| Error::io(path, e))?;
+            hasher.update(&buf);
+        }
+    }
+    Ok(hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_names_map_to_hf() {
+        assert_eq!(hf_name("blk.12.attn_q.weight").unwrap(), "model.layers.12.self_attn.q_proj.weight");
+        assert_eq!(hf_name("blk.0.attn_k.bias").unwrap(), "model.layers.0.self_attn.k_proj.bias");
+        assert_eq!(hf_name("blk.3.ffn_norm.weight").unwrap(), "model.layers.3.post_attention_layernorm.weight");
+        assert_eq!(hf_name("output.weight").unwrap(), "lm_head.weight");
+        assert!(hf_name("blk.1.mystery.weight").is_none());
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: reshape(n_head, 2, hd/2, in).swapaxes(1, 2); rows of head 0 with hd = 4:
+        // original order [a0 a1 b0 b1] (halves a, b) becomes [a0 b0 a1 b1].
+        let permuted = Tensor::new(&[[0f32], [2.], [1.], [3.], [4.], [6.], [5.], [7.]], &Device::Cpu).unwrap();
+        let w = unpermute_rows(&permuted, 2).unwrap();
+        assert_eq!(w.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 1., 2., 3., 4., 5., 6., 7.]);
+    }
+}

@@ -1,0 +1,1 @@
+//! notebook (work in progress)

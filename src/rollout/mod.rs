@@ -1,0 +1,1 @@
+//! rollout (work in progress)

@@ -1,0 +1,1 @@
+//! scores (work in progress)
