@@ -42,6 +42,11 @@ pub fn pearson(x: &[f64], y: &[f64]) -> Result<Pearson> {
     if x.iter().all(|&v| v == x[0]) || y.iter().all(|&v| v == y[0]) {
         return Ok(nan);
     }
+    if n == 2 {
+        // scipy: the sign of the slope, p = 1.
+        let r = (x[1] - x[0]).signum() * (y[1] - y[0]).signum();
+        return Ok(Pearson { r, p: 1.0 });
+    }
     let (mx, my) = (mean(x), mean(y));
     // Centre, then scale by the largest deviation before normalising (as scipy does) so large
     // values cannot overflow the sums of squares.
@@ -57,9 +62,6 @@ pub fn pearson(x: &[f64], y: &[f64]) -> Result<Pearson> {
         .map(|(a, b)| (a / max_x / norm_x) * (b / max_y / norm_y))
         .sum::<f64>()
         .clamp(-1.0, 1.0);
-    if n == 2 {
-        return Ok(Pearson { r, p: 1.0 });
-    }
     let df = (n - 2) as f64;
     let one_minus_r2 = (1.0 - r) * (1.0 + r);
     let p = if one_minus_r2 == 0.0 {

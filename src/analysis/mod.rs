@@ -1,1 +1,2 @@
 //! analysis (work in progress)
+pub mod codi_stats;

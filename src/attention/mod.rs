@@ -1,6 +1,26 @@
 //! Sentence-level attention: segmentation of a trace into sentences, token boundaries,
 //! the streaming sentence averager and the attention cache
 //! (spec: `thought-anchors-attention.md` §2–§6).
+//!
+//! - [`segment`]: [`Sentences`] in `full-cot` mode (upstream `split_solution_keep_spacing`, every
+//!   quirk) or `chunks` mode, and the cache identity [`text_id`] (§2, §6);
+//! - [`boundaries`]: [`TokenBounds`] by prefix tokenisation (parity) or offsets (corrected) (§3);
+//! - [`average`]: [`SentenceAverager`], an [`AttentionSink`] producing [`SentenceAttention`]
+//!   `[L, H, N, N]`, and [`average_matrix`] for one `T × T` matrix (§5);
+//! - [`cache`]: [`AttnCache`] with manifests, native and upstream layouts (§6);
+//! - [`npy`]: `.npy` reading and `np.save`-identical writing.
+
+pub mod average;
+pub mod boundaries;
+pub mod cache;
+pub mod npy;
+pub(crate) mod pystr;
+pub mod segment;
+
+pub use average::{average_matrix, SentenceAttention, SentenceAverager};
+pub use boundaries::{sentence_char_positions, token_boundaries, BoundaryMode, TokenBounds};
+pub use cache::{read_entry_dir, read_upstream_dir, AttnCache, CacheKey, CacheLayout, Manifest};
+pub use segment::{get_chunk_ranges, split_solution_into_chunks, text_id, ChunkRanges, SentenceMode, Sentences};
 
 /// One block of attention probabilities handed from the model runtime to a sink.
 ///

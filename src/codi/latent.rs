@@ -129,7 +129,7 @@ pub enum LogitSlice {
 }
 
 /// Options of one loop run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoopOptions {
     pub mode: LoopMode,
     pub max_new_tokens: usize,
@@ -166,28 +166,43 @@ pub struct Decoded {
     pub predicted: Option<Answer>,
 }
 
-/// Run the prompt, the six loop steps and the EOT forward; `hooks` sees every forward, told its
-/// phase first.
-pub fn run_to_eot(codi: &CodiModel, question: &str, options: &LoopOptions, hooks: &mut dyn PhaseHooks) -> Result<LoopState> {
+/// State after the question pass: the cache and the first loop input. Cloning is cheap (the
+/// cache shares its tensors), so ablation runs whose hooks leave the question pass alone can all
+/// continue from one prompt state; the numbers are those of recomputing it.
+#[derive(Debug, Clone)]
+pub struct PromptState {
+    pub layout: Layout,
+    pub cache: KvCache,
+    /// Input of loop step 0: BOT's embedding (cotx) or z1 = prj(h) at BOT (official).
+    pub next_input: Tensor,
+}
+
+/// The question pass (official: question + BOT), told to `hooks` as [`Phase::Prompt`].
+pub fn run_prompt(codi: &CodiModel, question: &str, options: &LoopOptions, hooks: &mut dyn PhaseHooks) -> Result<PromptState> {
     let model = &codi.model;
     let special = codi.special;
     let mut ids = codi.tokenizer.encode(&options.mode.prepare_question(question))?;
     let question_len = ids.len();
     let layout = Layout { mode: options.mode, question_len };
     let mut cache = KvCache::new(model);
-
-    // 1. Prompt pass; the latent to feed next comes from its last final-normed hidden state.
     if options.mode == LoopMode::Official {
         ids.push(special.bot);
     }
     hooks.enter(Phase::Prompt);
     let out = model.forward_with(Input::Ids(&ids), &mut cache, hooks, Logits::None)?;
-    let mut next_input = match options.mode {
+    // The latent fed next comes from the last final-normed hidden state (HF hidden_states[-1]).
+    let next_input = match options.mode {
         LoopMode::Official => codi.projection.forward(&last_position(&out.hidden)?)?,
         LoopMode::Cotx => model.embed(&[special.bot])?,
     };
+    Ok(PromptState { layout, cache, next_input })
+}
 
-    // 2. Six single-position steps; each output's projection is the next input (the last one is
+/// The six loop steps and the EOT forward after a question pass.
+pub fn run_from_prompt(codi: &CodiModel, prompt: PromptState, options: &LoopOptions, hooks: &mut dyn PhaseHooks) -> Result<LoopState> {
+    let model = &codi.model;
+    let PromptState { layout, mut cache, mut next_input } = prompt;
+    // 1. Six single-position steps; each output's projection is the next input (the last one is
     //    never used, so it is not computed).
     for step in 0..LATENT_STEPS {
         hooks.enter(Phase::Step(step));
@@ -196,13 +211,19 @@ pub fn run_to_eot(codi: &CodiModel, question: &str, options: &LoopOptions, hooks
             next_input = codi.projection.forward(&last_position(&out.hidden)?)?;
         }
     }
-
-    // 3. EOT.
+    // 2. EOT.
     hooks.enter(Phase::Eot);
-    let eot = model.embed(&[special.eot])?;
+    let eot = model.embed(&[codi.special.eot])?;
     let out = model.forward_with(Input::Embeds(&eot), &mut cache, hooks, Logits::Last)?;
     let eot_logits = slice_logits(codi, options.logit_slice, out.logits()?)?;
     Ok(LoopState { layout, cache, eot_logits })
+}
+
+/// Run the prompt, the six loop steps and the EOT forward; `hooks` sees every forward, told its
+/// phase first.
+pub fn run_to_eot(codi: &CodiModel, question: &str, options: &LoopOptions, hooks: &mut dyn PhaseHooks) -> Result<LoopState> {
+    let prompt = run_prompt(codi, question, options, hooks)?;
+    run_from_prompt(codi, prompt, options, hooks)
 }
 
 /// Greedy decoding from the EOT state: argmax, stop (without keeping it) at any EOS, at most

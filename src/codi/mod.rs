@@ -1,1 +1,46 @@
-//! codi (work in progress)
+//! CODI (continuous chain-of-thought via self-distillation): checkpoint loading, the latent loop,
+//! token ablation, attention to the continuous thoughts, dataset sampling and the analysis of
+//! CoT_Exploration's attention-vs-importance experiment (spec `codi.md`).
+//!
+//! Parity first: each upstream behaviour has a faithful mode — the CoT_Exploration 5-latent loop
+//! ([`LoopMode::Cotx`]), its off-by-one ablation hook ([`AblationMode::Faithful`], spec §3.1), its
+//! attention key slice that includes EOT's self-attention ([`KeySelection::Faithful`], §4) — and
+//! an explicitly named corrected mode.
+//!
+//! Steps (CLI `thoughtscope codi <step>`, each one library call):
+//! `make-model` ([`make_model`]: a CODI-shaped checkpoint from SmolLM2 — NOT a CODI model),
+//! `dataset` ([`make_dataset`]), `ablate` ([`run_ablation`]), `attention` ([`run_attention`]),
+//! `analyze` ([`analyze`]), `run-all` ([`run_all`]; `--test-mode`: 10 problems, 16 new tokens).
+//!
+//! ```no_run
+//! use thoughtscope::codi::{self, CodiModel, LoadOptions, LoopMode, LoopOptions};
+//! let codi = CodiModel::load("models/codi-smollm2".as_ref(), &LoadOptions::default(), &candle_core::Device::Cpu)?;
+//! let answer = codi::generate(&codi, "Janet has 3 apples...", &LoopOptions::for_mode(LoopMode::Cotx), &mut thoughtscope::model::NoHooks)?;
+//! println!("{}", answer.text);
+//! # Ok::<(), thoughtscope::Error>(())
+//! ```
+
+pub mod ablate;
+pub mod analyze;
+pub mod answer;
+pub mod attention;
+pub mod checkpoint;
+pub mod cli;
+pub mod dataset;
+pub mod figures;
+pub mod latent;
+pub mod make_model;
+pub mod model;
+pub mod pipeline;
+mod progress;
+
+pub use ablate::{ablate_problem, run_ablation, AblationMode, AblationOptions, AblationRecord};
+pub use analyze::{analyze, AnalyzeOptions, ImportanceKind};
+pub use answer::{Answer, AnswerParser};
+pub use attention::{attention_for_problem, run_attention, AttentionOptions, AttentionRecord, KeySelection};
+pub use dataset::{load_problems, make_dataset, stratified_sample, Problem, PyRandom};
+pub use latent::{decode_greedy, generate, run_from_prompt, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions, Phase, PhaseHooks};
+pub use make_model::{make_model, MakeModelOptions};
+pub use model::{CodiModel, LoadOptions, Projection, SpecialIds};
+pub use pipeline::{run_all, RunAllOptions, RunAllReport, Variant};
+pub use progress::RunMeta;

@@ -227,11 +227,7 @@ impl CodiModel {
     /// The warning every output of a synthetic checkpoint carries.
     pub fn provenance_note(&self) -> Option<String> {
         (!self.meta.real_codi).then(|| {
-            format!(
-                "NOT A CODI MODEL: {} is a CODI-shaped checkpoint with seeded random LoRA/projection \
-                 ({}); results on it are not CODI results",
-                self.name, self.meta.note
-            )
+            format!("NOT A CODI MODEL: {}: {}; results on it are not CODI results", self.name, self.meta.note)
         })
     }
 }

@@ -261,14 +261,19 @@ impl Attention {
             let qb = q.narrow(2, q0, rows)?.contiguous()?.reshape((b, h_kv, n_rep * rows, hd))?;
             let kb = k.narrow(2, 0, visible)?;
             let vb = v.narrow(2, 0, visible)?;
-            let scores = (qb.matmul(&kb.t()?)? * scale)?.reshape((b, h, rows, visible))?;
-            let scores = match causal_mask(offset + q0, rows, visible, x.device())? {
-                Some(mask) => scores.broadcast_add(&mask)?,
-                None => scores,
+            let scores = qb.matmul(&kb.t()?)?.reshape((b, h, rows, visible))?;
+            let probs = if full || !x.device().is_cpu() {
+                let scores = (scores * scale)?;
+                let scores = match causal_mask(offset + q0, rows, visible, x.device())? {
+                    Some(mask) => scores.broadcast_add(&mask)?,
+                    None => scores,
+                };
+                let scores = if full { hook(hooks, HookPoint::AttnScores(layer), scores)? } else { scores };
+                let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?;
+                if full { hook(hooks, HookPoint::AttnPattern(layer), probs)? } else { probs }
+            } else {
+                scaled_causal_softmax(&scores, scale as f32, offset + q0)?
             };
-            let scores = if full { hook(hooks, HookPoint::AttnScores(layer), scores)? } else { scores };
-            let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?;
-            let probs = if full { hook(hooks, HookPoint::AttnPattern(layer), probs)? } else { probs };
             if stream {
                 send_block(hooks, layer, offset + q0, h, rows, visible, total_keys, &probs)?;
             }
@@ -302,6 +307,88 @@ fn causal_mask(first: usize, rows: usize, visible: usize, device: &Device) -> Re
         }
     }
     Ok(Some(Tensor::from_vec(mask, (rows, visible), device)?))
+}
+
+/// Softmax of `scale · scores` over the keys each query may see, in one pass per row on CPU
+/// (the same arithmetic as HF eager: scale, mask, subtract the row max, exp, divide by the sum).
+/// `scores` is `[1, H, rows, visible]`; row `r` is absolute position `first + r`.
+fn scaled_causal_softmax(scores: &Tensor, scale: f32, first: usize) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let scores = scores.contiguous()?;
+    let visible = scores.dim(3)?;
+    let rows = scores.dim(2)?;
+    let n = scores.elem_count();
+    let mut out = vec![0f32; n];
+    {
+        let (storage, layout) = scores.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            return Err(Error::invalid("scaled_causal_softmax needs CPU tensors"));
+        };
+        let start = layout.start_offset();
+        let src = &cpu.as_slice::<f32>()?[start..start + n];
+        out.par_chunks_mut(visible).zip(src.par_chunks(visible)).enumerate().for_each(|(i, (dst, row))| {
+            let valid = (first + i % rows + 1).min(visible);
+            softmax_row(&row[..valid], &mut dst[..valid], scale);
+        });
+    }
+    Ok(Tensor::from_vec(out, scores.shape(), scores.device())?)
+}
+
+/// `e^x` for `x <= 0` (softmax arguments after subtracting the row max), branch-free so the loop
+/// vectorises: `x = n·ln2 + r` with a two-part ln2 (Cody–Waite), a degree-6 polynomial for `e^r` on
+/// `|r| <= ln2/2`, and `2^n` put into the exponent bits. Relative error below 3e-7 (tested against
+/// `f32::exp`); arguments below -87 are clamped (`e^-87` ≈ 1.6e-38 instead of a subnormal).
+#[inline]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.max(-87.0);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    // Taylor-like coefficients of e^r refined for the interval (minimax).
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 0.166_666_65;
+    let p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    er * scale
+}
+
+/// `dst = softmax(scale · src)`; eight independent lanes so the max and the sum vectorise.
+fn softmax_row(src: &[f32], dst: &mut [f32], scale: f32) {
+    const LANES: usize = 8;
+    let mut lane_max = [f32::NEG_INFINITY; LANES];
+    let chunks = src.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in lane_max.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    let mut max = tail.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    for m in lane_max {
+        max = if m > max { m } else { max };
+    }
+    // scale > 0, so the max of the scaled row is the scaled max.
+    let max = max * scale;
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = exp_nonpositive(x * scale - max);
+    }
+    let mut lane_sum = [0f32; LANES];
+    let chunks = dst.chunks_exact(LANES);
+    let mut sum: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (s, &x) in lane_sum.iter_mut().zip(c) {
+            *s += x;
+        }
+    }
+    sum += lane_sum.iter().sum::<f32>();
+    for d in dst.iter_mut() {
+        *d /= sum;
+    }
 }
 
 /// Hand one block of probabilities `[1, H, rows, visible]` to the hooks' sink, without a copy on
@@ -585,6 +672,19 @@ mod tests {
         assert!(m[1][4].is_infinite() && m[1][3] == 0.0);
         assert!(m[2].iter().all(|&x| x == 0.0));
         assert!(causal_mask(4, 1, 5, &Device::Cpu).unwrap().is_none());
+    }
+
+    #[test]
+    fn fast_exp_matches_libm() {
+        let mut worst = 0f32;
+        for i in 0..200_000 {
+            let x = -(i as f32) * 87.0 / 200_000.0;
+            let (a, b) = (exp_nonpositive(x), x.exp());
+            worst = worst.max(((a - b) / b).abs());
+        }
+        assert!(worst < 3e-7, "max relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert!(exp_nonpositive(-1e4) < 2e-38);
     }
 
     #[test]

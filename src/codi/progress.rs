@@ -1,0 +1,109 @@
+//! Shared plumbing of the CODI steps: the settings sidecar that makes resumed runs safe (a rerun
+//! with other settings or other weights is refused, naming the field), the progress bar (stderr),
+//! and reading JSON that Python wrote (bare `NaN`).
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::model::CodiModel;
+use crate::analysis::codi_stats::relaxed_json;
+use crate::{Error, Result};
+
+/// Version of the output layout; bump when a record's meaning changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What determined an output file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub step: String,
+    pub model: String,
+    pub weights_hash: String,
+    pub real_codi: bool,
+    pub format_version: u32,
+    pub settings: serde_json::Value,
+    /// "NOT A CODI MODEL …" for synthetic checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl RunMeta {
+    pub fn new(codi: &CodiModel, step: &str, settings: serde_json::Value) -> Self {
+        RunMeta {
+            step: step.to_owned(),
+            model: codi.name.clone(),
+            weights_hash: codi.weights_hash.clone(),
+            real_codi: codi.meta.real_codi,
+            format_version: FORMAT_VERSION,
+            settings,
+            note: codi.provenance_note(),
+        }
+    }
+
+    /// Before (re)starting a step writing `output`: if `output` exists, its sidecar must hold the
+    /// same settings (else a [`Error::CacheMismatch`] naming the field); otherwise write the sidecar.
+    pub fn check_or_write(&self, meta_path: &Path, output: &Path) -> Result<()> {
+        if output.exists() {
+            if !meta_path.is_file() {
+                return Err(Error::format(
+                    output,
+                    format!(
+                        "exists but has no settings file {}; remove it or choose another output to start afresh",
+                        meta_path.display()
+                    ),
+                ));
+            }
+            let cached: RunMeta = read_json_relaxed(meta_path)?;
+            let have = serde_json::to_value(&cached)?;
+            let want = serde_json::to_value(self)?;
+            if let Some((field, c, r)) = first_difference("", &have, &want) {
+                return Err(Error::CacheMismatch { path: output.to_path_buf(), field, cached: c, requested: r });
+            }
+            return Ok(());
+        }
+        super::dataset::write_json_atomic(meta_path, self)
+    }
+}
+
+/// The first differing leaf of two JSON values, as (dotted path, left, right); `note` is ignored.
+fn first_difference(prefix: &str, a: &serde_json::Value, b: &serde_json::Value) -> Option<(String, String, String)> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                if prefix.is_empty() && key == "note" {
+                    continue;
+                }
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let null = Value::Null;
+                if let Some(d) = first_difference(&path, x.get(key).unwrap_or(&null), y.get(key).unwrap_or(&null)) {
+                    return Some(d);
+                }
+            }
+            None
+        }
+        _ if a == b => None,
+        _ => Some((prefix.to_owned(), a.to_string(), b.to_string())),
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(len: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+/// Read JSON written by Python (bare `NaN`/`Infinity` become `null`), naming the file on error.
+pub fn read_json_relaxed<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&relaxed_json(&text)).map_err(|e| Error::format(path, format!("unexpected content: {e}")))
+}

@@ -1,0 +1,91 @@
+//! `codi analyze` against upstream's analysis logic: `tests/fixtures/codi-analysis/` holds random
+//! results in CoT_Exploration's schema and the `summary_statistics.json` that pandas + scipy
+//! compute from them (`make_fixture.py`); ours must have the same keys in the same order and the
+//! same numbers. Also Pearson r/p against scipy (`tests/fixtures/pearson_scipy.json`) to 1e-9.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use thoughtscope::analysis::codi_stats::{pearson, relaxed_json};
+use thoughtscope::codi::analyze::{analyze, AnalyzeOptions};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn read(path: &Path) -> Value {
+    serde_json::from_str(&relaxed_json(&std::fs::read_to_string(path).unwrap())).unwrap()
+}
+
+/// Same keys in the same order, numbers equal to `tol` (relative or absolute).
+fn assert_same(expected: &Value, got: &Value, path: &str, tol: f64) {
+    match (expected, got) {
+        (Value::Object(e), Value::Object(g)) => {
+            let ek: Vec<&String> = e.keys().collect();
+            let gk: Vec<&String> = g.keys().collect();
+            assert_eq!(ek, gk, "keys of {path}");
+            for k in ek {
+                assert_same(&e[k], &g[k], &format!("{path}.{k}"), tol);
+            }
+        }
+        (Value::Number(e), Value::Number(g)) => {
+            let (e, g) = (e.as_f64().unwrap(), g.as_f64().unwrap());
+            let diff = (e - g).abs();
+            assert!(diff <= tol || diff <= tol * e.abs(), "{path}: expected {e}, got {g}");
+        }
+        _ => assert_eq!(expected, got, "{path}"),
+    }
+}
+
+#[test]
+fn summary_statistics_match_upstream_pandas_scipy() {
+    let dir = fixtures().join("codi-analysis");
+    let out = tempfile::tempdir().unwrap();
+    let analysis = analyze(
+        &dir.join("ablation.json"),
+        &dir.join("attention.json"),
+        out.path(),
+        &AnalyzeOptions { static_images: false, ..AnalyzeOptions::default() },
+    )
+    .unwrap();
+    // 100 problems − 1 failed ablation − wrong baselines − 1 failed attention, × 6 tokens.
+    assert_eq!(analysis.joined.rows.len(), 546);
+    assert_eq!(analysis.joined.skipped_errors, 1);
+    assert_eq!(analysis.joined.skipped_no_attention, 1);
+    let expected = read(&dir.join("summary_statistics_expected.json"));
+    // The file is written with serde_json's own key order preserved by our ordered maps.
+    let written: Value = read(&out.path().join("summary_statistics.json"));
+    assert_same(&expected, &written, "summary", 1e-12);
+    let text = std::fs::read_to_string(out.path().join("summary_statistics.json")).unwrap();
+    let order: Vec<usize> = ["\"layer_14\"", "\"layer_8\"", "\"layer_4\""].iter().map(|k| text.find(k).unwrap()).collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "upstream's layer order 14, 8, 4");
+}
+
+#[test]
+fn pearson_matches_scipy_fixture() {
+    let path = fixtures().join("pearson_scipy.json");
+    if !path.is_file() {
+        eprintln!("skipped: {} absent", path.display());
+        return;
+    }
+    let value = read(&path);
+    let cases = match &value {
+        Value::Array(a) => a.clone(),
+        Value::Object(o) => o.get("cases").and_then(|c| c.as_array()).cloned().expect("`cases` list"),
+        _ => panic!("unexpected fixture layout"),
+    };
+    assert!(!cases.is_empty());
+    let floats = |v: &Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect() };
+    let num = |v: Option<&Value>| v.and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+    for (i, case) in cases.iter().enumerate() {
+        let got = pearson(&floats(&case["x"]), &floats(&case["y"])).unwrap();
+        let (r, p) = (num(case.get("r")), num(case.get("p")));
+        for (name, e, g) in [("r", r, got.r), ("p", p, got.p)] {
+            if e.is_nan() {
+                assert!(g.is_nan(), "case {i} {name}: expected NaN, got {g}");
+            } else {
+                assert!((e - g).abs() <= 1e-9, "case {i} {name}: expected {e}, got {g}");
+            }
+        }
+    }
+}

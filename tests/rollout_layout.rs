@@ -1,0 +1,182 @@
+//! Rollout writing (spec §10): the layout round trip, problems files, prompts, `\boxed{}` answers,
+//! and the chunk list (HEAD splitter + kept final chunk) checked against the 40 published traces.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use thoughtscope::rollout::generate::{
+    assemble_rollout, check_answer, chunk_solution, extract_boxed_answers, normalize_latex, pick_answer,
+    problem_from_value, read_problems, solution_text, upstream_prompt, BoxedPick, FinalChunk, GenerateConfig,
+};
+use thoughtscope::rollout::tagger::{RuleTagger, VA_TAG};
+use thoughtscope::rollout::write::{
+    rollout_dir_name, RolloutFiles, BASE_SOLUTION_FILE, CHUNKS_FILE, CHUNKS_LABELED_FILE, PROBLEM_FILE,
+};
+
+fn shared_data() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/thought-anchors-traces");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: ../shared/data absent");
+        None
+    }
+}
+
+#[test]
+fn boxed_answers_count_braces() {
+    assert_eq!(extract_boxed_answers(r"so \boxed{\frac{1}{2}} done"), vec![r"\frac{1}{2}"]);
+    assert_eq!(extract_boxed_answers(r"\boxed{3} then \boxed{ 4 } and \boxed{}"), vec!["3", " 4 "]);
+    assert_eq!(extract_boxed_answers(r"\boxed{x^{2"), vec!["x^{2"], "unclosed box gives the rest");
+    assert!(extract_boxed_answers("no box").is_empty());
+    assert_eq!(pick_answer(r"\boxed{3} so \boxed{4}", BoxedPick::First), "3");
+    assert_eq!(pick_answer(r"\boxed{3} so \boxed{4}", BoxedPick::Last), "4");
+    assert_eq!(pick_answer("nothing", BoxedPick::Last), "");
+}
+
+#[test]
+fn answers_match_after_light_normalisation() {
+    assert_eq!(normalize_latex(r" \dfrac{1}{2} "), r"\frac12");
+    assert!(check_answer(r"\dfrac{1}{2}", r"\frac{1}{2}"));
+    assert!(check_answer(" 7 ", "7"));
+    assert!(check_answer("7.0", "7"));
+    assert!(check_answer(r"10\%", "10"));
+    assert!(check_answer(r"2 \times 3", r"2\cdot3"));
+    assert!(check_answer("3,5", "3.5"));
+    assert!(!check_answer("", ""));
+    assert!(!check_answer("8", "7"));
+    assert!(!check_answer("x+1", "1+x"), "no algebraic equivalence (upstream's SymPy fallback is not ported)");
+}
+
+#[test]
+fn prompt_is_upstreams_string() {
+    assert_eq!(
+        upstream_prompt("What is 1+1?"),
+        "Solve this math problem step by step. You MUST put your final answer in \\boxed{}. Problem: What is 1+1? Solution: \n<think>\n"
+    );
+}
+
+#[test]
+fn final_chunk_is_kept_unmerged_or_dropped() {
+    let full_cot = format!(
+        "{}First sentence is here. Second one is here!\n\nThird paragraph ends. ok\n</think>\n\\boxed{{2}}",
+        upstream_prompt("P")
+    );
+    let text = solution_text(&full_cot);
+    assert_eq!(text, "First sentence is here. Second one is here!\n\nThird paragraph ends. ok");
+    let head = ["First sentence is here.", "Second one is here!", "Third paragraph ends."];
+    assert_eq!(chunk_solution(&text, FinalChunk::Drop), head);
+    let mut keep: Vec<&str> = head.to_vec();
+    keep.push("ok");
+    assert_eq!(chunk_solution(&text, FinalChunk::Keep), keep, "the short remainder stays its own chunk");
+    // No boundary at all: HEAD gives nothing, Keep gives the whole text.
+    assert!(chunk_solution("just one line", FinalChunk::Drop).is_empty());
+    assert_eq!(chunk_solution("just one line", FinalChunk::Keep), ["just one line"]);
+    assert!(chunk_solution("", FinalChunk::Keep).is_empty());
+}
+
+#[test]
+fn layout_round_trip() {
+    let problem = problem_from_value(json!({"problem_idx": "problem_7", "problem": "What is 3 times 4?", "gt_answer": 12}), 0).unwrap();
+    assert_eq!((problem.name.as_str(), problem.gt_answer.as_deref()), ("problem_7", Some("12")));
+    let prompt = upstream_prompt(&problem.problem);
+    let solution = "Hmm, this might be a test. Let me compute 3 × 4 = 12. So the answer is \\boxed{12}.".to_string();
+    let config = GenerateConfig::default();
+    let files = assemble_rollout(&problem, prompt.clone(), solution.clone(), &config, &RuleTagger::default());
+    assert_eq!(files.base_solution.full_cot, format!("{prompt}{solution}"));
+    assert_eq!((files.base_solution.answer.as_str(), files.base_solution.is_correct), ("12", true));
+    assert_eq!(files.chunks.source_text, files.base_solution.full_cot);
+    assert_eq!(files.chunks.chunks.len(), files.labeled.len());
+    assert_eq!(files.chunks.chunks, ["Hmm, this might be a test.", "Let me compute 3 × 4 = 12.", "So the answer is \\boxed{12}."]);
+    assert!(files.labeled[0].function_tags.contains(&VA_TAG.to_string()));
+    assert_eq!(files.labeled[2].function_tags, ["final_answer_emission"]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(&problem.name).join(rollout_dir_name("rollout_", 3, 10));
+    assert!(dir.ends_with("problem_7/rollout_03"));
+    files.write(&dir).unwrap();
+    for name in [PROBLEM_FILE, BASE_SOLUTION_FILE, CHUNKS_FILE, CHUNKS_LABELED_FILE] {
+        assert!(dir.join(name).is_file(), "{name} written");
+    }
+    assert_eq!(RolloutFiles::read(&dir).unwrap(), files);
+    // The JSON shapes readers of the published dataset expect.
+    let labeled: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(CHUNKS_LABELED_FILE)).unwrap()).unwrap();
+    assert_eq!(labeled[1]["chunk_idx"], json!(1));
+    assert_eq!(labeled[1]["depends_on"], json!([]));
+    let base: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(BASE_SOLUTION_FILE)).unwrap()).unwrap();
+    let keys: Vec<&str> = base.as_object().unwrap().keys().map(String::as_str).collect();
+    for key in ["prompt", "solution", "full_cot", "answer", "is_correct"] {
+        assert!(keys.contains(&key), "base_solution.json has {key}");
+    }
+    let problem_json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(PROBLEM_FILE)).unwrap()).unwrap();
+    assert_eq!(problem_json["gt_answer"], json!(12), "problem.json is the entry as given");
+}
+
+#[test]
+fn rollout_names_sort_in_sample_order() {
+    assert_eq!(rollout_dir_name("rollout_", 0, 1), "rollout_00");
+    assert_eq!(rollout_dir_name("rollout_", 9, 10), "rollout_09");
+    assert_eq!(rollout_dir_name("r", 7, 150), "r007");
+    let names: Vec<String> = (0..12).map(|k| rollout_dir_name("rollout_", k, 12)).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+}
+
+#[test]
+fn problems_file_errors_name_the_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("problems.json");
+    std::fs::write(&path, r#"[{"problem": "A?", "id": 5}, {"problem": "B?"}, {"problem": "C?", "name": "ok-name.v2"}]"#).unwrap();
+    let names: Vec<String> = read_problems(&path).unwrap().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["problem_5", "problem_1", "ok-name.v2"]);
+
+    std::fs::write(&path, r#"[{"problem": "A?"}, {"gt_answer": "1"}]"#).unwrap();
+    let err = read_problems(&path).unwrap_err().to_string();
+    assert!(err.contains("problems.json") && err.contains("entry 1") && err.contains("`problem`"), "{err}");
+
+    std::fs::write(&path, r#"[{"problem": "A?", "name": "x"}, {"problem": "B?", "name": "x"}]"#).unwrap();
+    assert!(read_problems(&path).unwrap_err().to_string().contains("duplicate problem name `x`"));
+
+    std::fs::write(&path, r#"{"problem": "A?", "name": "../escape"}"#).unwrap();
+    assert!(read_problems(&path).unwrap_err().to_string().contains("names a directory"));
+}
+
+/// Our `chunks.json` shape equals the published dataset's: HEAD chunks + the remainder gives the
+/// published `chunks_labeled.json` chunk list exactly for 39 of the 40 traces. The one exception
+/// (qwen-14b correct 2236) ends in a short "Correct." that the dataset's older splitter merged
+/// forward into the final chunk and HEAD merges backward.
+#[test]
+fn chunks_match_published_traces() {
+    let Some(root) = shared_data() else { return };
+    let mut dirs = Vec::new();
+    for model in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {
+        for kind in std::fs::read_dir(model.path()).unwrap().flatten() {
+            for problem in std::fs::read_dir(kind.path()).unwrap().flatten() {
+                dirs.push(problem.path());
+            }
+        }
+    }
+    dirs.sort();
+    assert_eq!(dirs.len(), 40);
+    let mut mismatched = Vec::new();
+    for dir in &dirs {
+        let base: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(BASE_SOLUTION_FILE)).unwrap()).unwrap();
+        let labeled: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(dir.join(CHUNKS_LABELED_FILE)).unwrap()).unwrap();
+        let published: Vec<&str> = labeled.iter().map(|c| c["chunk"].as_str().unwrap()).collect();
+        let ours = chunk_solution(&solution_text(base["full_cot"].as_str().unwrap()), FinalChunk::Keep);
+        assert_eq!(ours.len(), published.len(), "{}", dir.display());
+        if ours != published {
+            assert_eq!(ours[..ours.len() - 2], published[..published.len() - 2], "{}", dir.display());
+            mismatched.push(dir.strip_prefix(&root).unwrap().display().to_string());
+        }
+    }
+    assert_eq!(mismatched, ["deepseek-r1-distill-qwen-14b/correct_base_solution/problem_2236"]);
+
+    // The older chunks.json of qwen-14b correct 4682: same solution_text and chunk list.
+    let old: Value = serde_json::from_str(&std::fs::read_to_string(root.join("chunks_qwen14b_correct_problem_4682.json")).unwrap()).unwrap();
+    let text = solution_text(old["source_text"].as_str().unwrap());
+    assert_eq!(text, old["solution_text"].as_str().unwrap());
+    let chunks: Vec<&str> = old["chunks"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(chunk_solution(&text, FinalChunk::Keep), chunks);
+}
