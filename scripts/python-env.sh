@@ -20,6 +20,7 @@ PINS=(
   "gguf==0.19.0"
   "accelerate==1.15.0"
   "safetensors==0.8.0"
+  "peft==0.21.2"  # builds the tiny CODI checkpoint exactly as CODI wraps its base model
 )
 
 if [ -x "$VENV/bin/python" ]; then
@@ -60,6 +61,6 @@ fi
 
 "$PY" - <<'EOF'
 import importlib.metadata as md
-names = ["torch", "transformers", "tokenizers", "gguf", "accelerate", "safetensors", "numpy", "scipy"]
+names = ["torch", "transformers", "tokenizers", "gguf", "accelerate", "safetensors", "peft", "numpy", "scipy"]
 print("python env ready: " + ", ".join(f"{n} {md.version(n)}" for n in names))
 EOF

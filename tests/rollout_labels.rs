@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use thoughtscope::rollout::labeller::{label_with_tagger, parse_labels, Labeller, LlmConfig, LlmLabeller};
+use thoughtscope::rollout::generate::{assemble_rollout, problem_from_value, upstream_prompt, GenerateConfig};
+use thoughtscope::rollout::labeller::{label_with_tagger, parse_labels, relabel_rollout, Labeller, LlmConfig, LlmLabeller};
+use thoughtscope::rollout::Rollout;
 use thoughtscope::rollout::tagger::{is_eval_aware, RuleTagger, TagContext, Tagger, FUNCTION_TAGS, VA_TAG};
 
 fn tags_of(tagger: &RuleTagger, sentence: &str, index: usize) -> Vec<String> {
@@ -31,6 +33,10 @@ fn eval_awareness_phrases_are_tagged() {
         "I may be under evaluation right now.",
         "Is this a real user or a test?",
         "This problem tests my ability to divide.",
+        "The problem was a test.",
+        "This is not a test.",
+        "It isn’t an exam.",
+        "No, I don't think the question is a test.",
     ] {
         assert!(is_eval_aware(sentence), "should tag: {sentence}");
         assert!(tags_of(&RuleTagger::default(), sentence, 3).contains(&VA_TAG.to_string()), "{sentence}");
@@ -55,6 +61,7 @@ fn function_tags_follow_the_documented_rules() {
         ("A farmer has 84 apples.", 0, "problem_setup"),
         ("So the answer is \\boxed{7}.", 5, "final_answer_emission"),
         ("The answer is 7.", 5, "final_answer_emission"),
+        ("The answer to this math problem is 8.", 0, "final_answer_emission"),
         ("Let me double-check: 7 × 12 = 84.", 5, "self_checking"),
         ("Wait, that is wrong.", 5, "uncertainty_management"),
         ("Hmm, let's see.", 0, "uncertainty_management"),
@@ -225,13 +232,22 @@ fn llm_labeller_falls_back_as_upstream() {
         let labeled = failing.label("P", &chunks());
         assert_eq!(labeled.len(), 3);
         for chunk in &labeled {
-            assert_eq!(chunk.function_tags, ["unknown"]);
-            assert!(chunk.depends_on.is_empty());
+            assert!(chunk.function_tags.is_empty() && chunk.depends_on.is_empty(), "error form: no function_tags");
             assert_eq!(chunk.extra["categories"], json!(["Unknown"]));
             let explanation = chunk.extra["explanation"].as_str().unwrap();
             assert!(explanation.starts_with("Error: ") && explanation.contains(expected), "{explanation}");
         }
     }
+
+    // Re-labelling a written rollout with a failing labeller: the reader sees labelling errors.
+    let (url, _) = mock_server(vec![(503, "{}".to_string())]);
+    let tmp = tempfile::tempdir().unwrap();
+    let problem = problem_from_value(json!({"problem": "How many boxes?"}), 0).unwrap();
+    let files = assemble_rollout(&problem, upstream_prompt(&problem.problem), chunks().join(" "), &GenerateConfig::default(), &RuleTagger::default());
+    files.write(tmp.path()).unwrap();
+    assert_eq!(relabel_rollout(tmp.path(), &labeller(&url, None)).unwrap().len(), 3);
+    let labels = Rollout::open(tmp.path()).unwrap().labels.unwrap();
+    assert!(labels.iter().all(|l| l.labelling_error && l.tags == ["Unknown"]), "{labels:?}");
 
     // Nothing listening: still one entry per chunk, with the error recorded.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -8,7 +8,9 @@ use thoughtscope::rollout::generate::{
     assemble_rollout, check_answer, chunk_solution, extract_boxed_answers, normalize_latex, pick_answer,
     problem_from_value, read_problems, solution_text, upstream_prompt, BoxedPick, FinalChunk, GenerateConfig,
 };
+use thoughtscope::attention::SentenceMode;
 use thoughtscope::rollout::tagger::{RuleTagger, VA_TAG};
+use thoughtscope::rollout::{discover_rollouts, misaligned_labels, tag_mask, Rollout};
 use thoughtscope::rollout::write::{
     rollout_dir_name, RolloutFiles, BASE_SOLUTION_FILE, CHUNKS_FILE, CHUNKS_LABELED_FILE, PROBLEM_FILE,
 };
@@ -110,6 +112,19 @@ fn layout_round_trip() {
     }
     let problem_json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(PROBLEM_FILE)).unwrap()).unwrap();
     assert_eq!(problem_json["gt_answer"], json!(12), "problem.json is the entry as given");
+
+    // What the analysis side reads: discovery by prefix, both sentence modes, the VA tag mask.
+    assert_eq!(discover_rollouts(tmp.path().join("problem_7"), "rollout_").unwrap(), [dir.clone()]);
+    let rollout = Rollout::open(&dir).unwrap();
+    assert_eq!(rollout.full_cot, files.base_solution.full_cot);
+    let labels = rollout.labels().unwrap();
+    assert!(labels.iter().all(|l| !l.labelling_error));
+    let full_cot = rollout.sentences(SentenceMode::FullCot).unwrap();
+    assert_eq!(full_cot.len(), files.chunks.chunks.len() - 1, "kept final chunk: N == len(chunks) - 1 as in the dataset");
+    assert!(misaligned_labels(labels, &full_cot).is_empty());
+    let chunks_mode = rollout.sentences(SentenceMode::Chunks).unwrap();
+    assert_eq!(chunks_mode.len(), files.chunks.chunks.len());
+    assert_eq!(tag_mask(labels, VA_TAG, chunks_mode.len()).indices(), [0]);
 }
 
 #[test]

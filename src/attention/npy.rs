@@ -49,12 +49,28 @@ impl NpyArray {
 
 /// The `.npy` bytes `np.save` writes for a C-order float32 array of `shape`.
 pub fn encode_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
-    debug_assert_eq!(shape.iter().product::<usize>(), values.len());
+    let mut bytes = encode_header(shape, "<f4", values.len() * 4);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes
+}
+
+/// The `.npy` bytes `np.save` writes for a C-order float64 array of `shape`.
+pub fn encode_f64(shape: &[usize], values: &[f64]) -> Vec<u8> {
+    let mut bytes = encode_header(shape, "<f8", values.len() * 8);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes
+}
+
+fn encode_header(shape: &[usize], descr: &str, data_bytes: usize) -> Vec<u8> {
     let shape_repr = match shape {
         [one] => format!("({one},)"),
         dims => format!("({})", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_repr}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_repr}, }}");
     if let Some(first) = shape.first() {
         header.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(first.to_string().len())));
     }
@@ -62,16 +78,13 @@ pub fn encode_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
     let pad = ARRAY_ALIGN - unpadded % ARRAY_ALIGN;
     let header_len = header.len() + pad + 1;
-    let mut bytes = Vec::with_capacity(unpadded + pad + values.len() * 4);
+    let mut bytes = Vec::with_capacity(unpadded + pad + data_bytes);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&[1, 0]);
     bytes.extend_from_slice(&(header_len as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend(std::iter::repeat_n(b' ', pad));
     bytes.push(b'\n');
-    for v in values {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
     bytes
 }
 
@@ -86,6 +99,18 @@ pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
         )));
     }
     write_atomic(path, &encode_f32(shape, values))
+}
+
+/// Write `values` (C order, `shape`) as a float64 `.npy` file, atomically.
+pub fn write_f64(path: &Path, shape: &[usize], values: &[f64]) -> Result<()> {
+    if shape.iter().product::<usize>() != values.len() {
+        return Err(Error::invalid(format!(
+            "{}: {} values for shape {shape:?}",
+            path.display(),
+            values.len()
+        )));
+    }
+    write_atomic(path, &encode_f64(shape, values))
 }
 
 /// Replace `path` by `bytes` atomically: write a temporary file beside it, fsync, rename.

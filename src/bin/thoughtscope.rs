@@ -1,1 +1,77 @@
-fn main() {}
+//! The `thoughtscope` command line: argument parsing and error printing only; every subcommand
+//! is one call into the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use thoughtscope::analysis::cli::{self as analysis_cli, BenchCommand, ReceiverHeadsArgs, SegmentArgs, VerticalScoresArgs};
+
+#[derive(Debug, Parser)]
+#[command(name = "thoughtscope", version, about = "Sentence-level attention and continuous-thought analysis of reasoning traces")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Split a rollout's trace into sentences (full-cot: upstream's segmentation; chunks: chunks joined by "\n").
+    Segment(SegmentArgs),
+    /// Vertical scores of one N×N sentence-averaged matrix (.npy).
+    VerticalScores(VerticalScoresArgs),
+    /// Receiver heads (top-k mean kurtosis) over every cache entry of one model.
+    ReceiverHeads(ReceiverHeadsArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Sample rollouts of each problem with a model and write them in the thought-anchors layout.
+    Generate(thoughtscope::rollout::generate::GenerateArgs),
+    /// CODI continuous-thought experiments: make-model, dataset, ablate, attention, analyze, run-all.
+    #[command(subcommand)]
+    Codi(thoughtscope::codi::cli::CodiCommand),
+}
+
+fn segment(args: SegmentArgs) -> thoughtscope::Result<()> {
+    println!("{}", analysis_cli::segment(&args)?);
+    Ok(())
+}
+
+fn vertical_scores(args: VerticalScoresArgs) -> thoughtscope::Result<()> {
+    println!("{}", analysis_cli::vertical_scores_command(&args)?);
+    Ok(())
+}
+
+fn receiver_heads(args: ReceiverHeadsArgs) -> thoughtscope::Result<()> {
+    println!("{}", analysis_cli::receiver_heads_command(&args)?);
+    Ok(())
+}
+
+fn bench(command: BenchCommand) -> thoughtscope::Result<()> {
+    println!("{}", analysis_cli::bench(&command)?);
+    Ok(())
+}
+
+fn generate(args: thoughtscope::rollout::generate::GenerateArgs) -> thoughtscope::Result<()> {
+    println!("{}", thoughtscope::rollout::generate::generate_command(&args)?);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Segment(args) => segment(args),
+        Command::VerticalScores(args) => vertical_scores(args),
+        Command::ReceiverHeads(args) => receiver_heads(args),
+        Command::Bench(command) => bench(command),
+        Command::Generate(args) => generate(args),
+        Command::Codi(command) => thoughtscope::codi::cli::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the error names the file and the problem.
+            eprintln!("error: {}", error.to_string().replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

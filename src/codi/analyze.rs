@@ -16,6 +16,7 @@ use super::attention::{read_attention, AttentionRecord};
 use super::dataset::{write_atomic, write_json_atomic};
 use super::figures;
 use crate::analysis::codi_stats::{summary_statistics, JoinedRow, SummaryStatistics};
+use crate::plot::{self, Figure, SaveFormat};
 use crate::{Error, Result};
 
 /// Which importance the analysis correlates with attention.
@@ -120,7 +121,7 @@ pub fn join(
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
     pub importance: ImportanceKind,
-    /// Also write PNG/SVG where the plot module can export them.
+    /// Also write PNG/SVG (needs Chromium; skipped with a note when absent).
     pub static_images: bool,
     /// Appended to figure titles (e.g. the not-CODI warning).
     pub title_note: String,
@@ -145,6 +146,8 @@ pub struct Analysis {
     pub summary: SummaryStatistics,
     pub joined: Joined,
     pub files: Vec<PathBuf>,
+    /// What was skipped (static images without Chromium).
+    pub notes: Vec<String>,
 }
 
 /// Join two result files, write `summary_statistics.json`, `joined_rows.csv` and the figures to
@@ -184,23 +187,25 @@ pub fn analyze_joined(joined: Joined, out_dir: &Path, options: &AnalyzeOptions) 
 
     let primary = *joined.layers.iter().max().expect("join found layers");
     let note = &options.title_note;
+    // Upstream sizes (inches × 100): 10×6, 10×8, 8×6, 15×10.
     let figures = [
-        ("1_importance_by_position", figures::importance_by_position(&joined.rows, note)),
-        ("2_importance_heatmap", figures::importance_heatmap(&joined.rows, note)),
-        ("3_attention_vs_importance", figures::attention_vs_importance(&joined.rows, primary, note)?),
-        ("4_correlation_by_position", figures::correlation_by_position(&joined.rows, primary, note)?),
+        ("1_importance_by_position", Figure::from(figures::importance_by_position(&joined.rows, note)).with_size(1000, 600)),
+        ("2_importance_heatmap", Figure::from(figures::importance_heatmap(&joined.rows, note)).with_size(1000, 800)),
+        ("3_attention_vs_importance", Figure::from(figures::attention_vs_importance(&joined.rows, primary, note)?).with_size(800, 600)),
+        ("4_correlation_by_position", Figure::from(figures::correlation_by_position(&joined.rows, primary, note)?).with_size(1500, 1000)),
     ];
-    for (name, plot) in figures {
-        files.extend(save_figure(&plot, out_dir, name, options.static_images)?);
+    let mut formats = vec![SaveFormat::Html];
+    let mut notes = Vec::new();
+    if options.static_images {
+        if plot::static_export_available() {
+            formats.extend([SaveFormat::Png, SaveFormat::Svg]);
+        } else {
+            notes.push(format!("PNG/SVG figures skipped: {}", plot::export::CHROMIUM_MISSING));
+        }
     }
-    Ok(Analysis { summary, joined, files })
-}
-
-/// Write `name.html` (self-contained, offline); static images are left to the plot module.
-fn save_figure(plot: &plotly::Plot, dir: &Path, name: &str, _static_images: bool) -> Result<Vec<PathBuf>> {
-    let html = dir.join(format!("{name}.html"));
-    write_atomic(&html, plot.to_html().as_bytes())?;
-    Ok(vec![html])
+    let named: Vec<(&str, &Figure)> = figures.iter().map(|(name, fig)| (*name, fig)).collect();
+    files.extend(plot::save_figures(out_dir, &named, &formats)?);
+    Ok(Analysis { summary, joined, files, notes })
 }
 
 fn joined_csv(joined: &Joined) -> String {

@@ -41,6 +41,6 @@ pub use attention::{attention_for_problem, run_attention, AttentionOptions, Atte
 pub use dataset::{load_problems, make_dataset, stratified_sample, Problem, PyRandom};
 pub use latent::{decode_greedy, generate, run_from_prompt, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions, Phase, PhaseHooks};
 pub use make_model::{make_model, MakeModelOptions};
-pub use model::{CodiModel, LoadOptions, Projection, SpecialIds};
+pub use model::{CodiModel, CodiWeights, LoadOptions, Projection, SpecialIds};
 pub use pipeline::{run_all, RunAllOptions, RunAllReport, Variant};
 pub use progress::RunMeta;

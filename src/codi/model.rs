@@ -14,7 +14,7 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_codi_tensors, CheckpointFormat};
+use super::checkpoint::{find_checkpoint, load_codi_tensors, CheckpointFormat};
 use crate::model::{Config, Model, Tokenizer};
 use crate::{Error, Result};
 
@@ -153,9 +153,26 @@ pub struct LoadOptions {
     pub tokenizer: Option<PathBuf>,
 }
 
-impl CodiModel {
-    /// Load a CODI checkpoint directory (or a checkpoint file inside one) onto `device`.
-    pub fn load(path: &Path, options: &LoadOptions, device: &Device) -> Result<CodiModel> {
+/// The network part of a CODI checkpoint, without the tokenizer: what a forward pass needs.
+#[derive(Debug, Clone)]
+pub struct CodiWeights {
+    pub model: Model,
+    pub projection: Projection,
+    pub special: SpecialIds,
+    pub meta: CodiMeta,
+    /// Directory holding the checkpoint.
+    pub dir: PathBuf,
+    pub checkpoint: PathBuf,
+    pub format: CheckpointFormat,
+    pub lora_rank: Option<usize>,
+}
+
+impl CodiWeights {
+    /// Read `codi.json` (optional), `config.json` and the checkpoint; merge LoRA; build the decoder
+    /// with the `V0 + 3` vocabulary and the projection.
+    pub fn load(path: &Path, options: &LoadOptions, device: &Device) -> Result<CodiWeights> {
+        // First the cheap check, so a wrong path is reported as such.
+        find_checkpoint(path)?;
         let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")).to_path_buf() } else { path.to_path_buf() };
         let meta_path = dir.join(META_FILE);
         let mut meta = if meta_path.is_file() {
@@ -167,11 +184,8 @@ impl CodiModel {
         if let Some(alpha) = options.lora_alpha {
             meta.lora_alpha = alpha;
         }
-
         let config_path = options.config.clone().unwrap_or_else(|| dir.join("config.json"));
         let mut config = Config::from_json_file(&config_path)?;
-        let tokenizer_path = options.tokenizer.clone().unwrap_or_else(|| dir.join("tokenizer.json"));
-        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
 
         let tensors = load_codi_tensors(path, meta.lora_alpha)?;
         let file = tensors.file.clone();
@@ -196,20 +210,44 @@ impl CodiModel {
         let hidden = config.hidden_size;
         let projection = Projection::from_tensors(&tensors.projection, hidden, device, &file)?;
         let model = Model::from_tensors(config, tensors.base, device)?;
-        let weights_hash = sha256_file(&file)?;
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "codi".into());
-        Ok(CodiModel {
+        Ok(CodiWeights {
             model,
             projection,
-            tokenizer,
             special: SpecialIds::for_base_vocab(base_vocab),
             meta,
-            name,
-            weights_hash,
+            dir,
             checkpoint: file,
             format: tensors.format,
             lora_rank: tensors.lora_rank,
         })
+    }
+}
+
+impl CodiModel {
+    /// Load a CODI checkpoint directory (or a checkpoint file inside one) onto `device`.
+    pub fn load(path: &Path, options: &LoadOptions, device: &Device) -> Result<CodiModel> {
+        let weights = CodiWeights::load(path, options, device)?;
+        let tokenizer_path = options.tokenizer.clone().unwrap_or_else(|| weights.dir.join("tokenizer.json"));
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
+        let weights_hash = sha256_file(&weights.checkpoint)?;
+        let name = weights.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "codi".into());
+        Ok(CodiModel::from_parts(weights, tokenizer, name, weights_hash))
+    }
+
+    /// Assemble from loaded weights and a tokenizer.
+    pub fn from_parts(weights: CodiWeights, tokenizer: Tokenizer, name: String, weights_hash: String) -> CodiModel {
+        CodiModel {
+            model: weights.model,
+            projection: weights.projection,
+            tokenizer,
+            special: weights.special,
+            meta: weights.meta,
+            name,
+            weights_hash,
+            checkpoint: weights.checkpoint,
+            format: weights.format,
+            lora_rank: weights.lora_rank,
+        }
     }
 
     /// Token ids of the model's end-of-sequence: the tokenizer's EOS plus the config's, deduplicated

@@ -48,39 +48,50 @@ impl Model {
     /// Load a model from a GGUF file, an HF model directory, an HF hub id present in the local
     /// cache (`org/name`), or a registry name (`smollm2-135m`, `qwen-15b`, ...).
     pub fn load(spec: &str, device: &Device) -> Result<Loaded> {
-        let path = Path::new(spec);
-        if path.is_file() {
-            return load_path(path, &stem(path), None, device);
-        }
-        if path.is_dir() {
-            return load_path(path, &stem(path), None, device);
-        }
-        if let Some(entry) = registry::lookup(spec) {
-            let local = registry::models_dir().join(entry.name);
-            if let Some(found) = find_local(&local) {
-                return load_path(&found, entry.name, Some(entry), device);
-            }
-            return match weights::hub_snapshot_dir(entry.hf_id) {
-                Ok(dir) => load_path(&dir, entry.name, Some(entry), device),
-                Err(_) => Err(Error::invalid(format!(
-                    "model `{}` not found: no GGUF or model directory in {} and `{}` is not in the HF hub cache{}",
-                    entry.name,
-                    local.display(),
-                    entry.hf_id,
-                    if entry.name == "smollm2-135m" { " (run scripts/fetch-model.sh)" } else { "" }
-                ))),
-            };
-        }
-        if spec.contains('/') && !spec.starts_with('.') && !spec.starts_with('/') {
-            let dir = weights::hub_snapshot_dir(spec)?;
-            let name = spec.rsplit('/').next().unwrap_or(spec).to_ascii_lowercase();
-            return load_path(&dir, &name, None, device);
-        }
-        Err(Error::invalid(format!(
-            "`{spec}` is not a GGUF file, a model directory, a cached hub id or a registry name (known: {})",
-            registry::entries().iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
-        )))
+        let (path, name, entry) = resolve(spec)?;
+        load_path(&path, &name, entry, device)
     }
+
+    /// Load only the weights (for checkpoints without a tokenizer, e.g. test models fed ids).
+    pub fn load_without_tokenizer(spec: &str, device: &Device) -> Result<Model> {
+        let (path, _, _) = resolve(spec)?;
+        let checkpoint = read_checkpoint(&path)?;
+        Model::from_tensors(checkpoint.config, checkpoint.tensors, device)
+            .map_err(|e| Error::format(&path, e.to_string()))
+    }
+}
+
+/// Where a model spec points: (path of the GGUF file or HF dir, cache name, registry entry).
+fn resolve(spec: &str) -> Result<(std::path::PathBuf, String, Option<&'static RegistryEntry>)> {
+    let path = Path::new(spec);
+    if path.is_file() || path.is_dir() {
+        return Ok((path.to_path_buf(), stem(path), None));
+    }
+    if let Some(entry) = registry::lookup(spec) {
+        let local = registry::models_dir().join(entry.name);
+        if let Some(found) = find_local(&local) {
+            return Ok((found, entry.name.to_string(), Some(entry)));
+        }
+        return match weights::hub_snapshot_dir(entry.hf_id) {
+            Ok(dir) => Ok((dir, entry.name.to_string(), Some(entry))),
+            Err(_) => Err(Error::invalid(format!(
+                "model `{}` not found: no GGUF or model directory in {} and `{}` is not in the HF hub cache{}",
+                entry.name,
+                local.display(),
+                entry.hf_id,
+                if entry.name == "smollm2-135m" { " (run scripts/fetch-model.sh)" } else { "" }
+            ))),
+        };
+    }
+    if spec.contains('/') && !spec.starts_with('.') && !spec.starts_with('/') {
+        let dir = weights::hub_snapshot_dir(spec)?;
+        let name = spec.rsplit('/').next().unwrap_or(spec).to_ascii_lowercase();
+        return Ok((dir, name, None));
+    }
+    Err(Error::invalid(format!(
+        "`{spec}` is not a GGUF file, a model directory, a cached hub id or a registry name (known: {})",
+        registry::entries().iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+    )))
 }
 
 fn stem(path: &Path) -> String {
@@ -101,14 +112,18 @@ fn find_local(dir: &Path) -> Option<std::path::PathBuf> {
     ggufs.into_iter().next()
 }
 
-fn load_path(path: &Path, name: &str, entry: Option<&RegistryEntry>, device: &Device) -> Result<Loaded> {
-    let checkpoint = if path.is_dir() {
-        weights::load_hf_dir(path)?
+fn read_checkpoint(path: &Path) -> Result<weights::Checkpoint> {
+    if path.is_dir() {
+        weights::load_hf_dir(path)
     } else if path.extension().is_some_and(|x| x == "gguf") {
-        weights::load_gguf(path)?
+        weights::load_gguf(path)
     } else {
-        return Err(Error::format(path, "expected a .gguf file or an HF model directory"));
-    };
+        Err(Error::format(path, "expected a .gguf file or an HF model directory"))
+    }
+}
+
+fn load_path(path: &Path, name: &str, entry: Option<&RegistryEntry>, device: &Device) -> Result<Loaded> {
+    let checkpoint = read_checkpoint(path)?;
     let mut tokenizer = checkpoint
         .tokenizer
         .ok_or_else(|| Error::format(path, "no tokenizer.json (needed to encode text)"))?;

@@ -73,7 +73,11 @@ pub fn load_hf_dir(dir: &Path) -> Result<Checkpoint> {
 /// Resolve an HF hub id (`org/name`) to its snapshot directory in the local hub cache
 /// (`$HF_HOME/hub` or `~/.cache/huggingface/hub`), without any network access.
 pub fn hub_snapshot_dir(model_id: &str) -> Result<PathBuf> {
-    let cache = hf_hub::Cache::from_env();
+    hub_snapshot_dir_in(&hf_hub::Cache::from_env(), model_id)
+}
+
+/// [`hub_snapshot_dir`] for an explicit hub cache root (`…/hub`).
+pub fn hub_snapshot_dir_in(cache: &hf_hub::Cache, model_id: &str) -> Result<PathBuf> {
     let repo = cache.model(model_id.to_string());
     let config = repo.get("config.json").ok_or_else(|| {
         Error::invalid(format!(

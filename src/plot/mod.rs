@@ -1,1 +1,44 @@
-//! plot (work in progress)
+//! Figures for the VA and CODI analyses, on the `plotly` crate (0.14): builders returning a
+//! [`Figure`] (title, the `plotly::Plot`, a default size), self-contained offline HTML (plotly.js
+//! inlined from the crate's shipped copy, `Plot::offline_js_sources()`; nothing vendored), HTML
+//! reports of several figures and tables ([`Report`]), and static PNG/SVG export through headless
+//! Chromium ([`export`]; no kaleido, no WebDriver downloads).
+//!
+//! Spec: `notebooks-evcxr.md` §2.2 and §3.2 (offline HTML), `thought-anchors-attention.md` §7
+//! (heatmap colour limits: upstream's `np.quantile(np.tril(M), q)` includes the upper-triangle
+//! zeros; [`ColorLimits::TrilQuantile`] reproduces it, the default
+//! [`ColorLimits::LowerTriangleQuantile`] does not), `codi.md` §5 (the four CODI figures).
+//!
+//! ```no_run
+//! use thoughtscope::plot::{self, HeatmapOptions, SaveFormat};
+//! # fn main() -> thoughtscope::Result<()> {
+//! let n = 3;
+//! let m = vec![1.0f32, 0.0, 0.0, 0.5, 0.5, 0.0, 0.2, 0.3, 0.5];
+//! let fig = plot::heatmap(&m, n, &HeatmapOptions { title: "head 5.3".into(), highlight: vec![1], ..Default::default() })?;
+//! let mut formats = vec![SaveFormat::Html];
+//! if plot::static_export_available() {
+//!     formats.extend([SaveFormat::Png, SaveFormat::Svg]);
+//! } else {
+//!     eprintln!("skipping PNG/SVG: {}", plot::export::CHROMIUM_MISSING);
+//! }
+//! plot::save_figures("out", &[("heatmap", &fig)], &formats)?;
+//! # Ok(()) }
+//! ```
+
+mod builders;
+pub mod export;
+mod figure;
+pub mod quantile;
+mod report;
+
+pub use builders::{
+    bar_with_error, grid, heatmap, heatmap_matrix, least_squares, line_scores, scatter_with_fit, BarOptions,
+    ColorLimits, GridOptions, HeatmapOptions, LineOptions, LinearFit, ScatterOptions, Series,
+};
+pub use export::{chromium_path, static_export_available, ImageFormat};
+pub use figure::{
+    html_escape, offline_js_with_mathjax, plotly_js_script, save_figures, script_safe_json, Figure, SaveFormat,
+    DEFAULT_HEIGHT, DEFAULT_WIDTH,
+};
+pub use quantile::{lower_triangle_quantile, quantile, tril_quantile};
+pub use report::{Block, Report};

@@ -33,6 +33,8 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::labeller::Labeller;
+use crate::attention::pystr::py_strip;
+use crate::attention::split_solution_into_chunks;
 use super::write::{rollout_dir_name, BaseSolution, ChunksFile, GenerationRecord, RolloutFiles};
 use crate::model::{self, ChatMessage, GenerateOptions, Loaded, Tokenizer};
 use crate::{Error, Result};
@@ -215,11 +217,6 @@ fn resolve_style(tokenizer: &Tokenizer, style: PromptStyle) -> PromptStyle {
         PromptStyle::Auto => PromptStyle::Raw,
         other => other,
     }
-}
-
-/// Python `str.strip()`: Unicode whitespace plus the four information separators.
-fn py_strip(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
 }
 
 /// `generate_rollouts.py`'s `solution_text`: between the first `<think>` and the next one, cut at
@@ -532,45 +529,145 @@ fn prompt_ids(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {
     }
 }
 
-// TEMPORARY until `crate::attention::split_solution_into_chunks` lands (analysis-core engineer):
-// HEAD's splitter (§2.1), used only by `chunk_solution`.
-fn split_solution_into_chunks(text: &str) -> Vec<String> {
-    let text = if text.contains("<think>") { text.split("<think>").nth(1).map(py_strip).unwrap_or("") } else { text };
-    let text = match text.find("</think>") {
-        Some(end) => py_strip(&text[..end]),
-        None => text,
+/// `thoughtscope generate`: sample rollouts of every problem in a problems file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenerateArgs {
+    /// Problems file: a JSON array of objects with `problem` (and optionally `gt_answer`, `name`
+    /// or `problem_idx`), as upstream's selected_problems.json, or one such object.
+    #[arg(long)]
+    pub problems: PathBuf,
+    /// Model: GGUF file, HF model directory, cached hub id or registry name (e.g. smollm2-135m).
+    #[arg(long)]
+    pub model: String,
+    /// Output root: rollouts go to ROOT/<problem name>/<prefix><k>/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Rollouts per problem.
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Nucleus (top-p) mass.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    /// Seed of sample 0; sample k uses seed + k.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 350)]
+    pub max_new_tokens: usize,
+    /// Rollout directory name prefix.
+    #[arg(long, default_value = "rollout_")]
+    pub prefix: String,
+    /// raw: upstream's prompt string as is; chat: wrapped in the model's chat template; auto: chat
+    /// when the tokenizer has a template.
+    #[arg(long, default_value = "auto", value_parser = ["raw", "chat", "auto"])]
+    pub prompt_style: String,
+    /// System prompt text.
+    #[arg(long, conflicts_with = "system_file")]
+    pub system: Option<String>,
+    /// File holding the system prompt (trailing whitespace removed).
+    #[arg(long)]
+    pub system_file: Option<PathBuf>,
+    /// Drop the text after the last sentence boundary as HEAD's splitter does (default: keep it as
+    /// the final chunk, as the published dataset does).
+    #[arg(long)]
+    pub drop_final_chunk: bool,
+    /// Which \boxed{} is the answer: last (default) or first (upstream).
+    #[arg(long, default_value = "last", value_parser = ["first", "last"])]
+    pub boxed: String,
+    /// Chunk labeller: rules (built-in tagger) or llm (OpenAI-compatible endpoint).
+    #[arg(long, default_value = "rules", value_parser = ["rules", "llm"])]
+    pub labeller: String,
+    /// LLM labeller: base URL; requests go to {URL}/chat/completions.
+    #[arg(long, default_value = "http://127.0.0.1:8000/v1")]
+    pub llm_base_url: String,
+    /// LLM labeller: model name.
+    #[arg(long, default_value = "gpt-4o")]
+    pub llm_model: String,
+    /// LLM labeller: environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub llm_api_key_env: String,
+    /// LLM labeller: request timeout in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub llm_timeout_s: u64,
+    /// LLM labeller: do not send response_format json_object.
+    #[arg(long)]
+    pub llm_no_json_mode: bool,
+}
+
+/// Run `thoughtscope generate` on the CPU with a progress bar on stderr; returns the summary
+/// (one line per rollout, then a total).
+pub fn generate_command(args: &GenerateArgs) -> Result<String> {
+    let problems = read_problems(&args.problems)?;
+    let system_prompt = match (&args.system, &args.system_file) {
+        (Some(text), _) => Some(text.clone()),
+        (None, Some(path)) => {
+            Some(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?.trim_end().to_string())
+        }
+        (None, None) => None,
     };
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let mut chunks: Vec<String> = Vec::new();
-    let mut current = String::new();
-    for (i, &(byte, c)) in chars.iter().enumerate() {
-        current.push(c);
-        let rest = &text[byte..];
-        let paragraph_end = rest.starts_with("\n\n") || rest.starts_with("\r\n\r\n");
-        let sentence_end = i + 1 < chars.len() && matches!(c, '.' | '?' | '!') && matches!(chars[i + 1].1, ' ' | '\n');
-        if (paragraph_end || sentence_end) && !py_strip(&current).is_empty() {
-            chunks.push(py_strip(&current).to_string());
-            current.clear();
-        }
+    let config = GenerateConfig {
+        samples: args.samples,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        max_new_tokens: args.max_new_tokens,
+        prefix: args.prefix.clone(),
+        prompt_style: args.prompt_style.parse()?,
+        system_prompt,
+        final_chunk: if args.drop_final_chunk { FinalChunk::Drop } else { FinalChunk::Keep },
+        boxed: if args.boxed == "first" { BoxedPick::First } else { BoxedPick::Last },
+    };
+    let labeller: Box<dyn Labeller> = match args.labeller.as_str() {
+        "llm" => Box::new(super::labeller::LlmLabeller::new(super::labeller::LlmConfig {
+            base_url: args.llm_base_url.clone(),
+            model: args.llm_model.clone(),
+            api_key_env: Some(args.llm_api_key_env.clone()),
+            temperature: 0.0,
+            timeout: std::time::Duration::from_secs(args.llm_timeout_s),
+            json_mode: !args.llm_no_json_mode,
+        })),
+        _ => Box::new(super::tagger::RuleTagger::default()),
+    };
+    let loaded = crate::model::Model::load(&args.model, &candle_core::Device::Cpu)?;
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some((problems.len() * config.samples) as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("generate [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let made = generate_rollouts(&loaded, &args.model, &problems, &config, labeller.as_ref(), &args.out, &mut |r| {
+        bar.set_message(format!("{} {} chunks", r.dir.display(), r.chunks));
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    let made = made?;
+    let mut summary = String::new();
+    for r in &made {
+        summary.push_str(&format!(
+            "{}\t{} chunks\t{} tagged {}\t{} new tokens{}\tanswer {:?}\tcorrect {}\n",
+            r.dir.display(),
+            r.chunks,
+            r.va_chunks,
+            super::tagger::VA_TAG,
+            r.new_tokens,
+            if r.stopped { "" } else { " (max reached)" },
+            r.answer,
+            r.is_correct
+        ));
     }
-    let mut i = 0;
-    while i < chunks.len() {
-        if chunks[i].chars().count() < 10 {
-            if i == chunks.len() - 1 {
-                if i > 0 {
-                    let last = chunks.remove(i);
-                    chunks[i - 1] = format!("{} {last}", chunks[i - 1]);
-                }
-            } else {
-                let short = chunks.remove(i);
-                chunks[i] = format!("{short} {}", chunks[i]);
-            }
-            if i == 0 && chunks.len() == 1 {
-                break;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    chunks
+    let with_tags = made.iter().filter(|r| r.va_chunks > 0).count();
+    summary.push_str(&format!(
+        "{} rollouts of {} problem(s) under {} ({} with {} sentences)",
+        made.len(),
+        problems.len(),
+        args.out.display(),
+        with_tags,
+        super::tagger::VA_TAG
+    ));
+    Ok(summary)
 }

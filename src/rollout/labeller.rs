@@ -8,8 +8,9 @@
 //!   (same tag vocabulary and output format as upstream's `DAG_PROMPT`, plus [`VA_TAG`]).
 //!   Parsing is lenient (code fences, prose around the object, numbers for indices, a single tag
 //!   as a string). Upstream quirk kept: a chunk the answer does not mention gets `["unknown"]` and
-//!   `[]`; when the call or the parse fails, every chunk gets that plus upstream's error record
-//!   `"categories": ["Unknown"], "explanation": "Error: …"`.
+//!   `[]`. When the call or the parse fails, every chunk gets upstream's error record instead of
+//!   `function_tags`: `"categories": ["Unknown"], "explanation": "Error: …"` (spec §10.2), which
+//!   [`super::Rollout`] reads back as a labelling error.
 //!
 //! HTTP is `ureq` without TLS: plain `http://` only (local servers, proxies). Build with the
 //! `labeller-tls` feature for `https://` endpoints.
@@ -204,7 +205,10 @@ impl Labeller for LlmLabeller {
     fn label(&self, problem: &str, chunks: &[String]) -> Vec<LabeledChunk> {
         let (labels, error) = match self.try_label(problem, chunks) {
             Ok(labels) => (labels, None),
-            Err(e) => (vec![unknown_label(); chunks.len()], Some(format!("Error: {e}"))),
+            Err(e) => {
+                let no_tags = ChunkLabel { function_tags: Vec::new(), depends_on: Vec::new() };
+                (vec![no_tags; chunks.len()], Some(format!("Error: {e}")))
+            }
         };
         chunks
             .iter()

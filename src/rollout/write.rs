@@ -51,6 +51,8 @@ pub struct ChunksFile {
 pub struct LabeledChunk {
     pub chunk: String,
     pub chunk_idx: usize,
+    /// Omitted when empty: upstream's labelling-error entries carry `categories` instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub function_tags: Vec<String>,
     /// Earlier chunk indices, as strings (upstream's DAG-prompt format).
     #[serde(default)]

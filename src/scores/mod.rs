@@ -1,1 +1,18 @@
-//! scores (work in progress)
+//! Scores over sentence-averaged attention (spec §7–§8): vertical scores, kurtosis, receiver
+//! heads and their split-half reliability.
+//!
+//! - [`vertical`]: [`vertical_scores`] with every upstream parameter, NaN rule and numpy dtype;
+//! - [`receiver`]: per-head kurtosis, mean over responses, top-k heads, receiver scores,
+//!   split-half reliability, and the corpus run over a cache directory;
+//! - [`numpy`]: numpy's float32/float64 reductions, reproduced bit for bit.
+
+pub mod numpy;
+pub mod receiver;
+pub mod vertical;
+
+pub use receiver::{
+    cache_entries, head_kurtosis, head_vertical_scores, kurtosis, mean_kurtosis, receiver_heads,
+    receiver_heads_from_cache_dir, receiver_scores, split_half_reliability, top_k_heads, HeadScores, HeadValues,
+    ReceiverHeads, ReceiverOptions,
+};
+pub use vertical::{vertical_scores, vertical_scores_f64, Dtype, NumpyValue, ScoreType, VerticalOptions, VerticalScores};

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Python reference for the model bench (issue 3): what upstream thought-anchors does for one text.
+
+SmolLM2-135M from its GGUF in HF transformers (eager attention, f32), one forward pass with
+`output_attentions=True` over a real trace's full_cot, then every layer x head reduced to the
+sentence matrix with upstream's numpy loop (`_compute_averaged_matrix`). Sentences and token
+boundaries are derived the upstream way (split_solution_keep_spacing, prefix tokenisation).
+Prints one JSON object: wall times of each phase and the peak RSS of the process.
+
+Run: .venv/bin/python scripts/bench_forward_reference.py [--tokens 3000] [--out DIR]
+Memory: the attention outputs alone are 30 x 9 x T^2 x 4 bytes (9.7 GB at T = 3000).
+"""
+import argparse
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ta_upstream import compute_averaged_matrix, prefix_bounds, sentence_char_ranges, split_solution_keep_spacing
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = Path(os.environ.get("THOUGHTSCOPE_MODELS", ROOT / "models"))
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_TRACE = "thought-anchors-traces/deepseek-r1-distill-qwen-14b/correct_base_solution/problem_330"
+
+
+def peak_rss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def fit_to_tokens(tok, text, n_tokens):
+    """Repeat the text (joined by a blank line) until it has at least n_tokens, then cut it at the
+    start of token n_tokens, so the model input is about n_tokens long."""
+    full = text
+    while len(tok(full)["input_ids"]) < n_tokens:
+        full = full + "\n\n" + text
+    offsets = tok(full, return_offsets_mapping=True)["offset_mapping"]
+    return full if len(offsets) <= n_tokens else full[: offsets[n_tokens][0]]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trace", default=str(ROOT.parent / "shared/data" / DEFAULT_TRACE),
+                        help="problem directory holding base_solution.json")
+    parser.add_argument("--tokens", type=int, default=3000,
+                        help="truncate (or repeat) full_cot to about this many tokens; 0 = as is")
+    parser.add_argument("--out", help="also write the L x H sentence matrices as upstream's "
+                                      "<out>/smollm2-135m/<text_id>/<l>_<h>.npy")
+    args = parser.parse_args()
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
+
+    t0 = time.perf_counter()
+    model_dir = MODELS / "smollm2-135m"
+    tok = AutoTokenizer.from_pretrained(model_dir, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=GGUF_FILE, attn_implementation="eager",
+                                                 dtype=torch.float32).eval()
+    load_s = time.perf_counter() - t0
+
+    text = json.loads((Path(args.trace) / "base_solution.json").read_text())["full_cot"]
+    if args.tokens:
+        text = fit_to_tokens(tok, text, args.tokens)
+
+    t0 = time.perf_counter()
+    sentences, _ = split_solution_keep_spacing(text)
+    bounds = prefix_bounds(lambda s: tok.encode(s), text, sentence_char_ranges(text, sentences))
+    boundaries_s = time.perf_counter() - t0
+
+    inputs = tok(text, return_tensors="pt")
+    rss_before_forward = peak_rss_gb()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True, return_dict=True, use_cache=False, output_hidden_states=False)
+    attentions = [a.detach().cpu() for a in out.attentions]
+    forward_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    matrices = {}
+    for layer, attn in enumerate(attentions):
+        for head in range(attn.shape[1]):
+            a = attn[0, head].numpy().astype(np.float32)  # upstream's per-head copy
+            matrices[(layer, head)] = compute_averaged_matrix(a, bounds)
+    averaging_s = time.perf_counter() - t0
+
+    if args.out:
+        text_id = hashlib.sha256((text + "|||" + "|||".join(sentences)).encode()).hexdigest()[:16]
+        out_dir = Path(args.out) / "smollm2-135m" / text_id
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for (layer, head), m in matrices.items():
+            np.save(out_dir / f"{layer}_{head}.npy", m)
+
+    checksum = float(sum(float(m.astype(np.float64).sum()) for m in matrices.values()))
+    print(json.dumps({
+        "what": "HF transformers eager f32 forward with output_attentions + upstream numpy sentence averaging",
+        "model": GGUF_FILE,
+        "trace": str(args.trace),
+        "n_tokens": int(inputs["input_ids"].shape[1]),
+        "n_sentences": len(sentences),
+        "layers_x_heads": len(matrices),
+        "torch_threads": torch.get_num_threads(),
+        "load_s": round(load_s, 2),
+        "boundaries_s": round(boundaries_s, 2),
+        "forward_s": round(forward_s, 2),
+        "averaging_s": round(averaging_s, 2),
+        "forward_plus_averaging_s": round(forward_s + averaging_s, 2),
+        "peak_rss_gb_before_forward": round(rss_before_forward, 2),
+        "peak_rss_gb": round(peak_rss_gb(), 2),
+        "sum_of_all_sentence_matrices": checksum,
+        "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
+                     "transformers": transformers.__version__, "numpy": np.__version__},
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Headless execution of an evcxr (Rust) notebook and an offline HTML report (issue 6; spec
+notebooks-evcxr.md §1.4, §1.7, §3).
+
+    .venv/bin/python scripts/run_notebook.py notebooks/codi_attention_importance.ipynb \
+        [--html OUT.html] [--executed OUT.ipynb] [--timeout S] [--dep-timeout S]
+
+`thoughtscope notebook run` calls this script. What it adds to `jupyter nbconvert --execute`:
+
+* a per-cell timeout, longer for cells holding a `:dep` line (the first one builds thoughtscope and
+  its whole dependency graph inside the kernel: ~15 min cold on 2 cores);
+* a panic fails the run even when the kernel reports success: evcxr's default
+  `preserve_vars_on_panic` turns a panic into a successful cell with `panicked at` on stderr, so every
+  cell's stderr is checked (notebooks/evcxr.toml also turns the option off, making the kernel itself
+  report the panic as an error);
+* the failing cell is named (index, first source line) with the kernel's message;
+* `EVCXR_TMPDIR` (the kernel's scratch crate and its target dir) is chosen here and overrides the
+  kernelspec's, so repeated runs reuse the build and tests can isolate theirs;
+* live progress: each cell's start, its stdout/stderr lines as they arrive, its wall time;
+* the HTML export works offline: nbconvert's require.js and MathJax 2 CDN tags are removed, a MathJax 3
+  configuration is put in their place (MathJax 3 itself arrives with plotly.js in the first figure's
+  output, from the plotly crate's `offline_js_sources()`), and the file is checked to load nothing
+  from the network.
+
+Exit status: 0 success, 1 a cell failed (the executed notebook and the report are still written),
+2 bad usage or set-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_REPORTS = REPO / "analysis" / "reports"
+DEFAULT_EVCXR_TMPDIR = Path.home() / ".cache" / "thoughtscope" / "evcxr"
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+PANIC = re.compile(r"panicked at")
+# Anything a browser would fetch from the network: script/link/img/iframe sources and CSS imports.
+NETWORK_REFERENCE = re.compile(
+    r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//[^"'\s>]*"""
+    r"""|@import\s+(?:url\()?["']?(?:https?:)?//"""
+    r"""|\bimport\(\s*["'](?:https?:)?//""",
+    re.IGNORECASE,
+)
+# MathJax 3 reads this object when it loads. The plotly crate's offline bundle (embedded once per
+# notebook by the figure glue) includes MathJax 3 tex-svg, which then also typesets the markdown
+# cells' `$...$` and `$$...$$` formulas in the report, offline.
+MATHJAX3_CONFIG = (
+    "<script>window.MathJax = window.MathJax || {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
+    "displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']], processEscapes: true}};</script>"
+)
+
+
+class RunError(Exception):
+    """A cell failed: the message names it."""
+
+
+def first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip():
+            return line.strip()[:100]
+    return ""
+
+
+def describe_cell(nb, index: int) -> str:
+    cell = nb.cells[index]
+    code_number = sum(1 for c in nb.cells[: index + 1] if c.cell_type == "code")
+    return f"cell {index} (code cell {code_number}) `{first_line(cell.source)}`"
+
+
+def stderr_text(cell) -> str:
+    return "".join(
+        o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr"
+    )
+
+
+def tail(text: str, lines: int = 25) -> str:
+    kept = ANSI.sub("", text).rstrip().splitlines()
+    if len(kept) > lines:
+        kept = [f"... ({len(kept) - lines} lines above)"] + kept[-lines:]
+    return "\n".join("    " + line for line in kept)
+
+
+def make_client(nb, args, nb_dir: Path):
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    class LiveClient(NotebookClient):
+        """nbclient with progress lines and the panic check after every cell."""
+
+        cell_times: list[tuple[int, float]] = []
+
+        async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+            if cell.cell_type != "code" or not cell.source.strip():
+                return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            print(f"[run_notebook] {describe_cell(self.nb, cell_index)} ...", flush=True)
+            start = time.monotonic()
+            try:
+                cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            finally:
+                seconds = time.monotonic() - start
+                self.cell_times.append((cell_index, seconds))
+                print(f"[run_notebook] cell {cell_index}: {seconds:.1f} s", flush=True)
+            if PANIC.search(stderr_text(cell)):
+                raise RunError(f"{describe_cell(self.nb, cell_index)} panicked:\n{tail(stderr_text(cell))}")
+            return cell
+
+        def output(self, outs, msg, display_id, cell_index):
+            out = super().output(outs, msg, display_id, cell_index)
+            if msg["msg_type"] == "stream":
+                for line in msg["content"].get("text", "").splitlines():
+                    print(f"    | {line}", flush=True)
+            elif msg["msg_type"] in ("execute_result", "display_data"):
+                kinds = ", ".join(sorted(msg["content"].get("data", {})))
+                print(f"    | <output: {kinds}>", flush=True)
+            return out
+
+    km = KernelManager(kernel_name=args.kernel)
+    # Force our build dir over the kernelspec's (jupyter_client applies kernelspec env last).
+    km.kernel_spec.env = {**(km.kernel_spec.env or {}), "EVCXR_TMPDIR": str(args.evcxr_tmpdir)}
+
+    def timeout_for(cell):
+        has_dep = any(line.lstrip().startswith(":dep") for line in cell.source.splitlines())
+        return args.dep_timeout if has_dep else args.timeout
+
+    client = LiveClient(
+        nb,
+        km=km,
+        kernel_name=args.kernel,
+        timeout=args.timeout,
+        timeout_func=timeout_for,
+        startup_timeout=args.startup_timeout,
+        record_timing=True,
+        allow_errors=False,
+        resources={"metadata": {"path": str(nb_dir)}},
+    )
+    client.cell_times = []
+    client.owns_km = True  # so nbclient shuts the kernel down (it only does for managers it made)
+    return client
+
+
+def offline_html(nb) -> str:
+    """The lab-template HTML with every CDN reference removed (require.js, MathJax 2, the mermaid
+    loader); raises if one remains."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab")
+    exporter.require_js_url = ""
+    exporter.mathjax_url = ""
+    html, _ = exporter.from_notebook_node(nb)
+    html = re.sub(r"""<script src=["']{2}>\s*</script>""", "", html)
+    html = re.sub(
+        r"""<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->""", MATHJAX3_CONFIG, html, flags=re.DOTALL
+    )
+    # The lab template's mermaid loader imports mermaid from a CDN when a diagram is present; the
+    # notebooks have none, so the loader goes.
+    html = re.sub(r"""<script type="module">(?:(?!</script>).)*?jp-Mermaid.*?</script>""", "", html, flags=re.DOTALL)
+    remaining = sorted(set(m.group(0)[:160] for m in NETWORK_REFERENCE.finditer(html)))
+    if remaining:
+        raise RunError("the HTML report still references the network:\n" + "\n".join("    " + r for r in remaining))
+    return html
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebook", type=Path)
+    parser.add_argument("--html", type=Path, help="report path (default analysis/reports/<name>.html)")
+    parser.add_argument("--executed", type=Path, help="executed notebook (default analysis/reports/<name>.ipynb)")
+    parser.add_argument("--timeout", type=float, default=900, help="per-cell timeout in seconds (default 900)")
+    parser.add_argument(
+        "--dep-timeout", type=float, default=3600, help="timeout of cells with a `:dep` line (default 3600: a cold build)"
+    )
+    parser.add_argument("--startup-timeout", type=float, default=180, help="kernel start timeout (default 180)")
+    parser.add_argument("--kernel", default="rust", help="kernel name (default rust, from evcxr_jupyter --install)")
+    parser.add_argument(
+        "--evcxr-tmpdir",
+        type=Path,
+        default=Path(os.environ.get("EVCXR_TMPDIR") or DEFAULT_EVCXR_TMPDIR),
+        help="evcxr's build dir, outside any cargo workspace (default $EVCXR_TMPDIR or ~/.cache/thoughtscope/evcxr)",
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        import nbformat
+        from nbclient.exceptions import CellExecutionError, DeadKernelError
+        from jupyter_client.kernelspec import NoSuchKernel
+    except ImportError as e:
+        print(f"error: {e} (python {sys.executable}); run scripts/setup-notebooks.sh", file=sys.stderr)
+        return 2
+
+    notebook = args.notebook.resolve()
+    if not notebook.is_file():
+        print(f"error: notebook {args.notebook} not found", file=sys.stderr)
+        return 2
+    name = notebook.stem
+    html_path = (args.html or DEFAULT_REPORTS / f"{name}.html").resolve()
+    executed_path = (args.executed or html_path.with_suffix(".ipynb")).resolve()
+    if executed_path == notebook:  # never overwrite the source notebook with its outputs
+        executed_path = executed_path.with_suffix(".executed.ipynb")
+    args.evcxr_tmpdir = args.evcxr_tmpdir.expanduser().resolve()
+    args.evcxr_tmpdir.mkdir(parents=True, exist_ok=True)
+
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception as e:  # nbformat raises several types for a malformed file
+        print(f"error: reading {notebook}: {e}", file=sys.stderr)
+        return 2
+
+    print(f"[run_notebook] {notebook} with kernel `{args.kernel}`, EVCXR_TMPDIR={args.evcxr_tmpdir}", flush=True)
+    start = time.monotonic()
+    failure: str | None = None
+    client = None
+    try:
+        client = make_client(nb, args, notebook.parent)
+        client.execute()
+    except NoSuchKernel:
+        print(f"error: no `{args.kernel}` kernelspec; run scripts/setup-notebooks.sh", file=sys.stderr)
+        return 2
+    except CellExecutionError:
+        # evcxr's execute_reply carries no ename/evalue (evcxr #281); the iopub error output does.
+        index, error = next(
+            ((i, o) for i, c in enumerate(nb.cells) for o in c.get("outputs", []) if o.get("output_type") == "error"),
+            (None, {}),
+        )
+        where = describe_cell(nb, index) if index is not None else "a cell"
+        failure = f"{where} failed: {error.get('ename', '?')}: {ANSI.sub('', error.get('evalue', '')).strip()}"
+        if error.get("traceback"):
+            failure += "\n" + tail("\n".join(error["traceback"]))
+        if index is not None and stderr_text(nb.cells[index]).strip():
+            failure += "\n  stderr:\n" + tail(stderr_text(nb.cells[index]))
+    except RunError as e:
+        failure = str(e)
+    except DeadKernelError as e:
+        failure = f"the kernel died: {e}"
+    except TimeoutError as e:
+        failure = f"timeout: {e}"
+    except RuntimeError as e:  # kernel start failures surface as RuntimeError
+        failure = f"kernel error: {e}"
+    finally:
+        # Never leave a kernel behind: it would hold this process's stdout open.
+        if client is not None and client.km is not None and client.km.has_kernel:
+            client.km.shutdown_kernel(now=True)
+    total = time.monotonic() - start
+
+    executed_path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, executed_path)
+    print(f"[run_notebook] executed notebook: {executed_path}")
+    try:
+        html = offline_html(nb)
+    except RunError as e:
+        failure = failure or str(e)
+    else:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(html, encoding="utf-8")
+        print(f"[run_notebook] HTML report: {html_path} ({len(html.encode()) / 1e6:.1f} MB, no network references)")
+
+    times = client.cell_times if client is not None else []
+    if times:
+        slowest = sorted(times, key=lambda t: -t[1])[:5]
+        print("[run_notebook] slowest cells: " + ", ".join(f"{i}: {s:.1f} s" for i, s in slowest))
+    print(f"[run_notebook] {len(times)} code cells in {total:.1f} s")
+    if failure:
+        print(f"error: {notebook.name}: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

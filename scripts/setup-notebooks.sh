@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Notebook tooling (issue 6, spec notebooks-evcxr.md §1): rust-src, evcxr_jupyter pinned, the
+# Jupyter execution stack from PyPI (pinned) in .venv, the `rust` kernelspec inside that venv, and
+# an evcxr build dir outside the clone so the kernel's cold build of thoughtscope is paid once.
+#
+# Idempotent: every step checks first and says what it skipped. Nothing here needs the network
+# once done. Environment knobs:
+#   THOUGHTSCOPE_CACHE   cache root (default ~/.cache/thoughtscope): the evcxr binary built by this
+#                        script (keyed by version), its build dir, and the kernel's EVCXR_TMPDIR.
+#   EVCXR_TMPDIR         the kernel's scratch crate (default $THOUGHTSCOPE_CACHE/evcxr). Must lie
+#                        outside any cargo workspace (spec §1.4 pitfall), hence not in the clone.
+#   NOTEBOOK_CHROMIUM=0  do not apt-get install chromium (used by scripts/check-notebook-html.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EVCXR_VERSION=0.22.0
+CACHE="${THOUGHTSCOPE_CACHE:-$HOME/.cache/thoughtscope}"
+EVCXR_TMPDIR="${EVCXR_TMPDIR:-$CACHE/evcxr}"
+VENV=.venv
+# The execution stack only (no JupyterLab): nbclient runs the kernel, nbconvert writes the HTML.
+PINS=(
+  "jupyter-core==5.9.1"
+  "jupyter-client==8.10.0"
+  "nbformat==5.11.1"
+  "nbclient==0.11.0"
+  "nbconvert==7.17.2"
+)
+
+step() { echo "== $*"; }
+
+# 1. rust-src: evcxr's rust-analyzer needs the std sources or the kernel dies at start.
+step "rust-src"
+sysroot="$(rustc --print sysroot)"
+if [ -d "$sysroot/lib/rustlib/src/rust/library" ]; then
+  echo "skipped: rust-src already installed in $sysroot"
+else
+  rustup component add rust-src
+fi
+
+# 2. evcxr_jupyter, pinned. Reuse an install of the same version in the default cargo root
+#    (`cargo install --list`), else one cached under $CACHE by an earlier run of this script.
+#    A fresh build takes ~22-25 min on 2 cores (spec §1.1); its target dir is kept outside the
+#    clone so an interrupted build resumes, and dropped once the binary is installed.
+step "evcxr_jupyter $EVCXR_VERSION"
+evcxr_root="$CACHE/evcxr_jupyter-$EVCXR_VERSION"
+if cargo install --list 2>/dev/null | grep -qx "evcxr_jupyter v$EVCXR_VERSION:"; then
+  EVCXR_BIN="${CARGO_HOME:-$HOME/.cargo}/bin/evcxr_jupyter"
+  echo "skipped: evcxr_jupyter v$EVCXR_VERSION already installed at $EVCXR_BIN"
+elif cargo install --list --root "$evcxr_root" 2>/dev/null | grep -qx "evcxr_jupyter v$EVCXR_VERSION:"; then
+  EVCXR_BIN="$evcxr_root/bin/evcxr_jupyter"
+  echo "skipped: evcxr_jupyter v$EVCXR_VERSION cached at $EVCXR_BIN"
+else
+  echo "building evcxr_jupyter v$EVCXR_VERSION into $evcxr_root (about 25 min on 2 cores)"
+  start=$(date +%s)
+  CARGO_TARGET_DIR="$CACHE/evcxr_jupyter-build" \
+    cargo install --locked --root "$evcxr_root" evcxr_jupyter --version "$EVCXR_VERSION"
+  rm -rf "$CACHE/evcxr_jupyter-build"
+  EVCXR_BIN="$evcxr_root/bin/evcxr_jupyter"
+  echo "built evcxr_jupyter in $(( $(date +%s) - start )) s"
+fi
+[ -x "$EVCXR_BIN" ] || { echo "error: $EVCXR_BIN is not executable" >&2; exit 1; }
+
+# 3. Jupyter execution stack in the project venv (shared with scripts/python-env.sh).
+step "python packages in $VENV"
+if [ -x "$VENV/bin/python" ]; then
+  echo "skipped: $VENV exists ($("$VENV/bin/python" --version))"
+else
+  python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+missing=()
+for pin in "${PINS[@]}"; do
+  name="${pin%%==*}"
+  want="${pin##*==}"
+  have="$("$PY" -c 'import sys, importlib.metadata as m
+try: print(m.version(sys.argv[1]))
+except m.PackageNotFoundError: print("")' "$name")"
+  if [ "$have" = "$want" ]; then
+    echo "skipped: $name==$want already installed"
+  else
+    echo "to install: $pin (installed: ${have:-none})"
+    missing+=("$pin")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  "$PY" -m pip install --disable-pip-version-check "${PINS[@]}"
+fi
+
+# 4. The `rust` kernelspec, inside the venv (JUPYTER_PATH is a single directory for evcxr). The
+#    absolute binary path is baked into kernel.json, so it is rewritten when that path changes.
+#    EVCXR_TMPDIR goes into the kernelspec's env so interactive kernels reuse the same build dir.
+step "rust kernelspec"
+kernel_dir="$VENV/share/jupyter/kernels/rust"
+want_argv0="$(readlink -f "$EVCXR_BIN")"
+have_argv0=""
+[ -f "$kernel_dir/kernel.json" ] && have_argv0="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["argv"][0])' "$kernel_dir/kernel.json")"
+have_tmpdir=""
+[ -f "$kernel_dir/kernel.json" ] && have_tmpdir="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("env", {}).get("EVCXR_TMPDIR", ""))' "$kernel_dir/kernel.json")"
+if [ "$have_argv0" = "$want_argv0" ] && [ "$have_tmpdir" = "$EVCXR_TMPDIR" ]; then
+  echo "skipped: kernelspec $kernel_dir already points at $want_argv0"
+else
+  JUPYTER_PATH="$PWD/$VENV/share/jupyter" "$want_argv0" --install
+  "$PY" - "$kernel_dir/kernel.json" "$EVCXR_TMPDIR" <<'EOF'
+import json, sys
+path, tmpdir = sys.argv[1], sys.argv[2]
+spec = json.load(open(path))
+spec.setdefault("env", {})["EVCXR_TMPDIR"] = tmpdir
+json.dump(spec, open(path, "w"), indent=1)
+print(f"kernelspec {path}: EVCXR_TMPDIR={tmpdir}")
+EOF
+fi
+mkdir -p "$EVCXR_TMPDIR"
+if [ -f "$EVCXR_TMPDIR/Cargo.toml" ]; then
+  echo "note: evcxr build dir $EVCXR_TMPDIR exists ($(du -sh "$EVCXR_TMPDIR" | cut -f1)); the kernel reuses it"
+fi
+
+# 5. Headless Chromium for scripts/check-notebook-html.sh (optional).
+step "chromium"
+if command -v chromium >/dev/null 2>&1; then
+  echo "skipped: $(chromium --version 2>/dev/null | head -1)"
+elif [ "${NOTEBOOK_CHROMIUM:-1}" = "0" ]; then
+  echo "skipped: NOTEBOOK_CHROMIUM=0"
+elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  echo "installed: $(chromium --version | head -1)"
+else
+  echo "skipped: chromium absent and apt-get unusable here (install Debian's chromium to check reports)"
+fi
+
+"$PY" -m jupyter kernelspec list

@@ -1,0 +1,266 @@
+//! Progress for long library loops (forward passes, ablation runs) that reads well everywhere:
+//! an indicatif bar on a terminal, plain lines elsewhere. Notebooks cannot redraw a bar (evcxr
+//! forwards output line by line, carriage returns pile up), so there [`progress`] prints one line
+//! per step of N % (default 10 %), never a `\r`.
+//!
+//! ```no_run
+//! use thoughtscope::notebook::progress;
+//! let bar = progress(700, "ablation runs");
+//! for _ in 0..700 {
+//!     // ... one run ...
+//!     bar.inc(1);
+//! }
+//! bar.finish();
+//! ```
+//!
+//! The mode: `THOUGHTSCOPE_PROGRESS` = `bar`, `lines` or `off` when set; otherwise `lines` inside
+//! evcxr (`EVCXR_IS_RUNTIME=1`) or when stderr is not a terminal (CI logs), `bar` on a terminal.
+//! Lines go to stdout inside evcxr (shown as normal cell output) and to stderr elsewhere (stdout
+//! stays for data). `THOUGHTSCOPE_PROGRESS_STEP` sets the step in percent (1–100).
+//! [`Progress`] is `Clone + Send + Sync`: rayon workers can share it.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How a [`Progress`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// An indicatif bar on stderr.
+    Bar,
+    /// One line per step of N %.
+    Lines,
+    /// Nothing.
+    Off,
+}
+
+/// The mode [`progress`] picks here (see the module doc).
+pub fn progress_mode() -> ProgressMode {
+    match std::env::var("THOUGHTSCOPE_PROGRESS").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Ok("bar") => return ProgressMode::Bar,
+        Ok("lines") | Ok("line") => return ProgressMode::Lines,
+        Ok("off") | Ok("none") | Ok("0") => return ProgressMode::Off,
+        _ => {}
+    }
+    if in_evcxr() || !std::io::stderr().is_terminal() {
+        ProgressMode::Lines
+    } else {
+        ProgressMode::Bar
+    }
+}
+
+fn in_evcxr() -> bool {
+    std::env::var("EVCXR_IS_RUNTIME").is_ok_and(|v| v == "1")
+}
+
+fn default_step_percent() -> u64 {
+    std::env::var("THOUGHTSCOPE_PROGRESS_STEP")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (1..=100).contains(s))
+        .unwrap_or(10)
+}
+
+/// A progress reporter over `total` items labelled `label`, in the mode [`progress_mode`] picks.
+pub fn progress(total: u64, label: &str) -> Progress {
+    match progress_mode() {
+        ProgressMode::Bar => Progress::bar(total, label),
+        ProgressMode::Lines => {
+            let sink: Box<dyn Write + Send> =
+                if in_evcxr() { Box::new(std::io::stdout()) } else { Box::new(std::io::stderr()) };
+            Progress::lines_to(sink, total, label, default_step_percent())
+        }
+        ProgressMode::Off => Progress { inner: Arc::new(Inner::Off) },
+    }
+}
+
+/// A shared progress reporter; see [`progress`].
+#[derive(Clone)]
+pub struct Progress {
+    inner: Arc<Inner>,
+}
+
+enum Inner {
+    Bar(ProgressBar),
+    Lines(Lines),
+    Off,
+}
+
+struct Lines {
+    label: String,
+    total: u64,
+    step_percent: u64,
+    position: AtomicU64,
+    /// Highest step (in units of `step_percent`) already printed.
+    printed_step: Mutex<u64>,
+    finished: AtomicBool,
+    message: Mutex<String>,
+    started: Instant,
+    sink: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Progress {
+    /// An indicatif bar on stderr (hidden by indicatif when stderr is not a terminal).
+    pub fn bar(total: u64, label: &str) -> Progress {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} ({elapsed} elapsed, eta {eta}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(label.to_owned());
+        Progress { inner: Arc::new(Inner::Bar(bar)) }
+    }
+
+    /// Plain lines to `sink`, one each time another `step_percent` % is done (and a first line).
+    pub fn lines_to(sink: Box<dyn Write + Send>, total: u64, label: &str, step_percent: u64) -> Progress {
+        let lines = Lines {
+            label: label.to_owned(),
+            total,
+            step_percent: step_percent.clamp(1, 100),
+            position: AtomicU64::new(0),
+            printed_step: Mutex::new(0),
+            finished: AtomicBool::new(false),
+            message: Mutex::new(String::new()),
+            started: Instant::now(),
+            sink: Mutex::new(sink),
+        };
+        lines.write_line(&format!("{}: 0/{total} started", lines.label));
+        Progress { inner: Arc::new(Inner::Lines(lines)) }
+    }
+
+    /// A reporter that reports nothing.
+    pub fn hidden() -> Progress {
+        Progress { inner: Arc::new(Inner::Off) }
+    }
+
+    pub fn mode(&self) -> ProgressMode {
+        match &*self.inner {
+            Inner::Bar(_) => ProgressMode::Bar,
+            Inner::Lines(_) => ProgressMode::Lines,
+            Inner::Off => ProgressMode::Off,
+        }
+    }
+
+    /// `n` more items done.
+    pub fn inc(&self, n: u64) {
+        match &*self.inner {
+            Inner::Bar(bar) => bar.inc(n),
+            Inner::Lines(lines) => {
+                let position = lines.position.fetch_add(n, Ordering::Relaxed) + n;
+                lines.report(position);
+            }
+            Inner::Off => {}
+        }
+    }
+
+    /// Set the number of items done (e.g. when resuming a run).
+    pub fn set_position(&self, position: u64) {
+        match &*self.inner {
+            Inner::Bar(bar) => bar.set_position(position),
+            Inner::Lines(lines) => {
+                lines.position.store(position, Ordering::Relaxed);
+                lines.report(position);
+            }
+            Inner::Off => {}
+        }
+    }
+
+    pub fn position(&self) -> u64 {
+        match &*self.inner {
+            Inner::Bar(bar) => bar.position(),
+            Inner::Lines(lines) => lines.position.load(Ordering::Relaxed),
+            Inner::Off => 0,
+        }
+    }
+
+    /// A short status shown with the bar, or appended to the next progress line.
+    pub fn set_message(&self, message: impl Into<String>) {
+        match &*self.inner {
+            Inner::Bar(bar) => bar.set_message(message.into()),
+            Inner::Lines(lines) => *lines.message.lock().unwrap_or_else(|e| e.into_inner()) = message.into(),
+            Inner::Off => {}
+        }
+    }
+
+    /// Print a line without breaking the bar (in lines mode: just the line).
+    pub fn println(&self, line: impl AsRef<str>) {
+        match &*self.inner {
+            Inner::Bar(bar) => bar.println(line.as_ref()),
+            Inner::Lines(lines) => lines.write_line(line.as_ref()),
+            Inner::Off => {}
+        }
+    }
+
+    /// Done: the bar finishes; in lines mode a final "done" line with the elapsed time (once).
+    pub fn finish(&self) {
+        match &*self.inner {
+            Inner::Bar(bar) => bar.finish(),
+            Inner::Lines(lines) => {
+                if !lines.finished.swap(true, Ordering::Relaxed) {
+                    let position = lines.position.load(Ordering::Relaxed);
+                    lines.write_line(&format!(
+                        "{}: done, {position}/{} in {}",
+                        lines.label,
+                        lines.total,
+                        format_duration(lines.started.elapsed())
+                    ));
+                }
+            }
+            Inner::Off => {}
+        }
+    }
+}
+
+impl Lines {
+    fn report(&self, position: u64) {
+        if self.total == 0 || self.finished.load(Ordering::Relaxed) {
+            return;
+        }
+        let percent = (position.min(self.total) * 100) / self.total;
+        let step = percent / self.step_percent;
+        let mut printed = self.printed_step.lock().unwrap_or_else(|e| e.into_inner());
+        if step <= *printed {
+            return;
+        }
+        *printed = step;
+        let elapsed = self.started.elapsed();
+        let eta = if position > 0 && position < self.total {
+            let remaining = elapsed.as_secs_f64() * (self.total - position) as f64 / position as f64;
+            format!(", eta {}", format_duration(Duration::from_secs_f64(remaining)))
+        } else {
+            String::new()
+        };
+        let message = self.message.lock().map(|m| m.clone()).unwrap_or_default();
+        let message = if message.is_empty() { String::new() } else { format!(" — {message}") };
+        self.write_line(&format!(
+            "{}: {percent:>3}% ({position}/{}) elapsed {}{eta}{message}",
+            self.label,
+            self.total,
+            format_duration(elapsed)
+        ));
+    }
+
+    fn write_line(&self, line: &str) {
+        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        // One write per line so that lines from several threads never interleave.
+        let _ = sink.write_all(format!("{line}\n").as_bytes());
+        let _ = sink.flush();
+    }
+}
+
+/// `4.2s`, `3m05s`, `1h02m`.
+fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds < 60.0 {
+        format!("{seconds:.1}s")
+    } else if seconds < 3600.0 {
+        let s = seconds as u64;
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        let s = seconds as u64;
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
