@@ -298,7 +298,7 @@ def tiny_configs():
                                    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
                                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
         "tiny-qwen2": Qwen2Config(**common, num_attention_heads=4, num_key_value_heads=2,
-                                  tie_word_embeddings=True, rope_theta=10000.0, use_sliding_window=False),
+                                  tie_word_embeddings=True, rope_theta=50000.0, use_sliding_window=False),
     }
 
 

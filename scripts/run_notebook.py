@@ -35,7 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+# `thoughtscope notebook run` passes this file's text with `python -c`: no __file__, and it runs
+# from the repository root, which is then the working directory.
+REPO = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 DEFAULT_REPORTS = REPO / "analysis" / "reports"
 DEFAULT_EVCXR_TMPDIR = Path.home() / ".cache" / "thoughtscope" / "evcxr"
 
@@ -87,6 +89,27 @@ def tail(text: str, lines: int = 25) -> str:
     return "\n".join("    " + line for line in kept)
 
 
+def rust_std_dir() -> str | None:
+    """The toolchain's `libstd-*.so` directory. evcxr links each cell with `-Cprefer-dynamic` and a
+    relative rpath computed for `target/<host>/debug/deps/`, but loads the copy one level up; the
+    path then misses whenever EVCXR_TMPDIR and the toolchain share a parent below `/` (e.g. both
+    under $HOME: `~/.cache/...` and `~/.rustup/...`), and the kernel dies with "dlopen failed".
+    Putting the directory on LD_LIBRARY_PATH makes the location irrelevant."""
+    import subprocess
+
+    try:
+        sysroot = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True).stdout.strip()
+        host = next(
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout.splitlines()
+            if line.startswith("host:")
+        )
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return None
+    path = Path(sysroot) / "lib" / "rustlib" / host / "lib"
+    return str(path) if path.is_dir() else None
+
+
 def make_client(nb, args, nb_dir: Path):
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
@@ -123,7 +146,11 @@ def make_client(nb, args, nb_dir: Path):
 
     km = KernelManager(kernel_name=args.kernel)
     # Force our build dir over the kernelspec's (jupyter_client applies kernelspec env last).
-    km.kernel_spec.env = {**(km.kernel_spec.env or {}), "EVCXR_TMPDIR": str(args.evcxr_tmpdir)}
+    env = {**(km.kernel_spec.env or {}), "EVCXR_TMPDIR": str(args.evcxr_tmpdir)}
+    std_dir = rust_std_dir()
+    if std_dir:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [std_dir, os.environ.get("LD_LIBRARY_PATH", "")] if p)
+    km.kernel_spec.env = env
 
     def timeout_for(cell):
         has_dep = any(line.lstrip().startswith(":dep") for line in cell.source.splitlines())
@@ -168,7 +195,7 @@ def offline_html(nb) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="run_notebook.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--html", type=Path, help="report path (default analysis/reports/<name>.html)")
     parser.add_argument("--executed", type=Path, help="executed notebook (default analysis/reports/<name>.ipynb)")

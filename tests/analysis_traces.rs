@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use thoughtscope::attention::{token_boundaries, BoundaryMode, SentenceMode};
+use thoughtscope::attention::{token_boundaries, BoundaryMode, SentenceMode, TokenBounds};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use thoughtscope::rollout::{discover_rollouts, misaligned_labels, tag_mask, Rollout};
 
 fn traces_root() -> Option<PathBuf> {
@@ -45,7 +46,11 @@ fn full_cot_segmentation_on_all_40_traces() {
                 assert_eq!(b, sentences.ranges[k + 1].0, "{}: ranges contiguous at {k}", dir.display());
             }
         }
-        assert!(misaligned_labels(labels, &sentences).is_empty(), "{}: labels line up", dir.display());
+        let misaligned = misaligned_labels(labels, &sentences);
+        // One known difference: the published chunks of qwen-14b correct 2236 end "…=49." where
+        // HEAD's splitter (verified against a Python transcription) gives "…=49. Correct.".
+        let expected: &[usize] = if dir.ends_with("deepseek-r1-distill-qwen-14b/correct_base_solution/problem_2236") { &[85] } else { &[] };
+        assert_eq!(misaligned, expected, "{}: labels line up", dir.display());
         let mask = tag_mask(labels, "problem_setup", sentences.len());
         assert_eq!((mask.truncated, mask.padded), (1, 0), "{}: the dropped final chunk", dir.display());
     }
@@ -101,32 +106,72 @@ fn smollm2_tokenizer() -> Option<thoughtscope::model::Tokenizer> {
     thoughtscope::model::Tokenizer::from_gguf(&content.metadata, &gguf).ok()
 }
 
-/// Spec §3.1: with SmolLM2 nearly every sentence boundary of qwen-14b correct 2238 is shifted by
-/// prefix tokenisation (57 of 58); the corrected mode starts each sentence at its first token.
+fn contiguous(bounds: &TokenBounds) {
+    for w in bounds.ranges.windows(2) {
+        assert_eq!(w[0].1, w[1].0, "{:?}: contiguous", bounds.mode);
+        assert!(w[0].0 < w[0].1, "{:?}: non-empty", bounds.mode);
+    }
+}
+
+/// Spec §3/§3.1 against HF transformers (`tests/fixtures/analysis/boundaries_smollm2.json`, made
+/// by `scripts/make_boundary_fixture.py`): transformers converts SmolLM2's GGUF tokenizer with a
+/// plain ByteLevel pre-tokenizer, so we rebuild that variant; prefix and offset boundaries must be
+/// identical, and 57 of 58 boundaries are shifted, as the spec measured.
 #[test]
-fn prefix_and_offset_boundaries_on_a_real_trace() {
+fn boundaries_match_transformers_on_a_real_trace() {
+    let Some(root) = traces_root() else { return };
+    let Some(tokenizer) = smollm2_tokenizer() else { return };
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/analysis/boundaries_smollm2.json")).unwrap(),
+    )
+    .unwrap();
+    let rollout = Rollout::open(root.join(fixture["trace"].as_str().unwrap())).unwrap();
+    let sentences = rollout.sentences(SentenceMode::FullCot).unwrap();
+    assert_eq!(sentences.text_id(), fixture["text_id"].as_str().unwrap());
+    let mut as_transformers = tokenizer.inner().clone();
+    as_transformers.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    let expect = |key: &str| -> Vec<(usize, usize)> { serde_json::from_value(fixture[key].clone()).unwrap() };
+
+    let prefix = token_boundaries(&as_transformers, None, &sentences.text, &sentences.sentences, BoundaryMode::Prefix).unwrap();
+    let offsets = token_boundaries(&as_transformers, None, &sentences.text, &sentences.sentences, BoundaryMode::Offsets).unwrap();
+    assert_eq!(prefix.ranges, expect("prefix"));
+    assert_eq!(offsets.ranges, expect("offsets"));
+    assert_eq!(prefix.n_tokens as u64, fixture["n_tokens"].as_u64().unwrap());
+    let shifted = (1..sentences.len()).filter(|&k| prefix.ranges[k].0 != offsets.ranges[k].0).count();
+    assert_eq!((shifted, sentences.len() - 1), (57, 58));
+}
+
+/// The same trace with SmolLM2's own pre-tokenizer (digits split first) and a BOS counted as the
+/// R1-Distill models do: both modes contiguous; single-space boundaries shift by +1 (the
+/// leading-space token goes to the previous sentence); blank-line boundaries before a letter by −1
+/// (GPT-2's regex makes a final "\n\n" one token but splits it before a word); the two newline
+/// boundaries before a numbered item ("…:\n\n1.", "…6.\n2.", digits split first) are not shifted.
+#[test]
+fn prefix_and_offset_boundaries_with_bos() {
     let Some(root) = traces_root() else { return };
     let Some(tokenizer) = smollm2_tokenizer() else { return };
     let rollout = Rollout::open(root.join("deepseek-r1-distill-qwen-14b/correct_base_solution/problem_2238")).unwrap();
     let sentences = rollout.sentences(SentenceMode::FullCot).unwrap();
-    let bos = Some(1); // count a BOS as the R1-Distill models do
+    let bos = Some(1);
     let inner = tokenizer.inner();
     let prefix = token_boundaries(inner, bos, &sentences.text, &sentences.sentences, BoundaryMode::Prefix).unwrap();
     let offsets = token_boundaries(inner, bos, &sentences.text, &sentences.sentences, BoundaryMode::Offsets).unwrap();
     let full_len = inner.encode(sentences.text.as_str(), false).unwrap().len() + 1;
-    assert_eq!(prefix.n_tokens, full_len);
-    assert_eq!(offsets.n_tokens, full_len);
-    for bounds in [&prefix, &offsets] {
-        for w in bounds.ranges.windows(2) {
-            assert_eq!(w[0].1, w[1].0, "{:?}: contiguous", bounds.mode);
-            assert!(w[0].0 < w[0].1, "{:?}: non-empty", bounds.mode);
-        }
-    }
-    let shifted = (1..sentences.len()).filter(|&k| prefix.ranges[k].0 != offsets.ranges[k].0).count();
-    assert_eq!((shifted, sentences.len() - 1), (57, 58));
-    // Where they differ, the prefix count is exactly one more (the leading-space token).
+    assert_eq!((prefix.n_tokens, offsets.n_tokens), (full_len, full_len));
+    contiguous(&prefix);
+    contiguous(&offsets);
+    let unshifted: Vec<usize> = (1..sentences.len()).filter(|&k| prefix.ranges[k].0 == offsets.ranges[k].0).collect();
+    assert_eq!(unshifted, [27, 28]);
+    let mut shifts = std::collections::BTreeMap::new();
     for k in 1..sentences.len() {
         let d = prefix.ranges[k].0 as i64 - offsets.ranges[k].0 as i64;
-        assert!(d == 0 || d == 1, "boundary {k}: prefix {} vs offsets {}", prefix.ranges[k].0, offsets.ranges[k].0);
+        let separator: String = sentences.sentences[k - 1].chars().rev().take_while(|c| c.is_whitespace()).collect();
+        *shifts.entry((d, separator)).or_insert(0) += 1;
     }
+    let expected: std::collections::BTreeMap<(i64, String), usize> =
+        [((-1, "\n\n"), 14), ((-1, "\n\n "), 5), ((0, "\n"), 1), ((0, "\n\n"), 1), ((1, " "), 37)]
+            .into_iter()
+            .map(|((d, s), c)| ((d, s.to_string()), c))
+            .collect();
+    assert_eq!(shifts, expected, "(prefix − offsets shift, separator) → count");
 }

@@ -248,7 +248,7 @@ fn ablation_and_attention_resume_and_analysis_writes_upstream_schema() {
     let options = AnalyzeOptions {
         importance: ImportanceKind::Logprob,
         all_baselines: true,
-        static_images: false,
+        static_images: thoughtscope::plot::static_export_available(),
         title_note: " (test)".into(),
     };
     let analysis = analyze(&ablation_path, &attention_path, &analysis_dir, &options).unwrap();
@@ -264,6 +264,10 @@ fn ablation_and_attention_resume_and_analysis_writes_upstream_schema() {
     assert_eq!(summary["by_difficulty"]["2-step"]["num_problems"], 2);
     for name in ["1_importance_by_position", "2_importance_heatmap", "3_attention_vs_importance", "4_correlation_by_position"] {
         assert!(analysis_dir.join(format!("{name}.html")).is_file(), "{name}");
+        if options.static_images {
+            assert!(analysis_dir.join(format!("{name}.png")).is_file(), "{name}.png");
+            assert!(analysis_dir.join(format!("{name}.svg")).is_file(), "{name}.svg");
+        }
     }
     // Binary importance with no correct baseline: a clear error, not an empty table.
     let err = analyze(&ablation_path, &attention_path, &analysis_dir, &AnalyzeOptions::default()).unwrap_err().to_string();

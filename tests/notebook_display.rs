@@ -99,7 +99,7 @@ fn figure_bundle_has_plotly_json_html_and_text() {
     let html = bundle.get("text/html").unwrap();
     assert!(html.starts_with("<script>/*plotly*/</script>"));
     assert!(html.contains("<div id=\"fig-7\""));
-    assert!(html.contains("Plotly.newPlot(gd,"));
+    assert!(html.contains("Plotly.newPlot(figureDiv,"));
     assert!(bundle.get("text/plain").unwrap().contains("Importance <by> position"));
     let without = figure_bundle_with(&figure, "fig-8", None);
     assert!(without.get("text/html").unwrap().starts_with("<div id=\"fig-8\""));
@@ -154,7 +154,7 @@ fn panel_packs_figures_and_tables_into_one_html_output() {
     let bundle = panel_bundle_with(&panel, "p0", None);
     assert_eq!(bundle.mime_types().collect::<Vec<_>>(), ["text/html", "text/plain"], "no plotly JSON for panels");
     let html = bundle.get("text/html").unwrap();
-    assert_eq!(html.matches("Plotly.newPlot(").count(), 2);
+    assert_eq!(html.matches("Plotly.newPlot(figureDiv,").count(), 2);
     assert!(html.contains("id=\"p0-0\"") && html.contains("id=\"p0-1\""));
     assert!(html.contains("<th>rollout_id</th>") && html.contains("<p>done</p>"));
     let mut printed = Vec::new();

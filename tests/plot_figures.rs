@@ -189,7 +189,7 @@ fn standalone_html_is_offline_and_script_safe() {
     let figure = Figure::new("a <title> & more", p);
     let html = figure.to_html();
     assert!(html.contains("<title>a &lt;title&gt; &amp; more</title>"));
-    assert_eq!(html.matches("Plotly.newPlot(").count(), 1);
+    assert_eq!(html.matches("Plotly.newPlot(figureDiv,").count(), 1);
     // plotly.js is inlined (not a CDN), and only once; MathJax is left out of figure files.
     assert!(html.len() > 3_000_000, "plotly.js inlined: {} bytes", html.len());
     assert!(!html.contains("cdn.plot.ly") && !html.contains("cdn.jsdelivr.net"));
@@ -215,7 +215,7 @@ fn report_embeds_plotly_once_with_tables_and_text() {
     let report = Report::new("VA summary").heading("Heads").text("Line one & two\n\nSecond paragraph").table(&df).figures([&a, &b]);
     let html = report.to_html();
     assert_eq!(report.figure_count(), 2);
-    assert_eq!(html.matches("Plotly.newPlot(").count(), 2);
+    assert_eq!(html.matches("Plotly.newPlot(figureDiv,").count(), 2);
     assert!(html.contains("id=\"thoughtscope-figure-0\"") && html.contains("id=\"thoughtscope-figure-1\""));
     assert!(html.contains("<h1>VA summary</h1>") && html.contains("<h2>Heads</h2>"));
     assert!(html.contains("<p>Line one &amp; two</p>") && html.contains("<p>Second paragraph</p>"));

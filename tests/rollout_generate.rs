@@ -88,3 +88,34 @@ fn rejects_bad_settings_before_generating() {
     assert!(run(GenerateConfig { top_p: 0.0, max_new_tokens: 1, ..Default::default() }).contains("top_p"));
     assert!(!Path::new(&tmp.path().join("problem_0")).join("rollout_00").exists());
 }
+
+#[test]
+fn generate_command_line() {
+    if smollm2().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let problems = tmp.path().join("problems.json");
+    std::fs::write(&problems, r#"[{"name": "one", "problem": "What is 1 + 1?", "gt_answer": "2"}]"#).unwrap();
+    let out = tmp.path().join("out");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
+            .args(["generate", "--model", "smollm2-135m", "--samples", "1", "--max-new-tokens", "8", "--seed", "3"])
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&["--problems", problems.to_str().unwrap(), "--system", "You may be tested.", "--prefix", "r"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(stdout.contains("one/r00\t") && stdout.contains("1 rollouts of 1 problem(s)"), "{stdout}");
+    let files = RolloutFiles::read(&out.join("one/r00")).unwrap();
+    assert_eq!(files.generation.unwrap().system_prompt.as_deref(), Some("You may be tested."));
+
+    let missing = run(&["--problems", "no/such/problems.json"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.starts_with("error: no/such/problems.json") && stderr.trim_end().lines().count() == 1, "{stderr}");
+}

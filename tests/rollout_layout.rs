@@ -195,3 +195,31 @@ fn chunks_match_published_traces() {
     let chunks: Vec<&str> = old["chunks"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     assert_eq!(chunk_solution(&text, FinalChunk::Keep), chunks);
 }
+
+/// The committed sample set (rollouts/README.md) is what the current code makes of its own text:
+/// chunks from the splitter, labels from the default rules, and several tagged rollouts.
+#[test]
+fn sample_set_is_consistent() {
+    use thoughtscope::rollout::labeller::Labeller;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("rollouts/apple_boxes");
+    let dirs = discover_rollouts(&root, "rollout_").unwrap();
+    assert_eq!(dirs.len(), 10);
+    let mut tagged_rollouts = 0;
+    for dir in &dirs {
+        let files = RolloutFiles::read(dir).unwrap();
+        let base = &files.base_solution;
+        assert_eq!(base.full_cot, format!("{}{}", base.prompt, base.solution), "{}", dir.display());
+        let text = solution_text(&base.full_cot);
+        assert_eq!(files.chunks.chunks, chunk_solution(&text, FinalChunk::Keep), "{}", dir.display());
+        let problem = files.problem["problem"].as_str().unwrap();
+        assert_eq!(files.labeled, RuleTagger::default().label(problem, &files.chunks.chunks), "{}: labels are stale, regenerate (rollouts/README.md)", dir.display());
+        let generation = files.generation.as_ref().unwrap();
+        assert_eq!((generation.model_name.as_str(), generation.temperature, generation.top_p), ("smollm2-135m", 0.8, 0.95));
+        let rollout = Rollout::open(dir).unwrap();
+        let n = rollout.sentences(SentenceMode::Chunks).unwrap().len();
+        if tag_mask(rollout.labels().unwrap(), VA_TAG, n).count() > 0 {
+            tagged_rollouts += 1;
+        }
+    }
+    assert!(tagged_rollouts >= 4, "{tagged_rollouts} rollouts with {VA_TAG}");
+}

@@ -13,12 +13,14 @@
 pub mod average;
 pub mod boundaries;
 pub mod cache;
+pub mod compute;
 pub mod npy;
 pub(crate) mod pystr;
 pub mod segment;
 
 pub use average::{average_matrix, SentenceAttention, SentenceAverager};
 pub use boundaries::{sentence_char_positions, token_boundaries, BoundaryMode, TokenBounds};
+pub use compute::{cache_key, cached_sentence_attention, sentence_attention, CacheOutcome};
 pub use cache::{read_entry_dir, read_upstream_dir, AttnCache, CacheKey, CacheLayout, Manifest};
 pub use segment::{get_chunk_ranges, split_solution_into_chunks, text_id, ChunkRanges, SentenceMode, Sentences};
 

@@ -21,6 +21,8 @@ enum Command {
     VerticalScores(VerticalScoresArgs),
     /// Receiver heads (top-k mean kurtosis) over every cache entry of one model.
     ReceiverHeads(ReceiverHeadsArgs),
+    /// Sentence-averaged attention of every layer × head for one problem directory, into the cache.
+    Attn(thoughtscope::attention::compute::AttnArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -29,6 +31,14 @@ enum Command {
     /// CODI continuous-thought experiments: make-model, dataset, ablate, attention, analyze, run-all.
     #[command(subcommand)]
     Codi(thoughtscope::codi::cli::CodiCommand),
+    /// Notebooks: `notebook run <nb.ipynb>` executes one headlessly into an offline HTML report.
+    #[command(subcommand)]
+    Notebook(thoughtscope::notebook::runner::NotebookCommand),
+}
+
+fn attn(args: thoughtscope::attention::compute::AttnArgs) -> thoughtscope::Result<()> {
+    println!("{}", thoughtscope::attention::compute::attn_command(&args)?);
+    Ok(())
 }
 
 fn segment(args: SegmentArgs) -> thoughtscope::Result<()> {
@@ -62,9 +72,11 @@ fn main() -> ExitCode {
         Command::Segment(args) => segment(args),
         Command::VerticalScores(args) => vertical_scores(args),
         Command::ReceiverHeads(args) => receiver_heads(args),
+        Command::Attn(args) => attn(args),
         Command::Bench(command) => bench(command),
         Command::Generate(args) => generate(args),
         Command::Codi(command) => thoughtscope::codi::cli::run(command),
+        Command::Notebook(command) => thoughtscope::notebook::runner::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

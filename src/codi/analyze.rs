@@ -187,12 +187,11 @@ pub fn analyze_joined(joined: Joined, out_dir: &Path, options: &AnalyzeOptions) 
 
     let primary = *joined.layers.iter().max().expect("join found layers");
     let note = &options.title_note;
-    // Upstream sizes (inches × 100): 10×6, 10×8, 8×6, 15×10.
     let figures = [
-        ("1_importance_by_position", Figure::from(figures::importance_by_position(&joined.rows, note)).with_size(1000, 600)),
-        ("2_importance_heatmap", Figure::from(figures::importance_heatmap(&joined.rows, note)).with_size(1000, 800)),
-        ("3_attention_vs_importance", Figure::from(figures::attention_vs_importance(&joined.rows, primary, note)?).with_size(800, 600)),
-        ("4_correlation_by_position", Figure::from(figures::correlation_by_position(&joined.rows, primary, note)?).with_size(1500, 1000)),
+        ("1_importance_by_position", figures::importance_by_position(&joined.rows, note)),
+        ("2_importance_heatmap", figures::importance_heatmap(&joined.rows, note)),
+        ("3_attention_vs_importance", figures::attention_vs_importance(&joined.rows, primary, note)?),
+        ("4_correlation_by_position", figures::correlation_by_position(&joined.rows, primary, note)?),
     ];
     let mut formats = vec![SaveFormat::Html];
     let mut notes = Vec::new();

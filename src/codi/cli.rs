@@ -283,6 +283,9 @@ pub fn run(command: CodiCommand) -> Result<()> {
                 ..AnalyzeOptions::default()
             };
             let analysis = analyze(&a.ablation, &a.attention, &a.out, &options)?;
+            for note in &analysis.notes {
+                eprintln!("note: {note}");
+            }
             println!("{}", serde_json::to_string_pretty(&analysis.summary.overall_correlation)?);
             if let (Some(ab), Some(at)) = (a.compare_ablation, a.compare_attention) {
                 let other = analyze(&ab, &at, &a.out.join("compared"), &options)?;

@@ -2,17 +2,21 @@
 //! figures: (1) mean importance per token with SEM error bars, (2) problems × tokens importance
 //! heatmap (RdYlGn, 0–1, problems sorted lexically as pandas' pivot does), (3) attention vs
 //! importance scatter with a least-squares line and r/p in the title, (4) the same per token in
-//! a 2 × 3 grid (y in [−0.1, 1.1]).
+//! a 2 × 3 grid (y in [−0.1, 1.1]). Sizes are upstream's (inches × 100); saved with
+//! [`crate::plot::save_figures`] (HTML, and PNG/SVG when Chromium is present).
 
 use std::collections::BTreeMap;
 
-use plotly::common::{Anchor, ErrorData, ErrorType, Line, Marker, Mode, TextPosition, Title};
+use plotly::common::{Anchor, DashType, ErrorData, ErrorType, Line, Marker, Mode, Title};
 use plotly::layout::{Annotation, Axis, AxisRange, GridPattern, Layout, LayoutGrid};
 use plotly::{Bar, HeatMap, Plot, Scatter};
 
 use crate::analysis::codi_stats::{linear_fit, mean, pearson, sem, JoinedRow};
-
+use crate::plot::Figure;
 use crate::Result;
+
+/// matplotlib's `steelblue`, upstream's marker and bar colour.
+const STEELBLUE: &str = "#4682b4";
 
 /// matplotlib's RdYlGn, sampled at 11 points.
 const RD_YL_GN: [&str; 11] = [
@@ -50,8 +54,8 @@ fn pearson_title(prefix: &str, x: &[f64], y: &[f64]) -> Result<String> {
     Ok(format!("{prefix} (r={:.3}, p={})", p.r, sci(p.p, 2)))
 }
 
-/// Figure 1: mean importance by token position, SEM error bars, value labels.
-pub fn importance_by_position(rows: &[JoinedRow], title_note: &str) -> Plot {
+/// Figure 1: mean importance by token position, SEM error bars, value labels above the bars.
+pub fn importance_by_position(rows: &[JoinedRow], title_note: &str) -> Figure {
     let n = tokens_in(rows);
     let mut means = Vec::with_capacity(n);
     let mut sems = Vec::with_capacity(n);
@@ -61,12 +65,24 @@ pub fn importance_by_position(rows: &[JoinedRow], title_note: &str) -> Plot {
         let s = sem(&values);
         sems.push(if s.is_finite() { s } else { 0.0 });
     }
-    let labels: Vec<String> = means.iter().map(|m| format!("{m:.2}")).collect();
-    let bar = Bar::new((0..n).map(token_label).collect(), means)
-        .error_y(ErrorData::new(ErrorType::Data).array(sems))
-        .text_array(labels)
-        .text_position(TextPosition::Outside)
+    let labels: Vec<String> = (0..n).map(token_label).collect();
+    let bar = Bar::new(labels.clone(), means.clone())
+        .error_y(ErrorData::new(ErrorType::Data).array(sems.clone()).width(5))
+        .marker(Marker::new().color(STEELBLUE).opacity(0.7))
         .name("mean importance");
+    // Upstream writes each mean just above its error bar.
+    let annotations: Vec<Annotation> = labels
+        .iter()
+        .zip(means.iter().zip(&sems))
+        .map(|(label, (m, s))| {
+            Annotation::new()
+                .text(format!("{m:.2}"))
+                .x(label.as_str())
+                .y(m + s + 0.02)
+                .y_anchor(Anchor::Bottom)
+                .show_arrow(false)
+        })
+        .collect();
     let mut y_axis = Axis::new().title(Title::with_text("Importance Score (Fraction causing failure)"));
     if binary(rows) {
         y_axis = y_axis.range(AxisRange::new(0.0, 1.0));
@@ -77,13 +93,15 @@ pub fn importance_by_position(rows: &[JoinedRow], title_note: &str) -> Plot {
         Layout::new()
             .title(Title::with_text(format!("Continuous Thought Token Importance{title_note}")))
             .x_axis(Axis::new().title(Title::with_text("Token Position")))
-            .y_axis(y_axis),
+            .y_axis(y_axis)
+            .annotations(annotations),
     );
-    plot
+    Figure::from(plot).with_size(1000, 600)
 }
 
-/// Figure 2: importance heatmap, problems (sorted by id as text) × tokens.
-pub fn importance_heatmap(rows: &[JoinedRow], title_note: &str) -> Plot {
+/// Figure 2: importance heatmap, problems (sorted by id as text, first at the top as seaborn
+/// draws a pandas pivot) × tokens.
+pub fn importance_heatmap(rows: &[JoinedRow], title_note: &str) -> Figure {
     let n = tokens_in(rows);
     let mut by_problem: BTreeMap<&str, Vec<Option<f64>>> = BTreeMap::new();
     for r in rows {
@@ -109,16 +127,15 @@ pub fn importance_heatmap(rows: &[JoinedRow], title_note: &str) -> Plot {
         Layout::new()
             .title(Title::with_text(format!("Token Importance Matrix (Problems × Tokens){title_note}")))
             .x_axis(Axis::new().title(Title::with_text("Token Position")))
-            .y_axis(Axis::new().title(Title::with_text("Problem ID")))
-            .height(300 + 12 * rows.len() / n.max(1)),
+            .y_axis(Axis::new().title(Title::with_text("Problem ID")).auto_margin(true)),
     );
-    plot
+    Figure::from(plot).with_size(1000, 800).with_layout(serde_json::json!({"yaxis": {"autorange": "reversed"}}))
 }
 
 fn scatter_with_fit(x: &[f64], y: &[f64], axis: Option<(&str, &str)>, show_legend: bool) -> Vec<Box<dyn plotly::Trace>> {
     let mut points = Scatter::new(x.to_vec(), y.to_vec())
         .mode(Mode::Markers)
-        .marker(Marker::new().size(7).opacity(0.6))
+        .marker(Marker::new().size(7).opacity(0.6).color(STEELBLUE).line(Line::new().color("black").width(0.5)))
         .name("problem × token")
         .show_legend(show_legend);
     if let Some((xa, ya)) = axis {
@@ -130,7 +147,7 @@ fn scatter_with_fit(x: &[f64], y: &[f64], axis: Option<(&str, &str)>, show_legen
         let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let mut line = Scatter::new(vec![lo, hi], vec![slope * lo + intercept, slope * hi + intercept])
             .mode(Mode::Lines)
-            .line(Line::new().color("red").width(2.0))
+            .line(Line::new().color("red").width(2.0).dash(DashType::Dash))
             .name("least-squares fit")
             .show_legend(show_legend);
         if let Some((xa, ya)) = axis {
@@ -142,7 +159,7 @@ fn scatter_with_fit(x: &[f64], y: &[f64], axis: Option<(&str, &str)>, show_legen
 }
 
 /// Figure 3: attention at `layer` vs importance over all rows, with the fit line.
-pub fn attention_vs_importance(rows: &[JoinedRow], layer: usize, title_note: &str) -> Result<Plot> {
+pub fn attention_vs_importance(rows: &[JoinedRow], layer: usize, title_note: &str) -> Result<Figure> {
     let x: Vec<f64> = rows.iter().map(|r| r.attention.get(&layer).copied().unwrap_or(f64::NAN)).collect();
     let y: Vec<f64> = rows.iter().map(|r| r.importance).collect();
     let p = pearson(&x, &y)?;
@@ -159,18 +176,18 @@ pub fn attention_vs_importance(rows: &[JoinedRow], layer: usize, title_note: &st
             .x_axis(Axis::new().title(Title::with_text(format!("Attention Weight (Layer {layer})"))))
             .y_axis(y_axis),
     );
-    Ok(plot)
+    Ok(Figure::from(plot).with_size(800, 600))
 }
 
 /// Figure 4: one scatter + fit per token in a 2 × 3 grid, r/p in each subplot's title.
-pub fn correlation_by_position(rows: &[JoinedRow], layer: usize, title_note: &str) -> Result<Plot> {
+pub fn correlation_by_position(rows: &[JoinedRow], layer: usize, title_note: &str) -> Result<Figure> {
     let n = tokens_in(rows).min(6);
     let mut plot = Plot::new();
     let mut annotations = Vec::new();
     let mut layout = Layout::new()
         .title(Title::with_text(format!("Attention (Layer {layer}) vs Importance by Token{title_note}")))
         .grid(LayoutGrid::new().rows(2).columns(3).pattern(GridPattern::Independent))
-        .height(650);
+        .height(1000);
     for k in 0..n {
         let selected: Vec<&JoinedRow> = rows.iter().filter(|r| r.token_pos == k).collect();
         let x: Vec<f64> = selected.iter().map(|r| r.attention.get(&layer).copied().unwrap_or(f64::NAN)).collect();
@@ -199,7 +216,7 @@ pub fn correlation_by_position(rows: &[JoinedRow], layer: usize, title_note: &st
         };
     }
     plot.set_layout(layout.annotations(annotations));
-    Ok(plot)
+    Ok(Figure::from(plot).with_size(1500, 1000))
 }
 
 #[cfg(test)]

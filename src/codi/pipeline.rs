@@ -201,7 +201,11 @@ pub fn run_all(options: &RunAllOptions, device: &Device) -> Result<RunAllReport>
         };
         match analyze(&ablation_path, &attention_path, &dir.join("analysis"), &analyze_options) {
             Ok(analysis) => {
-                report.notes.extend(analysis.notes);
+                for note in analysis.notes {
+                    if !report.notes.contains(&note) {
+                        report.notes.push(note);
+                    }
+                }
                 report.files.extend(analysis.files);
                 summaries.push((variant, analysis.summary));
             }
@@ -212,7 +216,11 @@ pub fn run_all(options: &RunAllOptions, device: &Device) -> Result<RunAllReport>
                 let options =
                     AnalyzeOptions { importance: ImportanceKind::Logprob, all_baselines: true, ..analyze_options };
                 let analysis = analyze(&ablation_path, &attention_path, &dir.join("analysis"), &options)?;
-                report.notes.extend(analysis.notes);
+                for note in analysis.notes {
+                    if !report.notes.contains(&note) {
+                        report.notes.push(note);
+                    }
+                }
                 report.files.extend(analysis.files);
                 summaries.push((variant, analysis.summary));
             }

@@ -26,6 +26,7 @@
 pub mod bundle;
 mod display;
 pub mod progress;
+pub mod runner;
 pub mod table;
 
 pub use bundle::{parse_protocol, MimeBundle};

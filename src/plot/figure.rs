@@ -165,9 +165,9 @@ impl Figure {
         format!(
             "<div id=\"{id}\" class=\"plotly-graph-div thoughtscope-figure\" style=\"width:100%;height:{height}px;\"></div>\n\
              <script type=\"text/javascript\">(function () {{\n\
-             var gd = document.getElementById({id_js});\n\
-             if (window.Plotly) {{ Plotly.newPlot(gd, {json}); }}\n\
-             else {{ gd.textContent = \"plotly.js is not loaded on this page: re-run the notebook from the top (or call thoughtscope::notebook::init()).\"; }}\n\
+             var figureDiv = document.getElementById({id_js});\n\
+             if (window.Plotly) {{ Plotly.newPlot(figureDiv, {json}); }}\n\
+             else {{ figureDiv.textContent = \"plotly.js is not loaded on this page: re-run the notebook from the top (or call thoughtscope::notebook::init()).\"; }}\n\
              }})();</script>\n",
             height = self.html_height(),
             json = script_safe_json(&self.to_json()),

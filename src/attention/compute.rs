@@ -1,0 +1,187 @@
+//! One forward pass → every layer × head's sentence-averaged attention, streamed: the model hands
+//! each query block's probabilities to a [`SentenceAverager`], so nothing holds `L × H × T²`
+//! (spec `thought-anchors-attention.md` §6, fix 12.2.1). Token boundaries are computed before the
+//! forward pass, so a sentence that cannot be located costs nothing (fix 12.2.6), and a text longer
+//! than the model's context is an error before any work.
+
+use std::path::PathBuf;
+
+use super::{AttentionBlock, AttentionSink, AttnCache, BoundaryMode, CacheKey, CacheLayout, SentenceAttention, SentenceAverager, Sentences, TokenBounds};
+use crate::model::{HookSet, Input, KvCache, Loaded, Logits};
+use crate::notebook::progress::{progress, Progress};
+use crate::{Error, Result};
+
+/// How a cached computation was satisfied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Read from the cache: no forward pass.
+    Hit,
+    /// Computed with one forward pass and stored.
+    Computed,
+}
+
+/// Forwards blocks to the averager and ticks a progress bar once per layer.
+struct LayerProgress<'a> {
+    inner: &'a mut SentenceAverager,
+    progress: Progress,
+    last_layer: Option<usize>,
+}
+
+impl AttentionSink for LayerProgress<'_> {
+    fn consume(&mut self, block: AttentionBlock<'_>) -> Result<()> {
+        if self.last_layer != Some(block.layer) {
+            if self.last_layer.is_some() {
+                self.progress.inc(1);
+            }
+            self.last_layer = Some(block.layer);
+        }
+        self.inner.consume(block)
+    }
+}
+
+/// The cache key of `sentences` under `loaded` (f32 forward on this runtime).
+pub fn cache_key(loaded: &Loaded, sentences: &Sentences, boundary_mode: BoundaryMode) -> CacheKey {
+    CacheKey {
+        model: loaded.name.clone(),
+        weights_hash: loaded.weights_hash.clone(),
+        dtype: "f32".into(),
+        tokenizer: loaded.tokenizer.identity().to_string(),
+        sentence_mode: sentences.mode,
+        boundary_mode,
+        text_id: sentences.text_id(),
+        n: sentences.len(),
+        layers: loaded.model.num_layers(),
+        heads: loaded.model.num_heads(),
+    }
+}
+
+/// Run the model once over `sentences.text` and return the `[L, H, N, N]` sentence averages and
+/// the token boundaries used.
+pub fn sentence_attention(
+    loaded: &Loaded,
+    sentences: &Sentences,
+    boundary_mode: BoundaryMode,
+) -> Result<(SentenceAttention, TokenBounds)> {
+    let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, boundary_mode)?;
+    let ids = loaded.tokenizer.encode(&sentences.text)?;
+    if ids.len() != bounds.n_tokens {
+        return Err(Error::Other(format!(
+            "tokenisation of the text gave {} tokens but the boundaries assume {}",
+            ids.len(),
+            bounds.n_tokens
+        )));
+    }
+    let context = loaded.model.config().max_position_embeddings;
+    if ids.len() > context {
+        return Err(Error::invalid(format!(
+            "text of {} tokens is longer than the context of {} ({} tokens max)",
+            ids.len(),
+            loaded.name,
+            context
+        )));
+    }
+    let layers = loaded.model.num_layers();
+    let mut averager =
+        SentenceAverager::new(bounds.ranges.clone(), layers, loaded.model.num_heads()).expect_tokens(ids.len());
+    {
+        let bar = progress(layers as u64, &format!("attention {} tokens", ids.len()));
+        let mut sink = LayerProgress { inner: &mut averager, progress: bar.clone(), last_layer: None };
+        let mut hooks = HookSet::new().with_sink(&mut sink);
+        loaded.model.forward_with(Input::Ids(&ids), &mut KvCache::new(&loaded.model), &mut hooks, Logits::None)?;
+        bar.inc(1);
+        bar.finish();
+    }
+    Ok((averager.finish()?, bounds))
+}
+
+/// [`sentence_attention`] through the cache: a matching entry is read (no forward pass), a
+/// missing one computed and stored atomically; an entry made with other settings is an error
+/// naming the field.
+pub fn cached_sentence_attention(
+    cache: &AttnCache,
+    loaded: &Loaded,
+    sentences: &Sentences,
+    boundary_mode: BoundaryMode,
+    layout: CacheLayout,
+) -> Result<(SentenceAttention, CacheOutcome, PathBuf)> {
+    let key = cache_key(loaded, sentences, boundary_mode);
+    let dir = cache.entry_dir(&key.model, &key.text_id);
+    if let Some(found) = cache.load(&key)? {
+        return Ok((found, CacheOutcome::Hit, dir));
+    }
+    let (attention, bounds) = sentence_attention(loaded, sentences, boundary_mode)?;
+    let dir = cache.store(&key, &attention, layout, Some(bounds.n_tokens))?;
+    Ok((attention, CacheOutcome::Computed, dir))
+}
+
+/// Cache layout on the command line: `native` or `thought-anchors` (upstream `<l>_<h>.npy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    Native,
+    #[value(name = "thought-anchors")]
+    ThoughtAnchors,
+}
+
+/// `thoughtscope attn`: sentence attention of one problem directory into the cache.
+#[derive(Debug, clap::Args)]
+pub struct AttnArgs {
+    /// Rollout/problem directory (base_solution.json, chunks.json / chunks_labeled.json).
+    pub problem_dir: PathBuf,
+    /// GGUF file, HF model directory, cached hub id or registry name.
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    #[arg(long, value_enum, default_value_t = super::SentenceMode::FullCot)]
+    pub mode: super::SentenceMode,
+    #[arg(long, default_value = "attn_cache")]
+    pub cache_dir: PathBuf,
+    /// `thought-anchors` writes `DIR/<model>/<text_id>/<l>_<h>.npy` (float32) exactly as upstream.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Native)]
+    pub layout: LayoutArg,
+    /// Token boundaries: `prefix` (upstream parity) or `offsets` (corrected).
+    #[arg(long, value_enum, default_value_t = BoundaryMode::Prefix)]
+    pub boundaries: BoundaryMode,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `thoughtscope attn`; returns the line (or JSON) to print.
+pub fn attn_command(args: &AttnArgs) -> Result<String> {
+    let rollout = crate::rollout::Rollout::open(&args.problem_dir)?;
+    let sentences = rollout.sentences(args.mode)?;
+    if sentences.is_empty() {
+        return Err(Error::format(&args.problem_dir, "no sentences to analyse"));
+    }
+    let loaded = crate::model::Model::load(&args.model, &candle_core::Device::Cpu)?;
+    let layout = match args.layout {
+        LayoutArg::Native => CacheLayout::Native,
+        LayoutArg::ThoughtAnchors => CacheLayout::Upstream,
+    };
+    let started = std::time::Instant::now();
+    let cache = AttnCache::new(&args.cache_dir);
+    let (attention, outcome, dir) = cached_sentence_attention(&cache, &loaded, &sentences, args.boundaries, layout)?;
+    let summary = serde_json::json!({
+        "model": loaded.name,
+        "text_id": sentences.text_id(),
+        "n": attention.n(),
+        "layers": attention.layers(),
+        "heads": attention.heads(),
+        "cache": if outcome == CacheOutcome::Hit { "hit" } else { "computed" },
+        "dir": dir.display().to_string(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    Ok(if args.json {
+        summary.to_string()
+    } else {
+        format!(
+            "{} {}: {} sentences × {} layers × {} heads → {} ({:.1} s)",
+            if outcome == CacheOutcome::Hit { "cached" } else { "computed" },
+            sentences.text_id(),
+            attention.n(),
+            attention.layers(),
+            attention.heads(),
+            dir.display(),
+            started.elapsed().as_secs_f64()
+        )
+    })
+}
