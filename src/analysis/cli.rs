@@ -80,6 +80,8 @@ pub struct ReceiverHeadsArgs {
 pub enum BenchCommand {
     /// Time sentence averaging and vertical scores on fixed random inputs.
     Analysis(BenchAnalysisArgs),
+    /// Time one forward pass + all-heads sentence averaging on a real trace (peak RSS too).
+    Forward(crate::attention::bench::BenchForwardArgs),
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +171,10 @@ pub fn receiver_heads_command(args: &ReceiverHeadsArgs) -> Result<String> {
 /// `bench analysis`: timings as JSON.
 pub fn bench(command: &BenchCommand) -> Result<String> {
     match command {
+        BenchCommand::Forward(args) => {
+            let report = crate::attention::bench::bench_forward(args)?;
+            Ok(if args.single.is_some() { report.to_string() } else { serde_json::to_string_pretty(&report)? })
+        }
         BenchCommand::Analysis(args) => {
             let report = bench_analysis(&BenchOptions {
                 tokens: args.tokens,

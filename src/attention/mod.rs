@@ -11,6 +11,7 @@
 //! - [`npy`]: `.npy` reading and `np.save`-identical writing.
 
 pub mod average;
+pub mod bench;
 pub mod boundaries;
 pub mod cache;
 pub mod compute;

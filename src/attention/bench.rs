@@ -1,0 +1,144 @@
+//! `thoughtscope bench forward`: one forward pass plus every layer × head's sentence averaging on a
+//! real trace cut to a target token count, with wall time and peak RSS, optionally against the
+//! Python reference (`scripts/bench_forward_reference.py`: HF transformers eager with
+//! `output_attentions` + numpy block means the upstream way) on the same input.
+//!
+//! Each size runs in its own child process so its peak RSS (`VmHWM`) is its own.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::{sentence_attention, BoundaryMode, Sentences};
+use crate::model::{Loaded, Model};
+use crate::{Error, Result};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchForwardArgs {
+    /// Rollout/problem directory whose `base_solution.full_cot` is the text.
+    #[arg(long, default_value = "../shared/data/thought-anchors-traces/deepseek-r1-distill-qwen-14b/incorrect_base_solution/problem_4682")]
+    pub trace: PathBuf,
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// Target token counts (comma-separated); the text is cut at the last sentence that fits.
+    #[arg(long, value_delimiter = ',', default_value = "3000")]
+    pub tokens: Vec<usize>,
+    /// Write the exact inputs (text and sentences per size) here for the Python reference.
+    #[arg(long)]
+    pub export_inputs: Option<PathBuf>,
+    /// JSON printed by the Python reference on the same inputs; adds ratios.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Internal: run one size in this process and print its JSON.
+    #[arg(long, hide = true)]
+    pub single: Option<usize>,
+}
+
+/// The trace's full-cot sentences, cut to the longest prefix of sentences within `tokens`.
+pub fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sentences> {
+    let all = Sentences::from_full_cot(full_cot)?;
+    let chars: Vec<char> = all.text.chars().collect();
+    let mut best = None;
+    let (mut lo, mut hi) = (1usize, all.len());
+    // Binary search on the number of sentences kept (token count grows with it).
+    while lo <= hi {
+        let k = (lo + hi) / 2;
+        let end = all.ranges[k - 1].1;
+        let text: String = chars[..end].iter().collect();
+        if loaded.tokenizer.encode(&text)?.len() <= tokens {
+            best = Some((k, text));
+            lo = k + 1;
+        } else {
+            hi = k - 1;
+        }
+    }
+    let (k, text) = best.ok_or_else(|| Error::invalid(format!("no sentence prefix fits in {tokens} tokens")))?;
+    Ok(Sentences { text, sentences: all.sentences[..k].to_vec(), ranges: all.ranges[..k].to_vec(), mode: all.mode })
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn full_cot(trace: &std::path::Path) -> Result<String> {
+    let rollout = crate::rollout::Rollout::open(trace)?;
+    Ok(rollout.full_cot)
+}
+
+fn run_single(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value> {
+    let load_start = Instant::now();
+    let loaded = Model::load(&args.model, &candle_core::Device::Cpu)?;
+    let load_s = load_start.elapsed().as_secs_f64();
+    let sentences = bench_input(&loaded, &full_cot(&args.trace)?, tokens)?;
+    let start = Instant::now();
+    let (attention, bounds) = sentence_attention(&loaded, &sentences, BoundaryMode::Prefix)?;
+    let seconds = start.elapsed().as_secs_f64();
+    // Touch the result so nothing is optimised away.
+    let checksum: f64 = attention.data().iter().map(|&x| x as f64).sum();
+    Ok(serde_json::json!({
+        "tokens": bounds.n_tokens,
+        "sentences": attention.n(),
+        "load_s": load_s,
+        "forward_and_averaging_s": seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "checksum": checksum,
+        "threads": rayon::current_num_threads(),
+    }))
+}
+
+/// Run the bench; returns the JSON report.
+pub fn bench_forward(args: &BenchForwardArgs) -> Result<serde_json::Value> {
+    if let Some(tokens) = args.single {
+        return run_single(args, tokens);
+    }
+    if let Some(path) = &args.export_inputs {
+        let loaded = Model::load(&args.model, &candle_core::Device::Cpu)?;
+        let cot = full_cot(&args.trace)?;
+        let mut inputs = Vec::new();
+        for &t in &args.tokens {
+            let s = bench_input(&loaded, &cot, t)?;
+            inputs.push(serde_json::json!({"target_tokens": t, "text": s.text, "sentences": s.sentences}));
+        }
+        let json = serde_json::to_vec_pretty(&inputs)?;
+        std::fs::write(path, json).map_err(|e| Error::io(path, e))?;
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::Other(format!("current executable: {e}")))?;
+    let mut runs = Vec::new();
+    for &t in &args.tokens {
+        let out = std::process::Command::new(&exe)
+            .args(["bench", "forward", "--model", &args.model, "--single", &t.to_string(), "--trace"])
+            .arg(&args.trace)
+            .env("THOUGHTSCOPE_PROGRESS", "off")
+            .output()
+            .map_err(|e| Error::Other(format!("running {}: {e}", exe.display())))?;
+        if !out.status.success() {
+            return Err(Error::Other(format!("bench run for {t} tokens failed: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        runs.push(serde_json::from_slice::<serde_json::Value>(&out.stdout)?);
+    }
+    let mut report = serde_json::json!({ "thoughtscope": runs });
+    if let Some(path) = &args.reference {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let reference: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+        let mut ratios = Vec::new();
+        for ours in report["thoughtscope"].as_array().cloned().unwrap_or_default() {
+            let t = ours["tokens"].as_u64();
+            let theirs = reference["runs"].as_array().and_then(|r| r.iter().find(|x| x["tokens"].as_u64() == t));
+            if let Some(theirs) = theirs {
+                let ratio = |a: &str, b: &str| -> Option<f64> { Some(theirs[b].as_f64()? / ours[a].as_f64()?) };
+                ratios.push(serde_json::json!({
+                    "tokens": t,
+                    "speedup": ratio("forward_and_averaging_s", "total_s"),
+                    "python_peak_rss_over_ours": ratio("peak_rss_mib", "peak_rss_mib"),
+                }));
+            }
+        }
+        report["python_reference"] = reference;
+        report["ratios"] = serde_json::Value::Array(ratios);
+    }
+    Ok(report)
+}
