@@ -50,7 +50,7 @@ timeout 180 "$chromium" "${flags[@]}" --user-data-dir="$work/profile-dom" --dump
 timeout 180 "$chromium" "${flags[@]}" --user-data-dir="$work/profile-shot" --window-size="$size" \
   --screenshot="$png_abs" "$url" >"$work/shot.log" 2>&1 || { echo "Chromium failed (--screenshot):"; tail -5 "$work/shot.log"; exit 1; }
 
-count() { grep -oE "$1" "$2" | wc -l | tr -d ' '; }
+count() { { grep -oE "$1" "$2" || true; } | wc -l | tr -d ' '; }
 plots_pattern='class="[^"]*js-plotly-plot[^"]*"'
 svg_pattern='class="main-svg"'
 rendered=$(( $(count "$plots_pattern" "$work/dom.html") - $(count "$plots_pattern" "$html") ))

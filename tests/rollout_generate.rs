@@ -35,7 +35,7 @@ fn generates_two_rollouts_with_smollm2() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let mut seen = Vec::new();
-    let made = generate_rollouts(&loaded, "smollm2-135m", &[problem.clone()], &config, &RuleTagger::default(), tmp.path(), &mut |r| {
+    let made = generate_rollouts(&loaded, "smollm2-135m", std::slice::from_ref(&problem), &config, &RuleTagger::default(), tmp.path(), &mut |r| {
         seen.push(r.sample)
     })
     .unwrap();
@@ -78,7 +78,7 @@ fn rejects_bad_settings_before_generating() {
     let problem = problem_from_value(json!({"problem": "What is 1 + 1?"}), 0).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let run = |config: GenerateConfig| {
-        generate_rollouts(&loaded, "smollm2-135m", &[problem.clone()], &config, &RuleTagger::default(), tmp.path(), &mut |_| {})
+        generate_rollouts(&loaded, "smollm2-135m", std::slice::from_ref(&problem), &config, &RuleTagger::default(), tmp.path(), &mut |_| {})
             .unwrap_err()
             .to_string()
     };

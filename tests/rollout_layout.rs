@@ -114,7 +114,7 @@ fn layout_round_trip() {
     assert_eq!(problem_json["gt_answer"], json!(12), "problem.json is the entry as given");
 
     // What the analysis side reads: discovery by prefix, both sentence modes, the VA tag mask.
-    assert_eq!(discover_rollouts(tmp.path().join("problem_7"), "rollout_").unwrap(), [dir.clone()]);
+    assert_eq!(discover_rollouts(tmp.path().join("problem_7"), "rollout_").unwrap(), std::slice::from_ref(&dir));
     let rollout = Rollout::open(&dir).unwrap();
     assert_eq!(rollout.full_cot, files.base_solution.full_cot);
     let labels = rollout.labels().unwrap();

@@ -65,6 +65,10 @@ pub struct Config {
     pub rope_theta: f64,
     #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
+    /// transformers ≥ 5 writes `rope_parameters` (`rope_theta`, `rope_type`, scaling fields)
+    /// instead of `rope_theta` / `rope_scaling`; folded into those two by [`Config::normalize`].
+    #[serde(default, skip_serializing)]
+    pub rope_parameters: Option<serde_json::Value>,
     #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
     #[serde(default)]
@@ -95,9 +99,30 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut cfg: Config = serde_json::from_str(&text)
             .map_err(|e| Error::format(path, format!("not an HF config.json: {e}")))?;
-        cfg.model_type = cfg.model_type.to_lowercase();
+        cfg.normalize().map_err(|what| Error::format(path, what))?;
         cfg.validate().map_err(|what| Error::format(path, what))?;
         Ok(cfg)
+    }
+
+    /// Lower-case `model_type` and fold transformers-5 `rope_parameters` into `rope_theta` and
+    /// `rope_scaling`, so both config styles give the same model.
+    pub fn normalize(&mut self) -> std::result::Result<(), String> {
+        self.model_type = self.model_type.to_lowercase();
+        let Some(params) = self.rope_parameters.take() else { return Ok(()) };
+        if let Some(theta) = params.get("rope_theta").and_then(|v| v.as_f64()) {
+            self.rope_theta = theta;
+        }
+        let rope_type = params.get("rope_type").or_else(|| params.get("type")).and_then(|v| v.as_str());
+        match rope_type {
+            None | Some("default") => {}
+            Some("llama3") => {
+                let scaling: RopeScaling = serde_json::from_value(params.clone())
+                    .map_err(|e| format!("field `rope_parameters`: {e}"))?;
+                self.rope_scaling = Some(scaling);
+            }
+            Some(other) => return Err(format!("field `rope_parameters.rope_type`: unsupported `{other}`")),
+        }
+        Ok(())
     }
 
     pub fn architecture(&self) -> std::result::Result<Architecture, String> {
@@ -210,6 +235,7 @@ impl Config {
             rms_norm_eps: f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             rope_theta: f("rope.freq_base").unwrap_or(10_000.0),
             rope_scaling: None,
+            rope_parameters: None,
             max_position_embeddings: u("context_length").unwrap_or(4096),
             tie_word_embeddings: !has_output_weight,
             attention_bias: None,
