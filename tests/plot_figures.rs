@@ -108,7 +108,11 @@ fn bars_carry_sem_error_bars() {
     assert_eq!(bar["type"], "bar");
     assert_eq!(bar["error_y"]["type"], "data");
     assert_eq!(bar["error_y"]["array"], json!([0.1, null]));
-    assert_eq!(bar["text"], json!(["0.50", "0.25"]));
+    // Value labels above the error bars (mean + SEM; mean alone where SEM is NaN).
+    let labels = json["layout"]["annotations"].as_array().unwrap();
+    assert_eq!(labels[0]["text"], "0.50");
+    assert_eq!(labels[0]["y"], 0.6);
+    assert_eq!(labels[1]["y"], 0.25);
     assert!(bar_with_error(&["a"], &[1.0, 2.0], &[0.0, 0.0], &BarOptions::default()).is_err());
 }
 
@@ -147,6 +151,8 @@ fn grid_places_any_number_of_cells() {
     let figure = grid(&cells, &GridOptions { title: "by position".into(), columns: 4, ..Default::default() }).unwrap();
     let json = figure.to_json_value();
     let data = json["data"].as_array().unwrap();
+    assert_eq!(data[0]["marker"]["color"], data[18]["marker"]["color"], "same colours in every cell");
+    assert_eq!(data[19]["line"]["color"], "red");
     assert_eq!(data.len(), 20, "points + fit per cell");
     assert_eq!(data[0]["xaxis"], "x");
     assert_eq!(data[19]["xaxis"], "x10");
@@ -192,7 +198,9 @@ fn standalone_html_is_offline_and_script_safe() {
     assert_eq!(html.matches("Plotly.newPlot(figureDiv,").count(), 1);
     // plotly.js is inlined (not a CDN), and only once; MathJax is left out of figure files.
     assert!(html.len() > 3_000_000, "plotly.js inlined: {} bytes", html.len());
-    assert!(!html.contains("cdn.plot.ly") && !html.contains("cdn.jsdelivr.net"));
+    let ours = html.replace(plot::plotly_js_script(), "");
+    assert_eq!(html.len() - ours.len(), plot::plotly_js_script().len(), "one inlined copy");
+    assert!(!ours.contains("https://") && !ours.contains("src="), "no network references: {ours}");
     assert!(html.len() < plot::plotly_js_script().len() + 50_000, "no MathJax in figure files");
     // The trace name cannot close the script early.
     assert!(!html.contains("</script><b>x"));

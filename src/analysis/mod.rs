@@ -5,5 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod codi_stats;
 pub mod tag_stats;
+pub mod va;
 
 pub use tag_stats::{head_tag_stats, tag_stats, TagStats, TagStatsOptions};
+pub use va::{run_va, run_va_with, VaConfig, VaResult};

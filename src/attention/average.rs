@@ -9,9 +9,12 @@
 //!
 //! Deliberate difference (§12.2 item 1): instead of an N² loop of block means per head over a
 //! stored `T × T` matrix, [`SentenceAverager`] is an [`AttentionSink`] that reduces each query
-//! block as the model produces it (row sums per sentence, accumulated in f64) and keeps only one
-//! layer's `H × N × N` sums plus the `L × H × N × N` result. numpy sums f32 pairwise; the f64
-//! accumulation agrees with it to ~1e-7 relative (golden G2).
+//! block as the model produces it and keeps only one layer's `H × N × N` block sums, one
+//! length-T column accumulator per head, and the `L × H × N × N` result. Rows are reduced first:
+//! consecutive query rows of the same sentence(s) are added into per-key column sums (f64, one
+//! pass over the attention, vectorised), and when the run of rows ends the column sums are cut
+//! into the sentences' key ranges. numpy sums f32 pairwise; the f64 accumulation agrees with it
+//! to ~1e-7 relative (golden G2).
 
 use rayon::prelude::*;
 
@@ -97,6 +100,8 @@ pub struct SentenceAverager {
     current: Option<LayerProgress>,
     /// Per head `[N × N]` f64 block sums of the current layer.
     sums: Vec<f64>,
+    /// Per head: the run of query rows being reduced into column sums.
+    runs: Vec<RowRun>,
     done: Vec<bool>,
     out: SentenceAttention,
 }
@@ -110,6 +115,45 @@ struct Geometry {
     members: Vec<usize>,
     /// Rows that must be seen: `[first, last)` over all non-empty clipped ranges.
     needed_rows: Option<(usize, usize)>,
+}
+
+/// Consecutive query rows that belong to the same sentences, summed per key column.
+#[derive(Debug, Default)]
+struct RowRun {
+    /// First row of the run (its sentences are the run's), None when no run is open.
+    first_row: Option<usize>,
+    /// `column_sums[k]` = Σ over the run's rows of `A[q, k]`.
+    column_sums: Vec<f64>,
+    /// Columns `>= touched` are still zero.
+    touched: usize,
+}
+
+impl RowRun {
+    /// Add the run's column sums into the block sums of its sentences and reset it.
+    fn flush(&mut self, geometry: &Geometry, head_sums: &mut [f64]) {
+        let Some(q0) = self.first_row.take() else { return };
+        let n = geometry.clipped.len();
+        let members = geometry.members_of(q0);
+        let touched = self.touched;
+        for (j, &(c0, c1)) in geometry.clipped.iter().enumerate() {
+            let (c0, c1) = (c0.min(touched), c1.min(touched));
+            if c0 >= c1 {
+                continue;
+            }
+            let block: f64 = self.column_sums[c0..c1].iter().sum();
+            for &i in members {
+                head_sums[i * n + j] += block;
+            }
+        }
+        self.column_sums[..touched].iter_mut().for_each(|v| *v = 0.0);
+        self.touched = 0;
+    }
+}
+
+impl Geometry {
+    fn members_of(&self, q: usize) -> &[usize] {
+        &self.members[self.member_start[q]..self.member_start[q + 1]]
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +176,7 @@ impl SentenceAverager {
             geometry: None,
             current: None,
             sums: Vec::new(),
+            runs: Vec::new(),
             done: vec![false; layers],
             out: SentenceAttention::zeros(layers, heads, n),
         }
@@ -202,6 +247,12 @@ impl SentenceAverager {
 
     fn finalize_layer(&mut self, progress: LayerProgress) -> Result<()> {
         let g = self.geometry.as_ref().expect("geometry set by the first block");
+        let n = self.n();
+        if n > 0 {
+            for (run, head_sums) in self.runs.iter_mut().zip(self.sums.chunks_mut(n * n)) {
+                run.flush(g, head_sums);
+            }
+        }
         if let Some((first, last)) = g.needed_rows {
             if progress.first_row > first || progress.next_row < last {
                 return Err(Error::invalid(format!(
@@ -210,7 +261,6 @@ impl SentenceAverager {
                 )));
             }
         }
-        let n = self.n();
         let sums = &self.sums;
         let clipped = &g.clipped;
         for h in 0..self.heads {
@@ -234,20 +284,6 @@ impl SentenceAverager {
         self.done[progress.layer] = true;
         Ok(())
     }
-}
-
-/// f64 sum of f32 values with independent accumulators (vectorises; order does not matter at
-/// the precision we keep).
-fn sum_f64(values: &[f32]) -> f64 {
-    let mut lanes = [0f64; 8];
-    let chunks = values.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += f64::from(v);
-        }
-    }
-    lanes.iter().sum::<f64>() + rest.iter().map(|&v| f64::from(v)).sum::<f64>()
 }
 
 impl AttentionSink for SentenceAverager {
@@ -315,26 +351,26 @@ impl AttentionSink for SentenceAverager {
             return Ok(());
         }
         let g = self.geometry.as_ref().expect("geometry set above");
+        if self.runs.len() != self.heads {
+            self.runs = (0..self.heads).map(|_| RowRun { column_sums: vec![0.0; g.total], ..RowRun::default() }).collect();
+        }
         let kv_len = block.kv_len;
-        self.sums.par_chunks_mut(n * n).enumerate().for_each(|(h, head_sums)| {
-            let mut column_sums = vec![0f64; n];
+        self.sums.par_chunks_mut(n * n).zip(self.runs.par_iter_mut()).enumerate().for_each(|(h, (head_sums, run))| {
             for r in 0..block.rows {
                 let q = block.q_start + r;
-                let members = &g.members[g.member_start[q]..g.member_start[q + 1]];
+                let members = g.members_of(q);
+                if run.first_row.is_some_and(|q0| g.members_of(q0) != members) {
+                    run.flush(g, head_sums);
+                }
                 if members.is_empty() {
                     continue;
                 }
-                let row = block.row(h, r);
-                for (j, &(c0, c1)) in g.clipped.iter().enumerate() {
-                    // Columns at or beyond `kv_len` are zero by the block's contract.
-                    let (c0, c1) = (c0.min(kv_len), c1.min(kv_len));
-                    column_sums[j] = if c0 < c1 { sum_f64(&row[c0..c1]) } else { 0.0 };
+                run.first_row.get_or_insert(q);
+                // Columns at or beyond `kv_len` are zero by the block's contract.
+                for (acc, &p) in run.column_sums[..kv_len].iter_mut().zip(block.row(h, r)) {
+                    *acc += f64::from(p);
                 }
-                for &i in members {
-                    for (acc, &s) in head_sums[i * n..(i + 1) * n].iter_mut().zip(&column_sums) {
-                        *acc += s;
-                    }
-                }
+                run.touched = run.touched.max(kv_len);
             }
         });
         Ok(())

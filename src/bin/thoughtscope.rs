@@ -23,6 +23,8 @@ enum Command {
     ReceiverHeads(ReceiverHeadsArgs),
     /// Sentence-averaged attention of every layer × head for one problem directory, into the cache.
     Attn(thoughtscope::attention::compute::AttnArgs),
+    /// Tagged-sentence (VA) attention analysis over a folder of rollouts: tables, figures, permutation p-values.
+    Va(thoughtscope::analysis::va::VaArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -38,6 +40,11 @@ enum Command {
 
 fn attn(args: thoughtscope::attention::compute::AttnArgs) -> thoughtscope::Result<()> {
     println!("{}", thoughtscope::attention::compute::attn_command(&args)?);
+    Ok(())
+}
+
+fn va(args: thoughtscope::analysis::va::VaArgs) -> thoughtscope::Result<()> {
+    println!("{}", thoughtscope::analysis::va::va_command(&args)?);
     Ok(())
 }
 
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
         Command::VerticalScores(args) => vertical_scores(args),
         Command::ReceiverHeads(args) => receiver_heads(args),
         Command::Attn(args) => attn(args),
+        Command::Va(args) => va(args),
         Command::Bench(command) => bench(command),
         Command::Generate(args) => generate(args),
         Command::Codi(command) => thoughtscope::codi::cli::run(command),

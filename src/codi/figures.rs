@@ -15,6 +15,9 @@ use crate::analysis::codi_stats::{linear_fit, mean, pearson, sem, JoinedRow};
 use crate::plot::Figure;
 use crate::Result;
 
+/// Axis label of the continuous (log-prob) importance.
+const CONTINUOUS_LABEL: &str = "Importance (drop in gold-answer log-prob)";
+
 /// matplotlib's `steelblue`, upstream's marker and bar colour.
 const STEELBLUE: &str = "#4682b4";
 
@@ -83,7 +86,8 @@ pub fn importance_by_position(rows: &[JoinedRow], title_note: &str) -> Figure {
                 .show_arrow(false)
         })
         .collect();
-    let mut y_axis = Axis::new().title(Title::with_text("Importance Score (Fraction causing failure)"));
+    let label = if binary(rows) { "Importance Score (Fraction causing failure)" } else { CONTINUOUS_LABEL };
+    let mut y_axis = Axis::new().title(Title::with_text(label));
     if binary(rows) {
         y_axis = y_axis.range(AxisRange::new(0.0, 1.0));
     }
@@ -166,7 +170,8 @@ pub fn attention_vs_importance(rows: &[JoinedRow], layer: usize, title_note: &st
     let title = format!("Attention vs Importance (r={:.3}, p={})", p.r, sci(p.p, 3));
     let mut plot = Plot::new();
     plot.add_traces(scatter_with_fit(&x, &y, None, true));
-    let mut y_axis = Axis::new().title(Title::with_text("Importance Score"));
+    let label = if binary(rows) { "Importance Score" } else { CONTINUOUS_LABEL };
+    let mut y_axis = Axis::new().title(Title::with_text(label));
     if binary(rows) {
         y_axis = y_axis.range(AxisRange::new(-0.1, 1.1));
     }

@@ -7,7 +7,6 @@
 //! ([`CodiMeta`]: LoRA alpha, and whether the weights are a real CODI model or a synthetic one).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Module, Tensor};
@@ -123,7 +122,8 @@ pub struct CodiModel {
     pub meta: CodiMeta,
     /// Short label (the checkpoint directory's name).
     pub name: String,
-    /// sha256 of the checkpoint file, hex; keys resumable outputs.
+    /// Content hash of the checkpoint file ([`crate::model::weights::weights_hash`]); keys
+    /// resumable outputs.
     pub weights_hash: String,
     pub checkpoint: PathBuf,
     pub format: CheckpointFormat,
@@ -229,7 +229,7 @@ impl CodiModel {
         let weights = CodiWeights::load(path, options, device)?;
         let tokenizer_path = options.tokenizer.clone().unwrap_or_else(|| weights.dir.join("tokenizer.json"));
         let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
-        let weights_hash = sha256_file(&weights.checkpoint)?;
+        let weights_hash = crate::model::weights::weights_hash(std::slice::from_ref(&weights.checkpoint))?;
         let name = weights.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "codi".into());
         Ok(CodiModel::from_parts(weights, tokenizer, name, weights_hash))
     }
@@ -268,20 +268,4 @@ impl CodiModel {
             format!("NOT A CODI MODEL: {}: {}; results on it are not CODI results", self.name, self.meta.note)
         })
     }
-}
-
-/// Hex sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

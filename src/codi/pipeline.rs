@@ -254,7 +254,7 @@ fn write_readme(options: &RunAllOptions, codi: &CodiModel, report: &RunAllReport
         text.push_str(&format!("**{note}.**\n\n"));
     }
     text.push_str(&format!(
-        "- checkpoint: `{}` (sha256 {})\n- problems: {} (test mode: {})\n- loop: {:?}, max_new_tokens {}, parser {:?}\n\n",
+        "- checkpoint: `{}` (weights hash {})\n- problems: {} (test mode: {})\n- loop: {:?}, max_new_tokens {}, parser {:?}\n\n",
         options.checkpoint.display(),
         &codi.weights_hash[..16.min(codi.weights_hash.len())],
         report.problems,

@@ -5,7 +5,7 @@
 //! Options are plain structs with `Default` (use `..Default::default()`); every builder checks
 //! its input sizes and indices and returns `Error::Invalid` naming what does not fit.
 
-use plotly::common::{ColorScale, ColorScalePalette, ErrorData, ErrorType, Line, Marker, Mode, TextPosition, Title};
+use plotly::common::{ColorScale, ColorScalePalette, ErrorData, ErrorType, Line, Marker, Mode, Title};
 use plotly::layout::{Axis, AxisRange, Layout};
 use plotly::{Bar, HeatMap, Plot, Scatter};
 use serde_json::{json, Map, Value};
@@ -349,15 +349,26 @@ pub fn bar_with_error<S: AsRef<str>>(labels: &[S], means: &[f64], sem: &[f64], o
         )));
     }
     let labels: Vec<String> = labels.iter().map(|l| l.as_ref().to_owned()).collect();
-    let mut bar = Bar::new(labels, means.to_vec()).error_y(ErrorData::new(ErrorType::Data).array(sem.to_vec()));
-    if opts.value_labels {
-        bar = bar
-            .text_array(means.iter().map(|m| format!("{m:.2}")).collect::<Vec<_>>())
-            .text_position(TextPosition::Outside);
-    }
+    let mut bar = Bar::new(labels.clone(), means.to_vec()).error_y(ErrorData::new(ErrorType::Data).array(sem.to_vec()));
     if let Some(color) = &opts.color {
         bar = bar.marker(Marker::new().color(color.clone()));
     }
+    // Value labels sit above the error bar (as upstream's matplotlib text at mean + SEM), as
+    // annotations: plotly's own bar text would sit on the error bar.
+    let value_labels: Vec<Value> = if opts.value_labels {
+        labels
+            .iter()
+            .zip(means.iter().zip(sem))
+            .filter(|(_, (m, _))| m.is_finite())
+            .map(|(label, (&m, &s))| {
+                let top = if m >= 0.0 { m + if s.is_finite() { s } else { 0.0 } } else { m };
+                json!({"x": label, "y": top, "text": format!("{m:.2}"), "showarrow": false,
+                       "xref": "x", "yref": "y", "yanchor": "bottom", "yshift": 2})
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut y_axis = Axis::new().title(Title::with_text(&opts.y_title));
     if let Some((lo, hi)) = opts.y_range {
         y_axis = y_axis.range(AxisRange::new(lo, hi));
@@ -370,7 +381,11 @@ pub fn bar_with_error<S: AsRef<str>>(labels: &[S], means: &[f64], sem: &[f64], o
             .x_axis(Axis::new().title(Title::with_text(&opts.x_title)))
             .y_axis(y_axis),
     );
-    Ok(Figure::new(opts.title.clone(), plot).with_size(900, 500))
+    let mut figure = Figure::new(opts.title.clone(), plot).with_size(900, 500);
+    if !value_labels.is_empty() {
+        figure.merge_layout(json!({ "annotations": value_labels }));
+    }
+    Ok(figure)
 }
 
 /// A least-squares line `y = slope · x + intercept` (as `np.polyfit(x, y, 1)`).
@@ -458,7 +473,13 @@ pub fn scatter_with_fit(x: &[f64], y: &[f64], labels: Option<&[String]>, opts: &
                 Scatter::new(vec![lo, hi], vec![fit.slope * lo + fit.intercept, fit.slope * hi + fit.intercept])
                     .mode(Mode::Lines)
                     .line(Line::new().color("red").width(2.0))
-                    .name(format!("fit: y = {:.3}x {} {:.3}", fit.slope, if fit.intercept < 0.0 { '-' } else { '+' }, fit.intercept.abs())),
+                    .name("least-squares fit")
+                    .hover_text(format!(
+                        "y = {:.4}x {} {:.4}",
+                        fit.slope,
+                        if fit.intercept < 0.0 { '-' } else { '+' },
+                        fit.intercept.abs()
+                    )),
             );
         }
     }
@@ -473,6 +494,11 @@ pub fn scatter_with_fit(x: &[f64], y: &[f64], labels: Option<&[String]>, opts: &
     plot.set_layout(Layout::new().title(Title::with_text(&opts.title)).x_axis(x_axis).y_axis(y_axis));
     Ok(Figure::new(opts.title.clone(), plot).with_size(800, 600))
 }
+
+/// plotly.js's default colourway.
+const DEFAULT_COLOURS: [&str; 10] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+];
 
 /// Options of [`grid`].
 #[derive(Debug, Clone)]
@@ -546,11 +572,25 @@ pub fn grid(subplots: &[Figure], opts: &GridOptions) -> Result<Figure> {
                 ))),
             }
         };
+        let mut trace_index = 0;
         for trace in figure.get("data").and_then(Value::as_array).into_iter().flatten() {
             let mut trace = trace.clone();
             for (key, default) in [("xaxis", "x"), ("yaxis", "y")] {
                 let current = trace.get(key).and_then(Value::as_str).unwrap_or(default).to_owned();
                 trace[key] = Value::String(rename(&current)?);
+            }
+            // plotly colours traces by their index in the whole figure; keep each cell's colours
+            // those of its own figure instead (trace t of every cell alike).
+            let colour = DEFAULT_COLOURS[trace_index % DEFAULT_COLOURS.len()];
+            trace_index += 1;
+            for part in ["marker", "line"] {
+                let has_colour = trace.get(part).and_then(|p| p.get("color")).is_some();
+                if !has_colour {
+                    if !trace.get(part).is_some_and(Value::is_object) {
+                        trace[part] = json!({});
+                    }
+                    trace[part]["color"] = json!(colour);
+                }
             }
             if opts.shared_legend {
                 if let Some(name) = trace.get("name").cloned() {
