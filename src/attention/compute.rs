@@ -143,6 +143,9 @@ pub struct AttnArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// `cpu`, `cuda` or `cuda:N` (the `cuda` build feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Run `thoughtscope attn`; returns the line (or JSON) to print.
@@ -152,7 +155,7 @@ pub fn attn_command(args: &AttnArgs) -> Result<String> {
     if sentences.is_empty() {
         return Err(Error::format(&args.problem_dir, "no sentences to analyse"));
     }
-    let loaded = crate::model::Model::load(&args.model, &candle_core::Device::Cpu)?;
+    let loaded = crate::model::Model::load(&args.model, &crate::model::device(&args.device)?)?;
     let layout = match args.layout {
         LayoutArg::Native => CacheLayout::Native,
         LayoutArg::ThoughtAnchors => CacheLayout::Upstream,

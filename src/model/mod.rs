@@ -156,3 +156,19 @@ fn load_path(path: &Path, name: &str, entry: Option<&RegistryEntry>, device: &De
         source: path.display().to_string(),
     })
 }
+
+/// The device named on a command line: `cpu` (default), `cuda` or `cuda:N` (needs the `cuda`
+/// cargo feature, which passes through to candle).
+pub fn device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal: usize = s.strip_prefix("cuda:").unwrap_or("0").parse().map_err(|_| Error::invalid(format!("bad device `{s}`")))?;
+            if !cfg!(feature = "cuda") {
+                return Err(Error::invalid(format!("device `{s}` needs thoughtscope built with `--features cuda`")));
+            }
+            Ok(Device::new_cuda(ordinal)?)
+        }
+        other => Err(Error::invalid(format!("unknown device `{other}` (cpu, cuda, cuda:N)"))),
+    }
+}

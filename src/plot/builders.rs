@@ -572,8 +572,7 @@ pub fn grid(subplots: &[Figure], opts: &GridOptions) -> Result<Figure> {
                 ))),
             }
         };
-        let mut trace_index = 0;
-        for trace in figure.get("data").and_then(Value::as_array).into_iter().flatten() {
+        for (trace_index, trace) in figure.get("data").and_then(Value::as_array).into_iter().flatten().enumerate() {
             let mut trace = trace.clone();
             for (key, default) in [("xaxis", "x"), ("yaxis", "y")] {
                 let current = trace.get(key).and_then(Value::as_str).unwrap_or(default).to_owned();
@@ -582,7 +581,6 @@ pub fn grid(subplots: &[Figure], opts: &GridOptions) -> Result<Figure> {
             // plotly colours traces by their index in the whole figure; keep each cell's colours
             // those of its own figure instead (trace t of every cell alike).
             let colour = DEFAULT_COLOURS[trace_index % DEFAULT_COLOURS.len()];
-            trace_index += 1;
             for part in ["marker", "line"] {
                 let has_colour = trace.get(part).and_then(|p| p.get("color")).is_some();
                 if !has_colour {

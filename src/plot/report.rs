@@ -20,7 +20,8 @@ pub enum Block {
     Text(String),
     /// Raw HTML, inserted as is.
     Html(String),
-    Figure(Figure),
+    /// Boxed: a plotly layout is large.
+    Figure(Box<Figure>),
     /// A rendered table (HTML and plain text), see [`crate::notebook::table`].
     Table { html: String, plain: String },
 }
@@ -73,13 +74,13 @@ impl Report {
 
     /// A copy of `figure` (the notebook variable stays usable).
     pub fn figure(mut self, figure: &Figure) -> Self {
-        self.blocks.push(Block::Figure(figure.clone()));
+        self.blocks.push(Block::Figure(Box::new(figure.clone())));
         self
     }
 
     /// Copies of several figures, in order.
     pub fn figures<'a>(mut self, figures: impl IntoIterator<Item = &'a Figure>) -> Self {
-        self.blocks.extend(figures.into_iter().cloned().map(Block::Figure));
+        self.blocks.extend(figures.into_iter().map(|f| Block::Figure(Box::new(f.clone()))));
         self
     }
 
