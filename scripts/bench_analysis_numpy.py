@@ -15,6 +15,7 @@ nanmean/nanmedian of each column below the band. `scripts/make_analysis_fixture.
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,19 +50,16 @@ def vertical_scores(avg, proximity_ignore=4, control_depth=False, score_type="me
         per_row = np.sum(~np.isnan(x), axis=1)
         x = stats.rankdata(x, axis=1, nan_policy="omit") / per_row[:, None]
     scores = []
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for j in range(x.shape[-1]):
-                column = x[j + proximity_ignore:, j]
-                if score_type == "mean":
-                    scores.append(np.nanmean(column))
-                elif score_type == "median":
-                    scores.append(np.nanmedian(column))
-                else:
-                    raise ValueError(score_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "Mean of empty slice" for the last p columns
+        for j in range(x.shape[-1]):
+            column = x[j + proximity_ignore:, j]
+            if score_type == "mean":
+                scores.append(np.nanmean(column))
+            elif score_type == "median":
+                scores.append(np.nanmedian(column))
+            else:
+                raise ValueError(score_type)
     return np.array(scores)
 
 

@@ -1,6 +1,8 @@
 //! Golden values of the thought-anchors spec (`thought-anchors-attention.md` §2.2, §5, §6, §7.1,
 //! §8), computed there with the original Python functions.
 
+#![allow(clippy::excessive_precision, clippy::needless_range_loop)]
+
 use thoughtscope::attention::{average_matrix, get_chunk_ranges, text_id, SentenceAttention};
 use thoughtscope::scores::{
     head_kurtosis, head_vertical_scores, mean_kurtosis, receiver_heads, receiver_scores, top_k_heads, vertical_scores,

@@ -1,6 +1,8 @@
 //! Property tests: the streaming sentence averager against a naive block mean (spec §5), and
 //! vertical scores against a naive implementation of spec §7 on random matrices with NaNs and ties.
 
+#![allow(clippy::needless_range_loop)]
+
 use proptest::prelude::*;
 use thoughtscope::attention::{average_matrix, AttentionBlock, AttentionSink, SentenceAverager};
 use thoughtscope::scores::{vertical_scores, ScoreType, VerticalOptions};

@@ -2,6 +2,8 @@
 //! counts, contiguity, the six `text_id`/range goldens of spec §7.1, chunks mode, label
 //! alignment, and token boundaries with the SmolLM2 tokenizer (when its GGUF is present).
 
+#![allow(clippy::type_complexity)]
+
 use std::path::{Path, PathBuf};
 
 use thoughtscope::attention::{token_boundaries, BoundaryMode, SentenceMode, TokenBounds};

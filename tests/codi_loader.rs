@@ -26,24 +26,8 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f32::max)
 }
 
-/// The fixture's config.json as `model::Config` reads it: transformers 5 writes RoPE settings as
-/// `rope_parameters`; they are spelled as transformers 4's `rope_theta` / `rope_scaling` here
-/// (in a temporary copy) when the config lacks those.
-fn config_copy(dir: &Path, tmp: &Path) -> PathBuf {
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    if let (Some(params), None) = (config.get("rope_parameters").cloned(), config.get("rope_theta")) {
-        config["rope_theta"] = params["rope_theta"].clone();
-        config["rope_scaling"] = params;
-    }
-    let path = tmp.join("config.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    path
-}
-
 fn check(file: &Path, reference: &std::collections::HashMap<String, Tensor>) {
-    let tmp = tempfile::tempdir().unwrap();
-    let options = LoadOptions { config: Some(config_copy(&fixture(), tmp.path())), ..LoadOptions::default() };
-    let weights = CodiWeights::load(file, &options, &Device::Cpu).unwrap();
+    let weights = CodiWeights::load(file, &LoadOptions::default(), &Device::Cpu).unwrap();
     assert_eq!((weights.special.base_vocab, weights.special.bot, weights.special.eot), (256, 257, 258));
     assert_eq!(weights.lora_rank, Some(8));
     assert!(!weights.meta.real_codi);

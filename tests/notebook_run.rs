@@ -99,7 +99,13 @@ fn notebook_run_writes_executed_notebook_and_offline_report() {
     let executed: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(html.with_extension("ipynb")).unwrap()).unwrap();
     let outputs = executed["cells"][2]["outputs"].as_array().unwrap();
-    assert_eq!(outputs[0]["data"]["text/plain"], "42");
+    // nbformat stores multi-line strings as arrays of lines.
+    let plain = &outputs[0]["data"]["text/plain"];
+    let plain = plain.as_array().map_or_else(
+        || plain.as_str().unwrap_or_default().to_string(),
+        |lines| lines.iter().filter_map(|l| l.as_str()).collect(),
+    );
+    assert_eq!(plain, "42");
 }
 
 #[test]

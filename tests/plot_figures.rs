@@ -34,12 +34,18 @@ fn heatmap_sets_quantile_limits_highlights_and_orientation() {
     // Row 0 at the top, as imshow.
     assert_eq!(json["layout"]["yaxis"]["autorange"], "reversed");
     assert_eq!(json["layout"]["yaxis"]["title"]["text"], "query sentence");
-    // One row band and one column band per highlighted index, in axis units.
+    // Per highlighted index: a row mark + outline and a column mark + outline, in axis units.
     let shapes = json["layout"]["shapes"].as_array().unwrap();
-    assert_eq!(shapes.len(), 4);
+    assert_eq!(shapes.len(), 8);
+    assert_eq!(shapes[0]["xref"], "x domain");
     assert_eq!(shapes[0]["y0"], 1.5);
     assert_eq!(shapes[0]["y1"], 2.5);
-    assert_eq!(shapes[1]["x0"], 1.5);
+    assert_eq!(shapes[1]["x0"], 0.5);
+    assert_eq!(shapes[1]["y0"], 1.5);
+    assert_eq!(shapes[2]["yref"], "y domain");
+    assert_eq!(shapes[2]["x0"], 1.5);
+    let marks_only = HeatmapOptions { highlight_outline: false, highlight_cols: false, ..opts.clone() };
+    assert_eq!(heatmap(&m, n, &marks_only).unwrap().to_json_value()["layout"]["shapes"].as_array().unwrap().len(), 2);
     assert_eq!(json["layout"]["title"]["text"], "head 3.1");
 }
 

@@ -232,13 +232,24 @@ impl SentenceAverager {
         // Upstream clips to T − 1, not T.
         let last = total.saturating_sub(1);
         let clipped: Vec<(usize, usize)> = self.bounds.iter().map(|&(s, e)| (s.min(last), e.min(last))).collect();
-        let mut member_start = Vec::with_capacity(total + 1);
-        let mut members = Vec::new();
-        for q in 0..total {
-            member_start.push(members.len());
-            members.extend(clipped.iter().enumerate().filter(|(_, &(r0, r1))| r0 <= q && q < r1).map(|(i, _)| i));
+        // Sentences of each row, in sentence order: count per row, prefix-sum, fill.
+        let mut member_start = vec![0usize; total + 1];
+        for &(r0, r1) in &clipped {
+            for q in r0..r1 {
+                member_start[q + 1] += 1;
+            }
         }
-        member_start.push(members.len());
+        for q in 0..total {
+            member_start[q + 1] += member_start[q];
+        }
+        let mut members = vec![0usize; member_start[total]];
+        let mut filled = member_start.clone();
+        for (i, &(r0, r1)) in clipped.iter().enumerate() {
+            for q in r0..r1 {
+                members[filled[q]] = i;
+                filled[q] += 1;
+            }
+        }
         let nonempty = clipped.iter().filter(|(r0, r1)| r0 < r1);
         let needed_rows = nonempty.clone().map(|r| r.0).min().zip(nonempty.map(|r| r.1).max());
         self.geometry = Some(Geometry { total, clipped, member_start, members, needed_rows });

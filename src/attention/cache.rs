@@ -192,6 +192,10 @@ impl AttnCache {
         } else {
             std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
         }
+        // Make the rename itself durable (best effort: not every platform can fsync a directory).
+        if let Ok(parent_dir) = std::fs::File::open(&parent) {
+            let _ = parent_dir.sync_all();
+        }
         Ok(dir)
     }
 }

@@ -147,22 +147,13 @@ pub fn split_solution_into_chunks(solution_text: &str) -> Vec<String> {
         text = py_strip(&text[..end]);
     }
     let chars: Vec<char> = text.chars().collect();
-    let starts_with = |i: usize, pattern: &str| {
-        let mut k = i;
-        for p in pattern.chars() {
-            if chars.get(k) != Some(&p) {
-                return false;
-            }
-            k += 1;
-        }
-        true
-    };
+    let starts_with = |i: usize, pattern: &[char]| chars[i..].starts_with(pattern);
 
     let mut chunks: Vec<String> = Vec::new();
     let mut current = String::new();
     for (i, &c) in chars.iter().enumerate() {
         current.push(c);
-        let paragraph_end = starts_with(i, "\n\n") || starts_with(i, "\r\n\r\n");
+        let paragraph_end = starts_with(i, &['\n', '\n']) || starts_with(i, &['\r', '\n', '\r', '\n']);
         let sentence_end = i + 1 < chars.len() && matches!(c, '.' | '?' | '!') && matches!(chars[i + 1], ' ' | '\n');
         if paragraph_end || sentence_end {
             let stripped = py_strip(&current);

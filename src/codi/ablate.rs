@@ -183,10 +183,7 @@ impl Hooks for AblationHooks {
 
 /// Run the baseline and the six ablations of one problem.
 pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOptions) -> Result<AblationRecord> {
-    let layers = codi.model.num_layers();
-    if options.layer >= layers {
-        return Err(Error::invalid(format!("ablation layer {} out of range: the model has {layers} blocks", options.layer)));
-    }
+    check_layer(codi, options)?;
     let loop_options = &options.loop_options;
     let gold = problem.answer_f64();
     let gold_text = problem.answer.to_string();
@@ -265,6 +262,14 @@ pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOpt
     })
 }
 
+fn check_layer(codi: &CodiModel, options: &AblationOptions) -> Result<()> {
+    let layers = codi.model.num_layers();
+    if options.layer >= layers {
+        return Err(Error::invalid(format!("ablation layer {} out of range: the model has {layers} blocks", options.layer)));
+    }
+    Ok(())
+}
+
 /// Summary of a finished [`run_ablation`].
 #[derive(Debug, Clone, Default)]
 pub struct AblationSummary {
@@ -300,6 +305,8 @@ pub fn meta_path(out: &Path) -> PathBuf {
 
 /// `codi ablate`: run every problem not yet in `out`, writing `out` after each one.
 pub fn run_ablation(codi: &CodiModel, problems: &[Problem], options: &AblationOptions, out: &Path) -> Result<AblationSummary> {
+    // Settings errors stop the run; only per-problem failures are recorded and skipped.
+    check_layer(codi, options)?;
     let meta = RunMeta::new(codi, "ablate", serde_json::to_value(options)?);
     meta.check_or_write(&meta_path(out), out)?;
     let mut done: Vec<AblationRecord> = if out.is_file() { read_ablation(out)? } else { Vec::new() };

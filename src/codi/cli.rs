@@ -196,7 +196,7 @@ pub struct RunAllArgs {
     /// Build the checkpoint from this base with make-model when it is missing.
     #[arg(long, default_value = "smollm2-135m")]
     pub base: String,
-    #[arg(long, default_value = "results/codi")]
+    #[arg(long, default_value = "analysis/codi")]
     pub out: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

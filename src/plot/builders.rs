@@ -50,6 +50,8 @@ pub struct HeatmapOptions {
     /// ... and/or columns (key sentences).
     pub highlight_cols: bool,
     pub highlight_color: String,
+    /// Besides the marks outside the plot, outline highlighted rows/columns across the matrix.
+    pub highlight_outline: bool,
     pub color_limits: ColorLimits,
     pub color_scale: ColorScale,
     /// Axis value of index 0 (e.g. 1 when the first sentence was trimmed off, as upstream's `[1:-1]`).
@@ -72,6 +74,7 @@ impl Default for HeatmapOptions {
             highlight_rows: true,
             highlight_cols: true,
             highlight_color: "red".to_owned(),
+            highlight_outline: true,
             color_limits: ColorLimits::default(),
             color_scale: ColorScale::Palette(ColorScalePalette::Viridis),
             index_offset: 0,
@@ -84,7 +87,8 @@ impl Default for HeatmapOptions {
 
 /// Heatmap of a row-major `n × n` matrix (sentence × sentence attention), row 0 at the top as
 /// matplotlib's `imshow`, colour limits per `opts.color_limits` (default `0 ..
-/// lower_triangle_quantile(m, n, 0.99)`), highlighted rows/columns outlined.
+/// lower_triangle_quantile(m, n, 0.99)`), highlighted rows/columns marked outside the plot and
+/// outlined.
 pub fn heatmap<T: QuantileFloat>(matrix: &[T], n: usize, opts: &HeatmapOptions) -> Result<Figure> {
     if matrix.len() != n * n {
         return Err(Error::invalid(format!(
@@ -155,23 +159,40 @@ pub fn heatmap_matrix<T: QuantileFloat>(values: &[T], rows: usize, cols: usize, 
     let x_labelled = opts.x_labels.is_some();
     let y_labelled = opts.y_labels.is_some();
     let mut shapes = Vec::new();
-    let outline = json!({"color": opts.highlight_color, "width": 1.5});
+    // Each highlighted index gets a filled mark just outside the plot (right of its row, above its
+    // column, away from the tick labels), which never hides data, and optionally a thin outline across the matrix.
+    let outline = json!({"color": opts.highlight_color, "width": 1});
+    let no_line = json!({"width": 0});
     for &index in &opts.highlight {
         if opts.highlight_rows {
+            let (y0, y1) = (edge(index, y_labelled), edge(index + 1, y_labelled));
             shapes.push(json!({
-                "type": "rect", "xref": "x", "yref": "y", "layer": "above",
-                "x0": edge(0, x_labelled), "x1": edge(cols, x_labelled),
-                "y0": edge(index, y_labelled), "y1": edge(index + 1, y_labelled),
-                "line": outline, "fillcolor": "rgba(0,0,0,0)",
+                "type": "rect", "xref": "x domain", "yref": "y", "layer": "above",
+                "x0": 1.005, "x1": 1.03, "y0": y0, "y1": y1,
+                "line": no_line, "fillcolor": opts.highlight_color,
             }));
+            if opts.highlight_outline {
+                shapes.push(json!({
+                    "type": "rect", "xref": "x", "yref": "y", "layer": "above", "opacity": 0.6,
+                    "x0": edge(0, x_labelled), "x1": edge(cols, x_labelled), "y0": y0, "y1": y1,
+                    "line": outline, "fillcolor": "rgba(0,0,0,0)",
+                }));
+            }
         }
         if opts.highlight_cols {
+            let (x0, x1) = (edge(index, x_labelled), edge(index + 1, x_labelled));
             shapes.push(json!({
-                "type": "rect", "xref": "x", "yref": "y", "layer": "above",
-                "x0": edge(index, x_labelled), "x1": edge(index + 1, x_labelled),
-                "y0": edge(0, y_labelled), "y1": edge(rows, y_labelled),
-                "line": outline, "fillcolor": "rgba(0,0,0,0)",
+                "type": "rect", "xref": "x", "yref": "y domain", "layer": "above",
+                "x0": x0, "x1": x1, "y0": 1.005, "y1": 1.03,
+                "line": no_line, "fillcolor": opts.highlight_color,
             }));
+            if opts.highlight_outline {
+                shapes.push(json!({
+                    "type": "rect", "xref": "x", "yref": "y", "layer": "above", "opacity": 0.6,
+                    "x0": x0, "x1": x1, "y0": edge(0, y_labelled), "y1": edge(rows, y_labelled),
+                    "line": outline, "fillcolor": "rgba(0,0,0,0)",
+                }));
+            }
         }
     }
     let mut y_axis = json!({"autorange": "reversed"});
