@@ -50,6 +50,8 @@ def main():
                         help="problem directory holding base_solution.json")
     parser.add_argument("--tokens", type=int, default=3000,
                         help="truncate (or repeat) full_cot to about this many tokens; 0 = as is")
+    parser.add_argument("--inputs", help="JSON written by `thoughtscope bench forward --export-inputs`: use the "
+                                         "text of the entry with target_tokens == --tokens (same input as the Rust run)")
     parser.add_argument("--out", help="also write the L x H sentence matrices as upstream's "
                                       "<out>/smollm2-135m/<text_id>/<l>_<h>.npy")
     args = parser.parse_args()
@@ -64,9 +66,13 @@ def main():
                                                  dtype=torch.float32).eval()
     load_s = time.perf_counter() - t0
 
-    text = json.loads((Path(args.trace) / "base_solution.json").read_text())["full_cot"]
-    if args.tokens:
-        text = fit_to_tokens(tok, text, args.tokens)
+    if args.inputs:
+        entries = json.loads(Path(args.inputs).read_text())
+        text = next(e["text"] for e in entries if e["target_tokens"] == args.tokens)
+    else:
+        text = json.loads((Path(args.trace) / "base_solution.json").read_text())["full_cot"]
+        if args.tokens:
+            text = fit_to_tokens(tok, text, args.tokens)
 
     t0 = time.perf_counter()
     sentences, _ = split_solution_keep_spacing(text)
@@ -102,6 +108,7 @@ def main():
         "model": GGUF_FILE,
         "trace": str(args.trace),
         "n_tokens": int(inputs["input_ids"].shape[1]),
+        "tokens": int(inputs["input_ids"].shape[1]),
         "n_sentences": len(sentences),
         "layers_x_heads": len(matrices),
         "torch_threads": torch.get_num_threads(),

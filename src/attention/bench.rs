@@ -33,7 +33,8 @@ pub struct BenchForwardArgs {
     pub single: Option<usize>,
 }
 
-/// The trace's full-cot sentences, cut to the longest prefix of sentences within `tokens`.
+/// The trace's `full_cot` cut after the last sentence that keeps it within `tokens` tokens, and
+/// that text's own full-cot sentences.
 pub fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sentences> {
     let all = Sentences::from_full_cot(full_cot)?;
     let chars: Vec<char> = all.text.chars().collect();
@@ -51,8 +52,9 @@ pub fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sen
             hi = k - 1;
         }
     }
-    let (k, text) = best.ok_or_else(|| Error::invalid(format!("no sentence prefix fits in {tokens} tokens")))?;
-    Ok(Sentences { text, sentences: all.sentences[..k].to_vec(), ranges: all.ranges[..k].to_vec(), mode: all.mode })
+    let (_, text) = best.ok_or_else(|| Error::invalid(format!("no sentence prefix fits in {tokens} tokens")))?;
+    // Segment the cut text itself, as upstream would (and the Python reference does).
+    Sentences::from_full_cot(&text)
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
@@ -100,7 +102,7 @@ pub fn bench_forward(args: &BenchForwardArgs) -> Result<serde_json::Value> {
         let mut inputs = Vec::new();
         for &t in &args.tokens {
             let s = bench_input(&loaded, &cot, t)?;
-            inputs.push(serde_json::json!({"target_tokens": t, "text": s.text, "sentences": s.sentences}));
+            inputs.push(serde_json::json!({"target_tokens": t, "text": s.text, "sentences": s.sentences.len()}));
         }
         let json = serde_json::to_vec_pretty(&inputs)?;
         std::fs::write(path, json).map_err(|e| Error::io(path, e))?;
@@ -126,14 +128,18 @@ pub fn bench_forward(args: &BenchForwardArgs) -> Result<serde_json::Value> {
             serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
         let mut ratios = Vec::new();
         for ours in report["thoughtscope"].as_array().cloned().unwrap_or_default() {
-            let t = ours["tokens"].as_u64();
-            let theirs = reference["runs"].as_array().and_then(|r| r.iter().find(|x| x["tokens"].as_u64() == t));
+            // The reference is one run (a JSON object) or several (`{"runs": [...]}`); match by size.
+            let runs = reference["runs"].as_array().cloned().unwrap_or_else(|| vec![reference.clone()]);
+            let t = ours["tokens"].as_u64().unwrap_or(0);
+            let theirs = runs.iter().min_by_key(|x| x["tokens"].as_u64().unwrap_or(0).abs_diff(t));
             if let Some(theirs) = theirs {
                 let ratio = |a: &str, b: &str| -> Option<f64> { Some(theirs[b].as_f64()? / ours[a].as_f64()?) };
+                let python_tokens = theirs["tokens"].as_u64();
                 ratios.push(serde_json::json!({
                     "tokens": t,
-                    "speedup": ratio("forward_and_averaging_s", "total_s"),
-                    "python_peak_rss_over_ours": ratio("peak_rss_mib", "peak_rss_mib"),
+                    "python_tokens": python_tokens,
+                    "speedup": ratio("forward_and_averaging_s", "forward_plus_averaging_s"),
+                    "python_peak_rss_over_ours": theirs["peak_rss_gb"].as_f64().zip(ours["peak_rss_mib"].as_f64()).map(|(p, o)| p * 1024.0 / o),
                 }));
             }
         }

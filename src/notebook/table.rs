@@ -79,7 +79,8 @@ pub fn html_table(df: &DataFrame, options: &TableOptions) -> String {
         .collect();
     let columns = df.columns();
 
-    let mut out = String::from("<div class=\"thoughtscope-table\">");
+    // tex2jax_ignore: MathJax on the page (notebook exports) must not read `$` or `(…)` in cells.
+    let mut out = String::from("<div class=\"thoughtscope-table tex2jax_ignore\">");
     out.push_str(TABLE_CSS);
     out.push_str(&format!("<small>shape: ({height}, {width})</small>\n<table>\n<thead>\n<tr>"));
     for col in &shown_cols {

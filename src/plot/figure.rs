@@ -163,7 +163,7 @@ impl Figure {
         let id = html_escape(div_id);
         let id_js = script_safe_json(&Value::String(div_id.to_owned()).to_string());
         format!(
-            "<div id=\"{id}\" class=\"plotly-graph-div thoughtscope-figure\" style=\"width:100%;height:{height}px;\"></div>\n\
+            "<div id=\"{id}\" class=\"plotly-graph-div thoughtscope-figure tex2jax_ignore\" style=\"width:100%;height:{height}px;\"></div>\n\
              <script type=\"text/javascript\">(function () {{\n\
              var figureDiv = document.getElementById({id_js});\n\
              if (window.Plotly) {{ Plotly.newPlot(figureDiv, {json}); }}\n\
