@@ -52,11 +52,12 @@ NETWORK_REFERENCE = re.compile(
 )
 # MathJax 3 reads this object when it loads. The plotly crate's offline bundle (embedded once per
 # notebook by the figure glue) includes MathJax 3 tex-svg, which then also typesets the markdown
-# cells' `$...$` and `$$...$$` formulas in the report, offline.
-MATHJAX3_CONFIG = (
-    "<script>window.MathJax = window.MathJax || {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
-    "displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']], processEscapes: true}};</script>"
-)
+# cells' `$...$` and `$$...$$` formulas in the report, offline. Inputs and outputs are skipped:
+# GSM8K questions and code are full of dollar signs that are not mathematics.
+MATHJAX3_CONFIG = r"""<script>window.MathJax = window.MathJax || {
+  tex: {inlineMath: [['$', '$'], ['\\(', '\\)']], displayMath: [['$$', '$$'], ['\\[', '\\]']], processEscapes: true},
+  options: {ignoreHtmlClass: 'jp-OutputArea|jp-InputArea-editor|jp-CodeMirrorEditor|highlight|tex2jax_ignore'}
+};</script>"""
 
 
 class RunError(Exception):
@@ -110,6 +111,11 @@ def rust_std_dir() -> str | None:
     return str(path) if path.is_dir() else None
 
 
+def running_cell(client, nb) -> str:
+    index = getattr(client, "running", None)
+    return describe_cell(nb, index) if index is not None else "kernel start"
+
+
 def make_client(nb, args, nb_dir: Path):
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
@@ -118,11 +124,13 @@ def make_client(nb, args, nb_dir: Path):
         """nbclient with progress lines and the panic check after every cell."""
 
         cell_times: list[tuple[int, float]] = []
+        running: int | None = None  # index of the cell being executed (for timeouts, dead kernels)
 
         async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
             if cell.cell_type != "code" or not cell.source.strip():
                 return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
             print(f"[run_notebook] {describe_cell(self.nb, cell_index)} ...", flush=True)
+            self.running = cell_index
             start = time.monotonic()
             try:
                 cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
@@ -183,7 +191,10 @@ def offline_html(nb) -> str:
     html, _ = exporter.from_notebook_node(nb)
     html = re.sub(r"""<script src=["']{2}>\s*</script>""", "", html)
     html = re.sub(
-        r"""<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->""", MATHJAX3_CONFIG, html, flags=re.DOTALL
+        r"""<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->""",
+        lambda _: MATHJAX3_CONFIG,  # a function: re.sub would otherwise unescape the backslashes
+        html,
+        flags=re.DOTALL,
     )
     # The lab template's mermaid loader imports mermaid from a CDN when a diagram is present; the
     # notebooks have none, so the loader goes.
@@ -264,9 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as e:
         failure = str(e)
     except DeadKernelError as e:
-        failure = f"the kernel died: {e}"
+        failure = f"{running_cell(client, nb)}: the kernel died: {e}"
     except TimeoutError as e:
-        failure = f"timeout: {e}"
+        failure = f"{running_cell(client, nb)}: timeout: {e}"
     except RuntimeError as e:  # kernel start failures surface as RuntimeError
         failure = f"kernel error: {e}"
     finally:
