@@ -117,7 +117,7 @@ def running_cell(client, nb) -> str:
 
 
 def make_client(nb, args, nb_dir: Path):
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
 
     class LiveClient(NotebookClient):
@@ -152,7 +152,7 @@ def make_client(nb, args, nb_dir: Path):
                 print(f"    | <output: {kinds}>", flush=True)
             return out
 
-    km = KernelManager(kernel_name=args.kernel)
+    km = AsyncKernelManager(kernel_name=args.kernel)  # nbclient is async: a blocking manager would stall its timeouts
     # Force our build dir over the kernelspec's (jupyter_client applies kernelspec env last).
     env = {**(km.kernel_spec.env or {}), "EVCXR_TMPDIR": str(args.evcxr_tmpdir)}
     std_dir = rust_std_dir()
@@ -283,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # Never leave a kernel behind: it would hold this process's stdout open.
         if client is not None and client.km is not None and client.km.has_kernel:
-            client.km.shutdown_kernel(now=True)
+            from jupyter_core.utils import run_sync
+
+            run_sync(client.km.shutdown_kernel)(now=True)
     total = time.monotonic() - start
 
     executed_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 //! `thoughtscope notebook run` against the real evcxr kernel, on tiny notebooks with no `:dep`
-//! (a few seconds each): success writes an offline report; a panic, a compile error and a panic
-//! hidden by evcxr's default `preserve_vars_on_panic` all fail the run and name the cell.
+//! (a few seconds each): success writes an offline report; a panic (with evcxr's default
+//! `preserve_vars_on_panic`, which reports it as success, and with it off), a compile error and a
+//! cell timeout all fail the run and name the cell.
 //!
 //! Needs the `rust` kernelspec and the Jupyter packages (scripts/setup-notebooks.sh); without them
 //! each test prints "skipped: ..." and passes. The notebooks' own runs (`:dep thoughtscope`, a cold
@@ -52,6 +53,10 @@ fn write_notebook(path: &Path, cells: &[&str]) {
 }
 
 fn run(dir: &Path, name: &str, cells: &[&str]) -> (Output, PathBuf) {
+    run_with_timeout(dir, name, cells, 120)
+}
+
+fn run_with_timeout(dir: &Path, name: &str, cells: &[&str], timeout_s: u64) -> (Output, PathBuf) {
     let notebook = dir.join(format!("{name}.ipynb"));
     write_notebook(&notebook, cells);
     let html = dir.join("reports").join(format!("{name}.html"));
@@ -60,7 +65,9 @@ fn run(dir: &Path, name: &str, cells: &[&str]) -> (Output, PathBuf) {
         .arg(&notebook)
         .arg("--html")
         .arg(&html)
-        .args(["--timeout", "120", "--evcxr-tmpdir"])
+        .arg("--timeout")
+        .arg(timeout_s.to_string())
+        .arg("--evcxr-tmpdir")
         .arg(dir.join("evcxr"))
         .env("THOUGHTSCOPE_PYTHON", python().unwrap())
         .output()
@@ -148,4 +155,21 @@ fn notebook_run_fails_on_a_compile_error() {
     let log = text(&output);
     assert!(!output.status.success(), "{log}");
     assert!(log.contains("cell 0 (code cell 1)") && log.contains("mismatched types"), "{log}");
+}
+
+#[test]
+fn notebook_run_fails_on_a_cell_timeout() {
+    skip_unless_runner!();
+    let dir = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let (output, _) = run_with_timeout(
+        dir.path(),
+        "slow",
+        &["let x: i32 = 1;", "std::thread::sleep(std::time::Duration::from_secs(120));"],
+        5,
+    );
+    let log = text(&output);
+    assert!(!output.status.success(), "{log}");
+    assert!(log.contains("cell 1 (code cell 2)") && log.contains("timeout"), "{log}");
+    assert!(start.elapsed().as_secs() < 100, "the timeout did not interrupt the cell: {log}");
 }
