@@ -8,19 +8,20 @@ notebooks-evcxr.md §1.4, §1.7, §3).
 `thoughtscope notebook run` calls this script. What it adds to `jupyter nbconvert --execute`:
 
 * a per-cell timeout, longer for cells holding a `:dep` line (the first one builds thoughtscope and
-  its whole dependency graph inside the kernel: ~15 min cold on 2 cores);
+  its whole dependency graph inside the kernel: ~10 min cold on 2 cores);
 * a panic fails the run even when the kernel reports success: evcxr's default
   `preserve_vars_on_panic` turns a panic into a successful cell with `panicked at` on stderr, so every
   cell's stderr is checked (notebooks/evcxr.toml also turns the option off, making the kernel itself
   report the panic as an error);
 * the failing cell is named (index, first source line) with the kernel's message;
 * `EVCXR_TMPDIR` (the kernel's scratch crate and its target dir) is chosen here and overrides the
-  kernelspec's, so repeated runs reuse the build and tests can isolate theirs;
+  kernelspec's, so repeated runs reuse the build and tests can isolate theirs; the toolchain's std
+  dir goes on LD_LIBRARY_PATH (see `rust_std_dir`);
 * live progress: each cell's start, its stdout/stderr lines as they arrive, its wall time;
-* the HTML export works offline: nbconvert's require.js and MathJax 2 CDN tags are removed, a MathJax 3
-  configuration is put in their place (MathJax 3 itself arrives with plotly.js in the first figure's
-  output, from the plotly crate's `offline_js_sources()`), and the file is checked to load nothing
-  from the network.
+* the HTML export works offline: nbconvert's require.js, MathJax 2 and mermaid CDN references are
+  removed, a MathJax 3 configuration is put in their place (MathJax 3 itself arrives with plotly.js
+  in the first figure's output, from the plotly crate's `offline_js_sources()`), and the file is
+  checked to load nothing from the network.
 
 Exit status: 0 success, 1 a cell failed (the executed notebook and the report are still written),
 2 bad usage or set-up.
