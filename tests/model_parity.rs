@@ -4,6 +4,8 @@
 //! RoPE scaling, untied, sharded copy), Qwen2 (q/k/v bias) and Qwen3 (q/k norm, head_dim ≠
 //! hidden/heads) model directories.
 
+mod support;
+use support::smollm2;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -69,15 +71,6 @@ fn check_against(model: &Model, reference: &HashMap<String, Tensor>, what: &str,
     assert!(e <= 0.0, "{what}: logits off by {e} beyond 2e-4");
 }
 
-fn smollm2() -> Option<thoughtscope::model::Loaded> {
-    match Model::load("smollm2-135m", &Device::Cpu) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            eprintln!("skipped: SmolLM2 GGUF absent ({e}); run scripts/fetch-model.sh");
-            None
-        }
-    }
-}
 
 #[test]
 fn smollm2_attention_logits_and_greedy_match_hf() {

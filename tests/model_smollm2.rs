@@ -1,18 +1,10 @@
 //! The real SmolLM2-135M GGUF (fetched by scripts/fetch-model.sh): loading, tokenizer, and parity
 //! with HF transformers (eager, f32) on fixtures made by scripts/make_fixtures.py.
 
-use candle_core::Device;
-use thoughtscope::model::{generate, ChatMessage, GenerateOptions, Loaded, Model};
+mod support;
+use support::smollm2;
+use thoughtscope::model::{generate, ChatMessage, GenerateOptions};
 
-fn smollm2() -> Option<Loaded> {
-    match Model::load("smollm2-135m", &Device::Cpu) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            eprintln!("skipped: SmolLM2 GGUF absent ({e}); run scripts/fetch-model.sh");
-            None
-        }
-    }
-}
 
 #[test]
 fn loads_gguf_and_generates() {

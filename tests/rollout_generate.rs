@@ -1,26 +1,17 @@
 //! `generate` with the real SmolLM2-135M GGUF: two short samples of one problem, written in the
 //! rollout layout and read back; skipped when models/smollm2-135m is absent.
 
+mod support;
+use support::smollm2;
 use std::path::Path;
 
-use candle_core::Device;
 use serde_json::json;
-use thoughtscope::model::{Loaded, Model};
 use thoughtscope::rollout::generate::{
     build_prompt, generate_rollouts, problem_from_value, solution_text, GenerateConfig, PromptStyle,
 };
 use thoughtscope::rollout::tagger::RuleTagger;
 use thoughtscope::rollout::write::RolloutFiles;
 
-fn smollm2() -> Option<Loaded> {
-    match Model::load("smollm2-135m", &Device::Cpu) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            eprintln!("skipped: SmolLM2 GGUF absent ({e}); run scripts/fetch-model.sh");
-            None
-        }
-    }
-}
 
 #[test]
 fn generates_two_rollouts_with_smollm2() {
