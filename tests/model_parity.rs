@@ -5,12 +5,13 @@
 //! hidden/heads) model directories.
 
 mod support;
-use support::smollm2;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use support::smollm2;
 
 use candle_core::{DType, Device, Tensor};
-use thoughtscope::model::{generate, ChatMessage, GenerateOptions, HookPoint, HookSet, Input, KvCache, Model};
+use thoughtscope::attention::FullAttentionCapture;
+use thoughtscope::model::{generate, ChatMessage, GenerateOptions, HookPoint, HookSet, Input, KvCache, Logits, Model};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -57,8 +58,31 @@ fn check_against(model: &Model, reference: &HashMap<String, Tensor>, what: &str,
         outside_target += got.iter().zip(reference).filter(|(a, b)| (*a - *b).abs() > 1e-6 + 1e-5 * b.abs()).count();
         total += got.len();
     }
-    assert!(outside_target * 1000 <= total, "{what}: {outside_target} of {total} attention entries beyond 1e-6 + 1e-5·|ref|");
+    assert!(
+        outside_target * 1000 <= total,
+        "{what}: {outside_target} of {total} attention entries beyond 1e-6 + 1e-5·|ref|"
+    );
     eprintln!("{what}: {outside_target} of {total} attention entries beyond 1e-6 + 1e-5·|ref|");
+
+    // The streamed path (what `attn` and the averager use: fused CPU kernels, query blocks) to
+    // the same tolerance.
+    let mut sink = FullAttentionCapture::new();
+    let mut streamed = HookSet::new().with_sink(&mut sink);
+    model.forward_with(Input::Ids(&ids), &mut KvCache::new(model), &mut streamed, Logits::None).unwrap();
+    drop(streamed);
+    let mut streamed_outside = 0usize;
+    for l in 0..layers {
+        let got = sink.layer(l).unwrap();
+        let reference = &want[l * per_layer..(l + 1) * per_layer];
+        let e = excess(got, reference, 1e-5, 5e-5);
+        assert!(e <= 0.0, "{what}: streamed attention of layer {l} off by {e} beyond 1e-5 + 5e-5·|ref|");
+        streamed_outside += got.iter().zip(reference).filter(|(a, b)| (*a - *b).abs() > 1e-6 + 1e-5 * b.abs()).count();
+    }
+    assert!(
+        streamed_outside * 1000 <= total,
+        "{what}: streamed: {streamed_outside} of {total} entries beyond 1e-6 + 1e-5·|ref|"
+    );
+    eprintln!("{what}: streamed: {streamed_outside} of {total} attention entries beyond 1e-6 + 1e-5·|ref|");
     let hidden = values(&out.hidden);
     let e = excess(&hidden, &values(&reference["final_hidden"]), 1e-4, 1e-4);
     assert!(e <= 0.0, "{what}: final hidden states off by {e}");
@@ -71,7 +95,6 @@ fn check_against(model: &Model, reference: &HashMap<String, Tensor>, what: &str,
     assert!(e <= 0.0, "{what}: logits off by {e} beyond 2e-4");
 }
 
-
 #[test]
 fn smollm2_attention_logits_and_greedy_match_hf() {
     let Some(loaded) = smollm2() else { return };
@@ -80,12 +103,16 @@ fn smollm2_attention_logits_and_greedy_match_hf() {
         check_against(&loaded.model, &reference, name, "logits_vocab1024");
 
         let ids = ids_of(&reference["input_ids"]);
-        let out = loaded.model.forward(Input::Ids(&ids), &mut KvCache::new(&loaded.model), &mut thoughtscope::model::NoHooks).unwrap();
+        let out = loaded
+            .model
+            .forward(Input::Ids(&ids), &mut KvCache::new(&loaded.model), &mut thoughtscope::model::NoHooks)
+            .unwrap();
         let last = thoughtscope::model::last_logits(&out).unwrap();
         let e = excess(&last, &values(&reference["logits_last"]), 1e-4, 0.0);
         assert!(e <= 0.0, "{name}: last-position logits off by {e}");
 
-        let greedy = generate(&loaded.model, &ids, &GenerateOptions { max_new_tokens: 20, ..Default::default() }).unwrap();
+        let greedy =
+            generate(&loaded.model, &ids, &GenerateOptions { max_new_tokens: 20, ..Default::default() }).unwrap();
         assert_eq!(greedy.ids, ids_of(&reference["greedy_ids"]), "{name}: greedy continuation");
     }
 }
@@ -98,7 +125,8 @@ fn smollm2_tokenizer_matches_the_original_smollm_pre_tokenizer() {
     let mut hf_differs = 0;
     for case in cases["cases"].as_array().unwrap() {
         let s = case["text"].as_str().unwrap();
-        let ids = |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+        let ids =
+            |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
         // SmolLM2's own tokenizer (llama.cpp `smollm`) splits digits; HF's GGUF converter does not.
         assert_eq!(loaded.tokenizer.encode(s).unwrap(), ids("ids_digit_split"), "{s:?}");
         if ids("ids_digit_split") != ids("ids") {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use thoughtscope::attention::{AttentionBlock, AttentionSink};
+use thoughtscope::attention::FullAttentionCapture;
 use thoughtscope::model::{Config, HookPoint, HookSet, Input, Intervention, KvCache, Model, NoHooks};
 
 fn tiny_config(model_type: &str) -> Config {
@@ -27,7 +27,8 @@ fn random_model(cfg: &Config, seed: u64) -> Model {
         let v: Vec<f32> = (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect();
         t.insert(name, Tensor::from_vec(v, shape, &Device::Cpu).unwrap());
     };
-    let (d, hd, h, kv, i) = (cfg.hidden_size, cfg.head_dim(), cfg.num_attention_heads, cfg.num_kv_heads(), cfg.intermediate_size);
+    let (d, hd, h, kv, i) =
+        (cfg.hidden_size, cfg.head_dim(), cfg.num_attention_heads, cfg.num_kv_heads(), cfg.intermediate_size);
     add("model.embed_tokens.weight".into(), &[cfg.vocab_size, d], 1.0, &mut rng);
     add("model.norm.weight".into(), &[d], 1.0, &mut rng);
     for l in 0..cfg.num_hidden_layers {
@@ -53,32 +54,6 @@ fn ids(n: usize) -> Vec<u32> {
     (0..n as u32).map(|i| (i * 37 + 11) % 97).collect()
 }
 
-/// Reassembles full `[L][H][T][T]` attention from streamed blocks.
-struct FullCapture {
-    heads: usize,
-    t: usize,
-    data: Vec<Vec<f32>>,
-    blocks: usize,
-}
-
-impl AttentionSink for FullCapture {
-    fn consume(&mut self, b: AttentionBlock<'_>) -> thoughtscope::Result<()> {
-        self.blocks += 1;
-        assert!(b.kv_len <= b.total_keys && b.total_keys == self.t);
-        if self.data.len() <= b.layer {
-            self.data.push(vec![0.0; self.heads * self.t * self.t]);
-        }
-        for h in 0..b.heads {
-            for r in 0..b.rows {
-                let row = b.row(h, r);
-                let dst = (h * self.t + b.q_start + r) * self.t;
-                self.data[b.layer][dst..dst + b.kv_len].copy_from_slice(row);
-            }
-        }
-        Ok(())
-    }
-}
-
 #[test]
 fn streamed_blocks_equal_full_attention_pattern() {
     for arch in ["llama", "qwen3"] {
@@ -86,11 +61,12 @@ fn streamed_blocks_equal_full_attention_pattern() {
         let mut model = random_model(&cfg, 7);
         model.set_attention_block_rows(Some(5));
         let input = ids(23);
-        let mut sink = FullCapture { heads: 4, t: 23, data: vec![], blocks: 0 };
+        let mut sink = FullAttentionCapture::new();
         let mut hooks = HookSet::new().with_sink(&mut sink);
         let streamed = model.forward(Input::Ids(&input), &mut KvCache::new(&model), &mut hooks).unwrap();
         drop(hooks);
-        assert_eq!(sink.blocks, 3 * 5, "3 layers × ceil(23/5) blocks");
+        assert_eq!(sink.blocks(), 3 * 5, "3 layers × ceil(23/5) blocks");
+        assert_eq!((sink.heads(), sink.keys()), (4, 23));
 
         let mut full = HookSet::new();
         for l in 0..3 {
@@ -99,7 +75,7 @@ fn streamed_blocks_equal_full_attention_pattern() {
         let reference = model.forward(Input::Ids(&input), &mut KvCache::new(&model), &mut full).unwrap();
         for l in 0..3 {
             let p = full.captured(&HookPoint::AttnPattern(l)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            for (a, b) in p.iter().zip(&sink.data[l]) {
+            for (a, b) in p.iter().zip(sink.layer(l).unwrap()) {
                 assert!((a - b).abs() <= 1e-6, "{arch} layer {l}: {a} vs {b}");
             }
             // Causal: row q has zeros after q; rows sum to 1.
@@ -163,7 +139,8 @@ fn zeroing_resid_post_changes_only_later_positions() {
 fn interventions_use_absolute_positions_with_a_cache() {
     let model = random_model(&tiny_config("llama"), 13);
     let input = ids(8);
-    let zero_at_6 = || HookSet::new().intervene(HookPoint::ResidPost(1), Intervention::Zero { positions: Some(vec![6]) });
+    let zero_at_6 =
+        || HookSet::new().intervene(HookPoint::ResidPost(1), Intervention::Zero { positions: Some(vec![6]) });
     let mut one_pass = zero_at_6();
     let full = model.forward(Input::Ids(&input), &mut KvCache::new(&model), &mut one_pass).unwrap();
     let mut cache = KvCache::new(&model);

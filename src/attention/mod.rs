@@ -21,8 +21,8 @@ pub mod segment;
 
 pub use average::{average_matrix, SentenceAttention, SentenceAverager};
 pub use boundaries::{sentence_char_positions, token_boundaries, BoundaryMode, TokenBounds};
-pub use compute::{cache_key, cached_sentence_attention, sentence_attention, CacheOutcome};
 pub use cache::{read_entry_dir, read_upstream_dir, AttnCache, CacheKey, CacheLayout, Manifest};
+pub use compute::{cache_key, cached_sentence_attention, sentence_attention, CacheOutcome};
 pub use segment::{get_chunk_ranges, split_solution_into_chunks, text_id, ChunkRanges, SentenceMode, Sentences};
 
 /// One block of attention probabilities handed from the model runtime to a sink.
@@ -63,4 +63,64 @@ pub trait AttentionSink {
     }
     /// Consume one block. Errors abort the forward pass.
     fn consume(&mut self, block: AttentionBlock<'_>) -> crate::Result<()>;
+}
+
+/// A sink that reassembles each layer's full `[heads, T, T]` probabilities from the streamed
+/// blocks: for small inputs and for checking the streamed path (memory is `layers × heads × T²`).
+/// Query rows are absolute positions, so with a KV-cached prefix only the new rows are filled.
+#[derive(Debug, Default)]
+pub struct FullAttentionCapture {
+    layers: Vec<Vec<f32>>,
+    heads: usize,
+    keys: usize,
+    blocks: usize,
+}
+
+impl FullAttentionCapture {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Layer `l` as row-major `[heads, T, T]`, if the forward pass reached it.
+    pub fn layer(&self, l: usize) -> Option<&[f32]> {
+        self.layers.get(l).filter(|v| !v.is_empty()).map(Vec::as_slice)
+    }
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+    /// `T`, the number of keys.
+    pub fn keys(&self) -> usize {
+        self.keys
+    }
+    /// Number of blocks received so far.
+    pub fn blocks(&self) -> usize {
+        self.blocks
+    }
+}
+
+impl AttentionSink for FullAttentionCapture {
+    fn consume(&mut self, b: AttentionBlock<'_>) -> crate::Result<()> {
+        if self.blocks > 0 && (b.heads, b.total_keys) != (self.heads, self.keys) {
+            return Err(crate::Error::invalid(format!(
+                "FullAttentionCapture: block of {} heads × {} keys after blocks of {} × {} (one capture per forward call)",
+                b.heads, b.total_keys, self.heads, self.keys
+            )));
+        }
+        (self.heads, self.keys) = (b.heads, b.total_keys);
+        self.blocks += 1;
+        if self.layers.len() <= b.layer {
+            self.layers.resize(b.layer + 1, Vec::new());
+        }
+        let t = self.keys;
+        let layer = &mut self.layers[b.layer];
+        if layer.is_empty() {
+            layer.resize(b.heads * t * t, 0.0);
+        }
+        for h in 0..b.heads {
+            for r in 0..b.rows {
+                let dst = (h * t + b.q_start + r) * t;
+                layer[dst..dst + b.kv_len].copy_from_slice(b.row(h, r));
+            }
+        }
+        Ok(())
+    }
 }

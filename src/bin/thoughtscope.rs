@@ -74,6 +74,7 @@ fn generate(args: thoughtscope::rollout::generate::GenerateArgs) -> thoughtscope
 }
 
 fn main() -> ExitCode {
+    thoughtscope::model::reuse_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Segment(args) => segment(args),

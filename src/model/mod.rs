@@ -15,6 +15,7 @@ mod decoder;
 mod generate;
 mod hooks;
 pub mod registry;
+pub mod sgemm;
 mod tokenizer;
 pub mod weights;
 
@@ -124,9 +125,8 @@ fn read_checkpoint(path: &Path) -> Result<weights::Checkpoint> {
 
 fn load_path(path: &Path, name: &str, entry: Option<&RegistryEntry>, device: &Device) -> Result<Loaded> {
     let checkpoint = read_checkpoint(path)?;
-    let mut tokenizer = checkpoint
-        .tokenizer
-        .ok_or_else(|| Error::format(path, "no tokenizer.json (needed to encode text)"))?;
+    let mut tokenizer =
+        checkpoint.tokenizer.ok_or_else(|| Error::format(path, "no tokenizer.json (needed to encode text)"))?;
     if let Some(e) = entry {
         let cfg = &checkpoint.config;
         if (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_kv_heads()) != (e.layers, e.heads, e.kv_heads) {
@@ -163,12 +163,33 @@ pub fn device(spec: &str) -> Result<Device> {
     match spec {
         "cpu" => Ok(Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal: usize = s.strip_prefix("cuda:").unwrap_or("0").parse().map_err(|_| Error::invalid(format!("bad device `{s}`")))?;
+            let ordinal: usize = s
+                .strip_prefix("cuda:")
+                .unwrap_or("0")
+                .parse()
+                .map_err(|_| Error::invalid(format!("bad device `{s}`")))?;
             if !cfg!(feature = "cuda") {
                 return Err(Error::invalid(format!("device `{s}` needs thoughtscope built with `--features cuda`")));
             }
             Ok(Device::new_cuda(ordinal)?)
         }
         other => Err(Error::invalid(format!("unknown device `{other}` (cpu, cuda, cuda:N)"))),
+    }
+}
+
+/// Ask glibc's allocator to keep freed memory for reuse instead of returning it to the kernel.
+///
+/// A forward pass over a long trace allocates and frees tens of megabytes per layer and step;
+/// with glibc's default (blocks above a moving threshold are `mmap`ed and unmapped on free) every
+/// one of them comes back as fresh pages the kernel must fault in and zero, about a tenth of the
+/// forward time at 3k tokens. Process-wide, so it is the binary's choice (the CLI calls it first
+/// thing); a no-op on other platforms.
+pub fn reuse_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads allocate.
+    unsafe {
+        // 32 MiB is the largest threshold glibc accepts on 64-bit; bigger blocks are still mapped.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }

@@ -1,0 +1,336 @@
+//! f32 matrix multiply for the CPU hot paths (linear layers and attention over long traces).
+//!
+//! candle's CPU matmul (the `gemm` crate) reaches about half of this CPU's AVX-512 FMA peak on the
+//! decoder's shapes; this BLIS-style routine (packed panels, a 12 × 32 register tile) gets close to
+//! OpenBLAS. It is used only where the CPU has AVX-512F ([`available`]); callers fall back to
+//! candle's matmul elsewhere, so the crate still runs on any x86-64 or ARM machine.
+
+/// A read-only matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Row-major storage with `cols` elements per row.
+    pub fn row_major(data: &'a [f32], cols: usize) -> Self {
+        Self { data, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The transpose of a row-major matrix with `cols` elements per row (`Wᵀ` for a weight `W`).
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self { data, row_stride: 1, col_stride: cols }
+    }
+
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// Whether the fast path exists on this CPU.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `c = a · b` for `a` `m × k` and `b` `k × n`; `c` is row-major with `ldc` elements per row and
+/// is overwritten. Bands of rows run on rayon's threads. Panics if [`available`] is false or a
+/// view is too short for its shape (both are caller bugs).
+pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+    use rayon::prelude::*;
+    assert!(available(), "sgemm::matmul needs AVX-512F");
+    assert!(a.fits(m, k) && b.fits(k, n), "sgemm::matmul: operand shorter than its shape");
+    assert!(n <= ldc && (m == 0 || (m - 1) * ldc + n <= c.len()), "sgemm::matmul: output too short");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for row in c.chunks_mut(ldc).take(m) {
+            row[..n].fill(0.0);
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    // Rows per band: a multiple of the tile height, and only split when each band has real work.
+    let band =
+        if threads == 1 || m < 2 * MR || m * n * k < (1 << 20) { m } else { m.div_ceil(threads).div_ceil(MR) * MR };
+    let c = &mut c[..(m - 1) * ldc + n];
+    c.par_chunks_mut(band * ldc).enumerate().for_each(|(t, c_band)| {
+        let row0 = t * band;
+        let rows = band.min(m - row0);
+        let a_band = MatRef { data: &a.data[row0 * a.row_stride..], ..a };
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` was asserted; the views were checked against their shapes.
+        unsafe {
+            avx512::gemm(a_band, b, c_band, rows, n, k, ldc)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (a_band, c_band, rows);
+    });
+}
+
+/// Rows of C per micro-tile (broadcast from packed A).
+const MR: usize = 12;
+/// Columns of C per micro-tile (two 16-lane vectors from packed B).
+const NR: usize = 32;
+/// Depth of one packed block: a `KC × NR` panel of B (32 KiB) stays in L1.
+const KC: usize = 256;
+/// Rows of one packed block of A (`MC × KC`, 144 KiB, stays in L2).
+const MC: usize = 144;
+/// Columns of one packed block of B (up to 3 MiB, L3).
+const NC: usize = 3072;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{MatRef, KC, MC, MR, NC, NR};
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Packing buffers, reused across calls on each thread.
+        static PACKS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+
+    /// Serial GEMM over one band of rows. Caller guarantees AVX-512F and in-bounds views.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gemm(a: MatRef, b: MatRef, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+        // With one or two column panels (`P·V` with d_head = 64) each element of A is used once
+        // or twice, so packing it would cost as much as the product: read its rows in place.
+        let in_place_a = a.col_stride == 1 && n <= 2 * NR;
+        PACKS.with_borrow_mut(|(a_pack, b_pack)| {
+            a_pack.resize(MC * KC, 0.0);
+            b_pack.resize(KC * NC.div_ceil(NR) * NR, 0.0);
+            for jc in (0..n).step_by(NC) {
+                let nc = NC.min(n - jc);
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    pack_b(b, pc, jc, kc, nc, b_pack);
+                    for ic in (0..m).step_by(MC) {
+                        let mc = MC.min(m - ic);
+                        if !in_place_a {
+                            pack_a(a, ic, pc, mc, kc, a_pack);
+                        }
+                        for jr in (0..nc).step_by(NR) {
+                            let b_panel = &b_pack[jr * kc..(jr + NR) * kc];
+                            for ir in (0..mc).step_by(MR) {
+                                let (row, col) = (ic + ir, jc + jr);
+                                let (mr, nr) = (MR.min(mc - ir), NR.min(nc - jr));
+                                let c_tile = c.as_mut_ptr().add(row * ldc + col);
+                                // SAFETY: rows `row..row + mr`, columns `col..col + nr` lie inside
+                                // `c`, and A's rows `row..row + mr` at depth `pc..pc + kc` inside
+                                // `a` (checked by the caller); panels hold `kc` steps.
+                                unsafe {
+                                    if in_place_a {
+                                        let a_tile = a.data.as_ptr().add(row * a.row_stride + pc);
+                                        kernel::<false>(
+                                            kc,
+                                            a_tile,
+                                            a.row_stride,
+                                            b_panel.as_ptr(),
+                                            c_tile,
+                                            ldc,
+                                            mr,
+                                            nr,
+                                            pc == 0,
+                                        )
+                                    } else {
+                                        let a_panel = a_pack[ir * kc..(ir + MR) * kc].as_ptr();
+                                        kernel::<true>(kc, a_panel, 1, b_panel.as_ptr(), c_tile, ldc, mr, nr, pc == 0)
+                                    }
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// `a_pack[panel][p][i] = A[ic + panel·MR + i][pc + p]`, zero rows past `mc`.
+    fn pack_a(a: MatRef, ic: usize, pc: usize, mc: usize, kc: usize, a_pack: &mut [f32]) {
+        for (panel, i0) in (0..mc).step_by(MR).enumerate() {
+            let dst = &mut a_pack[panel * MR * kc..(panel + 1) * MR * kc];
+            let rows = MR.min(mc - i0);
+            for i in 0..MR {
+                if i >= rows {
+                    (0..kc).for_each(|p| dst[p * MR + i] = 0.0);
+                    continue;
+                }
+                let base = (ic + i0 + i) * a.row_stride + pc * a.col_stride;
+                if a.col_stride == 1 {
+                    for (p, &x) in a.data[base..base + kc].iter().enumerate() {
+                        dst[p * MR + i] = x;
+                    }
+                } else {
+                    (0..kc).for_each(|p| dst[p * MR + i] = a.data[base + p * a.col_stride]);
+                }
+            }
+        }
+    }
+
+    /// `b_pack[panel][p][j] = B[pc + p][jc + panel·NR + j]`, zero columns past `nc`.
+    fn pack_b(b: MatRef, pc: usize, jc: usize, kc: usize, nc: usize, b_pack: &mut [f32]) {
+        for (panel, j0) in (0..nc).step_by(NR).enumerate() {
+            let dst = &mut b_pack[panel * NR * kc..(panel + 1) * NR * kc];
+            let cols = NR.min(nc - j0);
+            if b.col_stride == 1 {
+                for p in 0..kc {
+                    let base = (pc + p) * b.row_stride + jc + j0;
+                    dst[p * NR..p * NR + cols].copy_from_slice(&b.data[base..base + cols]);
+                    dst[p * NR + cols..(p + 1) * NR].fill(0.0);
+                }
+            } else {
+                for j in 0..NR {
+                    if j >= cols {
+                        (0..kc).for_each(|p| dst[p * NR + j] = 0.0);
+                        continue;
+                    }
+                    let base = pc * b.row_stride + (jc + j0 + j) * b.col_stride;
+                    if b.row_stride == 1 {
+                        for (p, &x) in b.data[base..base + kc].iter().enumerate() {
+                            dst[p * NR + j] = x;
+                        }
+                    } else {
+                        (0..kc).for_each(|p| dst[p * NR + j] = b.data[base + p * b.row_stride]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One `MR × NR` tile: 24 accumulators, `C = A·B` on the first depth block, `C += A·B` after.
+    /// Only the top-left `mr × nr` corner is written (masked stores at the right edge). A is a
+    /// packed panel (`PACKED`: element `(i, p)` at `p·MR + i`) or rows in place (`i·lda + p`; rows
+    /// past `mr` re-read row `mr - 1`, whose results are not stored).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel<const PACKED: bool>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        first: bool,
+    ) {
+        let row_start: [*const f32; MR] = std::array::from_fn(|i| a.wrapping_add(i.min(mr - 1) * lda));
+        // Named accumulators (not an array) so all 24 stay in registers at any optimisation level.
+        macro_rules! tile {
+            ($($lo:ident $hi:ident $i:literal),*) => {{
+                $(let mut $lo = _mm512_setzero_ps(); let mut $hi = _mm512_setzero_ps();)*
+                for p in 0..kc {
+                    // SAFETY: the packed B panel holds `kc · NR` values; A holds `kc` steps of
+                    // `MR` packed values, or rows of at least `kc` values from `row_start`.
+                    let (b0, b1) = unsafe { (_mm512_loadu_ps(b.add(p * NR)), _mm512_loadu_ps(b.add(p * NR + 16))) };
+                    $(
+                        let ai = unsafe {
+                            if PACKED { *a.add(p * MR + $i) } else { *row_start[$i].add(p) }
+                        };
+                        let ai = _mm512_set1_ps(ai);
+                        $lo = _mm512_fmadd_ps(ai, b0, $lo);
+                        $hi = _mm512_fmadd_ps(ai, b1, $hi);
+                    )*
+                }
+                [$([$lo, $hi]),*]
+            }};
+        }
+        let acc: [[__m512; 2]; MR] = tile!(
+            c0 d0 0, c1 d1 1, c2 d2 2, c3 d3 3, c4 d4 4, c5 d5 5,
+            c6 d6 6, c7 d7 7, c8 d8 8, c9 d9 9, c10 d10 10, c11 d11 11
+        );
+        let lane_mask = |cols: usize| -> __mmask16 {
+            if cols >= 16 {
+                0xffff
+            } else {
+                (1u16 << cols) - 1
+            }
+        };
+        let (m0, m1) = (lane_mask(nr), lane_mask(nr.saturating_sub(16)));
+        for (i, row) in acc.iter().enumerate().take(mr) {
+            let out = c.wrapping_add(i * ldc);
+            // SAFETY: masked-off lanes are neither read nor written (no fault either); the enabled
+            // lanes lie inside the caller's tile.
+            unsafe {
+                let (lo, hi) = if first {
+                    (row[0], row[1])
+                } else {
+                    (
+                        _mm512_add_ps(row[0], _mm512_maskz_loadu_ps(m0, out)),
+                        _mm512_add_ps(row[1], _mm512_maskz_loadu_ps(m1, out.wrapping_add(16))),
+                    )
+                };
+                _mm512_mask_storeu_ps(out, m0, lo);
+                _mm512_mask_storeu_ps(out.wrapping_add(16), m1, hi);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: MatRef, b: MatRef, m: usize, n: usize, k: usize) -> Vec<f64> {
+        let mut c = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|p| {
+                        a.data[i * a.row_stride + p * a.col_stride] as f64
+                            * b.data[p * b.row_stride + j * b.col_stride] as f64
+                    })
+                    .sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matches_naive_on_edge_shapes_and_layouts() {
+        if !available() {
+            eprintln!("skipped: no AVX-512F on this CPU");
+            return;
+        }
+        let mut seed = 1u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for &(m, n, k) in
+            &[(1, 1, 1), (13, 33, 7), (145, 70, 300), (300, 3100, 64), (40, 64, 520), (12, 32, 256), (2, 5, 0)]
+        {
+            let a_data: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            for (a, b) in [
+                (MatRef::row_major(&a_data, k), MatRef::row_major(&b_data, n)),
+                (MatRef::row_major(&a_data, k), MatRef::transposed(&b_data, k)),
+                (MatRef::transposed(&a_data, m), MatRef::transposed(&b_data, k)),
+            ] {
+                let ldc = n + 3;
+                let mut c = vec![f32::NAN; m * ldc];
+                matmul(a, b, &mut c, m, n, k, ldc);
+                let want = naive(a, b, m, n, k);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (got, want) = (c[i * ldc + j] as f64, want[i * n + j]);
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "({m},{n},{k}) [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                    assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|x| x.is_nan()), "wrote past column n");
+                }
+            }
+        }
+    }
+}
