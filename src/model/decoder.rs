@@ -18,7 +18,7 @@ use candle_nn::Linear;
 
 use super::config::{Architecture, Config};
 use super::hooks::{HookPoint, Hooks};
-use super::sgemm::{self, MatRef};
+use super::sgemm::{self, MatRef, PackedB};
 use crate::attention::AttentionBlock;
 use crate::{Error, Result};
 
@@ -351,7 +351,8 @@ impl Attention {
 impl Attention {
     /// Steps 6–7 on the CPU fast path (batch 1, f32, AVX-512): per query block and head, scores
     /// `Q·Kᵀ` into one reused buffer, softmax in place, hand the block to the sink, then `P·V`
-    /// written straight into the merged-heads layout `[1, L, H, d_head]`.
+    /// written straight into the merged-heads layout `[1, L, H, d_head]`. Nothing is packed per
+    /// block: Q and P are read in place, K and V are packed once per layer.
     #[allow(clippy::too_many_arguments)]
     fn attend_cpu(
         &self,
@@ -375,46 +376,60 @@ impl Attention {
         with_cpu_f32(&q, |qs| {
             with_cpu_f32(&k, |ks| {
                 with_cpu_f32(&v, |vs| -> Result<()> {
+                    // Kᵀ and V of each KV head packed once per layer; every block and every query
+                    // head sharing them reads a leading corner (causal: keys < `visible`).
+                    let per_head = total_keys * hd;
+                    let keys: Vec<PackedB> = (0..self.num_kv_heads)
+                        .map(|kv| PackedB::new(MatRef::transposed(&ks[kv * per_head..], hd), hd, total_keys))
+                        .collect();
+                    let values: Vec<PackedB> = (0..self.num_kv_heads)
+                        .map(|kv| PackedB::new(MatRef::row_major(&vs[kv * per_head..], hd), total_keys, hd))
+                        .collect();
+                    let mut head_out: Vec<f32> = Vec::new();
                     let mut q0 = 0;
                     while q0 < seq {
                         let rows = block.min(seq - q0);
                         let visible = offset + q0 + rows;
                         let size = rows * visible;
                         probs.resize(h * size, 0.0);
-                        // Query head `kv * n_rep + r` reads KV head `kv` (HF `repeat_kv` order).
-                        for head in 0..h {
-                            let kv = head / n_rep;
-                            let a = MatRef::row_major(&qs[(head * seq + q0) * hd..], hd);
-                            let kt = MatRef::transposed(&ks[kv * total_keys * hd..], hd);
-                            let out = &mut probs[head * size..(head + 1) * size];
-                            sgemm::matmul(a, kt, out, rows, visible, hd, visible);
-                        }
-                        probs.par_chunks_mut(visible).enumerate().for_each(|(i, row)| {
-                            let valid = offset + q0 + i % rows + 1;
-                            softmax_row(&mut row[..valid], scale);
-                            row[valid..].fill(0.0);
+                        // Tasks of (head, band of rows), balanced over the threads by rayon; each
+                        // band's softmax runs while its scores are still in L2.
+                        let band = (rows / 2).div_ceil(12).max(1) * 12;
+                        probs.par_chunks_mut(size).enumerate().for_each(|(head, scores)| {
+                            scores.par_chunks_mut(band * visible).enumerate().for_each(|(i, scores)| {
+                                let (r0, n_rows) = (i * band, band.min(rows - i * band));
+                                // Query head `kv * n_rep + r` reads KV head `kv` (HF `repeat_kv`).
+                                let a = MatRef::row_major(&qs[(head * seq + q0 + r0) * hd..], hd);
+                                sgemm::matmul_packed(a, &keys[head / n_rep], scores, n_rows, visible, hd, visible);
+                                for (r, row) in scores.chunks_mut(visible).enumerate() {
+                                    let valid = offset + q0 + r0 + r + 1;
+                                    softmax_row(&mut row[..valid], scale);
+                                    row[valid..].fill(0.0);
+                                }
+                            });
                         });
                         if stream {
                             if let Some(sink) = hooks.attention_sink() {
                                 let q_start = offset + q0;
                                 let heads = h;
                                 let kv_len = visible;
-                                sink.consume(AttentionBlock {
-                                    layer,
-                                    q_start,
-                                    heads,
-                                    rows,
-                                    kv_len,
-                                    total_keys,
-                                    probs: &probs,
-                                })?;
+                                sink.consume(AttentionBlock { layer, q_start, heads, rows, kv_len, total_keys, probs: &probs })?;
                             }
                         }
-                        for head in 0..h {
-                            let kv = head / n_rep;
-                            let p = MatRef::row_major(&probs[head * size..(head + 1) * size], visible);
-                            let vm = MatRef::row_major(&vs[kv * total_keys * hd..], hd);
-                            sgemm::matmul(p, vm, &mut z[(q0 * h + head) * hd..], rows, hd, visible, h * hd);
+                        head_out.resize(h * rows * hd, 0.0);
+                        head_out.par_chunks_mut(rows * hd).enumerate().for_each(|(head, out)| {
+                            out.par_chunks_mut(band * hd).enumerate().for_each(|(i, out)| {
+                                let (r0, n_rows) = (i * band, band.min(rows - i * band));
+                                let p = MatRef::row_major(&probs[head * size + r0 * visible..], visible);
+                                sgemm::matmul_packed(p, &values[head / n_rep], out, n_rows, hd, visible, hd);
+                            });
+                        });
+                        // [H, rows, d_head] → rows of the merged-heads layout.
+                        for (head, out) in head_out.chunks(rows * hd).enumerate() {
+                            for (r, src) in out.chunks(hd).enumerate() {
+                                let dst = ((q0 + r) * h + head) * hd;
+                                z[dst..dst + hd].copy_from_slice(src);
+                            }
                         }
                         q0 += rows;
                     }

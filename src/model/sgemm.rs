@@ -45,10 +45,57 @@ pub fn available() -> bool {
 /// is overwritten. Bands of rows run on rayon's threads. Panics if [`available`] is false or a
 /// view is too short for its shape (both are caller bugs).
 pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+    assert!(b.fits(k, n), "sgemm::matmul: B shorter than its shape");
+    run_bands(a, Rhs::Strided(b), c, m, n, k, ldc, true);
+}
+
+/// A right-hand side packed once and reused by many products: the keys and values of one head
+/// serve every query block and every query head that shares them. Any leading `k' × n'` corner
+/// of it can be used ([`matmul_packed`]), which is what causal attention needs.
+#[derive(Debug, Clone)]
+pub struct PackedB {
+    data: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedB {
+    pub fn new(b: MatRef, k: usize, n: usize) -> Self {
+        assert!(b.fits(k, n), "sgemm::PackedB: B shorter than its shape");
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0f32; k.div_ceil(KC) * panels * KC * NR];
+        for (block, pc) in (0..k).step_by(KC).enumerate() {
+            let kc = KC.min(k - pc);
+            let dst = &mut data[block * panels * KC * NR..(block + 1) * panels * KC * NR];
+            pack_b(b, pc, 0, kc, n, dst, KC * NR);
+        }
+        Self { data, k, n }
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+}
+
+/// `c = a · b[..k, ..n]` with a [`PackedB`] on the calling thread only, for callers that run
+/// many small products in parallel themselves; otherwise as [`matmul`].
+pub fn matmul_packed(a: MatRef, b: &PackedB, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+    assert!(k <= b.k && n <= b.n, "sgemm::matmul_packed: {k} × {n} exceeds the packed {} × {}", b.k, b.n);
+    run_bands(a, Rhs::Packed(b), c, m, n, k, ldc, false);
+}
+
+#[derive(Clone, Copy)]
+enum Rhs<'a> {
+    Strided(MatRef<'a>),
+    Packed(&'a PackedB),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_bands(a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize, parallel: bool) {
     use rayon::prelude::*;
-    assert!(available(), "sgemm::matmul needs AVX-512F");
-    assert!(a.fits(m, k) && b.fits(k, n), "sgemm::matmul: operand shorter than its shape");
-    assert!(n <= ldc && (m == 0 || (m - 1) * ldc + n <= c.len()), "sgemm::matmul: output too short");
+    assert!(available(), "sgemm needs AVX-512F");
+    assert!(a.fits(m, k), "sgemm: A shorter than its shape");
+    assert!(n <= ldc && (m == 0 || (m - 1) * ldc + n <= c.len()), "sgemm: output too short");
     if m == 0 || n == 0 {
         return;
     }
@@ -58,10 +105,10 @@ pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], m: usize, n: usize, k: usize,
         }
         return;
     }
-    let threads = rayon::current_num_threads().max(1);
-    // Rows per band: a multiple of the tile height, and only split when each band has real work.
-    let band =
-        if threads == 1 || m < 2 * MR || m * n * k < (1 << 20) { m } else { m.div_ceil(threads).div_ceil(MR) * MR };
+    let threads = if parallel { rayon::current_num_threads().max(1) } else { 1 };
+    // Rows per band: a multiple of the tile height (rounded down, so two threads get equal
+    // bands and a short remainder), and only split when each band has real work.
+    let band = if threads == 1 || m < 2 * MR || m * n * k < (1 << 20) { m } else { (m / threads / MR).max(1) * MR };
     let c = &mut c[..(m - 1) * ldc + n];
     c.par_chunks_mut(band * ldc).enumerate().for_each(|(t, c_band)| {
         let row0 = t * band;
@@ -73,8 +120,38 @@ pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], m: usize, n: usize, k: usize,
             avx512::gemm(a_band, b, c_band, rows, n, k, ldc)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (a_band, c_band, rows);
+        let _ = (a_band, b, c_band, rows);
     });
+}
+
+/// `dst[panel·panel_stride + p·NR + j] = B[pc + p][jc + panel·NR + j]`, zero columns past `nc`.
+fn pack_b(b: MatRef, pc: usize, jc: usize, kc: usize, nc: usize, dst: &mut [f32], panel_stride: usize) {
+    for (panel, j0) in (0..nc).step_by(NR).enumerate() {
+        let dst = &mut dst[panel * panel_stride..panel * panel_stride + NR * kc];
+        let cols = NR.min(nc - j0);
+        if b.col_stride == 1 {
+            for p in 0..kc {
+                let base = (pc + p) * b.row_stride + jc + j0;
+                dst[p * NR..p * NR + cols].copy_from_slice(&b.data[base..base + cols]);
+                dst[p * NR + cols..(p + 1) * NR].fill(0.0);
+            }
+        } else {
+            for j in 0..NR {
+                if j >= cols {
+                    (0..kc).for_each(|p| dst[p * NR + j] = 0.0);
+                    continue;
+                }
+                let base = pc * b.row_stride + (jc + j0 + j) * b.col_stride;
+                if b.row_stride == 1 {
+                    for (p, &x) in b.data[base..base + kc].iter().enumerate() {
+                        dst[p * NR + j] = x;
+                    }
+                } else {
+                    (0..kc).for_each(|p| dst[p * NR + j] = b.data[base + p * b.row_stride]);
+                }
+            }
+        }
+    }
 }
 
 /// Rows of C per micro-tile (broadcast from packed A).
@@ -90,7 +167,7 @@ const NC: usize = 3072;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{MatRef, KC, MC, MR, NC, NR};
+    use super::{pack_b, MatRef, Rhs, KC, MC, MR, NC, NR};
     use std::arch::x86_64::*;
     use std::cell::RefCell;
 
@@ -101,25 +178,44 @@ mod avx512 {
 
     /// Serial GEMM over one band of rows. Caller guarantees AVX-512F and in-bounds views.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gemm(a: MatRef, b: MatRef, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
-        // With one or two column panels (`P·V` with d_head = 64) each element of A is used once
-        // or twice, so packing it would cost as much as the product: read its rows in place.
-        let in_place_a = a.col_stride == 1 && n <= 2 * NR;
+    pub(super) unsafe fn gemm(a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+        // Row-major A is read in place, twelve row streams at a time: measured faster than
+        // packing it on every product here (and packing would cost as much as `P·V` itself).
+        let in_place_a = a.col_stride == 1;
+        // Equal depth blocks (576 = 2 × 288, not 256 + 256 + 64): a short last block costs a
+        // full pass over C for little work. A packed B fixes its blocks at KC.
+        let (kc_step, nc_step) = match b {
+            Rhs::Strided(_) => (k.div_ceil(k.div_ceil(KC)), NC),
+            Rhs::Packed(_) => (KC, n),
+        };
         PACKS.with_borrow_mut(|(a_pack, b_pack)| {
-            a_pack.resize(MC * KC, 0.0);
-            b_pack.resize(KC * NC.div_ceil(NR) * NR, 0.0);
-            for jc in (0..n).step_by(NC) {
-                let nc = NC.min(n - jc);
-                for pc in (0..k).step_by(KC) {
-                    let kc = KC.min(k - pc);
-                    pack_b(b, pc, jc, kc, nc, b_pack);
+            if !in_place_a {
+                a_pack.resize(MC * kc_step, 0.0);
+            }
+            if let Rhs::Strided(_) = b {
+                b_pack.resize(kc_step * NC.div_ceil(NR) * NR, 0.0);
+            }
+            for jc in (0..n).step_by(nc_step) {
+                let nc = nc_step.min(n - jc);
+                for (block, pc) in (0..k).step_by(kc_step).enumerate() {
+                    let kc = kc_step.min(k - pc);
+                    let (panels, panel_stride) = match b {
+                        Rhs::Strided(bm) => {
+                            pack_b(bm, pc, jc, kc, nc, b_pack, kc * NR);
+                            (&b_pack[..], kc * NR)
+                        }
+                        Rhs::Packed(pb) => {
+                            let size = pb.panels() * KC * NR;
+                            (&pb.data[block * size..(block + 1) * size], KC * NR)
+                        }
+                    };
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
                         if !in_place_a {
                             pack_a(a, ic, pc, mc, kc, a_pack);
                         }
                         for jr in (0..nc).step_by(NR) {
-                            let b_panel = &b_pack[jr * kc..(jr + NR) * kc];
+                            let b_panel = &panels[jr / NR * panel_stride..jr / NR * panel_stride + kc * NR];
                             for ir in (0..mc).step_by(MR) {
                                 let (row, col) = (ic + ir, jc + jr);
                                 let (mr, nr) = (MR.min(mc - ir), NR.min(nc - jr));
@@ -130,17 +226,7 @@ mod avx512 {
                                 unsafe {
                                     if in_place_a {
                                         let a_tile = a.data.as_ptr().add(row * a.row_stride + pc);
-                                        kernel::<false>(
-                                            kc,
-                                            a_tile,
-                                            a.row_stride,
-                                            b_panel.as_ptr(),
-                                            c_tile,
-                                            ldc,
-                                            mr,
-                                            nr,
-                                            pc == 0,
-                                        )
+                                        kernel::<false>(kc, a_tile, a.row_stride, b_panel.as_ptr(), c_tile, ldc, mr, nr, pc == 0)
                                     } else {
                                         let a_panel = a_pack[ir * kc..(ir + MR) * kc].as_ptr();
                                         kernel::<true>(kc, a_panel, 1, b_panel.as_ptr(), c_tile, ldc, mr, nr, pc == 0)
@@ -171,36 +257,6 @@ mod avx512 {
                     }
                 } else {
                     (0..kc).for_each(|p| dst[p * MR + i] = a.data[base + p * a.col_stride]);
-                }
-            }
-        }
-    }
-
-    /// `b_pack[panel][p][j] = B[pc + p][jc + panel·NR + j]`, zero columns past `nc`.
-    fn pack_b(b: MatRef, pc: usize, jc: usize, kc: usize, nc: usize, b_pack: &mut [f32]) {
-        for (panel, j0) in (0..nc).step_by(NR).enumerate() {
-            let dst = &mut b_pack[panel * NR * kc..(panel + 1) * NR * kc];
-            let cols = NR.min(nc - j0);
-            if b.col_stride == 1 {
-                for p in 0..kc {
-                    let base = (pc + p) * b.row_stride + jc + j0;
-                    dst[p * NR..p * NR + cols].copy_from_slice(&b.data[base..base + cols]);
-                    dst[p * NR + cols..(p + 1) * NR].fill(0.0);
-                }
-            } else {
-                for j in 0..NR {
-                    if j >= cols {
-                        (0..kc).for_each(|p| dst[p * NR + j] = 0.0);
-                        continue;
-                    }
-                    let base = pc * b.row_stride + (jc + j0 + j) * b.col_stride;
-                    if b.row_stride == 1 {
-                        for (p, &x) in b.data[base..base + kc].iter().enumerate() {
-                            dst[p * NR + j] = x;
-                        }
-                    } else {
-                        (0..kc).for_each(|p| dst[p * NR + j] = b.data[base + p * b.row_stride]);
-                    }
                 }
             }
         }
@@ -330,6 +386,29 @@ mod tests {
                     }
                     assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|x| x.is_nan()), "wrote past column n");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_b_serves_any_leading_corner() {
+        if !available() {
+            eprintln!("skipped: no AVX-512F on this CPU");
+            return;
+        }
+        let (m, k, n) = (30, 600, 70);
+        let a_data: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+        let b_data: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 11) as f32 - 5.0).collect();
+        for b in [MatRef::row_major(&b_data, n), MatRef::transposed(&b_data, k)] {
+            let packed = PackedB::new(b, k, n);
+            for (kk, nn) in [(k, n), (257, 33), (64, 70), (1, 1), (600, 31)] {
+                let a = MatRef::row_major(&a_data, k);
+                let mut c = vec![f32::NAN; m * nn];
+                matmul_packed(a, &packed, &mut c, m, nn, kk, nn);
+                // Integer-valued data: the products are exact, so compare exactly.
+                let want = naive(a, b, m, nn, kk);
+                let got: Vec<f64> = c.iter().map(|&x| x as f64).collect();
+                assert_eq!(got, want, "corner {kk} × {nn}");
             }
         }
     }
