@@ -29,6 +29,9 @@ pub struct BenchForwardArgs {
     #[arg(long)]
     pub reference: Option<PathBuf>,
     /// Internal: run one size in this process and print its JSON.
+    /// Timed runs per size (each in a fresh process); the report gives the median and every run.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     #[arg(long, hide = true)]
     pub single: Option<usize>,
 }
@@ -80,6 +83,8 @@ fn run_single(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Valu
     let seconds = start.elapsed().as_secs_f64();
     // Touch the result so nothing is optimised away.
     let checksum: f64 = attention.data().iter().map(|&x| x as f64).sum();
+    let flop = forward_flop(loaded.model.config(), bounds.n_tokens);
+    let gemm = gemm_gflop_per_s();
     Ok(serde_json::json!({
         "tokens": bounds.n_tokens,
         "sentences": attention.n(),
@@ -88,7 +93,55 @@ fn run_single(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Valu
         "peak_rss_mib": peak_rss_mib(),
         "checksum": checksum,
         "threads": rayon::current_num_threads(),
+        "forward_tflop": flop / 1e12,
+        "achieved_gflop_per_s": flop / seconds / 1e9,
+        "gemm_gflop_per_s": gemm,
+        "roofline_s": gemm.map(|g| flop / (g * 1e9)),
+        "over_roofline": gemm.map(|g| seconds / (flop / (g * 1e9))),
     }))
+}
+
+/// Multiply-adds ×2 of one forward pass without the LM head: the linear layers, and causal
+/// attention (`Q·Kᵀ` and `P·V` over the keys each query sees, `T(T+1)/2` pairs per head).
+pub fn forward_flop(cfg: &crate::model::Config, tokens: usize) -> f64 {
+    let (d, hd) = (cfg.hidden_size as f64, cfg.head_dim() as f64);
+    let (h, h_kv) = (cfg.num_attention_heads as f64, cfg.num_kv_heads() as f64);
+    let linear_per_token = d * h * hd * 2.0 + d * h_kv * hd * 2.0 + 3.0 * d * cfg.intermediate_size as f64;
+    let t = tokens as f64;
+    let attention = 2.0 * h * hd * t * (t + 1.0) / 2.0;
+    cfg.num_hidden_layers as f64 * 2.0 * (linear_per_token * t + attention)
+}
+
+/// f32 GEMM throughput of this machine right now, on the decoder's largest product shape (3000 ×
+/// 576 by 576 × 1536): the roofline the forward time is compared with. `None` without AVX-512
+/// (the sgemm path is not used there).
+fn gemm_gflop_per_s() -> Option<f64> {
+    use crate::model::sgemm::{self, MatRef};
+    if !sgemm::available() {
+        return None;
+    }
+    let (m, k, n) = (3000, 576, 1536);
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..n * k).map(|i| (i % 13) as f32 * 0.01).collect();
+    let mut c = vec![0f32; m * n];
+    let run = |c: &mut [f32]| sgemm::matmul(MatRef::row_major(&a, k), MatRef::transposed(&b, k), c, m, n, k, n);
+    run(&mut c);
+    let reps = 20;
+    let start = Instant::now();
+    for _ in 0..reps {
+        run(&mut c);
+    }
+    Some(2.0 * (m * n * k * reps) as f64 / start.elapsed().as_secs_f64() / 1e9)
+}
+
+/// The run with the median time, with every run's time added (`runs_s`).
+fn median_run(mut runs: Vec<serde_json::Value>) -> serde_json::Value {
+    let key = |r: &serde_json::Value| r["forward_and_averaging_s"].as_f64().unwrap_or(f64::NAN);
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let times: Vec<f64> = runs.iter().map(key).collect();
+    let mut median = runs.swap_remove(runs.len() / 2);
+    median["runs_s"] = serde_json::json!(times);
+    median
 }
 
 /// Run the bench; returns the JSON report.
@@ -110,16 +163,20 @@ pub fn bench_forward(args: &BenchForwardArgs) -> Result<serde_json::Value> {
     let exe = std::env::current_exe().map_err(|e| Error::Other(format!("current executable: {e}")))?;
     let mut runs = Vec::new();
     for &t in &args.tokens {
-        let out = std::process::Command::new(&exe)
-            .args(["bench", "forward", "--model", &args.model, "--single", &t.to_string(), "--trace"])
-            .arg(&args.trace)
-            .env("THOUGHTSCOPE_PROGRESS", "off")
-            .output()
-            .map_err(|e| Error::Other(format!("running {}: {e}", exe.display())))?;
-        if !out.status.success() {
-            return Err(Error::Other(format!("bench run for {t} tokens failed: {}", String::from_utf8_lossy(&out.stderr))));
+        let mut repeats = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            let out = std::process::Command::new(&exe)
+                .args(["bench", "forward", "--model", &args.model, "--single", &t.to_string(), "--trace"])
+                .arg(&args.trace)
+                .env("THOUGHTSCOPE_PROGRESS", "off")
+                .output()
+                .map_err(|e| Error::Other(format!("running {}: {e}", exe.display())))?;
+            if !out.status.success() {
+                return Err(Error::Other(format!("bench run for {t} tokens failed: {}", String::from_utf8_lossy(&out.stderr))));
+            }
+            repeats.push(serde_json::from_slice::<serde_json::Value>(&out.stdout)?);
         }
-        runs.push(serde_json::from_slice::<serde_json::Value>(&out.stdout)?);
+        runs.push(median_run(repeats));
     }
     let mut report = serde_json::json!({ "thoughtscope": runs });
     if let Some(path) = &args.reference {
