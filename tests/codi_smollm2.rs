@@ -1,13 +1,18 @@
 //! CI integration test: `codi run-all --test-mode` on the CODI-shaped SmolLM2-135M checkpoint
 //! (built by `make_model`; NOT a CODI model): the 10-problem set, faithful and corrected
-//! variants, ablation + attention + analysis + comparison, with max_new_tokens capped at 16.
+//! variants, ablation + attention + analysis + comparison, with max_new_tokens capped at 16;
+//! batched decoding equal to run-by-run decoding on that model.
 //! Skips when the SmolLM2 GGUF (scripts/fetch-model.sh) or ../shared/data is absent.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Device;
-use thoughtscope::codi::{run_all, MakeModelOptions, RunAllOptions};
+use thoughtscope::codi::{
+    decode_greedy, decode_greedy_batch, load_problems, run_all, run_from_prompt, run_prompt, CodiModel, LoadOptions,
+    LoopMode, LoopOptions, MakeModelOptions, PromptState, RunAllOptions,
+};
+use thoughtscope::model::NoHooks;
 
 #[test]
 fn run_all_test_mode_on_smollm2_codi_shaped() {
@@ -43,4 +48,29 @@ fn run_all_test_mode_on_smollm2_codi_shaped() {
     assert!(out.join("comparison.md").is_file());
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(readme.contains("NOT A CODI MODEL"));
+
+    // The ablation decodes a problem's seven runs as one batch: the same tokens as decoding them
+    // one by one, also when runs stop at different steps and leave the batch.
+    let codi = CodiModel::load(&tmp.path().join("codi-smollm2"), &LoadOptions::default(), &Device::Cpu).unwrap();
+    let mut loop_options = LoopOptions::for_mode(LoopMode::Official);
+    loop_options.max_new_tokens = 16;
+    let problems = load_problems(&out.join("dataset_test.json")).unwrap();
+    let mut lengths = std::collections::BTreeSet::new();
+    for problem in &problems[..3] {
+        let prompt = run_prompt(&codi, &problem.question, &loop_options, &mut NoHooks).unwrap();
+        let states: Vec<_> = (0..7)
+            .map(|i| {
+                let next_input = (prompt.next_input.clone() * (1.0 - 0.25 * i as f64)).unwrap();
+                run_from_prompt(&codi, PromptState { next_input, ..prompt.clone() }, &loop_options, &mut NoHooks)
+                    .unwrap()
+            })
+            .collect();
+        let batched = decode_greedy_batch(&codi, states.clone(), &loop_options).unwrap();
+        for (state, b) in states.into_iter().zip(batched) {
+            let one = decode_greedy(&codi, state, &loop_options, &mut NoHooks).unwrap();
+            assert_eq!(b.tokens, one.tokens, "{}", problem.id);
+            lengths.insert(one.tokens.len());
+        }
+    }
+    assert!(lengths.len() > 1, "every run decoded {lengths:?} tokens: the early-stop path went untested");
 }

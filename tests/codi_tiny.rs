@@ -273,3 +273,49 @@ fn ablation_and_attention_resume_and_analysis_writes_upstream_schema() {
     let err = analyze(&ablation_path, &attention_path, &analysis_dir, &AnalyzeOptions::default()).unwrap_err().to_string();
     assert!(err.contains("nothing to analyse"), "{err}");
 }
+
+#[test]
+fn batched_decoding_equals_run_by_run_decoding() {
+    use thoughtscope::codi::{decode_greedy, decode_greedy_batch, run_from_prompt, run_prompt, PromptState};
+    let root = tempfile::tempdir().unwrap();
+    let codi = load(&codi_support::tiny_codi(root.path()));
+    let question = &codi_support::problems()[0].question;
+    for max_new_tokens in [0, 1, 12] {
+        let mut options = short_loop(LoopMode::Official);
+        options.max_new_tokens = max_new_tokens;
+        // Seven runs of one question whose first latent differs (as ablated runs do): equal
+        // cache lengths, different trajectories, answers that stop at different steps.
+        let prompt = run_prompt(&codi, question, &options, &mut NoHooks).unwrap();
+        let states: Vec<_> = (0..7)
+            .map(|i| {
+                let next_input = (prompt.next_input.clone() * (1.0 - 0.3 * i as f64)).unwrap();
+                let run = PromptState { next_input, ..prompt.clone() };
+                run_from_prompt(&codi, run, &options, &mut NoHooks).unwrap()
+            })
+            .collect();
+        let one_by_one: Vec<_> =
+            states.iter().map(|s| decode_greedy(&codi, s.clone(), &options, &mut NoHooks).unwrap()).collect();
+        let batched = decode_greedy_batch(&codi, states, &options).unwrap();
+        assert_eq!(batched.len(), 7);
+        for (b, o) in batched.iter().zip(&one_by_one) {
+            assert_eq!(b.tokens, o.tokens, "max_new_tokens {max_new_tokens}");
+            assert_eq!(b.text, o.text);
+            assert!(b.tokens.len() <= max_new_tokens);
+        }
+    }
+}
+
+#[test]
+fn kv_caches_of_different_lengths_do_not_stack() {
+    let root = tempfile::tempdir().unwrap();
+    let codi = load(&codi_support::tiny_codi(root.path()));
+    let short = run_to_eot(&codi, "How many apples ?", &short_loop(LoopMode::Cotx), &mut NoHooks).unwrap();
+    let long = run_to_eot(&codi, "How many apples does Tom have ?", &short_loop(LoopMode::Cotx), &mut NoHooks).unwrap();
+    let err = KvCache::stack(&[&short.cache, &long.cache]).unwrap_err().to_string();
+    assert!(err.contains("one length"), "{err}");
+    // A batch-2 cache refuses a batch-1 input.
+    let mut both = KvCache::stack(&[&short.cache, &short.cache]).unwrap();
+    let err = codi.model.forward(Input::Ids(&[1]), &mut both, &mut NoHooks).unwrap_err().to_string();
+    assert!(err.contains("2 sequences"), "{err}");
+    assert_eq!(both.select_rows(&[1]).unwrap().len(), short.cache.len());
+}

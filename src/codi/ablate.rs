@@ -25,7 +25,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::dataset::{write_json_atomic, Problem};
-use super::latent::{decode_greedy, gold_logprob, run_from_prompt, run_prompt, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
+use super::latent::{decode_greedy_batch, gold_logprob, run_from_prompt, run_prompt, LoopOptions, LoopState, Phase, PhaseHooks, LATENT_STEPS};
 use super::model::CodiModel;
 use super::progress::{progress_bar, RunMeta};
 use crate::model::{HookPoint, Hooks};
@@ -181,21 +181,26 @@ impl Hooks for AblationHooks {
     }
 }
 
-/// Run the baseline and the six ablations of one problem.
+/// Run the baseline and the six ablations of one problem. The seven runs go through the loop one
+/// by one (their interventions differ) and are then decoded together in one batch.
 pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOptions) -> Result<AblationRecord> {
     check_layer(codi, options)?;
     let loop_options = &options.loop_options;
     let gold = problem.answer_f64();
     let gold_text = problem.answer.to_string();
+    let gold_logprob_of = |state: &LoopState, hooks: &mut AblationHooks| -> Result<Option<f64>> {
+        if options.continuous {
+            Ok(Some(gold_logprob(codi, state, &gold_text, hooks)?))
+        } else {
+            Ok(None)
+        }
+    };
 
     // Baseline: no intervention, clean vectors captured at block `layer` for every step.
     let mut hooks = AblationHooks::new(options.layer, true, Patch::None);
     let prompt = run_prompt(codi, &problem.question, loop_options, &mut hooks)?;
     let state = run_from_prompt(codi, prompt.clone(), loop_options, &mut hooks)?;
-    let baseline_logprob =
-        if options.continuous { Some(gold_logprob(codi, &state, &gold_text, &mut hooks)?) } else { None };
-    let decoded = decode_greedy(codi, state, loop_options, &mut hooks)?;
-    let baseline_correct = loop_options.parser.matches(decoded.predicted, gold);
+    let baseline_logprob = gold_logprob_of(&state, &mut hooks)?;
     if hooks.clean_input.len() != LATENT_STEPS || hooks.clean_output.len() != LATENT_STEPS {
         return Err(Error::Other(format!(
             "captured {} / {} clean vectors at block {}, expected {LATENT_STEPS}",
@@ -205,14 +210,11 @@ pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOpt
         )));
     }
     let clean = if options.layer_off_by_one { hooks.clean_input } else { hooks.clean_output };
-    let baseline = BaselineResult {
-        output: decoded.text,
-        predicted_answer: decoded.predicted.map(|a| a.to_json()).unwrap_or(serde_json::Value::Null),
-        correct: baseline_correct,
-        gold_logprob: baseline_logprob.filter(|v| v.is_finite()),
-    };
+    let mut states = Vec::with_capacity(1 + LATENT_STEPS);
+    states.push(state);
 
-    let mut token_ablations = Vec::with_capacity(LATENT_STEPS);
+    // The six ablated runs, up to EOT.
+    let mut ablated_logprobs = Vec::with_capacity(LATENT_STEPS);
     for target in 0..LATENT_STEPS {
         let patch = match options.mode {
             AblationMode::Faithful => {
@@ -230,9 +232,22 @@ pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOpt
             prompt.clone()
         };
         let state = run_from_prompt(codi, prompt, loop_options, &mut hooks)?;
-        let ablated_logprob =
-            if options.continuous { Some(gold_logprob(codi, &state, &gold_text, &mut hooks)?) } else { None };
-        let decoded = decode_greedy(codi, state, loop_options, &mut hooks)?;
+        ablated_logprobs.push(gold_logprob_of(&state, &mut hooks)?);
+        states.push(state);
+    }
+
+    // Decoding has no intervention in either mode.
+    let mut decoded = decode_greedy_batch(codi, states, loop_options)?.into_iter();
+    let baseline_decoded = decoded.next().expect("one decoding per run");
+    let baseline_correct = loop_options.parser.matches(baseline_decoded.predicted, gold);
+    let baseline = BaselineResult {
+        output: baseline_decoded.text,
+        predicted_answer: baseline_decoded.predicted.map(|a| a.to_json()).unwrap_or(serde_json::Value::Null),
+        correct: baseline_correct,
+        gold_logprob: baseline_logprob.filter(|v| v.is_finite()),
+    };
+    let mut token_ablations = Vec::with_capacity(LATENT_STEPS);
+    for (target, (decoded, ablated_logprob)) in decoded.zip(ablated_logprobs).enumerate() {
         let still_correct = loop_options.parser.matches(decoded.predicted, gold);
         let importance = u8::from(baseline_correct && !still_correct);
         let logprob_importance = match (baseline.gold_logprob, ablated_logprob) {

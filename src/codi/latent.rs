@@ -235,7 +235,7 @@ pub fn decode_greedy(codi: &CodiModel, state: LoopState, options: &LoopOptions, 
     let mut tokens = Vec::new();
     hooks.enter(Phase::Answer);
     for _ in 0..options.max_new_tokens {
-        let next = argmax(&logits)?;
+        let next = argmax(&logits.to_vec1::<f32>()?);
         if stop.contains(&next) {
             break;
         }
@@ -246,7 +246,64 @@ pub fn decode_greedy(codi: &CodiModel, state: LoopState, options: &LoopOptions, 
         let out = codi.model.forward_with(Input::Ids(&[next]), &mut cache, hooks, Logits::Last)?;
         logits = slice_logits(codi, options.logit_slice, out.logits()?)?;
     }
-    // The extra rows (pad/bot) are not tokenizer tokens; upstream's decode drops them as special.
+    finish_decoding(codi, tokens, options)
+}
+
+/// [`decode_greedy`] for several runs at once, without hooks (no ablation or attention run
+/// intervenes while decoding): every step is one forward over the runs still going, their caches
+/// stacked into one batch, so the weights are read once per step instead of once per run (CPU
+/// decoding is bound by reading them). Finished runs leave the batch. The caches must have one
+/// length, as the runs of one problem do.
+pub fn decode_greedy_batch(codi: &CodiModel, states: Vec<LoopState>, options: &LoopOptions) -> Result<Vec<Decoded>> {
+    let stop = codi.stop_ids();
+    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); states.len()];
+    // Take one argmax for a run; true while it goes on.
+    let take = |tokens: &mut Vec<u32>, row: &[f32]| {
+        let next = argmax(row);
+        if stop.contains(&next) {
+            return false;
+        }
+        tokens.push(next);
+        tokens.len() < options.max_new_tokens
+    };
+    let mut live = Vec::new();
+    if options.max_new_tokens > 0 {
+        for (i, state) in states.iter().enumerate() {
+            if take(&mut tokens[i], &state.eot_logits.to_vec1::<f32>()?) {
+                live.push(i);
+            }
+        }
+    }
+    if !live.is_empty() {
+        let caches: Vec<&KvCache> = live.iter().map(|&i| &states[i].cache).collect();
+        let mut cache = KvCache::stack(&caches)?;
+        let width = logit_width(codi, options.logit_slice);
+        let hidden = codi.model.config().hidden_size;
+        while !live.is_empty() {
+            let ids: Vec<u32> = live.iter().map(|&i| *tokens[i].last().expect("live runs have a token")).collect();
+            let x = codi.model.embed(&ids)?.reshape((ids.len(), 1, hidden))?;
+            let out = codi.model.forward_with(Input::Embeds(&x), &mut cache, &mut NoHooks, Logits::Last)?;
+            let rows = out.logits()?.squeeze(1)?.narrow(D::Minus1, 0, width)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let mut keep = Vec::with_capacity(live.len());
+            for (row, &i) in live.iter().enumerate() {
+                if take(&mut tokens[i], &rows[row]) {
+                    keep.push(row);
+                }
+            }
+            if keep.len() != live.len() {
+                live = keep.iter().map(|&row| live[row]).collect();
+                if !live.is_empty() {
+                    cache = cache.select_rows(&keep)?;
+                }
+            }
+        }
+    }
+    tokens.into_iter().map(|t| finish_decoding(codi, t, options)).collect()
+}
+
+/// Text and parsed answer of decoded tokens. The extra rows (pad/bot) are not tokenizer tokens;
+/// upstream's decode drops them as special.
+fn finish_decoding(codi: &CodiModel, tokens: Vec<u32>, options: &LoopOptions) -> Result<Decoded> {
     let text_ids: Vec<u32> = tokens.iter().copied().filter(|&t| t < codi.special.base_vocab).collect();
     let text = codi.tokenizer.decode(&text_ids, true)?;
     let predicted = options.parser.parse(&text);
@@ -304,25 +361,28 @@ fn last_position(hidden: &Tensor) -> Result<Tensor> {
 
 /// Last-position logits `[.., vocab]` → 1-D `[width]` (or `[L, width]` for several positions).
 fn slice_logits(codi: &CodiModel, slice: LogitSlice, logits: &Tensor) -> Result<Tensor> {
-    let width = match slice {
-        LogitSlice::Upstream => codi.special.base_vocab as usize + 2,
-        LogitSlice::BaseVocab => codi.special.base_vocab as usize,
-    };
+    let width = logit_width(codi, slice);
     let logits = logits.squeeze(0)?;
     let logits = if logits.dim(0)? == 1 { logits.squeeze(0)? } else { logits };
     Ok(logits.narrow(D::Minus1, 0, width)?.to_dtype(DType::F32)?)
 }
 
+fn logit_width(codi: &CodiModel, slice: LogitSlice) -> usize {
+    match slice {
+        LogitSlice::Upstream => codi.special.base_vocab as usize + 2,
+        LogitSlice::BaseVocab => codi.special.base_vocab as usize,
+    }
+}
+
 /// Index of the largest logit; the first on ties, like `torch.argmax`.
-fn argmax(logits: &Tensor) -> Result<u32> {
-    let values = logits.to_vec1::<f32>()?;
+fn argmax(values: &[f32]) -> u32 {
     let mut best = 0usize;
     for (i, &v) in values.iter().enumerate() {
         if v > values[best] {
             best = i;
         }
     }
-    Ok(best as u32)
+    best as u32
 }
 
 /// `log_softmax(logits)[token]` in f64 for a 1-D tensor.

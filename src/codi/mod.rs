@@ -39,7 +39,7 @@ pub use analyze::{analyze, AnalyzeOptions, ImportanceKind};
 pub use answer::{Answer, AnswerParser};
 pub use attention::{attention_for_problem, run_attention, AttentionOptions, AttentionRecord, KeySelection};
 pub use dataset::{load_problems, make_dataset, stratified_sample, Problem, PyRandom};
-pub use latent::{decode_greedy, generate, run_from_prompt, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions, Phase, PhaseHooks};
+pub use latent::{decode_greedy, decode_greedy_batch, generate, run_from_prompt, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions, LoopState, Phase, PhaseHooks, PromptState};
 pub use make_model::{make_model, MakeModelOptions};
 pub use model::{CodiModel, CodiWeights, LoadOptions, Projection, SpecialIds};
 pub use pipeline::{run_all, RunAllOptions, RunAllReport, Variant};

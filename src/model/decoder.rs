@@ -22,8 +22,9 @@ use super::sgemm::{self, MatRef, PackedB};
 use crate::attention::AttentionBlock;
 use crate::{Error, Result};
 
-/// Input of a forward call: token ids, or input embeddings `[1, L, d]` (CODI feeds projected
-/// hidden states).
+/// Input of a forward call: token ids, or input embeddings `[B, L, d]` (CODI feeds projected
+/// hidden states; `B > 1` runs equal-length sequences in lockstep, e.g. batched greedy decoding
+/// over a [`KvCache::stack`]ed cache).
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
     Ids(&'a [u32]),
@@ -41,9 +42,10 @@ pub enum Logits {
 /// Output of a forward call.
 #[derive(Debug, Clone)]
 pub struct ForwardOutput {
-    /// `[1, L, vocab]` f32 (`[1, 1, vocab]` with [`Logits::Last`], `None` with [`Logits::None`]).
+    /// `[B, L, vocab]` f32 (`[B, 1, vocab]` with [`Logits::Last`], `None` with [`Logits::None`]);
+    /// `B` is 1 except for batched embeddings input.
     pub logits: Option<Tensor>,
-    /// `[1, L, d]` post-final-norm hidden states (HF `hidden_states[-1]`).
+    /// `[B, L, d]` post-final-norm hidden states (HF `hidden_states[-1]`).
     pub hidden: Tensor,
 }
 
@@ -54,8 +56,9 @@ impl ForwardOutput {
     }
 }
 
-/// Key/value cache of one sequence: per layer `[1, H_kv, T, d_head]` keys (after RoPE) and values.
-/// Cloning is cheap (tensors are shared), so a prefix can be reused by several continuations.
+/// Key/value cache: per layer `[B, H_kv, T, d_head]` keys (after RoPE) and values, `B = 1` for
+/// one sequence. Cloning is cheap (tensors are shared), so a prefix can be reused by several
+/// continuations.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
@@ -83,6 +86,47 @@ impl KvCache {
         }
         self.len = len;
         Ok(())
+    }
+
+    /// One cache of batch `B` from `B` caches of equal length (rows in the order given), so
+    /// continuations of several runs can be decoded in one forward per step: the weights are
+    /// read once per step instead of once per run.
+    pub fn stack(caches: &[&KvCache]) -> Result<KvCache> {
+        let first = caches.first().ok_or_else(|| Error::invalid("KvCache::stack of no caches"))?;
+        if let Some(other) = caches.iter().find(|c| c.len != first.len || c.layers.len() != first.layers.len()) {
+            return Err(Error::invalid(format!(
+                "KvCache::stack needs caches of one length and model, got {} and {} positions",
+                first.len, other.len
+            )));
+        }
+        let mut layers = Vec::with_capacity(first.layers.len());
+        for l in 0..first.layers.len() {
+            let kvs: Option<Vec<&(Tensor, Tensor)>> = caches.iter().map(|c| c.layers[l].as_ref()).collect();
+            layers.push(match kvs {
+                Some(kvs) => {
+                    let ks: Vec<&Tensor> = kvs.iter().map(|kv| &kv.0).collect();
+                    let vs: Vec<&Tensor> = kvs.iter().map(|kv| &kv.1).collect();
+                    Some((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?))
+                }
+                None => None,
+            });
+        }
+        Ok(KvCache { layers, len: first.len })
+    }
+
+    /// Keep only batch rows `rows` (in that order), e.g. to drop finished sequences.
+    pub fn select_rows(&self, rows: &[usize]) -> Result<KvCache> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for kv in &self.layers {
+            layers.push(match kv {
+                Some((k, v)) => {
+                    let idx = Tensor::from_iter(rows.iter().map(|&r| r as u32), k.device())?;
+                    Some((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?))
+                }
+                None => None,
+            });
+        }
+        Ok(KvCache { layers, len: self.len })
     }
 }
 
@@ -162,16 +206,75 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     Ok(f(&cpu.as_slice::<f32>()?[start..end]))
 }
 
-/// Whether a product with `rows` output rows takes the AVX-512 path of [`sgemm`]: f32 on a CPU
-/// that has it, and enough rows to amortise packing (single-token decode steps stay on candle).
+/// Whether a product with `rows` output rows takes the packed GEMM of [`sgemm`]: f32 on a CPU
+/// with its kernels (AVX-512F, or AVX2 and FMA), and enough rows to amortise packing (fewer
+/// rows take `sgemm::linear_few_rows`).
 fn use_sgemm(x: &Tensor, rows: usize) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32 && rows >= 16 && sgemm::available()
+}
+
+/// Whether a product with few rows (a decode step) takes the one-pass kernels of [`sgemm`].
+fn use_few_rows(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && sgemm::available()
+}
+
+/// Causal attention `[B, H, L, d]` for a few query rows (decode steps, any batch) against the
+/// cached keys: per (sequence, head) task, dot products, softmax, weighted sum of values. For
+/// these tiny products candle's matmul spends more on starting its threads than on arithmetic.
+fn attend_few_rows(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (b, h, seq, hd) = q.dims4()?;
+    let (h_kv, total) = (k.dim(1)?, k.dim(2)?);
+    let n_rep = h / h_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let mut out = vec![0f32; b * h * seq * hd];
+    with_cpu_f32(&q, |qs| {
+        with_cpu_f32(&k, |ks| {
+            with_cpu_f32(&v, |vs| {
+                out.par_chunks_mut(seq * hd).enumerate().for_each(|(task, out_bh)| {
+                    let (bi, hi) = (task / h, task % h);
+                    let kv = (bi * h_kv + hi / n_rep) * total * hd;
+                    let mut scores = Vec::with_capacity(total);
+                    for (r, out_row) in out_bh.chunks_mut(hd).enumerate() {
+                        let q_row = &qs[(task * seq + r) * hd..(task * seq + r + 1) * hd];
+                        let visible = (offset + r + 1).min(total);
+                        scores.clear();
+                        scores.extend((0..visible).map(|t| sgemm::dot(q_row, &ks[kv + t * hd..kv + (t + 1) * hd])));
+                        softmax_row(&mut scores, scale);
+                        for (t, &p) in scores.iter().enumerate() {
+                            for (o, &x) in out_row.iter_mut().zip(&vs[kv + t * hd..kv + (t + 1) * hd]) {
+                                *o += p * x;
+                            }
+                        }
+                    }
+                });
+            })
+        })
+    })???;
+    Ok(Tensor::from_vec(out, (b, h, seq, hd), q.device())?)
 }
 
 /// `x · wᵀ (+ bias)` for `x` `[.., in]` and a weight `[out, in]`, as `candle_nn::Linear` computes it.
 fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (out_dim, in_dim) = weight.dims2()?;
     let rows = x.elem_count() / in_dim.max(1);
+    let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32;
+    if cpu_f32 && rows > 0 && rows < sgemm::FEW_ROWS && use_few_rows(x) && x.dim(x.rank() - 1)? == in_dim {
+        // Decode steps: one pass over the weights for all rows (candle's matmul is compute-bound
+        // here: a SmolLM2 decode step took 86 ms for one row and 237 ms for seven through candle,
+        // 35 and 121 ms with these kernels and `attend_few_rows`, on 2 AVX2 cores).
+        let x = x.contiguous()?;
+        let mut out = vec![0f32; rows * out_dim];
+        with_cpu_f32(&x, |xs| with_cpu_f32(weight, |ws| sgemm::linear_few_rows(xs, ws, &mut out, rows, out_dim, in_dim)))??;
+        let mut shape = x.dims().to_vec();
+        *shape.last_mut().expect("rank >= 1") = out_dim;
+        let y = Tensor::from_vec(out, shape, x.device())?;
+        return Ok(match bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        });
+    }
     if !use_sgemm(x, rows) || weight.dtype() != DType::F32 || x.dim(x.rank() - 1)? != in_dim {
         let y = x.broadcast_matmul(&weight.t()?)?;
         return Ok(match bias {
@@ -297,7 +400,15 @@ impl Attention {
         let scale = 1.0 / (hd as f64).sqrt();
         let full = hooks.wants(&HookPoint::AttnScores(layer)) || hooks.wants(&HookPoint::AttnPattern(layer));
         let stream = hooks.attention_sink().map(|s| s.wants_layer(layer)).unwrap_or(false);
+        if stream && b != 1 {
+            return Err(Error::invalid("streamed attention capture needs batch 1"));
+        }
         let block = if full { seq } else { block_rows.unwrap_or_else(|| query_block_rows(h, total_keys, seq)) };
+        if !full && !stream && seq < sgemm::FEW_ROWS && use_few_rows(&q) {
+            let attn = attend_few_rows(&q, &k, &v, offset)?;
+            let z = hook(hooks, HookPoint::AttnZ(layer), attn.transpose(1, 2)?.contiguous()?)?;
+            return project(&self.o_proj, &z.reshape((b, seq, h * hd))?);
+        }
         if !full && b == 1 && use_sgemm(&q, seq) {
             let z = self.attend_cpu(&q, &k, &v, layer, offset, block, stream, hooks)?;
             let z = hook(hooks, HookPoint::AttnZ(layer), z)?;
@@ -349,7 +460,7 @@ impl Attention {
 }
 
 impl Attention {
-    /// Steps 6–7 on the CPU fast path (batch 1, f32, AVX-512): per query block and head, scores
+    /// Steps 6–7 on the CPU fast path (batch 1, f32, AVX-512 or AVX2): per query block and head, scores
     /// `Q·Kᵀ` into one reused buffer, softmax in place, hand the block to the sink, then `P·V`
     /// written straight into the merged-heads layout `[1, L, H, d_head]`. Nothing is packed per
     /// block: Q and P are read in place, K and V are packed once per layer.
@@ -915,9 +1026,9 @@ impl Model {
             Input::Embeds(e) => {
                 let e = if e.rank() == 2 { e.unsqueeze(0)? } else { e.clone() };
                 let (b, l, d) = e.dims3()?;
-                if b != 1 || d != self.config.hidden_size || l == 0 {
+                if b == 0 || d != self.config.hidden_size || l == 0 {
                     return Err(Error::invalid(format!(
-                        "input embeddings must be [1, L, {}], got {:?}",
+                        "input embeddings must be [B, L, {}], got {:?}",
                         self.config.hidden_size,
                         e.dims()
                     )));
@@ -925,7 +1036,15 @@ impl Model {
                 e.to_dtype(DType::F32)?.to_device(&self.device)?
             }
         };
-        let seq = x.dim(1)?;
+        let (batch, seq) = (x.dim(0)?, x.dim(1)?);
+        if let Some((k, _)) = cache.layers.iter().flatten().next() {
+            if k.dim(0)? != batch {
+                return Err(Error::invalid(format!(
+                    "KV cache holds {} sequences, the input {batch}",
+                    k.dim(0)?
+                )));
+            }
+        }
         if offset + seq > self.config.max_position_embeddings {
             return Err(Error::invalid(format!(
                 "sequence of {} positions exceeds the model's context of {} (max_position_embeddings)",

@@ -1,9 +1,10 @@
 //! f32 matrix multiply for the CPU hot paths (linear layers and attention over long traces).
 //!
-//! candle's CPU matmul (the `gemm` crate) reaches about half of this CPU's AVX-512 FMA peak on the
-//! decoder's shapes; this BLIS-style routine (packed panels, a 12 × 32 register tile) gets close to
-//! OpenBLAS. It is used only where the CPU has AVX-512F ([`available`]); callers fall back to
-//! candle's matmul elsewhere, so the crate still runs on any x86-64 or ARM machine.
+//! candle's CPU matmul (the `gemm` crate) reaches about half of the FMA peak on the decoder's
+//! shapes; this BLIS-style routine (packed panels, a 12 × 32 register tile) gets close to
+//! OpenBLAS. Decode steps (a few rows) take one-pass kernels instead ([`linear_few_rows`],
+//! [`dot`]). Everything here needs AVX-512F or AVX2 with FMA ([`available`]); callers fall back
+//! to candle's matmul elsewhere, so the crate still runs on any x86-64 or ARM machine.
 
 /// A read-only matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Debug, Clone, Copy)]
@@ -29,8 +30,14 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// Whether the fast path exists on this CPU.
+/// Whether the fast path exists on this CPU: AVX-512F (12 × 32 tile in 24 registers), or AVX2
+/// with FMA (the same tile as four 3 × 32 passes in 12 registers).
 pub fn available() -> bool {
+    kernels().is_some()
+}
+
+/// Whether the CPU has AVX-512F (the wider kernels).
+fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -41,12 +48,237 @@ pub fn available() -> bool {
     }
 }
 
+/// One `MR × NR` tile kernel (see `avx512::kernel`).
+type KernelFn = unsafe fn(usize, *const f32, usize, *const f32, *mut f32, usize, usize, usize, bool);
+
+/// The tile kernels for A read in place and for packed A.
+#[derive(Clone, Copy)]
+struct Kernels {
+    in_place: KernelFn,
+    packed: KernelFn,
+}
+
+const NO_KERNELS: &str = "sgemm needs AVX-512F, or AVX2 and FMA";
+
+fn kernels() -> Option<Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            return Some(Kernels { in_place: avx512::kernel::<false>, packed: avx512::kernel::<true> });
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Some(Kernels { in_place: avx2::kernel::<false>, packed: avx2::kernel::<true> });
+        }
+    }
+    None
+}
+
 /// `c = a · b` for `a` `m × k` and `b` `k × n`; `c` is row-major with `ldc` elements per row and
 /// is overwritten. Bands of rows run on rayon's threads. Panics if [`available`] is false or a
 /// view is too short for its shape (both are caller bugs).
 pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
     assert!(b.fits(k, n), "sgemm::matmul: B shorter than its shape");
-    run_bands(a, Rhs::Strided(b), c, m, n, k, ldc, true);
+    run_bands(kernels().expect(NO_KERNELS), a, Rhs::Strided(b), c, m, n, k, ldc, true);
+}
+
+/// Below this many rows of `x`, [`linear_few_rows`] beats the packed GEMM (decode steps).
+pub const FEW_ROWS: usize = 16;
+
+/// `y = x · wᵀ` for a few rows of `x` (`rows × in_dim`, row-major) and a weight `w`
+/// (`out_dim × in_dim`, row-major), as one-token decoding needs: each weight row is read once and
+/// serves every row of `x`, so a step over a batch of runs costs about what one run costs (the
+/// step is bound by reading the weights). Output columns are split across rayon's threads. Panics
+/// if [`available`] is false or a slice is shorter than its shape.
+pub fn linear_few_rows(x: &[f32], w: &[f32], y: &mut [f32], rows: usize, out_dim: usize, in_dim: usize) {
+    use rayon::prelude::*;
+    assert!(available(), "{NO_KERNELS}");
+    assert!(x.len() >= rows * in_dim && w.len() >= out_dim * in_dim && y.len() >= rows * out_dim);
+    if rows == 0 || out_dim == 0 {
+        return;
+    }
+    // Outputs column-major per chunk (`[o][r]`), so each task writes one contiguous slice.
+    const CHUNK: usize = 64;
+    let mut yt = vec![0f32; out_dim * rows];
+    yt.par_chunks_mut(CHUNK * rows).enumerate().for_each(|(c, yt_chunk)| {
+        let o0 = c * CHUNK;
+        let n_o = yt_chunk.len() / rows;
+        let w_chunk = &w[o0 * in_dim..(o0 + n_o) * in_dim];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` was asserted; the slices hold their shapes.
+        unsafe {
+            avx2::linear_rows(&x[..rows * in_dim], rows, in_dim, w_chunk, n_o, yt_chunk)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (w_chunk, n_o);
+    });
+    for (o, y_o) in yt.chunks(rows).enumerate() {
+        for (r, &v) in y_o.iter().enumerate() {
+            y[r * out_dim + o] = v;
+        }
+    }
+}
+
+/// `Σ a[i]·b[i]` over the shorter length, with vector partial sums and FMA. Panics if
+/// [`available`] is false.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512::dot(a, b) };
+        }
+        assert!(available(), "{NO_KERNELS}");
+        // SAFETY: the CPU has AVX2 and FMA.
+        unsafe { avx2::dot(a, b) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, b);
+        unreachable!("sgemm::dot needs x86-64")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// The `MR × NR` tile of `avx512::kernel` (same arguments and layouts) in four passes of
+    /// three rows: 3 × 4 eight-lane accumulators fit AVX2's sixteen registers beside B and the
+    /// broadcast. Right-edge tiles go through a small buffer (AVX2 has no cheap masked store).
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kernel<const PACKED: bool>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        first: bool,
+    ) {
+        const G: usize = 3;
+        for g in (0..mr).step_by(G) {
+            let rows = G.min(mr - g);
+            let row = |i: usize| g + i.min(rows - 1);
+            let row_start: [*const f32; G] = std::array::from_fn(|i| a.wrapping_add(row(i) * lda));
+            let mut acc = [[_mm256_setzero_ps(); 4]; G];
+            for p in 0..kc {
+                // SAFETY: B's panel holds `kc · NR` values; A holds `kc` steps of `MR` packed
+                // values, or rows of at least `kc` values from `row_start`.
+                let bp = b.add(p * NR);
+                let bv = [_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)), _mm256_loadu_ps(bp.add(16)), _mm256_loadu_ps(bp.add(24))];
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let ai = if PACKED { *a.add(p * MR + row(i)) } else { *row_start[i].add(p) };
+                    let av = _mm256_set1_ps(ai);
+                    for (acc_ij, &bj) in acc_i.iter_mut().zip(&bv) {
+                        *acc_ij = _mm256_fmadd_ps(av, bj, *acc_ij);
+                    }
+                }
+            }
+            for (i, acc_i) in acc.iter().enumerate().take(rows) {
+                let out = c.add((g + i) * ldc);
+                if nr == NR {
+                    for (j, &v) in acc_i.iter().enumerate() {
+                        let o = out.add(8 * j);
+                        _mm256_storeu_ps(o, if first { v } else { _mm256_add_ps(v, _mm256_loadu_ps(o)) });
+                    }
+                } else {
+                    let mut tile = [0f32; NR];
+                    for (j, &v) in acc_i.iter().enumerate() {
+                        _mm256_storeu_ps(tile.as_mut_ptr().add(8 * j), v);
+                    }
+                    for (col, &v) in tile.iter().enumerate().take(nr) {
+                        let o = out.add(col);
+                        *o = if first { v } else { *o + v };
+                    }
+                }
+            }
+        }
+    }
+
+    /// `y_t[o·rows + r] = Σ_i x[r·in_dim + i]·w[o·in_dim + i]` for `n_o` weight rows, in tiles of
+    /// two weight rows × four rows of `x` (eight accumulators): each loaded vector feeds two or
+    /// four FMAs, so the loop runs at the FMA rate rather than the load rate. Missing rows of a
+    /// partial tile repeat a valid one and their sums are dropped. Caller guarantees AVX2, FMA
+    /// and slices of the stated shapes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn linear_rows(x: &[f32], rows: usize, in_dim: usize, w: &[f32], n_o: usize, y_t: &mut [f32]) {
+        if rows == 1 {
+            // One row: nothing to share between weight rows; four independent sums per row.
+            for o in 0..n_o {
+                y_t[o] = dot(&x[..in_dim], &w[o * in_dim..(o + 1) * in_dim]);
+            }
+            return;
+        }
+        let body = in_dim - in_dim % 8;
+        for o0 in (0..n_o).step_by(2) {
+            let o1 = (o0 + 1).min(n_o - 1);
+            let (w0, w1) = (w.as_ptr().add(o0 * in_dim), w.as_ptr().add(o1 * in_dim));
+            for r0 in (0..rows).step_by(4) {
+                let r = [r0, (r0 + 1).min(rows - 1), (r0 + 2).min(rows - 1), (r0 + 3).min(rows - 1)];
+                let xp = r.map(|r| x.as_ptr().add(r * in_dim));
+                let mut acc0 = [_mm256_setzero_ps(); 4];
+                let mut acc1 = [_mm256_setzero_ps(); 4];
+                let mut i = 0;
+                while i < body {
+                    let (a, b) = (_mm256_loadu_ps(w0.add(i)), _mm256_loadu_ps(w1.add(i)));
+                    for j in 0..4 {
+                        let xv = _mm256_loadu_ps(xp[j].add(i));
+                        acc0[j] = _mm256_fmadd_ps(xv, a, acc0[j]);
+                        acc1[j] = _mm256_fmadd_ps(xv, b, acc1[j]);
+                    }
+                    i += 8;
+                }
+                for j in 0..4.min(rows - r0) {
+                    let (mut s0, mut s1) = (hsum(acc0[j]), hsum(acc1[j]));
+                    for t in body..in_dim {
+                        let xv = *xp[j].add(t);
+                        s0 = xv.mul_add(*w0.add(t), s0);
+                        s1 = xv.mul_add(*w1.add(t), s1);
+                    }
+                    y_t[o0 * rows + r0 + j] = s0;
+                    if o1 != o0 {
+                        y_t[o1 * rows + r0 + j] = s1;
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps(v, v, 1)))
+    }
+
+    /// `Σ a[i]·b[i]` with four eight-lane partial sums. Caller guarantees AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8 * j)), _mm256_loadu_ps(pb.add(i + 8 * j)), *acc);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+            i += 8;
+        }
+        let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+        while i < n {
+            sum = a[i].mul_add(b[i], sum);
+            i += 1;
+        }
+        sum
+    }
 }
 
 /// A right-hand side packed once and reused by many products: the keys and values of one head
@@ -81,7 +313,7 @@ impl PackedB {
 /// many small products in parallel themselves; otherwise as [`matmul`].
 pub fn matmul_packed(a: MatRef, b: &PackedB, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
     assert!(k <= b.k && n <= b.n, "sgemm::matmul_packed: {k} × {n} exceeds the packed {} × {}", b.k, b.n);
-    run_bands(a, Rhs::Packed(b), c, m, n, k, ldc, false);
+    run_bands(kernels().expect(NO_KERNELS), a, Rhs::Packed(b), c, m, n, k, ldc, false);
 }
 
 #[derive(Clone, Copy)]
@@ -91,9 +323,8 @@ enum Rhs<'a> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_bands(a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize, parallel: bool) {
+fn run_bands(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize, parallel: bool) {
     use rayon::prelude::*;
-    assert!(available(), "sgemm needs AVX-512F");
     assert!(a.fits(m, k), "sgemm: A shorter than its shape");
     assert!(n <= ldc && (m == 0 || (m - 1) * ldc + n <= c.len()), "sgemm: output too short");
     if m == 0 || n == 0 {
@@ -114,13 +345,8 @@ fn run_bands(a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: usize, k: usize, ldc
         let row0 = t * band;
         let rows = band.min(m - row0);
         let a_band = MatRef { data: &a.data[row0 * a.row_stride..], ..a };
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available()` was asserted; the views were checked against their shapes.
-        unsafe {
-            avx512::gemm(a_band, b, c_band, rows, n, k, ldc)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (a_band, b, c_band, rows);
+        // SAFETY: the kernels exist on this CPU; the views were checked against their shapes.
+        unsafe { gemm(kernels, a_band, b, c_band, rows, n, k, ldc) }
     });
 }
 
@@ -165,101 +391,126 @@ const MC: usize = 144;
 /// Columns of one packed block of B (up to 3 MiB, L3).
 const NC: usize = 3072;
 
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{pack_b, MatRef, Rhs, KC, MC, MR, NC, NR};
-    use std::arch::x86_64::*;
-    use std::cell::RefCell;
+std::thread_local! {
+    /// Packing buffers, reused across calls on each thread.
+    static PACKS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
 
-    thread_local! {
-        /// Packing buffers, reused across calls on each thread.
-        static PACKS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    }
 
-    /// Serial GEMM over one band of rows. Caller guarantees AVX-512F and in-bounds views.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gemm(a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
-        // Row-major A is read in place, twelve row streams at a time: measured faster than
-        // packing it on every product here (and packing would cost as much as `P·V` itself).
-        let in_place_a = a.col_stride == 1;
-        // Equal depth blocks (576 = 2 × 288, not 256 + 256 + 64): a short last block costs a
-        // full pass over C for little work. A packed B fixes its blocks at KC.
-        let (kc_step, nc_step) = match b {
-            Rhs::Strided(_) => (k.div_ceil(k.div_ceil(KC)), NC),
-            Rhs::Packed(_) => (KC, n),
-        };
-        PACKS.with_borrow_mut(|(a_pack, b_pack)| {
-            if !in_place_a {
-                a_pack.resize(MC * kc_step, 0.0);
-            }
-            if let Rhs::Strided(_) = b {
-                b_pack.resize(kc_step * NC.div_ceil(NR) * NR, 0.0);
-            }
-            for jc in (0..n).step_by(nc_step) {
-                let nc = nc_step.min(n - jc);
-                for (block, pc) in (0..k).step_by(kc_step).enumerate() {
-                    let kc = kc_step.min(k - pc);
-                    let (panels, panel_stride) = match b {
-                        Rhs::Strided(bm) => {
-                            pack_b(bm, pc, jc, kc, nc, b_pack, kc * NR);
-                            (&b_pack[..], kc * NR)
-                        }
-                        Rhs::Packed(pb) => {
-                            let size = pb.panels() * KC * NR;
-                            (&pb.data[block * size..(block + 1) * size], KC * NR)
-                        }
-                    };
-                    for ic in (0..m).step_by(MC) {
-                        let mc = MC.min(m - ic);
-                        if !in_place_a {
-                            pack_a(a, ic, pc, mc, kc, a_pack);
-                        }
-                        for jr in (0..nc).step_by(NR) {
-                            let b_panel = &panels[jr / NR * panel_stride..jr / NR * panel_stride + kc * NR];
-                            for ir in (0..mc).step_by(MR) {
-                                let (row, col) = (ic + ir, jc + jr);
-                                let (mr, nr) = (MR.min(mc - ir), NR.min(nc - jr));
-                                let c_tile = c.as_mut_ptr().add(row * ldc + col);
-                                // SAFETY: rows `row..row + mr`, columns `col..col + nr` lie inside
-                                // `c`, and A's rows `row..row + mr` at depth `pc..pc + kc` inside
-                                // `a` (checked by the caller); panels hold `kc` steps.
-                                unsafe {
-                                    if in_place_a {
-                                        let a_tile = a.data.as_ptr().add(row * a.row_stride + pc);
-                                        kernel::<false>(kc, a_tile, a.row_stride, b_panel.as_ptr(), c_tile, ldc, mr, nr, pc == 0)
-                                    } else {
-                                        let a_panel = a_pack[ir * kc..(ir + MR) * kc].as_ptr();
-                                        kernel::<true>(kc, a_panel, 1, b_panel.as_ptr(), c_tile, ldc, mr, nr, pc == 0)
-                                    }
-                                };
-                            }
+/// Serial GEMM over one band of rows. Caller guarantees that `kernels` run on this CPU and that
+/// the views are in bounds.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+    // Row-major A is read in place, twelve row streams at a time: measured faster than
+    // packing it on every product here (and packing would cost as much as `P·V` itself).
+    let in_place_a = a.col_stride == 1;
+    // Equal depth blocks (576 = 2 × 288, not 256 + 256 + 64): a short last block costs a
+    // full pass over C for little work. A packed B fixes its blocks at KC.
+    let (kc_step, nc_step) = match b {
+        Rhs::Strided(_) => (k.div_ceil(k.div_ceil(KC)), NC),
+        Rhs::Packed(_) => (KC, n),
+    };
+    PACKS.with_borrow_mut(|(a_pack, b_pack)| {
+        if !in_place_a {
+            a_pack.resize(MC * kc_step, 0.0);
+        }
+        if let Rhs::Strided(_) = b {
+            b_pack.resize(kc_step * NC.div_ceil(NR) * NR, 0.0);
+        }
+        for jc in (0..n).step_by(nc_step) {
+            let nc = nc_step.min(n - jc);
+            for (block, pc) in (0..k).step_by(kc_step).enumerate() {
+                let kc = kc_step.min(k - pc);
+                let (panels, panel_stride) = match b {
+                    Rhs::Strided(bm) => {
+                        pack_b(bm, pc, jc, kc, nc, b_pack, kc * NR);
+                        (&b_pack[..], kc * NR)
+                    }
+                    Rhs::Packed(pb) => {
+                        let size = pb.panels() * KC * NR;
+                        (&pb.data[block * size..(block + 1) * size], KC * NR)
+                    }
+                };
+                for ic in (0..m).step_by(MC) {
+                    let mc = MC.min(m - ic);
+                    if !in_place_a {
+                        pack_a(a, ic, pc, mc, kc, a_pack);
+                    }
+                    for jr in (0..nc).step_by(NR) {
+                        let b_panel = &panels[jr / NR * panel_stride..jr / NR * panel_stride + kc * NR];
+                        for ir in (0..mc).step_by(MR) {
+                            let (row, col) = (ic + ir, jc + jr);
+                            let (mr, nr) = (MR.min(mc - ir), NR.min(nc - jr));
+                            let c_tile = c.as_mut_ptr().add(row * ldc + col);
+                            // SAFETY: rows `row..row + mr`, columns `col..col + nr` lie inside
+                            // `c`, and A's rows `row..row + mr` at depth `pc..pc + kc` inside
+                            // `a` (checked by the caller); panels hold `kc` steps.
+                            unsafe {
+                                if in_place_a {
+                                    let a_tile = a.data.as_ptr().add(row * a.row_stride + pc);
+                                    (kernels.in_place)(kc, a_tile, a.row_stride, b_panel.as_ptr(), c_tile, ldc, mr, nr, pc == 0)
+                                } else {
+                                    let a_panel = a_pack[ir * kc..(ir + MR) * kc].as_ptr();
+                                    (kernels.packed)(kc, a_panel, 1, b_panel.as_ptr(), c_tile, ldc, mr, nr, pc == 0)
+                                }
+                            };
                         }
                     }
-                }
-            }
-        })
-    }
-
-    /// `a_pack[panel][p][i] = A[ic + panel·MR + i][pc + p]`, zero rows past `mc`.
-    fn pack_a(a: MatRef, ic: usize, pc: usize, mc: usize, kc: usize, a_pack: &mut [f32]) {
-        for (panel, i0) in (0..mc).step_by(MR).enumerate() {
-            let dst = &mut a_pack[panel * MR * kc..(panel + 1) * MR * kc];
-            let rows = MR.min(mc - i0);
-            for i in 0..MR {
-                if i >= rows {
-                    (0..kc).for_each(|p| dst[p * MR + i] = 0.0);
-                    continue;
-                }
-                let base = (ic + i0 + i) * a.row_stride + pc * a.col_stride;
-                if a.col_stride == 1 {
-                    for (p, &x) in a.data[base..base + kc].iter().enumerate() {
-                        dst[p * MR + i] = x;
-                    }
-                } else {
-                    (0..kc).for_each(|p| dst[p * MR + i] = a.data[base + p * a.col_stride]);
                 }
             }
         }
+    })
+}
+
+/// `a_pack[panel][p][i] = A[ic + panel·MR + i][pc + p]`, zero rows past `mc`.
+fn pack_a(a: MatRef, ic: usize, pc: usize, mc: usize, kc: usize, a_pack: &mut [f32]) {
+    for (panel, i0) in (0..mc).step_by(MR).enumerate() {
+        let dst = &mut a_pack[panel * MR * kc..(panel + 1) * MR * kc];
+        let rows = MR.min(mc - i0);
+        for i in 0..MR {
+            if i >= rows {
+                (0..kc).for_each(|p| dst[p * MR + i] = 0.0);
+                continue;
+            }
+            let base = (ic + i0 + i) * a.row_stride + pc * a.col_stride;
+            if a.col_stride == 1 {
+                for (p, &x) in a.data[base..base + kc].iter().enumerate() {
+                    dst[p * MR + i] = x;
+                }
+            } else {
+                (0..kc).for_each(|p| dst[p * MR + i] = a.data[base + p * a.col_stride]);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// `Σ a[i]·b[i]` with sixteen-lane partial sums (fused multiply-add).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let mut acc0 = _mm512_setzero_ps();
+        let mut acc1 = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 32 <= n {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i)), _mm512_loadu_ps(b.as_ptr().add(i)), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i + 16)), _mm512_loadu_ps(b.as_ptr().add(i + 16)), acc1);
+            i += 32;
+        }
+        if i + 16 <= n {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i)), _mm512_loadu_ps(b.as_ptr().add(i)), acc0);
+            i += 16;
+        }
+        let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        while i < n {
+            sum = a[i].mul_add(b[i], sum);
+            i += 1;
+        }
+        sum
     }
 
     /// One `MR × NR` tile: 24 accumulators, `C = A·B` on the first depth block, `C += A·B` after.
@@ -268,7 +519,7 @@ mod avx512 {
     /// past `mr` re-read row `mr - 1`, whose results are not stored).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel<const PACKED: bool>(
+    pub(super) unsafe fn kernel<const PACKED: bool>(
         kc: usize,
         a: *const f32,
         lda: usize,
@@ -336,6 +587,21 @@ mod avx512 {
 mod tests {
     use super::*;
 
+    /// Every kernel set this CPU runs (an AVX-512 machine tests both).
+    fn supported_kernels() -> Vec<(&'static str, Kernels)> {
+        let mut sets = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx512() {
+                sets.push(("avx512", Kernels { in_place: avx512::kernel::<false>, packed: avx512::kernel::<true> }));
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                sets.push(("avx2", Kernels { in_place: avx2::kernel::<false>, packed: avx2::kernel::<true> }));
+            }
+        }
+        sets
+    }
+
     fn naive(a: MatRef, b: MatRef, m: usize, n: usize, k: usize) -> Vec<f64> {
         let mut c = vec![0f64; m * n];
         for i in 0..m {
@@ -354,7 +620,7 @@ mod tests {
     #[test]
     fn matches_naive_on_edge_shapes_and_layouts() {
         if !available() {
-            eprintln!("skipped: no AVX-512F on this CPU");
+            eprintln!("skipped: neither AVX-512F nor AVX2 with FMA on this CPU");
             return;
         }
         let mut seed = 1u64;
@@ -373,18 +639,20 @@ mod tests {
                 (MatRef::transposed(&a_data, m), MatRef::transposed(&b_data, k)),
             ] {
                 let ldc = n + 3;
-                let mut c = vec![f32::NAN; m * ldc];
-                matmul(a, b, &mut c, m, n, k, ldc);
                 let want = naive(a, b, m, n, k);
-                for i in 0..m {
-                    for j in 0..n {
-                        let (got, want) = (c[i * ldc + j] as f64, want[i * n + j]);
-                        assert!(
-                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                            "({m},{n},{k}) [{i},{j}]: {got} vs {want}"
-                        );
+                for (name, kernels) in supported_kernels() {
+                    let mut c = vec![f32::NAN; m * ldc];
+                    run_bands(kernels, a, Rhs::Strided(b), &mut c, m, n, k, ldc, true);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let (got, want) = (c[i * ldc + j] as f64, want[i * n + j]);
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                                "{name} ({m},{n},{k}) [{i},{j}]: {got} vs {want}"
+                            );
+                        }
+                        assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|x| x.is_nan()), "{name} wrote past column n");
                     }
-                    assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|x| x.is_nan()), "wrote past column n");
                 }
             }
         }
@@ -393,7 +661,7 @@ mod tests {
     #[test]
     fn packed_b_serves_any_leading_corner() {
         if !available() {
-            eprintln!("skipped: no AVX-512F on this CPU");
+            eprintln!("skipped: neither AVX-512F nor AVX2 with FMA on this CPU");
             return;
         }
         let (m, k, n) = (30, 600, 70);
@@ -403,12 +671,31 @@ mod tests {
             let packed = PackedB::new(b, k, n);
             for (kk, nn) in [(k, n), (257, 33), (64, 70), (1, 1), (600, 31)] {
                 let a = MatRef::row_major(&a_data, k);
-                let mut c = vec![f32::NAN; m * nn];
-                matmul_packed(a, &packed, &mut c, m, nn, kk, nn);
                 // Integer-valued data: the products are exact, so compare exactly.
                 let want = naive(a, b, m, nn, kk);
-                let got: Vec<f64> = c.iter().map(|&x| x as f64).collect();
-                assert_eq!(got, want, "corner {kk} × {nn}");
+                for (name, kernels) in supported_kernels() {
+                    let mut c = vec![f32::NAN; m * nn];
+                    run_bands(kernels, a, Rhs::Packed(&packed), &mut c, m, nn, kk, nn, false);
+                    let got: Vec<f64> = c.iter().map(|&x| x as f64).collect();
+                    assert_eq!(got, want, "{name} corner {kk} × {nn}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn few_rows_linear_matches_naive() {
+        if !available() {
+            return;
+        }
+        for (rows, out_dim, in_dim) in [(1, 1, 1), (1, 130, 576), (7, 193, 47), (15, 64, 1536), (3, 65, 33)] {
+            let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let mut y = vec![f32::NAN; rows * out_dim];
+            linear_few_rows(&x, &w, &mut y, rows, out_dim, in_dim);
+            let expect = naive(MatRef::row_major(&x, in_dim), MatRef::transposed(&w, in_dim), rows, out_dim, in_dim);
+            for (got, want) in y.iter().zip(&expect) {
+                assert!((*got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()), "{rows}×{out_dim}×{in_dim}: {got} vs {want}");
             }
         }
     }
