@@ -200,52 +200,72 @@ mod avx2 {
     }
 
     /// `y_t[o·rows + r] = Σ_i x[r·in_dim + i]·w[o·in_dim + i]` for `n_o` weight rows, in tiles of
-    /// two weight rows × four rows of `x` (eight accumulators): each loaded vector feeds two or
-    /// four FMAs, so the loop runs at the FMA rate rather than the load rate. Missing rows of a
-    /// partial tile repeat a valid one and their sums are dropped. Caller guarantees AVX2, FMA
-    /// and slices of the stated shapes.
+    /// two weight rows × four rows of `x`, summed in f64 (four-lane partial sums) and rounded
+    /// once. f64 keeps these products as close to PyTorch's as its own rounding allows (f32
+    /// partial sums in a different order than MKL's measurably were not, on a tiny CODI model
+    /// with logits near 60), and makes each row's result independent of how many rows share the
+    /// call, so a batch of runs decodes exactly as each run alone. Missing rows of a partial tile
+    /// repeat a valid one and their sums are dropped. Caller guarantees AVX2, FMA and slices of
+    /// the stated shapes.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn linear_rows(x: &[f32], rows: usize, in_dim: usize, w: &[f32], n_o: usize, y_t: &mut [f32]) {
-        if rows == 1 {
-            // One row: nothing to share between weight rows; four independent sums per row.
-            for o in 0..n_o {
-                y_t[o] = dot(&x[..in_dim], &w[o * in_dim..(o + 1) * in_dim]);
-            }
-            return;
-        }
-        let body = in_dim - in_dim % 8;
         for o0 in (0..n_o).step_by(2) {
             let o1 = (o0 + 1).min(n_o - 1);
             let (w0, w1) = (w.as_ptr().add(o0 * in_dim), w.as_ptr().add(o1 * in_dim));
             for r0 in (0..rows).step_by(4) {
-                let r = [r0, (r0 + 1).min(rows - 1), (r0 + 2).min(rows - 1), (r0 + 3).min(rows - 1)];
-                let xp = r.map(|r| x.as_ptr().add(r * in_dim));
-                let mut acc0 = [_mm256_setzero_ps(); 4];
-                let mut acc1 = [_mm256_setzero_ps(); 4];
-                let mut i = 0;
-                while i < body {
-                    let (a, b) = (_mm256_loadu_ps(w0.add(i)), _mm256_loadu_ps(w1.add(i)));
-                    for j in 0..4 {
-                        let xv = _mm256_loadu_ps(xp[j].add(i));
-                        acc0[j] = _mm256_fmadd_ps(xv, a, acc0[j]);
-                        acc1[j] = _mm256_fmadd_ps(xv, b, acc1[j]);
-                    }
-                    i += 8;
-                }
-                for j in 0..4.min(rows - r0) {
-                    let (mut s0, mut s1) = (hsum(acc0[j]), hsum(acc1[j]));
-                    for t in body..in_dim {
-                        let xv = *xp[j].add(t);
-                        s0 = xv.mul_add(*w0.add(t), s0);
-                        s1 = xv.mul_add(*w1.add(t), s1);
-                    }
-                    y_t[o0 * rows + r0 + j] = s0;
+                let xp = x.as_ptr().add(r0 * in_dim);
+                let sums = match rows - r0 {
+                    1 => widen(tile::<1>(xp, in_dim, w0, w1)),
+                    2 => widen(tile::<2>(xp, in_dim, w0, w1)),
+                    3 => widen(tile::<3>(xp, in_dim, w0, w1)),
+                    _ => tile::<4>(xp, in_dim, w0, w1),
+                };
+                for (j, [s0, s1]) in sums.iter().enumerate().take(4.min(rows - r0)) {
+                    y_t[o0 * rows + r0 + j] = *s0 as f32;
                     if o1 != o0 {
-                        y_t[o1 * rows + r0 + j] = s1;
+                        y_t[o1 * rows + r0 + j] = *s1 as f32;
                     }
                 }
             }
         }
+    }
+
+    fn widen<const R: usize>(sums: [[f64; 2]; R]) -> [[f64; 2]; 4] {
+        std::array::from_fn(|j| if j < R { sums[j] } else { [0.0; 2] })
+    }
+
+    /// `R` rows of `x` (from `xp`, `in_dim` apart) against weight rows `w0` and `w1`, in f64.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const R: usize>(xp: *const f32, in_dim: usize, w0: *const f32, w1: *const f32) -> [[f64; 2]; R] {
+        let body = in_dim - in_dim % 4;
+        let mut acc0 = [_mm256_setzero_pd(); R];
+        let mut acc1 = [_mm256_setzero_pd(); R];
+        let mut i = 0;
+        while i < body {
+            let a = _mm256_cvtps_pd(_mm_loadu_ps(w0.add(i)));
+            let b = _mm256_cvtps_pd(_mm_loadu_ps(w1.add(i)));
+            for j in 0..R {
+                let xv = _mm256_cvtps_pd(_mm_loadu_ps(xp.add(j * in_dim + i)));
+                acc0[j] = _mm256_fmadd_pd(xv, a, acc0[j]);
+                acc1[j] = _mm256_fmadd_pd(xv, b, acc1[j]);
+            }
+            i += 4;
+        }
+        std::array::from_fn(|j| {
+            let (mut s0, mut s1) = (hsum_pd(acc0[j]), hsum_pd(acc1[j]));
+            for t in body..in_dim {
+                let xv = *xp.add(j * in_dim + t) as f64;
+                s0 = xv.mul_add(*w0.add(t) as f64, s0);
+                s1 = xv.mul_add(*w1.add(t) as f64, s1);
+            }
+            [s0, s1]
+        })
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum_pd(v: __m256d) -> f64 {
+        let v = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+        _mm_cvtsd_f64(_mm_add_sd(v, _mm_unpackhi_pd(v, v)))
     }
 
     #[target_feature(enable = "avx2,fma")]
