@@ -263,7 +263,7 @@ fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> 
     if cpu_f32 && rows > 0 && rows < sgemm::FEW_ROWS && use_few_rows(x) && x.dim(x.rank() - 1)? == in_dim {
         // Decode steps: one pass over the weights for all rows (candle's matmul is compute-bound
         // here: a SmolLM2 decode step took 86 ms for one row and 237 ms for seven through candle,
-        // 35 and 121 ms with these kernels and `attend_few_rows`, on 2 AVX2 cores).
+        // 54 and 154 ms with these kernels (f64 sums) and `attend_few_rows`, on 2 AVX2 cores).
         let x = x.contiguous()?;
         let mut out = vec![0f32; rows * out_dim];
         with_cpu_f32(&x, |xs| with_cpu_f32(weight, |ws| sgemm::linear_few_rows(xs, ws, &mut out, rows, out_dim, in_dim)))??;
