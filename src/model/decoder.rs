@@ -259,40 +259,30 @@ fn attend_few_rows(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> Result<
 fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (out_dim, in_dim) = weight.dims2()?;
     let rows = x.elem_count() / in_dim.max(1);
-    let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32;
-    if cpu_f32 && rows > 0 && rows < sgemm::FEW_ROWS && use_few_rows(x) && x.dim(x.rank() - 1)? == in_dim {
-        // Decode steps: one pass over the weights for all rows (candle's matmul is compute-bound
-        // here: a SmolLM2 decode step took 86 ms for one row and 237 ms for seven through candle,
-        // 54 and 154 ms with these kernels (f64 sums) and `attend_few_rows`, on 2 AVX2 cores).
+    // Decode steps (few rows) read the weights once for all rows: candle's matmul is
+    // compute-bound there (a SmolLM2 decode step took 86 ms for one row and 237 ms for seven
+    // through candle, 54 and 154 ms with `linear_few_rows` and `attend_few_rows` on 2 AVX2 cores).
+    let few_rows = rows > 0 && rows < sgemm::FEW_ROWS && use_few_rows(x);
+    let fast = (few_rows || use_sgemm(x, rows)) && weight.dtype() == DType::F32 && x.dim(x.rank() - 1)? == in_dim;
+    let y = if fast {
         let x = x.contiguous()?;
         let mut out = vec![0f32; rows * out_dim];
-        with_cpu_f32(&x, |xs| with_cpu_f32(weight, |ws| sgemm::linear_few_rows(xs, ws, &mut out, rows, out_dim, in_dim)))??;
+        with_cpu_f32(&x, |xs| {
+            with_cpu_f32(weight, |ws| {
+                if few_rows {
+                    sgemm::linear_few_rows(xs, ws, &mut out, rows, out_dim, in_dim)
+                } else {
+                    let (a, b) = (MatRef::row_major(xs, in_dim), MatRef::transposed(ws, in_dim));
+                    sgemm::matmul(a, b, &mut out, rows, out_dim, in_dim, out_dim)
+                }
+            })
+        })??;
         let mut shape = x.dims().to_vec();
         *shape.last_mut().expect("rank >= 1") = out_dim;
-        let y = Tensor::from_vec(out, shape, x.device())?;
-        return Ok(match bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        });
-    }
-    if !use_sgemm(x, rows) || weight.dtype() != DType::F32 || x.dim(x.rank() - 1)? != in_dim {
-        let y = x.broadcast_matmul(&weight.t()?)?;
-        return Ok(match bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        });
-    }
-    let x = x.contiguous()?;
-    let mut out = vec![0f32; rows * out_dim];
-    with_cpu_f32(&x, |xs| {
-        with_cpu_f32(weight, |ws| {
-            let (a, b) = (MatRef::row_major(xs, in_dim), MatRef::transposed(ws, in_dim));
-            sgemm::matmul(a, b, &mut out, rows, out_dim, in_dim, out_dim)
-        })
-    })??;
-    let mut shape = x.dims().to_vec();
-    *shape.last_mut().expect("rank >= 1") = out_dim;
-    let y = Tensor::from_vec(out, shape, x.device())?;
+        Tensor::from_vec(out, shape, x.device())?
+    } else {
+        x.broadcast_matmul(&weight.t()?)?
+    };
     Ok(match bias {
         Some(b) => y.broadcast_add(b)?,
         None => y,
