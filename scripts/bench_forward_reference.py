@@ -5,6 +5,8 @@ SmolLM2-135M from its GGUF in HF transformers (eager attention, f32), one forwar
 `output_attentions=True` over a real trace's full_cot, then every layer x head reduced to the
 sentence matrix with upstream's numpy loop (`_compute_averaged_matrix`). Sentences and token
 boundaries are derived the upstream way (split_solution_keep_spacing, prefix tokenisation).
+With --inputs (written by `thoughtscope bench forward --export-inputs`) it runs on the Rust run's
+exact token ids and boundaries, so both sides do the same computation and their checksums agree.
 Prints one JSON object: wall times of each phase and the peak RSS of the process.
 
 Run: .venv/bin/python scripts/bench_forward_reference.py [--tokens 3000] [--out DIR]
@@ -52,6 +54,8 @@ def main():
                         help="truncate (or repeat) full_cot to about this many tokens; 0 = as is")
     parser.add_argument("--inputs", help="JSON written by `thoughtscope bench forward --export-inputs`: use the "
                                          "text of the entry with target_tokens == --tokens (same input as the Rust run)")
+    parser.add_argument("--own-tokens", action="store_true",
+                        help="with --inputs, tokenise the text with HF's tokenizer instead of using the exported ids")
     parser.add_argument("--out", help="also write the L x H sentence matrices as upstream's "
                                       "<out>/smollm2-135m/<text_id>/<l>_<h>.npy")
     args = parser.parse_args()
@@ -66,9 +70,11 @@ def main():
                                                  dtype=torch.float32).eval()
     load_s = time.perf_counter() - t0
 
+    entry = None
     if args.inputs:
         entries = json.loads(Path(args.inputs).read_text())
-        text = next(e["text"] for e in entries if e["target_tokens"] == args.tokens)
+        entry = next(e for e in entries if e["target_tokens"] == args.tokens)
+        text = entry["text"]
     else:
         text = json.loads((Path(args.trace) / "base_solution.json").read_text())["full_cot"]
         if args.tokens:
@@ -80,6 +86,13 @@ def main():
     boundaries_s = time.perf_counter() - t0
 
     inputs = tok(text, return_tensors="pt")
+    same_tokens = bool(entry and "input_ids" in entry and not args.own_tokens)
+    if same_tokens:
+        # The Rust run's token ids and boundaries: HF's GGUF tokenizer omits SmolLM2's digit
+        # split, so its own ids differ on some texts; these make both runs the same computation.
+        ids = torch.tensor([entry["input_ids"]], dtype=torch.long)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        bounds = [tuple(b) for b in entry["token_bounds"]]
     rss_before_forward = peak_rss_gb()
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -106,7 +119,8 @@ def main():
     print(json.dumps({
         "what": "HF transformers eager f32 forward with output_attentions + upstream numpy sentence averaging",
         "model": GGUF_FILE,
-        "trace": str(args.trace),
+        "input": args.inputs or str(args.trace),
+        "token_ids_from": "thoughtscope export" if same_tokens else "HF tokenizer",
         "n_tokens": int(inputs["input_ids"].shape[1]),
         "tokens": int(inputs["input_ids"].shape[1]),
         "n_sentences": len(sentences),

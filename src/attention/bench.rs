@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{sentence_attention, BoundaryMode, Sentences};
+use super::{sentence_attention, BoundaryMode, Sentences, TokenBounds};
 use crate::model::{Loaded, Model};
 use crate::{Error, Result};
 
@@ -155,7 +155,17 @@ pub fn bench_forward(args: &BenchForwardArgs) -> Result<serde_json::Value> {
         let mut inputs = Vec::new();
         for &t in &args.tokens {
             let s = bench_input(&loaded, &cot, t)?;
-            inputs.push(serde_json::json!({"target_tokens": t, "text": s.text, "sentences": s.sentences.len()}));
+            // Our token ids and sentence boundaries too: the reference can run on exactly this
+            // input (HF's GGUF tokenizer splits some texts differently, see the README).
+            let ids = loaded.tokenizer.encode(&s.text)?;
+            let bounds = TokenBounds::compute(&loaded.tokenizer, &s, BoundaryMode::Prefix)?;
+            inputs.push(serde_json::json!({
+                "target_tokens": t,
+                "text": s.text,
+                "sentences": s.sentences.len(),
+                "input_ids": ids,
+                "token_bounds": bounds.ranges,
+            }));
         }
         let json = serde_json::to_vec_pretty(&inputs)?;
         std::fs::write(path, json).map_err(|e| Error::io(path, e))?;
@@ -192,9 +202,12 @@ pub fn bench_forward(args: &BenchForwardArgs) -> Result<serde_json::Value> {
             if let Some(theirs) = theirs {
                 let ratio = |a: &str, b: &str| -> Option<f64> { Some(theirs[b].as_f64()? / ours[a].as_f64()?) };
                 let python_tokens = theirs["tokens"].as_u64();
+                // On the same tokens and boundaries both sums of all sentence matrices agree.
+                let checksum_rel_diff = ours["checksum"].as_f64().zip(theirs["sum_of_all_sentence_matrices"].as_f64()).map(|(o, p)| (o - p).abs() / p.abs().max(f64::MIN_POSITIVE));
                 ratios.push(serde_json::json!({
                     "tokens": t,
                     "python_tokens": python_tokens,
+                    "checksum_rel_diff": checksum_rel_diff,
                     "speedup": ratio("forward_and_averaging_s", "forward_plus_averaging_s"),
                     "python_peak_rss_over_ours": theirs["peak_rss_gb"].as_f64().zip(ours["peak_rss_mib"].as_f64()).map(|(p, o)| p * 1024.0 / o),
                 }));

@@ -306,9 +306,30 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&project(&self.gate_proj, x)?)?;
-        project(&self.down_proj, &(gate * project(&self.up_proj, x)?)?)
+        let (gate, up) = (project(&self.gate_proj, x)?, project(&self.up_proj, x)?);
+        project(&self.down_proj, &silu_mul(&gate, &up)?)
     }
+}
+
+/// `silu(gate) · up`, on the CPU in one vectorised pass over f32 data ([`silu_mul_row`]). candle's
+/// silu calls libm's `expf` one lane at a time and its multiply is a second pass: together 0.3 s
+/// of a 3k-token SmolLM2 forward on 2 AVX2 cores, about twice this pass.
+fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    use rayon::prelude::*;
+    if !(gate.device().is_cpu() && gate.dtype() == DType::F32 && up.dtype() == DType::F32 && gate.shape() == up.shape()) {
+        return Ok((candle_nn::ops::silu(gate)? * up)?);
+    }
+    let (gate, up) = (gate.contiguous()?, up.contiguous()?);
+    let mut out = vec![0f32; gate.elem_count()];
+    with_cpu_f32(&gate, |g| {
+        with_cpu_f32(&up, |u| {
+            out.par_chunks_mut(1 << 14).enumerate().for_each(|(c, chunk)| {
+                let start = c << 14;
+                silu_mul_row(&g[start..start + chunk.len()], &u[start..start + chunk.len()], chunk);
+            })
+        })
+    })??;
+    Ok(Tensor::from_vec(out, gate.shape(), gate.device())?)
 }
 
 #[derive(Debug, Clone)]
@@ -610,6 +631,24 @@ fn exp_nonpositive(x: f32) -> f32 {
     er * scale
 }
 
+/// `y = silu(g) · u = g / (1 + e^-g) · u`, candle's and PyTorch's expression, with `e^-g` from
+/// [`exp_nonpositive`]'s polynomial (exact to a few ulp for arguments up to 88, where `-g` is
+/// clamped: beyond it `y` is below 1e-36 either way). Vector and scalar lanes do the same
+/// arithmetic: a value does not depend on where it sits in the slice.
+fn silu_mul_row(g: &[f32], u: &[f32], y: &mut [f32]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            done = unsafe { simd::silu_mul_avx2(g, u, y) };
+        }
+    }
+    for ((y, &g), &u) in y[done..].iter_mut().zip(&g[done..]).zip(&u[done..]) {
+        *y = g / (1.0 + exp_nonpositive((-g).min(88.0))) * u;
+    }
+}
+
 /// `dst = softmax(scale · src)` with the widest vector unit the CPU has. Every path does the same
 /// per-element arithmetic as [`exp_nonpositive`] (no FMA contraction); only the order in which the
 /// row sum is accumulated differs (relative differences of order 1e-7).
@@ -712,6 +751,22 @@ mod simd {
         let er = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, r), r), r), one);
         let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
         _mm256_mul_ps(er, _mm256_castsi256_ps(bits))
+    }
+
+    /// [`super::silu_mul_row`] over the longest multiple of eight elements; returns how many it did.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn silu_mul_avx2(g: &[f32], u: &[f32], y: &mut [f32]) -> usize {
+        let n = y.len().min(g.len()).min(u.len());
+        let body = n - n % 8;
+        let (one, sign, max_arg) = (_mm256_set1_ps(1.0), _mm256_set1_ps(-0.0), _mm256_set1_ps(88.0));
+        for i in (0..body).step_by(8) {
+            // SAFETY: i + 8 <= body <= the length of each slice.
+            let (gv, uv) = unsafe { (_mm256_loadu_ps(g.as_ptr().add(i)), _mm256_loadu_ps(u.as_ptr().add(i))) };
+            let e = exp8(_mm256_min_ps(_mm256_xor_ps(gv, sign), max_arg));
+            let out = _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), uv);
+            unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(i), out) };
+        }
+        body
     }
 
     #[target_feature(enable = "avx2")]
@@ -1078,6 +1133,24 @@ pub fn last_logits(out: &ForwardOutput) -> Result<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fused_silu_mul_matches_f64_reference_everywhere_in_the_slice() {
+        let n = 3 * (1 << 14) + 5;
+        let mut gate: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 37.0).collect();
+        gate[..6].copy_from_slice(&[0.0, -0.0, 100.0, -100.0, 1e-30, -1e-30]);
+        let up: Vec<f32> = (0..n).map(|i| ((i * 104729 % 997) as f32 - 498.0) / 91.0).collect();
+        let (g, u) = (Tensor::from_vec(gate.clone(), (1, n), &Device::Cpu).unwrap(), Tensor::from_vec(up.clone(), (1, n), &Device::Cpu).unwrap());
+        let fused = silu_mul(&g, &u).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for ((&y, &g), &u) in fused.iter().zip(&gate).zip(&up) {
+            let want = g as f64 / (1.0 + (-(g as f64)).exp()) * u as f64;
+            assert!((y as f64 - want).abs() <= 1e-6 * want.abs() + 1e-35, "silu({g}) · {u}: {y} vs {want}");
+        }
+        // The same value gives the same result in a vector lane and in the scalar tail.
+        let mut tail = [0f32; 9];
+        silu_mul_row(&[gate[7]; 9], &[up[7]; 9], &mut tail);
+        assert!(tail.iter().all(|y| y.to_bits() == tail[0].to_bits()));
+    }
 
     #[test]
     fn causal_mask_masks_future_keys_only() {

@@ -1,8 +1,8 @@
 //! f32 matrix multiply for the CPU hot paths (linear layers and attention over long traces).
 //!
 //! candle's CPU matmul (the `gemm` crate) reaches about half of the FMA peak on the decoder's
-//! shapes; this BLIS-style routine (packed panels, a 12 × 32 register tile) gets close to
-//! OpenBLAS. Decode steps (a few rows) take one-pass kernels instead ([`linear_few_rows`],
+//! shapes; this BLIS-style routine (packed panels, a 12 × 32 register tile with AVX-512, 12 × 16
+//! with AVX2) gets close to OpenBLAS. Decode steps (a few rows) take one-pass kernels instead ([`linear_few_rows`],
 //! [`dot`]). Everything here needs AVX-512F or AVX2 with FMA ([`available`]); callers fall back
 //! to candle's matmul elsewhere, so the crate still runs on any x86-64 or ARM machine.
 
@@ -31,7 +31,7 @@ impl<'a> MatRef<'a> {
 }
 
 /// Whether the fast path exists on this CPU: AVX-512F (12 × 32 tile in 24 registers), or AVX2
-/// with FMA (the same tile as four 3 × 32 passes in 12 registers).
+/// with FMA (the same tile in 6 × 16 passes of 12 registers).
 pub fn available() -> bool {
     kernels().is_some()
 }
@@ -48,7 +48,7 @@ fn has_avx512() -> bool {
     }
 }
 
-/// One `MR × NR` tile kernel (see `avx512::kernel`).
+/// One `MR × nr` tile kernel (see `avx512::kernel`; `nr` is the kernel set's panel width).
 type KernelFn = unsafe fn(usize, *const f32, usize, *const f32, *mut f32, usize, usize, usize, bool);
 
 /// The tile kernels for A read in place and for packed A.
@@ -56,6 +56,10 @@ type KernelFn = unsafe fn(usize, *const f32, usize, *const f32, *mut f32, usize,
 struct Kernels {
     in_place: KernelFn,
     packed: KernelFn,
+    /// Width of B's packed panels (the tile's columns): 32 for AVX-512, 16 for AVX2. A panel
+    /// row must be one contiguous run: AVX2's 16 of 32 columns, `kc` rows 128 bytes apart, land
+    /// in half of L1's sets and overflow their eight ways at `kc` ≥ 256.
+    nr: usize,
 }
 
 const NO_KERNELS: &str = "sgemm needs AVX-512F, or AVX2 and FMA";
@@ -64,10 +68,10 @@ fn kernels() -> Option<Kernels> {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx512() {
-            return Some(Kernels { in_place: avx512::kernel::<false>, packed: avx512::kernel::<true> });
+            return Some(Kernels { in_place: avx512::kernel::<false>, packed: avx512::kernel::<true>, nr: avx512::NR });
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return Some(Kernels { in_place: avx2::kernel::<false>, packed: avx2::kernel::<true> });
+            return Some(Kernels { in_place: avx2::kernel::<false>, packed: avx2::kernel::<true>, nr: avx2::NR });
         }
     }
     None
@@ -140,12 +144,16 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{MR, NR};
+    use super::MR;
     use std::arch::x86_64::*;
 
-    /// The `MR × NR` tile of `avx512::kernel` (same arguments and layouts) in four passes of
-    /// three rows: 3 × 4 eight-lane accumulators fit AVX2's sixteen registers beside B and the
-    /// broadcast. Right-edge tiles go through a small buffer (AVX2 has no cheap masked store).
+    /// Width of this kernel's B panels.
+    pub(super) const NR: usize = 16;
+
+    /// The `MR × nr` tile of `avx512::kernel` (same arguments; B panels [`NR`] wide) in passes of
+    /// 6 × 16: 6 × 2 eight-lane accumulators, two B vectors and the broadcast fill 15 of AVX2's
+    /// sixteen registers (3 × 32 passes need 17 and spilled: 34 GFLOP/s on two Zen 3 cores,
+    /// against 150–165 now and a 200 peak).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn kernel<const PACKED: bool>(
@@ -159,41 +167,82 @@ mod avx2 {
         nr: usize,
         first: bool,
     ) {
-        const G: usize = 3;
-        for g in (0..mr).step_by(G) {
-            let rows = G.min(mr - g);
-            let row = |i: usize| g + i.min(rows - 1);
-            let row_start: [*const f32; G] = std::array::from_fn(|i| a.wrapping_add(row(i) * lda));
-            let mut acc = [[_mm256_setzero_ps(); 4]; G];
-            for p in 0..kc {
-                // SAFETY: B's panel holds `kc · NR` values; A holds `kc` steps of `MR` packed
-                // values, or rows of at least `kc` values from `row_start`.
-                let bp = b.add(p * NR);
-                let bv = [_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)), _mm256_loadu_ps(bp.add(16)), _mm256_loadu_ps(bp.add(24))];
-                for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let ai = if PACKED { *a.add(p * MR + row(i)) } else { *row_start[i].add(p) };
-                    let av = _mm256_set1_ps(ai);
-                    for (acc_ij, &bj) in acc_i.iter_mut().zip(&bv) {
-                        *acc_ij = _mm256_fmadd_ps(av, bj, *acc_ij);
-                    }
+        for row0 in (0..mr).step_by(6) {
+            // SAFETY: forwarded from the caller's guarantees for the whole tile.
+            unsafe { pass::<PACKED>(kc, a, lda, b, c.add(row0 * ldc), ldc, row0, 6.min(mr - row0), nr, first) }
+        }
+    }
+
+    /// Rows `row0..row0 + rows` (at most 6, `c` already offset to `row0`) × columns `0..cols`
+    /// (at most 16) of the tile. Missing rows re-read the last valid row; their sums are not
+    /// stored.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pass<const PACKED: bool>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        row0: usize,
+        rows: usize,
+        cols: usize,
+        first: bool,
+    ) {
+        let row = |i: usize| row0 + i.min(rows - 1);
+        // Each row's A value at depth `p` is at `a_row[i] + p · a_step`. Pointers move with
+        // `wrapping_add` and A is read through `_mm_load_ss`: with debug assertions on, `add` and
+        // `*` on raw pointers carry checks that spill this loop's registers (half the speed).
+        let a_row: [*const f32; 6] = std::array::from_fn(|i| if PACKED { a.wrapping_add(row(i)) } else { a.wrapping_add(row(i) * lda) });
+        let a_step = if PACKED { MR } else { 1 };
+        // The output rows are far apart in memory: fetch them while the products run.
+        for i in 0..rows {
+            let out = c.wrapping_add(i * ldc);
+            _mm_prefetch::<_MM_HINT_T0>(out as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(out.wrapping_add(cols - 1) as *const i8);
+        }
+        // Named accumulators (not an array), as in the AVX-512 kernel, so they stay in registers.
+        macro_rules! tile {
+            ($($lo:ident $hi:ident $i:literal),*) => {{
+                $(let mut $lo = _mm256_setzero_ps(); let mut $hi = _mm256_setzero_ps();)*
+                for p in 0..kc {
+                    let bp = b.wrapping_add(p * NR);
+                    // SAFETY: B's panel holds `kc` steps of `NR` values; A holds `kc` steps of `MR`
+                    // packed values, or rows of at least `kc` values.
+                    let (b0, b1) = unsafe { (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.wrapping_add(8))) };
+                    $(
+                        let ai = _mm256_broadcastss_ps(unsafe { _mm_load_ss(a_row[$i].wrapping_add(p * a_step)) });
+                        $lo = _mm256_fmadd_ps(ai, b0, $lo);
+                        $hi = _mm256_fmadd_ps(ai, b1, $hi);
+                    )*
                 }
-            }
-            for (i, acc_i) in acc.iter().enumerate().take(rows) {
-                let out = c.add((g + i) * ldc);
-                if nr == NR {
-                    for (j, &v) in acc_i.iter().enumerate() {
-                        let o = out.add(8 * j);
-                        _mm256_storeu_ps(o, if first { v } else { _mm256_add_ps(v, _mm256_loadu_ps(o)) });
-                    }
+                [$([$lo, $hi]),*]
+            }};
+        }
+        let acc: [[__m256; 2]; 6] = tile!(c0 d0 0, c1 d1 1, c2 d2 2, c3 d3 3, c4 d4 4, c5 d5 5);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = |from: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(cols.saturating_sub(from).min(8) as i32), lanes);
+        let (m0, m1) = (mask(0), mask(8));
+        for (i, [lo, hi]) in acc.into_iter().enumerate().take(rows) {
+            let out = c.wrapping_add(i * ldc);
+            // SAFETY: masked-off lanes are neither read nor written (no fault either); the
+            // enabled lanes lie inside the caller's tile.
+            unsafe {
+                if cols == 16 {
+                    let (o0, o1) = (out, out.add(8));
+                    let (lo, hi) = if first { (lo, hi) } else { (_mm256_add_ps(lo, _mm256_loadu_ps(o0)), _mm256_add_ps(hi, _mm256_loadu_ps(o1))) };
+                    _mm256_storeu_ps(o0, lo);
+                    _mm256_storeu_ps(o1, hi);
                 } else {
-                    let mut tile = [0f32; NR];
-                    for (j, &v) in acc_i.iter().enumerate() {
-                        _mm256_storeu_ps(tile.as_mut_ptr().add(8 * j), v);
-                    }
-                    for (col, &v) in tile.iter().enumerate().take(nr) {
-                        let o = out.add(col);
-                        *o = if first { v } else { *o + v };
-                    }
+                    let (o0, o1) = (out, out.wrapping_add(8));
+                    let (lo, hi) = if first {
+                        (lo, hi)
+                    } else {
+                        (_mm256_add_ps(lo, _mm256_maskload_ps(o0, m0)), _mm256_add_ps(hi, _mm256_maskload_ps(o1, m1)))
+                    };
+                    _mm256_maskstore_ps(o0, m0, lo);
+                    _mm256_maskstore_ps(o1, m1, hi);
                 }
             }
         }
@@ -309,23 +358,26 @@ pub struct PackedB {
     data: Vec<f32>,
     k: usize,
     n: usize,
+    /// Panel width it was packed for (the kernel set's `nr`).
+    nr: usize,
 }
 
 impl PackedB {
+    /// Packs `b` (`k × n`) for this CPU's kernels. Panics if [`available`] is false or `b` is
+    /// shorter than its shape.
     pub fn new(b: MatRef, k: usize, n: usize) -> Self {
-        assert!(b.fits(k, n), "sgemm::PackedB: B shorter than its shape");
-        let panels = n.div_ceil(NR);
-        let mut data = vec![0f32; k.div_ceil(KC) * panels * KC * NR];
-        for (block, pc) in (0..k).step_by(KC).enumerate() {
-            let kc = KC.min(k - pc);
-            let dst = &mut data[block * panels * KC * NR..(block + 1) * panels * KC * NR];
-            pack_b(b, pc, 0, kc, n, dst, KC * NR);
-        }
-        Self { data, k, n }
+        Self::with_width(b, k, n, kernels().expect(NO_KERNELS).nr)
     }
 
-    fn panels(&self) -> usize {
-        self.n.div_ceil(NR)
+    fn with_width(b: MatRef, k: usize, n: usize, nr: usize) -> Self {
+        assert!(b.fits(k, n), "sgemm::PackedB: B shorter than its shape");
+        let block = n.div_ceil(nr) * KC * nr;
+        let mut data = vec![0f32; k.div_ceil(KC) * block];
+        for (i, pc) in (0..k).step_by(KC).enumerate() {
+            let kc = KC.min(k - pc);
+            pack_b(b, pc, 0, kc, n, &mut data[i * block..(i + 1) * block], KC * nr, nr);
+        }
+        Self { data, k, n, nr }
     }
 }
 
@@ -333,7 +385,9 @@ impl PackedB {
 /// many small products in parallel themselves; otherwise as [`matmul`].
 pub fn matmul_packed(a: MatRef, b: &PackedB, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
     assert!(k <= b.k && n <= b.n, "sgemm::matmul_packed: {k} × {n} exceeds the packed {} × {}", b.k, b.n);
-    run_bands(kernels().expect(NO_KERNELS), a, Rhs::Packed(b), c, m, n, k, ldc, false);
+    let kernels = kernels().expect(NO_KERNELS);
+    assert_eq!(b.nr, kernels.nr, "sgemm::matmul_packed: B packed for other kernels");
+    run_bands(kernels, a, Rhs::Packed(b), c, m, n, k, ldc, false);
 }
 
 #[derive(Clone, Copy)]
@@ -370,30 +424,31 @@ fn run_bands(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: us
     });
 }
 
-/// `dst[panel·panel_stride + p·NR + j] = B[pc + p][jc + panel·NR + j]`, zero columns past `nc`.
-fn pack_b(b: MatRef, pc: usize, jc: usize, kc: usize, nc: usize, dst: &mut [f32], panel_stride: usize) {
-    for (panel, j0) in (0..nc).step_by(NR).enumerate() {
-        let dst = &mut dst[panel * panel_stride..panel * panel_stride + NR * kc];
-        let cols = NR.min(nc - j0);
+/// `dst[panel·panel_stride + p·nr + j] = B[pc + p][jc + panel·nr + j]`, zero columns past `nc`.
+#[allow(clippy::too_many_arguments)]
+fn pack_b(b: MatRef, pc: usize, jc: usize, kc: usize, nc: usize, dst: &mut [f32], panel_stride: usize, nr: usize) {
+    for (panel, j0) in (0..nc).step_by(nr).enumerate() {
+        let dst = &mut dst[panel * panel_stride..panel * panel_stride + nr * kc];
+        let cols = nr.min(nc - j0);
         if b.col_stride == 1 {
             for p in 0..kc {
                 let base = (pc + p) * b.row_stride + jc + j0;
-                dst[p * NR..p * NR + cols].copy_from_slice(&b.data[base..base + cols]);
-                dst[p * NR + cols..(p + 1) * NR].fill(0.0);
+                dst[p * nr..p * nr + cols].copy_from_slice(&b.data[base..base + cols]);
+                dst[p * nr + cols..(p + 1) * nr].fill(0.0);
             }
         } else {
-            for j in 0..NR {
+            for j in 0..nr {
                 if j >= cols {
-                    (0..kc).for_each(|p| dst[p * NR + j] = 0.0);
+                    (0..kc).for_each(|p| dst[p * nr + j] = 0.0);
                     continue;
                 }
                 let base = pc * b.row_stride + (jc + j0 + j) * b.col_stride;
                 if b.row_stride == 1 {
                     for (p, &x) in b.data[base..base + kc].iter().enumerate() {
-                        dst[p * NR + j] = x;
+                        dst[p * nr + j] = x;
                     }
                 } else {
-                    (0..kc).for_each(|p| dst[p * NR + j] = b.data[base + p * b.row_stride]);
+                    (0..kc).for_each(|p| dst[p * nr + j] = b.data[base + p * b.row_stride]);
                 }
             }
         }
@@ -402,9 +457,7 @@ fn pack_b(b: MatRef, pc: usize, jc: usize, kc: usize, nc: usize, dst: &mut [f32]
 
 /// Rows of C per micro-tile (broadcast from packed A).
 const MR: usize = 12;
-/// Columns of C per micro-tile (two 16-lane vectors from packed B).
-const NR: usize = 32;
-/// Depth of one packed block: a `KC × NR` panel of B (32 KiB) stays in L1.
+/// Depth of one packed block: a `KC × nr` panel of B (at most 32 KiB) stays in L1.
 const KC: usize = 256;
 /// Rows of one packed block of A (`MC × KC`, 144 KiB, stays in L2).
 const MC: usize = 144;
@@ -421,6 +474,7 @@ std::thread_local! {
 /// the views are in bounds.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+    let nr = kernels.nr;
     // Row-major A is read in place, twelve row streams at a time: measured faster than
     // packing it on every product here (and packing would cost as much as `P·V` itself).
     let in_place_a = a.col_stride == 1;
@@ -435,7 +489,7 @@ unsafe fn gemm(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: 
             a_pack.resize(MC * kc_step, 0.0);
         }
         if let Rhs::Strided(_) = b {
-            b_pack.resize(kc_step * NC.div_ceil(NR) * NR, 0.0);
+            b_pack.resize(kc_step * NC.div_ceil(nr) * nr, 0.0);
         }
         for jc in (0..n).step_by(nc_step) {
             let nc = nc_step.min(n - jc);
@@ -443,12 +497,12 @@ unsafe fn gemm(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: 
                 let kc = kc_step.min(k - pc);
                 let (panels, panel_stride) = match b {
                     Rhs::Strided(bm) => {
-                        pack_b(bm, pc, jc, kc, nc, b_pack, kc * NR);
-                        (&b_pack[..], kc * NR)
+                        pack_b(bm, pc, jc, kc, nc, b_pack, kc * nr, nr);
+                        (&b_pack[..], kc * nr)
                     }
                     Rhs::Packed(pb) => {
-                        let size = pb.panels() * KC * NR;
-                        (&pb.data[block * size..(block + 1) * size], KC * NR)
+                        let size = pb.n.div_ceil(nr) * KC * nr;
+                        (&pb.data[block * size..(block + 1) * size], KC * nr)
                     }
                 };
                 for ic in (0..m).step_by(MC) {
@@ -456,22 +510,22 @@ unsafe fn gemm(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: 
                     if !in_place_a {
                         pack_a(a, ic, pc, mc, kc, a_pack);
                     }
-                    for jr in (0..nc).step_by(NR) {
-                        let b_panel = &panels[jr / NR * panel_stride..jr / NR * panel_stride + kc * NR];
+                    for jr in (0..nc).step_by(nr) {
+                        let b_panel = &panels[jr / nr * panel_stride..jr / nr * panel_stride + kc * nr];
                         for ir in (0..mc).step_by(MR) {
                             let (row, col) = (ic + ir, jc + jr);
-                            let (mr, nr) = (MR.min(mc - ir), NR.min(nc - jr));
+                            let (mr, tile_cols) = (MR.min(mc - ir), nr.min(nc - jr));
                             let c_tile = c.as_mut_ptr().add(row * ldc + col);
-                            // SAFETY: rows `row..row + mr`, columns `col..col + nr` lie inside
-                            // `c`, and A's rows `row..row + mr` at depth `pc..pc + kc` inside
-                            // `a` (checked by the caller); panels hold `kc` steps.
+                            // SAFETY: rows `row..row + mr`, columns `col..col + tile_cols` lie
+                            // inside `c`, and A's rows `row..row + mr` at depth `pc..pc + kc`
+                            // inside `a` (checked by the caller); panels hold `kc` steps.
                             unsafe {
                                 if in_place_a {
                                     let a_tile = a.data.as_ptr().add(row * a.row_stride + pc);
-                                    (kernels.in_place)(kc, a_tile, a.row_stride, b_panel.as_ptr(), c_tile, ldc, mr, nr, pc == 0)
+                                    (kernels.in_place)(kc, a_tile, a.row_stride, b_panel.as_ptr(), c_tile, ldc, mr, tile_cols, pc == 0)
                                 } else {
                                     let a_panel = a_pack[ir * kc..(ir + MR) * kc].as_ptr();
-                                    (kernels.packed)(kc, a_panel, 1, b_panel.as_ptr(), c_tile, ldc, mr, nr, pc == 0)
+                                    (kernels.packed)(kc, a_panel, 1, b_panel.as_ptr(), c_tile, ldc, mr, tile_cols, pc == 0)
                                 }
                             };
                         }
@@ -506,7 +560,10 @@ fn pack_a(a: MatRef, ic: usize, pc: usize, mc: usize, kc: usize, a_pack: &mut [f
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{MR, NR};
+    use super::MR;
+
+    /// Width of this kernel's B panels (two sixteen-lane vectors).
+    pub(super) const NR: usize = 32;
     use std::arch::x86_64::*;
 
     /// `Σ a[i]·b[i]` with sixteen-lane partial sums (fused multiply-add).
@@ -613,10 +670,10 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         {
             if has_avx512() {
-                sets.push(("avx512", Kernels { in_place: avx512::kernel::<false>, packed: avx512::kernel::<true> }));
+                sets.push(("avx512", Kernels { in_place: avx512::kernel::<false>, packed: avx512::kernel::<true>, nr: avx512::NR }));
             }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                sets.push(("avx2", Kernels { in_place: avx2::kernel::<false>, packed: avx2::kernel::<true> }));
+                sets.push(("avx2", Kernels { in_place: avx2::kernel::<false>, packed: avx2::kernel::<true>, nr: avx2::NR }));
             }
         }
         sets
@@ -649,7 +706,7 @@ mod tests {
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
         for &(m, n, k) in
-            &[(1, 1, 1), (13, 33, 7), (145, 70, 300), (300, 3100, 64), (40, 64, 520), (12, 32, 256), (2, 5, 0)]
+            &[(1, 1, 1), (13, 33, 7), (23, 47, 19), (145, 70, 300), (300, 3100, 64), (40, 64, 520), (12, 32, 256), (2, 5, 0)]
         {
             let a_data: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();
@@ -688,12 +745,12 @@ mod tests {
         let a_data: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
         let b_data: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 11) as f32 - 5.0).collect();
         for b in [MatRef::row_major(&b_data, n), MatRef::transposed(&b_data, k)] {
-            let packed = PackedB::new(b, k, n);
             for (kk, nn) in [(k, n), (257, 33), (64, 70), (1, 1), (600, 31)] {
                 let a = MatRef::row_major(&a_data, k);
                 // Integer-valued data: the products are exact, so compare exactly.
                 let want = naive(a, b, m, nn, kk);
                 for (name, kernels) in supported_kernels() {
+                    let packed = PackedB::with_width(b, k, n, kernels.nr);
                     let mut c = vec![f32::NAN; m * nn];
                     run_bands(kernels, a, Rhs::Packed(&packed), &mut c, m, nn, kk, nn, false);
                     let got: Vec<f64> = c.iter().map(|&x| x as f64).collect();
