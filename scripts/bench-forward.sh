@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Side-by-side bench of issue 3: `thoughtscope bench forward` against the Python reference
+# (HF transformers eager + upstream numpy averaging) on the same token ids, interleaved so that
+# a change in the host's load shows up on both sides. Prints the final report (ratios included);
+# every run's JSON stays in $BENCH_OUT (default: a fresh temporary directory).
+# Needs the Python env: bash scripts/python-env.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tokens="${1:-3000}"
+out="${BENCH_OUT:-$(mktemp -d)}"
+mkdir -p "$out"
+[ -x .venv/bin/python ] || { echo "bench-forward: no .venv/bin/python; run: bash scripts/python-env.sh" >&2; exit 1; }
+cargo build --quiet --bin thoughtscope
+bin=target/debug/thoughtscope
+python_reference() {
+  OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_forward_reference.py --tokens "$tokens" \
+    --inputs "$out/inputs.json" > "$out/python-$1.json" 2> "$out/python-$1.log"
+}
+$bin bench forward --tokens "$tokens" --repeat 3 --export-inputs "$out/inputs.json" > "$out/ours-1.json"
+python_reference 1
+$bin bench forward --tokens "$tokens" --repeat 3 > "$out/ours-2.json"
+python_reference 2
+$bin bench forward --tokens "$tokens" --repeat 3 --reference "$out/python-2.json" | tee "$out/report.json"
+echo "bench-forward: runs in $out" >&2
