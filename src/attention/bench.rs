@@ -113,8 +113,8 @@ pub fn forward_flop(cfg: &crate::model::Config, tokens: usize) -> f64 {
 }
 
 /// f32 GEMM throughput of this machine right now, on the decoder's largest product shape (3000 ×
-/// 576 by 576 × 1536): the roofline the forward time is compared with. `None` without AVX-512
-/// (the sgemm path is not used there).
+/// 576 by 576 × 1536): the roofline the forward time is compared with. `None` on CPUs
+/// without `sgemm`'s kernels (the forward does not use them there).
 fn gemm_gflop_per_s() -> Option<f64> {
     use crate::model::sgemm::{self, MatRef};
     if !sgemm::available() {

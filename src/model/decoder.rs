@@ -206,15 +206,10 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     Ok(f(&cpu.as_slice::<f32>()?[start..end]))
 }
 
-/// Whether a product with `rows` output rows takes the packed GEMM of [`sgemm`]: f32 on a CPU
-/// with its kernels (AVX-512F, or AVX2 and FMA), and enough rows to amortise packing (fewer
-/// rows take `sgemm::linear_few_rows`).
-fn use_sgemm(x: &Tensor, rows: usize) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32 && rows >= 16 && sgemm::available()
-}
-
-/// Whether a product with few rows (a decode step) takes the one-pass kernels of [`sgemm`].
-fn use_few_rows(x: &Tensor) -> bool {
+/// Whether products with `x` take [`sgemm`]'s kernels: f32 on a CPU that has them (AVX-512F, or
+/// AVX2 and FMA). Below [`sgemm::FEW_ROWS`] rows (decode steps) the one-pass kernels, from there
+/// on the packed GEMM, whose packing those rows amortise.
+fn use_sgemm(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32 && sgemm::available()
 }
 
@@ -262,8 +257,8 @@ fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> 
     // Decode steps (few rows) read the weights once for all rows: candle's matmul is
     // compute-bound there (a SmolLM2 decode step took 86 ms for one row and 237 ms for seven
     // through candle, 54 and 154 ms with `linear_few_rows` and `attend_few_rows` on 2 AVX2 cores).
-    let few_rows = rows > 0 && rows < sgemm::FEW_ROWS && use_few_rows(x);
-    let fast = (few_rows || use_sgemm(x, rows)) && weight.dtype() == DType::F32 && x.dim(x.rank() - 1)? == in_dim;
+    let few_rows = rows < sgemm::FEW_ROWS;
+    let fast = rows > 0 && use_sgemm(x) && weight.dtype() == DType::F32 && x.dim(x.rank() - 1)? == in_dim;
     let y = if fast {
         let x = x.contiguous()?;
         let mut out = vec![0f32; rows * out_dim];
@@ -415,12 +410,12 @@ impl Attention {
             return Err(Error::invalid("streamed attention capture needs batch 1"));
         }
         let block = if full { seq } else { block_rows.unwrap_or_else(|| query_block_rows(h, total_keys, seq)) };
-        if !full && !stream && seq < sgemm::FEW_ROWS && use_few_rows(&q) {
+        if !full && !stream && seq < sgemm::FEW_ROWS && use_sgemm(&q) {
             let attn = attend_few_rows(&q, &k, &v, offset)?;
             let z = hook(hooks, HookPoint::AttnZ(layer), attn.transpose(1, 2)?.contiguous()?)?;
             return project(&self.o_proj, &z.reshape((b, seq, h * hd))?);
         }
-        if !full && b == 1 && use_sgemm(&q, seq) {
+        if !full && b == 1 && seq >= sgemm::FEW_ROWS && use_sgemm(&q) {
             let z = self.attend_cpu(&q, &k, &v, layer, offset, block, stream, hooks)?;
             let z = hook(hooks, HookPoint::AttnZ(layer), z)?;
             return project(&self.o_proj, &z.reshape((b, seq, h * hd))?);
