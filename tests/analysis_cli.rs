@@ -1,10 +1,11 @@
 //! The stable CLI of the analysis core: `segment`, `vertical-scores`, `receiver-heads` (JSON
 //! shapes, `null` for NaN) and their errors (non-zero exit, one line naming file and problem).
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use thoughtscope::attention::npy;
+
+mod support;
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_thoughtscope")).args(args).output().expect("binary runs")
@@ -37,12 +38,11 @@ fn g1_matrix() -> Vec<f32> {
 
 #[test]
 fn segment_json_on_a_real_trace() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/thought-anchors-traces/deepseek-r1-distill-qwen-14b/correct_base_solution/problem_4682");
-    if !dir.is_dir() {
-        eprintln!("skipped: ../shared/data absent");
+    let Some(dir) =
+        support::shared_data("thought-anchors-traces/deepseek-r1-distill-qwen-14b/correct_base_solution/problem_4682")
+    else {
         return;
-    }
+    };
     let out = stdout_json(&run(&["segment", dir.to_str().unwrap(), "--mode", "full-cot", "--json"]));
     assert_eq!(out["text_id"], "65c133c9cf042207");
     assert_eq!(out["n"], 144);

@@ -10,14 +10,10 @@ use thoughtscope::attention::{token_boundaries, BoundaryMode, SentenceMode, Toke
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use thoughtscope::rollout::{discover_rollouts, misaligned_labels, tag_mask, Rollout};
 
+mod support;
+
 fn traces_root() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/thought-anchors-traces");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: ../shared/data absent");
-        None
-    }
+    support::shared_data("thought-anchors-traces")
 }
 
 fn all_traces(root: &Path) -> Vec<PathBuf> {
@@ -100,7 +96,7 @@ fn smollm2_tokenizer() -> Option<thoughtscope::model::Tokenizer> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m");
     let gguf = std::fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "gguf"));
     let Some(gguf) = gguf else {
-        eprintln!("skipped: no SmolLM2 GGUF in {} (run scripts/fetch-model.sh)", dir.display());
+        support::skip(format!("no SmolLM2 GGUF in {} (run scripts/fetch-model.sh)", dir.display()));
         return None;
     };
     let mut file = std::fs::File::open(&gguf).ok()?;

@@ -4,16 +4,13 @@
 
 use std::path::PathBuf;
 
+mod support;
+
 use thoughtscope::codi::dataset::{load_problems, make_dataset, stratified_sample, FULL_PER_LEVEL, TEST_PER_LEVEL};
 
 fn shared_codi() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/codi");
-    if dir.join("llama_cot_original_stratified_1000.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: ../shared/data absent");
-        None
-    }
+    support::shared_data("codi/llama_cot_original_stratified_1000.json")?;
+    support::shared_data("codi")
 }
 
 fn ids_of(path: &std::path::Path) -> Vec<String> {

@@ -4,8 +4,9 @@
 //! batched decoding equal to run-by-run decoding on that model.
 //! Skips when the SmolLM2 GGUF (scripts/fetch-model.sh) or ../shared/data is absent.
 
-use std::path::PathBuf;
 use std::time::Instant;
+
+mod support;
 
 use candle_core::Device;
 use thoughtscope::codi::{
@@ -16,14 +17,8 @@ use thoughtscope::model::NoHooks;
 
 #[test]
 fn run_all_test_mode_on_smollm2_codi_shaped() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let input = root.join("../shared/data/codi/llama_cot_original_stratified_1000.json");
-    if !input.is_file() {
-        eprintln!("skipped: ../shared/data absent");
-        return;
-    }
-    if thoughtscope::model::Model::load("smollm2-135m", &Device::Cpu).is_err() {
-        eprintln!("skipped: smollm2-135m not found (run scripts/fetch-model.sh)");
+    let Some(input) = support::shared_data("codi/llama_cot_original_stratified_1000.json") else { return };
+    if support::smollm2().is_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

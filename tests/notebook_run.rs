@@ -4,11 +4,13 @@
 //! cell timeout all fail the run and name the cell.
 //!
 //! Needs the `rust` kernelspec and the Jupyter packages (scripts/setup-notebooks.sh); without them
-//! each test prints "skipped: ..." and passes. The notebooks' own runs (`:dep thoughtscope`, a cold
+//! each test prints a `SKIP` line (a failure under CI, see tests/support). The notebooks' own runs (`:dep thoughtscope`, a cold
 //! build of the crate inside the kernel) are in .ci/run, not here.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+mod support;
 
 fn python() -> Option<PathBuf> {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
@@ -82,7 +84,7 @@ fn text(output: &Output) -> String {
 macro_rules! skip_unless_runner {
     () => {
         if let Some(reason) = skip_reason() {
-            eprintln!("skipped: {reason}");
+            support::skip(reason);
             return;
         }
     };

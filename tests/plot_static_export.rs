@@ -1,19 +1,12 @@
 //! Static export through headless Chromium and the screenshot check script. Each test skips
-//! with a message when Chromium is absent (`apt-get install chromium`).
+//! (a failure under CI) when Chromium is absent (`apt-get install chromium`).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use thoughtscope::plot::{self, HeatmapOptions, LineOptions, SaveFormat, Series};
 
-fn chromium_or_skip(test: &str) -> bool {
-    if plot::static_export_available() {
-        true
-    } else {
-        eprintln!("{test}: skipped: {}", plot::export::CHROMIUM_MISSING);
-        false
-    }
-}
+mod support;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("thoughtscope-{name}-{}", std::process::id()));
@@ -36,7 +29,7 @@ fn sample_heatmap() -> plot::Figure {
 
 #[test]
 fn png_and_svg_in_one_chromium_run() {
-    if !chromium_or_skip("png_and_svg_in_one_chromium_run") {
+    if !support::chromium() {
         return;
     }
     let heat = sample_heatmap();
@@ -72,7 +65,7 @@ fn bad_extension_is_an_error_before_chromium() {
 
 #[test]
 fn check_script_screenshots_rendered_html() {
-    if !chromium_or_skip("check_script_screenshots_rendered_html") {
+    if !support::chromium() {
         return;
     }
     let dir = scratch("check-script");

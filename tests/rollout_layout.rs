@@ -15,14 +15,10 @@ use thoughtscope::rollout::write::{
     rollout_dir_name, RolloutFiles, BASE_SOLUTION_FILE, CHUNKS_FILE, CHUNKS_LABELED_FILE, PROBLEM_FILE,
 };
 
+mod support;
+
 fn shared_data() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/thought-anchors-traces");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: ../shared/data absent");
-        None
-    }
+    support::shared_data("thought-anchors-traces")
 }
 
 #[test]

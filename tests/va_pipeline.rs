@@ -11,12 +11,10 @@ fn sample_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("rollouts/apple_boxes")
 }
 
+mod support;
+
 fn model_available() -> bool {
-    let ok = thoughtscope::model::Model::load("smollm2-135m", &candle_core::Device::Cpu).is_ok();
-    if !ok {
-        eprintln!("skipped: SmolLM2 GGUF absent; run scripts/fetch-model.sh");
-    }
-    ok
+    support::smollm2().is_some()
 }
 
 /// Vertical scores the plain way: valid cells `i - j >= p`, optional within-row average ranks.

@@ -663,6 +663,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     /// Every kernel set this CPU runs (an AVX-512 machine tests both).
     fn supported_kernels() -> Vec<(&'static str, Kernels)> {
@@ -697,7 +698,7 @@ mod tests {
     #[test]
     fn matches_naive_on_edge_shapes_and_layouts() {
         if !available() {
-            eprintln!("skipped: neither AVX-512F nor AVX2 with FMA on this CPU");
+            let _ = writeln!(std::io::stderr(), "SKIP (hardware): neither AVX-512F nor AVX2 with FMA on this CPU");
             return;
         }
         let mut seed = 1u64;
@@ -738,7 +739,7 @@ mod tests {
     #[test]
     fn packed_b_serves_any_leading_corner() {
         if !available() {
-            eprintln!("skipped: neither AVX-512F nor AVX2 with FMA on this CPU");
+            let _ = writeln!(std::io::stderr(), "SKIP (hardware): neither AVX-512F nor AVX2 with FMA on this CPU");
             return;
         }
         let (m, k, n) = (30, 600, 70);
