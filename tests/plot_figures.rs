@@ -240,3 +240,35 @@ fn report_embeds_plotly_once_with_tables_and_text() {
     let plain = report.plain_text();
     assert!(plain.contains("[figure: A]") && plain.contains("## Heads"));
 }
+
+#[test]
+fn figure_pages_share_one_plotly_js_per_output_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let sub = root.path().join("rollout_01");
+    let figure = heatmap(&causal(4), 4, &HeatmapOptions::default()).unwrap();
+    let written =
+        plot::save_figures_sharing(&sub, &[("a", &figure), ("b", &figure)], &[plot::SaveFormat::Html], root.path())
+            .unwrap();
+    assert_eq!(written, vec![sub.join("a.html"), sub.join("b.html")]);
+    let js = std::fs::read_to_string(root.path().join(plot::PLOTLY_JS_FILE)).unwrap();
+    assert_eq!(js, plot::plotly_js_source());
+    assert!(js.len() > 1_000_000 && !js.contains("<script"), "plotly.js itself, no tags");
+    for page in &written {
+        let html = std::fs::read_to_string(page).unwrap();
+        assert!(html.contains(r#"<script type="text/javascript" src="../plotly.min.js"></script>"#));
+        assert!(html.len() < 20_000, "{} is {} bytes: plotly.js is not inlined", page.display(), html.len());
+    }
+    assert!(!sub.join(plot::PLOTLY_JS_FILE).exists(), "one copy, at the root");
+
+    // Same folder: `save_figures`; a second save leaves the identical copy alone.
+    let flat = root.path().join("flat");
+    plot::save_figures(&flat, &[("c", &figure)], &[plot::SaveFormat::Html]).unwrap();
+    let before = std::fs::metadata(flat.join(plot::PLOTLY_JS_FILE)).unwrap().modified().unwrap();
+    plot::save_figures(&flat, &[("c", &figure)], &[plot::SaveFormat::Html]).unwrap();
+    assert_eq!(std::fs::metadata(flat.join(plot::PLOTLY_JS_FILE)).unwrap().modified().unwrap(), before);
+    assert!(std::fs::read_to_string(flat.join("c.html")).unwrap().contains(r#"src="plotly.min.js""#));
+
+    // The shared copy must be at or above the figures' folder.
+    let err = plot::save_figures_sharing(root.path(), &[("d", &figure)], &[plot::SaveFormat::Html], &sub).unwrap_err();
+    assert!(err.to_string().contains("is not"), "{err}");
+}

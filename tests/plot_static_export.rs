@@ -82,5 +82,13 @@ fn check_script_screenshots_rendered_html() {
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("2 plot(s) rendered"), "{stdout}");
     assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
+
+    // A figure page below its folder's shared plotly.min.js renders from file:// too.
+    let written = plot::save_figures_sharing(dir.join("sub"), &[("heat", &sample_heatmap())], &[SaveFormat::Html], &dir)
+        .unwrap();
+    let output = Command::new("bash").arg(&script).arg(&written[0]).arg(&png).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("1 plot(s) rendered of 1 expected") && stdout.contains("0 network"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

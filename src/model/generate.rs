@@ -1,9 +1,9 @@
-//! Text generation with the KV cache: greedy (temperature 0, ties to the lowest id as
-//! `torch.argmax`) or sampled with temperature and nucleus (top-p) filtering from a seeded ChaCha8
-//! stream, stopping at any stop token.
+//! Text generation with the KV cache, stopping at any stop token. Each next token is chosen by
+//! candle-transformers' [`LogitsProcessor`]: greedy at temperature 0 (argmax, ties to the lowest
+//! id as `torch.argmax`), else a seeded draw after temperature, top-k and top-p (nucleus)
+//! filtering, in that order.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 use super::decoder::{Input, KvCache, Logits, Model};
 use super::hooks::NoHooks;
@@ -17,6 +17,8 @@ pub struct GenerateOptions {
     pub temperature: f64,
     /// Nucleus mass kept when sampling (1.0 keeps everything).
     pub top_p: f64,
+    /// Sample only among the `k` most likely tokens (`None`: all).
+    pub top_k: Option<usize>,
     pub seed: u64,
     /// Generation ends after emitting any of these.
     pub stop: Vec<u32>,
@@ -24,7 +26,7 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 256, temperature: 0.0, top_p: 1.0, seed: 0, stop: vec![] }
+        Self { max_new_tokens: 256, temperature: 0.0, top_p: 1.0, top_k: None, seed: 0, stop: vec![] }
     }
 }
 
@@ -37,22 +39,38 @@ pub struct Generation {
     pub stopped: bool,
 }
 
+impl GenerateOptions {
+    /// The sampling rule these options describe, checked.
+    pub fn sampling(&self) -> Result<Sampling> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) || !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::invalid(format!(
+                "temperature must be >= 0 and top_p in (0, 1] (got {} and {})",
+                self.temperature, self.top_p
+            )));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::invalid("top_k must be at least 1"));
+        }
+        let temperature = self.temperature;
+        Ok(match (temperature == 0.0, self.top_k, self.top_p < 1.0) {
+            (true, _, _) => Sampling::ArgMax,
+            (false, None, false) => Sampling::All { temperature },
+            (false, None, true) => Sampling::TopP { p: self.top_p, temperature },
+            (false, Some(k), false) => Sampling::TopK { k, temperature },
+            (false, Some(k), true) => Sampling::TopKThenTopP { k, p: self.top_p, temperature },
+        })
+    }
+}
+
 /// Generate a continuation of `prompt` (token ids, BOS included if the model wants it).
 pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Result<Generation> {
-    if !(opts.temperature >= 0.0) || !(opts.top_p > 0.0 && opts.top_p <= 1.0) {
-        return Err(Error::invalid(format!(
-            "temperature must be >= 0 and top_p in (0, 1] (got {} and {})",
-            opts.temperature, opts.top_p
-        )));
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut sampler = LogitsProcessor::from_sampling(opts.seed, opts.sampling()?);
     let mut cache = KvCache::new(model);
     let mut ids = Vec::new();
     let mut input: Vec<u32> = prompt.to_vec();
     for _ in 0..opts.max_new_tokens {
         let out = model.forward_with(Input::Ids(&input), &mut cache, &mut NoHooks, Logits::Last)?;
-        let logits = out.logits()?.flatten_all()?.to_vec1::<f32>()?;
-        let next = if opts.temperature == 0.0 { argmax(&logits) } else { sample(&logits, opts, &mut rng) };
+        let next = sampler.sample(&out.logits()?.flatten_all()?)?;
         ids.push(next);
         if opts.stop.contains(&next) {
             return Ok(Generation { ids, stopped: true });
@@ -62,62 +80,57 @@ pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Result
     Ok(Generation { ids, stopped: false })
 }
 
-/// Index of the first maximum (NaN never wins).
-pub fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] || values[best].is_nan() {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-fn sample(logits: &[f32], opts: &GenerateOptions, rng: &mut ChaCha8Rng) -> u32 {
-    let t = opts.temperature as f32;
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut probs: Vec<(u32, f32)> =
-        logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l - max) / t).exp())).collect();
-    let total: f32 = probs.iter().map(|p| p.1).sum();
-    probs.iter_mut().for_each(|p| p.1 /= total);
-    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    // Keep the smallest prefix whose mass reaches top_p (at least one token).
-    let mut cumulative = 0.0;
-    let mut keep = probs.len();
-    for (i, p) in probs.iter().enumerate() {
-        cumulative += p.1 as f64;
-        if cumulative >= opts.top_p {
-            keep = i + 1;
-            break;
-        }
-    }
-    let kept = &probs[..keep];
-    let mass: f32 = kept.iter().map(|p| p.1).sum();
-    let mut u = rng.random::<f32>() * mass;
-    for p in kept {
-        if u < p.1 {
-            return p.0;
-        }
-        u -= p.1;
-    }
-    kept[kept.len() - 1].0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn argmax_takes_first_maximum() {
-        assert_eq!(argmax(&[0.1, 0.5, 0.5, -1.0]), 1);
+    fn greedy_takes_the_first_maximum_as_torch_argmax() {
+        assert_eq!(draw(&GenerateOptions::default(), &[0.1, 0.5, 0.5, -1.0], 0), 1);
+    }
+
+    fn draw(opts: &GenerateOptions, logits: &[f32], seed: u64) -> u32 {
+        let logits = candle_core::Tensor::new(logits, &candle_core::Device::Cpu).unwrap();
+        LogitsProcessor::from_sampling(seed, opts.sampling().unwrap()).sample(&logits).unwrap()
     }
 
     #[test]
     fn top_p_small_keeps_only_the_best() {
         let opts = GenerateOptions { temperature: 1.0, top_p: 0.01, ..Default::default() };
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        for _ in 0..20 {
-            assert_eq!(sample(&[0.0, 3.0, 1.0], &opts, &mut rng), 1);
+        for seed in 0..20 {
+            assert_eq!(draw(&opts, &[0.0, 3.0, 1.0], seed), 1);
+        }
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_temperature_zero_is_argmax() {
+        let logits = [0.5, -1.0, 2.5, 2.4];
+        let top1 = GenerateOptions { temperature: 0.8, top_k: Some(1), ..Default::default() };
+        let greedy = GenerateOptions::default();
+        for seed in 0..10 {
+            assert_eq!(draw(&top1, &logits, seed), 2);
+            assert_eq!(draw(&greedy, &logits, seed), 2);
+        }
+    }
+
+    #[test]
+    fn sampling_is_seeded_and_covers_the_kept_tokens() {
+        let opts = GenerateOptions { temperature: 1.0, top_k: Some(2), ..Default::default() };
+        let logits = [1.0, 1.0, -9.0];
+        let draws: Vec<u32> = (0..200).map(|seed| draw(&opts, &logits, seed)).collect();
+        assert_eq!(draws, (0..200).map(|seed| draw(&opts, &logits, seed)).collect::<Vec<_>>(), "same seed, same token");
+        assert!(draws.contains(&0) && draws.contains(&1) && !draws.contains(&2));
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        for opts in [
+            GenerateOptions { temperature: -1.0, ..Default::default() },
+            GenerateOptions { temperature: f64::NAN, ..Default::default() },
+            GenerateOptions { top_p: 0.0, ..Default::default() },
+            GenerateOptions { top_k: Some(0), ..Default::default() },
+        ] {
+            assert!(opts.sampling().is_err(), "{opts:?}");
         }
     }
 }

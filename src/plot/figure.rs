@@ -176,9 +176,15 @@ impl Figure {
 
     /// A complete HTML document with plotly.js inlined once: opens offline.
     pub fn to_html(&self) -> String {
-        let mut body = String::new();
-        body.push_str(&self.to_inline_html("thoughtscope-figure-0"));
-        html_document(&self.title, plotly_js_script(), &body)
+        html_document(&self.title, plotly_js_script(), &self.to_inline_html("thoughtscope-figure-0"))
+    }
+
+    /// A complete HTML document that loads plotly.js from `plotly_js_src`, a relative URL such as
+    /// `../plotly.min.js` (see [`save_figures_sharing`]): a few kB instead of 4.6 MB per figure,
+    /// and still offline as long as the file stays beside it.
+    pub fn to_html_with_script_src(&self, plotly_js_src: &str) -> String {
+        let script = format!("<script type=\"text/javascript\" src=\"{}\"></script>", html_escape(plotly_js_src));
+        html_document(&self.title, &script, &self.to_inline_html("thoughtscope-figure-0"))
     }
 
     /// Write [`Figure::to_html`] to `path` (atomically: a temporary file renamed into place).
@@ -226,20 +232,65 @@ impl SaveFormat {
     }
 }
 
-/// Write every `(stem, figure)` as `dir/<stem>.<ext>` for each format, creating `dir`. All static
-/// images are rendered in ONE Chromium run (a few seconds in all rather than per image). Returns
-/// the files written, in order. PNG/SVG without Chromium is an error: check
+/// Name of the plotly.js copy that the HTML pages written by [`save_figures`] load.
+pub const PLOTLY_JS_FILE: &str = "plotly.min.js";
+
+/// plotly.js itself (no `<script>` tags), from the plotly crate's shipped copy.
+pub fn plotly_js_source() -> &'static str {
+    let script = plotly_js_script();
+    let start = script.find('>').map_or(0, |i| i + 1);
+    let end = script.rfind("</script>").unwrap_or(script.len());
+    &script[start..end]
+}
+
+/// Write `dir/plotly.min.js` unless an identical copy is already there; returns its path.
+pub fn write_plotly_js(dir: impl AsRef<Path>) -> Result<PathBuf> {
+    let path = dir.as_ref().join(PLOTLY_JS_FILE);
+    let source = plotly_js_source().as_bytes();
+    let current = std::fs::metadata(&path).ok().filter(|m| m.len() == source.len() as u64);
+    if current.is_none() || std::fs::read(&path).map_err(|e| Error::io(&path, e))? != source {
+        write_atomic(&path, source)?;
+    }
+    Ok(path)
+}
+
+/// Write every `(stem, figure)` as `dir/<stem>.<ext>` for each format, creating `dir`. HTML pages
+/// share one `dir/plotly.min.js` (see [`save_figures_sharing`] to share it across folders). All
+/// static images are rendered in ONE Chromium run (a few seconds in all rather than per image).
+/// Returns the files written, in order. PNG/SVG without Chromium is an error: check
 /// [`super::static_export_available`] first to skip them with a message.
 pub fn save_figures(dir: impl AsRef<Path>, figures: &[(&str, &Figure)], formats: &[SaveFormat]) -> Result<Vec<PathBuf>> {
     let dir = dir.as_ref();
+    save_figures_sharing(dir, figures, formats, dir)
+}
+
+/// [`save_figures`] with the HTML pages loading `js_dir/plotly.min.js`, written there once;
+/// `js_dir` is `dir` or one of its ancestors (an analysis folder's root, so that every
+/// per-rollout folder below it shares one copy), and the pages refer to it by a relative URL.
+pub fn save_figures_sharing(
+    dir: impl AsRef<Path>,
+    figures: &[(&str, &Figure)],
+    formats: &[SaveFormat],
+    js_dir: impl AsRef<Path>,
+) -> Result<Vec<PathBuf>> {
+    let (dir, js_dir) = (dir.as_ref(), js_dir.as_ref());
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let script_src = if formats.contains(&SaveFormat::Html) {
+        let depth = dir.strip_prefix(js_dir).map_err(|_| {
+            Error::invalid(format!("plotly.js folder {} is not {} or above it", js_dir.display(), dir.display()))
+        })?;
+        write_plotly_js(js_dir)?;
+        "../".repeat(depth.components().count()) + PLOTLY_JS_FILE
+    } else {
+        String::new()
+    };
     let mut written = Vec::new();
     let mut images: Vec<(&Figure, PathBuf)> = Vec::new();
     for (stem, figure) in figures {
         for format in formats {
             let path = dir.join(format!("{stem}.{}", format.extension()));
             match format {
-                SaveFormat::Html => figure.write_html(&path)?,
+                SaveFormat::Html => write_atomic(&path, figure.to_html_with_script_src(&script_src).as_bytes())?,
                 SaveFormat::Png | SaveFormat::Svg => images.push((figure, path.clone())),
             }
             written.push(path);

@@ -1,7 +1,8 @@
 //! Figures for the VA and CODI analyses, on the `plotly` crate (0.14): builders returning a
-//! [`Figure`] (title, the `plotly::Plot`, a default size), self-contained offline HTML (plotly.js
-//! inlined from the crate's shipped copy, `Plot::offline_js_sources()`; nothing vendored), HTML
-//! reports of several figures and tables ([`Report`]), and static PNG/SVG export through headless
+//! [`Figure`] (title, the `plotly::Plot`, a default size), offline HTML (plotly.js from the
+//! crate's shipped copy, `Plot::offline_js_sources()`, nothing vendored: inlined in a single
+//! figure or report, or written once per output folder as `plotly.min.js` and loaded by relative
+//! URL from every figure page below it, [`save_figures_sharing`]), HTML reports of several figures and tables ([`Report`]), and static PNG/SVG export through headless
 //! Chromium ([`export`]; no kaleido, no WebDriver downloads).
 //!
 //! Spec: `notebooks-evcxr.md` §2.2 and §3.2 (offline HTML), `thought-anchors-attention.md` §7
@@ -37,8 +38,8 @@ pub use builders::{
 };
 pub use export::{chromium_path, static_export_available, ImageFormat};
 pub use figure::{
-    html_escape, offline_js_with_mathjax, plotly_js_script, save_figures, script_safe_json, Figure, SaveFormat,
-    DEFAULT_HEIGHT, DEFAULT_WIDTH,
+    html_escape, offline_js_with_mathjax, plotly_js_script, plotly_js_source, save_figures, save_figures_sharing,
+    script_safe_json, write_plotly_js, Figure, SaveFormat, DEFAULT_HEIGHT, DEFAULT_WIDTH, PLOTLY_JS_FILE,
 };
 pub use quantile::{lower_triangle_quantile, quantile, tril_quantile};
 pub use report::{Block, Report};

@@ -353,6 +353,8 @@ pub struct GenerateConfig {
     pub samples: usize,
     pub temperature: f64,
     pub top_p: f64,
+    /// Sample among the `k` most likely tokens only (`None`: all).
+    pub top_k: Option<usize>,
     /// Sample `k` uses seed `seed + k`.
     pub seed: u64,
     pub max_new_tokens: usize,
@@ -370,6 +372,7 @@ impl Default for GenerateConfig {
             samples: 10,
             temperature: 0.8,
             top_p: 0.95,
+            top_k: None,
             seed: 0,
             max_new_tokens: 350,
             prefix: "rollout_".into(),
@@ -465,6 +468,7 @@ pub fn generate_rollouts(
                 max_new_tokens: config.max_new_tokens,
                 temperature: config.temperature,
                 top_p: config.top_p,
+                top_k: config.top_k,
                 seed,
                 stop: stop.clone(),
             };
@@ -482,6 +486,7 @@ pub fn generate_rollouts(
                 system_prompt: config.system_prompt.clone(),
                 temperature: config.temperature,
                 top_p: config.top_p,
+                top_k: config.top_k,
                 seed,
                 sample,
                 max_new_tokens: config.max_new_tokens,
@@ -551,6 +556,9 @@ pub struct GenerateArgs {
     /// Nucleus (top-p) mass.
     #[arg(long, default_value_t = 0.95)]
     pub top_p: f64,
+    /// Sample only among the k most likely tokens (default: all).
+    #[arg(long)]
+    pub top_k: Option<usize>,
     /// Seed of sample 0; sample k uses seed + k.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -611,6 +619,7 @@ pub fn generate_command(args: &GenerateArgs) -> Result<String> {
         samples: args.samples,
         temperature: args.temperature,
         top_p: args.top_p,
+        top_k: args.top_k,
         seed: args.seed,
         max_new_tokens: args.max_new_tokens,
         prefix: args.prefix.clone(),

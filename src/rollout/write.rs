@@ -77,6 +77,9 @@ pub struct GenerationRecord {
     pub system_prompt: Option<String>,
     pub temperature: f64,
     pub top_p: f64,
+    /// Top-k filter (`None`: all tokens); sampling is candle-transformers' `LogitsProcessor`.
+    #[serde(default)]
+    pub top_k: Option<usize>,
     /// The seed of this sample (`--seed` + sample index).
     pub seed: u64,
     pub sample: usize,
