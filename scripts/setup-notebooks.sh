@@ -122,17 +122,8 @@ if [ -f "$EVCXR_TMPDIR/Cargo.toml" ]; then
   echo "note: evcxr build dir $EVCXR_TMPDIR exists ($(du -sh "$EVCXR_TMPDIR" | cut -f1)); the kernel reuses it"
 fi
 
-# 5. Headless Chromium for scripts/check-notebook-html.sh (optional).
+# 5. Headless Chromium for scripts/check-notebook-html.sh and static figures.
 step "chromium"
-if command -v chromium >/dev/null 2>&1; then
-  echo "skipped: $(chromium --version 2>/dev/null | head -1)"
-elif [ "${NOTEBOOK_CHROMIUM:-1}" = "0" ]; then
-  echo "skipped: NOTEBOOK_CHROMIUM=0"
-elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  echo "installed: $(chromium --version | head -1)"
-else
-  echo "skipped: chromium absent and apt-get unusable here (install Debian's chromium to check reports)"
-fi
+bash scripts/install-chromium.sh
 
 "$PY" -m jupyter kernelspec list

@@ -196,3 +196,22 @@ fn context_overflow_is_a_clear_error() {
     let err = model.forward(Input::Ids(&ids(9)), &mut KvCache::new(&model), &mut NoHooks).unwrap_err().to_string();
     assert!(err.contains("max_position_embeddings"), "{err}");
 }
+
+#[test]
+fn min_new_tokens_holds_back_stop_tokens() {
+    use thoughtscope::model::{generate, GenerateOptions};
+    let model = random_model(&tiny_config("llama"), 3);
+    let prompt = ids(5);
+    let greedy = generate(&model, &prompt, &GenerateOptions { max_new_tokens: 1, ..Default::default() }).unwrap();
+    let first = greedy.ids[0];
+    // The greedy first token as a stop token ends generation at once...
+    let stop = vec![first];
+    let stopped = generate(&model, &prompt, &GenerateOptions { max_new_tokens: 8, stop: stop.clone(), ..Default::default() })
+        .unwrap();
+    assert_eq!((stopped.ids.clone(), stopped.stopped), (vec![first], true));
+    // ...unless it is held back for the first 4 tokens.
+    let held = GenerateOptions { max_new_tokens: 8, min_new_tokens: 4, stop, ..Default::default() };
+    let out = generate(&model, &prompt, &held).unwrap();
+    assert!(out.ids.len() >= 4, "{:?}", out.ids);
+    assert!(!out.ids[..4].contains(&first), "{:?}", out.ids);
+}

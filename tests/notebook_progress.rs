@@ -89,3 +89,30 @@ fn hidden_and_zero_total_are_quiet() {
     empty.finish();
     assert_eq!(buffer.text().lines().count(), 2);
 }
+
+#[test]
+fn logs_get_one_line_per_item_with_rate_and_eta() {
+    let buffer = Buffer::default();
+    let progress = Progress::line_per_item_to(Box::new(buffer.clone()), 3, "rollouts");
+    progress.inc(1);
+    progress.set_message("rollout_01");
+    progress.inc(1);
+    progress.inc(1);
+    progress.finish();
+    let text = buffer.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1 + 3 + 1, "{text}");
+    assert!(lines[1].starts_with("rollouts:  33% (1/3) elapsed "), "{}", lines[1]);
+    assert!(lines[1].contains("/s") || lines[1].contains("s each"), "rate: {}", lines[1]);
+    assert!(lines[2].contains(", eta ") && lines[2].ends_with("— rollout_01"), "{}", lines[2]);
+    assert!(lines[4].starts_with("rollouts: done, 3/3 in "));
+}
+
+#[test]
+fn quiet_silences_new_reporters() {
+    thoughtscope::notebook::set_quiet(true);
+    assert_eq!(thoughtscope::notebook::progress_mode(), ProgressMode::Off);
+    assert_eq!(thoughtscope::notebook::progress(10, "x").mode(), ProgressMode::Off);
+    thoughtscope::notebook::set_quiet(false);
+    assert_ne!(thoughtscope::notebook::progress_mode(), ProgressMode::Off);
+}

@@ -9,6 +9,9 @@ use thoughtscope::analysis::cli::{self as analysis_cli, BenchCommand, ReceiverHe
 #[derive(Debug, Parser)]
 #[command(name = "thoughtscope", version, about = "Sentence-level attention and continuous-thought analysis of reasoning traces")]
 struct Cli {
+    /// No progress bars or progress lines (results and errors are still printed).
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +79,7 @@ fn generate(args: thoughtscope::rollout::generate::GenerateArgs) -> thoughtscope
 fn main() -> ExitCode {
     thoughtscope::model::reuse_freed_memory();
     let cli = Cli::parse();
+    thoughtscope::notebook::set_quiet(cli.quiet);
     let result = match cli.command {
         Command::Segment(args) => segment(args),
         Command::VerticalScores(args) => vertical_scores(args),

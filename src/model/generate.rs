@@ -1,7 +1,9 @@
 //! Text generation with the KV cache, stopping at any stop token. Each next token is chosen by
 //! candle-transformers' [`LogitsProcessor`]: greedy at temperature 0 (argmax, ties to the lowest
 //! id as `torch.argmax`), else a seeded draw after temperature, top-k and top-p (nucleus)
-//! filtering, in that order.
+//! filtering, in that order. An optional repetition penalty (candle-transformers'
+//! `apply_repeat_penalty`, as in its examples: positive logits of recent tokens divided by the
+//! penalty, negative ones multiplied) comes first.
 
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
@@ -13,12 +15,18 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
+    /// Stop tokens cannot be drawn before this many new tokens (HF's `min_new_tokens`).
+    pub min_new_tokens: usize,
     /// 0 means greedy.
     pub temperature: f64,
     /// Nucleus mass kept when sampling (1.0 keeps everything).
     pub top_p: f64,
     /// Sample only among the `k` most likely tokens (`None`: all).
     pub top_k: Option<usize>,
+    /// Repetition penalty over the last [`GenerateOptions::repeat_last_n`] tokens (1.0: off).
+    pub repeat_penalty: f32,
+    /// How many of the latest tokens (prompt included) the penalty looks at.
+    pub repeat_last_n: usize,
     pub seed: u64,
     /// Generation ends after emitting any of these.
     pub stop: Vec<u32>,
@@ -26,7 +34,17 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 256, temperature: 0.0, top_p: 1.0, top_k: None, seed: 0, stop: vec![] }
+        Self {
+            max_new_tokens: 256,
+            min_new_tokens: 0,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: None,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+            stop: vec![],
+        }
     }
 }
 
@@ -51,6 +69,9 @@ impl GenerateOptions {
         if self.top_k == Some(0) {
             return Err(Error::invalid("top_k must be at least 1"));
         }
+        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
+            return Err(Error::invalid(format!("repeat_penalty must be positive (got {})", self.repeat_penalty)));
+        }
         let temperature = self.temperature;
         Ok(match (temperature == 0.0, self.top_k, self.top_p < 1.0) {
             (true, _, _) => Sampling::ArgMax,
@@ -68,9 +89,19 @@ pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Result
     let mut cache = KvCache::new(model);
     let mut ids = Vec::new();
     let mut input: Vec<u32> = prompt.to_vec();
+    let mut context: Vec<u32> = prompt.to_vec();
     for _ in 0..opts.max_new_tokens {
         let out = model.forward_with(Input::Ids(&input), &mut cache, &mut NoHooks, Logits::Last)?;
-        let next = sampler.sample(&out.logits()?.flatten_all()?)?;
+        let mut logits = out.logits()?.flatten_all()?;
+        if ids.len() < opts.min_new_tokens && !opts.stop.is_empty() {
+            logits = suppress(&logits, &opts.stop)?;
+        }
+        if opts.repeat_penalty != 1.0 {
+            let recent = &context[context.len().saturating_sub(opts.repeat_last_n)..];
+            logits = candle_transformers::utils::apply_repeat_penalty(&logits, opts.repeat_penalty, recent)?;
+        }
+        let next = sampler.sample(&logits)?;
+        context.push(next);
         ids.push(next);
         if opts.stop.contains(&next) {
             return Ok(Generation { ids, stopped: true });
@@ -78,6 +109,17 @@ pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Result
         input = vec![next];
     }
     Ok(Generation { ids, stopped: false })
+}
+
+/// `logits` with the given ids at -inf (they cannot be drawn, greedy or sampled).
+fn suppress(logits: &candle_core::Tensor, ids: &[u32]) -> Result<candle_core::Tensor> {
+    let mut values = logits.to_vec1::<f32>()?;
+    for &id in ids {
+        if let Some(v) = values.get_mut(id as usize) {
+            *v = f32::NEG_INFINITY;
+        }
+    }
+    Ok(candle_core::Tensor::from_vec(values, logits.dims(), logits.device())?)
 }
 
 #[cfg(test)]
@@ -129,6 +171,7 @@ mod tests {
             GenerateOptions { temperature: f64::NAN, ..Default::default() },
             GenerateOptions { top_p: 0.0, ..Default::default() },
             GenerateOptions { top_k: Some(0), ..Default::default() },
+            GenerateOptions { repeat_penalty: 0.0, ..Default::default() },
         ] {
             assert!(opts.sampling().is_err(), "{opts:?}");
         }

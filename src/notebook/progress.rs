@@ -1,7 +1,8 @@
-//! Progress for long library loops (forward passes, ablation runs) that reads well everywhere:
-//! an indicatif bar on a terminal, plain lines elsewhere. Notebooks cannot redraw a bar (evcxr
-//! forwards output line by line, carriage returns pile up), so there [`progress`] prints one line
-//! per step of N % (default 10 %), never a `\r`.
+//! Progress for long library loops (rollouts, forward passes, ablation runs) that reads well
+//! everywhere: an indicatif bar with rate and ETA on a terminal; one line per item in a log (stderr
+//! not a terminal); in a notebook one line per step of N % (default 10 %), never a `\r` (evcxr
+//! forwards output line by line, so a redrawn bar would pile up). `--quiet` ([`set_quiet`]) turns
+//! it all off.
 //!
 //! ```no_run
 //! use thoughtscope::notebook::progress;
@@ -13,8 +14,9 @@
 //! bar.finish();
 //! ```
 //!
-//! The mode: `THOUGHTSCOPE_PROGRESS` = `bar`, `lines` or `off` when set; otherwise `lines` inside
-//! evcxr (`EVCXR_IS_RUNTIME=1`) or when stderr is not a terminal (CI logs), `bar` on a terminal.
+//! The mode: `off` after [`set_quiet`]`(true)`; else `THOUGHTSCOPE_PROGRESS` = `bar`, `lines` or
+//! `off` when set; otherwise `lines` inside evcxr (`EVCXR_IS_RUNTIME=1`) or when stderr is not a
+//! terminal (CI logs), `bar` on a terminal.
 //! Lines go to stdout inside evcxr (shown as normal cell output) and to stderr elsewhere (stdout
 //! stays for data). `THOUGHTSCOPE_PROGRESS_STEP` sets the step in percent (1–100).
 //! [`Progress`] is `Clone + Send + Sync`: rayon workers can share it.
@@ -37,8 +39,18 @@ pub enum ProgressMode {
     Off,
 }
 
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Silence every progress reporter made from now on (the CLI's `--quiet`).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
 /// The mode [`progress`] picks here (see the module doc).
 pub fn progress_mode() -> ProgressMode {
+    if QUIET.load(Ordering::Relaxed) {
+        return ProgressMode::Off;
+    }
     match std::env::var("THOUGHTSCOPE_PROGRESS").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         Ok("bar") => return ProgressMode::Bar,
         Ok("lines") | Ok("line") => return ProgressMode::Lines,
@@ -68,11 +80,10 @@ fn default_step_percent() -> u64 {
 pub fn progress(total: u64, label: &str) -> Progress {
     match progress_mode() {
         ProgressMode::Bar => Progress::bar(total, label),
-        ProgressMode::Lines => {
-            let sink: Box<dyn Write + Send> =
-                if in_evcxr() { Box::new(std::io::stdout()) } else { Box::new(std::io::stderr()) };
-            Progress::lines_to(sink, total, label, default_step_percent())
+        ProgressMode::Lines if in_evcxr() => {
+            Progress::lines_to(Box::new(std::io::stdout()), total, label, default_step_percent())
         }
+        ProgressMode::Lines => Progress::line_per_item_to(Box::new(std::io::stderr()), total, label),
         ProgressMode::Off => Progress { inner: Arc::new(Inner::Off) },
     }
 }
@@ -92,6 +103,7 @@ enum Inner {
 struct Lines {
     label: String,
     total: u64,
+    /// 0: a line for every item.
     step_percent: u64,
     position: AtomicU64,
     /// Highest step (in units of `step_percent`) already printed.
@@ -106,7 +118,8 @@ impl Progress {
     /// An indicatif bar on stderr (hidden by indicatif when stderr is not a terminal).
     pub fn bar(total: u64, label: &str) -> Progress {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} ({elapsed} elapsed, eta {eta}) {msg}")
+        let style =
+            ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {per_sec} ({elapsed} elapsed, eta {eta}) {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
         bar.set_style(style);
@@ -116,10 +129,19 @@ impl Progress {
 
     /// Plain lines to `sink`, one each time another `step_percent` % is done (and a first line).
     pub fn lines_to(sink: Box<dyn Write + Send>, total: u64, label: &str, step_percent: u64) -> Progress {
+        Self::lines(sink, total, label, step_percent.clamp(1, 100))
+    }
+
+    /// Plain lines to `sink`, one per item done, with the rate and ETA (and a first line).
+    pub fn line_per_item_to(sink: Box<dyn Write + Send>, total: u64, label: &str) -> Progress {
+        Self::lines(sink, total, label, 0)
+    }
+
+    fn lines(sink: Box<dyn Write + Send>, total: u64, label: &str, step_percent: u64) -> Progress {
         let lines = Lines {
             label: label.to_owned(),
             total,
-            step_percent: step_percent.clamp(1, 100),
+            step_percent,
             position: AtomicU64::new(0),
             printed_step: Mutex::new(0),
             finished: AtomicBool::new(false),
@@ -220,7 +242,7 @@ impl Lines {
             return;
         }
         let percent = (position.min(self.total) * 100) / self.total;
-        let step = percent / self.step_percent;
+        let step = if self.step_percent == 0 { position } else { percent / self.step_percent };
         let mut printed = self.printed_step.lock().unwrap_or_else(|e| e.into_inner());
         if step <= *printed {
             return;
@@ -235,8 +257,16 @@ impl Lines {
         };
         let message = self.message.lock().map(|m| m.clone()).unwrap_or_default();
         let message = if message.is_empty() { String::new() } else { format!(" — {message}") };
+        let per_second = position as f64 / elapsed.as_secs_f64().max(1e-9);
+        let rate = if self.step_percent > 0 {
+            String::new()
+        } else if per_second >= 1.0 {
+            format!(", {per_second:.1}/s")
+        } else {
+            format!(", {:.1}s each", 1.0 / per_second.max(1e-9))
+        };
         self.write_line(&format!(
-            "{}: {percent:>3}% ({position}/{}) elapsed {}{eta}{message}",
+            "{}: {percent:>3}% ({position}/{}) elapsed {}{rate}{eta}{message}",
             self.label,
             self.total,
             format_duration(elapsed)

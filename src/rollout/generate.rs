@@ -355,6 +355,10 @@ pub struct GenerateConfig {
     pub top_p: f64,
     /// Sample among the `k` most likely tokens only (`None`: all).
     pub top_k: Option<usize>,
+    /// Repetition penalty over the last 64 tokens (1.0: off).
+    pub repeat_penalty: f32,
+    /// No stop token before this many new tokens (longer traces from a small model).
+    pub min_new_tokens: usize,
     /// Sample `k` uses seed `seed + k`.
     pub seed: u64,
     pub max_new_tokens: usize,
@@ -373,6 +377,8 @@ impl Default for GenerateConfig {
             temperature: 0.8,
             top_p: 0.95,
             top_k: None,
+            repeat_penalty: 1.0,
+            min_new_tokens: 0,
             seed: 0,
             max_new_tokens: 350,
             prefix: "rollout_".into(),
@@ -469,8 +475,11 @@ pub fn generate_rollouts(
                 temperature: config.temperature,
                 top_p: config.top_p,
                 top_k: config.top_k,
+                repeat_penalty: config.repeat_penalty,
+                min_new_tokens: config.min_new_tokens,
                 seed,
                 stop: stop.clone(),
+                ..GenerateOptions::default()
             };
             let generation = model::generate(&loaded.model, &prompt_ids, &options)?;
             let text_ids = if generation.stopped { &generation.ids[..generation.ids.len() - 1] } else { &generation.ids[..] };
@@ -487,6 +496,8 @@ pub fn generate_rollouts(
                 temperature: config.temperature,
                 top_p: config.top_p,
                 top_k: config.top_k,
+                repeat_penalty: config.repeat_penalty,
+                min_new_tokens: config.min_new_tokens,
                 seed,
                 sample,
                 max_new_tokens: config.max_new_tokens,
@@ -559,6 +570,12 @@ pub struct GenerateArgs {
     /// Sample only among the k most likely tokens (default: all).
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Repetition penalty over the last 64 tokens (1.0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// No stop token before this many new tokens.
+    #[arg(long, default_value_t = 0)]
+    pub min_new_tokens: usize,
     /// Seed of sample 0; sample k uses seed + k.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -620,6 +637,8 @@ pub fn generate_command(args: &GenerateArgs) -> Result<String> {
         temperature: args.temperature,
         top_p: args.top_p,
         top_k: args.top_k,
+        repeat_penalty: args.repeat_penalty,
+        min_new_tokens: args.min_new_tokens,
         seed: args.seed,
         max_new_tokens: args.max_new_tokens,
         prefix: args.prefix.clone(),
@@ -640,20 +659,12 @@ pub fn generate_command(args: &GenerateArgs) -> Result<String> {
         _ => Box::new(super::tagger::RuleTagger::default()),
     };
     let loaded = crate::model::Model::load(&args.model, &candle_core::Device::Cpu)?;
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some((problems.len() * config.samples) as u64),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("generate [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = crate::notebook::progress((problems.len() * config.samples) as u64, "rollouts");
     let made = generate_rollouts(&loaded, &args.model, &problems, &config, labeller.as_ref(), &args.out, &mut |r| {
         bar.set_message(format!("{} {} chunks", r.dir.display(), r.chunks));
         bar.inc(1);
     });
-    bar.finish_and_clear();
+    bar.finish();
     let made = made?;
     let mut summary = String::new();
     for r in &made {

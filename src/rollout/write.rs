@@ -80,6 +80,12 @@ pub struct GenerationRecord {
     /// Top-k filter (`None`: all tokens); sampling is candle-transformers' `LogitsProcessor`.
     #[serde(default)]
     pub top_k: Option<usize>,
+    /// Repetition penalty over the last 64 tokens (1.0: off).
+    #[serde(default = "no_penalty")]
+    pub repeat_penalty: f32,
+    /// No stop token before this many new tokens.
+    #[serde(default)]
+    pub min_new_tokens: usize,
     /// The seed of this sample (`--seed` + sample index).
     pub seed: u64,
     pub sample: usize,
@@ -161,4 +167,8 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 pub fn rollout_dir_name(prefix: &str, k: usize, samples: usize) -> String {
     let width = samples.saturating_sub(1).max(1).to_string().len().max(2);
     format!("{prefix}{k:0width$}")
+}
+
+fn no_penalty() -> f32 {
+    1.0
 }
