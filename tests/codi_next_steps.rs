@@ -250,6 +250,10 @@ fn compositional_run_resumes_and_writes_table_and_figures() {
     }
     let csv = std::fs::read_to_string(root.path().join("out/results/compositional_table_test.csv")).unwrap();
     assert_eq!(csv.lines().count(), 42);
+    assert!(csv.lines().nth(7).unwrap().starts_with("T0+T1,2,2,"), "{csv}");
+    let md = std::fs::read_to_string(root.path().join("out/results/compositional_table_test.md")).unwrap();
+    assert!(md.starts_with("| set | size | problems | importance_mean |"), "{md}");
+    assert_eq!(compose::problems_table(&all).unwrap().height(), 2);
 }
 
 #[test]
@@ -297,6 +301,12 @@ fn routing_rows_equal_captured_patterns_and_classes_aggregate_by_hand() {
                 }
             }
         }
+        // The per-problem table holds the same numbers.
+        let table = routing::question_table(&record, 2).unwrap();
+        assert_eq!(table.height(), question_len);
+        let t4_column = table.column("T4").unwrap().f64().unwrap().clone();
+        let t4: Vec<Option<f64>> = (0..question_len).map(|i| t4_column.get(i)).collect();
+        assert!(t4.iter().zip(&record.head_mean[2][4]).all(|(a, &b)| (a.unwrap() - b as f64).abs() < 1e-7));
         // By class, by hand.
         let classes = record.class_attention(2, 4).unwrap();
         for c in classes {
@@ -451,6 +461,13 @@ fn decomposition_sums_exactly_and_logit_lens_matches_by_hand() {
     let (summary, _, _) = analyze_decompose(&records, &layout, &analysis).unwrap();
     let expect = (records[0].dla[0][6][3] + records[1].dla[0][6][3]) / 2.0;
     assert!((summary.dla_mean[0][6][3].unwrap() - expect).abs() < 1e-12);
+    let dla = decompose::dla_table(&summary, 0).unwrap();
+    assert_eq!(dla.shape(), (1 + 2 * codi.model.num_layers() + 1, 1 + 7));
+    let eot_column = dla.column("EOT").unwrap().f64().unwrap().clone();
+    let eot: Vec<Option<f64>> = (0..dla.height()).map(|i| eot_column.get(i)).collect();
+    assert!((eot[3].unwrap() - expect).abs() < 1e-12);
+    let lens = decompose::lens_table(&records[0]).unwrap();
+    assert_eq!(lens.shape(), (1 + codi.model.num_layers(), 1 + 7));
     let files: Vec<PathBuf> = [
         "results/residual_decomposition_test.json",
         "results/direct_logit_attribution_test.csv",

@@ -38,15 +38,16 @@
 use std::path::Path;
 
 use candle_core::Tensor;
+use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 
 use super::ablate::{AblationMode, AblationOptions, BaselineResult};
 use super::analyze::ImportanceKind;
-use super::dataset::{write_atomic, write_json_atomic, Problem};
+use super::dataset::{write_json_atomic, Problem};
 use super::latent::{decode_greedy_batch, gold_logprob, run_from_prompt, run_prompt, LoopState, Phase, PhaseHooks, PromptState, LATENT_STEPS};
 use super::model::CodiModel;
 use super::next_figures;
-use super::next_steps::{self, cell, finite_mean, finite_sem, ProblemRecord, StepLayout};
+use super::next_steps::{self, count_column, finite_mean, finite_sem, float_column, text_column, ProblemRecord, StepLayout};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
@@ -495,48 +496,47 @@ pub fn summarize(records: &[ComposeRecord], all_baselines: bool) -> Vec<SetSumma
     out
 }
 
-const TABLE_HEADER: [&str; 13] = [
-    "set",
-    "size",
-    "problems",
-    "importance_mean",
-    "importance_sem",
-    "singles_sum_mean",
-    "interaction_mean",
-    "third_order_mean",
-    "logprob_importance_mean",
-    "logprob_importance_sem",
-    "logprob_singles_sum_mean",
-    "logprob_interaction_mean",
-    "logprob_third_order_mean",
-];
-
-fn table_rows(summary: &[SetSummary]) -> Vec<Vec<String>> {
-    summary
-        .iter()
-        .map(|s| {
-            vec![
-                s.label.clone(),
-                s.tokens.len().to_string(),
-                s.problems.to_string(),
-                cell(s.importance_mean),
-                cell(s.importance_sem),
-                cell(s.singles_sum_mean),
-                cell(s.interaction_mean),
-                cell(s.third_order_mean),
-                cell(s.logprob_importance_mean),
-                cell(s.logprob_importance_sem),
-                cell(s.logprob_singles_sum_mean),
-                cell(s.logprob_interaction_mean),
-                cell(s.logprob_third_order_mean),
-            ]
-        })
-        .collect()
+/// The table: one row per set (singles, pairs, triplets), means over the included problems.
+pub fn summary_table(summary: &[SetSummary]) -> Result<DataFrame> {
+    let f = |name: &str, get: &dyn Fn(&SetSummary) -> Option<f64>| float_column(name, summary.iter().map(get));
+    Ok(DataFrame::new_infer_height(vec![
+        text_column("set", summary.iter().map(|s| s.label.clone())),
+        count_column("size", summary.iter().map(|s| s.tokens.len())),
+        count_column("problems", summary.iter().map(|s| s.problems)),
+        f("importance_mean", &|s| s.importance_mean),
+        f("importance_sem", &|s| s.importance_sem),
+        f("singles_sum_mean", &|s| s.singles_sum_mean),
+        f("interaction_mean", &|s| s.interaction_mean),
+        f("third_order_mean", &|s| s.third_order_mean),
+        f("logprob_importance_mean", &|s| s.logprob_importance_mean),
+        f("logprob_importance_sem", &|s| s.logprob_importance_sem),
+        f("logprob_singles_sum_mean", &|s| s.logprob_singles_sum_mean),
+        f("logprob_interaction_mean", &|s| s.logprob_interaction_mean),
+        f("logprob_third_order_mean", &|s| s.logprob_third_order_mean),
+    ])?)
 }
 
-/// The table as Markdown.
-pub fn summary_markdown(summary: &[SetSummary]) -> String {
-    next_steps::markdown_table(&TABLE_HEADER, &table_rows(summary))
+/// One row per problem: baseline, critical pairs/triplets, the strongest pair interaction.
+pub fn problems_table(records: &[ComposeRecord]) -> Result<DataFrame> {
+    let ok: Vec<&ComposeRecord> = records.iter().filter(|r| r.error.is_none()).collect();
+    let strongest = |r: &ComposeRecord| {
+        r.pair_ablations
+            .iter()
+            .filter_map(|s| Some((s, s.logprob_interaction?)))
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .map(|(s, v)| (set_label(&s.tokens), v))
+    };
+    Ok(DataFrame::new_infer_height(vec![
+        text_column("problem_id", ok.iter().map(|r| r.problem_id.clone())),
+        text_column("difficulty", ok.iter().map(|r| r.difficulty.clone())),
+        text_column("baseline answer", ok.iter().map(|r| r.baseline.as_ref().map_or(String::new(), |b| b.predicted_answer.to_string()))),
+        Column::new("baseline correct".into(), ok.iter().map(|r| r.baseline.as_ref().is_some_and(|b| b.correct)).collect::<Vec<bool>>()),
+        count_column("critical singles", ok.iter().map(|r| r.single_ablations.iter().map(|s| s.importance as usize).sum())),
+        count_column("critical pairs", ok.iter().map(|r| r.num_critical_pairs)),
+        count_column("critical triplets", ok.iter().map(|r| r.num_critical_triplets)),
+        text_column("strongest pair (log-prob)", ok.iter().map(|r| strongest(r).map_or(String::new(), |s| s.0))),
+        float_column("its interaction", ok.iter().map(|r| strongest(r).map(|s| s.1))),
+    ])?)
 }
 
 /// Options of [`analyze_compose`].
@@ -583,16 +583,7 @@ pub fn analyze_compose(records: &[ComposeRecord], layout: &StepLayout, options: 
             if options.all_baselines { "" } else { " — use all_baselines with the log-prob importance" }
         )));
     }
-    let mut files = Vec::new();
-    let rows = table_rows(&summary);
-    for (ext, text) in [
-        ("csv", next_steps::csv_table(&TABLE_HEADER, &rows)),
-        ("md", next_steps::markdown_table(&TABLE_HEADER, &rows)),
-    ] {
-        let path = layout.result(TABLE_STEM, ext);
-        write_atomic(&path, text.as_bytes())?;
-        files.push(path);
-    }
+    let mut files = next_steps::write_table(&mut summary_table(&summary)?, layout, TABLE_STEM)?;
     let json_path = layout.result(TABLE_STEM, "json");
     write_json_atomic(&json_path, &summary)?;
     files.push(json_path);
@@ -606,6 +597,20 @@ pub fn analyze_compose(records: &[ComposeRecord], layout: &StepLayout, options: 
     )?;
     files.extend(written);
     Ok(ComposeAnalysis { summary, files, notes })
+}
+
+/// `codi compose` as one call: run (resumable) into `results/compositional_ablation_results_<tag>.json`,
+/// then [`analyze_compose`].
+pub fn compose_step(
+    codi: &CodiModel,
+    problems: &[Problem],
+    options: &AblationOptions,
+    layout: &StepLayout,
+    analysis: &ComposeAnalysisOptions,
+) -> Result<(Vec<ComposeRecord>, ComposeAnalysis)> {
+    let records = run_compose(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
+    let analysis = analyze_compose(&records, layout, analysis)?;
+    Ok((records, analysis))
 }
 
 #[cfg(test)]

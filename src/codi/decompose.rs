@@ -30,13 +30,14 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor, D};
+use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
 use super::dataset::{write_atomic, write_json_atomic, Problem};
 use super::latent::{gold_answer_target, run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
 use super::model::CodiModel;
 use super::next_figures;
-use super::next_steps::{self, finite_mean, ProblemRecord, StepLayout};
+use super::next_steps::{self, finite_mean, float_column, text_column, ProblemRecord, StepLayout};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
@@ -481,45 +482,32 @@ impl Default for DecomposeAnalysisOptions {
     }
 }
 
-/// The mean-DLA table of one target: components × positions, plus the mean logit row.
-pub fn dla_table(summary: &DecomposeSummary, target: usize) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header = vec!["component".to_owned()];
-    header.extend(summary.position_labels.iter().cloned());
-    let mut rows: Vec<Vec<String>> = summary
-        .components
-        .iter()
-        .enumerate()
-        .map(|(c, name)| {
-            std::iter::once(name.clone())
-                .chain((0..summary.position_labels.len()).map(|p| next_steps::cell(summary.dla_mean[target][p][c])))
-                .collect()
-        })
-        .collect();
-    rows.push(
-        std::iter::once("logit (sum)".to_owned())
-            .chain(summary.logit_mean[target].iter().map(|&v| next_steps::cell(v)))
-            .collect(),
-    );
-    (header, rows)
+/// The mean-DLA table of one target: one row per component (then the mean logit, their sum),
+/// one column per position.
+pub fn dla_table(summary: &DecomposeSummary, target: usize) -> Result<DataFrame> {
+    let names = summary.components.iter().cloned().chain(std::iter::once("logit (sum)".to_owned()));
+    let mut columns = vec![text_column("component", names)];
+    for (p, label) in summary.position_labels.iter().enumerate() {
+        let values = (0..summary.components.len())
+            .map(|c| summary.dla_mean[target][p][c])
+            .chain(std::iter::once(summary.logit_mean[target][p]));
+        columns.push(float_column(label, values));
+    }
+    Ok(DataFrame::new_infer_height(columns)?)
 }
 
-/// The logit lens of one problem as a table: lens rows × positions, each cell the top token and
-/// its probability.
-pub fn lens_table(record: &DecomposeRecord) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header = vec!["residual".to_owned()];
-    header.extend(record.position_labels.iter().cloned());
+/// The logit lens of one problem: one row per residual (`embed`, `0_post`, …), one column per
+/// position, each cell the top token (quoted) and its probability.
+pub fn lens_table(record: &DecomposeRecord) -> Result<DataFrame> {
     let rows_n = record.logit_lens.first().map_or(0, Vec::len);
-    let rows = (0..rows_n)
-        .map(|r| {
-            std::iter::once(record.logit_lens[0][r].label.clone())
-                .chain(record.logit_lens.iter().map(|rows| {
-                    let top = rows[r].top.first();
-                    top.map_or("-".to_owned(), |t| format!("{:?} {:.2}", t.text, t.logprob.exp()))
-                }))
-                .collect()
-        })
-        .collect();
-    (header, rows)
+    let mut columns = vec![text_column("residual", (0..rows_n).map(|r| record.logit_lens[0][r].label.clone()))];
+    for (p, label) in record.position_labels.iter().enumerate() {
+        let cells = (0..rows_n).map(|r| {
+            record.logit_lens[p][r].top.first().map_or("-".to_owned(), |t| format!("{:?} {:.2}", t.text, t.logprob.exp()))
+        });
+        columns.push(text_column(label, cells));
+    }
+    Ok(DataFrame::new_infer_height(columns)?)
 }
 
 /// Tables (`results/direct_logit_attribution_<tag>.{csv,md}` for the gold target,
@@ -532,13 +520,7 @@ pub fn analyze_decompose(records: &[DecomposeRecord], layout: &StepLayout, optio
     let json = layout.result("residual_decomposition_summary", "json");
     write_json_atomic(&json, &summary)?;
     files.push(json);
-    let (header, rows) = dla_table(&summary, 0);
-    let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    for (ext, text) in [("csv", next_steps::csv_table(&header, &rows)), ("md", next_steps::markdown_table(&header, &rows))] {
-        let path = layout.result(DLA_TABLE_STEM, ext);
-        write_atomic(&path, text.as_bytes())?;
-        files.push(path);
-    }
+    files.extend(next_steps::write_table(&mut dla_table(&summary, 0)?, layout, DLA_TABLE_STEM)?);
     let note = &options.title_note;
     let mut figures: Vec<(String, crate::plot::Figure)> = vec![
         ("direct_logit_attribution".into(), next_figures::dla_heatmap(&summary, 0, note)?),
@@ -546,10 +528,8 @@ pub fn analyze_decompose(records: &[DecomposeRecord], layout: &StepLayout, optio
     ];
     for record in records.iter().filter(|r| r.error.is_none()).take(options.lens_problems) {
         let id = super::routing::sanitize(&record.problem_id);
-        let (header, rows) = lens_table(record);
-        let header: Vec<&str> = header.iter().map(String::as_str).collect();
         let path = layout.result(&format!("logit_lens_{id}"), "md");
-        write_atomic(&path, next_steps::markdown_table(&header, &rows).as_bytes())?;
+        write_atomic(&path, next_steps::markdown_table(&lens_table(record)?).as_bytes())?;
         files.push(path);
         figures.push((format!("logit_lens_{id}"), next_figures::logit_lens_heatmap(record, note)?));
     }
@@ -557,6 +537,20 @@ pub fn analyze_decompose(records: &[DecomposeRecord], layout: &StepLayout, optio
     let (written, notes) = next_steps::save_step_figures(&layout.figures_dir(), &named, options.static_images)?;
     files.extend(written);
     Ok((summary, files, notes))
+}
+
+/// `codi decompose` as one call: run (resumable) into `results/residual_decomposition_<tag>.json`,
+/// then [`analyze_decompose`].
+pub fn decompose_step(
+    codi: &CodiModel,
+    problems: &[Problem],
+    options: &DecomposeOptions,
+    layout: &StepLayout,
+    analysis: &DecomposeAnalysisOptions,
+) -> Result<(Vec<DecomposeRecord>, DecomposeSummary, Vec<PathBuf>, Vec<String>)> {
+    let records = run_decompose(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
+    let (summary, files, notes) = analyze_decompose(&records, layout, analysis)?;
+    Ok((records, summary, files, notes))
 }
 
 #[cfg(test)]

@@ -11,10 +11,11 @@
 
 use std::path::{Path, PathBuf};
 
+use polars::prelude::{AnyValue, Column, CsvWriter, DataFrame, SerWriter};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::ablate::meta_path;
-use super::dataset::{write_json_atomic, Problem};
+use super::dataset::{write_atomic, write_json_atomic, Problem};
 use super::model::CodiModel;
 use super::progress::{progress_bar, read_json_relaxed, RunMeta};
 use crate::plot::{self, Figure, SaveFormat};
@@ -116,39 +117,53 @@ pub fn save_step_figures(dir: &Path, figures: &[(&str, &Figure)], static_images:
     Ok((files, notes))
 }
 
-/// A Markdown table from a header and rows of cells.
-pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
+/// A table as Markdown: floats with 4 decimals, missing values `NaN`, `|` in text escaped.
+pub fn markdown_table(df: &DataFrame) -> String {
+    let columns = df.columns();
+    let header: Vec<String> = columns.iter().map(|c| c.name().to_string()).collect();
     let mut out = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
-    for row in rows {
-        out.push_str(&format!("| {} |\n", row.join(" | ")));
+    for i in 0..df.height() {
+        let cells: Vec<String> = columns.iter().map(|c| c.get(i).map(|v| markdown_cell(&v)).unwrap_or_default()).collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     out
 }
 
-/// A CSV table (cells holding `,`, `"` or a newline are quoted).
-pub fn csv_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let quote = |cell: &str| {
-        if cell.contains([',', '"', '\n']) {
-            format!("\"{}\"", cell.replace('"', "\"\""))
-        } else {
-            cell.to_owned()
-        }
-    };
-    let mut out = header.iter().map(|h| quote(h)).collect::<Vec<_>>().join(",");
-    out.push('\n');
-    for row in rows {
-        out.push_str(&row.iter().map(|c| quote(c)).collect::<Vec<_>>().join(","));
-        out.push('\n');
-    }
-    out
-}
-
-/// A number for a table: 4 decimals, `NaN` for non-finite or missing values.
-pub fn cell(value: Option<f64>) -> String {
+fn markdown_cell(value: &AnyValue<'_>) -> String {
     match value {
-        Some(v) if v.is_finite() => format!("{v:.4}"),
-        _ => "NaN".to_owned(),
+        AnyValue::Null => "NaN".to_owned(),
+        AnyValue::Float64(v) if v.is_finite() => format!("{v:.4}"),
+        AnyValue::Float32(v) if v.is_finite() => format!("{v:.4}"),
+        AnyValue::String(s) => s.replace('|', "\\|").replace('\n', "↵"),
+        AnyValue::StringOwned(s) => s.replace('|', "\\|").replace('\n', "↵"),
+        other => other.to_string(),
     }
+}
+
+/// Write `df` as `results/<stem>_<tag>.csv` and `.md` (atomically); returns both paths.
+pub fn write_table(df: &mut DataFrame, layout: &StepLayout, stem: &str) -> Result<Vec<PathBuf>> {
+    let csv_path = layout.result(stem, "csv");
+    let mut csv = Vec::new();
+    CsvWriter::new(&mut csv).finish(df)?;
+    write_atomic(&csv_path, &csv)?;
+    let md_path = layout.result(stem, "md");
+    write_atomic(&md_path, markdown_table(df).as_bytes())?;
+    Ok(vec![csv_path, md_path])
+}
+
+/// A column of optional floats.
+pub fn float_column(name: &str, values: impl IntoIterator<Item = Option<f64>>) -> Column {
+    Column::new(name.into(), values.into_iter().map(|v| v.filter(|x| x.is_finite())).collect::<Vec<Option<f64>>>())
+}
+
+/// A column of text.
+pub fn text_column(name: &str, values: impl IntoIterator<Item = String>) -> Column {
+    Column::new(name.into(), values.into_iter().collect::<Vec<String>>())
+}
+
+/// A column of counts.
+pub fn count_column(name: &str, values: impl IntoIterator<Item = usize>) -> Column {
+    Column::new(name.into(), values.into_iter().map(|v| v as u32).collect::<Vec<u32>>())
 }
 
 /// Mean of the finite values (`None` when there is none).

@@ -26,6 +26,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
+use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
 use super::attention::{scale_layers, UPSTREAM_LAYERS};
@@ -33,7 +34,7 @@ use super::dataset::Problem;
 use super::latent::{run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
 use super::model::CodiModel;
 use super::next_figures;
-use super::next_steps::{self, check_layers, finite_mean, ProblemRecord, StepLayout};
+use super::next_steps::{self, check_layers, count_column, finite_mean, float_column, text_column, ProblemRecord, StepLayout};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
@@ -409,25 +410,42 @@ pub fn summarize_routing(records: &[RoutingRecord]) -> Result<RoutingSummary> {
     Ok(RoutingSummary { problems: ok.len(), classes, layers, per_token, mass, question_mass, head_layers, head_per_token })
 }
 
-fn summary_rows(summary: &RoutingSummary) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    for (li, layer) in summary.layers.iter().enumerate() {
+/// The summary as a table: one row per (layer, thought, class).
+pub fn summary_table(summary: &RoutingSummary) -> Result<DataFrame> {
+    let mut rows: Vec<(usize, usize, TokenClass, Option<f64>, Option<f64>)> = Vec::new();
+    for (li, &layer) in summary.layers.iter().enumerate() {
         for k in 0..LATENT_STEPS {
-            for (c, class) in summary.classes.iter().enumerate() {
-                rows.push(vec![
-                    layer.to_string(),
-                    format!("T{k}"),
-                    class.name().to_owned(),
-                    next_steps::cell(summary.per_token[li][k][c]),
-                    next_steps::cell(summary.mass[li][k][c]),
-                ]);
+            for (c, &class) in summary.classes.iter().enumerate() {
+                rows.push((layer, k, class, summary.per_token[li][k][c], summary.mass[li][k][c]));
             }
         }
     }
-    rows
+    Ok(DataFrame::new_infer_height(vec![
+        count_column("layer", rows.iter().map(|r| r.0)),
+        text_column("thought", rows.iter().map(|r| format!("T{}", r.1))),
+        text_column("class", rows.iter().map(|r| r.2.name().to_owned())),
+        float_column("attention_per_token", rows.iter().map(|r| r.3)),
+        float_column("attention_mass", rows.iter().map(|r| r.4)),
+    ])?)
 }
 
-const SUMMARY_HEADER: [&str; 5] = ["layer", "thought", "class", "attention_per_token", "attention_mass"];
+/// One problem's question-token × thought attention at `layer` (head mean) as a table.
+pub fn question_table(record: &RoutingRecord, layer: usize) -> Result<DataFrame> {
+    let li = record
+        .layer_index(layer)
+        .ok_or_else(|| Error::invalid(format!("routing record {} has no layer {layer}", record.problem_id)))?;
+    let tokens = &record.question_tokens;
+    let mut columns = vec![
+        count_column("position", tokens.iter().map(|t| t.position)),
+        text_column("token", tokens.iter().map(|t| t.text.clone())),
+        text_column("class", tokens.iter().map(|t| t.class.name().to_owned())),
+    ];
+    for k in 0..LATENT_STEPS {
+        let row = &record.head_mean[li][k];
+        columns.push(float_column(&format!("T{k}"), (0..tokens.len()).map(|q| row.get(q).map(|&v| v as f64))));
+    }
+    Ok(DataFrame::new_infer_height(columns)?)
+}
 
 /// Options of [`analyze_routing`].
 #[derive(Debug, Clone)]
@@ -473,16 +491,22 @@ fn write_summary_files(summary: &RoutingSummary, layout: &StepLayout, files: &mu
     let json = layout.result(SUMMARY_STEM, "json");
     super::dataset::write_json_atomic(&json, summary)?;
     files.push(json);
-    let rows = summary_rows(summary);
-    for (ext, text) in [
-        ("csv", next_steps::csv_table(&SUMMARY_HEADER, &rows)),
-        ("md", next_steps::markdown_table(&SUMMARY_HEADER, &rows)),
-    ] {
-        let path = layout.result(SUMMARY_STEM, ext);
-        super::dataset::write_atomic(&path, text.as_bytes())?;
-        files.push(path);
-    }
+    files.extend(next_steps::write_table(&mut summary_table(summary)?, layout, SUMMARY_STEM)?);
     Ok(())
+}
+
+/// `codi routing` as one call: run (resumable) into `results/question_to_thought_attention_<tag>.json`,
+/// then [`analyze_routing`].
+pub fn routing_step(
+    codi: &CodiModel,
+    problems: &[Problem],
+    options: &RoutingOptions,
+    layout: &StepLayout,
+    analysis: &RoutingAnalysisOptions,
+) -> Result<(Vec<RoutingRecord>, RoutingSummary, Vec<PathBuf>, Vec<String>)> {
+    let records = run_routing(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
+    let (summary, files, notes) = analyze_routing(&records, layout, analysis)?;
+    Ok((records, summary, files, notes))
 }
 
 /// A problem id as a file-name part.

@@ -11,12 +11,12 @@ use super::LoopArgs;
 use crate::codi::ablate::{AblationMode, AblationOptions};
 use crate::codi::analyze::ImportanceKind;
 use crate::codi::attention::scale_layers;
-use crate::codi::compose::{self, analyze_compose, run_compose, ComposeAnalysisOptions};
-use crate::codi::decompose::{self, analyze_decompose, run_decompose, DecomposeAnalysisOptions, DecomposeOptions};
+use crate::codi::compose::{self, ComposeAnalysisOptions};
+use crate::codi::decompose::{self, DecomposeAnalysisOptions, DecomposeOptions};
 use crate::codi::model::CodiModel;
-use crate::codi::next_steps::StepLayout;
+use crate::codi::next_steps::{self, StepLayout};
 use crate::codi::pipeline::TEST_MODE_MAX_NEW_TOKENS;
-use crate::codi::routing::{self, analyze_routing, run_routing, RoutingAnalysisOptions, RoutingOptions};
+use crate::codi::routing::{self, RoutingAnalysisOptions, RoutingOptions};
 use crate::Result;
 
 /// Output settings shared by the three steps.
@@ -94,18 +94,16 @@ pub fn compose(a: ComposeArgs) -> Result<()> {
     options.layer = scale_layers(&[a.layer], codi.model.num_layers())[0];
     options.layer_off_by_one = !a.no_off_by_one;
     options.patch_prompt = a.patch_prompt;
-    let layout = a.output.layout(problems.len());
-    let out = layout.result(compose::RESULTS_STEM, "json");
-    let records = run_compose(&codi, &problems, &options, &out)?;
-    println!("{} problems in {}", records.len(), out.display());
     let analysis_options = ComposeAnalysisOptions {
         importance: a.importance,
         all_baselines: a.all_baselines,
         static_images: !a.output.html_only,
         title_note: title_note(&codi),
     };
-    let analysis = analyze_compose(&records, &layout, &analysis_options)?;
-    println!("{}", compose::summary_markdown(&analysis.summary));
+    let layout = a.output.layout(problems.len());
+    let (records, analysis) = compose::compose_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    println!("{} problems in {}", records.len(), layout.result(compose::RESULTS_STEM, "json").display());
+    println!("{}", next_steps::markdown_table(&compose::summary_table(&analysis.summary)?));
     print_files(&analysis.files, &analysis.notes);
     Ok(())
 }
@@ -143,13 +141,11 @@ pub fn routing(a: RoutingArgs) -> Result<()> {
             options.layers.push(l);
         }
     }
-    let layout = a.output.layout(problems.len());
-    let out = layout.result(routing::RESULTS_STEM, "json");
-    let records = run_routing(&codi, &problems, &options, &out)?;
-    println!("{} problems in {}", records.len(), out.display());
     let analysis_options =
         RoutingAnalysisOptions { heatmaps: a.heatmaps, static_images: !a.output.html_only, title_note: title_note(&codi) };
-    let (_, files, notes) = analyze_routing(&records, &layout, &analysis_options)?;
+    let layout = a.output.layout(problems.len());
+    let (records, _, files, notes) = routing::routing_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    println!("{} problems in {}", records.len(), layout.result(routing::RESULTS_STEM, "json").display());
     print_files(&files, &notes);
     Ok(())
 }
@@ -173,16 +169,14 @@ pub fn decompose(a: DecomposeArgs) -> Result<()> {
     let (codi, problems) = a.common.load()?;
     let mut options = DecomposeOptions::new(a.common.loop_options());
     options.top_k = a.top_k;
-    let layout = a.output.layout(problems.len());
-    let out = layout.result(decompose::RESULTS_STEM, "json");
-    let records = run_decompose(&codi, &problems, &options, &out)?;
-    println!("{} problems in {}", records.len(), out.display());
     let analysis_options = DecomposeAnalysisOptions {
         lens_problems: a.lens_problems,
         static_images: !a.output.html_only,
         title_note: title_note(&codi),
     };
-    let (_, files, notes) = analyze_decompose(&records, &layout, &analysis_options)?;
+    let layout = a.output.layout(problems.len());
+    let (records, _, files, notes) = decompose::decompose_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    println!("{} problems in {}", records.len(), layout.result(decompose::RESULTS_STEM, "json").display());
     print_files(&files, &notes);
     Ok(())
 }
