@@ -458,7 +458,7 @@ fn decomposition_sums_exactly_and_logit_lens_matches_by_hand() {
     let options = DecomposeOptions::new(short_loop(LoopMode::Cotx));
     let records = decompose::run_decompose(&codi, &problems[..2], &options, &layout.result(decompose::RESULTS_STEM, "json")).unwrap();
     let analysis = DecomposeAnalysisOptions { lens_problems: 1, static_images: false, title_note: String::new() };
-    let (summary, _, _) = analyze_decompose(&records, &layout, &analysis).unwrap();
+    let summary = analyze_decompose(&records, &layout, &analysis).unwrap().summary;
     let expect = (records[0].dla[0][6][3] + records[1].dla[0][6][3]) / 2.0;
     assert!((summary.dla_mean[0][6][3].unwrap() - expect).abs() < 1e-12);
     let dla = decompose::dla_table(&summary, 0).unwrap();

@@ -467,6 +467,15 @@ pub fn summarize_decompose(records: &[DecomposeRecord]) -> Result<DecomposeSumma
     })
 }
 
+/// What [`analyze_decompose`] wrote.
+#[derive(Debug, Clone)]
+pub struct DecomposeAnalysis {
+    pub summary: DecomposeSummary,
+    pub files: Vec<PathBuf>,
+    /// What was skipped (static images without Chromium).
+    pub notes: Vec<String>,
+}
+
 /// Options of [`analyze_decompose`].
 #[derive(Debug, Clone)]
 pub struct DecomposeAnalysisOptions {
@@ -514,7 +523,7 @@ pub fn lens_table(record: &DecomposeRecord) -> Result<DataFrame> {
 /// `results/residual_decomposition_summary_<tag>.json`, `results/logit_lens_<problem>_<tag>.md`)
 /// and figures (`figures/direct_logit_attribution`, `figures/direct_logit_attribution_eot`,
 /// `figures/logit_lens_<problem>`).
-pub fn analyze_decompose(records: &[DecomposeRecord], layout: &StepLayout, options: &DecomposeAnalysisOptions) -> Result<(DecomposeSummary, Vec<PathBuf>, Vec<String>)> {
+pub fn analyze_decompose(records: &[DecomposeRecord], layout: &StepLayout, options: &DecomposeAnalysisOptions) -> Result<DecomposeAnalysis> {
     let summary = summarize_decompose(records)?;
     let mut files = Vec::new();
     let json = layout.result("residual_decomposition_summary", "json");
@@ -536,7 +545,7 @@ pub fn analyze_decompose(records: &[DecomposeRecord], layout: &StepLayout, optio
     let named: Vec<(&str, &crate::plot::Figure)> = figures.iter().map(|(n, f)| (n.as_str(), f)).collect();
     let (written, notes) = next_steps::save_step_figures(&layout.figures_dir(), &named, options.static_images)?;
     files.extend(written);
-    Ok((summary, files, notes))
+    Ok(DecomposeAnalysis { summary, files, notes })
 }
 
 /// `codi decompose` as one call: run (resumable) into `results/residual_decomposition_<tag>.json`,
@@ -547,10 +556,10 @@ pub fn decompose_step(
     options: &DecomposeOptions,
     layout: &StepLayout,
     analysis: &DecomposeAnalysisOptions,
-) -> Result<(Vec<DecomposeRecord>, DecomposeSummary, Vec<PathBuf>, Vec<String>)> {
+) -> Result<(Vec<DecomposeRecord>, DecomposeAnalysis)> {
     let records = run_decompose(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
-    let (summary, files, notes) = analyze_decompose(&records, layout, analysis)?;
-    Ok((records, summary, files, notes))
+    let analysis = analyze_decompose(&records, layout, analysis)?;
+    Ok((records, analysis))
 }
 
 #[cfg(test)]

@@ -412,20 +412,16 @@ pub fn summarize_routing(records: &[RoutingRecord]) -> Result<RoutingSummary> {
 
 /// The summary as a table: one row per (layer, thought, class).
 pub fn summary_table(summary: &RoutingSummary) -> Result<DataFrame> {
-    let mut rows: Vec<(usize, usize, TokenClass, Option<f64>, Option<f64>)> = Vec::new();
-    for (li, &layer) in summary.layers.iter().enumerate() {
-        for k in 0..LATENT_STEPS {
-            for (c, &class) in summary.classes.iter().enumerate() {
-                rows.push((layer, k, class, summary.per_token[li][k][c], summary.mass[li][k][c]));
-            }
-        }
-    }
+    // (layer index, thought, class index) in row order.
+    let rows: Vec<(usize, usize, usize)> = (0..summary.layers.len())
+        .flat_map(|li| (0..LATENT_STEPS).flat_map(move |k| (0..TokenClass::ALL.len()).map(move |c| (li, k, c))))
+        .collect();
     Ok(DataFrame::new_infer_height(vec![
-        count_column("layer", rows.iter().map(|r| r.0)),
+        count_column("layer", rows.iter().map(|r| summary.layers[r.0])),
         text_column("thought", rows.iter().map(|r| format!("T{}", r.1))),
-        text_column("class", rows.iter().map(|r| r.2.name().to_owned())),
-        float_column("attention_per_token", rows.iter().map(|r| r.3)),
-        float_column("attention_mass", rows.iter().map(|r| r.4)),
+        text_column("class", rows.iter().map(|r| summary.classes[r.2].name().to_owned())),
+        float_column("attention_per_token", rows.iter().map(|r| summary.per_token[r.0][r.1][r.2])),
+        float_column("attention_mass", rows.iter().map(|r| summary.mass[r.0][r.1][r.2])),
     ])?)
 }
 
@@ -447,6 +443,15 @@ pub fn question_table(record: &RoutingRecord, layer: usize) -> Result<DataFrame>
     Ok(DataFrame::new_infer_height(columns)?)
 }
 
+/// What [`analyze_routing`] wrote.
+#[derive(Debug, Clone)]
+pub struct RoutingAnalysis {
+    pub summary: RoutingSummary,
+    pub files: Vec<PathBuf>,
+    /// What was skipped (static images without Chromium).
+    pub notes: Vec<String>,
+}
+
 /// Options of [`analyze_routing`].
 #[derive(Debug, Clone)]
 pub struct RoutingAnalysisOptions {
@@ -466,7 +471,7 @@ impl Default for RoutingAnalysisOptions {
 /// `figures/question_to_thought_<problem>` (the first `heatmaps` problems),
 /// `figures/attention_by_token_type`, `figures/attention_by_token_type_per_layer`,
 /// `figures/attention_by_token_type_per_head`.
-pub fn analyze_routing(records: &[RoutingRecord], layout: &StepLayout, options: &RoutingAnalysisOptions) -> Result<(RoutingSummary, Vec<PathBuf>, Vec<String>)> {
+pub fn analyze_routing(records: &[RoutingRecord], layout: &StepLayout, options: &RoutingAnalysisOptions) -> Result<RoutingAnalysis> {
     let summary = summarize_routing(records)?;
     let mut files = Vec::new();
     write_summary_files(&summary, layout, &mut files)?;
@@ -484,7 +489,7 @@ pub fn analyze_routing(records: &[RoutingRecord], layout: &StepLayout, options: 
     let named: Vec<(&str, &crate::plot::Figure)> = figures.iter().map(|(n, f)| (n.as_str(), f)).collect();
     let (written, notes) = next_steps::save_step_figures(&layout.figures_dir(), &named, options.static_images)?;
     files.extend(written);
-    Ok((summary, files, notes))
+    Ok(RoutingAnalysis { summary, files, notes })
 }
 
 fn write_summary_files(summary: &RoutingSummary, layout: &StepLayout, files: &mut Vec<PathBuf>) -> Result<()> {
@@ -503,10 +508,10 @@ pub fn routing_step(
     options: &RoutingOptions,
     layout: &StepLayout,
     analysis: &RoutingAnalysisOptions,
-) -> Result<(Vec<RoutingRecord>, RoutingSummary, Vec<PathBuf>, Vec<String>)> {
+) -> Result<(Vec<RoutingRecord>, RoutingAnalysis)> {
     let records = run_routing(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
-    let (summary, files, notes) = analyze_routing(&records, layout, analysis)?;
-    Ok((records, summary, files, notes))
+    let analysis = analyze_routing(&records, layout, analysis)?;
+    Ok((records, analysis))
 }
 
 /// A problem id as a file-name part.

@@ -144,9 +144,9 @@ pub fn routing(a: RoutingArgs) -> Result<()> {
     let analysis_options =
         RoutingAnalysisOptions { heatmaps: a.heatmaps, static_images: !a.output.html_only, title_note: title_note(&codi) };
     let layout = a.output.layout(problems.len());
-    let (records, _, files, notes) = routing::routing_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    let (records, analysis) = routing::routing_step(&codi, &problems, &options, &layout, &analysis_options)?;
     println!("{} problems in {}", records.len(), layout.result(routing::RESULTS_STEM, "json").display());
-    print_files(&files, &notes);
+    print_files(&analysis.files, &analysis.notes);
     Ok(())
 }
 
@@ -175,8 +175,8 @@ pub fn decompose(a: DecomposeArgs) -> Result<()> {
         title_note: title_note(&codi),
     };
     let layout = a.output.layout(problems.len());
-    let (records, _, files, notes) = decompose::decompose_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    let (records, analysis) = decompose::decompose_step(&codi, &problems, &options, &layout, &analysis_options)?;
     println!("{} problems in {}", records.len(), layout.result(decompose::RESULTS_STEM, "json").display());
-    print_files(&files, &notes);
+    print_files(&analysis.files, &analysis.notes);
     Ok(())
 }
