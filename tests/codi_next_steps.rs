@@ -412,6 +412,8 @@ fn decomposition_sums_exactly_and_logit_lens_matches_by_hand() {
                 assert!((sum - logit).abs() < 1e-4 * (1.0 + logit.abs()), "{mode:?} p{p} t{t}: {sum} vs {logit}");
             }
         }
+        let (reconstruction, dla) = record.identity_errors();
+        assert!(reconstruction < 1e-4 && dla < 1e-3, "{reconstruction} {dla}");
         // At EOT the logits are the model's own output logits.
         for t in 0..2 {
             let expect = eot[record.targets[t].token as usize] as f64;

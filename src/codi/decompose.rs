@@ -151,6 +151,22 @@ impl ProblemRecord for DecomposeRecord {
     }
 }
 
+impl DecomposeRecord {
+    /// The two identities the decomposition rests on, as the largest violations over positions
+    /// and targets: (max |Σ components − final residual|, max |Σ DLA − logit|). Both are float
+    /// round-off (≈1e-5 in f32) when the capture is complete.
+    pub fn identity_errors(&self) -> (f64, f64) {
+        let reconstruction = self.reconstruction_error.iter().copied().fold(0.0, f64::max);
+        let mut dla: f64 = 0.0;
+        for (per_position, logits) in self.dla.iter().zip(&self.logits) {
+            for (components, logit) in per_position.iter().zip(logits) {
+                dla = dla.max((components.iter().sum::<f64>() - logit).abs());
+            }
+        }
+        (reconstruction, dla)
+    }
+}
+
 /// Component labels of an `n`-block model (TransformerLens `decompose_resid` order).
 pub fn component_labels(layers: usize) -> Vec<String> {
     let mut out = vec!["embed".to_owned()];
