@@ -485,3 +485,41 @@ fn decomposition_sums_exactly_and_logit_lens_matches_by_hand() {
         assert!(file.is_file(), "{}", file.display());
     }
 }
+
+#[test]
+fn cli_steps_write_the_seed_layout() {
+    let root = tempfile::tempdir().unwrap();
+    let checkpoint = codi_support::tiny_codi(root.path());
+    let dataset = root.path().join("problems.json");
+    thoughtscope::codi::dataset::write_problems(&codi_support::problems()[..2], &dataset).unwrap();
+    let out = root.path().join("next");
+    let run = |step: &str, extra: &[&str]| {
+        let mut args = vec!["codi", step, "--checkpoint", checkpoint.to_str().unwrap(), "--dataset", dataset.to_str().unwrap()];
+        args.extend(["--out", out.to_str().unwrap(), "--test-mode", "--html-only"]);
+        args.extend(extra);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_thoughtscope")).args(&args).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{step}: {text}");
+        text
+    };
+    // Block 8 of LLaMA-3.2-1B moves to the same relative depth (block 2 of 4).
+    let text = run("compose", &["--max-new-tokens", "2", "--importance", "logprob", "--all-baselines"]);
+    assert!(text.contains("| T0+T1 | 2 | 2 |"), "{text}");
+    let meta = std::fs::read_to_string(out.join("results/compositional_ablation_results_test.meta.json")).unwrap();
+    assert!(meta.contains("\"layer\": 2"), "{meta}");
+    run("routing", &["--heatmaps", "1"]);
+    run("decompose", &["--lens-problems", "1"]);
+    for file in [
+        "results/compositional_ablation_results_test.json",
+        "results/compositional_table_test.csv",
+        "figures/compositional_pair_interaction.html",
+        "results/question_to_thought_attention_test.json",
+        "results/attention_by_token_type_test.md",
+        "figures/question_to_thought_p1.html",
+        "results/residual_decomposition_test.json",
+        "results/direct_logit_attribution_test.md",
+        "figures/logit_lens_p1.html",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+}

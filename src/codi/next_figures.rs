@@ -82,8 +82,7 @@ pub fn heatmap_panels(title: &str, panels: &[Panel], x_title: &str, y_title: &st
                 ColorScale::Palette(ColorScalePalette::RdBu)
             } else {
                 ColorScale::Palette(ColorScalePalette::Viridis)
-            })
-            .reverse_scale(panel.diverging); // plotly's RdBu runs blue → red; red for positive
+            }); // plotly.js's RdBu: blue for low, red for high
         if let Some((lo, hi)) = panel.range {
             trace = trace.zmin(lo).zmax(hi);
         }
@@ -94,10 +93,12 @@ pub fn heatmap_panels(title: &str, panels: &[Panel], x_title: &str, y_title: &st
             x_key,
             json!({"domain": domain, "anchor": format!("y{suffix}"), "title": {"text": x_title}, "type": "category"}),
         );
+        // Rows shared with the first panel are labelled once, at the left.
+        let shared_rows = i > 0 && panel.y == panels[0].y;
         layout.insert(
             y_key,
             json!({"anchor": format!("x{suffix}"), "autorange": "reversed", "type": "category", "automargin": true,
-                   "title": {"text": if i == 0 { y_title } else { "" }}}),
+                   "showticklabels": !shared_rows, "title": {"text": if i == 0 { y_title } else { "" }}}),
         );
         annotations.push(json!({
             "text": panel.title, "showarrow": false, "xref": "paper", "yref": "paper",
@@ -108,7 +109,8 @@ pub fn heatmap_panels(title: &str, panels: &[Panel], x_title: &str, y_title: &st
                 for (c, t) in row.iter().enumerate() {
                     annotations.push(json!({
                         "text": t, "showarrow": false, "xref": format!("x{suffix}"), "yref": format!("y{suffix}"),
-                        "x": panel.x.get(c), "y": panel.y.get(r), "font": {"size": 9, "color": "white"},
+                        "x": panel.x.get(c), "y": panel.y.get(r), "font": {"size": 9, "color": "black"},
+                        "bgcolor": "rgba(255,255,255,0.65)", "borderpad": 1,
                     }));
                 }
             }
@@ -241,14 +243,18 @@ pub fn question_thought_heatmap(record: &RoutingRecord, title_note: &str) -> Res
         let rows = &record.head_mean[li];
         let z: Vec<Vec<Option<f64>>> =
             (0..y.len()).map(|q| rows.iter().map(|row| row.get(q).map(|&v| v as f64)).collect()).collect();
+        // Attention sinks (the first token, some punctuation) take most of the mass; clip the
+        // colours at the 98th percentile so the other tokens stay visible.
+        let values: Vec<f64> = z.iter().flatten().flatten().copied().collect();
+        let top = crate::plot::quantile(&values, 0.98)?;
         panels.push(Panel {
             title: format!("block {layer}"),
             x: token_labels(),
             y: y.clone(),
             z,
-            range: None,
+            range: (top > 0.0).then_some((0.0, top)),
             diverging: false,
-            colorbar_title: "attention".into(),
+            colorbar_title: "attention ≤ p98".into(),
             cell_text: None,
         });
     }
