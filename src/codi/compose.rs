@@ -409,7 +409,8 @@ pub fn fill_interactions(sets: &mut [SetAblation]) {
 /// `codi compose`: every problem not yet in `out`, `out` rewritten after each (resumable).
 pub fn run_compose(codi: &CodiModel, problems: &[Problem], options: &AblationOptions, out: &Path) -> Result<Vec<ComposeRecord>> {
     check_layer(codi, options)?;
-    next_steps::run_resumable(codi, "compose", serde_json::to_value(options)?, problems, out, |problem| {
+    let settings = serde_json::to_value(options)?;
+    next_steps::run_resumable(codi, "compose", settings, problems, out, next_steps::JsonStyle::Pretty, |problem| {
         compose_problem(codi, problem, options)
     })
 }

@@ -420,7 +420,8 @@ fn lens_row(codi: &CodiModel, label: &str, logits: &[f32], targets: &[LogitTarge
 
 /// `codi decompose`: every problem not yet in `out`, `out` rewritten after each (resumable).
 pub fn run_decompose(codi: &CodiModel, problems: &[Problem], options: &DecomposeOptions, out: &Path) -> Result<Vec<DecomposeRecord>> {
-    next_steps::run_resumable(codi, "decompose", serde_json::to_value(options)?, problems, out, |problem| {
+    let settings = serde_json::to_value(options)?;
+    next_steps::run_resumable(codi, "decompose", settings, problems, out, next_steps::JsonStyle::Compact, |problem| {
         decompose_problem(codi, problem, options)
     })
 }

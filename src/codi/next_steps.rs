@@ -55,6 +55,22 @@ pub trait ProblemRecord: Serialize + DeserializeOwned + Clone {
     fn failed(problem: &Problem, error: String) -> Self;
 }
 
+/// How a results file is written: indented like the seed's JSON, or compact (the attention and
+/// decomposition records hold tens of thousands of numbers per problem; indented, one per line,
+/// the 100-problem routing file would be ~60 MB and rewritten after every problem).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonStyle {
+    Pretty,
+    Compact,
+}
+
+fn write_records<R: Serialize>(out: &Path, records: &[R], style: JsonStyle) -> Result<()> {
+    match style {
+        JsonStyle::Pretty => write_json_atomic(out, records),
+        JsonStyle::Compact => write_atomic(out, serde_json::to_string(records)?.as_bytes()),
+    }
+}
+
 /// Run `compute` on every problem not yet in `out` (JSON list), rewriting `out` after each one.
 /// `settings` go into the `.meta.json` sidecar: an existing `out` written with other settings or
 /// weights is refused, naming the field. Records of problems outside `problems` that the file
@@ -65,6 +81,7 @@ pub fn run_resumable<R: ProblemRecord>(
     settings: serde_json::Value,
     problems: &[Problem],
     out: &Path,
+    style: JsonStyle,
     mut compute: impl FnMut(&Problem) -> Result<R>,
 ) -> Result<Vec<R>> {
     RunMeta::new(codi, step, settings).check_or_write(&meta_path(out), out)?;
@@ -87,12 +104,12 @@ pub fn run_resumable<R: ProblemRecord>(
         records.push(record);
         let mut all = records.clone();
         all.extend(done.iter().cloned());
-        write_json_atomic(out, &all)?;
+        write_records(out, &all, style)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
     records.extend(done);
-    write_json_atomic(out, &records)?;
+    write_records(out, &records, style)?;
     Ok(records)
 }
 

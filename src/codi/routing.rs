@@ -332,7 +332,8 @@ pub fn run_routing(codi: &CodiModel, problems: &[Problem], options: &RoutingOpti
     let n = codi.model.num_layers();
     check_layers("routing layers", &options.layers, n)?;
     check_layers("routing head layers", &options.head_layers, n)?;
-    next_steps::run_resumable(codi, "routing", serde_json::to_value(options)?, problems, out, |problem| {
+    let settings = serde_json::to_value(options)?;
+    next_steps::run_resumable(codi, "routing", settings, problems, out, next_steps::JsonStyle::Compact, |problem| {
         routing_for_problem(codi, problem, options)
     })
 }
