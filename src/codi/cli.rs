@@ -17,6 +17,10 @@ use super::model::{CodiModel, LoadOptions};
 use super::pipeline::{run_all, RunAllOptions, Variant};
 use crate::{Error, Result};
 
+// The seed's next steps (issue 13): their arguments and handlers, in `cli/next_steps.rs`.
+mod next_steps;
+pub use next_steps::{ComposeArgs, DecomposeArgs, RoutingArgs};
+
 /// Default location of the 1,000-problem file (read-only shared data, never copied into the repo).
 pub const DEFAULT_INPUT: &str = "../shared/data/codi/llama_cot_original_stratified_1000.json";
 /// Default directory of the CODI-shaped SmolLM2 checkpoint.
@@ -36,6 +40,12 @@ pub enum CodiCommand {
     Analyze(AnalyzeArgs),
     /// dataset → ablate → attention → analyze, faithful and corrected, plus their comparison.
     RunAll(RunAllArgs),
+    /// Next step: ablate every pair and triplet of continuous thoughts; interactions, table, figures.
+    Compose(ComposeArgs),
+    /// Next step: which question tokens each continuous thought attends to, by token type.
+    Routing(RoutingArgs),
+    /// Next step: per-layer attention/MLP direct logit attribution and the logit lens at each thought.
+    Decompose(DecomposeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +322,9 @@ pub fn run(command: CodiCommand) -> Result<()> {
             }
             println!("total {:.1} s; see {}", report.total_s, a.out.join("README.md").display());
         }
+        CodiCommand::Compose(a) => next_steps::compose(a)?,
+        CodiCommand::Routing(a) => next_steps::routing(a)?,
+        CodiCommand::Decompose(a) => next_steps::decompose(a)?,
     }
     Ok(())
 }

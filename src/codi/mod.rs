@@ -26,13 +26,18 @@ pub mod answer;
 pub mod attention;
 pub mod checkpoint;
 pub mod cli;
+pub mod compose;
 pub mod dataset;
+pub mod decompose;
 pub mod figures;
 pub mod latent;
 pub mod make_model;
 pub mod model;
+pub mod next_figures;
+pub mod next_steps;
 pub mod pipeline;
 mod progress;
+pub mod routing;
 
 pub use ablate::{ablate_problem, run_ablation, AblationMode, AblationOptions, AblationRecord};
 pub use analyze::{analyze, AnalyzeOptions, ImportanceKind};

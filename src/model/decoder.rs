@@ -1043,6 +1043,22 @@ impl Model {
         linear(hidden, &self.lm_head, None)
     }
 
+    // --- Added for the CODI residual decomposition (issue 13, `codi::decompose`): direct logit
+    // --- attribution and the logit lens read the final norm and the unembedding.
+    /// The final RMSNorm's weight `γ` `[d]` (`model.norm.weight`, TransformerLens `ln_final.w`).
+    pub fn final_norm_weight(&self) -> &Tensor {
+        &self.norm
+    }
+    /// The final RMSNorm applied to residual-stream vectors `[.., d]` (as at the end of the forward).
+    pub fn final_norm(&self, residual: &Tensor) -> Result<Tensor> {
+        rms_norm(residual, &self.norm, self.config.rms_norm_eps)
+    }
+    /// The `[vocab, d]` unembedding (`lm_head.weight`, or the embedding when tied).
+    pub fn unembedding_matrix(&self) -> &Tensor {
+        &self.lm_head
+    }
+    // --- end of the decomposition accessors.
+
     /// Forward pass over new positions, continuing after what `cache` holds; logits for every
     /// position.
     pub fn forward(&self, input: Input<'_>, cache: &mut KvCache, hooks: &mut dyn Hooks) -> Result<ForwardOutput> {

@@ -1,0 +1,182 @@
+//! `thoughtscope codi compose | routing | decompose`: the seed's three next steps (issue 13).
+//! Each writes `<out>/results/<name>_<tag>.json` (resumable, with a `.meta.json` sidecar), its
+//! tables beside it and its figures in `<out>/figures/`; `<tag>` is `test` with `--test-mode`,
+//! else the number of problems.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::LoopArgs;
+use crate::codi::ablate::{AblationMode, AblationOptions};
+use crate::codi::analyze::ImportanceKind;
+use crate::codi::attention::scale_layers;
+use crate::codi::compose::{self, ComposeAnalysisOptions};
+use crate::codi::decompose::{self, DecomposeAnalysisOptions, DecomposeOptions};
+use crate::codi::model::CodiModel;
+use crate::codi::next_steps::{self, StepLayout};
+use crate::codi::pipeline::TEST_MODE_MAX_NEW_TOKENS;
+use crate::codi::routing::{self, RoutingAnalysisOptions, RoutingOptions};
+use crate::Result;
+
+/// Output settings shared by the three steps.
+#[derive(Debug, Args)]
+pub struct NextStepOutput {
+    /// Output directory (results/ and figures/ inside).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tag files `_test` (else with the problem count); compose also caps decoding at 16 tokens.
+    #[arg(long)]
+    pub test_mode: bool,
+    /// Write HTML figures only (no PNG/SVG through Chromium).
+    #[arg(long)]
+    pub html_only: bool,
+}
+
+impl NextStepOutput {
+    fn layout(&self, problems: usize) -> StepLayout {
+        StepLayout::new(&self.out, self.test_mode, problems)
+    }
+}
+
+fn title_note(codi: &CodiModel) -> String {
+    if codi.meta.real_codi {
+        String::new()
+    } else {
+        " — NOT A CODI MODEL".to_owned()
+    }
+}
+
+fn print_files(files: &[PathBuf], notes: &[String]) {
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    for file in files {
+        println!("wrote {}", file.display());
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeArgs {
+    #[command(flatten)]
+    pub common: LoopArgs,
+    #[command(flatten)]
+    pub output: NextStepOutput,
+    /// Hook semantics, as `codi ablate`.
+    #[arg(long, value_enum, default_value = "faithful")]
+    pub mode: AblationMode,
+    /// 0-based decoder block whose output is patched (upstream 'middle' = 8; moved to the same
+    /// relative depth on a shallower model).
+    #[arg(long, default_value_t = 8)]
+    pub layer: usize,
+    /// Faithful mode: take clean vectors from the block's output, fixing upstream's off-by-one.
+    #[arg(long)]
+    pub no_off_by_one: bool,
+    /// Faithful mode: also patch the last question token (bug of 1_run_token_ablation.py).
+    #[arg(long)]
+    pub patch_prompt: bool,
+    /// Importance shown in the figures.
+    #[arg(long, value_enum, default_value = "binary")]
+    pub importance: ImportanceKind,
+    /// Keep problems whose baseline is wrong in the table (meant for --importance logprob).
+    #[arg(long)]
+    pub all_baselines: bool,
+}
+
+/// `codi compose`.
+pub fn compose(a: ComposeArgs) -> Result<()> {
+    let (codi, problems) = a.common.load()?;
+    let mut loop_options = a.common.loop_options();
+    if a.output.test_mode && a.common.max_new_tokens.is_none() {
+        loop_options.max_new_tokens = TEST_MODE_MAX_NEW_TOKENS;
+    }
+    let mut options = AblationOptions::new(loop_options, a.mode);
+    options.layer = scale_layers(&[a.layer], codi.model.num_layers())[0];
+    options.layer_off_by_one = !a.no_off_by_one;
+    options.patch_prompt = a.patch_prompt;
+    let analysis_options = ComposeAnalysisOptions {
+        importance: a.importance,
+        all_baselines: a.all_baselines,
+        static_images: !a.output.html_only,
+        title_note: title_note(&codi),
+    };
+    let layout = a.output.layout(problems.len());
+    let (records, analysis) = compose::compose_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    println!("{} problems in {}", records.len(), layout.result(compose::RESULTS_STEM, "json").display());
+    println!("{}", next_steps::markdown_table(&compose::summary_table(&analysis.summary)?));
+    print_files(&analysis.files, &analysis.notes);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RoutingArgs {
+    #[command(flatten)]
+    pub common: LoopArgs,
+    #[command(flatten)]
+    pub output: NextStepOutput,
+    /// Blocks kept head-averaged (comma-separated; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<usize>>,
+    /// Blocks kept per head too (default: upstream's 4,8,14 at the model's relative depth).
+    #[arg(long, value_delimiter = ',')]
+    pub head_layers: Option<Vec<usize>>,
+    /// Problems drawn as a question-token × thought heatmap.
+    #[arg(long, default_value_t = 3)]
+    pub heatmaps: usize,
+}
+
+/// `codi routing`.
+pub fn routing(a: RoutingArgs) -> Result<()> {
+    let (codi, problems) = a.common.load()?;
+    let mut options = RoutingOptions::for_model(&codi, a.common.loop_options());
+    if let Some(layers) = a.layers {
+        options.layers = layers;
+    }
+    if let Some(layers) = a.head_layers {
+        options.head_layers = layers;
+    }
+    // Per-head layers are also drawn head-averaged.
+    for &l in &options.head_layers {
+        if !options.layers.contains(&l) {
+            options.layers.push(l);
+        }
+    }
+    let analysis_options =
+        RoutingAnalysisOptions { heatmaps: a.heatmaps, static_images: !a.output.html_only, title_note: title_note(&codi) };
+    let layout = a.output.layout(problems.len());
+    let (records, analysis) = routing::routing_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    println!("{} problems in {}", records.len(), layout.result(routing::RESULTS_STEM, "json").display());
+    print_files(&analysis.files, &analysis.notes);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct DecomposeArgs {
+    #[command(flatten)]
+    pub common: LoopArgs,
+    #[command(flatten)]
+    pub output: NextStepOutput,
+    /// Tokens listed per logit-lens row.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Problems whose logit lens is drawn and tabled.
+    #[arg(long, default_value_t = 3)]
+    pub lens_problems: usize,
+}
+
+/// `codi decompose`.
+pub fn decompose(a: DecomposeArgs) -> Result<()> {
+    let (codi, problems) = a.common.load()?;
+    let mut options = DecomposeOptions::new(a.common.loop_options());
+    options.top_k = a.top_k;
+    let analysis_options = DecomposeAnalysisOptions {
+        lens_problems: a.lens_problems,
+        static_images: !a.output.html_only,
+        title_note: title_note(&codi),
+    };
+    let layout = a.output.layout(problems.len());
+    let (records, analysis) = decompose::decompose_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    println!("{} problems in {}", records.len(), layout.result(decompose::RESULTS_STEM, "json").display());
+    print_files(&analysis.files, &analysis.notes);
+    Ok(())
+}
