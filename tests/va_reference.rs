@@ -557,3 +557,21 @@ fn a_cache_entry_without_manifest_is_never_replaced() {
     assert_eq!(npy::read(&entry.join("0_0.npy")).unwrap().to_f32(), [1.0, 0.0, 0.5, 0.5]);
     assert_eq!(cache.upstream_entry("m", "abc"), Some(entry));
 }
+
+#[test]
+fn attn_reads_a_thought_anchors_entry_without_replacing_it() {
+    if support::smollm2().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let syn = synthetic(tmp.path());
+    let dir = syn.root.join("syn_b");
+    std::fs::write(dir.join("base_solution.json"), serde_json::json!({"full_cot": "unused in chunks mode"}).to_string()).unwrap();
+    let stdout = thoughtscope(&[
+        "attn", dir.to_str().unwrap(), "--mode", "chunks", "--cache-dir", syn.cache.to_str().unwrap(), "--json",
+    ].map(String::from));
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["cache"], "thought-anchors (unverified)", "{stdout}");
+    assert_eq!(summary["n"], 12);
+    assert_eq!(cache_files(&syn.cache), syn.files, "the thought-anchors cache is unchanged");
+}

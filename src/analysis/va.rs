@@ -549,6 +549,12 @@ pub fn rank_by_score(scores: &[f64]) -> Vec<usize> {
     order
 }
 
+/// The seed's `agg.sort_values('distinctiveness_score', ascending=False)` (ties keep their order).
+pub fn rank_scores(scores: &[RolloutScore]) -> Vec<RolloutScore> {
+    let values: Vec<f64> = scores.iter().map(|s| s.distinctiveness_score).collect();
+    rank_by_score(&values).into_iter().map(|i| scores[i].clone()).collect()
+}
+
 /// The seed's `best_rollout_id`: the first of `agg` sorted by score, descending.
 pub fn most_distinctive(scores: &[RolloutScore]) -> Option<String> {
     let values: Vec<f64> = scores.iter().map(|s| s.distinctiveness_score).collect();
@@ -690,7 +696,8 @@ pub fn summary_row(rollout: &TaggedRollout, best: &[BestHead], options: &VaOptio
         layers: join(&|b| b.layer.to_string()),
         heads: join(&|b| b.head.to_string()),
         delta_va_vert_by_layer: join(&|b| py_fixed(b.delta_va_vert, 4)),
-        lift_in_va_by_layer: join(&|b| py_fixed(b.lift_in_va, 3)),
+        // The seed writes `nan` for any non-finite lift (inf included).
+        lift_in_va_by_layer: join(&|b| if b.lift_in_va.is_finite() { py_fixed(b.lift_in_va, 3) } else { "nan".into() }),
         status: rollout_status(rollout, options),
         p_value: f64::NAN,
         p_value_by_layer: String::new(),
@@ -699,6 +706,30 @@ pub fn summary_row(rollout: &TaggedRollout, best: &[BestHead], options: &VaOptio
         cache: String::new(),
         text_id: rollout.sentences.text_id(),
     }
+}
+
+/// The seed's `summary_df`: [`summary_row`] of every rollout that has best heads, with the
+/// permutation p-values of `tests` (`(rollout_id, test)`), sorted by score, descending (ties keep
+/// rollout order), `most_distinctive` set on the first.
+pub fn summary_rows(rollouts: &[&TaggedRollout], best: &[BestHead], options: &VaOptions, tests: &[(String, PermutationTest)]) -> Vec<SummaryRow> {
+    let rows: Vec<SummaryRow> = rollouts
+        .iter()
+        .filter(|r| best.iter().any(|b| b.rollout_id == r.rollout_id))
+        .map(|rollout| {
+            let mut row = summary_row(rollout, best, options);
+            if let Some((_, test)) = tests.iter().find(|(id, _)| *id == row.rollout_id) {
+                row.p_value = test.score;
+                row.p_value_by_layer = test.by_layer.iter().map(|(_, p)| py_fixed(*p, 4)).collect::<Vec<_>>().join(",");
+            }
+            row
+        })
+        .collect();
+    let order = rank_by_score(&rows.iter().map(|s| s.distinctiveness_score).collect::<Vec<_>>());
+    let mut sorted: Vec<SummaryRow> = order.into_iter().map(|i| rows[i].clone()).collect();
+    if let Some(first) = sorted.first_mut() {
+        first.most_distinctive = true;
+    }
+    sorted
 }
 
 /// `ok`, or why the rollout's deltas are NaN (its score is then 0 under the seed's sum).
@@ -800,8 +831,7 @@ pub struct VaResult {
 impl VaResult {
     /// `agg` sorted by score, descending (the seed's Step 1 display).
     pub fn ranked_scores(&self) -> Vec<RolloutScore> {
-        let values: Vec<f64> = self.scores.iter().map(|s| s.distinctiveness_score).collect();
-        rank_by_score(&values).into_iter().map(|i| self.scores[i].clone()).collect()
+        rank_scores(&self.scores)
     }
 
     /// The best heads of one rollout, in layer order.
@@ -924,44 +954,33 @@ pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Res
     let best = best_per_layer(&rows, options.head_rule);
     let scores = distinctiveness(&best, &options);
     let chosen = most_distinctive(&scores);
-
-    let mut summary: Vec<SummaryRow> = Vec::new();
-    let mut failed: Vec<SummaryRow> = Vec::new();
-    for run in &runs {
-        match (&run.rollout, &run.error) {
-            (Some(rollout), None) => {
-                let mut row = summary_row(rollout, &best, &options);
-                if let Some(test) = &run.permutation {
-                    row.p_value = test.score;
-                    row.p_value_by_layer = test.by_layer.iter().map(|(_, p)| py_fixed(*p, 4)).collect::<Vec<_>>().join(",");
-                }
-                row.cache = run.cache.map(|c| c.as_str().to_string()).unwrap_or_default();
-                row.most_distinctive = chosen.as_deref() == Some(row.rollout_id.as_str());
-                summary.push(row);
-            }
-            (_, error) => failed.push(SummaryRow {
-                rollout_id: run.rollout_id.clone(),
-                n_sentences: run.rollout.as_ref().map_or(0, |r| r.n_sentences()),
-                n_va: run.rollout.as_ref().map_or(0, |r| r.n_tagged()),
-                va_rate: f64::NAN,
-                distinctiveness_score: f64::NAN,
-                layers: String::new(),
-                heads: String::new(),
-                delta_va_vert_by_layer: String::new(),
-                lift_in_va_by_layer: String::new(),
-                status: format!("not analysed: {}", error.as_deref().unwrap_or("unknown error")),
-                p_value: f64::NAN,
-                p_value_by_layer: String::new(),
-                most_distinctive: false,
-                label_mismatches: run.rollout.as_ref().map_or(0, |r| r.label_mismatches.len()),
-                cache: String::new(),
-                text_id: run.rollout.as_ref().map(|r| r.sentences.text_id()).unwrap_or_default(),
-            }),
-        }
+    let analysed: Vec<&TaggedRollout> = runs.iter().filter(|r| r.error.is_none()).filter_map(|r| r.rollout.as_ref()).collect();
+    let tests: Vec<(String, PermutationTest)> =
+        runs.iter().filter_map(|r| r.permutation.clone().map(|t| (r.rollout_id.clone(), t))).collect();
+    let mut summary = summary_rows(&analysed, &best, &options, &tests);
+    for row in &mut summary {
+        row.cache = runs.iter().find(|r| r.rollout_id == row.rollout_id).and_then(|r| r.cache).map(|c| c.as_str().to_string()).unwrap_or_default();
     }
-    let order = rank_by_score(&summary.iter().map(|s| s.distinctiveness_score).collect::<Vec<_>>());
-    let mut summary: Vec<SummaryRow> = order.into_iter().map(|i| summary[i].clone()).collect();
-    summary.extend(failed);
+    for run in runs.iter().filter(|r| r.error.is_some() || r.rollout.is_none()) {
+        summary.push(SummaryRow {
+            rollout_id: run.rollout_id.clone(),
+            n_sentences: run.rollout.as_ref().map_or(0, |r| r.n_sentences()),
+            n_va: run.rollout.as_ref().map_or(0, |r| r.n_tagged()),
+            va_rate: f64::NAN,
+            distinctiveness_score: f64::NAN,
+            layers: String::new(),
+            heads: String::new(),
+            delta_va_vert_by_layer: String::new(),
+            lift_in_va_by_layer: String::new(),
+            status: format!("not analysed: {}", run.error.as_deref().unwrap_or("unknown error")),
+            p_value: f64::NAN,
+            p_value_by_layer: String::new(),
+            most_distinctive: false,
+            label_mismatches: run.rollout.as_ref().map_or(0, |r| r.label_mismatches.len()),
+            cache: String::new(),
+            text_id: run.rollout.as_ref().map(|r| r.sentences.text_id()).unwrap_or_default(),
+        });
+    }
 
     let upstream = runs.iter().filter(|r| r.cache == Some(CacheOutcome::Upstream)).count();
     if upstream > 0 {

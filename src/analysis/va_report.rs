@@ -257,7 +257,7 @@ pub fn vertical_scores_plot(scores: &[f64], mask: &[bool], title: &str, tag: &st
     plot.set_layout(
         Layout::new()
             .title(Title::with_text(title))
-            .x_axis(Axis::new().title(Title::with_text("Sentence idx")))
+            .x_axis(Axis::new().title(Title::with_text("Sentence idx")).zero_line(false))
             .y_axis(Axis::new().title(Title::with_text("Vertical score"))),
     );
     // 10 × 2.5 inches in the seed (a little taller here for the title and axis labels).
@@ -345,7 +345,6 @@ pub(crate) fn write_dry_run(result: &mut VaResult) -> Result<()> {
 pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource) -> Result<()> {
     let out = result.out_dir.clone();
     let config = result.config.clone();
-    let options = config.options();
     let p_values: Vec<(String, usize, f64)> = result
         .rollouts
         .iter()
@@ -376,14 +375,8 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource)
         &out.join("chosen_rollout.json"),
     )?;
 
-    let mut formats = vec![SaveFormat::Html];
-    if config.figures && config.static_images {
-        if plot::static_export_available() {
-            formats.push(SaveFormat::Png);
-        } else {
-            result.notes.push(format!("PNG figures skipped: {}", plot::export::CHROMIUM_MISSING));
-        }
-    }
+    let (formats, note) = figure_formats(&config);
+    result.notes.extend(note);
     // Per rollout: meta.json and the figures of its best heads; the chosen rollout's figures
     // also go into index.html.
     let mut chosen_figures: Vec<(String, Figure, Figure)> = Vec::new();
@@ -393,31 +386,77 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource)
         if run.error.is_some() {
             continue;
         }
-        let dir = out.join(&rollout.rollout_id);
         let summary_row = result.summary.iter().find(|s| s.rollout_id == rollout.rollout_id);
-        write_json(&super::va::rollout_meta(rollout, &result.best, summary_row, &config), &dir.join("meta.json"))?;
-        if !config.figures {
-            continue;
+        let formats: &[SaveFormat] = if config.figures { &formats } else { &[] };
+        let saved = save_rollout_outputs(source, rollout, &result.best, summary_row, &config, &out, formats)?;
+        if result.chosen.as_deref() == Some(rollout.rollout_id.as_str()) {
+            chosen_figures = saved.figures;
         }
-        let mut figures: Vec<(String, Figure)> = Vec::new();
-        for b in result.best_heads_of(&rollout.rollout_id) {
-            let (heat, vert, _) = head_figures(source, rollout, b.layer, b.head, &options)?;
-            let (heat_stem, vert_stem) = figure_stems(b.layer, b.head);
-            if result.chosen.as_deref() == Some(rollout.rollout_id.as_str()) {
-                chosen_figures.push((format!("layer {}, head {}", b.layer, b.head), heat.clone(), vert.clone()));
-            }
-            figures.push((heat_stem, heat));
-            figures.push((vert_stem, vert));
+        if !saved.files.is_empty() {
+            let files = saved.files.iter().filter_map(|p| p.strip_prefix(&out).ok()).map(|p| p.to_string_lossy().replace('\\', "/")).collect();
+            links.push((rollout.rollout_id.clone(), files));
         }
-        let named: Vec<(&str, &Figure)> = figures.iter().map(|(s, f)| (s.as_str(), f)).collect();
-        let written = plot::save_figures(&dir, &named, &formats)?;
-        let files = written
-            .iter()
-            .filter_map(|p| p.file_name().map(|f| format!("{}/{}", rollout.rollout_id, f.to_string_lossy())))
-            .collect();
-        links.push((rollout.rollout_id.clone(), files));
     }
     index_report(result, &summary, &best, &chosen_figures, &links)?.write_html(out.join("index.html"))
+}
+
+/// The figure formats of `config` (HTML, plus PNG when asked for and Chromium is present) and a
+/// note when PNG was asked for but cannot be made.
+pub fn figure_formats(config: &VaConfig) -> (Vec<SaveFormat>, Option<String>) {
+    let mut formats = vec![SaveFormat::Html];
+    if config.figures && config.static_images {
+        if plot::static_export_available() {
+            formats.push(SaveFormat::Png);
+        } else {
+            return (formats, Some(format!("PNG figures skipped: {}", plot::export::CHROMIUM_MISSING)));
+        }
+    }
+    (formats, None)
+}
+
+/// What [`save_rollout_outputs`] wrote.
+#[derive(Debug, Default)]
+pub struct SavedRollout {
+    /// `meta.json` and the figure files, in order.
+    pub files: Vec<std::path::PathBuf>,
+    /// `("layer L, head H", heatmap, vertical scores)` per best head, in layer order.
+    pub figures: Vec<(String, Figure, Figure)>,
+}
+
+/// The seed's Step 2 for one rollout: `<out>/<rollout_id>/meta.json` ([`super::va::rollout_meta`])
+/// and, for each of its best heads (layer order), the heatmap and vertical-score figure as
+/// `attn_layer{LL:02}_head{HH:02}.*` / `vert_layer{LL:02}_head{HH:02}.*` in `formats` (none: no
+/// figures are made).
+pub fn save_rollout_outputs(
+    source: &mut AttentionSource,
+    rollout: &TaggedRollout,
+    best: &[BestHead],
+    summary: Option<&SummaryRow>,
+    config: &VaConfig,
+    out: &Path,
+    formats: &[SaveFormat],
+) -> Result<SavedRollout> {
+    let dir = out.join(&rollout.rollout_id);
+    let meta_path = dir.join("meta.json");
+    write_json(&super::va::rollout_meta(rollout, best, summary, config), &meta_path)?;
+    let mut saved = SavedRollout { files: vec![meta_path], figures: vec![] };
+    if formats.is_empty() {
+        return Ok(saved);
+    }
+    let mut sel: Vec<&BestHead> = best.iter().filter(|b| b.rollout_id == rollout.rollout_id).collect();
+    sel.sort_by_key(|b| b.layer);
+    let options = config.options();
+    let mut named: Vec<(String, Figure)> = Vec::new();
+    for b in sel {
+        let (heat, vert, _) = head_figures(source, rollout, b.layer, b.head, &options)?;
+        let (heat_stem, vert_stem) = figure_stems(b.layer, b.head);
+        saved.figures.push((format!("layer {}, head {}", b.layer, b.head), heat.clone(), vert.clone()));
+        named.push((heat_stem, heat));
+        named.push((vert_stem, vert));
+    }
+    let refs: Vec<(&str, &Figure)> = named.iter().map(|(s, f)| (s.as_str(), f)).collect();
+    saved.files.extend(plot::save_figures(&dir, &refs, formats)?);
+    Ok(saved)
 }
 
 /// `index.html`: the run's summary, best heads per layer, the chosen rollout's figures and
@@ -431,9 +470,17 @@ fn index_report(
 ) -> Result<Report> {
     let all = TableOptions { max_rows: 400, ..Default::default() };
     let config = &result.config;
+    let head_rule = match config.head_rule {
+        super::va::HeadRule::Abs => "largest |delta_va_vert| (the seed)",
+        super::va::HeadRule::Signed => "largest signed delta_va_vert",
+    };
+    let aggregate = match config.layer_aggregate {
+        super::va::LayerAggregate::Sum => "sum over layers (the seed)",
+        super::va::LayerAggregate::Mean => "mean over layers",
+    };
     let mut report = Report::new(format!("VA attention: {}", config.root.display())).text(format!(
-        "Model {}, tag `{}`, sentence mode {}, layers {:?}, {} heads scanned per layer; vertical scores with proximity_ignore {}, \
-         control_depth {}, {:?}; trim [1:-1] {}; best head by {:?} delta, score = {:?} over layers; {} permutations.\n\n{}",
+        "Model {}, tag `{}`, sentence mode {}, layers {:?}, {} heads scanned per layer. Vertical scores: proximity_ignore {}, \
+         control_depth {}, {}; trim [1:-1] {}. Best head: {head_rule}; distinctiveness score: {aggregate}; {} permutations.\n\n{}",
         result.model,
         config.tag,
         config.sentence_mode,
@@ -441,10 +488,8 @@ fn index_report(
         result.heads.len(),
         config.proximity_ignore,
         config.control_depth,
-        config.score_type,
+        if config.score_type == crate::scores::ScoreType::Mean { "mean" } else { "median" },
         if config.trim { "on" } else { "off" },
-        config.head_rule,
-        config.layer_aggregate,
         config.permutations,
         result.headline(),
     ));
@@ -465,8 +510,9 @@ fn index_report(
     if !links.is_empty() {
         let mut html = String::from("<ul>\n");
         for (rollout_id, files) in links {
-            let items: Vec<String> =
-                files.iter().map(|f| format!("<a href=\"{}\">{}</a>", html_escape(f), html_escape(f.rsplit('/').next().unwrap_or(f)))).collect();
+            let items: Vec<String> = files
+                .iter()
+                .filter(|f| !f.ends_with("meta.json")).map(|f| format!("<a href=\"{}\">{}</a>", html_escape(f), html_escape(f.rsplit('/').next().unwrap_or(f)))).collect();
             html.push_str(&format!("<li><b>{}</b>: {}</li>\n", html_escape(rollout_id), items.join(" · ")));
         }
         html.push_str("</ul>\n");
