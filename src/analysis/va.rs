@@ -5,7 +5,7 @@
 //!
 //! 1. [`representative_layers`]: `sorted(set([max(0, int(0.10·(L−1))), int(0.50·(L−1)),
 //!    int(0.90·(L−1))]))` (SmolLM2, 30 layers: 2, 14, 26; Qwen3-4B: 3, 17, 31);
-//! 2. [`discover_rollouts`](crate::rollout::discover_rollouts): directories under a root whose
+//! 2. [`discover_rollouts`]: directories under a root whose
 //!    names start with a prefix, sorted;
 //! 3. [`load_chunks_and_tag_mask`]: the seed's `load_chunks_and_va_mask` — sentences =
 //!    `chunks.json` chunks, text = the chunks joined by `"\n"`, tag mask from
