@@ -1,7 +1,7 @@
 //! Tagged-sentence statistics per head, tag masks and rollout reading, the averager's refusal to
 //! return wrong means, and split-half reliability.
 
-use thoughtscope::analysis::{tag_stats, TagStatsOptions};
+use thoughtscope::analysis::{compute_va_stats_for_head, safe_mean, trim_ends};
 use thoughtscope::attention::{AttentionBlock, AttentionSink, SentenceAverager};
 use thoughtscope::rollout::{discover_rollouts, tag_mask, Rollout};
 use thoughtscope::scores::{split_half_reliability, Dtype, HeadValues, ScoreType, VerticalOptions};
@@ -22,31 +22,37 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 #[test]
-fn tag_stats_by_hand() {
-    let options = TagStatsOptions {
-        vertical: VerticalOptions { proximity_ignore: 1, control_depth: false, score_type: ScoreType::Mean },
-        trim: false,
-    };
+fn va_stats_by_hand_as_the_seed_computes_them() {
+    let vertical = VerticalOptions { proximity_ignore: 1, control_depth: false, score_type: ScoreType::Mean };
     let mask = [false, true, false, true, false];
-    let s = tag_stats(&matrix(5), 5, &mask, &options).unwrap();
-    assert_eq!((s.n_sentences, s.n_va), (5, 2));
+    let s = compute_va_stats_for_head(&matrix(5), 5, &mask, &vertical).unwrap();
     // Vertical scores (p = 1): 0.25, 0.31, 0.37, 0.43, NaN.
-    assert!(close(s.vert_va, 0.37) && close(s.vert_nonva, 0.31) && close(s.delta_va_vert, 0.06), "{s:?}");
-    // Received by tagged columns 1, 3: .21 .31 .41 .43; by untagged 0, 2: .10 .20 .30 .40 .32 .42.
-    assert!(close(s.mean_in_va, 0.34) && close(s.mean_in_nonva, 0.29), "{s:?}");
-    assert!(close(s.lift, 0.34 / 0.29));
-    // Paid by tagged rows 1, 3: .10 .30 .31 .32; tagged to tagged: .31.
-    assert!(close(s.mean_out_va, 0.2575) && close(s.mean_va_to_va, 0.31), "{s:?}");
+    assert!(close(s.mean_va_vert, 0.37) && close(s.mean_nonva_vert, 0.31) && close(s.delta_va_vert, 0.06), "{s:?}");
+    assert!(s.vert_scores[4].is_nan() && close(s.vert_scores[0], 0.25));
+    // Whole blocks, upper-triangle zeros included: A[non][:, va] = 0 0 .21 0 .41 .43.
+    assert!(close(s.mean_in_va, 1.05 / 6.0), "{s:?}");
+    // A[non][:, non] = 0 0 0 .20 .22 0 .40 .42 .44.
+    assert!(close(s.mean_in_nonva, 1.68 / 9.0), "{s:?}");
+    assert!(close(s.lift_in_va, (1.05 / 6.0) / (1.68 / 9.0)));
+    // A[va][:, non] = .10 0 0 .30 .32 0; A[va][:, va] = .11 0 .31 .33.
+    assert!(close(s.mean_out_va, 0.12) && close(s.mean_va_to_va, 0.1875), "{s:?}");
 
-    // [1:-1] trim: sentences 1..=3 remain, mask [T, F, T].
-    let trimmed = tag_stats(&matrix(5), 5, &mask, &TagStatsOptions { trim: true, ..options }).unwrap();
-    assert_eq!((trimmed.n_sentences, trimmed.n_va), (3, 2));
-    assert!(close(trimmed.mean_in_va, 0.26), "{trimmed:?}");
+    // The seed's [1:-1] trim: sentences 1..=3 remain, mask [T, F, T].
+    let (m, n, trimmed_mask) = trim_ends(&matrix(5), 5, &mask).unwrap();
+    assert_eq!((n, trimmed_mask.as_slice()), (3, [true, false, true].as_slice()));
+    let trimmed = compute_va_stats_for_head(&m, n, &trimmed_mask, &vertical).unwrap();
+    assert!(close(trimmed.mean_in_va, 0.105), "{trimmed:?}");
+    // Below 3 sentences nothing is trimmed.
+    assert_eq!(trim_ends(&matrix(2), 2, &[true, false]).unwrap().1, 2);
 
-    // No tagged sentence: tagged means are NaN, not 0.
-    let none = tag_stats(&matrix(5), 5, &[false; 5], &options).unwrap();
-    assert!(none.mean_in_va.is_nan() && none.vert_va.is_nan() && none.lift.is_nan());
-    assert!(tag_stats(&matrix(5), 5, &[true; 4], &options).is_err(), "mask length must be n");
+    // No tagged sentence: tagged means are NaN (safe_mean of nothing), lift too.
+    let none = compute_va_stats_for_head(&matrix(5), 5, &[false; 5], &vertical).unwrap();
+    assert!(none.mean_in_va.is_nan() && none.mean_va_vert.is_nan() && none.lift_in_va.is_nan() && none.delta_va_vert.is_nan());
+    // A zero denominator gives NaN, not inf.
+    let zero = compute_va_stats_for_head(&[0.0, 0.0, 1.0, 0.0], 2, &[true, false], &vertical).unwrap();
+    assert!(zero.mean_in_nonva == 0.0 && zero.lift_in_va.is_nan(), "{zero:?}");
+    assert!(compute_va_stats_for_head(&matrix(5), 5, &[true; 4], &vertical).is_err(), "mask length must be n");
+    assert!(safe_mean(&[]).is_nan() && safe_mean(&[f64::NAN, 1.0, 3.0]) == 2.0);
 }
 
 #[test]

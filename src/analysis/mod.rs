@@ -1,11 +1,13 @@
-//! Analyses over sentence attention and CODI results: statistics of tagged sentences per head
-//! ([`tag_stats`], the VA analysis), CODI statistics ([`codi_stats`]), the analysis-core CLI
-//! handlers ([`cli`]) and the averaging / vertical-score benchmark ([`bench`]).
+//! Analyses over sentence attention and CODI results: the VA analysis of the VA seed notebook
+//! ([`va`] steps and pipeline, [`tag_stats`] per-head statistics, [`va_report`] tables, figures
+//! and files), CODI statistics ([`codi_stats`]), the analysis-core CLI handlers ([`cli`]) and the
+//! averaging / vertical-score benchmark ([`bench`]).
 pub mod bench;
 pub mod cli;
 pub mod codi_stats;
 pub mod tag_stats;
 pub mod va;
+pub mod va_report;
 
-pub use tag_stats::{head_tag_stats, tag_stats, TagStats, TagStatsOptions};
+pub use tag_stats::{compute_va_stats_for_head, safe_mean, trim_ends, VaHeadStats};
 pub use va::{run_va, run_va_with, VaConfig, VaResult};

@@ -1,156 +1,136 @@
-//! Per-head statistics of attention to and from tagged sentences (the VA analysis: "va" = the
-//! sentences carrying the chosen tag, `verbalized_evaluation_awareness` by default).
+//! Per-head statistics of attention to and from tagged sentences, exactly as the VA seed
+//! notebook's `compute_va_stats_for_head` and `safe_mean` compute them ("VA" = the sentences
+//! carrying the chosen tag, `verbalized_evaluation_awareness` by default; seed
+//! `../shared/seeds/003_*.txt`, vertical scores per spec `thought-anchors-attention.md` §7).
 //!
-//! The VA seed notebook itself is not available; these are the definitions used here, on one
-//! head's sentence-averaged matrix `M` (N×N) and a tag mask:
+//! On one head's sentence-averaged matrix `A` (N×N, float32 as cached; already trimmed by the
+//! caller when the seed trims, see [`trim_ends`]) and a tag mask `V`:
 //!
-//! 1. **Trim** ([`TagStatsOptions::trim`], the notebook's `[1:-1]`): when on, the first and last
-//!    sentence are removed from `M` (rows and columns) and from the mask before anything else.
-//! 2. **Valid cells**, as for vertical scores (spec §7): `(i, j)` with `j ≤ i`,
-//!    `i − j ≥ proximity_ignore` and `M[i,j]` not NaN.
-//! 3. `vert_va` / `vert_nonva`: mean of the vertical scores ([`vertical_scores`] with the given
-//!    options, on the trimmed matrix) over tagged / untagged sentences, NaN scores skipped;
-//!    `delta_va_vert = vert_va − vert_nonva`.
-//! 4. `mean_in_va`: mean of `M[i,j]` over valid cells whose **column** j is tagged — attention
-//!    tagged sentences *receive* from later sentences outside the proximity band;
-//!    `mean_in_nonva`: the same for untagged columns; `lift = mean_in_va / mean_in_nonva`.
-//! 5. `mean_out_va`: mean of `M[i,j]` over valid cells whose **row** i is tagged — attention
-//!    tagged sentences *pay* to earlier sentences.
-//! 6. `mean_va_to_va`: mean over valid cells whose row and column are both tagged.
+//! - `vert` = [`vertical_scores`] of `A` (the seed: `proximity_ignore = 4`, `control_depth = True`,
+//!   `score_type = 'mean'`, [`seed_vertical_options`]);
+//! - `mean_va_vert` / `mean_nonva_vert` = [`safe_mean`] of `vert` over tagged / untagged
+//!   sentences; `delta_va_vert` = their difference;
+//! - `mean_in_va` = [`safe_mean`] of the block `A[non-VA rows][:, VA cols]` — **every** cell of the
+//!   block, upper triangle (zeros) and proximity band included, as numpy's fancy indexing gives it;
+//!   `mean_in_nonva` = `A[non][:, non]`, `mean_out_va` = `A[va][:, non]`, `mean_va_to_va` =
+//!   `A[va][:, va]`;
+//! - `lift_in_va` = `mean_in_va / mean_in_nonva` when both are finite and the denominator is not 0,
+//!   else NaN.
 //!
-//! Raw attention values (not depth ranks) enter 4–6; means are in f64; an empty set gives NaN.
+//! [`safe_mean`] is the seed's: NaN for an empty selection, otherwise `np.nanmean` of the values
+//! as float64, summed in numpy's pairwise order ([`np_nanmean`]); every
+//! statistic equals the numpy reference's bit for bit on the sample rollouts (tests: 1e-12).
 
-use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::attention::SentenceAttention;
-use crate::scores::{vertical_scores, VerticalOptions};
+use crate::scores::numpy::np_nanmean;
+use crate::scores::{vertical_scores, ScoreType, VerticalOptions};
 use crate::{Error, Result};
 
-/// Options of [`tag_stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TagStatsOptions {
-    /// Vertical-score parameters; `proximity_ignore` also defines the valid cells.
-    pub vertical: VerticalOptions,
-    /// Drop the first and last sentence (`M[1:-1, 1:-1]`) first.
-    pub trim: bool,
+/// The seed's vertical-score settings: `proximity_ignore = 4`, `control_depth = True`, mean.
+pub fn seed_vertical_options() -> VerticalOptions {
+    VerticalOptions { proximity_ignore: 4, control_depth: true, score_type: ScoreType::Mean }
 }
 
-impl Default for TagStatsOptions {
-    /// The VA notebook's settings: `p = 4`, depth control on, mean, trim on.
-    fn default() -> Self {
-        TagStatsOptions {
-            vertical: VerticalOptions { proximity_ignore: 4, control_depth: true, score_type: crate::scores::ScoreType::Mean },
-            trim: true,
-        }
-    }
-}
-
-/// Statistics of one head (see the module doc for the definitions).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct TagStats {
-    /// Sentences analysed (after the trim).
-    pub n_sentences: usize,
-    /// Tagged sentences among them.
-    pub n_va: usize,
-    pub vert_va: f64,
-    pub vert_nonva: f64,
+/// Statistics of one head (see the module doc for the definitions); field names are the seed's
+/// column names.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VaHeadStats {
+    pub mean_va_vert: f64,
+    pub mean_nonva_vert: f64,
     pub delta_va_vert: f64,
     pub mean_in_va: f64,
     pub mean_in_nonva: f64,
-    pub lift: f64,
+    pub lift_in_va: f64,
     pub mean_out_va: f64,
     pub mean_va_to_va: f64,
+    /// The vertical scores behind `delta_va_vert` (length N; the seed's `vert_scores`).
+    pub vert_scores: Vec<f64>,
 }
 
-/// Running mean in f64 (NaN when empty).
-#[derive(Default, Clone, Copy)]
-struct Mean {
-    sum: f64,
-    count: usize,
-}
-
-impl Mean {
-    fn add(&mut self, v: f64) {
-        self.sum += v;
-        self.count += 1;
+/// The seed's `safe_mean`: NaN for no values, else `np.nanmean` in float64 (NaN when all are NaN).
+pub fn safe_mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
     }
-    fn get(self) -> f64 {
-        if self.count == 0 {
-            f64::NAN
-        } else {
-            self.sum / self.count as f64
-        }
-    }
+    np_nanmean(values)
 }
 
-/// Statistics of one row-major `n × n` matrix with tag mask `mask` (length n).
-pub fn tag_stats(matrix: &[f32], n: usize, mask: &[bool], options: &TagStatsOptions) -> Result<TagStats> {
+/// The seed's trim: `A[1:-1, 1:-1]` and `mask[1:-1]` when `n ≥ 3`, otherwise both unchanged.
+/// Returns `(matrix, n, mask)`; index `k` of the result is sentence `k + 1` when trimmed.
+pub fn trim_ends(matrix: &[f32], n: usize, mask: &[bool]) -> Result<(Vec<f32>, usize, Vec<bool>)> {
+    check_sizes(matrix, n, mask)?;
+    if n < 3 {
+        return Ok((matrix.to_vec(), n, mask.to_vec()));
+    }
+    let k = n - 2;
+    let mut trimmed = Vec::with_capacity(k * k);
+    for i in 1..=k {
+        trimmed.extend_from_slice(&matrix[i * n + 1..i * n + 1 + k]);
+    }
+    Ok((trimmed, k, mask[1..n - 1].to_vec()))
+}
+
+fn check_sizes(matrix: &[f32], n: usize, mask: &[bool]) -> Result<()> {
     if matrix.len() != n * n || mask.len() != n {
         return Err(Error::invalid(format!(
-            "tag stats: {} values and a mask of {} for {n} sentences",
+            "VA statistics: {} matrix values and a mask of {} for {n} sentences",
             matrix.len(),
             mask.len()
         )));
     }
-    let (m, mask, n) = if options.trim {
-        let k = n.saturating_sub(2);
-        let mut trimmed = Vec::with_capacity(k * k);
-        for i in 1..=k {
-            trimmed.extend_from_slice(&matrix[i * n + 1..i * n + 1 + k]);
-        }
-        (trimmed, mask.get(1..1 + k).unwrap_or(&[]).to_vec(), k)
-    } else {
-        (matrix.to_vec(), mask.to_vec(), n)
-    };
-    let p = options.vertical.proximity_ignore;
-
-    let scores = vertical_scores(&m, n, &options.vertical)?;
-    let (mut vert_va, mut vert_nonva) = (Mean::default(), Mean::default());
-    for (j, &v) in scores.values.iter().enumerate() {
-        if !v.is_nan() {
-            if mask[j] { vert_va.add(v) } else { vert_nonva.add(v) }
-        }
-    }
-
-    let (mut in_va, mut in_nonva, mut out_va, mut va_to_va) = (Mean::default(), Mean::default(), Mean::default(), Mean::default());
-    for i in 0..n {
-        for j in 0..=i {
-            let value = m[i * n + j];
-            if i - j < p || value.is_nan() {
-                continue;
-            }
-            let value = f64::from(value);
-            if mask[j] { in_va.add(value) } else { in_nonva.add(value) }
-            if mask[i] {
-                out_va.add(value);
-                if mask[j] {
-                    va_to_va.add(value);
-                }
-            }
-        }
-    }
-    let (vert_va, vert_nonva) = (vert_va.get(), vert_nonva.get());
-    let (mean_in_va, mean_in_nonva) = (in_va.get(), in_nonva.get());
-    Ok(TagStats {
-        n_sentences: n,
-        n_va: mask.iter().filter(|&&t| t).count(),
-        vert_va,
-        vert_nonva,
-        delta_va_vert: vert_va - vert_nonva,
-        mean_in_va,
-        mean_in_nonva,
-        lift: mean_in_va / mean_in_nonva,
-        mean_out_va: out_va.get(),
-        mean_va_to_va: va_to_va.get(),
-    })
+    Ok(())
 }
 
-/// [`tag_stats`] of every head, `[layers × heads]` in flat order `l·H + h`.
-pub fn head_tag_stats(attention: &SentenceAttention, mask: &[bool], options: &TagStatsOptions) -> Result<Vec<TagStats>> {
-    let heads = attention.heads();
-    (0..attention.layers() * heads)
-        .into_par_iter()
-        .map(|index| tag_stats(attention.matrix(index / heads, index % heads), attention.n(), mask, options))
-        .collect()
+/// `safe_mean(A[rows][:, cols])`: the selected block in row-major order, as float64.
+fn block_mean(matrix: &[f32], n: usize, rows: &[bool], cols: &[bool]) -> f64 {
+    let mut values = Vec::new();
+    for i in (0..n).filter(|&i| rows[i]) {
+        values.extend((0..n).filter(|&j| cols[j]).map(|j| f64::from(matrix[i * n + j])));
+    }
+    safe_mean(&values)
+}
+
+/// `safe_mean(vert[mask])` minus `safe_mean(vert[~mask])`, and the two terms.
+pub fn delta_from_scores(vert_scores: &[f64], mask: &[bool]) -> (f64, f64, f64) {
+    let pick = |want: bool| -> Vec<f64> {
+        vert_scores.iter().zip(mask).filter(|(_, &m)| m == want).map(|(&v, _)| v).collect()
+    };
+    let (va, non) = (safe_mean(&pick(true)), safe_mean(&pick(false)));
+    (va - non, va, non)
+}
+
+/// The seed's `compute_va_stats_for_head(avg_mat, va_mask, proximity_ignore)` on a row-major
+/// `n × n` matrix, with the vertical-score settings given (the seed's are
+/// [`seed_vertical_options`]).
+pub fn compute_va_stats_for_head(
+    matrix: &[f32],
+    n: usize,
+    mask: &[bool],
+    vertical: &VerticalOptions,
+) -> Result<VaHeadStats> {
+    check_sizes(matrix, n, mask)?;
+    let non: Vec<bool> = mask.iter().map(|&m| !m).collect();
+    let vert_scores = vertical_scores(matrix, n, vertical)?.values;
+    let (delta_va_vert, mean_va_vert, mean_nonva_vert) = delta_from_scores(&vert_scores, mask);
+    let mean_in_va = block_mean(matrix, n, &non, mask);
+    let mean_in_nonva = block_mean(matrix, n, &non, &non);
+    let mean_out_va = block_mean(matrix, n, mask, &non);
+    let mean_va_to_va = block_mean(matrix, n, mask, mask);
+    let lift_in_va = if mean_in_va.is_finite() && mean_in_nonva.is_finite() && mean_in_nonva != 0.0 {
+        mean_in_va / mean_in_nonva
+    } else {
+        f64::NAN
+    };
+    Ok(VaHeadStats {
+        mean_va_vert,
+        mean_nonva_vert,
+        delta_va_vert,
+        mean_in_va,
+        mean_in_nonva,
+        lift_in_va,
+        mean_out_va,
+        mean_va_to_va,
+        vert_scores,
+    })
 }

@@ -1,66 +1,115 @@
-//! The tagged-sentence ("VA": `verbalized_evaluation_awareness` by default) attention pipeline of
-//! the VA seed notebook, as one library call used by `thoughtscope va`, the notebook and tests:
+//! The VA attention analysis of the VA seed notebook (`../shared/seeds/003_*.txt`), step by step,
+//! computing exactly what the seed's cells compute. Each step is a function, so the notebook
+//! (`notebooks/va_attention.ipynb`) mirrors the seed cell by cell and [`run_va`] (`thoughtscope
+//! va`) composes the same functions:
 //!
-//! 1. discover rollout directories under a root by name prefix (sorted);
-//! 2. per rollout: sentences (`chunks` mode by default), the tag mask, one forward pass into the
-//!    attention cache (or a cache hit: no forward pass at all);
-//! 3. per representative layer (10/50/90 % of depth by default) and head: the statistics of
-//!    [`super::tag_stats`] (`delta_va_vert`, `mean_in_va`, `lift`, ...);
-//! 4. per rollout and layer the head with the largest `delta_va_vert`; the rollout's
-//!    `distinctiveness_score` = mean over the representative layers of that best delta; the most
-//!    distinctive rollout is the one with the largest score;
-//! 5. beyond the seed: a permutation test that shuffles the tag mask within each rollout
-//!    (seeded). A selected head's p-value compares its delta with the **maximum over the scanned
-//!    heads** of the same layer under each permutation (max-over-heads correction); the rollout's
-//!    p-value compares its distinctiveness score with the score recomputed under each permutation.
-//!    Both are `(1 + #{perm ≥ observed}) / (1 + N)`.
+//! 1. [`representative_layers`]: `sorted(set([max(0, int(0.10·(L−1))), int(0.50·(L−1)),
+//!    int(0.90·(L−1))]))` (SmolLM2, 30 layers: 2, 14, 26; Qwen3-4B: 3, 17, 31);
+//! 2. [`discover_rollouts`]: directories under a root whose
+//!    names start with a prefix, sorted;
+//! 3. [`load_chunks_and_tag_mask`]: the seed's `load_chunks_and_va_mask` — sentences =
+//!    `chunks.json` chunks, text = the chunks joined by `"\n"`, tag mask from
+//!    `chunks_labeled.json` truncated to the sentence count and read **by index**; a label whose
+//!    text differs from its chunk is counted ([`TaggedRollout::label_mismatches`]), not skipped;
+//! 4. [`AttentionSource`]: the seed's `get_avg_attention_matrix` (the first request for a text
+//!    fills the cache for every layer and head; the model is loaded once, on the first miss);
+//! 5. [`head_rows`]: per layer and head, the `[1:-1]` trim when N ≥ 3
+//!    ([`trim_ends`]) and [`compute_va_stats_for_head`] — one [`HeadRow`] per (rollout, layer,
+//!    head) with the seed's columns;
+//! 6. [`best_per_layer`]: per (rollout, layer) the head with the largest `|delta_va_vert|`,
+//!    reproducing pandas' `df.sort_values('abs_delta_va_vert', ascending=False)
+//!    .groupby(['rollout_id', 'layer'], as_index=False).first()` (see [`best_per_layer`] for ties
+//!    and NaN);
+//! 7. [`distinctiveness`]: `distinctiveness_score` = the SUM over the representative layers of the
+//!    best `|delta_va_vert|` (pandas' NaN-skipping sum: a rollout whose deltas are all NaN scores
+//!    0); [`rank_by_score`] sorts by score, descending, and the first is the most distinctive;
+//! 8. [`summary_row`] / [`rollout_meta`]: the seed's `summary.csv` row and `meta.json`
+//!    (untrimmed sentence counts, as the seed writes them), figures of every rollout's best heads
+//!    ([`super::va_report`]).
 //!
-//! Rollouts that cannot be analysed (no tagged sentences, too few sentences for the trim and
-//! proximity band, labels that do not line up with the chunks) get a status in the summary
-//! instead of failing the run.
+//! Beyond the seed (named options or extra columns, the seed's rule staying the default):
+//! [`HeadRule::Signed`] (largest signed delta) and [`LayerAggregate::Mean`] (mean over layers);
+//! vertical-score settings, trim and sentence mode as options; a `status` column and label-mismatch
+//! counts; the cache provenance (`thought-anchors (unverified)` for a Python-made cache entry);
+//! and permutation p-values ([`permutation_test`]): the tag mask is shuffled within the rollout
+//! (seeded) and each layer's statistic — the **maximum over the scanned heads** of `|delta|`, the
+//! same rule that picks the head — and the summed score are recomputed, `p = (1 + #{perm ≥
+//! observed}) / (1 + B)`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::tag_stats::{tag_stats, TagStats, TagStatsOptions};
-use crate::attention::{cached_sentence_attention, AttnCache, BoundaryMode, CacheLayout, CacheOutcome, SentenceAttention, SentenceMode};
-use crate::model::{Loaded, Model};
-use crate::plot::{self, ColorLimits, HeatmapOptions, LineOptions, SaveFormat, Series};
-use crate::rollout::{discover_rollouts, misaligned_labels, tag_mask, Rollout};
-use crate::scores::{vertical_scores, ScoreType, VerticalOptions};
+use super::tag_stats::{compute_va_stats_for_head, delta_from_scores, seed_vertical_options, trim_ends, VaHeadStats};
+use super::va_report;
+use crate::attention::{AttentionSource, BoundaryMode, CacheOutcome, SentenceMode, Sentences};
+use crate::model::Loaded;
+use crate::rollout::{discover_rollouts, misaligned_labels, read_chunks_file, read_labels_file, ChunkLabel, Rollout};
+use crate::scores::{ScoreType, VerticalOptions};
 use crate::{Error, Result};
+
+/// The seed's tag: `verbalized_evaluation_awareness`.
+pub const VA_TAG: &str = "verbalized_evaluation_awareness";
+
+/// Which head is "best" in a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadRule {
+    /// The largest `|delta_va_vert|` (the seed).
+    #[default]
+    Abs,
+    /// The largest signed `delta_va_vert` (tagged sentences receive MORE).
+    Signed,
+}
+
+/// How a rollout's best per-layer values make its `distinctiveness_score`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerAggregate {
+    /// Sum over layers, NaN skipped (the seed; all NaN gives 0).
+    #[default]
+    Sum,
+    /// Mean over layers, NaN skipped (all NaN gives NaN).
+    Mean,
+}
 
 /// Settings of the VA pipeline (the notebook's config cell).
 #[derive(Debug, Clone, Serialize)]
 pub struct VaConfig {
     pub root: PathBuf,
     pub prefix: String,
+    /// Registry name, GGUF file, HF directory or hub id; also the cache directory name.
     pub model: String,
     pub tag: String,
     pub sentence_mode: SentenceMode,
     pub boundary_mode: BoundaryMode,
-    /// Representative layers; `None`: 10 %, 50 % and 90 % of depth.
+    /// Representative layers; `None`: [`representative_layers`].
     pub layers: Option<Vec<usize>>,
-    /// Heads scanned at each layer; `None`: all.
+    /// Heads scanned at each layer; `None`: all (the seed's `HEADS_TO_SCAN`).
     pub heads: Option<Vec<usize>>,
+    /// Vertical-score settings (seed: `proximity_ignore = 4`, depth control, mean).
     pub proximity_ignore: usize,
     pub control_depth: bool,
     pub score_type: ScoreType,
-    /// The notebook's `[1:-1]` trim of first and last sentence.
+    /// The seed's `[1:-1]` trim (when N ≥ 3); `false` analyses every sentence.
     pub trim: bool,
+    pub head_rule: HeadRule,
+    pub layer_aggregate: LayerAggregate,
+    /// The seed's `RUN_ATTENTION`: `false` is the dry run (tag counts only, no model).
+    pub run_attention: bool,
+    /// Permutations of the tag mask per rollout (0: no p-values).
     pub permutations: usize,
     pub seed: u64,
     pub cache_dir: PathBuf,
     /// Output directory; `None`: `analysis/va_attention/<root folder name>/`.
     pub out: Option<PathBuf>,
-    /// Write heatmaps and vertical-score plots for every rollout and selected head.
+    /// Write the heatmap and vertical-score figure of every rollout's best heads.
     pub figures: bool,
-    /// Also PNG and SVG (needs Chromium; skipped with a note when absent).
+    /// Also PNG (needs Chromium; skipped with a note when absent).
     pub static_images: bool,
 }
 
@@ -70,7 +119,7 @@ impl Default for VaConfig {
             root: PathBuf::from("rollouts/apple_boxes"),
             prefix: "rollout_".into(),
             model: "smollm2-135m".into(),
-            tag: "verbalized_evaluation_awareness".into(),
+            tag: VA_TAG.into(),
             sentence_mode: SentenceMode::Chunks,
             boundary_mode: BoundaryMode::Prefix,
             layers: None,
@@ -79,6 +128,9 @@ impl Default for VaConfig {
             control_depth: true,
             score_type: ScoreType::Mean,
             trim: true,
+            head_rule: HeadRule::Abs,
+            layer_aggregate: LayerAggregate::Sum,
+            run_attention: true,
             permutations: 1000,
             seed: 0,
             cache_dir: PathBuf::from("attn_cache"),
@@ -89,15 +141,38 @@ impl Default for VaConfig {
     }
 }
 
+/// The analysis settings of one head's statistics and the head selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VaOptions {
+    pub vertical: VerticalOptions,
+    pub trim: bool,
+    pub head_rule: HeadRule,
+    pub layer_aggregate: LayerAggregate,
+}
+
+impl Default for VaOptions {
+    /// The seed's: `p = 4`, depth control, mean, trim, largest `|delta|`, sum over layers.
+    fn default() -> Self {
+        VaOptions {
+            vertical: seed_vertical_options(),
+            trim: true,
+            head_rule: HeadRule::Abs,
+            layer_aggregate: LayerAggregate::Sum,
+        }
+    }
+}
+
 impl VaConfig {
-    fn tag_options(&self) -> TagStatsOptions {
-        TagStatsOptions {
+    pub fn options(&self) -> VaOptions {
+        VaOptions {
             vertical: VerticalOptions {
                 proximity_ignore: self.proximity_ignore,
                 control_depth: self.control_depth,
                 score_type: self.score_type,
             },
             trim: self.trim,
+            head_rule: self.head_rule,
+            layer_aggregate: self.layer_aggregate,
         }
     }
 
@@ -108,44 +183,623 @@ impl VaConfig {
             PathBuf::from("analysis/va_attention").join(problem)
         })
     }
+
+    /// The attention source of this config (model loaded on the first cache miss).
+    pub fn attention_source(&self) -> AttentionSource {
+        AttentionSource::new(&self.model, &self.cache_dir, self.boundary_mode)
+    }
 }
 
-/// Representative layers: 10 %, 50 % and 90 % of depth (`floor(f · L)`, deduplicated).
-pub fn default_layers(num_layers: usize) -> Vec<usize> {
-    let mut layers: Vec<usize> =
-        [0.1, 0.5, 0.9].iter().map(|f| ((f * num_layers as f64).floor() as usize).min(num_layers - 1)).collect();
+/// The seed's representative layers: `sorted(set([max(0, int(0.10·(L−1))), int(0.50·(L−1)),
+/// int(0.90·(L−1))]))`.
+pub fn representative_layers(num_layers: usize) -> Vec<usize> {
+    let last = num_layers.saturating_sub(1) as f64;
+    let mut layers: Vec<usize> = [0.10, 0.50, 0.90].iter().map(|f| (f * last) as usize).collect();
+    layers.sort_unstable();
     layers.dedup();
     layers
 }
 
-/// The head chosen at one layer of one rollout.
-#[derive(Debug, Clone, Serialize)]
-pub struct BestHead {
-    pub layer: usize,
-    pub head: usize,
-    pub delta_va_vert: f64,
-    /// Max-over-heads permutation p-value.
-    pub p_value: f64,
+/// Sorted, deduplicated layers or heads, each checked against the model's count.
+fn checked_indices(given: &[usize], count: usize, what: &str, model: &str) -> Result<Vec<usize>> {
+    let mut sorted = given.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if let Some(bad) = sorted.iter().find(|&&x| x >= count) {
+        return Err(Error::invalid(format!("{what} {bad} out of range: {model} has {count} {what}s")));
+    }
+    if sorted.is_empty() {
+        return Err(Error::invalid(format!("no {what}s to scan")));
+    }
+    Ok(sorted)
 }
 
-/// Everything computed for one rollout.
-#[derive(Debug, Clone, Serialize)]
-pub struct RolloutVa {
+/// One rollout's sentences and tag mask (the seed's `load_chunks_and_va_mask`).
+#[derive(Debug, Clone)]
+pub struct TaggedRollout {
     pub rollout_id: String,
     pub dir: PathBuf,
-    /// `ok`, or why the rollout was not analysed.
-    pub status: String,
+    pub tag: String,
+    /// Text and sentences (`chunks`: the chunks joined by `"\n"`).
+    pub sentences: Sentences,
+    /// `mask[k]`: sentence k carries the tag (length N, untrimmed).
+    pub mask: Vec<bool>,
+    /// `chunks_labeled.json` entries truncated to N (the seed's `labeled[:n]`); empty when the
+    /// file is missing.
+    pub labels: Vec<ChunkLabel>,
+    /// Whether `chunks_labeled.json` exists.
+    pub has_labels: bool,
+    /// Label entries whose `chunk` text differs from their sentence (whitespace runs collapsed):
+    /// a warning, the mask still reads labels by index.
+    pub label_mismatches: Vec<usize>,
+    /// Where the chunks came from: `chunks.json`, or `chunks_labeled.json` when there is no
+    /// `chunks.json` (same strings in the published data), or `base_solution.json` (full-cot).
+    pub chunks_source: &'static str,
+}
+
+impl TaggedRollout {
+    /// N, the untrimmed sentence count.
+    pub fn n_sentences(&self) -> usize {
+        self.sentences.len()
+    }
+
+    /// Tagged sentences (untrimmed).
+    pub fn n_tagged(&self) -> usize {
+        self.mask.iter().filter(|&&m| m).count()
+    }
+
+    /// Indices of the tagged sentences (the seed's `va_idxs`, untrimmed).
+    pub fn tagged_indices(&self) -> Vec<usize> {
+        self.mask.iter().enumerate().filter(|(_, &m)| m).map(|(i, _)| i).collect()
+    }
+
+    /// The mask the statistics see: `mask[1:-1]` when trimming and N ≥ 3.
+    pub fn analysed_mask(&self, trim: bool) -> Vec<bool> {
+        let n = self.mask.len();
+        if trim && n >= 3 { self.mask[1..n - 1].to_vec() } else { self.mask.clone() }
+    }
+}
+
+/// The seed's `load_chunks_and_va_mask(rollout_dir)` for tag `tag`, with the sentence mode as an
+/// option (`chunks`: the seed; `full-cot`: thought-anchors' segmentation of
+/// `base_solution.full_cot`, N = chunks − 1). A label entry tags sentence k when its
+/// `function_tags` contain `tag` (labelling-error records, which carry `categories`, tag
+/// nothing, as in the seed).
+pub fn load_chunks_and_tag_mask(dir: impl AsRef<Path>, tag: &str, mode: SentenceMode) -> Result<TaggedRollout> {
+    let dir = dir.as_ref();
+    let labels_file = read_labels_file(&dir.join("chunks_labeled.json"))?;
+    let has_labels = labels_file.is_some();
+    let all_labels = labels_file.unwrap_or_default();
+    let (sentences, chunks_source) = match mode {
+        SentenceMode::Chunks => match read_chunks_file(&dir.join("chunks.json"))? {
+            Some(chunks) => (Sentences::from_chunks(&chunks), "chunks.json"),
+            None if has_labels => {
+                let chunks: Vec<String> = all_labels.iter().map(|l| l.chunk.clone()).collect();
+                (Sentences::from_chunks(&chunks), "chunks_labeled.json")
+            }
+            None => {
+                return Err(Error::format(dir, "neither chunks.json nor chunks_labeled.json is present (needed for chunks mode)"))
+            }
+        },
+        SentenceMode::FullCot => (Rollout::open(dir)?.sentences(SentenceMode::FullCot)?, "base_solution.json"),
+    };
+    let n = sentences.len();
+    let labels: Vec<ChunkLabel> = all_labels.into_iter().take(n).collect();
+    let mut mask = vec![false; n];
+    for (k, label) in labels.iter().enumerate() {
+        mask[k] = !label.labelling_error && label.tags.iter().any(|t| t == tag);
+    }
+    let label_mismatches = misaligned_labels(&labels, &sentences);
+    let rollout_id = dir.file_name().map_or_else(|| dir.display().to_string(), |s| s.to_string_lossy().into_owned());
+    Ok(TaggedRollout {
+        rollout_id,
+        dir: dir.to_path_buf(),
+        tag: tag.to_string(),
+        sentences,
+        mask,
+        labels,
+        has_labels,
+        label_mismatches,
+        chunks_source,
+    })
+}
+
+/// One (rollout, layer, head) row of the seed's per-head table `df`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadRow {
+    pub rollout_id: String,
+    pub layer: usize,
+    pub head: usize,
+    /// Sentences analysed (after the trim).
     pub n_sentences: usize,
-    pub n_tagged: usize,
-    pub tagged: Vec<usize>,
-    /// Statistics per (layer, head) scanned, in layer-major order.
-    pub heads: Vec<(usize, usize, TagStats)>,
-    pub best: Vec<BestHead>,
+    /// Tagged sentences among them.
+    pub n_va: usize,
+    /// `n_va / max(1, n_sentences)`.
+    pub va_rate: f64,
+    #[serde(flatten)]
+    pub stats: VaHeadStats,
+}
+
+impl HeadRow {
+    pub fn abs_delta_va_vert(&self) -> f64 {
+        self.stats.delta_va_vert.abs()
+    }
+}
+
+/// The seed's per-head step on one matrix: the trim when `options.trim` and N ≥ 3, then
+/// [`compute_va_stats_for_head`].
+pub fn head_row(rollout_id: &str, layer: usize, head: usize, matrix: &[f32], n: usize, mask: &[bool], options: &VaOptions) -> Result<HeadRow> {
+    let (matrix, n, mask) = if options.trim { trim_ends(matrix, n, mask)? } else { (matrix.to_vec(), n, mask.to_vec()) };
+    let stats = compute_va_stats_for_head(&matrix, n, &mask, &options.vertical)?;
+    let n_va = mask.iter().filter(|&&m| m).count();
+    Ok(HeadRow {
+        rollout_id: rollout_id.to_string(),
+        layer,
+        head,
+        n_sentences: n,
+        n_va,
+        va_rate: n_va as f64 / n.max(1) as f64,
+        stats,
+    })
+}
+
+/// Step 1 for one rollout: every `layers × heads` row (layer-major, as the seed's loops), the
+/// matrices from `source` (one forward pass on a cache miss).
+pub fn head_rows(
+    source: &mut AttentionSource,
+    rollout: &TaggedRollout,
+    layers: &[usize],
+    heads: &[usize],
+    options: &VaOptions,
+) -> Result<Vec<HeadRow>> {
+    let n = rollout.n_sentences();
+    let mut rows = Vec::with_capacity(layers.len() * heads.len());
+    for &layer in layers {
+        for &head in heads {
+            let matrix = source.matrix(&rollout.sentences, layer, head)?;
+            rows.push(head_row(&rollout.rollout_id, layer, head, &matrix, n, &rollout.mask, options)?);
+        }
+    }
+    Ok(rows)
+}
+
+/// One row of the seed's `best_per_layer` (pandas `groupby(['rollout_id', 'layer']).first()`
+/// after sorting by `abs_delta_va_vert`): every column is the FIRST NON-NaN value of its column
+/// in the group's sorted order, so with NaN present the columns may come from different rows
+/// ([`BestHead::mixed_rows`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct BestHead {
+    pub rollout_id: String,
+    pub layer: usize,
+    pub head: usize,
+    pub n_sentences: usize,
+    pub n_va: usize,
+    pub va_rate: f64,
+    pub delta_va_vert: f64,
+    pub mean_va_vert: f64,
+    pub mean_nonva_vert: f64,
+    pub lift_in_va: f64,
+    pub mean_in_va: f64,
+    pub mean_in_nonva: f64,
+    pub mean_out_va: f64,
+    pub mean_va_to_va: f64,
+    pub abs_delta_va_vert: f64,
+    /// Some column came from a later row than `head`'s, because `head`'s value was NaN (pandas'
+    /// `first()` skips NaN per column).
+    pub mixed_rows: bool,
+    /// Other heads whose sort key equals `head`'s exactly (a tie; see [`best_per_layer`]).
+    pub tied_heads: Vec<usize>,
+}
+
+impl BestHead {
+    /// The per-layer value the score aggregates: `|delta|` (seed) or the signed delta.
+    pub fn score_value(&self, rule: HeadRule) -> f64 {
+        match rule {
+            HeadRule::Abs => self.abs_delta_va_vert,
+            HeadRule::Signed => self.delta_va_vert,
+        }
+    }
+}
+
+/// Sort key of a row under `rule` (descending; NaN last).
+fn sort_key(row: &HeadRow, rule: HeadRule) -> f64 {
+    match rule {
+        HeadRule::Abs => row.abs_delta_va_vert(),
+        HeadRule::Signed => row.stats.delta_va_vert,
+    }
+}
+
+/// The seed's best head per (rollout, layer):
+/// `df.sort_values('abs_delta_va_vert', ascending=False).groupby(['rollout_id', 'layer'],
+/// as_index=False).first()` ([`HeadRule::Signed`]: sorted by `delta_va_vert`). Groups come out
+/// sorted by (rollout_id, layer), as pandas' groupby sorts its keys.
+///
+/// What pandas does, and what this does:
+/// - **NaN sorts last** (`na_position='last'`), in the rows' original order;
+/// - `first()` takes, **per column, the first non-NaN value** (`skipna=True`): `head`, `layer` and
+///   the counts come from the top row, but when the top row's `lift_in_va` (say) is NaN the
+///   column takes the next row's value; [`BestHead::mixed_rows`] flags such groups. A group whose
+///   deltas are all NaN gets the first head scanned and NaN deltas;
+/// - **exact ties** of the sort key: pandas' default `quicksort` is not stable, and numpy
+///   dispatches it to AVX-512 / AVX2 sorting networks where the CPU has them, so which tied row
+///   comes first depends on the machine and on the size of the whole table. Here the tied row
+///   scanned first (lowest head) wins — pandas' order with `kind='stable'`. Ties are real with
+///   depth control on short texts (two heads with the same rank pattern); they never change the
+///   score, only which of the tied heads is reported, and [`BestHead::tied_heads`] lists them.
+pub fn best_per_layer(rows: &[HeadRow], rule: HeadRule) -> Vec<BestHead> {
+    let mut groups: BTreeMap<(&str, usize), Vec<usize>> = BTreeMap::new();
+    for (index, row) in rows.iter().enumerate() {
+        groups.entry((row.rollout_id.as_str(), row.layer)).or_default().push(index);
+    }
+    groups
+        .into_iter()
+        .map(|((rollout_id, layer), members)| {
+            let (mut order, nans): (Vec<usize>, Vec<usize>) = members.into_iter().partition(|&i| !sort_key(&rows[i], rule).is_nan());
+            // Stable: equal keys keep the scan order.
+            order.sort_by(|&a, &b| sort_key(&rows[b], rule).total_cmp(&sort_key(&rows[a], rule)));
+            let top_key = order.first().map(|&i| sort_key(&rows[i], rule));
+            let tied_heads = order
+                .iter()
+                .skip(1)
+                .filter(|&&i| Some(sort_key(&rows[i], rule)) == top_key)
+                .map(|&i| rows[i].head)
+                .collect();
+            order.extend(nans);
+            let top = &rows[order[0]];
+            let mut mixed = false;
+            let mut first = |get: &dyn Fn(&HeadRow) -> f64| -> f64 {
+                let own = get(top);
+                if !own.is_nan() {
+                    return own;
+                }
+                match order.iter().map(|&i| get(&rows[i])).find(|v| !v.is_nan()) {
+                    Some(v) => {
+                        mixed = true;
+                        v
+                    }
+                    None => f64::NAN,
+                }
+            };
+            let delta_va_vert = first(&|r| r.stats.delta_va_vert);
+            let mean_va_vert = first(&|r| r.stats.mean_va_vert);
+            let mean_nonva_vert = first(&|r| r.stats.mean_nonva_vert);
+            let lift_in_va = first(&|r| r.stats.lift_in_va);
+            let mean_in_va = first(&|r| r.stats.mean_in_va);
+            let mean_in_nonva = first(&|r| r.stats.mean_in_nonva);
+            let mean_out_va = first(&|r| r.stats.mean_out_va);
+            let mean_va_to_va = first(&|r| r.stats.mean_va_to_va);
+            let abs_delta_va_vert = first(&|r| r.abs_delta_va_vert());
+            let va_rate = first(&|r| r.va_rate);
+            BestHead {
+                rollout_id: rollout_id.to_string(),
+                layer,
+                head: top.head,
+                n_sentences: top.n_sentences,
+                n_va: top.n_va,
+                va_rate,
+                delta_va_vert,
+                mean_va_vert,
+                mean_nonva_vert,
+                lift_in_va,
+                mean_in_va,
+                mean_in_nonva,
+                mean_out_va,
+                mean_va_to_va,
+                abs_delta_va_vert,
+                mixed_rows: mixed,
+                tied_heads,
+            }
+        })
+        .collect()
+}
+
+/// NaN-skipping sum (pandas `Series.sum`: 0 when nothing is left) or mean (NaN then), in order.
+pub fn aggregate_layers(values: &[f64], aggregate: LayerAggregate) -> f64 {
+    let kept: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    let sum = kept.iter().fold(0.0, |acc, v| acc + v);
+    match aggregate {
+        LayerAggregate::Sum => sum,
+        LayerAggregate::Mean if kept.is_empty() => f64::NAN,
+        LayerAggregate::Mean => sum / kept.len() as f64,
+    }
+}
+
+/// One row of the seed's `agg` table (Step 1's ranking): the score and the counts of the first
+/// best row (trimmed counts, as in the seed's `agg`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutScore {
+    pub rollout_id: String,
     pub distinctiveness_score: f64,
+    pub n_va: usize,
+    pub n_sentences: usize,
+    /// `n_va / max(n_sentences, 1)`.
+    pub va_rate: f64,
+}
+
+/// The seed's `agg`: per rollout (sorted by id, as groupby), `distinctiveness_score` = the
+/// aggregate over its layers (in layer order) of each best head's `|delta|` (seed: sum).
+pub fn distinctiveness(best: &[BestHead], options: &VaOptions) -> Vec<RolloutScore> {
+    let mut groups: BTreeMap<&str, Vec<&BestHead>> = BTreeMap::new();
+    for b in best {
+        groups.entry(b.rollout_id.as_str()).or_default().push(b);
+    }
+    groups
+        .into_iter()
+        .map(|(rollout_id, mut rows)| {
+            rows.sort_by_key(|b| b.layer);
+            let values: Vec<f64> = rows.iter().map(|b| b.score_value(options.head_rule)).collect();
+            let (n_va, n_sentences) = (rows[0].n_va, rows[0].n_sentences);
+            RolloutScore {
+                rollout_id: rollout_id.to_string(),
+                distinctiveness_score: aggregate_layers(&values, options.layer_aggregate),
+                n_va,
+                n_sentences,
+                va_rate: n_va as f64 / n_sentences.max(1) as f64,
+            }
+        })
+        .collect()
+}
+
+/// Indices of `scores` sorted by score, descending, NaN last; ties keep their order (see
+/// [`best_per_layer`] on pandas' unstable sort).
+pub fn rank_by_score(scores: &[f64]) -> Vec<usize> {
+    let (mut order, nans): (Vec<usize>, Vec<usize>) = (0..scores.len()).partition(|&i| !scores[i].is_nan());
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order.extend(nans);
+    order
+}
+
+/// The seed's `agg.sort_values('distinctiveness_score', ascending=False)` (ties keep their order).
+pub fn rank_scores(scores: &[RolloutScore]) -> Vec<RolloutScore> {
+    let values: Vec<f64> = scores.iter().map(|s| s.distinctiveness_score).collect();
+    rank_by_score(&values).into_iter().map(|i| scores[i].clone()).collect()
+}
+
+/// The seed's `best_rollout_id`: the first of `agg` sorted by score, descending.
+pub fn most_distinctive(scores: &[RolloutScore]) -> Option<String> {
+    let values: Vec<f64> = scores.iter().map(|s| s.distinctiveness_score).collect();
+    rank_by_score(&values).first().map(|&i| scores[i].rollout_id.clone())
+}
+
+/// Permutation p-values of one rollout (beyond the seed).
+#[derive(Debug, Clone, Serialize)]
+pub struct PermutationTest {
+    /// `(layer, p)`: the layer's max over heads of `|delta|` against its permutation distribution.
+    pub by_layer: Vec<(usize, f64)>,
+    /// The distinctiveness score against its permutation distribution.
+    pub score: f64,
+    pub permutations: usize,
+}
+
+fn rollout_stream(rollout_id: &str) -> u64 {
+    // FNV-1a: a stable per-rollout stream, so a rollout's p-values do not depend on the others.
+    rollout_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Permutation test of one rollout's rows (all its layers × heads, with their vertical scores):
+/// the analysed tag mask is shuffled `permutations` times (ChaCha8 seeded by `seed`, stream by
+/// rollout id); per layer the statistic is the maximum over the scanned heads of the head rule's
+/// value (`|delta|`), the rollout's is [`aggregate_layers`] of those; `p = (1 + #{perm ≥
+/// observed}) / (1 + B)`, NaN when the observed value is NaN.
+pub fn permutation_test(rows: &[HeadRow], analysed_mask: &[bool], options: &VaOptions, permutations: usize, seed: u64) -> PermutationTest {
+    let mut layers: BTreeMap<usize, Vec<&[f64]>> = BTreeMap::new();
+    for row in rows {
+        layers.entry(row.layer).or_default().push(&row.stats.vert_scores);
+    }
+    let layer_ids: Vec<usize> = layers.keys().copied().collect();
+    let statistic = |mask: &[bool]| -> Vec<f64> {
+        layers
+            .values()
+            .map(|heads| {
+                heads
+                    .iter()
+                    .map(|scores| {
+                        let (delta, _, _) = delta_from_scores(scores, mask);
+                        match options.head_rule {
+                            HeadRule::Abs => delta.abs(),
+                            HeadRule::Signed => delta,
+                        }
+                    })
+                    .filter(|v| !v.is_nan())
+                    .fold(f64::NAN, |best, v| if best.is_nan() || v > best { v } else { best })
+            })
+            .collect()
+    };
+    let observed = statistic(analysed_mask);
+    let observed_score = aggregate_layers(&observed, options.layer_aggregate);
+    let mut exceed = vec![0usize; observed.len()];
+    let mut exceed_score = 0usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(rollout_stream(rows.first().map_or("", |r| r.rollout_id.as_str())));
+    let mut permuted = analysed_mask.to_vec();
+    for _ in 0..permutations {
+        permuted.shuffle(&mut rng);
+        let values = statistic(&permuted);
+        for (k, v) in values.iter().enumerate() {
+            if *v >= observed[k] {
+                exceed[k] += 1;
+            }
+        }
+        if aggregate_layers(&values, options.layer_aggregate) >= observed_score {
+            exceed_score += 1;
+        }
+    }
+    let p = |observed: f64, exceed: usize| {
+        if observed.is_nan() || permutations == 0 { f64::NAN } else { (1 + exceed) as f64 / (1 + permutations) as f64 }
+    };
+    let all_nan = observed.iter().all(|v| v.is_nan());
+    PermutationTest {
+        by_layer: layer_ids.iter().zip(&observed).zip(&exceed).map(|((&l, &o), &e)| (l, p(o, e))).collect(),
+        score: if all_nan { f64::NAN } else { p(observed_score, exceed_score) },
+        permutations,
+    }
+}
+
+/// Python's `f"{x:.{digits}f}"`: `nan`, `inf`, `-inf` spelled as Python does.
+pub fn py_fixed(x: f64, digits: usize) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        format!("{x:.digits$}")
+    }
+}
+
+/// One row of the seed's `summary.csv` (first nine fields, the seed's columns and string
+/// formats), then this project's additions.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryRow {
+    pub rollout_id: String,
+    /// Untrimmed, as the seed's summary.
+    pub n_sentences: usize,
+    pub n_va: usize,
+    pub va_rate: f64,
+    pub distinctiveness_score: f64,
+    /// `"2,14,26"`.
+    pub layers: String,
+    pub heads: String,
+    /// `{:.4f}` per layer, comma-joined.
+    pub delta_va_vert_by_layer: String,
+    /// `{:.3f}` per layer (`nan` when not finite), comma-joined.
+    pub lift_in_va_by_layer: String,
+    // Beyond the seed.
+    /// `ok`, or what makes the numbers degenerate / why the rollout was not analysed.
+    pub status: String,
+    /// Permutation p-value of the score.
     pub p_value: f64,
+    /// Per layer, `{:.4f}` comma-joined.
+    pub p_value_by_layer: String,
+    pub most_distinctive: bool,
+    /// Label entries whose text differs from their sentence.
+    pub label_mismatches: usize,
+    /// Cache provenance: `hit`, `computed`, `thought-anchors (unverified)`.
     pub cache: String,
-    #[serde(skip)]
-    pub attention: Option<SentenceAttention>,
+    pub text_id: String,
+}
+
+/// The seed's summary row of one rollout from its best heads (`best`, any order; the rollout's
+/// rows only), with the additions.
+pub fn summary_row(rollout: &TaggedRollout, best: &[BestHead], options: &VaOptions) -> SummaryRow {
+    let mut sel: Vec<&BestHead> = best.iter().filter(|b| b.rollout_id == rollout.rollout_id).collect();
+    sel.sort_by_key(|b| b.layer);
+    let join = |f: &dyn Fn(&BestHead) -> String| sel.iter().map(|b| f(b)).collect::<Vec<_>>().join(",");
+    let values: Vec<f64> = sel.iter().map(|b| b.score_value(options.head_rule)).collect();
+    let n = rollout.n_sentences();
+    let n_va = rollout.n_tagged();
+    SummaryRow {
+        rollout_id: rollout.rollout_id.clone(),
+        n_sentences: n,
+        n_va,
+        va_rate: n_va as f64 / n.max(1) as f64,
+        distinctiveness_score: aggregate_layers(&values, options.layer_aggregate),
+        layers: join(&|b| b.layer.to_string()),
+        heads: join(&|b| b.head.to_string()),
+        delta_va_vert_by_layer: join(&|b| py_fixed(b.delta_va_vert, 4)),
+        // The seed writes `nan` for any non-finite lift (inf included).
+        lift_in_va_by_layer: join(&|b| if b.lift_in_va.is_finite() { py_fixed(b.lift_in_va, 3) } else { "nan".into() }),
+        status: rollout_status(rollout, options),
+        p_value: f64::NAN,
+        p_value_by_layer: String::new(),
+        most_distinctive: false,
+        label_mismatches: rollout.label_mismatches.len(),
+        cache: String::new(),
+        text_id: rollout.sentences.text_id(),
+    }
+}
+
+/// The seed's `summary_df`: [`summary_row`] of every rollout that has best heads, with the
+/// permutation p-values of `tests` (`(rollout_id, test)`), sorted by score, descending (ties keep
+/// rollout order), `most_distinctive` set on the first.
+pub fn summary_rows(rollouts: &[&TaggedRollout], best: &[BestHead], options: &VaOptions, tests: &[(String, PermutationTest)]) -> Vec<SummaryRow> {
+    let rows: Vec<SummaryRow> = rollouts
+        .iter()
+        .filter(|r| best.iter().any(|b| b.rollout_id == r.rollout_id))
+        .map(|rollout| {
+            let mut row = summary_row(rollout, best, options);
+            if let Some((_, test)) = tests.iter().find(|(id, _)| *id == row.rollout_id) {
+                row.p_value = test.score;
+                row.p_value_by_layer = test.by_layer.iter().map(|(_, p)| py_fixed(*p, 4)).collect::<Vec<_>>().join(",");
+            }
+            row
+        })
+        .collect();
+    let order = rank_by_score(&rows.iter().map(|s| s.distinctiveness_score).collect::<Vec<_>>());
+    let mut sorted: Vec<SummaryRow> = order.into_iter().map(|i| rows[i].clone()).collect();
+    if let Some(first) = sorted.first_mut() {
+        first.most_distinctive = true;
+    }
+    sorted
+}
+
+/// `ok`, or why the rollout's deltas are NaN (its score is then 0 under the seed's sum).
+pub fn rollout_status(rollout: &TaggedRollout, options: &VaOptions) -> String {
+    let mask = rollout.analysed_mask(options.trim);
+    let tagged = mask.iter().filter(|&&m| m).count();
+    let mut notes = Vec::new();
+    if !rollout.has_labels {
+        notes.push("no chunks_labeled.json".to_string());
+    }
+    if mask.len() <= options.vertical.proximity_ignore {
+        notes.push(format!(
+            "{} analysed sentences ≤ proximity_ignore {}: every vertical score is NaN",
+            mask.len(),
+            options.vertical.proximity_ignore
+        ));
+    } else if tagged == 0 {
+        notes.push("no tagged sentence analysed: deltas are NaN".into());
+    } else if tagged == mask.len() {
+        notes.push("every analysed sentence tagged: deltas are NaN".into());
+    }
+    if !rollout.label_mismatches.is_empty() {
+        notes.push(format!(
+            "{} label texts differ from their sentences (first at {}); labels read by index",
+            rollout.label_mismatches.len(),
+            rollout.label_mismatches[0]
+        ));
+    }
+    if notes.is_empty() { "ok".into() } else { notes.join("; ") }
+}
+
+/// The seed's `meta.json` of one rollout (`rollout_id, n_sentences, n_va, va_idxs, layers,
+/// heads`: untrimmed counts, best heads in layer order) plus this project's fields.
+pub fn rollout_meta(rollout: &TaggedRollout, best: &[BestHead], summary: Option<&SummaryRow>, config: &VaConfig) -> serde_json::Value {
+    let mut sel: Vec<&BestHead> = best.iter().filter(|b| b.rollout_id == rollout.rollout_id).collect();
+    sel.sort_by_key(|b| b.layer);
+    let number = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
+    serde_json::json!({
+        "rollout_id": rollout.rollout_id,
+        "n_sentences": rollout.n_sentences(),
+        "n_va": rollout.n_tagged(),
+        "va_idxs": rollout.tagged_indices(),
+        "layers": sel.iter().map(|b| b.layer).collect::<Vec<_>>(),
+        "heads": sel.iter().map(|b| b.head).collect::<Vec<_>>(),
+        "tag": rollout.tag,
+        "sentence_mode": rollout.sentences.mode,
+        "chunks_source": rollout.chunks_source,
+        "text_id": rollout.sentences.text_id(),
+        "trimmed": config.trim && rollout.n_sentences() >= 3,
+        "delta_va_vert_by_layer": sel.iter().map(|b| number(b.delta_va_vert)).collect::<Vec<_>>(),
+        "lift_in_va_by_layer": sel.iter().map(|b| number(b.lift_in_va)).collect::<Vec<_>>(),
+        "label_mismatches": rollout.label_mismatches,
+        "status": summary.map(|s| s.status.clone()),
+        "distinctiveness_score": summary.map(|s| number(s.distinctiveness_score)),
+        "p_value": summary.map(|s| number(s.p_value)),
+        "cache": summary.map(|s| s.cache.clone()),
+    })
+}
+
+/// One rollout of a run: its input, how its attention was obtained, its p-values.
+#[derive(Debug, Clone)]
+pub struct RolloutRun {
+    pub rollout_id: String,
+    pub dir: PathBuf,
+    /// `None` when the rollout could not be read (see `error`).
+    pub rollout: Option<TaggedRollout>,
+    /// Why the rollout was not analysed.
+    pub error: Option<String>,
+    pub cache: Option<CacheOutcome>,
+    pub permutation: Option<PermutationTest>,
 }
 
 /// Result of [`run_va`].
@@ -155,134 +809,76 @@ pub struct VaResult {
     pub model: String,
     pub layers: Vec<usize>,
     pub heads: Vec<usize>,
-    pub rollouts: Vec<RolloutVa>,
-    /// `rollout_id` of the most distinctive analysable rollout.
+    pub rollouts: Vec<RolloutRun>,
+    /// The seed's `df`: every (rollout, layer, head), in scan order.
+    pub rows: Vec<HeadRow>,
+    /// The seed's `best_per_layer`.
+    pub best: Vec<BestHead>,
+    /// The seed's `agg` (sorted by rollout id; [`VaResult::ranked_scores`] sorts by score).
+    pub scores: Vec<RolloutScore>,
+    /// The seed's `summary_df`, sorted by score descending; rollouts that could not be analysed
+    /// at the end.
+    pub summary: Vec<SummaryRow>,
+    /// The most distinctive rollout.
     pub chosen: Option<String>,
     pub forward_passes: usize,
-    pub cache_hits: usize,
+    /// Whether the model had to be loaded (a cache miss).
+    pub model_loaded: bool,
     pub out_dir: PathBuf,
     pub notes: Vec<String>,
 }
 
-/// `delta_va_vert` from a head's (trimmed) vertical scores and a mask: mean over tagged minus
-/// mean over untagged sentences, NaN scores skipped (as [`tag_stats`]).
-fn delta_from_scores(scores: &[f64], mask: &[bool]) -> f64 {
-    let (mut a, mut na, mut b, mut nb) = (0.0, 0usize, 0.0, 0usize);
-    for (&v, &m) in scores.iter().zip(mask) {
-        if v.is_nan() {
-            continue;
+impl VaResult {
+    /// `agg` sorted by score, descending (the seed's Step 1 display).
+    pub fn ranked_scores(&self) -> Vec<RolloutScore> {
+        rank_scores(&self.scores)
+    }
+
+    /// The best heads of one rollout, in layer order.
+    pub fn best_heads_of(&self, rollout_id: &str) -> Vec<&BestHead> {
+        let mut sel: Vec<&BestHead> = self.best.iter().filter(|b| b.rollout_id == rollout_id).collect();
+        sel.sort_by_key(|b| b.layer);
+        sel
+    }
+
+    /// The line the CLI prints about forward passes and the chosen rollout.
+    pub fn headline(&self) -> String {
+        if !self.config.run_attention {
+            return format!("dry run (RUN_ATTENTION = false): tag counts of {} rollouts, no model; outputs in {}", self.rollouts.len(), self.out_dir.display());
         }
-        if m {
-            a += v;
-            na += 1;
+        let passes = if self.forward_passes == 0 {
+            format!("no forward pass ({} rollouts from the attention cache)", self.rollouts.iter().filter(|r| r.cache.is_some()).count())
         } else {
-            b += v;
-            nb += 1;
-        }
-    }
-    a / na as f64 - b / nb as f64
-}
-
-/// Vertical scores of the (optionally trimmed) matrix, as `tag_stats` computes them.
-fn trimmed_scores(matrix: &[f32], n: usize, options: &TagStatsOptions) -> Result<Vec<f64>> {
-    let (m, k) = if options.trim {
-        let k = n.saturating_sub(2);
-        let mut trimmed = Vec::with_capacity(k * k);
-        for i in 1..=k {
-            trimmed.extend_from_slice(&matrix[i * n + 1..i * n + 1 + k]);
-        }
-        (trimmed, k)
-    } else {
-        (matrix.to_vec(), n)
-    };
-    Ok(vertical_scores(&m, k, &options.vertical)?.values)
-}
-
-fn nan_mean(values: &[f64]) -> f64 {
-    let kept: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
-    if kept.is_empty() {
-        f64::NAN
-    } else {
-        kept.iter().sum::<f64>() / kept.len() as f64
+            format!("{} forward passes", self.forward_passes)
+        };
+        let chosen = match self.chosen.as_ref().and_then(|id| self.summary.iter().find(|s| &s.rollout_id == id)) {
+            Some(s) => format!(
+                "most distinctive rollout {}: score {:.4} (layers {}, heads {}), permutation p = {}",
+                s.rollout_id,
+                s.distinctiveness_score,
+                s.layers,
+                s.heads,
+                py_fixed(s.p_value, 4)
+            ),
+            None => "no rollout could be analysed (see summary.csv status)".into(),
+        };
+        format!("{passes}; {chosen}; outputs in {}", self.out_dir.display())
     }
 }
 
-/// Statistics, best heads and permutation p-values of one rollout's attention.
-fn analyse(
-    attention: &SentenceAttention,
-    mask: &[bool],
-    layers: &[usize],
-    heads: &[usize],
-    config: &VaConfig,
-    rng: &mut ChaCha8Rng,
-) -> Result<(Vec<(usize, usize, TagStats)>, Vec<BestHead>, f64, f64)> {
-    let options = config.tag_options();
-    let n = attention.n();
-    let mut stats = Vec::new();
-    // Per layer: the scanned heads' vertical scores (mask-independent, computed once).
-    let mut scores: Vec<Vec<Vec<f64>>> = Vec::new();
-    for &l in layers {
-        let mut per_head = Vec::new();
-        for &h in heads {
-            let matrix = attention.matrix(l, h);
-            stats.push((l, h, tag_stats(matrix, n, mask, &options)?));
-            per_head.push(trimmed_scores(matrix, n, &options)?);
-        }
-        scores.push(per_head);
-    }
-    let analysed_mask: Vec<bool> = if config.trim { mask[1..n - 1].to_vec() } else { mask.to_vec() };
-    let layer_best = |mask: &[bool]| -> Vec<(usize, f64)> {
-        scores
-            .iter()
-            .map(|per_head| {
-                per_head.iter().map(|s| delta_from_scores(s, mask)).enumerate().fold((0, f64::NAN), |best, (i, d)| {
-                    if !d.is_nan() && (best.1.is_nan() || d > best.1) { (i, d) } else { best }
-                })
-            })
-            .collect()
-    };
-    let observed = layer_best(&analysed_mask);
-    let distinctiveness = nan_mean(&observed.iter().map(|b| b.1).collect::<Vec<_>>());
-
-    let mut exceed_layer = vec![0usize; layers.len()];
-    let mut exceed_score = 0usize;
-    let mut permuted = analysed_mask.clone();
-    for _ in 0..config.permutations {
-        permuted.shuffle(rng);
-        let best = layer_best(&permuted);
-        for (k, b) in best.iter().enumerate() {
-            if b.1 >= observed[k].1 {
-                exceed_layer[k] += 1;
-            }
-        }
-        if nan_mean(&best.iter().map(|b| b.1).collect::<Vec<_>>()) >= distinctiveness {
-            exceed_score += 1;
-        }
-    }
-    let p = |exceed: usize| (1 + exceed) as f64 / (1 + config.permutations) as f64;
-    let best = layers
-        .iter()
-        .zip(&observed)
-        .zip(&exceed_layer)
-        .map(|((&layer, &(i, delta)), &ex)| BestHead {
-            layer,
-            head: heads[i],
-            delta_va_vert: delta,
-            p_value: if delta.is_nan() { f64::NAN } else { p(ex) },
-        })
-        .collect();
-    let p_score = if distinctiveness.is_nan() { f64::NAN } else { p(exceed_score) };
-    Ok((stats, best, distinctiveness, p_score))
-}
-
-/// Run the whole pipeline and write its outputs (see the module doc).
+/// Run the whole pipeline and write its outputs (see the module doc); the model is loaded only
+/// on a cache miss.
 pub fn run_va(config: &VaConfig) -> Result<VaResult> {
-    let loaded = Model::load(&config.model, &candle_core::Device::Cpu)?;
-    run_va_with(config, &loaded)
+    run_va_with_source(config, config.attention_source())
 }
 
 /// [`run_va`] with an already loaded model.
 pub fn run_va_with(config: &VaConfig, loaded: &Loaded) -> Result<VaResult> {
+    run_va_with_source(config, AttentionSource::with_model(loaded.clone(), &config.cache_dir, config.boundary_mode))
+}
+
+/// [`run_va`] over a given attention source.
+pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Result<VaResult> {
     let dirs = discover_rollouts(&config.root, &config.prefix)?;
     if dirs.is_empty() {
         return Err(Error::invalid(format!(
@@ -291,300 +887,124 @@ pub fn run_va_with(config: &VaConfig, loaded: &Loaded) -> Result<VaResult> {
             config.root.display()
         )));
     }
-    let num_layers = loaded.model.num_layers();
-    let num_heads = loaded.model.num_heads();
-    let layers = config.layers.clone().unwrap_or_else(|| default_layers(num_layers));
-    let heads = config.heads.clone().unwrap_or_else(|| (0..num_heads).collect());
-    if let Some(bad) = layers.iter().find(|&&l| l >= num_layers) {
-        return Err(Error::invalid(format!("layer {bad} out of range: {} has {num_layers} layers", loaded.name)));
-    }
-    if let Some(bad) = heads.iter().find(|&&h| h >= num_heads) {
-        return Err(Error::invalid(format!("head {bad} out of range: {} has {num_heads} heads", loaded.name)));
-    }
-    let cache = AttnCache::new(&config.cache_dir);
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut rollouts = Vec::new();
-    let (mut forward_passes, mut cache_hits) = (0, 0);
-    // Enough sentences for at least one vertical score after the trim.
-    let min_sentences = config.proximity_ignore + 1 + if config.trim { 2 } else { 0 };
-
-    for dir in &dirs {
-        let rollout = Rollout::open(dir)?;
-        let rollout_id = rollout.name();
-        let mut entry = RolloutVa {
-            rollout_id: rollout_id.clone(),
-            dir: dir.clone(),
-            status: "ok".into(),
-            n_sentences: 0,
-            n_tagged: 0,
-            tagged: vec![],
-            heads: vec![],
-            best: vec![],
-            distinctiveness_score: f64::NAN,
-            p_value: f64::NAN,
-            cache: String::new(),
-            attention: None,
-        };
-        let sentences = match rollout.sentences(config.sentence_mode) {
-            Ok(s) => s,
-            Err(e) => {
-                entry.status = format!("no sentences: {e}");
-                rollouts.push(entry);
-                continue;
-            }
-        };
-        entry.n_sentences = sentences.len();
-        let labels = rollout.labels().map(|l| l.to_vec()).unwrap_or_default();
-        let mask = tag_mask(&labels, &config.tag, sentences.len());
-        entry.tagged = mask.indices();
-        entry.n_tagged = mask.count();
-        let misaligned = misaligned_labels(&labels, &sentences);
-        let analysed_tagged = if config.trim && sentences.len() >= 2 {
-            mask.mask[1..sentences.len() - 1].iter().filter(|&&m| m).count()
-        } else {
-            entry.n_tagged
-        };
-        if sentences.len() < min_sentences {
-            entry.status = format!("too few sentences ({} < {min_sentences} for trim and proximity)", sentences.len());
-        } else if labels.is_empty() {
-            entry.status = "no chunks_labeled.json".into();
-        } else if !misaligned.is_empty() {
-            entry.status = format!("labels do not line up with chunks ({} entries differ, first {})", misaligned.len(), misaligned[0]);
-        } else if analysed_tagged == 0 {
-            entry.status = "no tagged sentences".into();
-        } else if analysed_tagged == sentences.len() - if config.trim { 2 } else { 0 } {
-            entry.status = "every sentence tagged".into();
-        }
-        if sentences.len() >= 2 {
-            let (attention, outcome, _) =
-                cached_sentence_attention(&cache, loaded, &sentences, config.boundary_mode, CacheLayout::Native)?;
-            match outcome {
-                CacheOutcome::Hit => cache_hits += 1,
-                CacheOutcome::Computed => forward_passes += 1,
-            }
-            entry.cache = if outcome == CacheOutcome::Hit { "hit".into() } else { "computed".into() };
-            if entry.status == "ok" {
-                let (stats, best, score, p) = analyse(&attention, &mask.mask, &layers, &heads, config, &mut rng)?;
-                entry.heads = stats;
-                entry.best = best;
-                entry.distinctiveness_score = score;
-                entry.p_value = p;
-            }
-            entry.attention = Some(attention);
-        }
-        rollouts.push(entry);
-    }
-    let chosen = rollouts
+    let options = config.options();
+    let mut runs: Vec<RolloutRun> = dirs
         .iter()
-        .filter(|r| r.status == "ok" && !r.distinctiveness_score.is_nan())
-        .max_by(|a, b| a.distinctiveness_score.total_cmp(&b.distinctiveness_score))
-        .map(|r| r.rollout_id.clone());
+        .map(|dir| {
+            let rollout_id = dir.file_name().map_or_else(|| dir.display().to_string(), |s| s.to_string_lossy().into_owned());
+            let (rollout, error) = match load_chunks_and_tag_mask(dir, &config.tag, config.sentence_mode) {
+                Ok(r) if r.n_sentences() == 0 => (None, Some("no sentences".to_string())),
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            RolloutRun { rollout_id, dir: dir.clone(), rollout, error, cache: None, permutation: None }
+        })
+        .collect();
     let mut result = VaResult {
         config: config.clone(),
-        model: loaded.name.clone(),
-        layers,
-        heads,
-        rollouts,
-        chosen,
-        forward_passes,
-        cache_hits,
+        model: source.model_name().to_string(),
+        layers: vec![],
+        heads: vec![],
+        rollouts: vec![],
+        rows: vec![],
+        best: vec![],
+        scores: vec![],
+        summary: vec![],
+        chosen: None,
+        forward_passes: 0,
+        model_loaded: false,
         out_dir: config.out_dir(),
         notes: vec![],
     };
-    write_outputs(&mut result)?;
+    if !config.run_attention {
+        result.rollouts = runs;
+        va_report::write_dry_run(&mut result)?;
+        return Ok(result);
+    }
+
+    let (num_layers, num_heads) = source.shape()?;
+    let layers = match &config.layers {
+        Some(given) => checked_indices(given, num_layers, "layer", source.model_name())?,
+        None => representative_layers(num_layers),
+    };
+    let heads = match &config.heads {
+        Some(given) => checked_indices(given, num_heads, "head", source.model_name())?,
+        None => (0..num_heads).collect(),
+    };
+    let mut rows = Vec::new();
+    for run in &mut runs {
+        let Some(rollout) = &run.rollout else { continue };
+        match source.prepare(&rollout.sentences).and_then(|outcome| {
+            head_rows(&mut source, rollout, &layers, &heads, &options).map(|rows| (outcome, rows))
+        }) {
+            Ok((outcome, rollout_rows)) => {
+                run.cache = Some(outcome);
+                run.permutation = Some(permutation_test(
+                    &rollout_rows,
+                    &rollout.analysed_mask(options.trim),
+                    &options,
+                    config.permutations,
+                    config.seed,
+                ));
+                rows.extend(rollout_rows);
+            }
+            Err(e) => run.error = Some(e.to_string()),
+        }
+    }
+    let best = best_per_layer(&rows, options.head_rule);
+    let scores = distinctiveness(&best, &options);
+    let chosen = most_distinctive(&scores);
+    let analysed: Vec<&TaggedRollout> = runs.iter().filter(|r| r.error.is_none()).filter_map(|r| r.rollout.as_ref()).collect();
+    let tests: Vec<(String, PermutationTest)> =
+        runs.iter().filter_map(|r| r.permutation.clone().map(|t| (r.rollout_id.clone(), t))).collect();
+    let mut summary = summary_rows(&analysed, &best, &options, &tests);
+    for row in &mut summary {
+        row.cache = runs.iter().find(|r| r.rollout_id == row.rollout_id).and_then(|r| r.cache).map(|c| c.as_str().to_string()).unwrap_or_default();
+    }
+    for run in runs.iter().filter(|r| r.error.is_some() || r.rollout.is_none()) {
+        summary.push(SummaryRow {
+            rollout_id: run.rollout_id.clone(),
+            n_sentences: run.rollout.as_ref().map_or(0, |r| r.n_sentences()),
+            n_va: run.rollout.as_ref().map_or(0, |r| r.n_tagged()),
+            va_rate: f64::NAN,
+            distinctiveness_score: f64::NAN,
+            layers: String::new(),
+            heads: String::new(),
+            delta_va_vert_by_layer: String::new(),
+            lift_in_va_by_layer: String::new(),
+            status: format!("not analysed: {}", run.error.as_deref().unwrap_or("unknown error")),
+            p_value: f64::NAN,
+            p_value_by_layer: String::new(),
+            most_distinctive: false,
+            label_mismatches: run.rollout.as_ref().map_or(0, |r| r.label_mismatches.len()),
+            cache: String::new(),
+            text_id: run.rollout.as_ref().map(|r| r.sentences.text_id()).unwrap_or_default(),
+        });
+    }
+
+    let upstream = runs.iter().filter(|r| r.cache == Some(CacheOutcome::Upstream)).count();
+    if upstream > 0 {
+        result.notes.push(format!(
+            "{upstream} rollout(s) read from a thought-anchors cache under {} (no manifest.json): the model revision, dtype, \
+             tokenizer and sentence boundaries that made those matrices are unverified (column `cache`)",
+            source.cache_root().join(source.model_name()).display()
+        ));
+    }
+    result.layers = layers;
+    result.heads = heads;
+    result.rollouts = runs;
+    result.rows = rows;
+    result.best = best;
+    result.scores = scores;
+    result.summary = summary;
+    result.chosen = chosen;
+    result.forward_passes = source.forward_passes();
+    result.model_loaded = source.model_loaded();
+    va_report::write_outputs(&mut result, &mut source)?;
     Ok(result)
 }
 
-impl VaResult {
-    /// Per-(rollout, layer, head) statistics (`heads.csv`).
-    pub fn heads_table(&self) -> Result<DataFrame> {
-        let mut rows: Vec<(&RolloutVa, usize, usize, &TagStats)> = Vec::new();
-        for r in &self.rollouts {
-            for (l, h, s) in &r.heads {
-                rows.push((r, *l, *h, s));
-            }
-        }
-        let best_p = |r: &RolloutVa, l: usize, h: usize| {
-            r.best.iter().find(|b| b.layer == l && b.head == h).map(|b| b.p_value)
-        };
-        let f = |name: &str, get: &dyn Fn(&TagStats) -> f64| Column::new(name.into(), rows.iter().map(|x| get(x.3)).collect::<Vec<f64>>());
-        let df = DataFrame::new_infer_height(vec![
-            Column::new("rollout_id".into(), rows.iter().map(|x| x.0.rollout_id.clone()).collect::<Vec<String>>()),
-            Column::new("layer".into(), rows.iter().map(|x| x.1 as u32).collect::<Vec<u32>>()),
-            Column::new("head".into(), rows.iter().map(|x| x.2 as u32).collect::<Vec<u32>>()),
-            Column::new("n_sentences".into(), rows.iter().map(|x| x.3.n_sentences as u32).collect::<Vec<u32>>()),
-            Column::new("n_va".into(), rows.iter().map(|x| x.3.n_va as u32).collect::<Vec<u32>>()),
-            f("delta_va_vert", &|s| s.delta_va_vert),
-            f("vert_va", &|s| s.vert_va),
-            f("vert_nonva", &|s| s.vert_nonva),
-            f("mean_in_va", &|s| s.mean_in_va),
-            f("mean_in_nonva", &|s| s.mean_in_nonva),
-            f("lift", &|s| s.lift),
-            f("mean_out_va", &|s| s.mean_out_va),
-            f("mean_va_to_va", &|s| s.mean_va_to_va),
-            Column::new("is_best_in_layer".into(), rows.iter().map(|x| best_p(x.0, x.1, x.2).is_some()).collect::<Vec<bool>>()),
-            Column::new(
-                "p_value_max_over_heads".into(),
-                rows.iter().map(|x| best_p(x.0, x.1, x.2)).collect::<Vec<Option<f64>>>(),
-            ),
-        ])?;
-        Ok(df)
-    }
-
-    /// The best head per (rollout, layer) (`best_heads.csv`).
-    pub fn best_heads_table(&self) -> Result<DataFrame> {
-        let rows: Vec<(&str, &BestHead)> =
-            self.rollouts.iter().flat_map(|r| r.best.iter().map(move |b| (r.rollout_id.as_str(), b))).collect();
-        Ok(DataFrame::new_infer_height(vec![
-            Column::new("rollout_id".into(), rows.iter().map(|x| x.0.to_string()).collect::<Vec<String>>()),
-            Column::new("layer".into(), rows.iter().map(|x| x.1.layer as u32).collect::<Vec<u32>>()),
-            Column::new("head".into(), rows.iter().map(|x| x.1.head as u32).collect::<Vec<u32>>()),
-            Column::new("delta_va_vert".into(), rows.iter().map(|x| x.1.delta_va_vert).collect::<Vec<f64>>()),
-            Column::new("p_value_max_over_heads".into(), rows.iter().map(|x| x.1.p_value).collect::<Vec<f64>>()),
-        ])?)
-    }
-
-    /// One row per rollout (`summary.csv`).
-    pub fn summary_table(&self) -> Result<DataFrame> {
-        let r = &self.rollouts;
-        let best_str = |x: &RolloutVa| x.best.iter().map(|b| format!("L{}H{}", b.layer, b.head)).collect::<Vec<_>>().join(" ");
-        Ok(DataFrame::new_infer_height(vec![
-            Column::new("rollout_id".into(), r.iter().map(|x| x.rollout_id.clone()).collect::<Vec<String>>()),
-            Column::new("status".into(), r.iter().map(|x| x.status.clone()).collect::<Vec<String>>()),
-            Column::new("n_sentences".into(), r.iter().map(|x| x.n_sentences as u32).collect::<Vec<u32>>()),
-            Column::new("n_tagged".into(), r.iter().map(|x| x.n_tagged as u32).collect::<Vec<u32>>()),
-            Column::new("distinctiveness_score".into(), r.iter().map(|x| x.distinctiveness_score).collect::<Vec<f64>>()),
-            Column::new("p_value".into(), r.iter().map(|x| x.p_value).collect::<Vec<f64>>()),
-            Column::new("best_heads".into(), r.iter().map(best_str).collect::<Vec<String>>()),
-            Column::new(
-                "most_distinctive".into(),
-                r.iter().map(|x| self.chosen.as_deref() == Some(x.rollout_id.as_str())).collect::<Vec<bool>>(),
-            ),
-            Column::new("cache".into(), r.iter().map(|x| x.cache.clone()).collect::<Vec<String>>()),
-        ])?)
-    }
-
-    /// The line the CLI prints about forward passes and the chosen rollout.
-    pub fn headline(&self) -> String {
-        let passes = if self.forward_passes == 0 {
-            format!("no forward pass (all {} rollouts from the attention cache)", self.cache_hits)
-        } else {
-            format!("{} forward passes, {} cache hits", self.forward_passes, self.cache_hits)
-        };
-        let chosen = match &self.chosen {
-            Some(id) => {
-                let r = self.rollouts.iter().find(|r| &r.rollout_id == id).expect("chosen rollout exists");
-                format!(
-                    "most distinctive rollout {id}: score {:.4}, permutation p = {:.4} ({} permutations, max over heads)",
-                    r.distinctiveness_score, r.p_value, self.config.permutations
-                )
-            }
-            None => "no rollout could be analysed (see summary.csv status)".into(),
-        };
-        format!("{passes}; {chosen}; outputs in {}", self.out_dir.display())
-    }
-}
-
-fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let mut file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    CsvWriter::new(&mut file).finish(df)?;
-    Ok(())
-}
-
-fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    ParquetWriter::new(file).finish(df)?;
-    Ok(())
-}
-
-fn write_json(value: &impl Serialize, path: &Path) -> Result<()> {
-    let json = serde_json::to_vec_pretty(value)?;
-    std::fs::write(path, json).map_err(|e| Error::io(path, e))
-}
-
-/// Heatmap (tagged rows and columns outlined, colour limit at the 0.99 quantile of the lower
-/// triangle) and vertical-score curve of one head of one rollout.
-pub fn head_figures(r: &RolloutVa, layer: usize, head: usize, config: &VaConfig) -> Result<(plot::Figure, plot::Figure)> {
-    let attention = r.attention.as_ref().ok_or_else(|| Error::invalid(format!("{}: no attention", r.rollout_id)))?;
-    let n = attention.n();
-    let matrix = attention.matrix(layer, head);
-    let heat = plot::heatmap(
-        matrix,
-        n,
-        &HeatmapOptions {
-            title: format!("{} — layer {layer}, head {head}", r.rollout_id),
-            highlight: r.tagged.clone(),
-            color_limits: ColorLimits::LowerTriangleQuantile { min: 0.0, q: 0.99 },
-            ..Default::default()
-        },
-    )?;
-    let options = config.tag_options();
-    let scores = vertical_scores(matrix, n, &options.vertical)?.values;
-    let line = plot::line_scores(
-        &[Series::new(format!("L{layer}H{head}"), scores)],
-        &LineOptions {
-            title: format!("{} — vertical scores, layer {layer}, head {head}", r.rollout_id),
-            highlight: r.tagged.clone(),
-            highlight_name: config.tag.clone(),
-            ..Default::default()
-        },
-    )?;
-    Ok((heat, line))
-}
-
-fn write_outputs(result: &mut VaResult) -> Result<()> {
-    let out = result.out_dir.clone();
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    write_csv(&mut result.heads_table()?, &out.join("heads.csv"))?;
-    write_parquet(&mut result.heads_table()?, &out.join("heads.parquet"))?;
-    write_csv(&mut result.best_heads_table()?, &out.join("best_heads.csv"))?;
-    write_csv(&mut result.summary_table()?, &out.join("summary.csv"))?;
-    write_parquet(&mut result.summary_table()?, &out.join("summary.parquet"))?;
-    write_json(
-        &serde_json::json!({
-            "chosen_rollout": result.chosen,
-            "model": result.model,
-            "layers": result.layers,
-            "heads": result.heads,
-            "config": result.config,
-            "headline": result.headline(),
-        }),
-        &out.join("chosen_rollout.json"),
-    )?;
-    let mut formats = vec![SaveFormat::Html];
-    if result.config.static_images {
-        if plot::static_export_available() {
-            formats.extend([SaveFormat::Png, SaveFormat::Svg]);
-        } else {
-            result.notes.push("PNG/SVG skipped: static export needs Chromium (apt-get install chromium)".into());
-        }
-    }
-    for r in &result.rollouts {
-        let dir = out.join(&r.rollout_id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        write_json(r, &dir.join("meta.json"))?;
-        if !result.config.figures || r.attention.is_none() {
-            continue;
-        }
-        // Selected heads; rollouts that were not analysed still get their layers' head 0.
-        let selected: Vec<(usize, usize)> = if r.best.is_empty() {
-            result.layers.iter().map(|&l| (l, result.heads[0])).collect()
-        } else {
-            r.best.iter().map(|b| (b.layer, b.head)).collect()
-        };
-        let mut figures = Vec::new();
-        for (l, h) in selected {
-            let (heat, line) = head_figures(r, l, h, &result.config)?;
-            figures.push((format!("heatmap_L{l}_H{h}"), heat));
-            figures.push((format!("vertical_scores_L{l}_H{h}"), line));
-        }
-        let named: Vec<(&str, &plot::Figure)> = figures.iter().map(|(s, f)| (s.as_str(), f)).collect();
-        plot::save_figures(&dir, &named, &formats)?;
-    }
-    Ok(())
-}
-
-/// `thoughtscope va`: the VA pipeline from the command line (defaults as the notebook's config).
+/// `thoughtscope va`: the VA pipeline from the command line (defaults as the seed's config).
 #[derive(Debug, clap::Args)]
 pub struct VaArgs {
     /// Folder holding the rollout directories.
@@ -593,18 +1013,19 @@ pub struct VaArgs {
     /// Rollout directories are those whose names start with this.
     #[arg(long, default_value = "rollout_")]
     pub prefix: String,
+    /// Registry name, GGUF file, HF directory or hub id (loaded only on a cache miss).
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
     /// Output directory (default `analysis/va_attention/<root folder name>/`).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, default_value = "verbalized_evaluation_awareness")]
+    #[arg(long, default_value = VA_TAG)]
     pub tag: String,
     #[arg(long, value_enum, default_value_t = SentenceMode::Chunks)]
     pub mode: SentenceMode,
     #[arg(long, value_enum, default_value_t = BoundaryMode::Prefix)]
     pub boundaries: BoundaryMode,
-    /// Representative layers (comma-separated; default 10/50/90 % of depth).
+    /// Representative layers (comma-separated; default the seed's 10/50/90 % of L−1).
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
     /// Heads scanned (comma-separated; default all).
@@ -612,14 +1033,23 @@ pub struct VaArgs {
     pub heads: Option<Vec<usize>>,
     #[arg(long, default_value_t = 4)]
     pub proximity_ignore: usize,
-    /// Turn off depth control (rank normalisation per row).
+    /// Turn off depth control (rank normalisation per row; the seed has it on).
     #[arg(long)]
     pub no_control_depth: bool,
     #[arg(long, value_enum, default_value_t = ScoreType::Mean)]
     pub score_type: ScoreType,
-    /// Keep the first and last sentence (the notebook trims them: `[1:-1]`).
+    /// Keep the first and last sentence (the seed trims them: `[1:-1]`).
     #[arg(long)]
     pub no_trim: bool,
+    /// Best head per layer: `abs` (largest |delta|, the seed) or `signed`.
+    #[arg(long, value_enum, default_value_t = HeadRule::Abs)]
+    pub best_head: HeadRule,
+    /// Score over layers: `sum` (the seed) or `mean`.
+    #[arg(long, value_enum, default_value_t = LayerAggregate::Sum)]
+    pub layer_aggregate: LayerAggregate,
+    /// Tag counts only, no model and no attention (the seed's `RUN_ATTENTION = False`).
+    #[arg(long)]
+    pub dry_run: bool,
     #[arg(long, default_value_t = 1000)]
     pub permutations: usize,
     #[arg(long, default_value_t = 0)]
@@ -629,7 +1059,7 @@ pub struct VaArgs {
     /// Skip the figures.
     #[arg(long)]
     pub no_figures: bool,
-    /// HTML figures only (no PNG/SVG through Chromium).
+    /// HTML figures only (no PNG through Chromium).
     #[arg(long)]
     pub html_only: bool,
 }
@@ -649,6 +1079,9 @@ impl From<&VaArgs> for VaConfig {
             control_depth: !a.no_control_depth,
             score_type: a.score_type,
             trim: !a.no_trim,
+            head_rule: a.best_head,
+            layer_aggregate: a.layer_aggregate,
+            run_attention: !a.dry_run,
             permutations: a.permutations,
             seed: a.seed,
             cache_dir: a.cache_dir.clone(),
@@ -663,9 +1096,9 @@ impl From<&VaArgs> for VaConfig {
 pub fn va_command(args: &VaArgs) -> Result<String> {
     let result = run_va(&VaConfig::from(args))?;
     let mut lines = vec![result.headline()];
-    for r in &result.rollouts {
-        if r.status != "ok" {
-            lines.push(format!("  {}: {}", r.rollout_id, r.status));
+    for s in &result.summary {
+        if s.status != "ok" {
+            lines.push(format!("  {}: {}", s.rollout_id, s.status));
         }
     }
     lines.extend(result.notes.iter().map(|n| format!("  note: {n}")));

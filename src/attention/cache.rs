@@ -11,7 +11,13 @@
 //! - `native`: one `attention.npy`, float32 `[L, H, N, N]` (one file, one read);
 //! - `upstream`: one `<l>_<h>.npy` per head, float32 `[N, N]`, byte-identical to `np.save`, so
 //!   upstream's Python code loads it unchanged. Directories made by the Python pipeline (no
-//!   manifest) are read with [`read_upstream_dir`] / [`read_entry_dir`].
+//!   manifest) are read with [`read_upstream_dir`] / [`read_entry_dir`] / [`read_upstream_head`].
+//!
+//! A thought-anchors (Python) cache holds the same `<model>/<text_id>/<l>_<h>.npy` paths with no
+//! manifest. Such an entry is **read, never replaced or deleted** ([`AttnCache::upstream_entry`];
+//! [`AttnCache::store`] refuses to replace any directory that has no manifest). Its provenance
+//! (model revision, dtype, tokenizer, boundaries) cannot be checked: callers report it as
+//! unverified ([`super::CacheOutcome::Upstream`]).
 //!
 //! Writes are atomic: the entry is built in a temporary directory beside it (files fsynced),
 //! then renamed into place; an interrupted write leaves no entry, never a partial one.
@@ -162,6 +168,13 @@ impl AttnCache {
             )));
         }
         let dir = self.entry_dir(&key.model, &key.text_id);
+        if dir.exists() && !dir.join(MANIFEST_FILE).exists() && !dir_is_empty(&dir)? {
+            return Err(Error::format(
+                &dir,
+                "not replaced: the directory has no manifest.json, so it was not made by thoughtscope \
+                 (a thought-anchors cache entry is read as it is, never overwritten); move it away or use another cache dir",
+            ));
+        }
         let parent = dir.parent().expect("entry dir has a parent").to_path_buf();
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         let unique = format!("{}-{}", std::process::id(), unique_suffix());
@@ -198,6 +211,27 @@ impl AttnCache {
         }
         Ok(dir)
     }
+}
+
+impl AttnCache {
+    /// The entry directory of `text_id` when it is a thought-anchors (Python) entry: no
+    /// `manifest.json` and at least one `<layer>_<head>.npy` file. `None` otherwise.
+    pub fn upstream_entry(&self, model: &str, text_id: &str) -> Option<PathBuf> {
+        let dir = self.entry_dir(model, text_id);
+        if dir.join(MANIFEST_FILE).exists() {
+            return None;
+        }
+        let entries = std::fs::read_dir(&dir).ok()?;
+        let has_heads = entries
+            .filter_map(|e| e.ok())
+            .any(|e| parse_head_file_name(&e.file_name().to_string_lossy()).is_some());
+        has_heads.then_some(dir)
+    }
+}
+
+fn dir_is_empty(dir: &Path) -> Result<bool> {
+    let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(entries.next().is_none())
 }
 
 fn unique_suffix() -> usize {
@@ -314,6 +348,26 @@ pub fn read_upstream_dir(dir: &Path) -> Result<SentenceAttention> {
         data.extend(array.to_f32());
     }
     SentenceAttention::new(layers, heads, n.expect("at least one file"), data)
+}
+
+/// One head's matrix `<dir>/<layer>_<head>.npy` of a thought-anchors entry: float32 (`<f4`, as
+/// upstream's `np.save` writes it) of shape `[n, n]`; anything else is an error naming the file.
+pub fn read_upstream_head(dir: &Path, layer: usize, head: usize, n: usize) -> Result<Vec<f32>> {
+    let path = dir.join(format!("{layer}_{head}.npy"));
+    if !path.exists() {
+        return Err(Error::format(
+            &path,
+            "missing: the thought-anchors cache entry has no matrix for this layer and head (it is read as it is, never completed)",
+        ));
+    }
+    let array = npy::read(&path)?;
+    if array.shape != [n, n] {
+        return Err(Error::format(&path, format!("shape {:?}, expected [{n}, {n}] for {n} sentences", array.shape)));
+    }
+    match array.data {
+        npy::NpyData::F32(values) => Ok(values),
+        npy::NpyData::F64(_) => Err(Error::format(&path, "float64 matrix; thought-anchors caches are float32 (<f4)")),
+    }
 }
 
 /// `"12_3.npy"` → `(12, 3)`.

@@ -18,6 +18,21 @@ pub enum CacheOutcome {
     Hit,
     /// Computed with one forward pass and stored.
     Computed,
+    /// Read from a thought-anchors (Python) cache entry: `<l>_<h>.npy` files with no manifest.
+    /// Nothing records which model revision, dtype, tokenizer or boundaries made it, so its
+    /// provenance is **unverified**; the entry is never replaced.
+    Upstream,
+}
+
+impl CacheOutcome {
+    /// `hit`, `computed` or `thought-anchors (unverified)`: the word written to outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Computed => "computed",
+            CacheOutcome::Upstream => "thought-anchors (unverified)",
+        }
+    }
 }
 
 /// Forwards blocks to the averager and ticks a progress bar once per layer.
@@ -96,7 +111,9 @@ pub fn sentence_attention(
 
 /// [`sentence_attention`] through the cache: a matching entry is read (no forward pass), a
 /// missing one computed and stored atomically; an entry made with other settings is an error
-/// naming the field.
+/// naming the field. A thought-anchors entry (no manifest) is read as it is
+/// ([`CacheOutcome::Upstream`]) after checking its grid and size against the model and the
+/// sentences; it is never replaced.
 pub fn cached_sentence_attention(
     cache: &AttnCache,
     loaded: &Loaded,
@@ -108,6 +125,20 @@ pub fn cached_sentence_attention(
     let dir = cache.entry_dir(&key.model, &key.text_id);
     if let Some(found) = cache.load(&key)? {
         return Ok((found, CacheOutcome::Hit, dir));
+    }
+    if let Some(upstream) = cache.upstream_entry(&key.model, &key.text_id) {
+        let found = super::read_upstream_dir(&upstream)?;
+        let shape = (found.layers(), found.heads(), found.n());
+        if shape != (key.layers, key.heads, key.n) {
+            return Err(Error::format(
+                &upstream,
+                format!(
+                    "thought-anchors cache entry holds {} layers × {} heads of {}×{} matrices; {} has {} × {} and the text {} sentences",
+                    shape.0, shape.1, shape.2, shape.2, key.model, key.layers, key.heads, key.n
+                ),
+            ));
+        }
+        return Ok((found, CacheOutcome::Upstream, upstream));
     }
     let (attention, bounds) = sentence_attention(loaded, sentences, boundary_mode)?;
     let dir = cache.store(&key, &attention, layout, Some(bounds.n_tokens))?;
@@ -169,7 +200,7 @@ pub fn attn_command(args: &AttnArgs) -> Result<String> {
         "n": attention.n(),
         "layers": attention.layers(),
         "heads": attention.heads(),
-        "cache": if outcome == CacheOutcome::Hit { "hit" } else { "computed" },
+        "cache": outcome.as_str(),
         "dir": dir.display().to_string(),
         "seconds": started.elapsed().as_secs_f64(),
     });
@@ -178,7 +209,11 @@ pub fn attn_command(args: &AttnArgs) -> Result<String> {
     } else {
         format!(
             "{} {}: {} sentences × {} layers × {} heads → {} ({:.1} s)",
-            if outcome == CacheOutcome::Hit { "cached" } else { "computed" },
+            match outcome {
+                CacheOutcome::Hit => "cached",
+                CacheOutcome::Computed => "computed",
+                CacheOutcome::Upstream => "read from a thought-anchors cache (provenance unverified)",
+            },
             sentences.text_id(),
             attention.n(),
             attention.layers(),

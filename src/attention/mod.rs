@@ -8,6 +8,8 @@
 //! - [`average`]: [`SentenceAverager`], an [`AttentionSink`] producing [`SentenceAttention`]
 //!   `[L, H, N, N]`, and [`average_matrix`] for one `T × T` matrix (§5);
 //! - [`cache`]: [`AttnCache`] with manifests, native and upstream layouts (§6);
+//! - [`source`]: [`AttentionSource`], one head's matrix on demand through the cache (upstream
+//!   `get_avg_attention_matrix`, the model loaded on the first miss only);
 //! - [`npy`]: `.npy` reading and `np.save`-identical writing.
 
 pub mod average;
@@ -18,11 +20,13 @@ pub mod compute;
 pub mod npy;
 pub(crate) mod pystr;
 pub mod segment;
+pub mod source;
 
 pub use average::{average_matrix, SentenceAttention, SentenceAverager};
 pub use boundaries::{sentence_char_positions, token_boundaries, BoundaryMode, TokenBounds};
-pub use cache::{read_entry_dir, read_upstream_dir, AttnCache, CacheKey, CacheLayout, Manifest};
+pub use cache::{read_entry_dir, read_upstream_dir, read_upstream_head, AttnCache, CacheKey, CacheLayout, Manifest};
 pub use compute::{cache_key, cached_sentence_attention, sentence_attention, CacheOutcome};
+pub use source::AttentionSource;
 pub use segment::{get_chunk_ranges, split_solution_into_chunks, text_id, ChunkRanges, SentenceMode, Sentences};
 
 /// One block of attention probabilities handed from the model runtime to a sink.

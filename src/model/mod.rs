@@ -95,6 +95,23 @@ fn resolve(spec: &str) -> Result<(std::path::PathBuf, String, Option<&'static Re
     )))
 }
 
+/// The name [`Model::load`] gives the model `spec` (its cache directory name) without loading
+/// anything: a registry name, the stem of a file or directory, or the last part of a hub id.
+/// Lets a cache be read without the weights (e.g. a thought-anchors cache of a 14B model).
+pub fn cache_name(spec: &str) -> String {
+    let path = Path::new(spec);
+    if path.is_file() || path.is_dir() {
+        return stem(path);
+    }
+    if let Some(entry) = registry::lookup(spec) {
+        return entry.name.to_string();
+    }
+    if spec.contains('/') && !spec.starts_with('.') && !spec.starts_with('/') {
+        return spec.rsplit('/').next().unwrap_or(spec).to_ascii_lowercase();
+    }
+    spec.to_string()
+}
+
 fn stem(path: &Path) -> String {
     path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_ascii_lowercase()
 }

@@ -117,22 +117,8 @@ impl Rollout {
             _ => optional_string(&base, &base_path, "answer")?,
         };
 
-        let chunks_path = dir.join("chunks.json");
-        let chunks = match read_optional_json(&chunks_path)? {
-            None => None,
-            Some(value) => {
-                let list = value
-                    .get("chunks")
-                    .ok_or_else(|| Error::format(&chunks_path, "missing field `chunks`"))?;
-                Some(string_list(list, &chunks_path, "`chunks`")?)
-            }
-        };
-
-        let labels_path = dir.join("chunks_labeled.json");
-        let labels = match read_optional_json(&labels_path)? {
-            None => None,
-            Some(value) => Some(parse_labels(&value, &labels_path)?),
-        };
+        let chunks = read_chunks_file(&dir.join("chunks.json"))?;
+        let labels = read_labels_file(&dir.join("chunks_labeled.json"))?;
 
         Ok(Rollout {
             prompt: optional_string(&base, &base_path, "prompt")?,
@@ -192,6 +178,25 @@ impl Rollout {
                 .collect()),
             other => Err(Error::format(&path, format!("expected an array of solutions, found {}", kind(&other)))),
         }
+    }
+}
+
+/// The `chunks` list of a `chunks.json` file; `Ok(None)` when the file does not exist.
+pub fn read_chunks_file(path: &Path) -> Result<Option<Vec<String>>> {
+    match read_optional_json(path)? {
+        None => Ok(None),
+        Some(value) => {
+            let list = value.get("chunks").ok_or_else(|| Error::format(path, "missing field `chunks`"))?;
+            Ok(Some(string_list(list, path, "`chunks`")?))
+        }
+    }
+}
+
+/// The entries of a `chunks_labeled.json` file; `Ok(None)` when the file does not exist.
+pub fn read_labels_file(path: &Path) -> Result<Option<Vec<ChunkLabel>>> {
+    match read_optional_json(path)? {
+        None => Ok(None),
+        Some(value) => Ok(Some(parse_labels(&value, path)?)),
     }
 }
 
