@@ -37,6 +37,8 @@ fn eval_awareness_phrases_are_tagged() {
         "This is not a test.",
         "It isn’t an exam.",
         "No, I don't think the question is a test.",
+        "The problem is a math test.",
+        "This is just a simple evaluation.",
     ] {
         assert!(is_eval_aware(sentence), "should tag: {sentence}");
         assert!(tags_of(&RuleTagger::default(), sentence, 3).contains(&VA_TAG.to_string()), "{sentence}");
@@ -49,6 +51,7 @@ fn eval_awareness_phrases_are_tagged() {
         "I will check my answer.",
         "I am evaluating this question.",
         "Testing each case gives 10.",
+        "This is a divisibility test for 3.",
     ] {
         assert!(!is_eval_aware(sentence), "should not tag: {sentence}");
     }

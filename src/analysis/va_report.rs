@@ -400,15 +400,15 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource)
     index_report(result, &summary, &best, &chosen_figures, &links)?.write_html(out.join("index.html"))
 }
 
-/// The figure formats of `config` (HTML, plus PNG when asked for and Chromium is present) and a
-/// note when PNG was asked for but cannot be made.
+/// The figure formats of `config` (HTML, plus PNG as the seed saves and SVG when asked for and
+/// Chromium is present) and a note when they were asked for but cannot be made.
 pub fn figure_formats(config: &VaConfig) -> (Vec<SaveFormat>, Option<String>) {
     let mut formats = vec![SaveFormat::Html];
     if config.figures && config.static_images {
         if plot::static_export_available() {
-            formats.push(SaveFormat::Png);
+            formats.extend([SaveFormat::Png, SaveFormat::Svg]);
         } else {
-            return (formats, Some(format!("PNG figures skipped: {}", plot::export::CHROMIUM_MISSING)));
+            return (formats, Some(format!("PNG/SVG figures skipped: {}", plot::export::CHROMIUM_MISSING)));
         }
     }
     (formats, None)
@@ -455,7 +455,8 @@ pub fn save_rollout_outputs(
         named.push((vert_stem, vert));
     }
     let refs: Vec<(&str, &Figure)> = named.iter().map(|(s, f)| (s.as_str(), f)).collect();
-    saved.files.extend(plot::save_figures(&dir, &refs, formats)?);
+    // One plotly.min.js at the output folder's root serves every rollout's pages.
+    saved.files.extend(plot::save_figures_sharing(&dir, &refs, formats, out)?);
     Ok(saved)
 }
 
