@@ -141,8 +141,8 @@ fn va_keeps_the_seeds_numbers_for_degenerate_rollouts_and_warns() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    // Rollouts with tagged sentences in the analysed range, one without; the third's first label
-    // text no longer matches its chunk.
+    // A rollout with tagged sentences in the analysed range, the same without its tags, and a third
+    // copy whose first label text no longer matches its chunk.
     let src = sample_root();
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&src).unwrap() {
@@ -158,14 +158,20 @@ fn va_keeps_the_seeds_numbers_for_degenerate_rollouts_and_warns() {
     }
     names.sort();
     let with_tag = names.iter().find(|(_, t)| *t > 0).expect("a sample rollout with a tag").0.clone();
-    let without = names.iter().find(|(_, t)| *t == 0).expect("a sample rollout without a tag").0.clone();
-    for (name, from) in [("rollout_a", &with_tag), ("rollout_b", &without), ("rollout_c", &with_tag)] {
+    for name in ["rollout_a", "rollout_b", "rollout_c"] {
         let dst = root.join(name);
         std::fs::create_dir_all(&dst).unwrap();
         for f in ["problem.json", "base_solution.json", "chunks.json", "chunks_labeled.json"] {
-            std::fs::copy(from.join(f), dst.join(f)).unwrap();
+            std::fs::copy(with_tag.join(f), dst.join(f)).unwrap();
         }
     }
+    // rollout_b: the same trace with the tag taken off every label.
+    let untagged_path = root.join("rollout_b/chunks_labeled.json");
+    let mut untagged: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&untagged_path).unwrap()).unwrap();
+    for label in untagged.as_array_mut().unwrap() {
+        label["function_tags"].as_array_mut().unwrap().retain(|t| t != "verbalized_evaluation_awareness");
+    }
+    std::fs::write(&untagged_path, untagged.to_string()).unwrap();
     let labels_path = root.join("rollout_c/chunks_labeled.json");
     let mut labels: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&labels_path).unwrap()).unwrap();
     labels[0]["chunk"] = serde_json::Value::String("a sentence that is not there".into());
