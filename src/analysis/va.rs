@@ -932,11 +932,15 @@ pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Res
         None => (0..num_heads).collect(),
     };
     let mut rows = Vec::new();
+    let bar = crate::notebook::progress(runs.iter().filter(|r| r.rollout.is_some()).count() as u64, "rollouts");
     for run in &mut runs {
         let Some(rollout) = &run.rollout else { continue };
-        match source.prepare(&rollout.sentences).and_then(|outcome| {
+        bar.set_message(run.rollout_id.clone());
+        let outcome = source.prepare(&rollout.sentences).and_then(|outcome| {
             head_rows(&mut source, rollout, &layers, &heads, &options).map(|rows| (outcome, rows))
-        }) {
+        });
+        bar.inc(1);
+        match outcome {
             Ok((outcome, rollout_rows)) => {
                 run.cache = Some(outcome);
                 run.permutation = Some(permutation_test(
@@ -951,6 +955,7 @@ pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Res
             Err(e) => run.error = Some(e.to_string()),
         }
     }
+    bar.finish();
     let best = best_per_layer(&rows, options.head_rule);
     let scores = distinctiveness(&best, &options);
     let chosen = most_distinctive(&scores);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use super::{AttentionBlock, AttentionSink, AttnCache, BoundaryMode, CacheKey, CacheLayout, SentenceAttention, SentenceAverager, Sentences, TokenBounds};
 use crate::model::{HookSet, Input, KvCache, Loaded, Logits};
-use crate::notebook::progress::{progress, Progress};
+use crate::notebook::progress::{progress_detail, Progress};
 use crate::{Error, Result};
 
 /// How a cached computation was satisfied.
@@ -99,7 +99,7 @@ pub fn sentence_attention(
     let mut averager =
         SentenceAverager::new(bounds.ranges.clone(), layers, loaded.model.num_heads()).expect_tokens(ids.len());
     {
-        let bar = progress(layers as u64, &format!("attention {} tokens", ids.len()));
+        let bar = progress_detail(layers as u64, &format!("attention {} tokens", ids.len()));
         let mut sink = LayerProgress { inner: &mut averager, progress: bar.clone(), last_layer: None };
         let mut hooks = HookSet::new().with_sink(&mut sink);
         loaded.model.forward_with(Input::Ids(&ids), &mut KvCache::new(&loaded.model), &mut hooks, Logits::None)?;

@@ -4,6 +4,10 @@
 //! forwards output line by line, so a redrawn bar would pile up). `--quiet` ([`set_quiet`]) turns
 //! it all off.
 //!
+//! Loops inside one item (the layers of one forward pass) use [`progress_detail`]: a second bar
+//! stacked under the item bar on a terminal (all bars share one `MultiProgress`), the notebook's
+//! 10 % lines in evcxr, and nothing in a log, where the item lines already say what happens.
+//!
 //! ```no_run
 //! use thoughtscope::notebook::progress;
 //! let bar = progress(700, "ablation runs");
@@ -26,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How a [`Progress`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +92,31 @@ pub fn progress(total: u64, label: &str) -> Progress {
     }
 }
 
+/// A reporter for a loop inside one item of an outer [`progress`] loop (see the module doc).
+pub fn progress_detail(total: u64, label: &str) -> Progress {
+    match progress_mode() {
+        ProgressMode::Lines if !in_evcxr() => Progress::hidden(),
+        _ => {
+            let detail = progress(total, label);
+            if let Inner::Bar(bar) = &*detail.inner {
+                bar.set_style(bar_style("  {prefix} [{bar:30}] {pos}/{len} {per_sec} (eta {eta})"));
+            }
+            Progress { inner: Arc::new(Inner::Detail(detail)) }
+        }
+    }
+}
+
+/// Every bar on the terminal, so that an item bar and its detail bar stack instead of
+/// overwriting each other.
+fn terminal_bars() -> &'static MultiProgress {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
+
+fn bar_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
+}
+
 /// A shared progress reporter; see [`progress`].
 #[derive(Clone)]
 pub struct Progress {
@@ -97,6 +126,8 @@ pub struct Progress {
 enum Inner {
     Bar(ProgressBar),
     Lines(Lines),
+    /// A [`progress_detail`] reporter: like the one it wraps, but its bar is cleared when done.
+    Detail(Progress),
     Off,
 }
 
@@ -117,12 +148,8 @@ struct Lines {
 impl Progress {
     /// An indicatif bar on stderr (hidden by indicatif when stderr is not a terminal).
     pub fn bar(total: u64, label: &str) -> Progress {
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        let style =
-            ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {per_sec} ({elapsed} elapsed, eta {eta}) {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-        bar.set_style(style);
+        let bar = terminal_bars().add(ProgressBar::new(total));
+        bar.set_style(bar_style("{prefix} [{bar:40}] {pos}/{len} {per_sec} ({elapsed} elapsed, eta {eta}) {msg}"));
         bar.set_prefix(label.to_owned());
         Progress { inner: Arc::new(Inner::Bar(bar)) }
     }
@@ -162,6 +189,7 @@ impl Progress {
         match &*self.inner {
             Inner::Bar(_) => ProgressMode::Bar,
             Inner::Lines(_) => ProgressMode::Lines,
+            Inner::Detail(inner) => inner.mode(),
             Inner::Off => ProgressMode::Off,
         }
     }
@@ -174,6 +202,7 @@ impl Progress {
                 let position = lines.position.fetch_add(n, Ordering::Relaxed) + n;
                 lines.report(position);
             }
+            Inner::Detail(inner) => inner.inc(n),
             Inner::Off => {}
         }
     }
@@ -186,6 +215,7 @@ impl Progress {
                 lines.position.store(position, Ordering::Relaxed);
                 lines.report(position);
             }
+            Inner::Detail(inner) => inner.set_position(position),
             Inner::Off => {}
         }
     }
@@ -194,6 +224,7 @@ impl Progress {
         match &*self.inner {
             Inner::Bar(bar) => bar.position(),
             Inner::Lines(lines) => lines.position.load(Ordering::Relaxed),
+            Inner::Detail(inner) => inner.position(),
             Inner::Off => 0,
         }
     }
@@ -203,6 +234,7 @@ impl Progress {
         match &*self.inner {
             Inner::Bar(bar) => bar.set_message(message.into()),
             Inner::Lines(lines) => *lines.message.lock().unwrap_or_else(|e| e.into_inner()) = message.into(),
+            Inner::Detail(inner) => inner.set_message(message),
             Inner::Off => {}
         }
     }
@@ -212,6 +244,7 @@ impl Progress {
         match &*self.inner {
             Inner::Bar(bar) => bar.println(line.as_ref()),
             Inner::Lines(lines) => lines.write_line(line.as_ref()),
+            Inner::Detail(inner) => inner.println(line),
             Inner::Off => {}
         }
     }
@@ -220,6 +253,10 @@ impl Progress {
     pub fn finish(&self) {
         match &*self.inner {
             Inner::Bar(bar) => bar.finish(),
+            Inner::Detail(inner) => match &*inner.inner {
+                Inner::Bar(bar) => bar.finish_and_clear(),
+                _ => inner.finish(),
+            },
             Inner::Lines(lines) => {
                 if !lines.finished.swap(true, Ordering::Relaxed) {
                     let position = lines.position.load(Ordering::Relaxed);
