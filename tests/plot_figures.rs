@@ -272,3 +272,27 @@ fn figure_pages_share_one_plotly_js_per_output_folder() {
     let err = plot::save_figures_sharing(root.path(), &[("d", &figure)], &[plot::SaveFormat::Html], &sub).unwrap_err();
     assert!(err.to_string().contains("is not"), "{err}");
 }
+
+#[test]
+fn analysis_index_links_every_report_by_its_title() {
+    let root = tempfile::tempdir().unwrap();
+    let write = |rel: &str, title: &str| {
+        let path = root.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("<html><head><title>{title}</title></head></html>")).unwrap();
+    };
+    write("va_attention/apple_boxes/index.html", "VA &amp; friends");
+    write("codi/index.html", "CODI");
+    write("codi/faithful/index.html", "CODI faithful");
+    write("reports/va_attention.html", "VA notebook");
+    write("va_attention/apple_boxes/rollout_01/attn_layer02_head03.html", "a figure, not a report");
+    let (path, entries) = plot::write_index(root.path(), "outputs").unwrap();
+    let paths: Vec<String> = entries.iter().map(|e| e.path.display().to_string()).collect();
+    assert_eq!(paths, ["codi/faithful/index.html", "codi/index.html", "reports/va_attention.html", "va_attention/apple_boxes/index.html"]);
+    assert_eq!(entries[3].title, "VA & friends");
+    let html = std::fs::read_to_string(path).unwrap();
+    assert!(html.contains(r#"<a href="codi/index.html">CODI</a>"#), "{html}");
+    assert!(html.contains("VA &amp; friends") && html.len() < 10_000, "{html}");
+    // Rewriting does not list itself.
+    assert_eq!(plot::write_index(root.path(), "outputs").unwrap().1.len(), 4);
+}

@@ -39,6 +39,33 @@ enum Command {
     /// Notebooks: `notebook run <nb.ipynb>` executes one headlessly into an offline HTML report.
     #[command(subcommand)]
     Notebook(thoughtscope::notebook::runner::NotebookCommand),
+    /// Reports: `report index <dir>` writes <dir>/index.html linking every report below it.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Write DIR/index.html linking each analysis folder's index.html and each notebook report.
+    Index {
+        #[arg(default_value = "analysis")]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value = "thoughtscope outputs")]
+        title: String,
+    },
+}
+
+fn report(command: ReportCommand) -> thoughtscope::Result<()> {
+    match command {
+        ReportCommand::Index { dir, title } => {
+            let (path, entries) = thoughtscope::plot::write_index(&dir, &title)?;
+            println!("{}: {} reports", path.display(), entries.len());
+            for entry in entries {
+                println!("  {}  {}", entry.path.display(), entry.title);
+            }
+            Ok(())
+        }
+    }
 }
 
 fn attn(args: thoughtscope::attention::compute::AttnArgs) -> thoughtscope::Result<()> {
@@ -90,6 +117,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(args),
         Command::Codi(command) => thoughtscope::codi::cli::run(command),
         Command::Notebook(command) => thoughtscope::notebook::runner::run(command),
+        Command::Report(command) => report(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

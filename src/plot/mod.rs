@@ -29,6 +29,7 @@
 mod builders;
 pub mod export;
 mod figure;
+mod index;
 pub mod quantile;
 mod report;
 
@@ -41,5 +42,6 @@ pub use figure::{
     html_escape, offline_js_with_mathjax, plotly_js_script, plotly_js_source, save_figures, save_figures_sharing,
     script_safe_json, write_plotly_js, Figure, SaveFormat, DEFAULT_HEIGHT, DEFAULT_WIDTH, PLOTLY_JS_FILE,
 };
+pub use index::{find_reports, write_index, IndexEntry};
 pub use quantile::{lower_triangle_quantile, quantile, tril_quantile};
 pub use report::{Block, Report};
