@@ -11,6 +11,7 @@
 //! - [`analysis`]: polars tables and statistics.
 //! - [`plot`]: plotly figures, HTML reports and static export.
 //! - [`notebook`]: evcxr display glue.
+//! - [`progress`]: the one progress reporter every long loop uses (bars, log lines, notebook lines).
 
 pub mod analysis;
 pub mod attention;
@@ -18,6 +19,7 @@ pub mod codi;
 pub mod model;
 pub mod notebook;
 pub mod plot;
+pub mod progress;
 pub mod rollout;
 pub mod scores;
 

@@ -1,8 +1,9 @@
 //! Figure builders (the plotly.js JSON they produce), offline HTML and reports. No browser needed.
 
 use serde_json::{json, Value};
+use thoughtscope::scores::stats::least_squares;
 use thoughtscope::plot::{
-    self, bar_with_error, grid, heatmap, heatmap_matrix, least_squares, line_scores, scatter_with_fit, BarOptions,
+    self, bar_with_error, grid, heatmap, heatmap_matrix, line_scores, scatter_with_fit, BarOptions,
     ColorLimits, Figure, GridOptions, HeatmapOptions, LineOptions, Report, ScatterOptions, Series,
 };
 

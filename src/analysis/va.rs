@@ -932,7 +932,7 @@ pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Res
         None => (0..num_heads).collect(),
     };
     let mut rows = Vec::new();
-    let bar = crate::notebook::progress(runs.iter().filter(|r| r.rollout.is_some()).count() as u64, "rollouts");
+    let bar = crate::progress::progress(runs.iter().filter(|r| r.rollout.is_some()).count() as u64, "rollouts");
     for run in &mut runs {
         let Some(rollout) = &run.rollout else { continue };
         bar.set_message(run.rollout_id.clone());

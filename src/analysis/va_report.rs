@@ -26,7 +26,7 @@ use super::tag_stats::VaHeadStats;
 use super::va::{head_row, py_fixed, BestHead, HeadRow, RolloutScore, SummaryRow, TaggedRollout, VaConfig, VaOptions, VaResult, VA_TAG};
 use crate::attention::npy::write_atomic;
 use crate::attention::AttentionSource;
-use crate::notebook::table::TableOptions;
+use crate::plot::TableOptions;
 use crate::plot::{self, html_escape, ColorLimits, Figure, HeatmapOptions, Report, SaveFormat};
 use crate::{Error, Result};
 

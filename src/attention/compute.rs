@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use super::{AttentionBlock, AttentionSink, AttnCache, BoundaryMode, CacheKey, CacheLayout, SentenceAttention, SentenceAverager, Sentences, TokenBounds};
 use crate::model::{HookSet, Input, KvCache, Loaded, Logits};
-use crate::notebook::progress::{progress_detail, Progress};
+use crate::progress::{progress_detail, Progress};
 use crate::{Error, Result};
 
 /// How a cached computation was satisfied.

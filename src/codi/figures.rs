@@ -11,7 +11,8 @@ use plotly::common::{Anchor, DashType, ErrorData, ErrorType, Line, Marker, Mode,
 use plotly::layout::{Annotation, Axis, AxisRange, GridPattern, Layout, LayoutGrid};
 use plotly::{Bar, HeatMap, Plot, Scatter};
 
-use crate::analysis::codi_stats::{linear_fit, mean, pearson, sem, JoinedRow};
+use crate::analysis::codi_stats::JoinedRow;
+use crate::scores::stats::{least_squares, mean, pearson, sem, LinearFit};
 use crate::plot::Figure;
 use crate::Result;
 
@@ -146,7 +147,7 @@ fn scatter_with_fit(x: &[f64], y: &[f64], axis: Option<(&str, &str)>, show_legen
         points = points.x_axis(xa).y_axis(ya);
     }
     let mut traces: Vec<Box<dyn plotly::Trace>> = vec![points];
-    if let Some((slope, intercept)) = linear_fit(x, y) {
+    if let Some(LinearFit { slope, intercept }) = least_squares(x, y) {
         let lo = x.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let mut line = Scatter::new(vec![lo, hi], vec![slope * lo + intercept, slope * hi + intercept])

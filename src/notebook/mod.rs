@@ -25,7 +25,6 @@
 
 pub mod bundle;
 mod display;
-pub mod progress;
 pub mod runner;
 pub mod table;
 
@@ -34,13 +33,13 @@ pub use display::{
     figure_bundle, figure_bundle_with, figures, init, panel_bundle, panel_bundle_with, plotly_js_preamble,
     reset_plotly_js, NotebookDisplay, Panel, MATHJAX_VAR, PLOTLY_JS_EMITTED_VAR,
 };
-pub use progress::{progress, progress_detail, progress_mode, set_quiet, Progress, ProgressMode};
+pub use crate::progress::{progress, progress_detail, progress_mode, set_quiet, Progress, ProgressMode};
 pub use table::{html_table, table, table_bundle, TableOptions, TableView};
 
 /// `use thoughtscope::notebook::prelude::*;` in a notebook's first cell.
 pub mod prelude {
     pub use super::display::{figures, NotebookDisplay, Panel};
-    pub use super::progress::progress;
+    pub use crate::progress::progress;
     pub use super::table::{table, TableOptions};
     pub use crate::plot::{Figure, Report};
 }

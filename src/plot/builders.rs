@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::figure::{merge_json, Figure, RawTrace};
 use super::quantile::{lower_triangle_quantile, quantile, tril_quantile, QuantileFloat};
+use crate::scores::stats::least_squares;
 use crate::{Error, Result};
 
 /// How a heatmap's colour range is chosen.
@@ -407,32 +408,6 @@ pub fn bar_with_error<S: AsRef<str>>(labels: &[S], means: &[f64], sem: &[f64], o
         figure.merge_layout(json!({ "annotations": value_labels }));
     }
     Ok(figure)
-}
-
-/// A least-squares line `y = slope · x + intercept` (as `np.polyfit(x, y, 1)`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LinearFit {
-    pub slope: f64,
-    pub intercept: f64,
-}
-
-/// Least squares over the pairs where both values are finite; `None` with fewer than two such
-/// pairs or when x is constant.
-pub fn least_squares(x: &[f64], y: &[f64]) -> Option<LinearFit> {
-    let pairs: Vec<(f64, f64)> = x.iter().zip(y).map(|(&a, &b)| (a, b)).filter(|(a, b)| a.is_finite() && b.is_finite()).collect();
-    if pairs.len() < 2 {
-        return None;
-    }
-    let n = pairs.len() as f64;
-    let mean_x = pairs.iter().map(|p| p.0).sum::<f64>() / n;
-    let mean_y = pairs.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = pairs.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
-    if sxx == 0.0 {
-        return None;
-    }
-    let sxy: f64 = pairs.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
-    let slope = sxy / sxx;
-    Some(LinearFit { slope, intercept: mean_y - slope * mean_x })
 }
 
 /// Options of [`scatter_with_fit`].

@@ -32,10 +32,11 @@ mod figure;
 mod index;
 pub mod quantile;
 mod report;
+pub mod table;
 
 pub use builders::{
-    bar_with_error, grid, heatmap, heatmap_matrix, least_squares, line_scores, scatter_with_fit, BarOptions,
-    ColorLimits, GridOptions, HeatmapOptions, LineOptions, LinearFit, ScatterOptions, Series,
+    bar_with_error, grid, heatmap, heatmap_matrix, line_scores, scatter_with_fit, BarOptions,
+    ColorLimits, GridOptions, HeatmapOptions, LineOptions, ScatterOptions, Series,
 };
 pub use export::{chromium_path, static_export_available, ImageFormat};
 pub use figure::{
@@ -45,3 +46,4 @@ pub use figure::{
 pub use index::{find_reports, write_index, IndexEntry};
 pub use quantile::{lower_triangle_quantile, quantile, tril_quantile};
 pub use report::{Block, Report};
+pub use table::{html_table, TableOptions};

@@ -8,7 +8,7 @@ use std::path::Path;
 use polars::prelude::DataFrame;
 
 use super::figure::{html_document, html_escape, offline_js_with_mathjax, plotly_js_script, write_atomic, Figure};
-use crate::notebook::table::{html_table, TableOptions};
+use super::table::{html_table, TableOptions};
 use crate::Result;
 
 /// One part of a [`Report`].
@@ -22,7 +22,7 @@ pub enum Block {
     Html(String),
     /// Boxed: a plotly layout is large.
     Figure(Box<Figure>),
-    /// A rendered table (HTML and plain text), see [`crate::notebook::table`].
+    /// A rendered table (HTML and plain text), see [`super::table`].
     Table { html: String, plain: String },
 }
 

@@ -659,7 +659,7 @@ pub fn generate_command(args: &GenerateArgs) -> Result<String> {
         _ => Box::new(super::tagger::RuleTagger::default()),
     };
     let loaded = crate::model::Model::load(&args.model, &candle_core::Device::Cpu)?;
-    let bar = crate::notebook::progress((problems.len() * config.samples) as u64, "rollouts");
+    let bar = crate::progress::progress((problems.len() * config.samples) as u64, "rollouts");
     let made = generate_rollouts(&loaded, &args.model, &problems, &config, labeller.as_ref(), &args.out, &mut |r| {
         bar.set_message(format!("{} {} chunks", r.dir.display(), r.chunks));
         bar.inc(1);

@@ -4,10 +4,12 @@
 //! - [`vertical`]: [`vertical_scores`] with every upstream parameter, NaN rule and numpy dtype;
 //! - [`receiver`]: per-head kurtosis, mean over responses, top-k heads, receiver scores,
 //!   split-half reliability, and the corpus run over a cache directory;
-//! - [`numpy`]: numpy's float32/float64 reductions, reproduced bit for bit.
+//! - [`numpy`]: numpy's float32/float64 reductions, reproduced bit for bit;
+//! - [`stats`]: Pearson (scipy), mean/std/SEM (pandas), least squares (numpy) for every analysis.
 
 pub mod numpy;
 pub mod receiver;
+pub mod stats;
 pub mod vertical;
 
 pub use receiver::{

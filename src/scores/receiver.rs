@@ -172,7 +172,7 @@ pub fn receiver_scores(scores: &HeadScores, heads: &[(usize, usize)]) -> Result<
 /// Split-half reliability of head kurtoses (upstream `eval_receiver_head_reliability.py`): layer 0
 /// ignored, responses split into even and odd positions, per head (layers ≥ 1) the mean kurtosis
 /// of each half, Pearson r between the two halves.
-pub fn split_half_reliability(per_response: &[HeadValues]) -> Result<crate::analysis::codi_stats::Pearson> {
+pub fn split_half_reliability(per_response: &[HeadValues]) -> Result<super::stats::Pearson> {
     if per_response.len() < 2 {
         return Err(Error::invalid(format!("split-half reliability needs at least 2 responses, got {}", per_response.len())));
     }
@@ -187,7 +187,7 @@ pub fn split_half_reliability(per_response: &[HeadValues]) -> Result<crate::anal
     let heads: Vec<usize> = (first.heads..first.layers * first.heads).collect();
     let even: Vec<f64> = heads.iter().map(|&i| half_mean(0, i)).collect();
     let odd: Vec<f64> = heads.iter().map(|&i| half_mean(1, i)).collect();
-    crate::analysis::codi_stats::pearson(&even, &odd)
+    super::stats::pearson(&even, &odd)
 }
 
 /// Options of [`receiver_heads`].
