@@ -11,11 +11,13 @@
 //! - [`analysis`]: polars tables and statistics.
 //! - [`plot`]: plotly figures, HTML reports and static export.
 //! - [`notebook`]: evcxr display glue.
+//! - [`io`]: atomic file writes, JSON, `.npy`.
 //! - [`progress`]: the one progress reporter every long loop uses (bars, log lines, notebook lines).
 
 pub mod analysis;
 pub mod attention;
 pub mod codi;
+pub mod io;
 pub mod model;
 pub mod notebook;
 pub mod plot;

@@ -2,7 +2,7 @@
 //! native and upstream layouts, `np.save`-identical files, upstream directories without a
 //! manifest, atomic replacement.
 
-use thoughtscope::attention::npy;
+use thoughtscope::io::npy;
 use thoughtscope::attention::{
     read_entry_dir, read_upstream_dir, AttnCache, BoundaryMode, CacheKey, CacheLayout, SentenceAttention, SentenceMode,
 };

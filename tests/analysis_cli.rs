@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use thoughtscope::attention::npy;
+use thoughtscope::io::npy;
 
 mod support;
 

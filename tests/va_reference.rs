@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use thoughtscope::attention::{npy, Sentences};
+use thoughtscope::attention::Sentences;
+use thoughtscope::io::npy;
 
 mod support;
 

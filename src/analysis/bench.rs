@@ -15,7 +15,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::attention::{average_matrix, npy, AttentionBlock, AttentionSink, SentenceAverager};
+use crate::attention::{average_matrix, AttentionBlock, AttentionSink, SentenceAverager};
+use crate::io::npy;
 use crate::scores::{vertical_scores, VerticalOptions};
 use crate::{Error, Result};
 

@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::bench::{bench_analysis, BenchOptions};
-use crate::attention::{npy, SentenceMode};
+use crate::attention::SentenceMode;
+use crate::io::npy;
 use crate::rollout::Rollout;
 use crate::scores::{
     receiver_heads_from_cache_dir, vertical_scores, vertical_scores_f64, ReceiverOptions, ScoreType, VerticalOptions,

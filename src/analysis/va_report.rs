@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::tag_stats::VaHeadStats;
 use super::va::{head_row, py_fixed, BestHead, HeadRow, RolloutScore, SummaryRow, TaggedRollout, VaConfig, VaOptions, VaResult, VA_TAG};
-use crate::attention::npy::write_atomic;
+use crate::io::write_atomic;
 use crate::attention::AttentionSource;
 use crate::plot::TableOptions;
 use crate::plot::{self, html_escape, ColorLimits, Figure, HeatmapOptions, Report, SaveFormat};
@@ -296,28 +296,21 @@ pub fn head_figures(
     Ok((heat, vert, row))
 }
 
-fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    write_atomic(path, bytes)
-}
-
 /// `df` as CSV at `path` (atomically).
 pub fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
     let mut bytes = Vec::new();
     CsvWriter::new(&mut bytes).finish(&mut df.clone())?;
-    write_bytes(path, &bytes)
+    write_atomic(path, &bytes)
 }
 
 fn write_parquet(df: &DataFrame, path: &Path) -> Result<()> {
     let mut bytes = Vec::new();
     ParquetWriter::new(&mut bytes).finish(&mut df.clone())?;
-    write_bytes(path, &bytes)
+    write_atomic(path, &bytes)
 }
 
 fn write_json(value: &serde_json::Value, path: &Path) -> Result<()> {
-    write_bytes(path, &serde_json::to_vec_pretty(value)?)
+    write_atomic(path, &serde_json::to_vec_pretty(value)?)
 }
 
 fn config_json(config: &VaConfig) -> serde_json::Value {

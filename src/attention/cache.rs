@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::average::SentenceAttention;
 use super::boundaries::BoundaryMode;
-use super::npy;
+use crate::io::{self, npy};
 use super::segment::SentenceMode;
 use crate::{Error, Result};
 
@@ -190,7 +190,7 @@ impl AttnCache {
                 created_by: format!("thoughtscope {}", env!("CARGO_PKG_VERSION")),
             };
             let json = serde_json::to_vec_pretty(&manifest)?;
-            npy::write_atomic(&tmp.join(MANIFEST_FILE), &json)
+            io::write_atomic(&tmp.join(MANIFEST_FILE), &json)
         })();
         if let Err(e) = built {
             let _ = std::fs::remove_dir_all(&tmp);

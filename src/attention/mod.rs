@@ -10,14 +10,13 @@
 //! - [`cache`]: [`AttnCache`] with manifests, native and upstream layouts (§6);
 //! - [`source`]: [`AttentionSource`], one head's matrix on demand through the cache (upstream
 //!   `get_avg_attention_matrix`, the model loaded on the first miss only);
-//! - [`npy`]: `.npy` reading and `np.save`-identical writing.
+//! (`.npy` reading and `np.save`-identical writing are in [`crate::io::npy`].)
 
 pub mod average;
 pub mod bench;
 pub mod boundaries;
 pub mod cache;
 pub mod compute;
-pub mod npy;
 pub(crate) mod pystr;
 pub mod segment;
 pub mod source;

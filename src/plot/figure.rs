@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::export::{self, ImageFormat};
+pub(crate) use crate::io::write_atomic;
 use crate::{Error, Result};
 
 /// Default size of a figure in pixels (static export; HTML uses the height, the width follows the page).
@@ -400,18 +401,3 @@ pub(crate) fn html_document(title: &str, scripts: &str, body: &str) -> String {
 
 const PAGE_CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222}\
 h1,h2,h3{font-weight:600}";
-
-/// Write `bytes` to `path` through a temporary sibling renamed into place, creating the parent.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let file_name = path.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
-    let mut temporary = path.to_path_buf();
-    temporary.set_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
-    std::fs::write(&temporary, bytes).map_err(|e| Error::io(&temporary, e))?;
-    std::fs::rename(&temporary, path).map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        Error::io(path, e)
-    })
-}

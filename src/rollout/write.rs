@@ -9,9 +9,9 @@
 //! Files are written pretty-printed (2-space indent, as upstream's `json.dump(indent=2)`, but
 //! UTF-8 rather than `\u` escapes) and atomically (temporary file, then rename).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{Error, Result};
@@ -143,24 +143,7 @@ impl RolloutFiles {
     }
 }
 
-/// Pretty-print `value` to `path` through a temporary file in the same directory.
-pub fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    let tmp: PathBuf = {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".tmp");
-        path.with_file_name(name)
-    };
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-/// Parse a JSON file into `T`; a shape error names the file and serde's path/line.
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(path, e.to_string()))
-}
+pub use crate::io::{read_json, write_json};
 
 /// Name of rollout `k` of `samples` with `prefix`: zero-padded (at least 2 digits) so that a
 /// lexicographic sort of the directory names is the sample order.

@@ -5,9 +5,9 @@
 //! space for growing the first axis, padded so the data starts at a multiple of 64 bytes.
 //! Reading accepts `<f4`/`>f4`/`<f8`/`>f8`, either memory order, and versions 1–3.
 
-use std::io::Write;
 use std::path::Path;
 
+use super::write_atomic;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -111,25 +111,6 @@ pub fn write_f64(path: &Path, shape: &[usize], values: &[f64]) -> Result<()> {
         )));
     }
     write_atomic(path, &encode_f64(shape, values))
-}
-
-/// Replace `path` by `bytes` atomically: write a temporary file beside it, fsync, rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.tmp-{}-{unique}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }
 
 /// Read an `.npy` file of float32 or float64 values.
