@@ -26,4 +26,4 @@ pub mod rollout;
 pub mod scores;
 
 mod error;
-pub use error::{Error, Result};
+pub use error::{Context, Error, Result};

@@ -28,7 +28,7 @@ use crate::io::write_atomic;
 use crate::attention::AttentionSource;
 use crate::plot::TableOptions;
 use crate::plot::{self, html_escape, ColorLimits, Figure, HeatmapOptions, Report, SaveFormat};
-use crate::{Error, Result};
+use crate::{Context, Error, Result};
 
 fn strings(name: &str, values: impl Iterator<Item = String>) -> Column {
     Column::new(name.into(), values.collect::<Vec<String>>())
@@ -77,7 +77,7 @@ pub fn head_table(rows: &[HeadRow], best: &[BestHead]) -> Result<DataFrame> {
     columns.push(floats("abs_delta_va_vert", rows.iter().map(|r| r.abs_delta_va_vert())));
     let is_best = |r: &HeadRow| best.iter().any(|b| b.rollout_id == r.rollout_id && b.layer == r.layer && b.head == r.head);
     columns.push(Column::new("is_best_in_layer".into(), rows.iter().map(is_best).collect::<Vec<bool>>()));
-    Ok(DataFrame::new_infer_height(columns)?)
+    DataFrame::new_infer_height(columns).while_doing("the per-head table")
 }
 
 /// The seed's `best_per_layer` (the groupby's columns: `rollout_id, layer, head, n_sentences,
@@ -106,7 +106,7 @@ pub fn best_heads_table(best: &[BestHead], p_values: &[(String, usize, f64)]) ->
         "tied_heads",
         best.iter().map(|b| b.tied_heads.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(",")),
     ));
-    Ok(DataFrame::new_infer_height(columns)?)
+    DataFrame::new_infer_height(columns).while_doing("the best-heads table")
 }
 
 /// The seed's `agg` table: `rollout_id, distinctiveness_score, n_va, n_sentences, va_rate` (in
@@ -299,18 +299,18 @@ pub fn head_figures(
 /// `df` as CSV at `path` (atomically).
 pub fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
     let mut bytes = Vec::new();
-    CsvWriter::new(&mut bytes).finish(&mut df.clone())?;
+    CsvWriter::new(&mut bytes).finish(&mut df.clone()).while_doing_with(|| format!("writing {}", path.display()))?;
     write_atomic(path, &bytes)
 }
 
 fn write_parquet(df: &DataFrame, path: &Path) -> Result<()> {
     let mut bytes = Vec::new();
-    ParquetWriter::new(&mut bytes).finish(&mut df.clone())?;
+    ParquetWriter::new(&mut bytes).finish(&mut df.clone()).while_doing_with(|| format!("writing {}", path.display()))?;
     write_atomic(path, &bytes)
 }
 
 fn write_json(value: &serde_json::Value, path: &Path) -> Result<()> {
-    write_atomic(path, &serde_json::to_vec_pretty(value)?)
+    crate::io::write_json(path, value)
 }
 
 fn config_json(config: &VaConfig) -> serde_json::Value {
