@@ -7,9 +7,10 @@ Writes under tests/fixtures/ (see tests/fixtures/README.md for every file and te
   tiny-qwen3/, tiny-llama3/, tiny-llama3-sharded/, tiny-qwen2/
                    seeded random HF model directories + reference.safetensors
   tiny-codi/       a tiny CODI checkpoint in the real key layout (.bin and .safetensors) + reference
+  tiny-codi-base/  the base-model directory of that checkpoint (config, weights, tokenizer), as the seed loads
   pearson_scipy.json, boundaries_smollm2.json
 
-Run: .venv/bin/python scripts/make_fixtures.py [--only smollm2,tiny,codi,pearson,boundaries]
+Run: .venv/bin/python scripts/make_fixtures.py [--only smollm2,tiny,codi,codi-base,pearson,boundaries]
 (environment: scripts/python-env.sh; model: scripts/fetch-model.sh). Deterministic: one CPU thread,
 fixed seeds, and the outputs are byte-identical between runs.
 """
@@ -508,6 +509,59 @@ def merged_model(cfg, state):
 
 
 # ---------------------------------------------------------------------------------------------------
+# c2. The seed's arrangement: a base model directory + a CODI checkpoint directory (codi.md §1.5)
+
+CODI_BASE_WORDS = (
+    [str(d) for d in range(10)] + list("+-*/=?.,:$")
+    + "the a an and of to in is has have how many much more each then gives gets buys shares equally "
+      "among keeps one them now does do friend apples stickers marbles cookies pencils stamps shells "
+      "cards baskets albums jars boxes cases envelopes buckets decks doubles triples quadruples number "
+      "with answer The Mia Liam Ava Noah Zoe Omar Lena Ravi Emma Kenji Sara Tom janet ducks eggs day "
+      "eats breakfast bakes muffins sells market dollars price total left".split()
+)
+
+
+def make_codi_base():
+    """tests/fixtures/tiny-codi-base/: the BASE model the tiny CODI checkpoint was 'trained' from,
+    laid out as an HF model directory (config.json with vocab_size = V0, model.safetensors with V0
+    embedding rows and no LoRA, tokenizer.json), written by transformers' save_pretrained. The CODI
+    weights stay in tests/fixtures/tiny-codi/pytorch_model.bin; the Rust test copies that one file
+    into a folder of its own, so the checkpoint folder has no config.json, as ~/codi_ckpt/llama_gsm8k/."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out_dir = fresh_dir(FIXTURES / "tiny-codi-base")
+    cfg = LlamaConfig.from_pretrained(FIXTURES / "tiny-codi")
+    state = torch.load(FIXTURES / "tiny-codi" / "pytorch_model.bin", weights_only=True)
+    prefix = "codi.base_model.model."
+    weights = {}
+    for key, value in state.items():
+        if key.startswith(prefix) and "lora_" not in key:
+            weights[key[len(prefix):].replace(".base_layer.", ".")] = value.float()
+    weights["model.embed_tokens.weight"] = weights["model.embed_tokens.weight"][:CODI_V0].clone()
+    weights.pop("lm_head.weight", None)
+    base = LlamaForCausalLM(cfg)
+    missing, unexpected = base.load_state_dict(weights, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    base.tie_weights()
+    base.save_pretrained(out_dir, safe_serialization=True)
+    write_hub_style_rope(out_dir)
+
+    specials = ["<unk>", "<s>", "</s>"]
+    words = list(dict.fromkeys(CODI_BASE_WORDS))
+    vocab = {tok: i for i, tok in enumerate(specials + words)}
+    assert len(vocab) <= CODI_V0, len(vocab)
+    for i in range(len(vocab), CODI_V0):
+        vocab[f"<extra_{i}>"] = i
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
+    tok.save(str(out_dir / "tokenizer.json"))
+    write_json(out_dir / "tokenizer_config.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                                                   "tokenizer_class": "PreTrainedTokenizerFast"})
+    print(f"tiny-codi-base: {len(weights)} tensors, vocab {len(vocab)}")
+
+
+# ---------------------------------------------------------------------------------------------------
 # d. Pearson r and two-sided p from scipy
 
 def make_pearson():
@@ -599,7 +653,7 @@ def make_boundaries():
 
 # ---------------------------------------------------------------------------------------------------
 
-PARTS = {"smollm2": make_smollm2, "tiny": make_tiny, "codi": make_codi, "pearson": make_pearson,
+PARTS = {"smollm2": make_smollm2, "tiny": make_tiny, "codi": make_codi, "codi-base": make_codi_base, "pearson": make_pearson,
          "boundaries": make_boundaries}
 
 

@@ -41,22 +41,20 @@ fn assert_same(expected: &Value, got: &Value, path: &str, tol: f64) {
 fn summary_statistics_match_upstream_pandas_scipy() {
     let dir = fixtures().join("codi-analysis");
     let out = tempfile::tempdir().unwrap();
-    let analysis = analyze(
-        &dir.join("ablation.json"),
-        &dir.join("attention.json"),
-        out.path(),
-        &AnalyzeOptions { static_images: false, ..AnalyzeOptions::default() },
-    )
-    .unwrap();
+    let layout = thoughtscope::codi::ExperimentLayout::seed(out.path(), false);
+    std::fs::create_dir_all(layout.results_dir()).unwrap();
+    std::fs::copy(dir.join("ablation.json"), layout.ablation()).unwrap();
+    std::fs::copy(dir.join("attention.json"), layout.attention()).unwrap();
+    let analysis = analyze(&layout, &AnalyzeOptions { static_images: false, ..AnalyzeOptions::default() }).unwrap();
     // 100 problems − 1 failed ablation − wrong baselines − 1 failed attention, × 6 tokens.
     assert_eq!(analysis.joined.rows.len(), 546);
     assert_eq!(analysis.joined.skipped_errors, 1);
     assert_eq!(analysis.joined.skipped_no_attention, 1);
     let expected = read(&dir.join("summary_statistics_expected.json"));
     // The file is written with serde_json's own key order preserved by our ordered maps.
-    let written: Value = read(&out.path().join("summary_statistics.json"));
+    let written: Value = read(&layout.summary());
     assert_same(&expected, &written, "summary", 1e-12);
-    let text = std::fs::read_to_string(out.path().join("summary_statistics.json")).unwrap();
+    let text = std::fs::read_to_string(layout.summary()).unwrap();
     let order: Vec<usize> = ["\"layer_14\"", "\"layer_8\"", "\"layer_4\""].iter().map(|k| text.find(k).unwrap()).collect();
     assert!(order[0] < order[1] && order[1] < order[2], "upstream's layer order 14, 8, 4");
 }

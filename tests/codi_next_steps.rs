@@ -503,7 +503,7 @@ fn cli_steps_write_the_seed_layout() {
         text
     };
     // Block 8 of LLaMA-3.2-1B moves to the same relative depth (block 2 of 4).
-    let text = run("compose", &["--max-new-tokens", "2", "--importance", "logprob", "--all-baselines"]);
+    let text = run("compose", &["--max-new-tokens", "2", "--importance", "logprob"]);
     assert!(text.contains("| T0+T1 | 2 | 2 |"), "{text}");
     let meta = std::fs::read_to_string(out.join("results/compositional_ablation_results_test.meta.json")).unwrap();
     assert!(meta.contains("\"layer\": 2"), "{meta}");

@@ -11,7 +11,7 @@ mod support;
 use candle_core::Device;
 use thoughtscope::codi::{
     decode_greedy, decode_greedy_batch, load_problems, run_all, run_from_prompt, run_prompt, CodiModel, LoadOptions,
-    LoopMode, LoopOptions, MakeModelOptions, PromptState, RunAllOptions,
+    LoopMode, LoopOptions, MakeModelOptions, ModelSpec, PromptState, RunAllOptions,
 };
 use thoughtscope::model::NoHooks;
 
@@ -22,9 +22,13 @@ fn run_all_test_mode_on_smollm2_codi_shaped() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let mut options = RunAllOptions::new(input, tmp.path().join("codi-smollm2"), tmp.path().join("out"));
-    options.make_from = Some(MakeModelOptions::default());
+    let mut model = ModelSpec::checkpoint(tmp.path().join("codi-smollm2"));
+    model.make_from = Some(MakeModelOptions::default());
+    let mut options = RunAllOptions::new(model, tmp.path().join("out"));
+    options.input = Some(input);
     options.test_mode = true;
+    // A quick cap (the seed's default is 200 new tokens; this synthetic model never emits EOS).
+    options.max_new_tokens = Some(thoughtscope::codi::pipeline::QUICK_MAX_NEW_TOKENS);
     let start = Instant::now();
     let report = run_all(&options, &Device::Cpu).unwrap();
     eprintln!("run-all --test-mode: {:.1} s; {:?}", start.elapsed().as_secs_f64(), report.steps);
@@ -33,12 +37,12 @@ fn run_all_test_mode_on_smollm2_codi_shaped() {
     let out = tmp.path().join("out");
     for variant in ["faithful", "corrected"] {
         let ablation: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join(variant).join("token_ablation_results_test.json")).unwrap(),
+            &std::fs::read_to_string(out.join(variant).join("results/token_ablation_results_test.json")).unwrap(),
         )
         .unwrap();
         assert_eq!(ablation.as_array().unwrap().len(), 10);
         assert!(ablation.as_array().unwrap().iter().all(|r| r.get("error").is_none()));
-        assert!(out.join(variant).join("analysis/summary_statistics.json").is_file());
+        assert!(out.join(variant).join("results/summary_statistics.json").is_file());
     }
     assert!(out.join("comparison.md").is_file());
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
@@ -49,7 +53,7 @@ fn run_all_test_mode_on_smollm2_codi_shaped() {
     let codi = CodiModel::load(&tmp.path().join("codi-smollm2"), &LoadOptions::default(), &Device::Cpu).unwrap();
     let mut loop_options = LoopOptions::for_mode(LoopMode::Official);
     loop_options.max_new_tokens = 16;
-    let problems = load_problems(&out.join("dataset_test.json")).unwrap();
+    let problems = load_problems(&out.join("faithful/results/test_dataset_10.json")).unwrap();
     let mut lengths = std::collections::BTreeSet::new();
     for problem in &problems[..3] {
         let prompt = run_prompt(&codi, &problem.question, &loop_options, &mut NoHooks).unwrap();

@@ -243,18 +243,22 @@ fn ablation_and_attention_resume_and_analysis_writes_upstream_schema() {
     .unwrap();
     assert_eq!(corrected.key_positions.as_ref().unwrap()[0] + 1, keys[0]);
 
-    // Analysis: the tiny random model's baselines are wrong, so use the log-prob importance.
-    let analysis_dir = out.join("analysis");
+    // Analysis: the tiny random model's baselines are wrong, so the rule (auto) falls back to the
+    // log-prob importance and says so.
+    let layout = thoughtscope::codi::ExperimentLayout::seed(root.path(), true);
+    assert_eq!((layout.ablation(), layout.attention()), (ablation_path.clone(), attention_path.clone()));
     let options = AnalyzeOptions {
-        importance: ImportanceKind::Logprob,
-        all_baselines: true,
         static_images: thoughtscope::plot::static_export_available(),
         title_note: " (test)".into(),
+        ..AnalyzeOptions::default()
     };
-    let analysis = analyze(&ablation_path, &attention_path, &analysis_dir, &options).unwrap();
+    let analysis = analyze(&layout, &options).unwrap();
+    assert_eq!(analysis.importance, ImportanceKind::Logprob);
+    assert!(analysis.notes.iter().any(|n| n.contains("no baseline")), "{:?}", analysis.notes);
     assert_eq!(analysis.joined.rows.len(), 18);
+    let analysis_dir = layout.figures_dir();
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(analysis_dir.join("summary_statistics.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(layout.summary()).unwrap()).unwrap();
     let overall: Vec<&String> = summary["overall_correlation"].as_object().unwrap().keys().collect();
     assert_eq!(overall.len(), 2);
     assert!(summary["overall_correlation"]["layer_3"].get("r").is_some());
@@ -267,10 +271,13 @@ fn ablation_and_attention_resume_and_analysis_writes_upstream_schema() {
         if options.static_images {
             assert!(analysis_dir.join(format!("{name}.png")).is_file(), "{name}.png");
             assert!(analysis_dir.join(format!("{name}.svg")).is_file(), "{name}.svg");
+            assert!(analysis_dir.join(format!("{name}.pdf")).is_file(), "{name}.pdf");
         }
     }
-    // Binary importance with no correct baseline: a clear error, not an empty table.
-    let err = analyze(&ablation_path, &attention_path, &analysis_dir, &AnalyzeOptions::default()).unwrap_err().to_string();
+    assert!(root.path().join("index.html").is_file());
+    // Binary importance asked for with no correct baseline: a clear error, not an empty table.
+    let binary = AnalyzeOptions { importance: thoughtscope::codi::ImportanceRule::Binary, static_images: false, ..AnalyzeOptions::default() };
+    let err = analyze(&layout, &binary).unwrap_err().to_string();
     assert!(err.contains("nothing to analyse"), "{err}");
 }
 

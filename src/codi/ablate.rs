@@ -8,9 +8,9 @@
 //!   step's vector. Its two bugs are switches:
 //!   - `layer_off_by_one` (default on, as upstream): the clean vectors are HF `hidden_states[layer]`,
 //!     the *input* of block `layer`, so the block's update is deleted at the five non-target steps;
-//!   - `patch_prompt` (default off; on in `1_run_token_ablation.py`, off in the `_FULL` script that
-//!     produced the published numbers): the last prompt position's block output is overwritten with
-//!     the step-0 vector during the question pass.
+//!   - `patch_prompt` (default on, as `1_run_token_ablation.py`, the seed's step 2; off in the
+//!     `_FULL` script that produced the published numbers): the last prompt position's block output
+//!     is overwritten with the step-0 vector during the question pass.
 //! - [`AblationMode::Corrected`] zeroes the output of block `layer` at the target step only.
 //!
 //! Importance is binary (`baseline correct and ablated wrong`); the continuous variant is the drop
@@ -58,7 +58,8 @@ pub struct AblationOptions {
 
 impl AblationOptions {
     pub fn new(loop_options: LoopOptions, mode: AblationMode) -> Self {
-        AblationOptions { loop_options, mode, layer: 8, layer_off_by_one: true, patch_prompt: false, continuous: true }
+        let patch_prompt = mode == AblationMode::Faithful;
+        AblationOptions { loop_options, mode, layer: 8, layer_off_by_one: true, patch_prompt, continuous: true }
     }
 }
 

@@ -15,6 +15,7 @@ use super::ablate::{read_ablation, AblationRecord};
 use super::attention::{read_attention, AttentionRecord};
 use super::dataset::{write_atomic, write_json_atomic};
 use super::figures;
+use super::next_steps::ExperimentLayout;
 use crate::analysis::codi_stats::{summary_statistics, JoinedRow, SummaryStatistics};
 use crate::plot::{self, Figure, SaveFormat};
 use crate::{Error, Result};
@@ -27,6 +28,47 @@ pub enum ImportanceKind {
     Binary,
     /// Drop in the gold answer's log-probability.
     Logprob,
+}
+
+/// How the importance that is correlated with attention is chosen; one rule for the CLI, `run-all`
+/// and the notebook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportanceRule {
+    /// The seed's binary importance over baseline-correct problems; when no baseline is correct
+    /// (a CODI-shaped model that is not CODI rarely answers right) there is nothing to join, so
+    /// the log-prob importance over all problems instead, with a note saying so.
+    #[default]
+    Auto,
+    /// Always the seed's binary importance (an error when no baseline is correct).
+    Binary,
+    /// Always the drop in the gold answer's log-probability, over all problems.
+    Logprob,
+}
+
+impl ImportanceRule {
+    /// The importance and baseline filter this rule gives for these ablation records, and a note
+    /// when `Auto` fell back.
+    pub fn resolve(self, ablation: &[AblationRecord]) -> (ImportanceKind, bool, Option<String>) {
+        let correct = ablation.iter().filter(|r| r.error.is_none() && r.baseline.as_ref().is_some_and(|b| b.correct)).count();
+        self.resolve_counts(correct, ablation.len())
+    }
+
+    /// [`ImportanceRule::resolve`] from the number of problems with a correct baseline.
+    pub fn resolve_counts(self, correct: usize, problems: usize) -> (ImportanceKind, bool, Option<String>) {
+        match self {
+            ImportanceRule::Binary => (ImportanceKind::Binary, false, None),
+            ImportanceRule::Logprob => (ImportanceKind::Logprob, true, None),
+            ImportanceRule::Auto if correct > 0 => (ImportanceKind::Binary, false, None),
+            ImportanceRule::Auto => {
+                let note = format!(
+                    "no baseline of the {problems} problems is correct, so the seed's binary importance has nothing to \
+                     join: the figures and statistics use the log-prob importance over all problems (--importance)"
+                );
+                (ImportanceKind::Logprob, true, Some(note))
+            }
+        }
+    }
 }
 
 /// The joined rows plus what was left out.
@@ -120,23 +162,16 @@ pub fn join(
 /// Options of [`analyze`].
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
-    pub importance: ImportanceKind,
-    /// Also write PNG/SVG (needs Chromium; skipped with a note when absent).
+    pub importance: ImportanceRule,
+    /// Also write PDF, PNG and SVG (needs Chromium; skipped with a note when absent).
     pub static_images: bool,
     /// Appended to figure titles (e.g. the not-CODI warning).
     pub title_note: String,
-    /// Keep problems whose baseline is wrong (not upstream; for the log-prob importance).
-    pub all_baselines: bool,
 }
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
-        AnalyzeOptions {
-            importance: ImportanceKind::Binary,
-            static_images: true,
-            title_note: String::new(),
-            all_baselines: false,
-        }
+        AnalyzeOptions { importance: ImportanceRule::Auto, static_images: true, title_note: String::new() }
     }
 }
 
@@ -145,17 +180,24 @@ impl Default for AnalyzeOptions {
 pub struct Analysis {
     pub summary: SummaryStatistics,
     pub joined: Joined,
+    /// The measure the rows hold (what [`ImportanceRule`] chose).
+    pub importance: ImportanceKind,
     pub files: Vec<PathBuf>,
-    /// What was skipped (static images without Chromium).
+    /// What was skipped or chosen (static images without Chromium, the importance fallback).
     pub notes: Vec<String>,
+    /// The four figures, in the seed's order.
+    pub figures: Vec<Figure>,
 }
 
-/// Join two result files, write `summary_statistics.json`, `joined_rows.csv` and the figures to
-/// `out_dir`.
-pub fn analyze(ablation_path: &Path, attention_path: &Path, out_dir: &Path, options: &AnalyzeOptions) -> Result<Analysis> {
-    let ablation = read_ablation(ablation_path)?;
-    let attention = read_attention(attention_path)?;
-    let joined = join(&ablation, &attention, options.importance, options.all_baselines)?;
+/// `3_analyze_and_visualize.py`: join the experiment's ablation and attention results, write
+/// `results/summary_statistics.json` (+ `results/joined_rows_<tag>.csv`), the four figures in
+/// `figures/` (HTML, and PDF/PNG/SVG when Chromium is there) and `index.html` in the folder.
+pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<Analysis> {
+    let (ablation_path, attention_path) = (layout.ablation(), layout.attention());
+    let ablation = read_ablation(&ablation_path)?;
+    let attention = read_attention(&attention_path)?;
+    let (importance, all_baselines, rule_note) = options.importance.resolve(&ablation);
+    let joined = join(&ablation, &attention, importance, all_baselines)?;
     if joined.rows.is_empty() {
         return Err(Error::invalid(format!(
             "nothing to analyse: no problem of {} has a correct baseline and attention in {} \
@@ -167,21 +209,24 @@ pub fn analyze(ablation_path: &Path, attention_path: &Path, out_dir: &Path, opti
             joined.skipped_no_attention
         )));
     }
-    analyze_joined(joined, out_dir, options)
+    let mut analysis = analyze_joined(joined, importance, layout, options)?;
+    analysis.notes.extend(rule_note);
+    write_index(layout, &analysis, options)?;
+    analysis.files.push(layout.root.join("index.html"));
+    Ok(analysis)
 }
 
-/// [`analyze`] on rows already joined.
-pub fn analyze_joined(joined: Joined, out_dir: &Path, options: &AnalyzeOptions) -> Result<Analysis> {
+/// [`analyze`] on rows already joined (`importance` says which measure the rows hold).
+pub fn analyze_joined(joined: Joined, importance: ImportanceKind, layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<Analysis> {
     let tokens = joined.rows.iter().map(|r| r.token_pos + 1).max().unwrap_or(0);
     let summary = summary_statistics(&joined.rows, &joined.layers, tokens)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let mut files = Vec::new();
 
-    let summary_path = out_dir.join("summary_statistics.json");
+    let summary_path = layout.summary();
     write_json_atomic(&summary_path, &summary)?;
     files.push(summary_path);
 
-    let csv_path = out_dir.join("joined_rows.csv");
+    let csv_path = layout.joined_rows();
     write_atomic(&csv_path, joined_csv(&joined).as_bytes())?;
     files.push(csv_path);
 
@@ -197,14 +242,47 @@ pub fn analyze_joined(joined: Joined, out_dir: &Path, options: &AnalyzeOptions) 
     let mut notes = Vec::new();
     if options.static_images {
         if plot::static_export_available() {
-            formats.extend([SaveFormat::Png, SaveFormat::Svg]);
+            formats.extend([SaveFormat::Pdf, SaveFormat::Png, SaveFormat::Svg]);
         } else {
-            notes.push(format!("PNG/SVG figures skipped: {}", plot::export::CHROMIUM_MISSING));
+            notes.push(format!("PDF/PNG/SVG figures skipped: {}", plot::export::CHROMIUM_MISSING));
         }
     }
     let named: Vec<(&str, &Figure)> = figures.iter().map(|(name, fig)| (*name, fig)).collect();
-    files.extend(plot::save_figures(out_dir, &named, &formats)?);
-    Ok(Analysis { summary, joined, files, notes })
+    files.extend(plot::save_figures_sharing(layout.figures_dir(), &named, &formats, &layout.root)?);
+    let figures = figures.into_iter().map(|(_, f)| f).collect();
+    Ok(Analysis { summary, joined, importance, files, notes, figures })
+}
+
+/// `index.html` of an experiment folder: what was run, the statistics, the four figures (sharing
+/// the folder's plotly.min.js) and links to every file.
+fn write_index(layout: &ExperimentLayout, analysis: &Analysis, options: &AnalyzeOptions) -> Result<()> {
+    let mut report = plot::Report::new(format!("CODI attention vs importance{}", options.title_note)).text(format!(
+        "{} problems joined ({} baseline wrong, {} failed, {} without attention); importance: {:?}; layers {:?}.",
+        analysis.joined.problems,
+        analysis.joined.skipped_baseline_wrong,
+        analysis.joined.skipped_errors,
+        analysis.joined.skipped_no_attention,
+        analysis.importance,
+        analysis.joined.layers,
+    ));
+    for note in &analysis.notes {
+        report = report.text(format!("Note: {note}"));
+    }
+    let summary = serde_json::to_string_pretty(&analysis.summary.overall_correlation)?;
+    report = report
+        .heading("Overall correlation (attention vs importance)")
+        .html(format!("<pre>{}</pre>", crate::plot::html_escape(&summary)))
+        .heading("Figures")
+        .figures(analysis.figures.iter());
+    let mut links = String::from("<ul>");
+    for file in &analysis.files {
+        if let Ok(relative) = file.strip_prefix(&layout.root) {
+            let href = relative.to_string_lossy();
+            links.push_str(&format!("<li><a href=\"{href}\">{href}</a></li>"));
+        }
+    }
+    links.push_str("</ul>");
+    report.heading("Files").html(links).write_html(layout.root.join("index.html"))
 }
 
 fn joined_csv(joined: &Joined) -> String {

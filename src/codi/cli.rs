@@ -7,36 +7,40 @@ use candle_core::Device;
 use clap::{Args, Subcommand};
 
 use super::ablate::{run_ablation, AblationMode, AblationOptions};
-use super::analyze::{analyze, write_comparison, AnalyzeOptions, ImportanceKind};
+use super::analyze::{analyze, write_comparison, AnalyzeOptions, ImportanceRule};
 use super::answer::AnswerParser;
-use super::attention::{run_attention, AttentionOptions, KeySelection};
-use super::dataset::{load_problems, make_dataset, TEST_PER_LEVEL};
+use super::attention::{run_attention, scale_layers, AttentionOptions, KeySelection};
+use super::dataset::{load_problems, write_problems, Problem, TEST_PER_LEVEL};
 use super::latent::{LogitSlice, LoopMode, LoopOptions};
 use super::make_model::{make_model, MakeModelOptions};
-use super::model::{CodiModel, LoadOptions};
-use super::pipeline::{run_all, RunAllOptions, Variant};
+use super::model::CodiModel;
+use super::next_steps::ExperimentLayout;
+use super::pipeline::{run_all, sample_problems, ModelSpec, RunAllOptions, Variant};
+use super::synthetic::{synthetic_problems, DEFAULT_PER_LEVEL, DEFAULT_SEED};
 use crate::{Error, Result};
 
 // The seed's next steps (issue 13): their arguments and handlers, in `cli/next_steps.rs`.
 mod next_steps;
 pub use next_steps::{ComposeArgs, DecomposeArgs, RoutingArgs};
 
-/// Default location of the 1,000-problem file (read-only shared data, never copied into the repo).
-pub const DEFAULT_INPUT: &str = "../shared/data/codi/llama_cot_original_stratified_1000.json";
 /// Default directory of the CODI-shaped SmolLM2 checkpoint.
 pub const DEFAULT_CHECKPOINT: &str = "models/codi-smollm2-135m";
+/// Default parent of the experiment folders (`<root>/faithful`, `<root>/corrected`).
+pub const DEFAULT_ROOT: &str = "analysis/codi";
 
 #[derive(Debug, Subcommand)]
 pub enum CodiCommand {
     /// Write a CODI-shaped checkpoint (seeded LoRA + projection, NOT a CODI model) from a base model.
     MakeModel(MakeModelArgs),
+    /// Write the embedded synthetic problem set (NOT GSM8K) in the seed's dataset schema.
+    Problems(ProblemsArgs),
     /// Stratified sample of the problem file, reproducing CPython's random.seed + random.sample.
     Dataset(DatasetArgs),
     /// Baseline + one ablation per continuous-thought token for every problem (resumable).
     Ablate(AblateArgs),
     /// Attention from the EOT query to the continuous-thought positions (resumable).
     Attention(AttentionArgs),
-    /// Join ablation and attention, write summary_statistics.json and the figures.
+    /// Join ablation and attention, write summary_statistics.json and the four figures.
     Analyze(AnalyzeArgs),
     /// dataset → ablate → attention → analyze, faithful and corrected, plus their comparison.
     RunAll(RunAllArgs),
@@ -67,43 +71,75 @@ pub struct MakeModelArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DatasetArgs {
-    #[arg(long, default_value = DEFAULT_INPUT)]
-    pub input: PathBuf,
-    /// Problems per difficulty level: one number for all four, or four comma-separated (2,3,4,5+ steps).
-    #[arg(long, default_value = "25")]
-    pub per_level: String,
-    /// The 10-problem test set (3/3/2/2).
-    #[arg(long)]
-    pub test_mode: bool,
-    #[arg(long, default_value_t = 42)]
+pub struct ProblemsArgs {
+    /// Problems per difficulty level.
+    #[arg(long, default_value_t = DEFAULT_PER_LEVEL)]
+    pub per_level: usize,
+    #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
     #[arg(long)]
     pub out: PathBuf,
 }
 
-/// Model and loop settings shared by `ablate` and `attention`.
+/// Where a step reads and writes: the seed's experiment folder.
 #[derive(Debug, Args)]
-pub struct LoopArgs {
-    /// CODI checkpoint directory (model.safetensors or pytorch_model.bin, config.json, tokenizer.json).
+pub struct ExperimentArgs {
+    /// Experiment folder (results/ and figures/ inside, as the seed's). Default:
+    /// analysis/codi/<variant> (faithful unless --mode corrected).
+    #[arg(long, alias = "out")]
+    pub dir: Option<PathBuf>,
+    /// The seed's 10-problem test run: files tagged `_test` (else `_100`).
+    #[arg(long)]
+    pub test_mode: bool,
+}
+
+impl ExperimentArgs {
+    fn layout(&self, variant: Variant, problems: usize) -> ExperimentLayout {
+        let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT).join(variant.name()));
+        ExperimentLayout::new(dir, self.test_mode, problems)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// The 1,000-problem file (the seed's llama_cot_original_stratified_1000.json). Default: the
+    /// embedded synthetic problems (NOT GSM8K).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Problems per difficulty level: one number for all four, or four comma-separated (2,3,4,5+ steps).
+    #[arg(long, default_value = "25")]
+    pub per_level: String,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
+}
+
+/// The CODI model and the latent loop, shared by every model step.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// CODI checkpoint directory or file (model.safetensors or pytorch_model.bin), e.g.
+    /// ~/codi_ckpt/llama_gsm8k/.
     #[arg(long, default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
+    /// The base model it was trained from (registry name, HF directory, cached hub id such as
+    /// meta-llama/Llama-3.2-1B-Instruct, or GGUF): its config.json and tokenizer are used.
+    /// Default: the checkpoint directory's own.
+    #[arg(long)]
+    pub base: Option<String>,
     /// LoRA alpha when the checkpoint has no codi.json (CODI: 32).
     #[arg(long)]
     pub lora_alpha: Option<f64>,
-    /// Base config.json when the checkpoint directory has none (e.g. Llama-3.2-1B-Instruct's).
+    /// The LoRA rank the checkpoint must have (CODI: 128); default: whatever it holds.
     #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// tokenizer.json when the checkpoint directory has none.
+    pub lora_rank: Option<usize>,
+    /// Problems file; default: the experiment folder's results/{test_dataset_10,full_dataset_100}.json.
     #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// Problems (as written by `codi dataset`).
-    #[arg(long)]
-    pub dataset: PathBuf,
+    pub dataset: Option<PathBuf>,
     /// Latent loop: cotx (CoT_Exploration, 5 latents, EOT at L+6) or official (6 latents, EOT at L+7).
     #[arg(long = "loop", value_enum, default_value = "cotx")]
     pub loop_mode: LoopMode,
-    /// Default: 200 (cotx) / 256 (official).
+    /// Default: 200 (cotx, as 1_run_token_ablation.py) / 256 (official). A smaller cap is quicker.
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
     /// Default: the loop's own parser.
@@ -111,9 +147,15 @@ pub struct LoopArgs {
     pub parser: Option<AnswerParser>,
     #[arg(long, value_enum, default_value = "upstream")]
     pub logit_slice: LogitSlice,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
-impl LoopArgs {
+/// The older name of [`ModelArgs`].
+pub type LoopArgs = ModelArgs;
+
+impl ModelArgs {
     fn loop_options(&self) -> LoopOptions {
         let mut o = LoopOptions::for_mode(self.loop_mode);
         if let Some(n) = self.max_new_tokens {
@@ -125,34 +167,60 @@ impl LoopArgs {
         o.logit_slice = self.logit_slice;
         o
     }
-    fn load(&self) -> Result<(CodiModel, Vec<super::dataset::Problem>)> {
-        let options =
-            LoadOptions { lora_alpha: self.lora_alpha, config: self.config.clone(), tokenizer: self.tokenizer.clone() };
-        let codi = CodiModel::load(&self.checkpoint, &options, &device())?;
+    fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            checkpoint: self.checkpoint.clone(),
+            base: self.base.clone(),
+            make_from: None,
+            lora_alpha: self.lora_alpha,
+            lora_rank: self.lora_rank,
+        }
+    }
+    fn device(&self) -> Result<Device> {
+        crate::model::device(&self.device)
+    }
+    fn load_model(&self) -> Result<CodiModel> {
+        let (codi, _) = self.spec().load(&self.device()?)?;
         if let Some(note) = codi.provenance_note() {
             eprintln!("warning: {note}");
         }
-        Ok((codi, load_problems(&self.dataset)?))
+        Ok(codi)
+    }
+    /// The model and the problems: `--dataset`, else the experiment folder's dataset file.
+    fn load_in(&self, experiment: &ExperimentArgs, variant: Variant) -> Result<(CodiModel, Vec<Problem>, ExperimentLayout)> {
+        let seed_layout = experiment.layout(variant, 100);
+        let dataset = self.dataset.clone().unwrap_or_else(|| seed_layout.dataset());
+        let problems = load_problems(&dataset).map_err(|e| match e {
+            Error::Io { .. } if self.dataset.is_none() => Error::invalid(format!(
+                "{}: no dataset in the experiment folder; run `thoughtscope codi dataset{}` first, or give --dataset",
+                dataset.display(),
+                if experiment.test_mode { " --test-mode" } else { "" }
+            )),
+            other => other,
+        })?;
+        let layout = experiment.layout(variant, problems.len());
+        Ok((self.load_model()?, problems, layout))
     }
 }
 
 #[derive(Debug, Args)]
 pub struct AblateArgs {
     #[command(flatten)]
-    pub common: LoopArgs,
-    #[arg(long)]
-    pub out: PathBuf,
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
     #[arg(long, value_enum, default_value = "faithful")]
     pub mode: AblationMode,
-    /// 0-based decoder block whose output is patched (upstream 'middle' = 8).
+    /// 0-based decoder block whose output is patched (upstream 'middle' = 8; moved to the same
+    /// relative depth on a shallower model).
     #[arg(long, default_value_t = 8)]
     pub layer: usize,
     /// Faithful mode: take clean vectors from the block's output, fixing upstream's off-by-one.
     #[arg(long)]
     pub no_off_by_one: bool,
-    /// Faithful mode: also patch the last question token (bug of 1_run_token_ablation.py).
+    /// Faithful mode: do not patch the last question token (1_run_token_ablation.py does).
     #[arg(long)]
-    pub patch_prompt: bool,
+    pub no_patch_prompt: bool,
     /// Skip the gold-answer log-prob (continuous importance).
     #[arg(long)]
     pub no_continuous: bool,
@@ -161,12 +229,13 @@ pub struct AblateArgs {
 #[derive(Debug, Args)]
 pub struct AttentionArgs {
     #[command(flatten)]
-    pub common: LoopArgs,
-    #[arg(long)]
-    pub out: PathBuf,
-    /// 0-based decoder blocks, comma-separated.
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
+    /// 0-based decoder blocks, comma-separated (upstream 4,8,14; moved to the same relative depth).
     #[arg(long, value_delimiter = ',', default_value = "4,8,14")]
     pub layers: Vec<usize>,
+    /// Key slice: faithful (2_extract_attention.py's, EOT's self-attention included) or corrected.
     #[arg(long, value_enum, default_value = "faithful")]
     pub keys: KeySelection,
     /// Do not store the full attention row.
@@ -176,42 +245,48 @@ pub struct AttentionArgs {
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
+    /// Which importance is correlated with attention (auto: the seed's binary one unless no
+    /// baseline is correct, then the log-prob drop, with a note).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub importance: ImportanceRule,
+    /// Another experiment folder (e.g. analysis/codi/corrected) to compare with, side by side.
     #[arg(long)]
-    pub ablation: PathBuf,
+    pub compare: Option<PathBuf>,
+    /// HTML figures only (no PDF/PNG/SVG through Chromium).
     #[arg(long)]
-    pub attention: PathBuf,
-    #[arg(long)]
-    pub out: PathBuf,
-    #[arg(long, value_enum, default_value = "binary")]
-    pub importance: ImportanceKind,
-    /// Keep problems whose baseline is wrong (not upstream; meant for --importance logprob).
-    #[arg(long)]
-    pub all_baselines: bool,
-    /// A corrected-mode ablation file to compare against (with --compare-attention).
-    #[arg(long, requires = "compare_attention")]
-    pub compare_ablation: Option<PathBuf>,
-    #[arg(long, requires = "compare_ablation")]
-    pub compare_attention: Option<PathBuf>,
+    pub html_only: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RunAllArgs {
-    /// The 10-problem test set (3/3/2/2) and max_new_tokens capped at 16.
+    /// The seed's 10-problem test run (3/3/2/2), files tagged `_test`.
     #[arg(long)]
     pub test_mode: bool,
-    #[arg(long, default_value = DEFAULT_INPUT)]
-    pub input: PathBuf,
+    /// The 1,000-problem file (the seed's llama_cot_original_stratified_1000.json). Default: the
+    /// embedded synthetic problems (NOT GSM8K).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
     #[arg(long, default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
-    /// Build the checkpoint from this base with make-model when it is missing.
-    #[arg(long, default_value = "smollm2-135m")]
-    pub base: String,
-    #[arg(long, default_value = "analysis/codi")]
+    /// The checkpoint's base model (see `codi ablate --help`). When --checkpoint has no
+    /// checkpoint, a CODI-shaped one (NOT a CODI model) is built from this base (default
+    /// smollm2-135m) with make-model.
+    #[arg(long)]
+    pub base: Option<String>,
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// Parent of the experiment folders faithful/ and corrected/.
+    #[arg(long, default_value = DEFAULT_ROOT)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     #[arg(long = "loop", value_enum, default_value = "cotx")]
     pub loop_mode: LoopMode,
+    /// Default: 200 (as 1_run_token_ablation.py). E.g. 16 for a quick run.
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
     #[arg(long, default_value_t = 8)]
@@ -221,10 +296,17 @@ pub struct RunAllArgs {
     /// Variants to run, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "faithful,corrected")]
     pub variants: Vec<Variant>,
-}
-
-fn device() -> Device {
-    Device::cuda_if_available(0).unwrap_or(Device::Cpu)
+    /// Faithful variant: do not patch the last question token (1_run_token_ablation.py does).
+    #[arg(long)]
+    pub no_patch_prompt: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub importance: ImportanceRule,
+    /// HTML figures only (no PDF/PNG/SVG through Chromium).
+    #[arg(long)]
+    pub html_only: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 fn parse_per_level(text: &str) -> Result<[usize; 4]> {
@@ -236,6 +318,13 @@ fn parse_per_level(text: &str) -> Result<[usize; 4]> {
         [n] => Ok([*n; 4]),
         [a, b, c, d] => Ok([*a, *b, *c, *d]),
         _ => Err(Error::invalid("--per-level takes one number or four (2-step,3-step,4-step,5+step)")),
+    }
+}
+
+fn variant_of(mode: AblationMode) -> Variant {
+    match mode {
+        AblationMode::Faithful => Variant::Faithful,
+        AblationMode::Corrected => Variant::Corrected,
     }
 }
 
@@ -253,59 +342,84 @@ pub fn run(command: CodiCommand) -> Result<()> {
             let file = make_model(&options, &a.out)?;
             println!("wrote {} (NOT A CODI MODEL: seeded random LoRA/projection on {})", file.display(), options.base);
         }
+        CodiCommand::Problems(a) => {
+            let problems = synthetic_problems(a.per_level, a.seed)?;
+            write_problems(&problems, &a.out)?;
+            println!("wrote {} synthetic problems (NOT GSM8K) to {}", problems.len(), a.out.display());
+        }
         CodiCommand::Dataset(a) => {
-            let per_level = if a.test_mode { TEST_PER_LEVEL } else { parse_per_level(&a.per_level)? };
-            let sample = make_dataset(&a.input, per_level, a.seed, &a.out)?;
-            println!("wrote {} problems to {}", sample.len(), a.out.display());
+            let per_level = if a.experiment.test_mode { TEST_PER_LEVEL } else { parse_per_level(&a.per_level)? };
+            let sample = sample_problems(a.input.as_deref(), per_level, a.seed)?;
+            let variants: &[Variant] = if a.experiment.dir.is_some() { &[Variant::Faithful] } else { &[Variant::Faithful, Variant::Corrected] };
+            for &variant in variants {
+                let path = a.experiment.layout(variant, sample.len()).dataset();
+                write_problems(&sample, &path)?;
+                println!("wrote {} problems to {}", sample.len(), path.display());
+            }
         }
         CodiCommand::Ablate(a) => {
-            let (codi, problems) = a.common.load()?;
-            let mut options = AblationOptions::new(a.common.loop_options(), a.mode);
-            options.layer = a.layer;
+            let (codi, problems, layout) = a.model.load_in(&a.experiment, variant_of(a.mode))?;
+            let mut options = AblationOptions::new(a.model.loop_options(), a.mode);
+            options.layer = scale_layers(&[a.layer], codi.model.num_layers())[0];
             options.layer_off_by_one = !a.no_off_by_one;
-            options.patch_prompt = a.patch_prompt;
+            options.patch_prompt = a.mode == AblationMode::Faithful && !a.no_patch_prompt;
             options.continuous = !a.no_continuous;
-            let summary = run_ablation(&codi, &problems, &options, &a.out)?;
+            let summary = run_ablation(&codi, &problems, &options, &layout.ablation())?;
             let (correct, counts) = summary.critical_counts();
             println!(
-                "{} problems ({} computed now, {} failed); {correct} baselines correct; critical per token: {counts:?}",
+                "{} problems ({} computed now, {} failed); {correct} baselines correct; critical per token: {counts:?}; wrote {}",
                 summary.records.len(),
                 summary.computed,
-                summary.failed
+                summary.failed,
+                layout.ablation().display()
             );
         }
         CodiCommand::Attention(a) => {
-            let (codi, problems) = a.common.load()?;
+            let variant = match a.keys {
+                KeySelection::Faithful => Variant::Faithful,
+                KeySelection::Corrected => Variant::Corrected,
+            };
+            let (codi, problems, layout) = a.model.load_in(&a.experiment, variant)?;
             let options = AttentionOptions {
-                loop_options: a.common.loop_options(),
-                layers: a.layers,
+                loop_options: a.model.loop_options(),
+                layers: scale_layers(&a.layers, codi.model.num_layers()),
                 keys: a.keys,
                 full_row: !a.no_full_row,
             };
-            let records = run_attention(&codi, &problems, &options, &a.out)?;
+            let records = run_attention(&codi, &problems, &options, &layout.attention())?;
             let failed = records.iter().filter(|r| r.error.is_some()).count();
-            println!("{} problems written to {} ({failed} failed)", records.len(), a.out.display());
+            println!("{} problems written to {} ({failed} failed)", records.len(), layout.attention().display());
         }
         CodiCommand::Analyze(a) => {
-            let options = AnalyzeOptions {
-                importance: a.importance,
-                all_baselines: a.all_baselines,
-                ..AnalyzeOptions::default()
-            };
-            let analysis = analyze(&a.ablation, &a.attention, &a.out, &options)?;
+            let options = AnalyzeOptions { importance: a.importance, static_images: !a.html_only, ..AnalyzeOptions::default() };
+            let layout = a.experiment.layout(Variant::Faithful, 100);
+            let analysis = analyze(&layout, &options)?;
             for note in &analysis.notes {
                 eprintln!("note: {note}");
             }
             println!("{}", serde_json::to_string_pretty(&analysis.summary.overall_correlation)?);
-            if let (Some(ab), Some(at)) = (a.compare_ablation, a.compare_attention) {
-                let other = analyze(&ab, &at, &a.out.join("compared"), &options)?;
-                write_comparison(&analysis.summary, &other.summary, &a.out, "")?;
-                println!("comparison: {}", a.out.join("comparison.md").display());
+            println!("wrote {} and {}", layout.summary().display(), layout.figures_dir().display());
+            if let Some(other_dir) = a.compare {
+                let other = ExperimentLayout { root: other_dir, tag: layout.tag.clone() };
+                let compared = analyze(&other, &options)?;
+                let parent = layout.root.parent().unwrap_or(std::path::Path::new("."));
+                write_comparison(&analysis.summary, &compared.summary, parent, "")?;
+                println!("comparison: {}", parent.join("comparison.md").display());
             }
         }
         CodiCommand::RunAll(a) => {
-            let mut options = RunAllOptions::new(a.input, a.checkpoint, a.out.clone());
-            options.make_from = Some(MakeModelOptions { base: a.base, ..MakeModelOptions::default() });
+            let model = ModelSpec {
+                checkpoint: a.checkpoint,
+                base: a.base.clone(),
+                make_from: Some(MakeModelOptions {
+                    base: a.base.unwrap_or_else(|| "smollm2-135m".to_owned()),
+                    ..MakeModelOptions::default()
+                }),
+                lora_alpha: a.lora_alpha,
+                lora_rank: a.lora_rank,
+            };
+            let mut options = RunAllOptions::new(model, a.out.clone());
+            options.input = a.input;
             options.test_mode = a.test_mode;
             options.seed = a.seed;
             options.loop_mode = a.loop_mode;
@@ -313,7 +427,10 @@ pub fn run(command: CodiCommand) -> Result<()> {
             options.layer = a.layer;
             options.attention_layers = a.attention_layers;
             options.variants = a.variants;
-            let report = run_all(&options, &device())?;
+            options.patch_prompt = !a.no_patch_prompt;
+            options.importance = a.importance;
+            options.static_images = !a.html_only;
+            let report = run_all(&options, &crate::model::device(&a.device)?)?;
             for note in &report.notes {
                 println!("{note}");
             }

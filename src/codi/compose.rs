@@ -614,6 +614,26 @@ pub fn compose_step(
     Ok((records, analysis))
 }
 
+/// [`compose_step`] with the importance chosen by `rule` from the records' baselines (the rule
+/// of `codi analyze`); the note says when `Auto` fell back to the log-prob importance.
+pub fn compose_with_rule(
+    codi: &CodiModel,
+    problems: &[Problem],
+    options: &AblationOptions,
+    layout: &StepLayout,
+    rule: super::analyze::ImportanceRule,
+    static_images: bool,
+    title_note: &str,
+) -> Result<(Vec<ComposeRecord>, ComposeAnalysis, ImportanceKind)> {
+    let records = run_compose(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
+    let correct = records.iter().filter(|r| r.error.is_none() && r.baseline.as_ref().is_some_and(|b| b.correct)).count();
+    let (importance, all_baselines, note) = rule.resolve_counts(correct, records.len());
+    let analysis_options = ComposeAnalysisOptions { importance, all_baselines, static_images, title_note: title_note.to_owned() };
+    let mut analysis = analyze_compose(&records, layout, &analysis_options)?;
+    analysis.notes.extend(note);
+    Ok((records, analysis, importance))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ impl Problem {
         self.answer.as_f64().unwrap_or(f64::NAN)
     }
 
-    fn from_value(record: Value, index: usize, path: &Path) -> Result<Self> {
+    pub(crate) fn from_value(record: Value, index: usize, path: &Path) -> Result<Self> {
         let field = |name: &str| -> Result<&Value> {
             record.get(name).ok_or_else(|| {
                 Error::format(path, format!("problem {index}: missing field `{name}`"))

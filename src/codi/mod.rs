@@ -10,7 +10,9 @@
 //! Steps (CLI `thoughtscope codi <step>`, each one library call):
 //! `make-model` ([`make_model`]: a CODI-shaped checkpoint from SmolLM2 — NOT a CODI model),
 //! `dataset` ([`make_dataset`]), `ablate` ([`run_ablation`]), `attention` ([`run_attention`]),
-//! `analyze` ([`analyze`]), `run-all` ([`run_all`]; `--test-mode`: 10 problems, 16 new tokens).
+//! `analyze` ([`analyze`]), `run-all` ([`run_all`]; `--test-mode`: the seed's 10 problems), and the
+//! seed's next steps `compose`, `routing`, `decompose`. Without `--input`, problems come from the
+//! embedded synthetic set ([`synthetic`], NOT GSM8K).
 //!
 //! ```no_run
 //! use thoughtscope::codi::{self, CodiModel, LoadOptions, LoopMode, LoopOptions};
@@ -38,14 +40,18 @@ pub mod next_steps;
 pub mod pipeline;
 mod progress;
 pub mod routing;
+pub mod synthetic;
+pub mod tables;
 
 pub use ablate::{ablate_problem, run_ablation, AblationMode, AblationOptions, AblationRecord};
-pub use analyze::{analyze, AnalyzeOptions, ImportanceKind};
+pub use analyze::{analyze, AnalyzeOptions, ImportanceKind, ImportanceRule};
 pub use answer::{Answer, AnswerParser};
 pub use attention::{attention_for_problem, run_attention, AttentionOptions, AttentionRecord, KeySelection};
 pub use dataset::{load_problems, make_dataset, stratified_sample, Problem, PyRandom};
 pub use latent::{decode_greedy, decode_greedy_batch, generate, run_from_prompt, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions, LoopState, Phase, PhaseHooks, PromptState};
 pub use make_model::{make_model, MakeModelOptions};
-pub use model::{CodiModel, CodiWeights, LoadOptions, Projection, SpecialIds};
-pub use pipeline::{run_all, RunAllOptions, RunAllReport, Variant};
+pub use model::{BaseModel, CodiModel, CodiWeights, LoadOptions, Projection, SpecialIds};
+pub use next_steps::{ExperimentLayout, SEED_FIGURES};
+pub use pipeline::{run_all, sample_problems, Experiment, ModelSpec, RunAllOptions, RunAllReport, Variant};
+pub use synthetic::synthetic_problems;
 pub use progress::RunMeta;

@@ -2,9 +2,17 @@
 //! `prj = Linear → GELU(erf) → Linear → LayerNorm(eps 1e-5)`, the special ids pad/bot/eot = V0,
 //! V0+1, V0+2 (embedding rows only, never tokenizer tokens), and the tokenizer.
 //!
-//! A checkpoint directory holds the checkpoint file (`model.safetensors` or `pytorch_model.bin`),
-//! the base `config.json`, `tokenizer.json` (+ `tokenizer_config.json`), and optionally `codi.json`
-//! ([`CodiMeta`]: LoRA alpha, and whether the weights are a real CODI model or a synthetic one).
+//! Two arrangements load:
+//! - the seed's: a **base model** (registry name, HF directory, cached hub id or GGUF file, e.g.
+//!   `meta-llama/Llama-3.2-1B-Instruct`) whose `config.json` and tokenizer are used, plus the CODI
+//!   **checkpoint** directory or file (`~/codi_ckpt/llama_gsm8k/pytorch_model.bin`) that holds
+//!   every weight (base + un-merged LoRA + `prj` + the three extra rows) but no config;
+//! - a self-contained directory (what `codi make-model` writes): checkpoint file, the base
+//!   `config.json`, `tokenizer.json`, and optionally `codi.json` ([`CodiMeta`]: LoRA alpha, and
+//!   whether the weights are a real CODI model or a synthetic one).
+//!
+//! A checkpoint that does not fit its base (vocabulary rows, hidden size, layer shapes, LoRA rank)
+//! is an error naming both.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -145,12 +153,97 @@ impl std::fmt::Debug for CodiModel {
 /// Options for [`CodiModel::load`].
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
+    /// The model the checkpoint was trained from (registry name, HF directory, cached hub id or
+    /// GGUF file): its config and tokenizer are used. None: the checkpoint directory's own
+    /// `config.json` and `tokenizer.json`.
+    pub base: Option<String>,
     /// LoRA alpha; overrides `codi.json` (default 32).
     pub lora_alpha: Option<f64>,
-    /// `config.json` to use when the checkpoint directory has none.
-    pub config: Option<PathBuf>,
-    /// `tokenizer.json` to use when the checkpoint directory has none.
-    pub tokenizer: Option<PathBuf>,
+    /// The LoRA rank the checkpoint must have (CODI: 128); None accepts the stored one.
+    pub lora_rank: Option<usize>,
+}
+
+/// The base model's config and tokenizer, and where they came from.
+pub struct BaseModel {
+    /// What the user named (for messages).
+    pub spec: String,
+    /// The HF directory or GGUF file it resolved to.
+    pub path: PathBuf,
+    pub config: Config,
+    pub tokenizer: Option<Tokenizer>,
+}
+
+impl BaseModel {
+    /// Resolve `spec` as [`crate::model::Model::load`] does; read only the config and tokenizer
+    /// from a directory (a GGUF file has them in its metadata).
+    pub fn resolve(spec: &str) -> Result<BaseModel> {
+        let (path, _, _) = crate::model::resolve(spec)?;
+        let (config, tokenizer) = if path.is_dir() {
+            let config = Config::from_json_file(&path.join("config.json"))?;
+            let tokenizer_path = path.join("tokenizer.json");
+            let tokenizer = tokenizer_path.is_file().then(|| Tokenizer::from_file(&tokenizer_path)).transpose()?;
+            (config, tokenizer)
+        } else {
+            let checkpoint = crate::model::weights::load_gguf(&path)?;
+            (checkpoint.config, checkpoint.tokenizer)
+        };
+        Ok(BaseModel { spec: spec.to_owned(), path, config, tokenizer })
+    }
+}
+
+/// `checkpoint` against the base `config`: the embedding's rows and width, every layer's weight
+/// shapes, the number of layers and the LoRA rank. The error names both files.
+fn check_fit(tensors: &super::checkpoint::CodiTensors, config: &Config, base: &str, expected_rank: Option<usize>) -> Result<()> {
+    let misfit = |what: String| {
+        Error::invalid(format!("CODI checkpoint {} does not fit the base model {base}: {what}", tensors.file.display()))
+    };
+    let embed = tensors.base.get("model.embed_tokens.weight").ok_or_else(|| {
+        Error::format(&tensors.file, "missing `codi.base_model.model.model.embed_tokens.weight`")
+    })?;
+    let (rows, width) = embed.dims2()?;
+    if width != config.hidden_size {
+        return Err(misfit(format!("the embedding is {width} wide, the base's hidden_size is {}", config.hidden_size)));
+    }
+    if rows != config.vocab_size + 3 && rows != config.vocab_size {
+        return Err(misfit(format!(
+            "the embedding has {rows} rows, the base's vocab_size is {} (CODI adds 3 rows: expected {})",
+            config.vocab_size,
+            config.vocab_size + 3
+        )));
+    }
+    let (d, ff) = (config.hidden_size, config.intermediate_size);
+    let (q, kv) = (config.num_attention_heads * config.head_dim(), config.num_kv_heads() * config.head_dim());
+    let expected = [
+        ("self_attn.q_proj", [q, d]),
+        ("self_attn.k_proj", [kv, d]),
+        ("self_attn.v_proj", [kv, d]),
+        ("self_attn.o_proj", [d, q]),
+        ("mlp.gate_proj", [ff, d]),
+        ("mlp.up_proj", [ff, d]),
+        ("mlp.down_proj", [d, ff]),
+    ];
+    for layer in 0..config.num_hidden_layers {
+        for (module, shape) in &expected {
+            let name = format!("model.layers.{layer}.{module}.weight");
+            let tensor = tensors.base.get(&name).ok_or_else(|| {
+                misfit(format!("the base has {} layers, the checkpoint has no `{name}`", config.num_hidden_layers))
+            })?;
+            if tensor.dims() != shape {
+                return Err(misfit(format!("`{name}` is {:?}, the base's config gives {shape:?}", tensor.dims())));
+            }
+        }
+    }
+    let extra = format!("model.layers.{}.self_attn.q_proj.weight", config.num_hidden_layers);
+    if tensors.base.contains_key(&extra) {
+        return Err(misfit(format!("the checkpoint has more than the base's {} layers", config.num_hidden_layers)));
+    }
+    if let (Some(expected), found) = (expected_rank, tensors.lora_rank) {
+        if found != Some(expected) {
+            let found = found.map_or("no LoRA".to_owned(), |r| format!("LoRA rank {r}"));
+            return Err(misfit(format!("expected LoRA rank {expected}, the checkpoint has {found}")));
+        }
+    }
+    Ok(())
 }
 
 /// The network part of a CODI checkpoint, without the tokenizer: what a forward pass needs.
@@ -184,28 +277,31 @@ impl CodiWeights {
         if let Some(alpha) = options.lora_alpha {
             meta.lora_alpha = alpha;
         }
-        let config_path = options.config.clone().unwrap_or_else(|| dir.join("config.json"));
-        let mut config = Config::from_json_file(&config_path)?;
+        let (mut config, base_label) = match &options.base {
+            Some(spec) => {
+                let base = BaseModel::resolve(spec)?;
+                (base.config, format!("{spec} ({})", base.path.display()))
+            }
+            None => {
+                let config_path = dir.join("config.json");
+                if !config_path.is_file() {
+                    return Err(Error::format(
+                        &config_path,
+                        "missing: a CODI checkpoint without config.json needs its base model (--base, e.g. meta-llama/Llama-3.2-1B-Instruct)",
+                    ));
+                }
+                (Config::from_json_file(&config_path)?, config_path.display().to_string())
+            }
+        };
 
         let tensors = load_codi_tensors(path, meta.lora_alpha)?;
+        check_fit(&tensors, &config, &base_label, options.lora_rank)?;
         let file = tensors.file.clone();
-        let embed = tensors.base.get("model.embed_tokens.weight").ok_or_else(|| {
-            Error::format(&file, "missing `codi.base_model.model.model.embed_tokens.weight`")
-        })?;
-        let rows = embed.dim(0)?;
+        let rows = tensors.base["model.embed_tokens.weight"].dim(0)?;
         if rows < 4 {
             return Err(Error::format(&file, format!("embedding has {rows} rows; CODI needs V0 + 3")));
         }
         let base_vocab = rows - 3;
-        if config.vocab_size != base_vocab && config.vocab_size != rows {
-            return Err(Error::format(
-                &config_path,
-                format!(
-                    "field `vocab_size` is {}, but the checkpoint's embedding has {rows} rows (expected V0 = {base_vocab} or V0 + 3)",
-                    config.vocab_size
-                ),
-            ));
-        }
         config.vocab_size = rows;
         let hidden = config.hidden_size;
         let projection = Projection::from_tensors(&tensors.projection, hidden, device, &file)?;
@@ -227,8 +323,12 @@ impl CodiModel {
     /// Load a CODI checkpoint directory (or a checkpoint file inside one) onto `device`.
     pub fn load(path: &Path, options: &LoadOptions, device: &Device) -> Result<CodiModel> {
         let weights = CodiWeights::load(path, options, device)?;
-        let tokenizer_path = options.tokenizer.clone().unwrap_or_else(|| weights.dir.join("tokenizer.json"));
-        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
+        let tokenizer = match &options.base {
+            Some(spec) => BaseModel::resolve(spec)?.tokenizer.ok_or_else(|| {
+                Error::invalid(format!("base model {spec} has no tokenizer (tokenizer.json) to encode the questions"))
+            })?,
+            None => Tokenizer::from_file(&weights.dir.join("tokenizer.json"))?,
+        };
         let weights_hash = crate::model::weights::weights_hash(std::slice::from_ref(&weights.checkpoint))?;
         let name = weights.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "codi".into());
         Ok(CodiModel::from_parts(weights, tokenizer, name, weights_hash))

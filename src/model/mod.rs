@@ -63,7 +63,7 @@ impl Model {
 }
 
 /// Where a model spec points: (path of the GGUF file or HF dir, cache name, registry entry).
-fn resolve(spec: &str) -> Result<(std::path::PathBuf, String, Option<&'static RegistryEntry>)> {
+pub(crate) fn resolve(spec: &str) -> Result<(std::path::PathBuf, String, Option<&'static RegistryEntry>)> {
     let path = Path::new(spec);
     if path.is_file() || path.is_dir() {
         return Ok((path.to_path_buf(), stem(path), None));

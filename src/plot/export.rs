@@ -119,51 +119,14 @@ pub fn render_images(jobs: &[(&Figure, ImageFormat)]) -> Result<Vec<Vec<u8>>> {
     let wall_limit = Duration::from_secs(90 + 10 * jobs.len() as u64);
     let stdout_path = scratch.path.join("dom.html");
     let stderr_path = scratch.path.join("chromium.log");
-    let mut command = Command::new(&chromium);
-    command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-default-apps",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--mute-audio",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", scratch.path.join("profile").display()))
-        .arg(format!("--virtual-time-budget={virtual_ms}"))
-        .arg("--dump-dom")
-        .arg(file_url(&page))
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout_path).map_err(|e| Error::io(&stdout_path, e))?)
-        .stderr(File::create(&stderr_path).map_err(|e| Error::io(&stderr_path, e))?);
-    let mut child = command
-        .spawn()
-        .map_err(|e| Error::Other(format!("starting {}: {e}", chromium.display())))?;
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() > wall_limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Error::Other(format!(
-                    "{} did not finish the static export within {} s{}",
-                    chromium.display(),
-                    wall_limit.as_secs(),
-                    log_tail(&stderr_path)
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(Error::Other(format!("waiting for {}: {e}", chromium.display()))),
-        }
-    };
+    let status = run_chromium(
+        &chromium,
+        &scratch,
+        &[format!("--virtual-time-budget={virtual_ms}"), "--dump-dom".to_owned(), file_url(&page)],
+        &stdout_path,
+        wall_limit,
+        "the static export",
+    )?;
     let dom = std::fs::read_to_string(&stdout_path).map_err(|e| Error::io(&stdout_path, e))?;
     let mut images: Vec<Option<Vec<u8>>> = vec![None; jobs.len()];
     for (index, payload) in results_in(&dom) {
@@ -247,6 +210,109 @@ fn export_page(jobs: &[(&Figure, ImageFormat)]) -> String {
 "#,
         plotly = plotly_js_script(),
     )
+}
+
+/// Run headless Chromium with the flags every export needs plus `args`; stdout to `stdout_path`,
+/// stderr to `chromium.log` in `scratch`. Kills it after `wall_limit`.
+fn run_chromium(
+    chromium: &Path,
+    scratch: &ScratchDir,
+    args: &[String],
+    stdout_path: &Path,
+    wall_limit: Duration,
+    what: &str,
+) -> Result<std::process::ExitStatus> {
+    let stderr_path = scratch.path.join("chromium.log");
+    let mut command = Command::new(chromium);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-default-apps",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--mute-audio",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", scratch.path.join("profile").display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(stdout_path).map_err(|e| Error::io(stdout_path, e))?)
+        .stderr(File::create(&stderr_path).map_err(|e| Error::io(&stderr_path, e))?);
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::Other(format!("starting {}: {e}", chromium.display())))?;
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if started.elapsed() > wall_limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Other(format!(
+                    "{} did not finish {what} within {} s{}",
+                    chromium.display(),
+                    wall_limit.as_secs(),
+                    log_tail(&stderr_path)
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(Error::Other(format!("waiting for {}: {e}", chromium.display()))),
+        }
+    }
+}
+
+/// Write each figure as a one-page vector PDF of the figure's size (the SVG that plotly.js draws,
+/// printed by Chromium's `--print-to-pdf`; matplotlib's `savefig(…pdf)` is what the seeds use).
+/// All SVGs come from one Chromium run, then one short print run per PDF.
+pub fn write_pdfs(jobs: &[(&Figure, &Path)]) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let svg_jobs: Vec<(&Figure, ImageFormat)> = jobs.iter().map(|(f, _)| (*f, ImageFormat::Svg)).collect();
+    let svgs = render_images(&svg_jobs)?;
+    let chromium = chromium_path().ok_or_else(|| Error::Other(CHROMIUM_MISSING.to_owned()))?;
+    for ((figure, path), svg) in jobs.iter().zip(svgs) {
+        let scratch = ScratchDir::new()?;
+        let page = scratch.path.join("figure.html");
+        let svg = String::from_utf8(svg).map_err(|_| Error::Other("plotly.js returned an SVG that is not UTF-8".into()))?;
+        let html = format!(
+            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><style>@page {{ size: {w}px {h}px; margin: 0 }} \
+             html, body {{ margin: 0; padding: 0 }} svg {{ display: block }}</style></head><body>{svg}</body></html>",
+            w = figure.width,
+            h = figure.height,
+        );
+        std::fs::write(&page, html).map_err(|e| Error::io(&page, e))?;
+        let pdf = scratch.path.join("figure.pdf");
+        let stdout_path = scratch.path.join("stdout.txt");
+        run_chromium(
+            &chromium,
+            &scratch,
+            &[
+                format!("--print-to-pdf={}", pdf.display()),
+                "--no-pdf-header-footer".to_owned(),
+                "--virtual-time-budget=5000".to_owned(),
+                file_url(&page),
+            ],
+            &stdout_path,
+            Duration::from_secs(90),
+            "printing a PDF",
+        )?;
+        let bytes = std::fs::read(&pdf).map_err(|e| {
+            Error::Other(format!("Chromium wrote no PDF for {:?} ({e}){}", figure.title, log_tail(&scratch.path.join("chromium.log"))))
+        })?;
+        if !bytes.starts_with(b"%PDF") {
+            return Err(Error::Other(format!("Chromium's PDF for {:?} is not a PDF", figure.title)));
+        }
+        write_atomic(path, &bytes)?;
+    }
+    Ok(())
 }
 
 enum Payload {

@@ -221,6 +221,8 @@ pub enum SaveFormat {
     Html,
     Png,
     Svg,
+    /// A one-page vector PDF (as the CODI seed's matplotlib figures).
+    Pdf,
 }
 
 impl SaveFormat {
@@ -229,6 +231,7 @@ impl SaveFormat {
             SaveFormat::Html => "html",
             SaveFormat::Png => "png",
             SaveFormat::Svg => "svg",
+            SaveFormat::Pdf => "pdf",
         }
     }
 }
@@ -287,12 +290,14 @@ pub fn save_figures_sharing(
     };
     let mut written = Vec::new();
     let mut images: Vec<(&Figure, PathBuf)> = Vec::new();
+    let mut pdfs: Vec<(&Figure, PathBuf)> = Vec::new();
     for (stem, figure) in figures {
         for format in formats {
             let path = dir.join(format!("{stem}.{}", format.extension()));
             match format {
                 SaveFormat::Html => write_atomic(&path, figure.to_html_with_script_src(&script_src).as_bytes())?,
                 SaveFormat::Png | SaveFormat::Svg => images.push((figure, path.clone())),
+                SaveFormat::Pdf => pdfs.push((figure, path.clone())),
             }
             written.push(path);
         }
@@ -300,6 +305,10 @@ pub fn save_figures_sharing(
     if !images.is_empty() {
         let jobs: Vec<(&Figure, &Path)> = images.iter().map(|(f, p)| (*f, p.as_path())).collect();
         export::write_images(&jobs)?;
+    }
+    if !pdfs.is_empty() {
+        let jobs: Vec<(&Figure, &Path)> = pdfs.iter().map(|(f, p)| (*f, p.as_path())).collect();
+        export::write_pdfs(&jobs)?;
     }
     Ok(written)
 }

@@ -7,36 +7,28 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::LoopArgs;
+use super::{ExperimentArgs, LoopArgs};
+use crate::codi::pipeline::Variant;
 use crate::codi::ablate::{AblationMode, AblationOptions};
-use crate::codi::analyze::ImportanceKind;
+use crate::codi::analyze::ImportanceRule;
 use crate::codi::attention::scale_layers;
-use crate::codi::compose::{self, ComposeAnalysisOptions};
+use crate::codi::compose;
 use crate::codi::decompose::{self, DecomposeAnalysisOptions, DecomposeOptions};
 use crate::codi::model::CodiModel;
-use crate::codi::next_steps::{self, StepLayout};
-use crate::codi::pipeline::TEST_MODE_MAX_NEW_TOKENS;
+use crate::codi::next_steps;
+use crate::codi::pipeline::QUICK_MAX_NEW_TOKENS;
 use crate::codi::routing::{self, RoutingAnalysisOptions, RoutingOptions};
 use crate::Result;
 
-/// Output settings shared by the three steps.
+/// Output settings shared by the three steps: the experiment folder (its dataset is the default
+/// input; `--test-mode` tags files `_test` and, for compose, caps decoding at 16 tokens).
 #[derive(Debug, Args)]
 pub struct NextStepOutput {
-    /// Output directory (results/ and figures/ inside).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Tag files `_test` (else with the problem count); compose also caps decoding at 16 tokens.
-    #[arg(long)]
-    pub test_mode: bool,
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
     /// Write HTML figures only (no PNG/SVG through Chromium).
     #[arg(long)]
     pub html_only: bool,
-}
-
-impl NextStepOutput {
-    fn layout(&self, problems: usize) -> StepLayout {
-        StepLayout::new(&self.out, self.test_mode, problems)
-    }
 }
 
 fn title_note(codi: &CodiModel) -> String {
@@ -72,36 +64,35 @@ pub struct ComposeArgs {
     /// Faithful mode: take clean vectors from the block's output, fixing upstream's off-by-one.
     #[arg(long)]
     pub no_off_by_one: bool,
-    /// Faithful mode: also patch the last question token (bug of 1_run_token_ablation.py).
+    /// Faithful mode: do not patch the last question token (1_run_token_ablation.py does).
     #[arg(long)]
-    pub patch_prompt: bool,
-    /// Importance shown in the figures.
-    #[arg(long, value_enum, default_value = "binary")]
-    pub importance: ImportanceKind,
-    /// Keep problems whose baseline is wrong in the table (meant for --importance logprob).
-    #[arg(long)]
-    pub all_baselines: bool,
+    pub no_patch_prompt: bool,
+    /// Importance shown in the figures, by the rule of `codi analyze` (auto: binary unless no
+    /// baseline is correct, then the log-prob drop over all problems).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub importance: ImportanceRule,
 }
 
 /// `codi compose`.
 pub fn compose(a: ComposeArgs) -> Result<()> {
-    let (codi, problems) = a.common.load()?;
+    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, Variant::Faithful)?;
     let mut loop_options = a.common.loop_options();
-    if a.output.test_mode && a.common.max_new_tokens.is_none() {
-        loop_options.max_new_tokens = TEST_MODE_MAX_NEW_TOKENS;
+    if a.output.experiment.test_mode && a.common.max_new_tokens.is_none() {
+        loop_options.max_new_tokens = QUICK_MAX_NEW_TOKENS;
     }
     let mut options = AblationOptions::new(loop_options, a.mode);
     options.layer = scale_layers(&[a.layer], codi.model.num_layers())[0];
     options.layer_off_by_one = !a.no_off_by_one;
-    options.patch_prompt = a.patch_prompt;
-    let analysis_options = ComposeAnalysisOptions {
-        importance: a.importance,
-        all_baselines: a.all_baselines,
-        static_images: !a.output.html_only,
-        title_note: title_note(&codi),
-    };
-    let layout = a.output.layout(problems.len());
-    let (records, analysis) = compose::compose_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    options.patch_prompt = a.mode == AblationMode::Faithful && !a.no_patch_prompt;
+    let (records, analysis, _) = compose::compose_with_rule(
+        &codi,
+        &problems,
+        &options,
+        &layout,
+        a.importance,
+        !a.output.html_only,
+        &title_note(&codi),
+    )?;
     println!("{} problems in {}", records.len(), layout.result(compose::RESULTS_STEM, "json").display());
     println!("{}", next_steps::markdown_table(&compose::summary_table(&analysis.summary)?));
     print_files(&analysis.files, &analysis.notes);
@@ -127,7 +118,7 @@ pub struct RoutingArgs {
 
 /// `codi routing`.
 pub fn routing(a: RoutingArgs) -> Result<()> {
-    let (codi, problems) = a.common.load()?;
+    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, Variant::Faithful)?;
     let mut options = RoutingOptions::for_model(&codi, a.common.loop_options());
     if let Some(layers) = a.layers {
         options.layers = layers;
@@ -143,7 +134,6 @@ pub fn routing(a: RoutingArgs) -> Result<()> {
     }
     let analysis_options =
         RoutingAnalysisOptions { heatmaps: a.heatmaps, static_images: !a.output.html_only, title_note: title_note(&codi) };
-    let layout = a.output.layout(problems.len());
     let (records, analysis) = routing::routing_step(&codi, &problems, &options, &layout, &analysis_options)?;
     println!("{} problems in {}", records.len(), layout.result(routing::RESULTS_STEM, "json").display());
     print_files(&analysis.files, &analysis.notes);
@@ -166,7 +156,7 @@ pub struct DecomposeArgs {
 
 /// `codi decompose`.
 pub fn decompose(a: DecomposeArgs) -> Result<()> {
-    let (codi, problems) = a.common.load()?;
+    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, Variant::Faithful)?;
     let mut options = DecomposeOptions::new(a.common.loop_options());
     options.top_k = a.top_k;
     let analysis_options = DecomposeAnalysisOptions {
@@ -174,7 +164,6 @@ pub fn decompose(a: DecomposeArgs) -> Result<()> {
         static_images: !a.output.html_only,
         title_note: title_note(&codi),
     };
-    let layout = a.output.layout(problems.len());
     let (records, analysis) = decompose::decompose_step(&codi, &problems, &options, &layout, &analysis_options)?;
     println!("{} problems in {}", records.len(), layout.result(decompose::RESULTS_STEM, "json").display());
     print_files(&analysis.files, &analysis.notes);
