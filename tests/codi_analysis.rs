@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use thoughtscope::analysis::codi_stats::{pearson, relaxed_json};
+use thoughtscope::codi::stats::{pearson, relaxed_json};
 use thoughtscope::codi::analyze::{analyze, AnalyzeOptions};
 
 fn fixtures() -> PathBuf {

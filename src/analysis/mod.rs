@@ -1,10 +1,9 @@
-//! Analyses over sentence attention and CODI results: the VA analysis of the VA seed notebook
+//! Analyses over sentence attention: the VA analysis of the VA seed notebook
 //! ([`va`] steps and pipeline, [`tag_stats`] per-head statistics, [`va_report`] tables, figures
-//! and files), CODI statistics ([`codi_stats`]), the analysis-core CLI handlers ([`cli`]) and the
+//! and files), the analysis-core CLI handlers ([`cli`]) and the
 //! averaging / vertical-score benchmark ([`bench`]).
 pub mod bench;
 pub mod cli;
-pub mod codi_stats;
 pub mod tag_stats;
 pub mod va;
 pub mod va_report;

@@ -16,7 +16,7 @@ use super::attention::{read_attention, AttentionRecord};
 use super::dataset::{write_atomic, write_json_atomic};
 use super::figures;
 use super::next_steps::ExperimentLayout;
-use crate::analysis::codi_stats::{summary_statistics, JoinedRow, SummaryStatistics};
+use super::stats::{summary_statistics, JoinedRow, SummaryStatistics};
 use crate::plot::{self, Figure, SaveFormat};
 use crate::{Error, Result};
 

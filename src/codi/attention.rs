@@ -20,7 +20,7 @@ use super::dataset::{write_json_atomic, Problem};
 use super::latent::{run_to_eot, Layout, LoopOptions, Phase, PhaseHooks};
 use super::model::CodiModel;
 use super::progress::{progress_bar, read_json_relaxed, RunMeta};
-use crate::analysis::codi_stats::indexed::OrderedMap;
+use super::stats::indexed::OrderedMap;
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 

@@ -7,7 +7,7 @@
 //! choice between the pool and the set algorithm), so the ids equal the upstream sample exactly.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand_mt::Mt;
 use serde_json::Value;
@@ -187,22 +187,8 @@ impl PyRandom {
     }
 }
 
-/// Write JSON to `path` through a temporary file and a rename, so a reader never sees half a file.
-pub(crate) fn write_json_atomic<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    write_atomic(path, text.as_bytes())
-}
-
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let mut tmp = PathBuf::from(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    tmp.set_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
+// Atomic writes (temporary file, fsync, rename) are crate::io's; the CODI modules import them from here.
+pub(crate) use crate::io::{write_atomic, write_json as write_json_atomic};
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ use plotly::common::{Anchor, DashType, ErrorData, ErrorType, Line, Marker, Mode,
 use plotly::layout::{Annotation, Axis, AxisRange, GridPattern, Layout, LayoutGrid};
 use plotly::{Bar, HeatMap, Plot, Scatter};
 
-use crate::analysis::codi_stats::JoinedRow;
+use super::stats::JoinedRow;
 use crate::scores::stats::{least_squares, mean, pearson, sem, LinearFit};
 use crate::plot::Figure;
 use crate::Result;

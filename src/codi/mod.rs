@@ -40,6 +40,7 @@ pub mod next_steps;
 pub mod pipeline;
 mod progress;
 pub mod routing;
+pub mod stats;
 pub mod synthetic;
 pub mod tables;
 

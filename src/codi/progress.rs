@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::model::CodiModel;
-use crate::analysis::codi_stats::relaxed_json;
+use super::stats::relaxed_json;
 use crate::{Error, Result};
 
 /// Version of the output layout; bump when a record's meaning changes.
