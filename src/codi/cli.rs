@@ -115,16 +115,18 @@ pub struct DatasetArgs {
     pub experiment: ExperimentArgs,
 }
 
-/// The CODI model and the latent loop, shared by every model step.
+/// The CODI checkpoint and its base model.
 #[derive(Debug, Args)]
-pub struct ModelArgs {
+pub struct CheckpointArgs {
     /// CODI checkpoint directory or file (model.safetensors or pytorch_model.bin), e.g.
     /// ~/codi_ckpt/llama_gsm8k/.
     #[arg(long, default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
     /// The base model it was trained from (registry name, HF directory, cached hub id such as
     /// meta-llama/Llama-3.2-1B-Instruct, or GGUF): its config.json and tokenizer are used.
-    /// Default: the checkpoint directory's own.
+    /// Default: the checkpoint directory's own. (`run-all`: when --checkpoint holds no
+    /// checkpoint, a CODI-shaped one, NOT a CODI model, is built from this base, default
+    /// smollm2-135m, with make-model.)
     #[arg(long)]
     pub base: Option<String>,
     /// LoRA alpha when the checkpoint has no codi.json (CODI: 32).
@@ -133,6 +135,25 @@ pub struct ModelArgs {
     /// The LoRA rank the checkpoint must have (CODI: 128); default: whatever it holds.
     #[arg(long)]
     pub lora_rank: Option<usize>,
+}
+
+impl CheckpointArgs {
+    fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            checkpoint: self.checkpoint.clone(),
+            base: self.base.clone(),
+            make_from: None,
+            lora_alpha: self.lora_alpha,
+            lora_rank: self.lora_rank,
+        }
+    }
+}
+
+/// The CODI model and the latent loop, shared by every model step.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     /// Problems file; default: the experiment folder's results/{test_dataset_10,full_dataset_100}.json.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
@@ -167,20 +188,11 @@ impl ModelArgs {
         o.logit_slice = self.logit_slice;
         o
     }
-    fn spec(&self) -> ModelSpec {
-        ModelSpec {
-            checkpoint: self.checkpoint.clone(),
-            base: self.base.clone(),
-            make_from: None,
-            lora_alpha: self.lora_alpha,
-            lora_rank: self.lora_rank,
-        }
-    }
     fn device(&self) -> Result<Device> {
         crate::model::device(&self.device)
     }
     fn load_model(&self) -> Result<CodiModel> {
-        let (codi, _) = self.spec().load(&self.device()?)?;
+        let (codi, _) = self.checkpoint.spec().load(&self.device()?)?;
         if let Some(note) = codi.provenance_note() {
             eprintln!("warning: {note}");
         }
@@ -268,17 +280,8 @@ pub struct RunAllArgs {
     /// embedded synthetic problems (NOT GSM8K).
     #[arg(long)]
     pub input: Option<PathBuf>,
-    #[arg(long, default_value = DEFAULT_CHECKPOINT)]
-    pub checkpoint: PathBuf,
-    /// The checkpoint's base model (see `codi ablate --help`). When --checkpoint has no
-    /// checkpoint, a CODI-shaped one (NOT a CODI model) is built from this base (default
-    /// smollm2-135m) with make-model.
-    #[arg(long)]
-    pub base: Option<String>,
-    #[arg(long)]
-    pub lora_alpha: Option<f64>,
-    #[arg(long)]
-    pub lora_rank: Option<usize>,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     /// Parent of the experiment folders faithful/ and corrected/.
     #[arg(long, default_value = DEFAULT_ROOT)]
     pub out: PathBuf,
@@ -408,16 +411,9 @@ pub fn run(command: CodiCommand) -> Result<()> {
             }
         }
         CodiCommand::RunAll(a) => {
-            let model = ModelSpec {
-                checkpoint: a.checkpoint,
-                base: a.base.clone(),
-                make_from: Some(MakeModelOptions {
-                    base: a.base.unwrap_or_else(|| "smollm2-135m".to_owned()),
-                    ..MakeModelOptions::default()
-                }),
-                lora_alpha: a.lora_alpha,
-                lora_rank: a.lora_rank,
-            };
+            let mut model = a.checkpoint.spec();
+            let make_base = a.checkpoint.base.clone().unwrap_or_else(|| "smollm2-135m".to_owned());
+            model.make_from = Some(MakeModelOptions { base: make_base, ..MakeModelOptions::default() });
             let mut options = RunAllOptions::new(model, a.out.clone());
             options.input = a.input;
             options.test_mode = a.test_mode;
