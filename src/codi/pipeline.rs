@@ -177,10 +177,14 @@ pub struct RunAllReport {
 }
 
 /// The seed's experiment on one loaded model: its four steps as methods, so that `run-all` and
-/// the notebook run the same code (the notebook calls them one cell at a time).
-pub struct Experiment<'a> {
-    pub codi: &'a CodiModel,
-    pub options: &'a RunAllOptions,
+/// the notebook run the same code (the notebook calls them one cell at a time). It owns the model
+/// and the settings (an evcxr cell cannot keep a value that borrows).
+pub struct Experiment {
+    pub codi: CodiModel,
+    pub options: RunAllOptions,
+    /// Seconds `make-model` took when the checkpoint had to be built, and loading took.
+    pub make_model_s: Option<f64>,
+    pub load_s: f64,
     /// Ablation block after moving it to the model's depth.
     pub layer: usize,
     /// Attention blocks after moving them to the model's depth.
@@ -190,8 +194,18 @@ pub struct Experiment<'a> {
     pub notes: Vec<String>,
 }
 
-impl<'a> Experiment<'a> {
-    pub fn new(codi: &'a CodiModel, options: &'a RunAllOptions) -> Self {
+impl Experiment {
+    /// Load the model of `options` (building it first when asked) and set the experiment up.
+    pub fn load(options: RunAllOptions, device: &Device) -> Result<Self> {
+        let t = Instant::now();
+        let (codi, made) = options.model.load(device)?;
+        let mut experiment = Experiment::new(codi, options);
+        experiment.make_model_s = made;
+        experiment.load_s = t.elapsed().as_secs_f64() - made.unwrap_or(0.0);
+        Ok(experiment)
+    }
+
+    pub fn new(codi: CodiModel, options: RunAllOptions) -> Self {
         let mut notes = Vec::new();
         if let Some(note) = codi.provenance_note() {
             notes.push(note);
@@ -209,13 +223,13 @@ impl<'a> Experiment<'a> {
         if let Some(n) = options.max_new_tokens {
             loop_options.max_new_tokens = n;
         }
-        Experiment { codi, options, layer, attention_layers, loop_options, notes }
+        Experiment { codi, options, make_model_s: None, load_s: 0.0, layer, attention_layers, loop_options, notes }
     }
 
     /// Step 1 (`create_test_dataset.py` / `create_full_dataset.py`): the stratified sample,
     /// written to every variant's `results/`.
     pub fn dataset(&self) -> Result<Vec<Problem>> {
-        let o = self.options;
+        let o = &self.options;
         let per_level = o.per_level.unwrap_or(if o.test_mode { TEST_PER_LEVEL } else { FULL_PER_LEVEL });
         let problems = sample_problems(o.input.as_deref(), per_level, o.seed)?;
         for &variant in &o.variants {
@@ -235,7 +249,7 @@ impl<'a> Experiment<'a> {
 
     /// Step 2 (`1_run_token_ablation.py`): `results/token_ablation_results_<tag>.json`.
     pub fn ablate(&self, variant: Variant, problems: &[Problem]) -> Result<AblationSummary> {
-        run_ablation(self.codi, problems, &self.ablation_options(variant), &self.options.layout(variant).ablation())
+        run_ablation(&self.codi, problems, &self.ablation_options(variant), &self.options.layout(variant).ablation())
     }
 
     /// Step 3 (`2_extract_attention.py`): `results/attention_weights_<tag>.json`.
@@ -246,7 +260,7 @@ impl<'a> Experiment<'a> {
             keys: variant.modes().1,
             full_row: true,
         };
-        run_attention(self.codi, problems, &options, &self.options.layout(variant).attention())
+        run_attention(&self.codi, problems, &options, &self.options.layout(variant).attention())
     }
 
     /// Step 4 (`3_analyze_and_visualize.py`): statistics, figures and `index.html`.
@@ -260,7 +274,7 @@ impl<'a> Experiment<'a> {
     }
 }
 
-impl Experiment<'_> {
+impl Experiment {
     /// Next step 1, compositional ablation, in the variant's folder (`results/compositional_*`,
     /// `figures/compositional_*`). In test mode decoding is capped at [`QUICK_MAX_NEW_TOKENS`]
     /// unless `max_new_tokens` is set: 42 runs per problem.
@@ -271,7 +285,7 @@ impl Experiment<'_> {
         }
         let title = format!(" [{}]{}", variant.name(), self.title_note());
         let (records, analysis, importance) = compose::compose_with_rule(
-            self.codi,
+            &self.codi,
             problems,
             &options,
             &self.options.layout(variant),
@@ -289,13 +303,13 @@ impl Experiment<'_> {
 
     /// Next step 2, discrete → continuous attention, on clean runs.
     pub fn routing(&self, problems: &[Problem], heatmaps: usize) -> Result<(Vec<routing::RoutingRecord>, routing::RoutingAnalysis)> {
-        let options = routing::RoutingOptions::for_model(self.codi, self.loop_options.clone());
+        let options = routing::RoutingOptions::for_model(&self.codi, self.loop_options.clone());
         let analysis = routing::RoutingAnalysisOptions {
             heatmaps,
             static_images: self.options.static_images,
             title_note: self.title_note(),
         };
-        routing::routing_step(self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
+        routing::routing_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
     }
 
     /// Next step 3, residual stream decomposition and the logit lens, on clean runs.
@@ -306,7 +320,7 @@ impl Experiment<'_> {
             static_images: self.options.static_images,
             title_note: self.title_note(),
         };
-        decompose::decompose_step(self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
+        decompose::decompose_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
     }
 
     /// " — NOT A CODI MODEL" on a synthetic checkpoint, else empty.
@@ -328,12 +342,11 @@ pub fn run_all(options: &RunAllOptions, device: &Device) -> Result<RunAllReport>
     let start = Instant::now();
     let mut report = RunAllReport::default();
 
-    let t = Instant::now();
-    let (codi, made) = options.model.load(device)?;
-    report.make_model_s = made;
-    report.load_s = t.elapsed().as_secs_f64() - made.unwrap_or(0.0);
-    let experiment = Experiment::new(&codi, options);
+    let experiment = Experiment::load(options.clone(), device)?;
+    report.make_model_s = experiment.make_model_s;
+    report.load_s = experiment.load_s;
     report.notes.extend(experiment.notes.iter().cloned());
+    let codi = &experiment.codi;
 
     // 1. Dataset.
     let t = Instant::now();
@@ -393,7 +406,7 @@ pub fn run_all(options: &RunAllOptions, device: &Device) -> Result<RunAllReport>
         report.files.push(options.out.join("comparison.md"));
     }
     report.total_s = start.elapsed().as_secs_f64();
-    write_readme(options, &codi, &report, &experiment.loop_options)?;
+    write_readme(options, codi, &report, &experiment.loop_options)?;
     report.files.push(options.out.join("README.md"));
     Ok(report)
 }
