@@ -1,9 +1,7 @@
 //! Analyses over sentence attention: the VA analysis of the VA seed notebook
 //! ([`va`] steps and pipeline, [`tag_stats`] per-head statistics, [`va_report`] tables, figures
-//! and files), the analysis-core CLI handlers ([`cli`]) and the
-//! averaging / vertical-score benchmark ([`bench`]).
+//! and files) and the averaging / vertical-score benchmark ([`bench`]).
 pub mod bench;
-pub mod cli;
 pub mod tag_stats;
 pub mod va;
 pub mod va_report;

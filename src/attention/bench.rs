@@ -12,28 +12,20 @@ use super::{sentence_attention, BoundaryMode, Sentences, TokenBounds};
 use crate::model::{Loaded, Model};
 use crate::{Error, Result};
 
-#[derive(Debug, clap::Args)]
-pub struct BenchForwardArgs {
+/// Settings of [`bench_forward`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchForwardOptions {
     /// Rollout/problem directory whose `base_solution.full_cot` is the text.
-    #[arg(long, default_value = "../shared/data/thought-anchors-traces/deepseek-r1-distill-qwen-14b/incorrect_base_solution/problem_4682")]
     pub trace: PathBuf,
-    #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
-    /// Target token counts (comma-separated); the text is cut at the last sentence that fits.
-    #[arg(long, value_delimiter = ',', default_value = "3000")]
+    /// Target token counts; the text is cut at the last sentence that fits.
     pub tokens: Vec<usize>,
     /// Write the exact inputs (text and sentences per size) here for the Python reference.
-    #[arg(long)]
     pub export_inputs: Option<PathBuf>,
     /// JSON printed by the Python reference on the same inputs; adds ratios.
-    #[arg(long)]
     pub reference: Option<PathBuf>,
-    /// Internal: run one size in this process and print its JSON.
-    /// Timed runs per size (each in a fresh process); the report gives the median and every run.
-    #[arg(long, default_value_t = 1)]
+    /// Timed runs per size; the report gives the median and every run.
     pub repeat: usize,
-    #[arg(long, hide = true)]
-    pub single: Option<usize>,
 }
 
 /// The trace's `full_cot` cut after the last sentence that keeps it within `tokens` tokens, and
@@ -73,11 +65,13 @@ fn full_cot(trace: &std::path::Path) -> Result<String> {
     Ok(rollout.full_cot)
 }
 
-fn run_single(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value> {
+/// One timed run at `tokens` in this process: load, cut the text, forward pass and averaging.
+/// Its `peak_rss_mib` is this process's, so [`bench_forward`] runs each in a fresh process.
+pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Result<serde_json::Value> {
     let load_start = Instant::now();
-    let loaded = Model::load(&args.model, &candle_core::Device::Cpu)?;
+    let loaded = Model::load(&options.model, &candle_core::Device::Cpu)?;
     let load_s = load_start.elapsed().as_secs_f64();
-    let sentences = bench_input(&loaded, &full_cot(&args.trace)?, tokens)?;
+    let sentences = bench_input(&loaded, &full_cot(&options.trace)?, tokens)?;
     let start = Instant::now();
     let (attention, bounds) = sentence_attention(&loaded, &sentences, BoundaryMode::Prefix)?;
     let seconds = start.elapsed().as_secs_f64();
@@ -144,16 +138,17 @@ fn median_run(mut runs: Vec<serde_json::Value>) -> serde_json::Value {
     median
 }
 
-/// Run the bench; returns the JSON report.
-pub fn bench_forward(args: &BenchForwardArgs) -> Result<serde_json::Value> {
-    if let Some(tokens) = args.single {
-        return run_single(args, tokens);
-    }
-    if let Some(path) = &args.export_inputs {
-        let loaded = Model::load(&args.model, &candle_core::Device::Cpu)?;
-        let cot = full_cot(&args.trace)?;
+/// Run the bench; returns the JSON report. `run_once(tokens)` makes one timed run (the
+/// binary runs [`bench_forward_once`] in a child process, so each run's peak RSS is its own).
+pub fn bench_forward(
+    options: &BenchForwardOptions,
+    run_once: &mut dyn FnMut(usize) -> Result<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    if let Some(path) = &options.export_inputs {
+        let loaded = Model::load(&options.model, &candle_core::Device::Cpu)?;
+        let cot = full_cot(&options.trace)?;
         let mut inputs = Vec::new();
-        for &t in &args.tokens {
+        for &t in &options.tokens {
             let s = bench_input(&loaded, &cot, t)?;
             // Our token ids and sentence boundaries too: the reference can run on exactly this
             // input (HF's GGUF tokenizer splits some texts differently, see the README).
@@ -170,26 +165,13 @@ pub fn bench_forward(args: &BenchForwardArgs) -> Result<serde_json::Value> {
         let json = serde_json::to_vec_pretty(&inputs)?;
         std::fs::write(path, json).map_err(|e| Error::io(path, e))?;
     }
-    let exe = std::env::current_exe().map_err(|e| Error::Other(format!("current executable: {e}")))?;
     let mut runs = Vec::new();
-    for &t in &args.tokens {
-        let mut repeats = Vec::new();
-        for _ in 0..args.repeat.max(1) {
-            let out = std::process::Command::new(&exe)
-                .args(["bench", "forward", "--model", &args.model, "--single", &t.to_string(), "--trace"])
-                .arg(&args.trace)
-                .env("THOUGHTSCOPE_PROGRESS", "off")
-                .output()
-                .map_err(|e| Error::Other(format!("running {}: {e}", exe.display())))?;
-            if !out.status.success() {
-                return Err(Error::Other(format!("bench run for {t} tokens failed: {}", String::from_utf8_lossy(&out.stderr))));
-            }
-            repeats.push(serde_json::from_slice::<serde_json::Value>(&out.stdout)?);
-        }
+    for &t in &options.tokens {
+        let repeats = (0..options.repeat.max(1)).map(|_| run_once(t)).collect::<Result<Vec<_>>>()?;
         runs.push(median_run(repeats));
     }
     let mut report = serde_json::json!({ "thoughtscope": runs });
-    if let Some(path) = &args.reference {
+    if let Some(path) = &options.reference {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let reference: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;

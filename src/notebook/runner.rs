@@ -14,8 +14,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use clap::{Args, Subcommand};
-
 use crate::{Error, Result};
 
 /// The runner script, run with `python -c`.
@@ -23,37 +21,6 @@ const RUNNER_SCRIPT: &str = include_str!("../../scripts/run_notebook.py");
 
 /// Where reports go by default (relative to the working directory, the repository root).
 pub const REPORTS_DIR: &str = "analysis/reports";
-
-/// `thoughtscope notebook ...`
-#[derive(Debug, Subcommand)]
-pub enum NotebookCommand {
-    /// Execute a notebook headlessly with the `rust` (evcxr) kernel; write the executed notebook
-    /// and an offline HTML report. Fails, naming the cell, when any cell errors or panics.
-    Run(RunArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The notebook (.ipynb).
-    pub notebook: PathBuf,
-    /// HTML report path [default: analysis/reports/<name>.html].
-    #[arg(long)]
-    pub html: Option<PathBuf>,
-    /// Executed notebook path [default: the report path with .ipynb].
-    #[arg(long)]
-    pub executed: Option<PathBuf>,
-    /// Per-cell timeout in seconds.
-    #[arg(long, default_value_t = 900)]
-    pub timeout: u64,
-    /// Timeout for cells with a `:dep` line, which build thoughtscope inside the kernel (cold:
-    /// ~15 min on 2 cores).
-    #[arg(long, default_value_t = 3600)]
-    pub dep_timeout: u64,
-    /// evcxr's build dir [default: $EVCXR_TMPDIR or ~/.cache/thoughtscope/evcxr]. Keep it outside
-    /// any cargo workspace; reusing it makes later runs warm.
-    #[arg(long)]
-    pub evcxr_tmpdir: Option<PathBuf>,
-}
 
 /// Settings of [`run_notebook`].
 #[derive(Debug, Clone)]
@@ -141,23 +108,6 @@ pub fn run_notebook(options: &RunOptions) -> Result<()> {
             "notebook {} failed ({status}); the failing cell is named above, the executed notebook and report are written",
             options.notebook.display()
         ))),
-    }
-}
-
-/// Run one `notebook` subcommand.
-pub fn run(command: NotebookCommand) -> Result<()> {
-    match command {
-        NotebookCommand::Run(a) => {
-            let mut options = RunOptions::new(&a.notebook);
-            if let Some(html) = a.html {
-                options.html = html;
-            }
-            options.executed = a.executed;
-            options.timeout_s = a.timeout;
-            options.dep_timeout_s = a.dep_timeout;
-            options.evcxr_tmpdir = a.evcxr_tmpdir;
-            run_notebook(&options)
-        }
     }
 }
 

@@ -17,4 +17,4 @@ pub use receiver::{
     receiver_heads_from_cache_dir, receiver_scores, split_half_reliability, top_k_heads, HeadScores, HeadValues,
     ReceiverHeads, ReceiverOptions,
 };
-pub use vertical::{vertical_scores, vertical_scores_f64, Dtype, NumpyValue, ScoreType, VerticalOptions, VerticalScores};
+pub use vertical::{vertical_scores, vertical_scores_f64, vertical_scores_npy, Dtype, NumpyValue, ScoreType, VerticalOptions, VerticalScores};

@@ -12,9 +12,12 @@
 //! float64 with it — and float32 means are computed as numpy does (see [`super::numpy`]), so they
 //! match to the bit.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use super::numpy::{np_nanmean, np_nanmedian, NpFloat};
+use crate::io::npy;
 use crate::{Error, Result};
 
 /// How a column of valid cells is aggregated.
@@ -130,6 +133,20 @@ pub fn vertical_scores(matrix: &[f32], n: usize, options: &VerticalOptions) -> R
 pub fn vertical_scores_f64(matrix: &[f64], n: usize, options: &VerticalOptions) -> Result<VerticalScores> {
     check_square(matrix.len(), n)?;
     Ok(vertical_scores_generic(matrix, n, options))
+}
+
+/// Vertical scores of the square float32 or float64 matrix in the `.npy` file `path` (float32
+/// and float64 results as [`vertical_scores`] and [`vertical_scores_f64`] give them).
+pub fn vertical_scores_npy(path: &Path, options: &VerticalOptions) -> Result<VerticalScores> {
+    let array = npy::read(path)?;
+    let n = match array.shape.as_slice() {
+        [a, b] if a == b => *a,
+        shape => return Err(Error::format(path, format!("shape {shape:?} is not a square matrix"))),
+    };
+    match &array.data {
+        npy::NpyData::F32(values) => vertical_scores(values, n, options),
+        npy::NpyData::F64(values) => vertical_scores_f64(values, n, options),
+    }
 }
 
 fn check_square(len: usize, n: usize) -> Result<()> {

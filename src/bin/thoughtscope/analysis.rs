@@ -1,20 +1,14 @@
-//! Arguments and handlers of the analysis-core subcommands, so the binary only forwards:
-//! `segment`, `vertical-scores`, `receiver-heads` (a stable interface other tools call) and
-//! `bench analysis`. Each handler returns the text to print on stdout.
+//! `segment`, `vertical-scores` and `receiver-heads`: the analysis core's stable interface that
+//! other tools call (JSON shapes, `null` for NaN).
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use serde::Serialize;
-
-use super::bench::{bench_analysis, BenchOptions};
-use crate::attention::SentenceMode;
-use crate::io::npy;
-use crate::rollout::Rollout;
-use crate::scores::{
-    receiver_heads_from_cache_dir, vertical_scores, vertical_scores_f64, ReceiverOptions, ScoreType, VerticalOptions,
-};
-use crate::{Error, Result};
+use thoughtscope::attention::SentenceMode;
+use thoughtscope::rollout::Rollout;
+use thoughtscope::scores::{receiver_heads_from_cache_dir, vertical_scores_npy, ReceiverOptions, ScoreType, VerticalOptions};
+use thoughtscope::{Error, Result};
 
 /// `thoughtscope segment <problem_dir> --mode full-cot|chunks [--json]`
 #[derive(Debug, Args)]
@@ -76,36 +70,8 @@ pub struct ReceiverHeadsArgs {
     pub json: bool,
 }
 
-/// `thoughtscope bench ...`
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Time sentence averaging and vertical scores on fixed random inputs.
-    Analysis(BenchAnalysisArgs),
-    /// Time one forward pass + all-heads sentence averaging on a real trace (peak RSS too).
-    Forward(crate::attention::bench::BenchForwardArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct BenchAnalysisArgs {
-    #[arg(long, default_value_t = 3000)]
-    pub tokens: usize,
-    #[arg(long, default_value_t = 150)]
-    pub sentences: usize,
-    /// Heads timed (layers × heads).
-    #[arg(long, default_value_t = 270)]
-    pub heads: usize,
-    /// Distinct attention matrices cycled through.
-    #[arg(long, default_value_t = 6)]
-    pub distinct: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Write inputs, results and timings here for `scripts/bench_analysis_numpy.py`.
-    #[arg(long)]
-    pub write_inputs: Option<PathBuf>,
-}
-
-/// `segment`: the sentences of a problem directory.
-pub fn segment(args: &SegmentArgs) -> Result<String> {
+/// The sentences of a problem directory, one per line or as JSON.
+pub fn segment(args: SegmentArgs) -> Result<()> {
     let rollout = Rollout::open(&args.problem_dir)?;
     let sentences = rollout.sentences(args.mode)?;
     let text_id = sentences.text_id();
@@ -123,69 +89,45 @@ pub fn segment(args: &SegmentArgs) -> Result<String> {
             ranges: sentences.ranges.iter().map(|&(a, b)| [a, b]).collect(),
             sentences: &sentences.sentences,
         };
-        return Ok(serde_json::to_string(&output)?);
+        println!("{}", serde_json::to_string(&output)?);
+        return Ok(());
     }
     let mut out = format!("text_id {text_id}, {} sentences ({} mode)\n", sentences.len(), args.mode);
     for (k, (s, &(a, b))) in sentences.sentences.iter().zip(&sentences.ranges).enumerate() {
         out.push_str(&format!("{k:>4} [{a}, {b}) {s:?}\n"));
     }
-    Ok(out)
+    println!("{out}");
+    Ok(())
 }
 
-/// `vertical-scores`: scores of one `.npy` matrix.
-pub fn vertical_scores_command(args: &VerticalScoresArgs) -> Result<String> {
-    let options = args.vertical.options()?;
-    let array = npy::read(&args.matrix)?;
-    let n = match array.shape.as_slice() {
-        [a, b] if a == b => *a,
-        shape => return Err(Error::format(&args.matrix, format!("shape {shape:?} is not a square matrix"))),
-    };
-    let scores = match &array.data {
-        npy::NpyData::F32(values) => vertical_scores(values, n, &options)?,
-        npy::NpyData::F64(values) => vertical_scores_f64(values, n, &options)?,
-    };
+/// Scores of one `.npy` matrix: `column<TAB>score` lines or a JSON array.
+pub fn vertical_scores(args: VerticalScoresArgs) -> Result<()> {
+    let scores = vertical_scores_npy(&args.matrix, &args.vertical.options()?)?;
     if args.json {
-        return Ok(serde_json::to_string(&scores)?);
+        println!("{}", serde_json::to_string(&scores)?);
+        return Ok(());
     }
     let mut out = String::new();
     for (j, value) in scores.numpy_values().iter().enumerate() {
         out.push_str(&format!("{j}\t{}\n", serde_json::to_string(value)?));
     }
-    Ok(out)
+    println!("{out}");
+    Ok(())
 }
 
-/// `receiver-heads`: head selection over a cache model directory.
-pub fn receiver_heads_command(args: &ReceiverHeadsArgs) -> Result<String> {
+/// Head selection over a cache model directory: the top heads or JSON.
+pub fn receiver_heads(args: ReceiverHeadsArgs) -> Result<()> {
     let options = ReceiverOptions { top_k: args.top_k, vertical: args.vertical.options()? };
     let result = receiver_heads_from_cache_dir(&args.cache_model_dir, &options)?;
     if args.json {
-        return Ok(result.to_json());
+        println!("{}", result.to_json());
+        return Ok(());
     }
     let m = &result.mean_kurtosis;
     let mut out = format!("{} responses, {} layers × {} heads\ntop {} heads (layer, head, mean kurtosis):\n", result.responses.len(), m.layers, m.heads, result.top_k_heads.len());
     for &(l, h) in &result.top_k_heads {
         out.push_str(&format!("  {l:>3} {h:>3} {:.6}\n", m.get(l, h)));
     }
-    Ok(out)
-}
-
-/// `bench analysis`: timings as JSON.
-pub fn bench(command: &BenchCommand) -> Result<String> {
-    match command {
-        BenchCommand::Forward(args) => {
-            let report = crate::attention::bench::bench_forward(args)?;
-            Ok(if args.single.is_some() { report.to_string() } else { serde_json::to_string_pretty(&report)? })
-        }
-        BenchCommand::Analysis(args) => {
-            let report = bench_analysis(&BenchOptions {
-                tokens: args.tokens,
-                sentences: args.sentences,
-                heads: args.heads,
-                distinct: args.distinct,
-                seed: args.seed,
-                write_inputs: args.write_inputs.clone(),
-            })?;
-            Ok(serde_json::to_string_pretty(&report)?)
-        }
-    }
+    println!("{out}");
+    Ok(())
 }

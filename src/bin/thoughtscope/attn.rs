@@ -1,0 +1,90 @@
+//! `attn`: sentence attention of one problem directory into the cache.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use thoughtscope::attention::{cached_sentence_attention, AttnCache, BoundaryMode, CacheLayout, CacheOutcome, SentenceMode};
+use thoughtscope::model::Model;
+use thoughtscope::rollout::Rollout;
+use thoughtscope::{Error, Result};
+
+/// Cache layout on the command line: `native` or `thought-anchors` (upstream `<l>_<h>.npy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    Native,
+    #[value(name = "thought-anchors")]
+    ThoughtAnchors,
+}
+
+/// `thoughtscope attn`: sentence attention of one problem directory into the cache.
+#[derive(Debug, Args)]
+pub struct AttnArgs {
+    /// Rollout/problem directory (base_solution.json, chunks.json / chunks_labeled.json).
+    pub problem_dir: PathBuf,
+    /// GGUF file, HF model directory, cached hub id or registry name.
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    #[arg(long, value_enum, default_value_t = SentenceMode::FullCot)]
+    pub mode: SentenceMode,
+    #[arg(long, default_value = "attn_cache")]
+    pub cache_dir: PathBuf,
+    /// `thought-anchors` writes `DIR/<model>/<text_id>/<l>_<h>.npy` (float32) exactly as upstream.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Native)]
+    pub layout: LayoutArg,
+    /// Token boundaries: `prefix` (upstream parity) or `offsets` (corrected).
+    #[arg(long, value_enum, default_value_t = BoundaryMode::Prefix)]
+    pub boundaries: BoundaryMode,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// `cpu`, `cuda` or `cuda:N` (the `cuda` build feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Compute (or find in the cache) the sentence attention and print a line or a JSON summary.
+pub fn run(args: AttnArgs) -> Result<()> {
+    let rollout = Rollout::open(&args.problem_dir)?;
+    let sentences = rollout.sentences(args.mode)?;
+    if sentences.is_empty() {
+        return Err(Error::format(&args.problem_dir, "no sentences to analyse"));
+    }
+    let loaded = Model::load(&args.model, &thoughtscope::model::device(&args.device)?)?;
+    let layout = match args.layout {
+        LayoutArg::Native => CacheLayout::Native,
+        LayoutArg::ThoughtAnchors => CacheLayout::Upstream,
+    };
+    let started = Instant::now();
+    let cache = AttnCache::new(&args.cache_dir);
+    let (attention, outcome, dir) = cached_sentence_attention(&cache, &loaded, &sentences, args.boundaries, layout)?;
+    if args.json {
+        let summary = serde_json::json!({
+            "model": loaded.name,
+            "text_id": sentences.text_id(),
+            "n": attention.n(),
+            "layers": attention.layers(),
+            "heads": attention.heads(),
+            "cache": outcome.as_str(),
+            "dir": dir.display().to_string(),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{summary}");
+        return Ok(());
+    }
+    println!(
+        "{} {}: {} sentences × {} layers × {} heads → {} ({:.1} s)",
+        match outcome {
+            CacheOutcome::Hit => "cached",
+            CacheOutcome::Computed => "computed",
+            CacheOutcome::Upstream => "read from a thought-anchors cache (provenance unverified)",
+        },
+        sentences.text_id(),
+        attention.n(),
+        attention.layers(),
+        attention.heads(),
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! `bench analysis` and `bench forward`: timings as JSON.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use thoughtscope::analysis::bench::{bench_analysis, BenchOptions};
+use thoughtscope::attention::bench::{bench_forward, bench_forward_once, BenchForwardOptions};
+use thoughtscope::{Error, Result};
+
+/// `thoughtscope bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time sentence averaging and vertical scores on fixed random inputs.
+    Analysis(BenchAnalysisArgs),
+    /// Time one forward pass + all-heads sentence averaging on a real trace (peak RSS too).
+    Forward(BenchForwardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAnalysisArgs {
+    #[arg(long, default_value_t = 3000)]
+    pub tokens: usize,
+    #[arg(long, default_value_t = 150)]
+    pub sentences: usize,
+    /// Heads timed (layers × heads).
+    #[arg(long, default_value_t = 270)]
+    pub heads: usize,
+    /// Distinct attention matrices cycled through.
+    #[arg(long, default_value_t = 6)]
+    pub distinct: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write inputs, results and timings here for `scripts/bench_analysis_numpy.py`.
+    #[arg(long)]
+    pub write_inputs: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchForwardArgs {
+    /// Rollout/problem directory whose `base_solution.full_cot` is the text.
+    #[arg(long, default_value = "../shared/data/thought-anchors-traces/deepseek-r1-distill-qwen-14b/incorrect_base_solution/problem_4682")]
+    pub trace: PathBuf,
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// Target token counts (comma-separated); the text is cut at the last sentence that fits.
+    #[arg(long, value_delimiter = ',', default_value = "3000")]
+    pub tokens: Vec<usize>,
+    /// Write the exact inputs (text and sentences per size) here for the Python reference.
+    #[arg(long)]
+    pub export_inputs: Option<PathBuf>,
+    /// JSON printed by the Python reference on the same inputs; adds ratios.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Timed runs per size (each in a fresh process); the report gives the median and every run.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Internal: run one size in this process and print its JSON.
+    #[arg(long, hide = true)]
+    pub single: Option<usize>,
+}
+
+impl BenchForwardArgs {
+    fn options(&self) -> BenchForwardOptions {
+        BenchForwardOptions {
+            trace: self.trace.clone(),
+            model: self.model.clone(),
+            tokens: self.tokens.clone(),
+            export_inputs: self.export_inputs.clone(),
+            reference: self.reference.clone(),
+            repeat: self.repeat,
+        }
+    }
+}
+
+pub fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Forward(args) => {
+            let options = args.options();
+            if let Some(tokens) = args.single {
+                println!("{}", bench_forward_once(&options, tokens)?);
+                return Ok(());
+            }
+            let report = bench_forward(&options, &mut |tokens| run_child(&args, tokens))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        BenchCommand::Analysis(args) => {
+            let report = bench_analysis(&BenchOptions {
+                tokens: args.tokens,
+                sentences: args.sentences,
+                heads: args.heads,
+                distinct: args.distinct,
+                seed: args.seed,
+                write_inputs: args.write_inputs,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}
+
+/// One timed run in a child process of this binary (`--single`), so its peak RSS is its own.
+fn run_child(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value> {
+    let exe = std::env::current_exe().map_err(|e| Error::Other(format!("current executable: {e}")))?;
+    let out = std::process::Command::new(&exe)
+        .args(["bench", "forward", "--model", &args.model, "--single", &tokens.to_string(), "--trace"])
+        .arg(&args.trace)
+        .env("THOUGHTSCOPE_PROGRESS", "off")
+        .output()
+        .map_err(|e| Error::Other(format!("running {}: {e}", exe.display())))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!("bench run for {tokens} tokens failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

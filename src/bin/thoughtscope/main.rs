@@ -1,0 +1,79 @@
+//! The `thoughtscope` command line. Each subcommand's module holds its arguments and maps them to
+//! one library call's options, then prints what the call returns; errors are printed here, on one
+//! line.
+
+mod analysis;
+mod attn;
+mod bench;
+mod generate;
+mod notebook;
+mod report;
+mod va;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "thoughtscope", version, about = "Sentence-level attention and continuous-thought analysis of reasoning traces")]
+struct Cli {
+    /// No progress bars or progress lines (results and errors are still printed).
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Split a rollout's trace into sentences (full-cot: upstream's segmentation; chunks: chunks joined by "\n").
+    Segment(analysis::SegmentArgs),
+    /// Vertical scores of one N×N sentence-averaged matrix (.npy).
+    VerticalScores(analysis::VerticalScoresArgs),
+    /// Receiver heads (top-k mean kurtosis) over every cache entry of one model.
+    ReceiverHeads(analysis::ReceiverHeadsArgs),
+    /// Sentence-averaged attention of every layer × head for one problem directory, into the cache.
+    Attn(attn::AttnArgs),
+    /// Tagged-sentence (VA) attention analysis over a folder of rollouts: tables, figures, permutation p-values.
+    Va(va::VaArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Sample rollouts of each problem with a model and write them in the thought-anchors layout.
+    Generate(generate::GenerateArgs),
+    /// CODI continuous-thought experiments: make-model, dataset, ablate, attention, analyze, run-all.
+    #[command(subcommand)]
+    Codi(thoughtscope::codi::cli::CodiCommand),
+    /// Notebooks: `notebook run <nb.ipynb>` executes one headlessly into an offline HTML report.
+    #[command(subcommand)]
+    Notebook(notebook::NotebookCommand),
+    /// Reports: `report index <dir>` writes <dir>/index.html linking every report below it.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
+}
+
+fn main() -> ExitCode {
+    thoughtscope::model::reuse_freed_memory();
+    let cli = Cli::parse();
+    thoughtscope::notebook::set_quiet(cli.quiet);
+    let result = match cli.command {
+        Command::Segment(args) => analysis::segment(args),
+        Command::VerticalScores(args) => analysis::vertical_scores(args),
+        Command::ReceiverHeads(args) => analysis::receiver_heads(args),
+        Command::Attn(args) => attn::run(args),
+        Command::Va(args) => va::run(args),
+        Command::Bench(command) => bench::run(command),
+        Command::Generate(args) => generate::run(args),
+        Command::Codi(command) => thoughtscope::codi::cli::run(command),
+        Command::Notebook(command) => notebook::run(command),
+        Command::Report(command) => report::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the error names the file and the problem.
+            eprintln!("error: {}", error.to_string().replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
