@@ -142,3 +142,18 @@ fn bad_inputs_fail_with_one_line_naming_the_file() {
     std::fs::create_dir(&empty).unwrap();
     assert_fails(&run(&["receiver-heads", empty.to_str().unwrap(), "--json"]), &["empty_model", "no cache entries"]);
 }
+
+#[test]
+fn every_model_command_refuses_an_unknown_device_in_one_line() {
+    let commands: [&[&str]; 4] = [
+        &["attn", "no/such/problem"],
+        &["va", "--root", "no/such/rollouts"],
+        &["generate", "--problems", "no/such.json", "--model", "smollm2-135m", "--out", "no/such/out"],
+        &["bench", "forward"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.extend(["--device", "gpu"]);
+        assert_fails(&run(&args), &["unknown device `gpu`", "cuda:N"]);
+    }
+}

@@ -9,11 +9,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::{sentence_attention, BoundaryMode, Sentences, TokenBounds};
+use candle_core::Device;
+
 use crate::model::{Loaded, Model};
 use crate::{Error, Result};
 
 /// Settings of [`bench_forward`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BenchForwardOptions {
     /// Rollout/problem directory whose `base_solution.full_cot` is the text.
     pub trace: PathBuf,
@@ -26,6 +28,8 @@ pub struct BenchForwardOptions {
     pub reference: Option<PathBuf>,
     /// Timed runs per size; the report gives the median and every run.
     pub repeat: usize,
+    /// Where the forward pass runs (the exported inputs are tokenised on the CPU).
+    pub device: Device,
 }
 
 /// The trace's `full_cot` cut after the last sentence that keeps it within `tokens` tokens, and
@@ -69,7 +73,7 @@ fn full_cot(trace: &std::path::Path) -> Result<String> {
 /// Its `peak_rss_mib` is this process's, so [`bench_forward`] runs each in a fresh process.
 pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Result<serde_json::Value> {
     let load_start = Instant::now();
-    let loaded = Model::load(&options.model, &candle_core::Device::Cpu)?;
+    let loaded = Model::load(&options.model, &options.device)?;
     let load_s = load_start.elapsed().as_secs_f64();
     let sentences = bench_input(&loaded, &full_cot(&options.trace)?, tokens)?;
     let start = Instant::now();
@@ -145,7 +149,7 @@ pub fn bench_forward(
     run_once: &mut dyn FnMut(usize) -> Result<serde_json::Value>,
 ) -> Result<serde_json::Value> {
     if let Some(path) = &options.export_inputs {
-        let loaded = Model::load(&options.model, &candle_core::Device::Cpu)?;
+        let loaded = Model::load(&options.model, &Device::Cpu)?;
         let cot = full_cot(&options.trace)?;
         let mut inputs = Vec::new();
         for &t in &options.tokens {

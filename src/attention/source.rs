@@ -15,6 +15,8 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::Device;
+
 use super::cache::read_upstream_head;
 use super::{cached_sentence_attention, AttnCache, BoundaryMode, CacheLayout, CacheOutcome, SentenceAttention, Sentences};
 use crate::model::{registry, Loaded, Model};
@@ -43,6 +45,8 @@ pub struct AttentionSource {
     cache: AttnCache,
     boundary_mode: BoundaryMode,
     layout: CacheLayout,
+    /// Where the model is loaded on the first cache miss.
+    device: Device,
     loaded: Option<Loaded>,
     current: Option<Current>,
     forward_passes: usize,
@@ -62,7 +66,8 @@ impl std::fmt::Debug for AttentionSource {
 
 impl AttentionSource {
     /// A source for model `model` (registry name, GGUF file, HF directory or hub id; loaded on the
-    /// first cache miss, on the CPU) over the cache root `cache_dir`.
+    /// first cache miss, on the CPU unless [`on_device`](Self::on_device) names another device)
+    /// over the cache root `cache_dir`.
     pub fn new(model: &str, cache_dir: impl Into<PathBuf>, boundary_mode: BoundaryMode) -> Self {
         AttentionSource {
             model_spec: model.to_string(),
@@ -70,6 +75,7 @@ impl AttentionSource {
             cache: AttnCache::new(cache_dir),
             boundary_mode,
             layout: CacheLayout::Native,
+            device: Device::Cpu,
             loaded: None,
             current: None,
             forward_passes: 0,
@@ -87,6 +93,12 @@ impl AttentionSource {
     /// Write new entries in `layout` (default [`CacheLayout::Native`]).
     pub fn with_layout(mut self, layout: CacheLayout) -> Self {
         self.layout = layout;
+        self
+    }
+
+    /// Load the model on `device` on the first cache miss (default the CPU).
+    pub fn on_device(mut self, device: Device) -> Self {
+        self.device = device;
         self
     }
 
@@ -112,7 +124,7 @@ impl AttentionSource {
     /// The loaded model, loading it now if needed.
     pub fn loaded(&mut self) -> Result<&Loaded> {
         if self.loaded.is_none() {
-            let loaded = Model::load(&self.model_spec, &candle_core::Device::Cpu)?;
+            let loaded = Model::load(&self.model_spec, &self.device)?;
             if loaded.name != self.model_name {
                 return Err(Error::invalid(format!(
                     "model `{}` loaded as `{}` but its cache directory was taken to be `{}`",

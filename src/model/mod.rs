@@ -174,24 +174,39 @@ fn load_path(path: &Path, name: &str, entry: Option<&RegistryEntry>, device: &De
     })
 }
 
-/// The device named on a command line: `cpu` (default), `cuda` or `cuda:N` (needs the `cuda`
-/// cargo feature, which passes through to candle).
-pub fn device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal: usize = s
-                .strip_prefix("cuda:")
-                .unwrap_or("0")
-                .parse()
-                .map_err(|_| Error::invalid(format!("bad device `{s}`")))?;
-            if !cfg!(feature = "cuda") {
-                return Err(Error::invalid(format!("device `{s}` needs thoughtscope built with `--features cuda`")));
-            }
-            Ok(Device::new_cuda(ordinal)?)
+/// The device named on a command line: `cpu`, `cuda` / `cuda:N` or `metal` / `metal:N` (`N`
+/// the device number, 0 without one). A GPU needs candle's backend compiled in: thoughtscope's
+/// `cuda` feature passes through to candle; Metal has no feature here yet, so it is always
+/// refused. Unknown names and missing backends are errors naming the device.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let (kind, number) = match spec.split_once(':') {
+        Some((kind, number)) => (kind, Some(number)),
+        None => (spec, None),
+    };
+    let ordinal = match number {
+        None => 0,
+        Some(n) => n.parse::<usize>().map_err(|_| {
+            Error::invalid(format!("device `{spec}`: `{n}` is not a device number (e.g. {kind}:0)"))
+        })?,
+    };
+    let opened = match kind {
+        "cpu" if number.is_none() => return Ok(Device::Cpu),
+        "cuda" if !candle_core::utils::cuda_is_available() => {
+            return Err(Error::invalid(format!("device `{spec}`: this thoughtscope is built without CUDA (rebuild with `--features cuda`)")))
         }
-        other => Err(Error::invalid(format!("unknown device `{other}` (cpu, cuda, cuda:N)"))),
-    }
+        "metal" if !candle_core::utils::metal_is_available() => {
+            return Err(Error::invalid(format!("device `{spec}`: this thoughtscope is built without Metal (candle's `metal` backend)")))
+        }
+        "cuda" => Device::new_cuda(ordinal),
+        "metal" => Device::new_metal(ordinal),
+        _ => return Err(Error::invalid(format!("unknown device `{spec}` (cpu, cuda, cuda:N, metal or metal:N)"))),
+    };
+    opened.map_err(|e| Error::invalid(format!("device `{spec}`: {e}")))
+}
+
+/// [`parse_device`] under its old name, which the codi CLI and notebook still call.
+pub fn device(spec: &str) -> Result<Device> {
+    parse_device(spec)
 }
 
 /// Ask glibc's allocator to keep freed memory for reuse instead of returning it to the kernel.
@@ -208,5 +223,31 @@ pub fn reuse_freed_memory() {
         // 32 MiB is the largest threshold glibc accepts on 64-bit; bigger blocks are still mapped.
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_device_names_cpu_and_refuses_unknown_names() {
+        assert!(matches!(parse_device("cpu"), Ok(Device::Cpu)));
+        for bad in ["gpu", "cpu:0", "", "CUDA"] {
+            let err = parse_device(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{bad}`")) && err.contains("cuda:N"), "{err}");
+        }
+        let err = parse_device("cuda:x").unwrap_err().to_string();
+        assert!(err.contains("`x` is not a device number"), "{err}");
+    }
+
+    #[test]
+    fn parse_device_refuses_backends_not_compiled_in() {
+        if !cfg!(feature = "cuda") {
+            let err = parse_device("cuda:1").unwrap_err().to_string();
+            assert!(err.contains("`cuda:1`") && err.contains("--features cuda"), "{err}");
+        }
+        let err = parse_device("metal").unwrap_err().to_string();
+        assert!(err.contains("`metal`") && err.contains("without Metal"), "{err}");
     }
 }

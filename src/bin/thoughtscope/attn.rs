@@ -9,6 +9,8 @@ use thoughtscope::model::Model;
 use thoughtscope::rollout::Rollout;
 use thoughtscope::{Error, Result};
 
+use crate::DeviceArg;
+
 /// Cache layout on the command line: `native` or `thought-anchors` (upstream `<l>_<h>.npy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LayoutArg {
@@ -38,19 +40,19 @@ pub struct AttnArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
-    /// `cpu`, `cuda` or `cuda:N` (the `cuda` build feature).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 /// Compute (or find in the cache) the sentence attention and print a line or a JSON summary.
 pub fn run(args: AttnArgs) -> Result<()> {
+    let device = args.device.device()?;
     let rollout = Rollout::open(&args.problem_dir)?;
     let sentences = rollout.sentences(args.mode)?;
     if sentences.is_empty() {
         return Err(Error::format(&args.problem_dir, "no sentences to analyse"));
     }
-    let loaded = Model::load(&args.model, &thoughtscope::model::device(&args.device)?)?;
+    let loaded = Model::load(&args.model, &device)?;
     let layout = match args.layout {
         LayoutArg::Native => CacheLayout::Native,
         LayoutArg::ThoughtAnchors => CacheLayout::Upstream,

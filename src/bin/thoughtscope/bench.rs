@@ -7,6 +7,8 @@ use thoughtscope::analysis::bench::{bench_analysis, BenchOptions};
 use thoughtscope::attention::bench::{bench_forward, bench_forward_once, BenchForwardOptions};
 use thoughtscope::{Error, Result};
 
+use crate::DeviceArg;
+
 /// `thoughtscope bench ...`
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -57,25 +59,28 @@ pub struct BenchForwardArgs {
     /// Internal: run one size in this process and print its JSON.
     #[arg(long, hide = true)]
     pub single: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 impl BenchForwardArgs {
-    fn options(&self) -> BenchForwardOptions {
-        BenchForwardOptions {
+    fn options(&self) -> Result<BenchForwardOptions> {
+        Ok(BenchForwardOptions {
             trace: self.trace.clone(),
             model: self.model.clone(),
             tokens: self.tokens.clone(),
             export_inputs: self.export_inputs.clone(),
             reference: self.reference.clone(),
             repeat: self.repeat,
-        }
+            device: self.device.device()?,
+        })
     }
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Forward(args) => {
-            let options = args.options();
+            let options = args.options()?;
             if let Some(tokens) = args.single {
                 println!("{}", bench_forward_once(&options, tokens)?);
                 return Ok(());
@@ -102,7 +107,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
 fn run_child(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value> {
     let exe = std::env::current_exe().map_err(|e| Error::Other(format!("current executable: {e}")))?;
     let out = std::process::Command::new(&exe)
-        .args(["bench", "forward", "--model", &args.model, "--single", &tokens.to_string(), "--trace"])
+        .args(["bench", "forward", "--model", &args.model, "--device", &args.device.device])
+        .args(["--single", &tokens.to_string(), "--trace"])
         .arg(&args.trace)
         .env("THOUGHTSCOPE_PROGRESS", "off")
         .output()

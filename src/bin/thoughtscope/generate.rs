@@ -10,6 +10,8 @@ use thoughtscope::rollout::labeller::{Labeller, LlmConfig, LlmLabeller};
 use thoughtscope::rollout::tagger::{RuleTagger, VA_TAG};
 use thoughtscope::{Error, Result};
 
+use crate::DeviceArg;
+
 /// `thoughtscope generate`: sample rollouts of every problem in a problems file.
 #[derive(Debug, Clone, Args)]
 pub struct GenerateArgs {
@@ -84,10 +86,13 @@ pub struct GenerateArgs {
     /// LLM labeller: do not send response_format json_object.
     #[arg(long)]
     pub llm_no_json_mode: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
-/// Generate on the CPU with a progress bar on stderr; print one line per rollout, then a total.
+/// Generate with a progress bar on stderr; print one line per rollout, then a total.
 pub fn run(args: GenerateArgs) -> Result<()> {
+    let device = args.device.device()?;
     let problems = read_problems(&args.problems)?;
     let system_prompt = match (&args.system, &args.system_file) {
         (Some(text), _) => Some(text.clone()),
@@ -122,7 +127,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         })),
         _ => Box::new(RuleTagger::default()),
     };
-    let loaded = Model::load(&args.model, &candle_core::Device::Cpu)?;
+    let loaded = Model::load(&args.model, &device)?;
     let bar = progress((problems.len() * config.samples) as u64, "rollouts");
     let made = generate_rollouts(&loaded, &args.model, &problems, &config, labeller.as_ref(), &args.out, &mut |r| {
         bar.set_message(format!("{} {} chunks", r.dir.display(), r.chunks));

@@ -12,7 +12,7 @@ mod va;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "thoughtscope", version, about = "Sentence-level attention and continuous-thought analysis of reasoning traces")]
@@ -50,6 +50,20 @@ enum Command {
     /// Reports: `report index <dir>` writes <dir>/index.html linking every report below it.
     #[command(subcommand)]
     Report(report::ReportCommand),
+}
+
+/// `--device`, flattened into every command that runs a model.
+#[derive(Debug, Clone, Args)]
+struct DeviceArg {
+    /// `cpu`, `cuda`, `cuda:N` or `metal` (a GPU needs its backend built in: `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+impl DeviceArg {
+    fn device(&self) -> thoughtscope::Result<candle_core::Device> {
+        thoughtscope::model::parse_device(&self.device)
+    }
 }
 
 fn main() -> ExitCode {

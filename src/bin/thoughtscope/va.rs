@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use thoughtscope::analysis::va::{run_va, HeadRule, LayerAggregate, VaConfig, VA_TAG};
+use thoughtscope::analysis::va::{run_va_with_source, HeadRule, LayerAggregate, VaConfig, VA_TAG};
 use thoughtscope::attention::{BoundaryMode, SentenceMode};
 use thoughtscope::scores::ScoreType;
 use thoughtscope::Result;
+
+use crate::DeviceArg;
 
 /// `thoughtscope va`: the VA pipeline from the command line (defaults as the seed's config).
 #[derive(Debug, Args)]
@@ -66,6 +68,9 @@ pub struct VaArgs {
     /// HTML figures only (no PNG through Chromium).
     #[arg(long)]
     pub html_only: bool,
+    /// Where the model runs on a cache miss.
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 impl VaArgs {
@@ -99,7 +104,8 @@ impl VaArgs {
 
 /// Run the pipeline; print the headline, every rollout not analysed and the notes.
 pub fn run(args: VaArgs) -> Result<()> {
-    let result = run_va(&args.config())?;
+    let config = args.config();
+    let result = run_va_with_source(&config, config.attention_source().on_device(args.device.device()?))?;
     let mut lines = vec![result.headline()];
     for s in &result.summary {
         if s.status != "ok" {
