@@ -47,6 +47,7 @@ pub enum CacheLayout {
     #[default]
     Native,
     /// Upstream's `<l>_<h>.npy` files.
+    #[value(name = "thought-anchors")]
     Upstream,
 }
 

@@ -11,14 +11,6 @@ use thoughtscope::{Error, Result};
 
 use crate::DeviceArg;
 
-/// Cache layout on the command line: `native` or `thought-anchors` (upstream `<l>_<h>.npy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LayoutArg {
-    Native,
-    #[value(name = "thought-anchors")]
-    ThoughtAnchors,
-}
-
 /// `thoughtscope attn`: sentence attention of one problem directory into the cache.
 #[derive(Debug, Args)]
 pub struct AttnArgs {
@@ -32,8 +24,8 @@ pub struct AttnArgs {
     #[arg(long, default_value = "attn_cache")]
     pub cache_dir: PathBuf,
     /// `thought-anchors` writes `DIR/<model>/<text_id>/<l>_<h>.npy` (float32) exactly as upstream.
-    #[arg(long, value_enum, default_value_t = LayoutArg::Native)]
-    pub layout: LayoutArg,
+    #[arg(long, value_enum, default_value_t = CacheLayout::Native)]
+    pub layout: CacheLayout,
     /// Token boundaries: `prefix` (upstream parity) or `offsets` (corrected).
     #[arg(long, value_enum, default_value_t = BoundaryMode::Prefix)]
     pub boundaries: BoundaryMode,
@@ -53,13 +45,9 @@ pub fn run(args: AttnArgs) -> Result<()> {
         return Err(Error::format(&args.problem_dir, "no sentences to analyse"));
     }
     let loaded = Model::load(&args.model, &device)?;
-    let layout = match args.layout {
-        LayoutArg::Native => CacheLayout::Native,
-        LayoutArg::ThoughtAnchors => CacheLayout::Upstream,
-    };
     let started = Instant::now();
     let cache = AttnCache::new(&args.cache_dir);
-    let (attention, outcome, dir) = cached_sentence_attention(&cache, &loaded, &sentences, args.boundaries, layout)?;
+    let (attention, outcome, dir) = cached_sentence_attention(&cache, &loaded, &sentences, args.boundaries, args.layout)?;
     if args.json {
         let summary = serde_json::json!({
             "model": loaded.name,
