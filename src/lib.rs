@@ -3,7 +3,7 @@
 //!
 //! Module map (see `../shared/design.md`):
 //! - [`model`]: configs, weights (safetensors, hf-hub cache, GGUF), tokenizers, the decoder with
-//!   TransformerLens-named hook points, generation.
+//!   TransformerLens-named hook points and the attention sink it streams to, generation.
 //! - [`attention`]: sentence segmentation, token boundaries, sentence averaging, the cache.
 //! - [`scores`]: vertical scores, kurtosis, receiver heads.
 //! - [`rollout`]: the thought-anchors rollout directory layout, tag masks, taggers, generation.

@@ -1,7 +1,9 @@
 //! Analyses over sentence attention: the VA analysis of the VA seed notebook
 //! ([`va`] steps and pipeline, [`tag_stats`] per-head statistics, [`va_report`] tables, figures
-//! and files) and the averaging / vertical-score benchmark ([`bench`]).
+//! and files), the averaging / vertical-score benchmark ([`bench`](mod@bench)) and the
+//! forward-pass benchmark on a real trace ([`bench_forward`]).
 pub mod bench;
+pub mod bench_forward;
 pub mod tag_stats;
 pub mod va;
 pub mod va_report;

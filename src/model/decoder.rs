@@ -7,7 +7,7 @@
 //! [`Hooks`] value, and it returns logits and final-norm hidden states for every position.
 //!
 //! Attention is computed in query blocks: each block's probabilities are handed to the hooks'
-//! [`AttentionSink`](crate::attention::AttentionSink) and dropped, so peak memory is
+//! [`AttentionSink`](super::AttentionSink) and dropped, so peak memory is
 //! `O(heads × block × T)` instead of `O(layers × heads × T²)`; the numbers are the same as the
 //! full computation because softmax is per row.
 
@@ -19,7 +19,7 @@ use candle_nn::Linear;
 use super::config::{Architecture, Config};
 use super::hooks::{HookPoint, Hooks};
 use super::sgemm::{self, MatRef, PackedB};
-use crate::attention::AttentionBlock;
+use super::AttentionBlock;
 use crate::{Error, Result};
 
 /// Input of a forward call: token ids, or input embeddings `[B, L, d]` (CODI feeds projected

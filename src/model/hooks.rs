@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use candle_core::{DType, Tensor};
 
-use crate::attention::AttentionSink;
+use super::AttentionSink;
 use crate::{Error, Result};
 
 /// A named activation site, spelled as in TransformerLens.
@@ -114,7 +114,7 @@ pub trait Hooks {
     /// Observe `value`; return `Some(new)` to replace it (same shape).
     fn on(&mut self, point: &HookPoint, value: &Tensor) -> Result<Option<Tensor>>;
     /// A sink that receives attention probabilities block by block (see
-    /// [`crate::attention::AttentionSink`]); `None` (default) skips producing them.
+    /// [`AttentionSink`]); `None` (default) skips producing them.
     fn attention_sink(&mut self) -> Option<&mut dyn AttentionSink> {
         None
     }

@@ -16,6 +16,7 @@ mod generate;
 mod hooks;
 pub mod registry;
 pub mod sgemm;
+mod sink;
 mod tokenizer;
 pub mod weights;
 
@@ -28,6 +29,7 @@ pub use decoder::{last_logits, ForwardOutput, Input, KvCache, Logits, Model};
 pub use generate::{generate, GenerateOptions, Generation};
 pub use hooks::{apply_intervention, HookPoint, HookSet, Hooks, Intervention, NoHooks, SinkHooks};
 pub use registry::RegistryEntry;
+pub use sink::{AttentionBlock, AttentionSink, FullAttentionCapture};
 pub use tokenizer::{ChatMessage, Tokenizer};
 
 use crate::{Error, Result};

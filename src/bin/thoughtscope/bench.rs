@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use thoughtscope::analysis::bench::{bench_analysis, BenchOptions};
-use thoughtscope::attention::bench::{bench_forward, bench_forward_once, BenchForwardOptions};
+use thoughtscope::analysis::bench_forward::{bench_forward, bench_forward_once, BenchForwardOptions};
 use thoughtscope::{Error, Result};
 
 use crate::DeviceArg;

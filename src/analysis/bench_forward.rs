@@ -3,15 +3,17 @@
 //! Python reference (`scripts/bench_forward_reference.py`: HF transformers eager with
 //! `output_attentions` + numpy block means the upstream way) on the same input.
 //!
-//! Each size runs in its own child process so its peak RSS (`VmHWM`) is its own.
+//! Each timed run should have a process to itself so its peak RSS (`VmHWM`) is its own: the
+//! binary runs [`bench_forward_once`] in a child process for every run [`bench_forward`] asks for.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{sentence_attention, BoundaryMode, Sentences, TokenBounds};
 use candle_core::Device;
 
+use crate::attention::{sentence_attention, BoundaryMode, Sentences, TokenBounds};
 use crate::model::{Loaded, Model};
+use crate::rollout::Rollout;
 use crate::{Error, Result};
 
 /// Settings of [`bench_forward`].
@@ -65,7 +67,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 fn full_cot(trace: &std::path::Path) -> Result<String> {
-    let rollout = crate::rollout::Rollout::open(trace)?;
+    let rollout = Rollout::open(trace)?;
     Ok(rollout.full_cot)
 }
 

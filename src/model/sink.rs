@@ -1,0 +1,107 @@
+//! The stream of attention probabilities out of a forward pass: [`AttentionBlock`]s handed to an
+//! [`AttentionSink`] per layer and query block (so nothing has to hold `layers × heads × T²`),
+//! and [`FullAttentionCapture`], a sink that reassembles the full matrices of a short input.
+//! Analyses implement the trait (e.g. `attention::SentenceAverager`); `attention` re-exports
+//! all three.
+
+use crate::{Error, Result};
+
+/// One block of attention probabilities handed from the model runtime to a sink.
+///
+/// `probs` is row-major `[heads, rows, kv_len]`: entry `(h, r, k)` is the probability that query
+/// position `q_start + r` of head `h` puts on key position `k`. Masked (future) keys are exactly 0.
+/// Because attention is causal, the runtime may cut a block's columns at the last key any of its
+/// rows can see: `kv_len <= total_keys`, and every column `k >= kv_len` is 0 for all rows.
+/// Positions are absolute (a KV-cached prefix counts).
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionBlock<'a> {
+    pub layer: usize,
+    pub q_start: usize,
+    pub heads: usize,
+    pub rows: usize,
+    pub kv_len: usize,
+    /// Number of keys in the whole sequence (the full attention matrix is `total_keys` wide).
+    pub total_keys: usize,
+    pub probs: &'a [f32],
+}
+
+impl AttentionBlock<'_> {
+    /// Probabilities of one query row of one head, length `kv_len`.
+    pub fn row(&self, head: usize, row: usize) -> &[f32] {
+        let start = (head * self.rows + row) * self.kv_len;
+        &self.probs[start..start + self.kv_len]
+    }
+}
+
+/// Consumer of attention probabilities, called by the model for every layer and query block, in
+/// order of increasing layer and then increasing `q_start`. Lets an analysis reduce attention as it
+/// is produced, so nothing holds `layers × heads × T²`.
+pub trait AttentionSink {
+    /// Whether this sink wants the probabilities of `layer` at all (skipping saves the work).
+    fn wants_layer(&self, layer: usize) -> bool {
+        let _ = layer;
+        true
+    }
+    /// Consume one block. Errors abort the forward pass.
+    fn consume(&mut self, block: AttentionBlock<'_>) -> Result<()>;
+}
+
+/// A sink that reassembles each layer's full `[heads, T, T]` probabilities from the streamed
+/// blocks: for small inputs and for checking the streamed path (memory is `layers × heads × T²`).
+/// Query rows are absolute positions, so with a KV-cached prefix only the new rows are filled.
+#[derive(Debug, Default)]
+pub struct FullAttentionCapture {
+    layers: Vec<Vec<f32>>,
+    heads: usize,
+    keys: usize,
+    blocks: usize,
+}
+
+impl FullAttentionCapture {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Layer `l` as row-major `[heads, T, T]`, if the forward pass reached it.
+    pub fn layer(&self, l: usize) -> Option<&[f32]> {
+        self.layers.get(l).filter(|v| !v.is_empty()).map(Vec::as_slice)
+    }
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+    /// `T`, the number of keys.
+    pub fn keys(&self) -> usize {
+        self.keys
+    }
+    /// Number of blocks received so far.
+    pub fn blocks(&self) -> usize {
+        self.blocks
+    }
+}
+
+impl AttentionSink for FullAttentionCapture {
+    fn consume(&mut self, b: AttentionBlock<'_>) -> Result<()> {
+        if self.blocks > 0 && (b.heads, b.total_keys) != (self.heads, self.keys) {
+            return Err(Error::invalid(format!(
+                "FullAttentionCapture: block of {} heads × {} keys after blocks of {} × {} (one capture per forward call)",
+                b.heads, b.total_keys, self.heads, self.keys
+            )));
+        }
+        (self.heads, self.keys) = (b.heads, b.total_keys);
+        self.blocks += 1;
+        if self.layers.len() <= b.layer {
+            self.layers.resize(b.layer + 1, Vec::new());
+        }
+        let t = self.keys;
+        let layer = &mut self.layers[b.layer];
+        if layer.is_empty() {
+            layer.resize(b.heads * t * t, 0.0);
+        }
+        for h in 0..b.heads {
+            for r in 0..b.rows {
+                let dst = (h * t + b.q_start + r) * t;
+                layer[dst..dst + b.kv_len].copy_from_slice(b.row(h, r));
+            }
+        }
+        Ok(())
+    }
+}
