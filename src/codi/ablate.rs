@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::dataset::{write_json_atomic, Problem};
 use super::latent::{decode_greedy_batch, gold_logprob, run_from_prompt, run_prompt, LoopOptions, LoopState, Phase, PhaseHooks, LATENT_STEPS};
 use super::model::CodiModel;
-use super::progress::{progress_bar, RunMeta};
+use super::progress::RunMeta;
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
@@ -329,7 +329,7 @@ pub fn run_ablation(codi: &CodiModel, problems: &[Problem], options: &AblationOp
     // Records with errors are redone; finished ones are kept.
     done.retain(|r| r.error.is_none());
 
-    let bar = progress_bar(problems.len() as u64, "ablate");
+    let bar = crate::progress::progress(problems.len() as u64, "ablate");
     let mut computed = 0;
     let mut failed = 0;
     let mut records = Vec::with_capacity(problems.len());
@@ -344,7 +344,7 @@ pub fn run_ablation(codi: &CodiModel, problems: &[Problem], options: &AblationOp
             Ok(record) => record,
             Err(e) => {
                 failed += 1;
-                bar.suspend(|| eprintln!("warning: ablation of {} failed: {e}", problem.id));
+                bar.println(format!("warning: ablation of {} failed: {e}", problem.id));
                 AblationRecord {
                     problem_id: problem.id.clone(),
                     difficulty: problem.difficulty.clone(),
@@ -365,7 +365,7 @@ pub fn run_ablation(codi: &CodiModel, problems: &[Problem], options: &AblationOp
         write_json_atomic(out, &all)?;
         bar.inc(1);
     }
-    bar.finish_and_clear();
+    bar.finish();
     records.extend(done);
     write_json_atomic(out, &records)?;
     Ok(AblationSummary { records, computed, failed })

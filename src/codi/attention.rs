@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::dataset::{write_json_atomic, Problem};
 use super::latent::{run_to_eot, Layout, LoopOptions, Phase, PhaseHooks};
 use super::model::CodiModel;
-use super::progress::{progress_bar, read_json_relaxed, RunMeta};
+use super::progress::{read_json_relaxed, RunMeta};
 use super::stats::indexed::OrderedMap;
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
@@ -200,7 +200,7 @@ pub fn run_attention(codi: &CodiModel, problems: &[Problem], options: &Attention
     let mut done: Vec<AttentionRecord> = if out.is_file() { read_attention(out)? } else { Vec::new() };
     done.retain(|r| r.error.is_none());
 
-    let bar = progress_bar(problems.len() as u64, "attention");
+    let bar = crate::progress::progress(problems.len() as u64, "attention");
     let mut records = Vec::with_capacity(problems.len());
     for problem in problems {
         if let Some(i) = done.iter().position(|r| r.problem_id == problem.id) {
@@ -210,7 +210,7 @@ pub fn run_attention(codi: &CodiModel, problems: &[Problem], options: &Attention
         }
         bar.set_message(problem.id.clone());
         let record = attention_for_problem(codi, problem, options).unwrap_or_else(|e| {
-            bar.suspend(|| eprintln!("warning: attention of {} failed: {e}", problem.id));
+            bar.println(format!("warning: attention of {} failed: {e}", problem.id));
             AttentionRecord {
                 problem_id: problem.id.clone(),
                 difficulty: problem.difficulty.clone(),
@@ -227,7 +227,7 @@ pub fn run_attention(codi: &CodiModel, problems: &[Problem], options: &Attention
         write_json_atomic(out, &all)?;
         bar.inc(1);
     }
-    bar.finish_and_clear();
+    bar.finish();
     records.extend(done);
     write_json_atomic(out, &records)?;
     Ok(records)

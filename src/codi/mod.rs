@@ -27,7 +27,6 @@ pub mod analyze;
 pub mod answer;
 pub mod attention;
 pub mod checkpoint;
-pub mod cli;
 pub mod compose;
 pub mod dataset;
 pub mod decompose;

@@ -17,7 +17,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::ablate::meta_path;
 use super::dataset::{write_atomic, write_json_atomic, Problem};
 use super::model::CodiModel;
-use super::progress::{progress_bar, read_json_relaxed, RunMeta};
+use super::progress::{read_json_relaxed, RunMeta};
 use crate::plot::{self, Figure, SaveFormat};
 use crate::{Error, Result};
 
@@ -128,7 +128,7 @@ pub fn run_resumable<R: ProblemRecord>(
     let mut done: Vec<R> = if out.is_file() { read_json_relaxed(out)? } else { Vec::new() };
     done.retain(|r| r.error().is_none());
 
-    let bar = progress_bar(problems.len() as u64, step);
+    let bar = crate::progress::progress(problems.len() as u64, step);
     let mut records: Vec<R> = Vec::with_capacity(problems.len());
     for problem in problems {
         if let Some(i) = done.iter().position(|r| r.problem_id() == problem.id) {
@@ -138,7 +138,7 @@ pub fn run_resumable<R: ProblemRecord>(
         }
         bar.set_message(problem.id.clone());
         let record = compute(problem).unwrap_or_else(|e| {
-            bar.suspend(|| eprintln!("warning: {step} of {} failed: {e}", problem.id));
+            bar.println(format!("warning: {step} of {} failed: {e}", problem.id));
             R::failed(problem, e.to_string())
         });
         records.push(record);
@@ -147,7 +147,7 @@ pub fn run_resumable<R: ProblemRecord>(
         write_records(out, &all, style)?;
         bar.inc(1);
     }
-    bar.finish_and_clear();
+    bar.finish();
     records.extend(done);
     write_records(out, &records, style)?;
     Ok(records)

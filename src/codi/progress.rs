@@ -1,10 +1,9 @@
 //! Shared plumbing of the CODI steps: the settings sidecar that makes resumed runs safe (a rerun
-//! with other settings or other weights is refused, naming the field), the progress bar (stderr),
-//! and reading JSON that Python wrote (bare `NaN`).
+//! with other settings or other weights is refused, naming the field) and reading JSON that Python
+//! wrote (bare `NaN`). Progress goes through the crate's one reporter ([`crate::progress`]).
 
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::model::CodiModel;
@@ -89,17 +88,6 @@ fn first_difference(prefix: &str, a: &serde_json::Value, b: &serde_json::Value) 
         _ if a == b => None,
         _ => Some((prefix.to_owned(), a.to_string(), b.to_string())),
     }
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-pub fn progress_bar(len: u64, label: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(label.to_owned());
-    bar
 }
 
 /// Read JSON written by Python (bare `NaN`/`Infinity` become `null`), naming the file on error.

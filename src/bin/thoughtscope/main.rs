@@ -5,6 +5,7 @@
 mod analysis;
 mod attn;
 mod bench;
+mod codi;
 mod generate;
 mod notebook;
 mod report;
@@ -43,7 +44,7 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// CODI continuous-thought experiments: make-model, dataset, ablate, attention, analyze, run-all.
     #[command(subcommand)]
-    Codi(thoughtscope::codi::cli::CodiCommand),
+    Codi(codi::CodiCommand),
     /// Notebooks: `notebook run <nb.ipynb>` executes one headlessly into an offline HTML report.
     #[command(subcommand)]
     Notebook(notebook::NotebookCommand),
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
         Command::Va(args) => va::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Generate(args) => generate::run(args),
-        Command::Codi(command) => thoughtscope::codi::cli::run(command),
+        Command::Codi(command) => codi::run(command),
         Command::Notebook(command) => notebook::run(command),
         Command::Report(command) => report::run(command),
     };

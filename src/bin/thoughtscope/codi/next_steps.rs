@@ -8,17 +8,17 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{ExperimentArgs, LoopArgs};
-use crate::codi::pipeline::Variant;
-use crate::codi::ablate::{AblationMode, AblationOptions};
-use crate::codi::analyze::ImportanceRule;
-use crate::codi::attention::scale_layers;
-use crate::codi::compose;
-use crate::codi::decompose::{self, DecomposeAnalysisOptions, DecomposeOptions};
-use crate::codi::model::CodiModel;
-use crate::codi::next_steps;
-use crate::codi::pipeline::QUICK_MAX_NEW_TOKENS;
-use crate::codi::routing::{self, RoutingAnalysisOptions, RoutingOptions};
-use crate::Result;
+use thoughtscope::codi::pipeline::Variant;
+use thoughtscope::codi::ablate::{AblationMode, AblationOptions};
+use thoughtscope::codi::analyze::ImportanceRule;
+use thoughtscope::codi::attention::scale_layers;
+use thoughtscope::codi::compose;
+use thoughtscope::codi::decompose::{self, DecomposeAnalysisOptions, DecomposeOptions};
+use thoughtscope::codi::model::CodiModel;
+use thoughtscope::codi::next_steps;
+use thoughtscope::codi::pipeline::QUICK_MAX_NEW_TOKENS;
+use thoughtscope::codi::routing::{self, RoutingAnalysisOptions, RoutingOptions};
+use thoughtscope::Result;
 
 /// Output settings shared by the three steps: the experiment folder (its dataset is the default
 /// input; `--test-mode` tags files `_test` and, for compose, caps decoding at 16 tokens).

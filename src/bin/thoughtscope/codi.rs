@@ -1,23 +1,23 @@
-//! `thoughtscope codi …` arguments (clap) and their one-call handlers, so the binary only
-//! forwards: `Command::Codi(cmd) => thoughtscope::codi::cli::run(cmd)`.
+//! `thoughtscope codi …`: clap arguments, each mapped to one library call (`thoughtscope::codi`),
+//! and what is printed.
 
 use std::path::PathBuf;
 
 use candle_core::Device;
 use clap::{Args, Subcommand};
 
-use super::ablate::{run_ablation, AblationMode, AblationOptions};
-use super::analyze::{analyze, write_comparison, AnalyzeOptions, ImportanceRule};
-use super::answer::AnswerParser;
-use super::attention::{run_attention, scale_layers, AttentionOptions, KeySelection};
-use super::dataset::{load_problems, write_problems, Problem, TEST_PER_LEVEL};
-use super::latent::{LogitSlice, LoopMode, LoopOptions};
-use super::make_model::{make_model, MakeModelOptions};
-use super::model::CodiModel;
-use super::next_steps::ExperimentLayout;
-use super::pipeline::{run_all, sample_problems, ModelSpec, RunAllOptions, Variant};
-use super::synthetic::{synthetic_problems, DEFAULT_PER_LEVEL, DEFAULT_SEED};
-use crate::{Error, Result};
+use thoughtscope::codi::ablate::{run_ablation, AblationMode, AblationOptions};
+use thoughtscope::codi::analyze::{analyze, write_comparison, AnalyzeOptions, ImportanceRule};
+use thoughtscope::codi::answer::AnswerParser;
+use thoughtscope::codi::attention::{run_attention, scale_layers, AttentionOptions, KeySelection};
+use thoughtscope::codi::dataset::{load_problems, write_problems, Problem, TEST_PER_LEVEL};
+use thoughtscope::codi::latent::{LogitSlice, LoopMode, LoopOptions};
+use thoughtscope::codi::make_model::{make_model, MakeModelOptions};
+use thoughtscope::codi::model::CodiModel;
+use thoughtscope::codi::next_steps::ExperimentLayout;
+use thoughtscope::codi::pipeline::{run_all, sample_problems, ModelSpec, RunAllOptions, Variant};
+use thoughtscope::codi::synthetic::{synthetic_problems, DEFAULT_PER_LEVEL, DEFAULT_SEED};
+use thoughtscope::{Error, Result};
 
 // The seed's next steps (issue 13): their arguments and handlers, in `cli/next_steps.rs`.
 mod next_steps;
@@ -168,9 +168,8 @@ pub struct ModelArgs {
     pub parser: Option<AnswerParser>,
     #[arg(long, value_enum, default_value = "upstream")]
     pub logit_slice: LogitSlice,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: crate::DeviceArg,
 }
 
 /// The older name of [`ModelArgs`].
@@ -189,7 +188,7 @@ impl ModelArgs {
         o
     }
     fn device(&self) -> Result<Device> {
-        crate::model::device(&self.device)
+        self.device.device()
     }
     fn load_model(&self) -> Result<CodiModel> {
         let (codi, _) = self.checkpoint.spec().load(&self.device()?)?;
@@ -307,9 +306,8 @@ pub struct RunAllArgs {
     /// HTML figures only (no PDF/PNG/SVG through Chromium).
     #[arg(long)]
     pub html_only: bool,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: crate::DeviceArg,
 }
 
 fn parse_per_level(text: &str) -> Result<[usize; 4]> {
@@ -426,7 +424,7 @@ pub fn run(command: CodiCommand) -> Result<()> {
             options.patch_prompt = !a.no_patch_prompt;
             options.importance = a.importance;
             options.static_images = !a.html_only;
-            let report = run_all(&options, &crate::model::device(&a.device)?)?;
+            let report = run_all(&options, &a.device.device()?)?;
             for note in &report.notes {
                 println!("{note}");
             }
