@@ -214,12 +214,10 @@ impl ModelArgs {
     }
 }
 
+/// The ablation hook, shared by `ablate` and `compose`.
 #[derive(Debug, Args)]
-pub struct AblateArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub experiment: ExperimentArgs,
+pub struct HookArgs {
+    /// Hook semantics: faithful (CoT_Exploration's) or corrected.
     #[arg(long, value_enum, default_value = "faithful")]
     pub mode: AblationMode,
     /// 0-based decoder block whose output is patched (upstream 'middle' = 8; moved to the same
@@ -232,6 +230,27 @@ pub struct AblateArgs {
     /// Faithful mode: do not patch the last question token (1_run_token_ablation.py does).
     #[arg(long)]
     pub no_patch_prompt: bool,
+}
+
+impl HookArgs {
+    /// The ablation settings for `codi` (the block moved to its depth).
+    pub fn options(&self, loop_options: LoopOptions, codi: &CodiModel) -> AblationOptions {
+        let mut options = AblationOptions::new(loop_options, self.mode);
+        options.layer = scale_layers(&[self.layer], codi.model.num_layers())[0];
+        options.layer_off_by_one = !self.no_off_by_one;
+        options.patch_prompt = self.mode == AblationMode::Faithful && !self.no_patch_prompt;
+        options
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AblateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
+    #[command(flatten)]
+    pub hook: HookArgs,
     /// Skip the gold-answer log-prob (continuous importance).
     #[arg(long)]
     pub no_continuous: bool,
@@ -359,11 +378,8 @@ pub fn run(command: CodiCommand) -> Result<()> {
             }
         }
         CodiCommand::Ablate(a) => {
-            let (codi, problems, layout) = a.model.load_in(&a.experiment, variant_of(a.mode))?;
-            let mut options = AblationOptions::new(a.model.loop_options(), a.mode);
-            options.layer = scale_layers(&[a.layer], codi.model.num_layers())[0];
-            options.layer_off_by_one = !a.no_off_by_one;
-            options.patch_prompt = a.mode == AblationMode::Faithful && !a.no_patch_prompt;
+            let (codi, problems, layout) = a.model.load_in(&a.experiment, variant_of(a.hook.mode))?;
+            let mut options = a.hook.options(a.model.loop_options(), &codi);
             options.continuous = !a.no_continuous;
             let summary = run_ablation(&codi, &problems, &options, &layout.ablation())?;
             let (correct, counts) = summary.critical_counts();

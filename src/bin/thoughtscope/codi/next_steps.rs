@@ -7,11 +7,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{ExperimentArgs, LoopArgs};
+use super::{ExperimentArgs, HookArgs, LoopArgs};
 use thoughtscope::codi::pipeline::Variant;
-use thoughtscope::codi::ablate::{AblationMode, AblationOptions};
 use thoughtscope::codi::analyze::ImportanceRule;
-use thoughtscope::codi::attention::scale_layers;
 use thoughtscope::codi::compose;
 use thoughtscope::codi::decompose::{self, DecomposeAnalysisOptions, DecomposeOptions};
 use thoughtscope::codi::model::CodiModel;
@@ -54,19 +52,9 @@ pub struct ComposeArgs {
     pub common: LoopArgs,
     #[command(flatten)]
     pub output: NextStepOutput,
-    /// Hook semantics, as `codi ablate`.
-    #[arg(long, value_enum, default_value = "faithful")]
-    pub mode: AblationMode,
-    /// 0-based decoder block whose output is patched (upstream 'middle' = 8; moved to the same
-    /// relative depth on a shallower model).
-    #[arg(long, default_value_t = 8)]
-    pub layer: usize,
-    /// Faithful mode: take clean vectors from the block's output, fixing upstream's off-by-one.
-    #[arg(long)]
-    pub no_off_by_one: bool,
-    /// Faithful mode: do not patch the last question token (1_run_token_ablation.py does).
-    #[arg(long)]
-    pub no_patch_prompt: bool,
+    /// The hook, as `codi ablate`.
+    #[command(flatten)]
+    pub hook: HookArgs,
     /// Importance shown in the figures, by the rule of `codi analyze` (auto: binary unless no
     /// baseline is correct, then the log-prob drop over all problems).
     #[arg(long, value_enum, default_value = "auto")]
@@ -80,10 +68,7 @@ pub fn compose(a: ComposeArgs) -> Result<()> {
     if a.output.experiment.test_mode && a.common.max_new_tokens.is_none() {
         loop_options.max_new_tokens = QUICK_MAX_NEW_TOKENS;
     }
-    let mut options = AblationOptions::new(loop_options, a.mode);
-    options.layer = scale_layers(&[a.layer], codi.model.num_layers())[0];
-    options.layer_off_by_one = !a.no_off_by_one;
-    options.patch_prompt = a.mode == AblationMode::Faithful && !a.no_patch_prompt;
+    let options = a.hook.options(loop_options, &codi);
     let (records, analysis, _) = compose::compose_with_rule(
         &codi,
         &problems,
