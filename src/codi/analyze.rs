@@ -256,7 +256,9 @@ pub fn analyze_joined(joined: Joined, importance: ImportanceKind, layout: &Exper
 /// `index.html` of an experiment folder: what was run, the statistics, the four figures (sharing
 /// the folder's plotly.min.js) and links to every file.
 fn write_index(layout: &ExperimentLayout, analysis: &Analysis, options: &AnalyzeOptions) -> Result<()> {
-    let mut report = plot::Report::new(format!("CODI attention vs importance{}", options.title_note)).text(format!(
+    // The folder's name (faithful, corrected) tells the variants apart in analysis/index.html.
+    let folder = layout.root.file_name().map(|n| format!(": {}", n.to_string_lossy())).unwrap_or_default();
+    let mut report = plot::Report::new(format!("CODI attention vs importance{folder}{}", options.title_note)).text(format!(
         "{} problems joined ({} baseline wrong, {} failed, {} without attention); importance: {:?}; layers {:?}.",
         analysis.joined.problems,
         analysis.joined.skipped_baseline_wrong,
