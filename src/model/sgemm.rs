@@ -154,6 +154,10 @@ mod avx2 {
     /// 6 × 16: 6 × 2 eight-lane accumulators, two B vectors and the broadcast fill 15 of AVX2's
     /// sixteen registers (3 × 32 passes need 17 and spilled: 34 GFLOP/s on two Zen 3 cores,
     /// against 150–165 now and a 200 peak).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `a` and `b` must be readable for the `kc`-deep panels
+    /// (B [`NR`] wide) and `c` writable for `mr` rows of `nr` columns at stride `ldc`.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn kernel<const PACKED: bool>(
@@ -176,6 +180,9 @@ mod avx2 {
     /// Rows `row0..row0 + rows` (at most 6, `c` already offset to `row0`) × columns `0..cols`
     /// (at most 16) of the tile. Missing rows re-read the last valid row; their sums are not
     /// stored.
+    ///
+    /// # Safety
+    /// As [`kernel`], for rows `row0..row0 + rows` and columns `0..cols` of the tile.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn pass<const PACKED: bool>(
@@ -254,8 +261,11 @@ mod avx2 {
     /// partial sums in a different order than MKL's measurably were not, on a tiny CODI model
     /// with logits near 60), and makes each row's result independent of how many rows share the
     /// call, so a batch of runs decodes exactly as each run alone. Missing rows of a partial tile
-    /// repeat a valid one and their sums are dropped. Caller guarantees AVX2, FMA and slices of
-    /// the stated shapes.
+    /// repeat a valid one and their sums are dropped.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `x` must hold `rows × in_dim` floats, `w` `n_o × in_dim`
+    /// and `y_t` `n_o × rows`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn linear_rows(x: &[f32], rows: usize, in_dim: usize, w: &[f32], n_o: usize, y_t: &mut [f32]) {
         for o0 in (0..n_o).step_by(2) {
@@ -284,6 +294,10 @@ mod avx2 {
     }
 
     /// `R` rows of `x` (from `xp`, `in_dim` apart) against weight rows `w0` and `w1`, in f64.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `xp` must be readable for `R` rows of `in_dim` floats
+    /// (`in_dim` apart), `w0` and `w1` for `in_dim` floats each.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const R: usize>(xp: *const f32, in_dim: usize, w0: *const f32, w1: *const f32) -> [[f64; 2]; R] {
         let body = in_dim - in_dim % 4;
@@ -311,12 +325,20 @@ mod avx2 {
         })
     }
 
+    /// Sum of the four lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum_pd(v: __m256d) -> f64 {
         let v = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
         _mm_cvtsd_f64(_mm_add_sd(v, _mm_unpackhi_pd(v, v)))
     }
 
+    /// Sum of the eight lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
         let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -324,7 +346,10 @@ mod avx2 {
         _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps(v, v, 1)))
     }
 
-    /// `Σ a[i]·b[i]` with four eight-lane partial sums. Caller guarantees AVX2 and FMA.
+    /// `Σ a[i]·b[i]` with four eight-lane partial sums.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `a` and `b` must have the same length.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -470,8 +495,11 @@ std::thread_local! {
 }
 
 
-/// Serial GEMM over one band of rows. Caller guarantees that `kernels` run on this CPU and that
-/// the views are in bounds.
+/// Serial GEMM over one band of rows.
+///
+/// # Safety
+/// `kernels` must run on this CPU, and `a` (m × k), `b` (k × n) and `c` (m rows at stride
+/// `ldc`, n columns) must be in bounds.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
     let nr = kernels.nr;
@@ -567,6 +595,9 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     /// `Σ a[i]·b[i]` with sixteen-lane partial sums (fused multiply-add).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `a` and `b` must have the same length.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -594,6 +625,10 @@ mod avx512 {
     /// Only the top-left `mr × nr` corner is written (masked stores at the right edge). A is a
     /// packed panel (`PACKED`: element `(i, p)` at `p·MR + i`) or rows in place (`i·lda + p`; rows
     /// past `mr` re-read row `mr - 1`, whose results are not stored).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `a` and `b` must be readable for the `kc`-deep panels
+    /// described above (B [`NR`] wide) and `c` writable for `mr` rows of `nr` columns at stride `ldc`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn kernel<const PACKED: bool>(
