@@ -30,10 +30,23 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// Whether the fast path exists on this CPU: AVX-512F (12 × 32 tile in 24 registers), or AVX2
-/// with FMA (the same tile in 6 × 16 passes of 12 registers).
+/// Whether the kernels run on this CPU: AVX2 and FMA, which the decode-step kernels
+/// ([`linear_few_rows`], [`dot`]'s fallback) need. Every CPU with AVX-512F has both; the GEMM then
+/// takes the wider AVX-512 kernels.
 pub fn available() -> bool {
-    kernels().is_some()
+    has_avx2_fma() && kernels().is_some()
+}
+
+/// Whether the CPU has AVX2 and FMA.
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Whether the CPU has AVX-512F (the wider kernels).
@@ -70,7 +83,7 @@ fn kernels() -> Option<Kernels> {
         if has_avx512() {
             return Some(Kernels { in_place: avx512::kernel::<false>, packed: avx512::kernel::<true>, nr: avx512::NR });
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if has_avx2_fma() {
             return Some(Kernels { in_place: avx2::kernel::<false>, packed: avx2::kernel::<true>, nr: avx2::NR });
         }
     }
@@ -108,7 +121,7 @@ pub fn linear_few_rows(x: &[f32], w: &[f32], y: &mut [f32], rows: usize, out_dim
         let n_o = yt_chunk.len() / rows;
         let w_chunk = &w[o0 * in_dim..(o0 + n_o) * in_dim];
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available()` was asserted; the slices hold their shapes.
+        // SAFETY: `available()` (AVX2 and FMA) was asserted; the slices hold their shapes.
         unsafe {
             avx2::linear_rows(&x[..rows * in_dim], rows, in_dim, w_chunk, n_o, yt_chunk)
         }
