@@ -385,12 +385,16 @@ impl Attention {
             None => k,
         };
 
-        // 4. RoPE (rotate-half convention; GGUF llama weights were un-permuted at load).
-        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        // 4. RoPE (rotate-half convention; GGUF llama weights were un-permuted at load). As in
+        // TransformerLens, `hook_q`/`hook_k` see q and k before the rotation, `hook_rot_q`/
+        // `hook_rot_k` after it.
         let q = hook(hooks, HookPoint::AttnQ(layer), q)?;
         let k = hook(hooks, HookPoint::AttnK(layer), k)?;
         let v = hook(hooks, HookPoint::AttnV(layer), v)?;
+        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?;
+        let q = hook(hooks, HookPoint::AttnRotQ(layer), q)?;
+        let k = hook(hooks, HookPoint::AttnRotK(layer), k)?;
 
         // 5. Append to the KV cache.
         let (k, v) = match cache.take() {

@@ -2,14 +2,16 @@
 //! them: capture an activation, or return a replacement (intervention). The model code never learns
 //! about a particular experiment; all variation lives in a small hooks value.
 //!
-//! Shapes at the hook points (batch is always 1):
+//! Shapes at the hook points (`B` runs decoded together, usually 1):
 //! - `hook_embed`, `blocks.{l}.hook_resid_pre|mid|post`, `hook_attn_out`, `hook_mlp_out`,
-//!   `ln_final.hook_normalized`: `[1, L, d_model]` for the `L` positions of this forward call;
-//! - `blocks.{l}.attn.hook_q`: `[1, H, L, d_head]` after RoPE (and after Qwen3's q-norm);
-//!   `hook_k`/`hook_v`: `[1, H_kv, L, d_head]` (the new positions only, k after RoPE);
-//! - `blocks.{l}.attn.hook_attn_scores`: `[1, H, L, L_k]` scaled, masked (future = -inf) logits;
-//! - `blocks.{l}.attn.hook_pattern`: `[1, H, L, L_k]` probabilities;
-//! - `blocks.{l}.attn.hook_z`: `[1, L, H, d_head]` per-head outputs before `o_proj`.
+//!   `ln_final.hook_normalized`: `[B, L, d_model]` for the `L` positions of this forward call;
+//! - `blocks.{l}.attn.hook_q`: `[B, H, L, d_head]` before RoPE (after Qwen3's q-norm), as in
+//!   TransformerLens; `hook_rot_q` the same after RoPE;
+//! - `hook_k`/`hook_v`: `[B, H_kv, L, d_head]` (the new positions only; k before RoPE),
+//!   `hook_rot_k` after RoPE;
+//! - `blocks.{l}.attn.hook_attn_scores`: `[B, H, L, L_k]` scaled, masked (future = -inf) logits;
+//! - `blocks.{l}.attn.hook_pattern`: `[B, H, L, L_k]` probabilities;
+//! - `blocks.{l}.attn.hook_z`: `[B, L, H, d_head]` per-head outputs before `o_proj`.
 //!
 //! Positions given to interventions are absolute sequence positions (a KV-cached prefix counts).
 
@@ -30,6 +32,10 @@ pub enum HookPoint {
     AttnQ(usize),
     AttnK(usize),
     AttnV(usize),
+    /// q after RoPE (TransformerLens `hook_rot_q`).
+    AttnRotQ(usize),
+    /// k after RoPE (TransformerLens `hook_rot_k`).
+    AttnRotK(usize),
     AttnScores(usize),
     AttnPattern(usize),
     AttnZ(usize),
@@ -45,7 +51,8 @@ impl HookPoint {
         use HookPoint::*;
         match *self {
             Embed | FinalNorm => None,
-            ResidPre(l) | AttnQ(l) | AttnK(l) | AttnV(l) | AttnScores(l) | AttnPattern(l) | AttnZ(l)
+            ResidPre(l) | AttnQ(l) | AttnK(l) | AttnV(l) | AttnRotQ(l) | AttnRotK(l) | AttnScores(l)
+            | AttnPattern(l) | AttnZ(l)
             | AttnOut(l) | ResidMid(l) | MlpOut(l) | ResidPost(l) => Some(l),
         }
     }
@@ -60,6 +67,8 @@ impl fmt::Display for HookPoint {
             AttnQ(l) => write!(f, "blocks.{l}.attn.hook_q"),
             AttnK(l) => write!(f, "blocks.{l}.attn.hook_k"),
             AttnV(l) => write!(f, "blocks.{l}.attn.hook_v"),
+            AttnRotQ(l) => write!(f, "blocks.{l}.attn.hook_rot_q"),
+            AttnRotK(l) => write!(f, "blocks.{l}.attn.hook_rot_k"),
             AttnScores(l) => write!(f, "blocks.{l}.attn.hook_attn_scores"),
             AttnPattern(l) => write!(f, "blocks.{l}.attn.hook_pattern"),
             AttnZ(l) => write!(f, "blocks.{l}.attn.hook_z"),
@@ -90,6 +99,8 @@ impl FromStr for HookPoint {
             "attn.hook_q" => AttnQ(l),
             "attn.hook_k" => AttnK(l),
             "attn.hook_v" => AttnV(l),
+            "attn.hook_rot_q" => AttnRotQ(l),
+            "attn.hook_rot_k" => AttnRotK(l),
             "attn.hook_attn_scores" => AttnScores(l),
             "attn.hook_pattern" => AttnPattern(l),
             "attn.hook_z" => AttnZ(l),
@@ -237,7 +248,7 @@ impl Hooks for HookSet<'_> {
 /// The axis that indexes positions at a hook point, and its length must match the call.
 fn position_axis(point: &HookPoint) -> usize {
     match point {
-        HookPoint::AttnQ(_) | HookPoint::AttnK(_) | HookPoint::AttnV(_) => 2,
+        HookPoint::AttnQ(_) | HookPoint::AttnK(_) | HookPoint::AttnV(_) | HookPoint::AttnRotQ(_) | HookPoint::AttnRotK(_) => 2,
         HookPoint::AttnScores(_) | HookPoint::AttnPattern(_) => 2, // query positions
         _ => 1,
     }
@@ -317,6 +328,8 @@ mod tests {
             HookPoint::AttnQ(3),
             HookPoint::AttnK(3),
             HookPoint::AttnV(3),
+            HookPoint::AttnRotQ(3),
+            HookPoint::AttnRotK(0),
             HookPoint::AttnScores(2),
             HookPoint::AttnPattern(29),
             HookPoint::AttnZ(1),
