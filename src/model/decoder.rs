@@ -12,6 +12,8 @@
 //! full computation because softmax is per row.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Linear;
@@ -210,8 +212,31 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 /// AVX2 and FMA). Below [`sgemm::FEW_ROWS`] rows (decode steps) the one-pass kernels, from there
 /// on the packed GEMM, whose packing those rows amortise.
 fn use_sgemm(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32 && sgemm::available()
+    !portable() && x.device().is_cpu() && x.dtype() == DType::F32 && sgemm::available()
 }
+
+/// Whether the portable path is forced: candle's matmul and the scalar softmax and SiLU instead of
+/// this crate's SIMD kernels, whatever the CPU has. Off unless `THOUGHTSCOPE_PORTABLE` is set (to
+/// anything but `0`) when the first forward pass runs, or [`set_portable`] is called. For telling a
+/// kernel bug from a model bug, and for testing the portable path on machines with the kernels.
+pub fn portable() -> bool {
+    PORTABLE_FROM_ENV.call_once(|| {
+        let on = std::env::var("THOUGHTSCOPE_PORTABLE").is_ok_and(|v| !v.is_empty() && v != "0");
+        if on {
+            PORTABLE.store(true, Ordering::Relaxed);
+        }
+    });
+    PORTABLE.load(Ordering::Relaxed)
+}
+
+/// Force (or stop forcing) the portable path for every later forward pass in this process.
+pub fn set_portable(on: bool) {
+    PORTABLE_FROM_ENV.call_once(|| {});
+    PORTABLE.store(on, Ordering::Relaxed);
+}
+
+static PORTABLE: AtomicBool = AtomicBool::new(false);
+static PORTABLE_FROM_ENV: Once = Once::new();
 
 /// Causal attention `[B, H, L, d]` for a few query rows (decode steps, any batch) against the
 /// cached keys: per (sequence, head) task, dot products, softmax, weighted sum of values. For
@@ -638,7 +663,7 @@ fn silu_mul_row(g: &[f32], u: &[f32], y: &mut [f32]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if !portable() && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has the feature the function is compiled for.
             done = unsafe { simd::silu_mul_avx2(g, u, y) };
         }
@@ -655,7 +680,7 @@ fn silu_mul_row(g: &[f32], u: &[f32], y: &mut [f32]) {
 /// measurably more).
 fn softmax_row(row: &mut [f32], scale: f32) {
     #[cfg(target_arch = "x86_64")]
-    {
+    if !portable() {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has the feature the function is compiled for.
             return unsafe { simd::softmax_row_avx512(row, scale) };
