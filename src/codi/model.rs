@@ -264,6 +264,12 @@ impl CodiWeights {
     /// Read `codi.json` (optional), `config.json` and the checkpoint; merge LoRA; build the decoder
     /// with the `V0 + 3` vocabulary and the projection.
     pub fn load(path: &Path, options: &LoadOptions, device: &Device) -> Result<CodiWeights> {
+        let base = options.base.as_deref().map(BaseModel::resolve).transpose()?;
+        Self::load_on(path, base.as_ref(), options, device)
+    }
+
+    /// [`CodiWeights::load`] with the base model already resolved (read once, also for its tokenizer).
+    fn load_on(path: &Path, base: Option<&BaseModel>, options: &LoadOptions, device: &Device) -> Result<CodiWeights> {
         // First the cheap check, so a wrong path is reported as such.
         find_checkpoint(path)?;
         let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")).to_path_buf() } else { path.to_path_buf() };
@@ -277,11 +283,8 @@ impl CodiWeights {
         if let Some(alpha) = options.lora_alpha {
             meta.lora_alpha = alpha;
         }
-        let (mut config, base_label) = match &options.base {
-            Some(spec) => {
-                let base = BaseModel::resolve(spec)?;
-                (base.config, format!("{spec} ({})", base.path.display()))
-            }
+        let (mut config, base_label) = match base {
+            Some(base) => (base.config.clone(), format!("{} ({})", base.spec, base.path.display())),
             None => {
                 let config_path = dir.join("config.json");
                 if !config_path.is_file() {
@@ -322,11 +325,17 @@ impl CodiWeights {
 impl CodiModel {
     /// Load a CODI checkpoint directory (or a checkpoint file inside one) onto `device`.
     pub fn load(path: &Path, options: &LoadOptions, device: &Device) -> Result<CodiModel> {
-        let weights = CodiWeights::load(path, options, device)?;
-        let tokenizer = match &options.base {
-            Some(spec) => BaseModel::resolve(spec)?.tokenizer.ok_or_else(|| {
-                Error::invalid(format!("base model {spec} has no tokenizer (tokenizer.json) to encode the questions"))
-            })?,
+        // The base is read once, and its tokenizer checked before the checkpoint is loaded.
+        let mut base = options.base.as_deref().map(BaseModel::resolve).transpose()?;
+        let base_tokenizer = match &mut base {
+            Some(b) => Some(b.tokenizer.take().ok_or_else(|| {
+                Error::invalid(format!("base model {} has no tokenizer (tokenizer.json) to encode the questions", b.spec))
+            })?),
+            None => None,
+        };
+        let weights = CodiWeights::load_on(path, base.as_ref(), options, device)?;
+        let tokenizer = match base_tokenizer {
+            Some(tokenizer) => tokenizer,
             None => Tokenizer::from_file(&weights.dir.join("tokenizer.json"))?,
         };
         let weights_hash = crate::model::weights::weights_hash(std::slice::from_ref(&weights.checkpoint))?;

@@ -277,11 +277,21 @@ pub fn write_pdfs(jobs: &[(&Figure, &Path)]) -> Result<()> {
     }
     let svg_jobs: Vec<(&Figure, ImageFormat)> = jobs.iter().map(|(f, _)| (*f, ImageFormat::Svg)).collect();
     let svgs = render_images(&svg_jobs)?;
+    let with_svgs: Vec<(&Figure, Vec<u8>, &Path)> = jobs.iter().zip(svgs).map(|((f, p), svg)| (*f, svg, *p)).collect();
+    write_pdfs_from_svgs(&with_svgs)
+}
+
+/// [`write_pdfs`] from SVGs already drawn (`(figure, its SVG, PDF path)`), e.g. the `.svg` files
+/// written beside the PDFs, so plotly.js does not draw each figure twice.
+pub fn write_pdfs_from_svgs(jobs: &[(&Figure, Vec<u8>, &Path)]) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
     let chromium = chromium_path().ok_or_else(|| Error::Other(CHROMIUM_MISSING.to_owned()))?;
-    for ((figure, path), svg) in jobs.iter().zip(svgs) {
+    for (figure, svg, path) in jobs {
         let scratch = ScratchDir::new()?;
         let page = scratch.path.join("figure.html");
-        let svg = String::from_utf8(svg).map_err(|_| Error::Other("plotly.js returned an SVG that is not UTF-8".into()))?;
+        let svg = std::str::from_utf8(svg).map_err(|_| Error::Other("plotly.js returned an SVG that is not UTF-8".into()))?;
         let html = format!(
             "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><style>@page {{ size: {w}px {h}px; margin: 0 }} \
              html, body {{ margin: 0; padding: 0 }} svg {{ display: block }}</style></head><body>{svg}</body></html>",

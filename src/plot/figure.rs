@@ -307,8 +307,19 @@ pub fn save_figures_sharing(
         export::write_images(&jobs)?;
     }
     if !pdfs.is_empty() {
-        let jobs: Vec<(&Figure, &Path)> = pdfs.iter().map(|(f, p)| (*f, p.as_path())).collect();
-        export::write_pdfs(&jobs)?;
+        if formats.contains(&SaveFormat::Svg) {
+            // The SVGs were just written beside the PDFs: print those instead of drawing again.
+            let mut jobs = Vec::with_capacity(pdfs.len());
+            for (figure, pdf) in &pdfs {
+                let svg_path = pdf.with_extension(SaveFormat::Svg.extension());
+                let svg = std::fs::read(&svg_path).map_err(|e| Error::io(&svg_path, e))?;
+                jobs.push((*figure, svg, pdf.as_path()));
+            }
+            export::write_pdfs_from_svgs(&jobs)?;
+        } else {
+            let jobs: Vec<(&Figure, &Path)> = pdfs.iter().map(|(f, p)| (*f, p.as_path())).collect();
+            export::write_pdfs(&jobs)?;
+        }
     }
     Ok(written)
 }

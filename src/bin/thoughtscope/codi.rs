@@ -172,9 +172,6 @@ pub struct ModelArgs {
     pub device: crate::DeviceArg,
 }
 
-/// The older name of [`ModelArgs`].
-pub type LoopArgs = ModelArgs;
-
 impl ModelArgs {
     fn loop_options(&self) -> LoopOptions {
         let mut o = LoopOptions::for_mode(self.loop_mode);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{ExperimentArgs, HookArgs, LoopArgs};
+use super::{ExperimentArgs, HookArgs, ModelArgs};
 use thoughtscope::codi::pipeline::Variant;
 use thoughtscope::codi::analyze::ImportanceRule;
 use thoughtscope::codi::compose;
@@ -49,7 +49,7 @@ fn print_files(files: &[PathBuf], notes: &[String]) {
 #[derive(Debug, Args)]
 pub struct ComposeArgs {
     #[command(flatten)]
-    pub common: LoopArgs,
+    pub common: ModelArgs,
     #[command(flatten)]
     pub output: NextStepOutput,
     /// The hook, as `codi ablate`.
@@ -87,7 +87,7 @@ pub fn compose(a: ComposeArgs) -> Result<()> {
 #[derive(Debug, Args)]
 pub struct RoutingArgs {
     #[command(flatten)]
-    pub common: LoopArgs,
+    pub common: ModelArgs,
     #[command(flatten)]
     pub output: NextStepOutput,
     /// Blocks kept head-averaged (comma-separated; default: all).
@@ -128,7 +128,7 @@ pub fn routing(a: RoutingArgs) -> Result<()> {
 #[derive(Debug, Args)]
 pub struct DecomposeArgs {
     #[command(flatten)]
-    pub common: LoopArgs,
+    pub common: ModelArgs,
     #[command(flatten)]
     pub output: NextStepOutput,
     /// Tokens listed per logit-lens row.
