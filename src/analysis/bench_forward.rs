@@ -116,7 +116,7 @@ pub fn forward_flop(cfg: &crate::model::Config, tokens: usize) -> f64 {
 /// 576 by 576 × 1536): the roofline the forward time is compared with. `None` on CPUs
 /// without `sgemm`'s kernels (the forward does not use them there).
 fn gemm_gflop_per_s() -> Option<f64> {
-    use crate::model::sgemm::{self, MatRef};
+    use crate::model::cpu::sgemm::{self, MatRef};
     if !sgemm::available() {
         return None;
     }

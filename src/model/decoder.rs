@@ -10,17 +10,19 @@
 //! [`AttentionSink`](super::AttentionSink) and dropped, so peak memory is
 //! `O(heads × block × T)` instead of `O(layers × heads × T²)`; the numbers are the same as the
 //! full computation because softmax is per row.
+//!
+//! The arithmetic-heavy steps (linear layers, `silu(gate) · up`, attention over query blocks)
+//! call [`super::cpu`], which runs this crate's SIMD kernels where they apply and candle's ops
+//! elsewhere; the step lists below read the same either way.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Linear;
 
 use super::config::{Architecture, Config};
+use super::cpu::{self, linear, silu_mul};
 use super::hooks::{HookPoint, Hooks};
-use super::sgemm::{self, MatRef, PackedB};
 use super::AttentionBlock;
 use crate::{Error, Result};
 
@@ -199,116 +201,6 @@ fn hook(hooks: &mut dyn Hooks, point: HookPoint, value: Tensor) -> Result<Tensor
     }
 }
 
-/// Run `f` on the f32 data of a contiguous CPU tensor.
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        return Err(Error::invalid("expected a contiguous CPU tensor"));
-    };
-    Ok(f(&cpu.as_slice::<f32>()?[start..end]))
-}
-
-/// Whether products with `x` take [`sgemm`]'s kernels: f32 on a CPU that has them (AVX-512F, or
-/// AVX2 and FMA). Below [`sgemm::FEW_ROWS`] rows (decode steps) the one-pass kernels, from there
-/// on the packed GEMM, whose packing those rows amortise.
-fn use_sgemm(x: &Tensor) -> bool {
-    !portable() && x.device().is_cpu() && x.dtype() == DType::F32 && sgemm::available()
-}
-
-/// Whether the portable path is forced: candle's matmul and the scalar softmax and SiLU instead of
-/// this crate's SIMD kernels, whatever the CPU has. Off unless `THOUGHTSCOPE_PORTABLE` is set (to
-/// anything but `0`) when the first forward pass runs, or [`set_portable`] is called. For telling a
-/// kernel bug from a model bug, and for testing the portable path on machines with the kernels.
-pub fn portable() -> bool {
-    PORTABLE_FROM_ENV.call_once(|| {
-        let on = std::env::var("THOUGHTSCOPE_PORTABLE").is_ok_and(|v| !v.is_empty() && v != "0");
-        if on {
-            PORTABLE.store(true, Ordering::Relaxed);
-        }
-    });
-    PORTABLE.load(Ordering::Relaxed)
-}
-
-/// Force (or stop forcing) the portable path for every later forward pass in this process.
-pub fn set_portable(on: bool) {
-    PORTABLE_FROM_ENV.call_once(|| {});
-    PORTABLE.store(on, Ordering::Relaxed);
-}
-
-static PORTABLE: AtomicBool = AtomicBool::new(false);
-static PORTABLE_FROM_ENV: Once = Once::new();
-
-/// Causal attention `[B, H, L, d]` for a few query rows (decode steps, any batch) against the
-/// cached keys: per (sequence, head) task, dot products, softmax, weighted sum of values. For
-/// these tiny products candle's matmul spends more on starting its threads than on arithmetic.
-fn attend_few_rows(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> Result<Tensor> {
-    use rayon::prelude::*;
-    let (b, h, seq, hd) = q.dims4()?;
-    let (h_kv, total) = (k.dim(1)?, k.dim(2)?);
-    let n_rep = h / h_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    let mut out = vec![0f32; b * h * seq * hd];
-    with_cpu_f32(&q, |qs| {
-        with_cpu_f32(&k, |ks| {
-            with_cpu_f32(&v, |vs| {
-                out.par_chunks_mut(seq * hd).enumerate().for_each(|(task, out_bh)| {
-                    let (bi, hi) = (task / h, task % h);
-                    let kv = (bi * h_kv + hi / n_rep) * total * hd;
-                    let mut scores = Vec::with_capacity(total);
-                    for (r, out_row) in out_bh.chunks_mut(hd).enumerate() {
-                        let q_row = &qs[(task * seq + r) * hd..(task * seq + r + 1) * hd];
-                        let visible = (offset + r + 1).min(total);
-                        scores.clear();
-                        scores.extend((0..visible).map(|t| sgemm::dot(q_row, &ks[kv + t * hd..kv + (t + 1) * hd])));
-                        softmax_row(&mut scores, scale);
-                        for (t, &p) in scores.iter().enumerate() {
-                            for (o, &x) in out_row.iter_mut().zip(&vs[kv + t * hd..kv + (t + 1) * hd]) {
-                                *o += p * x;
-                            }
-                        }
-                    }
-                });
-            })
-        })
-    })???;
-    Ok(Tensor::from_vec(out, (b, h, seq, hd), q.device())?)
-}
-
-/// `x · wᵀ (+ bias)` for `x` `[.., in]` and a weight `[out, in]`, as `candle_nn::Linear` computes it.
-fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (out_dim, in_dim) = weight.dims2()?;
-    let rows = x.elem_count() / in_dim.max(1);
-    // Decode steps (few rows) read the weights once for all rows: candle's matmul is
-    // compute-bound there (a SmolLM2 decode step took 86 ms for one row and 237 ms for seven
-    // through candle, 54 and 154 ms with `linear_few_rows` and `attend_few_rows` on 2 AVX2 cores).
-    let few_rows = rows < sgemm::FEW_ROWS;
-    let fast = rows > 0 && use_sgemm(x) && weight.dtype() == DType::F32 && x.dim(x.rank() - 1)? == in_dim;
-    let y = if fast {
-        let x = x.contiguous()?;
-        let mut out = vec![0f32; rows * out_dim];
-        with_cpu_f32(&x, |xs| {
-            with_cpu_f32(weight, |ws| {
-                if few_rows {
-                    sgemm::linear_few_rows(xs, ws, &mut out, rows, out_dim, in_dim)
-                } else {
-                    let (a, b) = (MatRef::row_major(xs, in_dim), MatRef::transposed(ws, in_dim));
-                    sgemm::matmul(a, b, &mut out, rows, out_dim, in_dim, out_dim)
-                }
-            })
-        })??;
-        let mut shape = x.dims().to_vec();
-        *shape.last_mut().expect("rank >= 1") = out_dim;
-        Tensor::from_vec(out, shape, x.device())?
-    } else {
-        x.broadcast_matmul(&weight.t()?)?
-    };
-    Ok(match bias {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    })
-}
-
 fn project(lin: &Linear, x: &Tensor) -> Result<Tensor> {
     linear(x, lin.weight(), lin.bias())
 }
@@ -329,27 +221,6 @@ impl Mlp {
         let (gate, up) = (project(&self.gate_proj, x)?, project(&self.up_proj, x)?);
         project(&self.down_proj, &silu_mul(&gate, &up)?)
     }
-}
-
-/// `silu(gate) · up`, on the CPU in one vectorised pass over f32 data ([`silu_mul_row`]). candle's
-/// silu calls libm's `expf` one lane at a time and its multiply is a second pass: together 0.3 s
-/// of a 3k-token SmolLM2 forward on 2 AVX2 cores, about twice this pass.
-fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    use rayon::prelude::*;
-    if !(gate.device().is_cpu() && gate.dtype() == DType::F32 && up.dtype() == DType::F32 && gate.shape() == up.shape()) {
-        return Ok((candle_nn::ops::silu(gate)? * up)?);
-    }
-    let (gate, up) = (gate.contiguous()?, up.contiguous()?);
-    let mut out = vec![0f32; gate.elem_count()];
-    with_cpu_f32(&gate, |g| {
-        with_cpu_f32(&up, |u| {
-            out.par_chunks_mut(1 << 14).enumerate().for_each(|(c, chunk)| {
-                let start = c << 14;
-                silu_mul_row(&g[start..start + chunk.len()], &u[start..start + chunk.len()], chunk);
-            })
-        })
-    })??;
-    Ok(Tensor::from_vec(out, gate.shape(), gate.device())?)
 }
 
 #[derive(Debug, Clone)]
@@ -439,15 +310,12 @@ impl Attention {
             return Err(Error::invalid("streamed attention capture needs batch 1"));
         }
         let block = if full { seq } else { block_rows.unwrap_or_else(|| query_block_rows(h, total_keys, seq)) };
-        if !full && !stream && seq < sgemm::FEW_ROWS && use_sgemm(&q) {
-            let attn = attend_few_rows(&q, &k, &v, offset)?;
-            let z = hook(hooks, HookPoint::AttnZ(layer), attn.transpose(1, 2)?.contiguous()?)?;
-            return project(&self.o_proj, &z.reshape((b, seq, h * hd))?);
-        }
-        if !full && b == 1 && seq >= sgemm::FEW_ROWS && use_sgemm(&q) {
-            let z = self.attend_cpu(&q, &k, &v, layer, offset, block, stream, hooks)?;
-            let z = hook(hooks, HookPoint::AttnZ(layer), z)?;
-            return project(&self.o_proj, &z.reshape((b, seq, h * hd))?);
+        if !full {
+            let sink = if stream { hooks.attention_sink() } else { None };
+            if let Some(z) = cpu::attend(&q, &k, &v, layer, offset, block, sink)? {
+                let z = hook(hooks, HookPoint::AttnZ(layer), z)?;
+                return project(&self.o_proj, &z.reshape((b, seq, h * hd))?);
+            }
         }
         let mut outputs = Vec::with_capacity(seq.div_ceil(block));
         let mut q0 = 0;
@@ -473,7 +341,7 @@ impl Attention {
                     probs
                 }
             } else {
-                scaled_causal_softmax(&scores, scale as f32, offset + q0)?
+                cpu::scaled_causal_softmax(&scores, scale as f32, offset + q0)?
             };
             if stream {
                 send_block(hooks, layer, offset + q0, h, rows, visible, total_keys, &probs)?;
@@ -494,99 +362,6 @@ impl Attention {
     }
 }
 
-impl Attention {
-    /// Steps 6–7 on the CPU fast path (batch 1, f32, AVX-512 or AVX2): per query block and head, scores
-    /// `Q·Kᵀ` into one reused buffer, softmax in place, hand the block to the sink, then `P·V`
-    /// written straight into the merged-heads layout `[1, L, H, d_head]`. Nothing is packed per
-    /// block: Q and P are read in place, K and V are packed once per layer.
-    #[allow(clippy::too_many_arguments)]
-    fn attend_cpu(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        layer: usize,
-        offset: usize,
-        block: usize,
-        stream: bool,
-        hooks: &mut dyn Hooks,
-    ) -> Result<Tensor> {
-        use rayon::prelude::*;
-        let (h, hd) = (self.num_heads, self.head_dim);
-        let n_rep = h / self.num_kv_heads;
-        let (seq, total_keys) = (q.dim(2)?, k.dim(2)?);
-        let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-        let mut z = vec![0f32; seq * h * hd];
-        let mut probs: Vec<f32> = Vec::new();
-        with_cpu_f32(&q, |qs| {
-            with_cpu_f32(&k, |ks| {
-                with_cpu_f32(&v, |vs| -> Result<()> {
-                    // Kᵀ and V of each KV head packed once per layer; every block and every query
-                    // head sharing them reads a leading corner (causal: keys < `visible`).
-                    let per_head = total_keys * hd;
-                    let keys: Vec<PackedB> = (0..self.num_kv_heads)
-                        .map(|kv| PackedB::new(MatRef::transposed(&ks[kv * per_head..], hd), hd, total_keys))
-                        .collect();
-                    let values: Vec<PackedB> = (0..self.num_kv_heads)
-                        .map(|kv| PackedB::new(MatRef::row_major(&vs[kv * per_head..], hd), total_keys, hd))
-                        .collect();
-                    let mut head_out: Vec<f32> = Vec::new();
-                    let mut q0 = 0;
-                    while q0 < seq {
-                        let rows = block.min(seq - q0);
-                        let visible = offset + q0 + rows;
-                        let size = rows * visible;
-                        probs.resize(h * size, 0.0);
-                        // Tasks of (head, band of rows), balanced over the threads by rayon; each
-                        // band's softmax runs while its scores are still in L2.
-                        let band = (rows / 2).div_ceil(12).max(1) * 12;
-                        probs.par_chunks_mut(size).enumerate().for_each(|(head, scores)| {
-                            scores.par_chunks_mut(band * visible).enumerate().for_each(|(i, scores)| {
-                                let (r0, n_rows) = (i * band, band.min(rows - i * band));
-                                // Query head `kv * n_rep + r` reads KV head `kv` (HF `repeat_kv`).
-                                let a = MatRef::row_major(&qs[(head * seq + q0 + r0) * hd..], hd);
-                                sgemm::matmul_packed(a, &keys[head / n_rep], scores, n_rows, visible, hd, visible);
-                                for (r, row) in scores.chunks_mut(visible).enumerate() {
-                                    let valid = offset + q0 + r0 + r + 1;
-                                    softmax_row(&mut row[..valid], scale);
-                                    row[valid..].fill(0.0);
-                                }
-                            });
-                        });
-                        if stream {
-                            if let Some(sink) = hooks.attention_sink() {
-                                let q_start = offset + q0;
-                                let heads = h;
-                                let kv_len = visible;
-                                sink.consume(AttentionBlock { layer, q_start, heads, rows, kv_len, total_keys, probs: &probs })?;
-                            }
-                        }
-                        head_out.resize(h * rows * hd, 0.0);
-                        head_out.par_chunks_mut(rows * hd).enumerate().for_each(|(head, out)| {
-                            out.par_chunks_mut(band * hd).enumerate().for_each(|(i, out)| {
-                                let (r0, n_rows) = (i * band, band.min(rows - i * band));
-                                let p = MatRef::row_major(&probs[head * size + r0 * visible..], visible);
-                                sgemm::matmul_packed(p, &values[head / n_rep], out, n_rows, hd, visible, hd);
-                            });
-                        });
-                        // [H, rows, d_head] → rows of the merged-heads layout.
-                        for (head, out) in head_out.chunks(rows * hd).enumerate() {
-                            for (r, src) in out.chunks(hd).enumerate() {
-                                let dst = ((q0 + r) * h + head) * hd;
-                                z[dst..dst + hd].copy_from_slice(src);
-                            }
-                        }
-                        q0 += rows;
-                    }
-                    Ok(())
-                })
-            })
-        })????;
-        Ok(Tensor::from_vec(z, (1, seq, h, hd), q.device())?)
-    }
-}
-
 /// Additive causal mask `[rows, visible]` for query rows starting at absolute position `first`:
 /// `-inf` where the key comes after the query. `None` when no entry is masked.
 fn causal_mask(first: usize, rows: usize, visible: usize, device: &Device) -> Result<Option<Tensor>> {
@@ -601,283 +376,6 @@ fn causal_mask(first: usize, rows: usize, visible: usize, device: &Device) -> Re
         }
     }
     Ok(Some(Tensor::from_vec(mask, (rows, visible), device)?))
-}
-
-/// Softmax of `scale · scores` over the keys each query may see, in one pass per row on CPU
-/// (the same arithmetic as HF eager: scale, mask, subtract the row max, exp, divide by the sum).
-/// `scores` is `[1, H, rows, visible]`; row `r` is absolute position `first + r`.
-fn scaled_causal_softmax(scores: &Tensor, scale: f32, first: usize) -> Result<Tensor> {
-    use rayon::prelude::*;
-    let scores = scores.contiguous()?;
-    let visible = scores.dim(3)?;
-    let rows = scores.dim(2)?;
-    let n = scores.elem_count();
-    let mut out = vec![0f32; n];
-    {
-        let (storage, layout) = scores.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            return Err(Error::invalid("scaled_causal_softmax needs CPU tensors"));
-        };
-        let start = layout.start_offset();
-        let src = &cpu.as_slice::<f32>()?[start..start + n];
-        out.par_chunks_mut(visible).zip(src.par_chunks(visible)).enumerate().for_each(|(i, (dst, row))| {
-            let valid = (first + i % rows + 1).min(visible);
-            dst[..valid].copy_from_slice(&row[..valid]);
-            softmax_row(&mut dst[..valid], scale);
-        });
-    }
-    Ok(Tensor::from_vec(out, scores.shape(), scores.device())?)
-}
-
-/// `e^x` for `x <= 0` (softmax arguments after subtracting the row max), branch-free so the loop
-/// vectorises: `x = n·ln2 + r` with a two-part ln2 (Cody–Waite), a degree-6 polynomial for `e^r` on
-/// `|r| <= ln2/2`, and `2^n` put into the exponent bits. Relative error below 3e-7 (tested against
-/// `f32::exp`); arguments below -87 are clamped (`e^-87` ≈ 1.6e-38 instead of a subnormal).
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5·2^23 rounds to the nearest integer with plain adds; `f32::round`
-    // would be a libm call per element on baseline x86-64 and stop the loop from vectorising.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    // Taylor-like coefficients of e^r refined for the interval (minimax).
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 0.166_666_65;
-    let p = p * r + 0.5;
-    let er = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    er * scale
-}
-
-/// `y = silu(g) · u = g / (1 + e^-g) · u`, candle's and PyTorch's expression, with `e^-g` from
-/// [`exp_nonpositive`]'s polynomial (exact to a few ulp for arguments up to 88, where `-g` is
-/// clamped: beyond it `y` is below 1e-36 either way). Vector and scalar lanes do the same
-/// arithmetic: a value does not depend on where it sits in the slice.
-fn silu_mul_row(g: &[f32], u: &[f32], y: &mut [f32]) {
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    {
-        if !portable() && std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has the feature the function is compiled for.
-            done = unsafe { simd::silu_mul_avx2(g, u, y) };
-        }
-    }
-    for ((y, &g), &u) in y[done..].iter_mut().zip(&g[done..]).zip(&u[done..]) {
-        *y = g / (1.0 + exp_nonpositive((-g).min(88.0))) * u;
-    }
-}
-
-/// `dst = softmax(scale · src)` with the widest vector unit the CPU has. Every path does the same
-/// per-element arithmetic as [`exp_nonpositive`] (no FMA contraction); only the order in which the
-/// row sum is accumulated differs (relative differences of order 1e-7). Like PyTorch's CPU
-/// softmax, rows are normalised by multiplying with `1 / sum` (a division per element cost
-/// measurably more).
-fn softmax_row(row: &mut [f32], scale: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if !portable() {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the feature the function is compiled for.
-            return unsafe { simd::softmax_row_avx512(row, scale) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { simd::softmax_row_avx2(row, scale) };
-        }
-    }
-    softmax_row_portable(row, scale)
-}
-
-/// Explicit vector versions of the softmax row: the compiler does not vectorise the saturating
-/// float→int conversion of the scalar `exp`, so left to itself the loop runs one lane at a time.
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    use super::exp_nonpositive;
-    use std::arch::x86_64::*;
-
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0;
-    const POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5];
-
-    #[target_feature(enable = "avx512f")]
-    fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
-        let round = _mm512_set1_ps(ROUND);
-        let n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)), round), round);
-        let r = _mm512_sub_ps(
-            _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(LN2_HI))),
-            _mm512_mul_ps(n, _mm512_set1_ps(LN2_LO)),
-        );
-        let mut p = _mm512_set1_ps(POLY[0]);
-        for c in &POLY[1..] {
-            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(*c));
-        }
-        let one = _mm512_set1_ps(1.0);
-        let er = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r), one);
-        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)));
-        _mm512_mul_ps(er, _mm512_castsi512_ps(bits))
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn softmax_row_avx512(row: &mut [f32], scale: f32) {
-        const W: usize = 16;
-        let n = row.len();
-        let body = n - n % W;
-        let d = row.as_mut_ptr();
-        let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
-        for i in (0..body).step_by(W) {
-            // SAFETY: i + W <= body <= row.len().
-            vmax = _mm512_max_ps(vmax, unsafe { _mm512_loadu_ps(d.add(i)) });
-        }
-        let max = row[body..].iter().fold(_mm512_reduce_max_ps(vmax), |m, &x| if x > m { x } else { m });
-        let (vscale, vmax) = (_mm512_set1_ps(scale), _mm512_set1_ps(max * scale));
-        let mut vsum = _mm512_setzero_ps();
-        for i in (0..body).step_by(W) {
-            // SAFETY: i + W <= body <= row.len().
-            let x = unsafe { _mm512_loadu_ps(d.add(i)) };
-            let e = exp16(_mm512_sub_ps(_mm512_mul_ps(x, vscale), vmax));
-            vsum = _mm512_add_ps(vsum, e);
-            unsafe { _mm512_storeu_ps(d.add(i), e) };
-        }
-        let mut sum = _mm512_reduce_add_ps(vsum);
-        for x in &mut row[body..] {
-            *x = exp_nonpositive(*x * scale - max * scale);
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        let vinv = _mm512_set1_ps(inv);
-        for i in (0..body).step_by(W) {
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_ps(d.add(i), _mm512_mul_ps(_mm512_loadu_ps(d.add(i)), vinv)) };
-        }
-        for x in &mut row[body..] {
-            *x *= inv;
-        }
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn exp8(x: __m256) -> __m256 {
-        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
-        let round = _mm256_set1_ps(ROUND);
-        let n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)), round), round);
-        let r = _mm256_sub_ps(
-            _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(LN2_HI))),
-            _mm256_mul_ps(n, _mm256_set1_ps(LN2_LO)),
-        );
-        let mut p = _mm256_set1_ps(POLY[0]);
-        for c in &POLY[1..] {
-            p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(*c));
-        }
-        let one = _mm256_set1_ps(1.0);
-        let er = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, r), r), r), one);
-        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
-        _mm256_mul_ps(er, _mm256_castsi256_ps(bits))
-    }
-
-    /// [`super::silu_mul_row`] over the longest multiple of eight elements; returns how many it did.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn silu_mul_avx2(g: &[f32], u: &[f32], y: &mut [f32]) -> usize {
-        let n = y.len().min(g.len()).min(u.len());
-        let body = n - n % 8;
-        let (one, sign, max_arg) = (_mm256_set1_ps(1.0), _mm256_set1_ps(-0.0), _mm256_set1_ps(88.0));
-        for i in (0..body).step_by(8) {
-            // SAFETY: i + 8 <= body <= the length of each slice.
-            let (gv, uv) = unsafe { (_mm256_loadu_ps(g.as_ptr().add(i)), _mm256_loadu_ps(u.as_ptr().add(i))) };
-            let e = exp8(_mm256_min_ps(_mm256_xor_ps(gv, sign), max_arg));
-            let out = _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), uv);
-            unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(i), out) };
-        }
-        body
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn hmax8(v: __m256) -> f32 {
-        let mut lanes = [0f32; 8];
-        // SAFETY: 8 floats into an 8-float array.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
-        lanes.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) fn softmax_row_avx2(row: &mut [f32], scale: f32) {
-        const W: usize = 8;
-        let n = row.len();
-        let body = n - n % W;
-        let d = row.as_mut_ptr();
-        let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
-        for i in (0..body).step_by(W) {
-            // SAFETY: i + W <= body <= row.len().
-            vmax = _mm256_max_ps(vmax, unsafe { _mm256_loadu_ps(d.add(i)) });
-        }
-        let max = row[body..].iter().fold(hmax8(vmax), |m, &x| if x > m { x } else { m });
-        let (vscale, vmax) = (_mm256_set1_ps(scale), _mm256_set1_ps(max * scale));
-        let mut vsum = _mm256_setzero_ps();
-        for i in (0..body).step_by(W) {
-            // SAFETY: i + W <= body <= row.len().
-            let x = unsafe { _mm256_loadu_ps(d.add(i)) };
-            let e = exp8(_mm256_sub_ps(_mm256_mul_ps(x, vscale), vmax));
-            vsum = _mm256_add_ps(vsum, e);
-            unsafe { _mm256_storeu_ps(d.add(i), e) };
-        }
-        let mut lanes = [0f32; W];
-        // SAFETY: 8 floats into an 8-float array.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), vsum) };
-        let mut sum: f32 = lanes.iter().sum();
-        for x in &mut row[body..] {
-            *x = exp_nonpositive(*x * scale - max * scale);
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        let vinv = _mm256_set1_ps(inv);
-        for i in (0..body).step_by(W) {
-            // SAFETY: as above.
-            unsafe { _mm256_storeu_ps(d.add(i), _mm256_mul_ps(_mm256_loadu_ps(d.add(i)), vinv)) };
-        }
-        for x in &mut row[body..] {
-            *x *= inv;
-        }
-    }
-}
-
-/// Scalar fallback; independent lanes let the max and the sum vectorise where the compiler can.
-fn softmax_row_portable(row: &mut [f32], scale: f32) {
-    const LANES: usize = 16;
-    let mut lane_max = [f32::NEG_INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (m, &x) in lane_max.iter_mut().zip(c) {
-            *m = if x > *m { x } else { *m };
-        }
-    }
-    let mut max = tail.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-    for m in lane_max {
-        max = if m > max { m } else { max };
-    }
-    // scale > 0, so the max of the scaled row is the scaled max.
-    let max = max * scale;
-    for x in row.iter_mut() {
-        *x = exp_nonpositive(*x * scale - max);
-    }
-    let mut lane_sum = [0f32; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let mut sum: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (s, &x) in lane_sum.iter_mut().zip(c) {
-            *s += x;
-        }
-    }
-    sum += lane_sum.iter().sum::<f32>();
-    let inv = 1.0 / sum;
-    for x in row.iter_mut() {
-        *x *= inv;
-    }
 }
 
 /// Hand one block of probabilities `[1, H, rows, visible]` to the hooks' sink, without a copy on
@@ -919,6 +417,31 @@ struct DecoderLayer {
     mlp: Mlp,
     input_layernorm: Tensor,
     post_attention_layernorm: Tensor,
+}
+
+impl DecoderLayer {
+    /// One pre-norm block: `x + attn(norm(x))`, then `+ mlp(norm(·))`, with the residual hooks.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: Tensor,
+        layer: usize,
+        offset: usize,
+        (cos, sin): (&Tensor, &Tensor),
+        cache: &mut Option<(Tensor, Tensor)>,
+        hooks: &mut dyn Hooks,
+        eps: f64,
+        block_rows: Option<usize>,
+    ) -> Result<Tensor> {
+        let x = hook(hooks, HookPoint::ResidPre(layer), x)?;
+        let h = rms_norm(&x, &self.input_layernorm, eps)?;
+        let attn = self.self_attn.forward(&h, layer, offset, cos, sin, cache, hooks, block_rows)?;
+        let attn = hook(hooks, HookPoint::AttnOut(layer), attn)?;
+        let x = hook(hooks, HookPoint::ResidMid(layer), (x + attn)?)?;
+        let h = rms_norm(&x, &self.post_attention_layernorm, eps)?;
+        let mlp = hook(hooks, HookPoint::MlpOut(layer), self.mlp.forward(&h)?)?;
+        hook(hooks, HookPoint::ResidPost(layer), (x + mlp)?)
+    }
 }
 
 /// A loaded decoder-only language model (f32 weights).
@@ -1147,15 +670,7 @@ impl Model {
         let mut x = hook(hooks, HookPoint::Embed, x)?;
         let eps = self.config.rms_norm_eps;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = hook(hooks, HookPoint::ResidPre(i), x)?;
-            let h = rms_norm(&x, &layer.input_layernorm, eps)?;
-            let attn =
-                layer.self_attn.forward(&h, i, offset, &cos, &sin, &mut cache.layers[i], hooks, self.block_rows)?;
-            let attn = hook(hooks, HookPoint::AttnOut(i), attn)?;
-            x = hook(hooks, HookPoint::ResidMid(i), (x + attn)?)?;
-            let h = rms_norm(&x, &layer.post_attention_layernorm, eps)?;
-            let mlp = hook(hooks, HookPoint::MlpOut(i), layer.mlp.forward(&h)?)?;
-            x = hook(hooks, HookPoint::ResidPost(i), (x + mlp)?)?;
+            x = layer.forward(x, i, offset, (&cos, &sin), &mut cache.layers[i], hooks, eps, self.block_rows)?;
         }
         cache.len = offset + seq;
         let hidden = hook(hooks, HookPoint::FinalNorm, rms_norm(&x, &self.norm, eps)?)?;
@@ -1180,24 +695,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fused_silu_mul_matches_f64_reference_everywhere_in_the_slice() {
-        let n = 3 * (1 << 14) + 5;
-        let mut gate: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 37.0).collect();
-        gate[..6].copy_from_slice(&[0.0, -0.0, 100.0, -100.0, 1e-30, -1e-30]);
-        let up: Vec<f32> = (0..n).map(|i| ((i * 104729 % 997) as f32 - 498.0) / 91.0).collect();
-        let (g, u) = (Tensor::from_vec(gate.clone(), (1, n), &Device::Cpu).unwrap(), Tensor::from_vec(up.clone(), (1, n), &Device::Cpu).unwrap());
-        let fused = silu_mul(&g, &u).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for ((&y, &g), &u) in fused.iter().zip(&gate).zip(&up) {
-            let want = g as f64 / (1.0 + (-(g as f64)).exp()) * u as f64;
-            assert!((y as f64 - want).abs() <= 1e-6 * want.abs() + 1e-35, "silu({g}) · {u}: {y} vs {want}");
-        }
-        // The same value gives the same result in a vector lane and in the scalar tail.
-        let mut tail = [0f32; 9];
-        silu_mul_row(&[gate[7]; 9], &[up[7]; 9], &mut tail);
-        assert!(tail.iter().all(|y| y.to_bits() == tail[0].to_bits()));
-    }
-
-    #[test]
     fn causal_mask_masks_future_keys_only() {
         let m = causal_mask(2, 3, 5, &Device::Cpu).unwrap().unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(m[0][..3], [0.0, 0.0, 0.0]);
@@ -1205,19 +702,6 @@ mod tests {
         assert!(m[1][4].is_infinite() && m[1][3] == 0.0);
         assert!(m[2].iter().all(|&x| x == 0.0));
         assert!(causal_mask(4, 1, 5, &Device::Cpu).unwrap().is_none());
-    }
-
-    #[test]
-    fn fast_exp_matches_libm() {
-        let mut worst = 0f32;
-        for i in 0..200_000 {
-            let x = -(i as f32) * 87.0 / 200_000.0;
-            let (a, b) = (exp_nonpositive(x), x.exp());
-            worst = worst.max(((a - b) / b).abs());
-        }
-        assert!(worst < 3e-7, "max relative error {worst}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert!(exp_nonpositive(-1e4) < 2e-38);
     }
 
     #[test]

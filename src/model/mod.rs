@@ -15,7 +15,7 @@ mod decoder;
 mod generate;
 mod hooks;
 pub mod registry;
-pub mod sgemm;
+pub mod cpu;
 mod sink;
 mod tokenizer;
 pub mod weights;
@@ -25,7 +25,8 @@ use std::path::Path;
 use candle_core::Device;
 
 pub use config::{Architecture, Config, RopeScaling};
-pub use decoder::{last_logits, portable, set_portable, ForwardOutput, Input, KvCache, Logits, Model};
+pub use cpu::{portable, set_portable};
+pub use decoder::{last_logits, ForwardOutput, Input, KvCache, Logits, Model};
 pub use generate::{generate, GenerateOptions, Generation};
 pub use hooks::{apply_intervention, HookPoint, HookSet, Hooks, Intervention, NoHooks, SinkHooks};
 pub use registry::RegistryEntry;

@@ -75,7 +75,7 @@ struct Kernels {
     nr: usize,
 }
 
-const NO_KERNELS: &str = "sgemm needs AVX-512F, or AVX2 and FMA";
+pub(super) const NO_KERNELS: &str = "sgemm needs AVX-512F, or AVX2 and FMA";
 
 fn kernels() -> Option<Kernels> {
     #[cfg(target_arch = "x86_64")]
@@ -711,7 +711,6 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     /// Every kernel set this CPU runs (an AVX-512 machine tests both).
     fn supported_kernels() -> Vec<(&'static str, Kernels)> {
@@ -720,6 +719,8 @@ mod tests {
         {
             if has_avx512() {
                 sets.push(("avx512", Kernels { in_place: avx512::kernel::<false>, packed: avx512::kernel::<true>, nr: avx512::NR }));
+            } else {
+                super::super::skip_hardware("sgemm/avx512", "no AVX-512F on this CPU");
             }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                 sets.push(("avx2", Kernels { in_place: avx2::kernel::<false>, packed: avx2::kernel::<true>, nr: avx2::NR }));
@@ -746,7 +747,7 @@ mod tests {
     #[test]
     fn matches_naive_on_edge_shapes_and_layouts() {
         if !available() {
-            let _ = writeln!(std::io::stderr(), "SKIP (hardware): neither AVX-512F nor AVX2 with FMA on this CPU");
+            super::super::skip_hardware("matches_naive_on_edge_shapes_and_layouts", NO_KERNELS);
             return;
         }
         let mut seed = 1u64;
@@ -787,7 +788,7 @@ mod tests {
     #[test]
     fn packed_b_serves_any_leading_corner() {
         if !available() {
-            let _ = writeln!(std::io::stderr(), "SKIP (hardware): neither AVX-512F nor AVX2 with FMA on this CPU");
+            super::super::skip_hardware("packed_b_serves_any_leading_corner", NO_KERNELS);
             return;
         }
         let (m, k, n) = (30, 600, 70);
@@ -812,6 +813,7 @@ mod tests {
     #[test]
     fn few_rows_linear_matches_naive() {
         if !available() {
+            super::super::skip_hardware("few_rows_linear_matches_naive", NO_KERNELS);
             return;
         }
         for (rows, out_dim, in_dim) in [(1, 1, 1), (1, 130, 576), (7, 193, 47), (15, 64, 1536), (3, 65, 33)] {
@@ -822,6 +824,32 @@ mod tests {
             let expect = naive(MatRef::row_major(&x, in_dim), MatRef::transposed(&w, in_dim), rows, out_dim, in_dim);
             for (got, want) in y.iter().zip(&expect) {
                 assert!((*got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()), "{rows}×{out_dim}×{in_dim}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_dot_variant_matches_f64() {
+        if !available() {
+            super::super::skip_hardware("every_dot_variant_matches_f64", NO_KERNELS);
+            return;
+        }
+        for n in [0, 1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 1000] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: AVX2 and FMA are present (`available()` above).
+                let got = unsafe { avx2::dot(&a, &b) } as f64;
+                assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "avx2 n={n}: {got} vs {want}");
+                if has_avx512() {
+                    // SAFETY: AVX-512F checked just above.
+                    let got = unsafe { avx512::dot(&a, &b) } as f64;
+                    assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "avx512 n={n}: {got} vs {want}");
+                } else {
+                    super::super::skip_hardware("every_dot_variant_matches_f64/avx512", "no AVX-512F on this CPU");
+                }
             }
         }
     }

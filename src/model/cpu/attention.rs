@@ -1,0 +1,273 @@
+//! Causal attention on the CPU kernels: per query block and head, `Q·Kᵀ` into one reused
+//! buffer, the causal softmax in place, the block handed to the sink, then `P·V`; and, for
+//! decode steps, a few query rows against the cached keys.
+
+use candle_core::Tensor;
+
+use super::sgemm::{self, MatRef, PackedB};
+use super::vector::softmax_row;
+use super::{kernels_apply, with_cpu_f32};
+use crate::model::sink::{AttentionBlock, AttentionSink};
+use crate::{Error, Result};
+
+/// Steps 6–7 of the decoder's attention (scores, causal softmax, the sink, `P·V`) on this CPU's
+/// kernels, for `q` `[B, H, L, d]` and the cached `k`, `v` `[B, H_kv, T, d]` (query head
+/// `kv * n_rep + r` reads KV head `kv`, HF's `repeat_kv` order). Returns the heads' outputs in the
+/// merged layout `[B, L, H, d]`, or `None` where the kernels do not apply (portable path, another
+/// device or dtype, several sequences at once over many rows, or a sink on a decode step): the
+/// caller then takes candle's ops. `block` is the number of query rows per block; every block's
+/// probabilities go to `sink` when one is given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    layer: usize,
+    offset: usize,
+    block: usize,
+    sink: Option<&mut dyn AttentionSink>,
+) -> Result<Option<Tensor>> {
+    let (b, _, seq, _) = q.dims4()?;
+    if !kernels_apply(q) {
+        return Ok(None);
+    }
+    if seq < sgemm::FEW_ROWS {
+        if sink.is_some() {
+            return Ok(None);
+        }
+        return Ok(Some(attend_few_rows(q, k, v, offset)?.transpose(1, 2)?.contiguous()?));
+    }
+    if b != 1 {
+        return Ok(None);
+    }
+    attend_blocks(q, k, v, layer, offset, block, sink).map(Some)
+}
+
+/// Causal attention `[B, H, L, d]` for a few query rows (decode steps, any batch) against the
+/// cached keys: per (sequence, head) task, dot products, softmax, weighted sum of values. For
+/// these tiny products candle's matmul spends more on starting its threads than on arithmetic.
+fn attend_few_rows(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (b, h, seq, hd) = q.dims4()?;
+    let (h_kv, total) = (k.dim(1)?, k.dim(2)?);
+    let n_rep = h / h_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let mut out = vec![0f32; b * h * seq * hd];
+    with_cpu_f32(&q, |qs| {
+        with_cpu_f32(&k, |ks| {
+            with_cpu_f32(&v, |vs| {
+                out.par_chunks_mut(seq * hd).enumerate().for_each(|(task, out_bh)| {
+                    let (bi, hi) = (task / h, task % h);
+                    let kv = (bi * h_kv + hi / n_rep) * total * hd;
+                    let mut scores = Vec::with_capacity(total);
+                    for (r, out_row) in out_bh.chunks_mut(hd).enumerate() {
+                        let q_row = &qs[(task * seq + r) * hd..(task * seq + r + 1) * hd];
+                        let visible = (offset + r + 1).min(total);
+                        scores.clear();
+                        scores.extend((0..visible).map(|t| sgemm::dot(q_row, &ks[kv + t * hd..kv + (t + 1) * hd])));
+                        softmax_row(&mut scores, scale);
+                        for (t, &p) in scores.iter().enumerate() {
+                            for (o, &x) in out_row.iter_mut().zip(&vs[kv + t * hd..kv + (t + 1) * hd]) {
+                                *o += p * x;
+                            }
+                        }
+                    }
+                });
+            })
+        })
+    })???;
+    Ok(Tensor::from_vec(out, (b, h, seq, hd), q.device())?)
+}
+
+/// Attention over query blocks on the kernels (batch 1, f32, AVX-512 or AVX2): per query block and head, scores
+/// `Q·Kᵀ` into one reused buffer, softmax in place, hand the block to the sink, then `P·V`
+/// written straight into the merged-heads layout `[1, L, H, d_head]`. Nothing is packed per
+/// block: Q and P are read in place, K and V are packed once per layer.
+#[allow(clippy::too_many_arguments)]
+fn attend_blocks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    layer: usize,
+    offset: usize,
+    block: usize,
+    mut sink: Option<&mut dyn AttentionSink>,
+) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (h, hd, num_kv_heads) = (q.dim(1)?, q.dim(3)?, k.dim(1)?);
+    let n_rep = h / num_kv_heads;
+    let (seq, total_keys) = (q.dim(2)?, k.dim(2)?);
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let mut z = vec![0f32; seq * h * hd];
+    let mut probs: Vec<f32> = Vec::new();
+    with_cpu_f32(&q, |qs| {
+        with_cpu_f32(&k, |ks| {
+            with_cpu_f32(&v, |vs| -> Result<()> {
+                // Kᵀ and V of each KV head packed once per layer; every block and every query
+                // head sharing them reads a leading corner (causal: keys < `visible`).
+                let per_head = total_keys * hd;
+                let keys: Vec<PackedB> = (0..num_kv_heads)
+                    .map(|kv| PackedB::new(MatRef::transposed(&ks[kv * per_head..], hd), hd, total_keys))
+                    .collect();
+                let values: Vec<PackedB> = (0..num_kv_heads)
+                    .map(|kv| PackedB::new(MatRef::row_major(&vs[kv * per_head..], hd), total_keys, hd))
+                    .collect();
+                let mut head_out: Vec<f32> = Vec::new();
+                let mut q0 = 0;
+                while q0 < seq {
+                    let rows = block.min(seq - q0);
+                    let visible = offset + q0 + rows;
+                    let size = rows * visible;
+                    probs.resize(h * size, 0.0);
+                    // Tasks of (head, band of rows), balanced over the threads by rayon; each
+                    // band's softmax runs while its scores are still in L2.
+                    let band = (rows / 2).div_ceil(12).max(1) * 12;
+                    probs.par_chunks_mut(size).enumerate().for_each(|(head, scores)| {
+                        scores.par_chunks_mut(band * visible).enumerate().for_each(|(i, scores)| {
+                            let (r0, n_rows) = (i * band, band.min(rows - i * band));
+                            // Query head `kv * n_rep + r` reads KV head `kv` (HF `repeat_kv`).
+                            let a = MatRef::row_major(&qs[(head * seq + q0 + r0) * hd..], hd);
+                            sgemm::matmul_packed(a, &keys[head / n_rep], scores, n_rows, visible, hd, visible);
+                            for (r, row) in scores.chunks_mut(visible).enumerate() {
+                                let valid = offset + q0 + r0 + r + 1;
+                                softmax_row(&mut row[..valid], scale);
+                                row[valid..].fill(0.0);
+                            }
+                        });
+                    });
+                    if let Some(sink) = sink.as_deref_mut() {
+                        let (q_start, heads, kv_len) = (offset + q0, h, visible);
+                        sink.consume(AttentionBlock { layer, q_start, heads, rows, kv_len, total_keys, probs: &probs })?;
+                    }
+                    head_out.resize(h * rows * hd, 0.0);
+                    head_out.par_chunks_mut(rows * hd).enumerate().for_each(|(head, out)| {
+                        out.par_chunks_mut(band * hd).enumerate().for_each(|(i, out)| {
+                            let (r0, n_rows) = (i * band, band.min(rows - i * band));
+                            let p = MatRef::row_major(&probs[head * size + r0 * visible..], visible);
+                            sgemm::matmul_packed(p, &values[head / n_rep], out, n_rows, hd, visible, hd);
+                        });
+                    });
+                    // [H, rows, d_head] → rows of the merged-heads layout.
+                    for (head, out) in head_out.chunks(rows * hd).enumerate() {
+                        for (r, src) in out.chunks(hd).enumerate() {
+                            let dst = ((q0 + r) * h + head) * hd;
+                            z[dst..dst + hd].copy_from_slice(src);
+                        }
+                    }
+                    q0 += rows;
+                }
+                Ok(())
+            })
+        })
+    })????;
+    Ok(Tensor::from_vec(z, (1, seq, h, hd), q.device())?)
+}
+
+/// Softmax of `scale · scores` over the keys each query may see, in one pass per row on CPU
+/// (the same arithmetic as HF eager: scale, mask, subtract the row max, exp, divide by the sum).
+/// `scores` is `[1, H, rows, visible]`; row `r` is absolute position `first + r`.
+pub(crate) fn scaled_causal_softmax(scores: &Tensor, scale: f32, first: usize) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let scores = scores.contiguous()?;
+    let visible = scores.dim(3)?;
+    let rows = scores.dim(2)?;
+    let n = scores.elem_count();
+    let mut out = vec![0f32; n];
+    {
+        let (storage, layout) = scores.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            return Err(Error::invalid("scaled_causal_softmax needs CPU tensors"));
+        };
+        let start = layout.start_offset();
+        let src = &cpu.as_slice::<f32>()?[start..start + n];
+        out.par_chunks_mut(visible).zip(src.par_chunks(visible)).enumerate().for_each(|(i, (dst, row))| {
+            let valid = (first + i % rows + 1).min(visible);
+            dst[..valid].copy_from_slice(&row[..valid]);
+            softmax_row(&mut dst[..valid], scale);
+        });
+    }
+    Ok(Tensor::from_vec(out, scores.shape(), scores.device())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sink::FullAttentionCapture;
+    use candle_core::Device;
+
+    /// Causal attention in f64, `[H, L, d]` out and `[H, L, T]` probabilities, for `q` rows at
+    /// absolute positions `offset..offset + L` (query head `h` reads KV head `h / n_rep`).
+    fn naive(q: &[f32], k: &[f32], v: &[f32], h: usize, h_kv: usize, seq: usize, total: usize, hd: usize) -> (Vec<f64>, Vec<f64>) {
+        let offset = total - seq;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let (mut out, mut probs) = (vec![0f64; h * seq * hd], vec![0f64; h * seq * total]);
+        for head in 0..h {
+            let kv = head / (h / h_kv);
+            for r in 0..seq {
+                let visible = offset + r + 1;
+                let qr = &q[(head * seq + r) * hd..][..hd];
+                let s: Vec<f64> = (0..visible)
+                    .map(|t| qr.iter().zip(&k[(kv * total + t) * hd..][..hd]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale)
+                    .collect();
+                let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = s.iter().map(|x| (x - max).exp()).sum();
+                for (t, x) in s.iter().enumerate() {
+                    let p = (x - max).exp() / sum;
+                    probs[(head * seq + r) * total + t] = p;
+                    for d in 0..hd {
+                        out[(head * seq + r) * hd + d] += p * v[(kv * total + t) * hd + d] as f64;
+                    }
+                }
+            }
+        }
+        (out, probs)
+    }
+
+    #[test]
+    fn attend_matches_f64_on_decode_rows_and_query_blocks() {
+        if !sgemm::available() {
+            super::super::skip_hardware("attend_matches_f64_on_decode_rows_and_query_blocks", sgemm::NO_KERNELS);
+            return;
+        }
+        let (h, h_kv, hd) = (6, 2, 16);
+        let value = |i: usize, m: usize| ((i * m % 211) as f32 - 105.0) / 60.0;
+        // (query rows, cached prefix, rows per block): decode steps, one block, several blocks.
+        for (seq, prefix, block) in [(1, 9, 16), (5, 0, 16), (40, 0, 64), (50, 7, 16)] {
+            let total = prefix + seq;
+            let q: Vec<f32> = (0..h * seq * hd).map(|i| value(i, 7919)).collect();
+            let k: Vec<f32> = (0..h_kv * total * hd).map(|i| value(i, 104729)).collect();
+            let v: Vec<f32> = (0..h_kv * total * hd).map(|i| value(i, 1299709)).collect();
+            let tensor = |data: &[f32], heads, rows| Tensor::from_slice(data, (1, heads, rows, hd), &Device::Cpu).unwrap();
+            let mut capture = FullAttentionCapture::default();
+            let sink: Option<&mut dyn AttentionSink> = if seq >= sgemm::FEW_ROWS { Some(&mut capture) } else { None };
+            let z = attend(&tensor(&q, h, seq), &tensor(&k, h_kv, total), &tensor(&v, h_kv, total), 0, prefix, block, sink)
+                .unwrap()
+                .expect("the kernels apply to f32 on this CPU");
+            assert_eq!(z.dims(), [1, seq, h, hd]);
+            let z = z.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (want, want_probs) = naive(&q, &k, &v, h, h_kv, seq, total, hd);
+            for head in 0..h {
+                for r in 0..seq {
+                    for d in 0..hd {
+                        let (got, want) = (z[(r * h + head) * hd + d] as f64, want[(head * seq + r) * hd + d]);
+                        assert!((got - want).abs() < 1e-5, "seq {seq} prefix {prefix}: head {head} row {r} dim {d}: {got} vs {want}");
+                    }
+                }
+            }
+            if seq >= sgemm::FEW_ROWS {
+                let captured = capture.layer(0).expect("the sink saw layer 0");
+                for head in 0..h {
+                    for r in 0..seq {
+                        for t in 0..total {
+                            let got = captured[(head * total + prefix + r) * total + t] as f64;
+                            let want = want_probs[(head * seq + r) * total + t];
+                            assert!((got - want).abs() < 1e-6, "probability head {head} row {r} key {t}: {got} vs {want}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The CPU kernels under the decoder, kept apart so `decoder.rs` reads as a model file.
+//!
+//! - [`sgemm`]: the packed f32 GEMM, one kernel set per ISA (AVX-512F, AVX2 with FMA), and the
+//!   one-pass kernels for decode steps (a few rows).
+//! - `vector`: `e^x`, softmax rows and `silu(g) · u`, scalar and in SIMD (same arithmetic).
+//! - `attention`: causal attention over query blocks (scores, softmax, the sink, `P·V`) and over
+//!   a few decode rows.
+//!
+//! The decoder calls four functions: [`linear`], [`silu_mul`], [`attend`] and
+//! [`scaled_causal_softmax`]. Each takes the kernels where they apply (f32 on a CPU with AVX2 and
+//! FMA or AVX-512F) and candle's ops (or the scalar code) elsewhere, so the crate runs on any
+//! machine. [`set_portable`] (or `THOUGHTSCOPE_PORTABLE=1`) forces the fallback everywhere.
+
+mod attention;
+pub mod sgemm;
+mod vector;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+
+use candle_core::{DType, Tensor};
+
+pub(crate) use attention::{attend, scaled_causal_softmax};
+use sgemm::MatRef;
+pub(crate) use vector::silu_mul;
+
+use crate::{Error, Result};
+
+/// Whether the portable path is forced: candle's matmul and the scalar softmax and SiLU instead of
+/// this crate's SIMD kernels, whatever the CPU has. Off unless `THOUGHTSCOPE_PORTABLE` is set (to
+/// anything but `0`) when the first forward pass runs, or [`set_portable`] is called. For telling a
+/// kernel bug from a model bug, and for testing the portable path on machines with the kernels.
+pub fn portable() -> bool {
+    PORTABLE_FROM_ENV.call_once(|| {
+        let on = std::env::var("THOUGHTSCOPE_PORTABLE").is_ok_and(|v| !v.is_empty() && v != "0");
+        if on {
+            PORTABLE.store(true, Ordering::Relaxed);
+        }
+    });
+    PORTABLE.load(Ordering::Relaxed)
+}
+
+/// Force (or stop forcing) the portable path for every later forward pass in this process.
+pub fn set_portable(on: bool) {
+    PORTABLE_FROM_ENV.call_once(|| {});
+    PORTABLE.store(on, Ordering::Relaxed);
+}
+
+static PORTABLE: AtomicBool = AtomicBool::new(false);
+static PORTABLE_FROM_ENV: Once = Once::new();
+
+/// Whether products with `x` take [`sgemm`]'s kernels: f32 on a CPU that has them (AVX-512F, or
+/// AVX2 and FMA). Below [`sgemm::FEW_ROWS`] rows (decode steps) the one-pass kernels, from there
+/// on the packed GEMM, whose packing those rows amortise.
+fn kernels_apply(x: &Tensor) -> bool {
+    !portable() && x.device().is_cpu() && x.dtype() == DType::F32 && sgemm::available()
+}
+
+/// Run `f` on the f32 data of a contiguous CPU tensor.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+        return Err(Error::invalid("expected a contiguous CPU tensor"));
+    };
+    Ok(f(&cpu.as_slice::<f32>()?[start..end]))
+}
+
+/// `x · wᵀ (+ bias)` for `x` `[.., in]` and a weight `[out, in]`, as `candle_nn::Linear` computes it.
+pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (out_dim, in_dim) = weight.dims2()?;
+    let rows = x.elem_count() / in_dim.max(1);
+    // Decode steps (few rows) read the weights once for all rows: candle's matmul is
+    // compute-bound there (a SmolLM2 decode step took 86 ms for one row and 237 ms for seven
+    // through candle, 54 and 154 ms with `linear_few_rows` and `attend_few_rows` on 2 AVX2 cores).
+    let few_rows = rows < sgemm::FEW_ROWS;
+    let fast = rows > 0 && kernels_apply(x) && weight.dtype() == DType::F32 && x.dim(x.rank() - 1)? == in_dim;
+    let y = if fast {
+        let x = x.contiguous()?;
+        let mut out = vec![0f32; rows * out_dim];
+        with_cpu_f32(&x, |xs| {
+            with_cpu_f32(weight, |ws| {
+                if few_rows {
+                    sgemm::linear_few_rows(xs, ws, &mut out, rows, out_dim, in_dim)
+                } else {
+                    let (a, b) = (MatRef::row_major(xs, in_dim), MatRef::transposed(ws, in_dim));
+                    sgemm::matmul(a, b, &mut out, rows, out_dim, in_dim, out_dim)
+                }
+            })
+        })??;
+        let mut shape = x.dims().to_vec();
+        *shape.last_mut().expect("rank >= 1") = out_dim;
+        Tensor::from_vec(out, shape, x.device())?
+    } else {
+        x.broadcast_matmul(&weight.t()?)?
+    };
+    Ok(match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
+/// For the kernel tests: one `SKIP (hardware) <test>: <reason>` line straight to the test log
+/// (libtest captures `eprintln!`, not the stream), for a kernel variant this CPU cannot run.
+#[cfg(test)]
+fn skip_hardware(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP (hardware) {test}: {reason}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The kernel path and candle's matmul give the same linear layer, for decode rows and for
+    /// the packed GEMM, with a bias.
+    #[test]
+    fn linear_kernels_match_candle() {
+        if !sgemm::available() {
+            skip_hardware("linear_kernels_match_candle", "neither AVX-512F nor AVX2 with FMA on this CPU");
+            return;
+        }
+        let (out_dim, in_dim) = (70, 130);
+        let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+        let w = Tensor::from_vec(w, (out_dim, in_dim), &Device::Cpu).unwrap();
+        let bias = Tensor::arange(0f32, out_dim as f32, &Device::Cpu).unwrap();
+        for rows in [1, 5, sgemm::FEW_ROWS, 40] {
+            let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let x = Tensor::from_vec(x, (1, rows, in_dim), &Device::Cpu).unwrap();
+            let want = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&bias).unwrap();
+            let got = linear(&x, &w, Some(&bias)).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-4, "{rows} rows: max difference {diff}");
+        }
+    }
+}
