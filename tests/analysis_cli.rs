@@ -157,3 +157,26 @@ fn every_model_command_refuses_an_unknown_device_in_one_line() {
         assert_fails(&run(&args), &["unknown device `gpu`", "cuda:N"]);
     }
 }
+
+#[test]
+fn attn_refuses_a_cache_dir_that_is_a_file_and_an_overlong_text_before_any_forward_pass() {
+    if support::smollm2().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let problem = tmp.path().join("problem");
+    std::fs::create_dir(&problem).unwrap();
+    std::fs::write(problem.join("base_solution.json"), r#"{"full_cot": "One step. Then another step. Done."}"#).unwrap();
+    let file = tmp.path().join("cache-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let args = ["attn", problem.to_str().unwrap(), "--quiet", "--cache-dir", file.to_str().unwrap()];
+    assert_fails(&run(&args), &["cache-file", "is a file"]);
+
+    // 300k characters: far past SmolLM2's 8,192 tokens; refused after one tokenisation.
+    let long = "The apples are counted again and again. ".repeat(7_500);
+    std::fs::write(problem.join("base_solution.json"), serde_json::json!({ "full_cot": long }).to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let cache = tmp.path().join("cache");
+    assert_fails(&run(&["attn", problem.to_str().unwrap(), "--quiet", "--cache-dir", cache.to_str().unwrap()]), &["longer than the context", "8192"]);
+    assert!(started.elapsed().as_secs() < 20, "took {:?}", started.elapsed());
+}

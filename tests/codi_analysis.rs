@@ -84,3 +84,47 @@ fn pearson_matches_scipy_fixture() {
         }
     }
 }
+
+/// The fixture's results in a fresh experiment folder, each list passed through `edit` first.
+fn layout_with(out: &Path, edit: impl Fn(&mut Vec<Value>, &mut Vec<Value>)) -> thoughtscope::codi::ExperimentLayout {
+    let dir = fixtures().join("codi-analysis");
+    let layout = thoughtscope::codi::ExperimentLayout::seed(out, false);
+    std::fs::create_dir_all(layout.results_dir()).unwrap();
+    let (Value::Array(mut ablation), Value::Array(mut attention)) =
+        (read(&dir.join("ablation.json")), read(&dir.join("attention.json")))
+    else {
+        panic!("fixture results are lists");
+    };
+    edit(&mut ablation, &mut attention);
+    std::fs::write(layout.ablation(), serde_json::to_string(&ablation).unwrap()).unwrap();
+    std::fs::write(layout.attention(), serde_json::to_string(&attention).unwrap()).unwrap();
+    layout
+}
+
+#[test]
+fn a_repeated_problem_id_is_an_error_naming_the_file() {
+    let options = AnalyzeOptions { static_images: false, ..AnalyzeOptions::default() };
+    let out = tempfile::tempdir().unwrap();
+    let layout = layout_with(out.path(), |ablation, _| {
+        let first = ablation[0].clone();
+        ablation.push(first);
+    });
+    let err = analyze(&layout, &options).unwrap_err().to_string();
+    assert!(err.contains("token_ablation_results") && err.contains("problem_id"), "{err}");
+    let out = tempfile::tempdir().unwrap();
+    let layout = layout_with(out.path(), |_, attention| {
+        let first = attention[0].clone();
+        attention.push(first);
+    });
+    let err = analyze(&layout, &options).unwrap_err().to_string();
+    assert!(err.contains("attention_weights") && err.contains("problem_id"), "{err}");
+}
+
+#[test]
+fn partly_matching_ids_are_counted_in_a_note() {
+    let out = tempfile::tempdir().unwrap();
+    let layout = layout_with(out.path(), |_, attention| attention.truncate(attention.len() - 10));
+    let analysis = analyze(&layout, &AnalyzeOptions { static_images: false, ..AnalyzeOptions::default() }).unwrap();
+    let note = analysis.notes.iter().find(|n| n.contains("match partly")).expect("a note on the ids");
+    assert!(note.contains("90 in both files") && note.contains("10 only in"), "{note}");
+}

@@ -20,6 +20,10 @@ fn tiny_config(model_type: &str) -> Config {
 }
 
 fn random_model(cfg: &Config, seed: u64) -> Model {
+    Model::from_tensors(cfg.clone(), random_tensors(cfg, seed), &Device::Cpu).unwrap()
+}
+
+fn random_tensors(cfg: &Config, seed: u64) -> HashMap<String, Tensor> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut t = HashMap::new();
     let mut add = |name: String, shape: &[usize], scale: f32, rng: &mut ChaCha8Rng| {
@@ -47,7 +51,7 @@ fn random_model(cfg: &Config, seed: u64) -> Model {
             add(format!("{p}.self_attn.k_norm.weight"), &[hd], 1.0, &mut rng);
         }
     }
-    Model::from_tensors(cfg.clone(), t, &Device::Cpu).unwrap()
+    t
 }
 
 fn ids(n: usize) -> Vec<u32> {
@@ -186,6 +190,33 @@ fn missing_tensor_is_named() {
     let cfg = tiny_config("llama");
     let err = Model::from_tensors(cfg, HashMap::new(), &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("model.embed_tokens.weight"), "{err}");
+}
+
+#[test]
+fn a_config_with_other_than_the_weights_layer_count_is_an_error() {
+    for layers in [2, 4] {
+        let mut cfg = tiny_config("llama");
+        let tensors = random_tensors(&cfg, 1);
+        cfg.num_hidden_layers = layers;
+        let err = Model::from_tensors(cfg, tensors, &Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("num_hidden_layers") && err.contains("the weights hold 3"), "{err}");
+    }
+}
+
+#[test]
+fn non_finite_weights_stop_the_forward_pass_at_their_layer() {
+    let cfg = tiny_config("llama");
+    let mut tensors = random_tensors(&cfg, 1);
+    let name = "model.layers.1.mlp.down_proj.weight";
+    let w = tensors[name].clone();
+    let mut values = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    values[5] = f32::NAN;
+    tensors.insert(name.into(), Tensor::from_vec(values, w.shape(), &Device::Cpu).unwrap());
+    let model = Model::from_tensors(cfg, tensors, &Device::Cpu).unwrap();
+    for n in [3, 40] {
+        let err = model.forward(Input::Ids(&ids(n)), &mut KvCache::new(&model), &mut NoHooks).unwrap_err().to_string();
+        assert!(err.contains("blocks.1.hook_resid_post") && err.contains("non-finite"), "{err}");
+    }
 }
 
 #[test]

@@ -203,3 +203,43 @@ fn va_cli_runs_and_errors_name_the_problem() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/rollouts"), "{err}");
 }
+
+/// A rollout folder with `chunks` in chunks.json and `labels` entries in chunks_labeled.json
+/// (every second one tagged).
+fn labelled_rollout(root: &Path, chunks: usize, labels: usize) -> PathBuf {
+    let dir = root.join(format!("rollout_{chunks}_{labels}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let texts: Vec<String> = (0..chunks).map(|i| format!("Sentence number {i}.")).collect();
+    std::fs::write(dir.join("chunks.json"), serde_json::json!({ "chunks": texts }).to_string()).unwrap();
+    let entries: Vec<serde_json::Value> = (0..labels)
+        .map(|i| {
+            let tags = if i % 2 == 0 { vec!["verbalized_evaluation_awareness"] } else { vec!["other"] };
+            serde_json::json!({ "chunk": format!("Sentence number {i}."), "chunk_idx": i, "function_tags": tags })
+        })
+        .collect();
+    std::fs::write(dir.join("chunks_labeled.json"), serde_json::Value::Array(entries).to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn label_counts_other_than_the_sentence_count_are_in_the_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = VaOptions::default();
+    let status = |chunks, labels| {
+        let dir = labelled_rollout(tmp.path(), chunks, labels);
+        let rollout = load_chunks_and_tag_mask(&dir, "verbalized_evaluation_awareness", SentenceMode::Chunks).unwrap();
+        thoughtscope::analysis::va::rollout_status(&rollout, &options)
+    };
+    assert!(status(8, 5).contains("3 of 8 sentences have no label entry"), "{}", status(8, 5));
+    assert!(status(8, 11).contains("3 label entries beyond the 8 sentences ignored"), "{}", status(8, 11));
+    assert!(!status(8, 8).contains("label entr"), "{}", status(8, 8));
+}
+
+#[test]
+fn chunks_given_as_one_string_are_a_schema_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = labelled_rollout(tmp.path(), 3, 3);
+    std::fs::write(dir.join("chunks.json"), r#"{"chunks": "One. Two. Three."}"#).unwrap();
+    let err = load_chunks_and_tag_mask(&dir, "verbalized_evaluation_awareness", SentenceMode::Chunks).unwrap_err().to_string();
+    assert!(err.contains("chunks.json") && err.contains("field `chunks`") && err.contains("a string"), "{err}");
+}

@@ -229,6 +229,9 @@ pub struct TaggedRollout {
     pub labels: Vec<ChunkLabel>,
     /// Whether `chunks_labeled.json` exists.
     pub has_labels: bool,
+    /// Entries in `chunks_labeled.json` before the truncation to N (0 without the file): the
+    /// status says when labels were dropped or sentences left without one.
+    pub label_entries: usize,
     /// Label entries whose `chunk` text differs from their sentence (whitespace runs collapsed):
     /// a warning, the mask still reads labels by index.
     pub label_mismatches: Vec<usize>,
@@ -270,6 +273,7 @@ pub fn load_chunks_and_tag_mask(dir: impl AsRef<Path>, tag: &str, mode: Sentence
     let labels_file = read_labels_file(&dir.join("chunks_labeled.json"))?;
     let has_labels = labels_file.is_some();
     let all_labels = labels_file.unwrap_or_default();
+    let label_entries = all_labels.len();
     let (sentences, chunks_source) = match mode {
         SentenceMode::Chunks => match read_chunks_file(&dir.join("chunks.json"))? {
             Some(chunks) => (Sentences::from_chunks(&chunks), "chunks.json"),
@@ -299,6 +303,7 @@ pub fn load_chunks_and_tag_mask(dir: impl AsRef<Path>, tag: &str, mode: Sentence
         mask,
         labels,
         has_labels,
+        label_entries,
         label_mismatches,
         chunks_source,
     })
@@ -750,6 +755,22 @@ pub fn rollout_status(rollout: &TaggedRollout, options: &VaOptions) -> String {
         notes.push("no tagged sentence analysed: deltas are NaN".into());
     } else if tagged == mask.len() {
         notes.push("every analysed sentence tagged: deltas are NaN".into());
+    }
+    let n = rollout.n_sentences();
+    if rollout.has_labels && rollout.label_entries < n {
+        notes.push(format!(
+            "{} of {n} sentences have no label entry (chunks_labeled.json has {}): counted untagged",
+            n - rollout.label_entries,
+            rollout.label_entries
+        ));
+    }
+    // Full-cot drops the final chunk by design (the seed's `labeled[:n]`); more is worth a word.
+    let expected_excess = usize::from(rollout.chunks_source == "base_solution.json");
+    if rollout.label_entries > n + expected_excess {
+        notes.push(format!(
+            "{} label entries beyond the {n} sentences ignored (the seed's labeled[:n])",
+            rollout.label_entries - n
+        ));
     }
     if !rollout.label_mismatches.is_empty() {
         notes.push(format!(

@@ -77,15 +77,9 @@ pub fn sentence_attention(
     sentences: &Sentences,
     boundary_mode: BoundaryMode,
 ) -> Result<(SentenceAttention, TokenBounds)> {
-    let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, boundary_mode)?;
+    // The length check comes first: the boundaries tokenise every sentence prefix, which takes
+    // seconds on a text far beyond the context.
     let ids = loaded.tokenizer.encode(&sentences.text)?;
-    if ids.len() != bounds.n_tokens {
-        return Err(Error::Other(format!(
-            "tokenisation of the text gave {} tokens but the boundaries assume {}",
-            ids.len(),
-            bounds.n_tokens
-        )));
-    }
     let context = loaded.model.config().max_position_embeddings;
     if ids.len() > context {
         return Err(Error::invalid(format!(
@@ -93,6 +87,14 @@ pub fn sentence_attention(
             ids.len(),
             loaded.name,
             context
+        )));
+    }
+    let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, boundary_mode)?;
+    if ids.len() != bounds.n_tokens {
+        return Err(Error::Other(format!(
+            "tokenisation of the text gave {} tokens but the boundaries assume {}",
+            ids.len(),
+            bounds.n_tokens
         )));
     }
     let layers = loaded.model.num_layers();
@@ -121,6 +123,10 @@ pub fn cached_sentence_attention(
     boundary_mode: BoundaryMode,
     layout: CacheLayout,
 ) -> Result<(SentenceAttention, CacheOutcome, PathBuf)> {
+    // A cache root that is a file would only fail at the store, after the forward pass.
+    if cache.root().exists() && !cache.root().is_dir() {
+        return Err(Error::format(cache.root(), "the attention cache directory is a file (--cache-dir)"));
+    }
     let key = cache_key(loaded, sentences, boundary_mode);
     let dir = cache.entry_dir(&key.model, &key.text_id);
     if let Some(found) = cache.load(&key)? {

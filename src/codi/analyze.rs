@@ -196,8 +196,23 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
     let (ablation_path, attention_path) = (layout.ablation(), layout.attention());
     let ablation = read_ablation(&ablation_path)?;
     let attention = read_attention(&attention_path)?;
+    // The join is by id: a repeated id would pair one problem's tokens with another's attention.
+    ensure_unique_ids(&ablation_path, ablation.iter().map(|r| r.problem_id.as_str()))?;
+    ensure_unique_ids(&attention_path, attention.iter().map(|r| r.problem_id.as_str()))?;
     let (importance, all_baselines, rule_note) = options.importance.resolve(&ablation);
     let joined = join(&ablation, &attention, importance, all_baselines)?;
+    let ablation_ids: std::collections::HashSet<&str> = ablation.iter().map(|r| r.problem_id.as_str()).collect();
+    let attention_ids: std::collections::HashSet<&str> = attention.iter().map(|r| r.problem_id.as_str()).collect();
+    let matched = ablation_ids.intersection(&attention_ids).count();
+    let id_note = (matched < ablation_ids.len() || matched < attention_ids.len()).then(|| {
+        format!(
+            "problem ids match partly: {matched} in both files, {} only in {}, {} only in {}",
+            ablation_ids.len() - matched,
+            ablation_path.display(),
+            attention_ids.len() - matched,
+            attention_path.display()
+        )
+    });
     if joined.rows.is_empty() {
         return Err(Error::invalid(format!(
             "nothing to analyse: no problem of {} has a correct baseline and attention in {} \
@@ -211,9 +226,21 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
     }
     let mut analysis = analyze_joined(joined, importance, layout, options)?;
     analysis.notes.extend(rule_note);
+    analysis.notes.extend(id_note);
     write_index(layout, &analysis, options)?;
     analysis.files.push(layout.root.join("index.html"));
     Ok(analysis)
+}
+
+/// An error naming `path` and the first `problem_id` that occurs twice.
+fn ensure_unique_ids<'a>(path: &std::path::Path, ids: impl Iterator<Item = &'a str>) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for id in ids {
+        if !seen.insert(id) {
+            return Err(Error::format(path, format!("field `problem_id`: `{id}` occurs more than once")));
+        }
+    }
+    Ok(())
 }
 
 /// [`analyze`] on rows already joined (`importance` says which measure the rows hold).

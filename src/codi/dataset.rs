@@ -93,7 +93,8 @@ pub fn write_problems(problems: &[Problem], path: impl AsRef<Path>) -> Result<()
 /// bucket in file order, `per_level[b]` problems drawn from bucket `b`.
 pub fn stratified_sample(problems: &[Problem], per_level: [usize; 4], seed: u64) -> Result<Vec<Problem>> {
     let mut rng = PyRandom::new(seed);
-    let mut out = Vec::with_capacity(per_level.iter().sum());
+    // Each count is checked against its bucket below; capacity only for what can be drawn.
+    let mut out = Vec::with_capacity(per_level.iter().map(|&k| k.min(problems.len())).sum::<usize>().min(problems.len()));
     for (level, &k) in DIFFICULTIES.iter().zip(per_level.iter()) {
         let bucket: Vec<&Problem> = problems.iter().filter(|p| p.difficulty == *level).collect();
         if k > bucket.len() {

@@ -151,7 +151,11 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.trim_end_matches('L').parse::<usize>().map_err(|_| format!("bad shape entry `{s}`")))
         .collect::<std::result::Result<_, _>>()?;
-    let count: usize = shape.iter().product();
+    // Shapes come from the file: a product that overflows is an error, not a wrapped count.
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} has more elements than memory can address"))?;
     let payload = &bytes[data_start..];
     let (width, little) = match descr {
         "<f4" | "=f4" => (4, true),
@@ -160,12 +164,9 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
         ">f8" => (8, false),
         other => return Err(format!("dtype `{other}` is not supported (expected float32 or float64)")),
     };
-    if payload.len() != count * width {
-        return Err(format!(
-            "data has {} bytes, shape {shape:?} of {descr} needs {}",
-            payload.len(),
-            count * width
-        ));
+    let needed = count.checked_mul(width).ok_or_else(|| format!("shape {shape:?} of {descr} overflows the byte count"))?;
+    if payload.len() != needed {
+        return Err(format!("data has {} bytes, shape {shape:?} of {descr} needs {needed}", payload.len()));
     }
     let data = if width == 4 {
         let values: Vec<f32> = payload
@@ -242,5 +243,17 @@ mod tests {
         // 2×3 matrix [[1,2,3],[4,5,6]] stored column-major.
         let c = fortran_to_c(&[1, 4, 2, 5, 3, 6], &[2, 3]);
         assert_eq!(c, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn a_shape_whose_element_count_overflows_is_an_error() {
+        // 2^32 · 2^32 wraps to 0 in 64 bits: with no data bytes the sizes would "match".
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }\n";
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&[1, 0]);
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        let err = decode(&bytes).unwrap_err();
+        assert!(err.contains("4294967296"), "{err}");
     }
 }

@@ -160,24 +160,61 @@ impl Config {
         }
     }
 
+    /// Every value the decoder uses is in range: sizes positive and within what any real model
+    /// has (so a corrupt file cannot drive an allocation), the head layout consistent, and the
+    /// floating-point constants finite and positive (a NaN `rms_norm_eps` or a zero `rope_theta`
+    /// would otherwise give NaN or uniform attention without an error). The message names the
+    /// field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.architecture()?;
-        if self.num_attention_heads == 0 || self.num_hidden_layers == 0 || self.hidden_size == 0 {
-            return Err("fields `num_attention_heads`, `num_hidden_layers`, `hidden_size` must be > 0".into());
+        // Generous bounds: 10× the largest open models' values.
+        let sizes: [(&str, usize, usize); 6] = [
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("hidden_size", self.hidden_size, 1 << 20),
+            ("intermediate_size", self.intermediate_size, 1 << 22),
+            ("num_hidden_layers", self.num_hidden_layers, 4096),
+            ("num_attention_heads", self.num_attention_heads, 4096),
+            ("max_position_embeddings", self.max_position_embeddings, 1 << 30),
+        ];
+        for (field, value, max) in sizes {
+            if value == 0 || value > max {
+                return Err(format!("field `{field}`: {value} is out of range (1..={max})"));
+            }
         }
-        if self.num_attention_heads % self.num_kv_heads() != 0 {
+        let kv = self.num_kv_heads();
+        if kv == 0 || kv > self.num_attention_heads || self.num_attention_heads % kv != 0 {
             return Err(format!(
-                "field `num_key_value_heads`: {} does not divide num_attention_heads {}",
-                self.num_kv_heads(),
+                "field `num_key_value_heads`: {kv} must be between 1 and num_attention_heads {} and divide it",
                 self.num_attention_heads
             ));
         }
-        if self.head_dim() % 2 != 0 {
-            return Err(format!("head dimension {} must be even for RoPE", self.head_dim()));
+        let head_dim = self.head_dim();
+        if head_dim == 0 || head_dim > 4096 || head_dim % 2 != 0 {
+            return Err(format!("field `head_dim`: head dimension {head_dim} must be even and in 2..=4096 (RoPE)"));
         }
+        let positive = |field: &str, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("field `{field}`: {value} must be a finite number > 0"))
+            }
+        };
+        positive("rms_norm_eps", self.rms_norm_eps)?;
+        positive("rope_theta", self.rope_theta)?;
         if let Some(rs) = &self.rope_scaling {
             if !matches!(rs.rope_type.as_str(), "llama3" | "default") {
                 return Err(format!("field `rope_scaling.rope_type`: unsupported `{}`", rs.rope_type));
+            }
+            positive("rope_scaling.factor", rs.factor)?;
+            positive("rope_scaling.low_freq_factor", rs.low_freq_factor)?;
+            positive("rope_scaling.high_freq_factor", rs.high_freq_factor)?;
+            if rs.original_max_position_embeddings == 0 {
+                return Err("field `rope_scaling.original_max_position_embeddings`: must be > 0".into());
+            }
+        }
+        if let Some(divisors) = &self.rope_freq_divisors {
+            if let Some(bad) = divisors.iter().find(|d| !(d.is_finite() && **d > 0.0)) {
+                return Err(format!("tensor `rope_freqs.weight`: divisor {bad} must be a finite number > 0"));
             }
         }
         Ok(())
@@ -286,5 +323,34 @@ mod tests {
           "num_hidden_layers":1,"num_attention_heads":2}"#;
         let cfg: Config = serde_json::from_str(json).unwrap();
         assert!(cfg.validate().unwrap_err().contains("model_type"));
+    }
+
+    fn smollm2_like() -> Config {
+        serde_json::from_str(
+            r#"{"model_type":"llama","vocab_size":49152,"hidden_size":576,"intermediate_size":1536,
+              "num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors_naming_the_field() {
+        assert!(smollm2_like().validate().is_ok());
+        let cases: [(&str, fn(&mut Config)); 8] = [
+            ("num_key_value_heads", |c| c.num_key_value_heads = Some(0)),
+            ("num_key_value_heads", |c| c.num_key_value_heads = Some(18)),
+            ("rms_norm_eps", |c| c.rms_norm_eps = f64::NAN),
+            ("rope_theta", |c| c.rope_theta = 0.0),
+            ("rope_theta", |c| c.rope_theta = f64::INFINITY),
+            ("num_hidden_layers", |c| c.num_hidden_layers = 4_000_000_000),
+            ("head_dim", |c| c.head_dim = Some(0)),
+            ("vocab_size", |c| c.vocab_size = 0),
+        ];
+        for (field, break_it) in cases {
+            let mut cfg = smollm2_like();
+            break_it(&mut cfg);
+            let err = cfg.validate().unwrap_err();
+            assert!(err.contains(field), "expected an error naming `{field}`, got: {err}");
+        }
     }
 }

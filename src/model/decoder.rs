@@ -502,10 +502,23 @@ impl Model {
     pub fn from_tensors(config: Config, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Model> {
         let architecture = config.architecture().map_err(Error::Invalid)?;
         config.validate().map_err(Error::Invalid)?;
+        // The layer count must be the weights' own: a config with fewer layers would silently run
+        // a truncated model, one with more would fail deep in the load.
+        let weight_layers = tensors
+            .keys()
+            .filter_map(|name| name.strip_prefix("model.layers.")?.split('.').next()?.parse::<usize>().ok())
+            .max()
+            .map_or(0, |last| last + 1);
         let mut store = TensorStore { tensors, device: device.clone() };
         let (d, hd) = (config.hidden_size, config.head_dim());
         let (h, h_kv) = (config.num_attention_heads, config.num_kv_heads());
         let embed_tokens = store.take("model.embed_tokens.weight", &[config.vocab_size, d])?;
+        if weight_layers != config.num_hidden_layers {
+            return Err(Error::invalid(format!(
+                "field `num_hidden_layers`: the config says {} layers, the weights hold {weight_layers}",
+                config.num_hidden_layers
+            )));
+        }
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -671,6 +684,7 @@ impl Model {
         let eps = self.config.rms_norm_eps;
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x, i, offset, (&cos, &sin), &mut cache.layers[i], hooks, eps, self.block_rows)?;
+            ensure_finite(&x, HookPoint::ResidPost(i))?;
         }
         cache.len = offset + seq;
         let hidden = hook(hooks, HookPoint::FinalNorm, rms_norm(&x, &self.norm, eps)?)?;
@@ -680,6 +694,32 @@ impl Model {
             Logits::None => None,
         };
         Ok(ForwardOutput { logits, hidden })
+    }
+}
+
+/// A NaN or infinity in the residual stream (NaN weights, a NaN block scale in a quantised file,
+/// an overflow) would otherwise flow into softmax as uniform or NaN attention and be cached as a
+/// result: stop the forward pass with the layer's hook point instead. One pass over `[B, L, d]`
+/// per layer, small beside the layer's products.
+fn ensure_finite(x: &Tensor, point: HookPoint) -> Result<()> {
+    let finite = if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
+        let (storage, layout) = x.storage_and_layout();
+        match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(cpu), Some((start, end))) => {
+                cpu.as_slice::<f32>()?[start..end].iter().fold(true, |ok, v| ok & v.is_finite())
+            }
+            _ => x.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.is_finite(),
+        }
+    } else {
+        // Elsewhere one reduction: NaN and infinities propagate into the sum.
+        x.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?.is_finite()
+    };
+    if finite {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "non-finite values (NaN or infinity) at {point}: the weights or config values (rms_norm_eps, rope_theta) are corrupt"
+        )))
     }
 }
 

@@ -187,6 +187,10 @@ pub fn read_chunks_file(path: &Path) -> Result<Option<Vec<String>>> {
         None => Ok(None),
         Some(value) => {
             let list = value.get("chunks").ok_or_else(|| Error::format(path, "missing field `chunks`"))?;
+            // One string would silently become one chunk: the schema is a list.
+            if !list.is_array() {
+                return Err(Error::format(path, format!("field `chunks` should be a list of strings, found {}", kind(list))));
+            }
             Ok(Some(string_list(list, path, "`chunks`")?))
         }
     }
