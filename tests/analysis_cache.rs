@@ -1,11 +1,18 @@
 //! The attention cache (spec §6 + §12.2 item 7): manifest round trip, mismatches named by field,
 //! native and upstream layouts, `np.save`-identical files, upstream directories without a
-//! manifest, atomic replacement.
+//! manifest, atomic replacement; integrity (issue 19): checksums verified on every read, older
+//! entries and leftovers of killed runs never served, upstream grids sized by the files present,
+//! receiver heads refusing entries made differently, names kept inside the cache root.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use thoughtscope::io::npy;
 use thoughtscope::attention::{
-    read_entry_dir, read_upstream_dir, AttnCache, BoundaryMode, CacheKey, CacheLayout, SentenceAttention, SentenceMode,
+    read_entry_dir, read_upstream_dir, AttnCache, BoundaryMode, CacheKey, CacheLayout, Lookup, SentenceAttention,
+    SentenceMode,
 };
+use thoughtscope::scores::{receiver_heads_from_cache_dir, ReceiverOptions};
 use thoughtscope::Error;
 
 fn attention(layers: usize, heads: usize, n: usize, salt: f32) -> SentenceAttention {
@@ -39,7 +46,7 @@ fn native_round_trip_and_manifest() {
     assert_eq!(dir, tmp.path().join("smollm2-135m/65c133c9cf042207"));
     assert_eq!(cache.load(&key).unwrap().unwrap(), att);
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    for field in ["format_version", "model", "weights_hash", "dtype", "tokenizer", "sentence_mode", "boundary_mode", "n", "layers", "heads"] {
+    for field in ["format_version", "model", "weights_hash", "dtype", "tokenizer", "sentence_mode", "boundary_mode", "n", "layers", "heads", "checksums"] {
         assert!(manifest.get(field).is_some(), "manifest has {field}");
     }
     assert_eq!(manifest["sentence_mode"], "full-cot");
@@ -147,4 +154,226 @@ fn npy_reader_accepts_float64_fortran_and_big_endian() {
     assert_eq!(array.shape, vec![2, 3]);
     assert_eq!(array.data, npy::NpyData::F64(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
     assert!(npy::decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("bytes"));
+}
+
+/// Flip one bit of `path` at `offset` from its end (inside the data, past the `.npy` header).
+fn flip_bit(path: &Path, offset_from_end: usize, bit: u8) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() - offset_from_end;
+    bytes[at] ^= 1 << bit;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn manifest_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+fn write_manifest_json(dir: &Path, json: &serde_json::Value) {
+    std::fs::write(dir.join("manifest.json"), serde_json::to_string_pretty(json).unwrap()).unwrap();
+}
+
+#[test]
+fn a_flipped_bit_is_never_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = AttnCache::new(tmp.path()).strict(false);
+    let (key, att) = (key(4), attention(2, 3, 4, 0.0));
+    let dir = cache.store(&key, &att, CacheLayout::Native, None).unwrap();
+    let checksum = manifest_json(&dir)["checksums"]["attention.npy"].as_str().unwrap().to_string();
+    assert!(checksum.starts_with("xxh3-128:") && checksum.len() == 9 + 32, "{checksum}");
+    // The top exponent bit of the last float: 0.095 becomes ~3e37, a plausible "lift 4e38".
+    flip_bit(&dir.join("attention.npy"), 1, 6);
+
+    let message = match cache.lookup(&key).unwrap() {
+        Lookup::Untrusted(error) => error.to_string(),
+        other => panic!("expected an untrusted entry, got {other:?}"),
+    };
+    assert!(message.contains("attention.npy") && message.contains("`checksums`"), "{message}");
+    assert!(message.contains(&checksum) && message.matches("xxh3-128:").count() == 2, "expected and actual: {message}");
+    assert!(cache.load(&key).unwrap().is_none(), "the normal path treats the entry as a miss");
+
+    let strict = cache.clone().strict(true);
+    let err = strict.load(&key).unwrap_err().to_string();
+    assert!(err.contains("THOUGHTSCOPE_STRICT_CACHE") && err.contains("attention.npy") && err.contains(&checksum), "{err}");
+    let err = read_entry_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("attention.npy") && err.contains("checksum mismatch"), "{err}");
+
+    // Recomputing replaces the damaged entry, which then serves again.
+    cache.store(&key, &att, CacheLayout::Native, None).unwrap();
+    assert_eq!(strict.load(&key).unwrap().unwrap(), att);
+}
+
+#[test]
+fn every_head_file_of_the_upstream_layout_is_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = AttnCache::new(tmp.path()).strict(false);
+    let (key, att) = (key(4), attention(2, 3, 4, 0.0));
+    let dir = cache.store(&key, &att, CacheLayout::Upstream, None).unwrap();
+    assert_eq!(manifest_json(&dir)["checksums"].as_object().unwrap().len(), 6);
+    assert_eq!(read_entry_dir(&dir).unwrap(), att);
+    flip_bit(&dir.join("1_2.npy"), 5, 0);
+    assert!(cache.load(&key).unwrap().is_none());
+    let err = cache.clone().strict(true).load(&key).unwrap_err().to_string();
+    assert!(err.contains("1_2.npy") && err.contains("`checksums`"), "{err}");
+
+    // A manifest whose checksums do not cover its grid is not trusted either.
+    cache.store(&key, &att, CacheLayout::Upstream, None).unwrap();
+    let mut json = manifest_json(&dir);
+    json["checksums"].as_object_mut().unwrap().remove("0_1.npy");
+    write_manifest_json(&dir, &json);
+    let err = read_entry_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("manifest.json") && err.contains("`checksums` lists 5 files") && err.contains("has 6"), "{err}");
+    assert!(cache.load(&key).unwrap().is_none());
+}
+
+#[test]
+fn entries_from_before_checksums_are_recomputed_not_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = AttnCache::new(tmp.path()).strict(false);
+    let (key, att) = (key(4), attention(2, 3, 4, 0.0));
+    let dir = cache.store(&key, &att, CacheLayout::Native, None).unwrap();
+    let mut json = manifest_json(&dir);
+    json["format_version"] = 1.into();
+    json.as_object_mut().unwrap().remove("checksums");
+    write_manifest_json(&dir, &json);
+    match cache.lookup(&key).unwrap() {
+        Lookup::Untrusted(error) => {
+            let message = error.to_string();
+            assert!(message.contains("manifest.json") && message.contains("`format_version` is 1"), "{message}");
+        }
+        other => panic!("expected an untrusted entry, got {other:?}"),
+    }
+    assert!(cache.load(&key).unwrap().is_none());
+    let err = cache.clone().strict(true).load(&key).unwrap_err().to_string();
+    assert!(err.contains("`format_version`"), "{err}");
+    let err = read_entry_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("manifest.json") && err.contains("no checksums"), "{err}");
+    // A newer format is still a mismatch error, not something to overwrite.
+    json["format_version"] = 99.into();
+    write_manifest_json(&dir, &json);
+    assert!(matches!(cache.load(&key), Err(Error::CacheMismatch { field, .. }) if field == "format_version"));
+    // A manifest that is not JSON at all: recomputed (or an error when strict).
+    std::fs::write(dir.join("manifest.json"), "{ cut off").unwrap();
+    assert!(cache.load(&key).unwrap().is_none());
+    let err = cache.clone().strict(true).load(&key).unwrap_err().to_string();
+    assert!(err.contains("manifest.json") && err.contains("invalid cache manifest"), "{err}");
+    cache.store(&key, &att, CacheLayout::Native, None).unwrap();
+    assert_eq!(cache.load(&key).unwrap().unwrap(), att);
+}
+
+fn age(path: &Path, by: Duration) {
+    let dir = std::fs::File::open(path).unwrap();
+    dir.set_modified(SystemTime::now() - by).unwrap();
+}
+
+#[test]
+fn leftovers_of_killed_writes_are_removed_when_stale_and_never_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = AttnCache::new(tmp.path());
+    let model_dir = tmp.path().join("smollm2-135m");
+    let stale = model_dir.join(".65c133c9cf042207.tmp-4242-0");
+    let fresh = model_dir.join(".65c133c9cf042207.tmp-4243-0");
+    let old_swap = model_dir.join(".65c133c9cf042207.old-4242-1");
+    for dir in [&stale, &fresh, &old_swap] {
+        std::fs::create_dir_all(dir).unwrap();
+        npy::write_f32(&dir.join("0_0.npy"), &[2, 2], &[9.0; 4]).unwrap();
+    }
+    age(&stale, Duration::from_secs(3600));
+    age(&old_swap, Duration::from_secs(3600));
+
+    // Neither a lookup nor a receiver-heads scan reads them as entries.
+    assert!(cache.load(&key(4)).unwrap().is_none());
+    assert!(cache.upstream_entry("smollm2-135m", "65c133c9cf042207").is_none());
+    let err = receiver_heads_from_cache_dir(&model_dir, &ReceiverOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("no cache entries"), "{err}");
+
+    // The next store into the model directory removes the stale ones and keeps a live write's.
+    cache.store(&key(4), &attention(2, 3, 4, 0.0), CacheLayout::Native, None).unwrap();
+    assert!(!stale.exists() && !old_swap.exists());
+    assert!(fresh.exists(), "a temporary directory of a write that may still be running is kept");
+}
+
+fn upstream_dir_with(names: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("qwen-14b/0123456789abcdef");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in names {
+        npy::write_f32(&dir.join(name), &[2, 2], &[1.0, 0.0, 0.5, 0.5]).unwrap();
+    }
+    (tmp, dir)
+}
+
+#[test]
+fn upstream_grids_are_sized_by_the_files_present() {
+    // Before: `99999999_0.npy` allocated a grid of 10⁸ rows, `4294967295_4294967295.npy` wrapped
+    // `layers × heads` and panicked.
+    for (names, bad) in [
+        (vec!["0_0.npy", "99999999_0.npy"], "99999999_0.npy"),
+        (vec!["4294967295_4294967295.npy"], "4294967295_4294967295.npy"),
+        (vec!["0_0.npy", "0_1.npy", "1_0.npy", "0_18446744073709551615.npy"], "0_18446744073709551615.npy"),
+    ] {
+        let (tmp, dir) = upstream_dir_with(&names);
+        let err = read_upstream_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains(bad) && err.contains("must be below"), "{err}");
+        let err = receiver_heads_from_cache_dir(&tmp.path().join("qwen-14b"), &ReceiverOptions::default()).unwrap_err().to_string();
+        assert!(err.contains(bad), "{err}");
+    }
+    let (_tmp, dir) = upstream_dir_with(&["0_0.npy", "0_1.npy", "1_0.npy", "01_1.npy", "1_1.npy"]);
+    let err = read_upstream_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("01_1.npy") && err.contains("1_1.npy") && err.contains("again"), "{err}");
+    let (_tmp, dir) = upstream_dir_with(&["0_0.npy", "0_1.npy", "1_1.npy"]);
+    let err = read_upstream_dir(&dir).unwrap_err().to_string();
+    assert!(err.contains("missing 1_0.npy"), "{err}");
+    let (_tmp, dir) = upstream_dir_with(&["0_0.npy", "0_1.npy", "1_0.npy", "1_1.npy"]);
+    assert_eq!((read_upstream_dir(&dir).unwrap().layers(), read_upstream_dir(&dir).unwrap().heads()), (2, 2));
+}
+
+#[test]
+fn receiver_heads_refuse_entries_made_differently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = AttnCache::new(tmp.path());
+    let first = CacheKey { text_id: "aaaaaaaaaaaaaaaa".into(), ..key(4) };
+    let second = CacheKey { text_id: "bbbbbbbbbbbbbbbb".into(), n: 5, ..key(4) };
+    let dir_a = cache.store(&first, &attention(2, 3, 4, 0.0), CacheLayout::Native, None).unwrap();
+    cache.store(&second, &attention(2, 3, 5, 0.5), CacheLayout::Upstream, None).unwrap();
+    let model_dir = tmp.path().join("smollm2-135m");
+    let options = ReceiverOptions { top_k: 2, ..ReceiverOptions::default() };
+    let result = receiver_heads_from_cache_dir(&model_dir, &options).unwrap();
+    assert_eq!(result.responses.len(), 2, "same model and modes, different texts: averaged");
+
+    let third = CacheKey { text_id: "cccccccccccccccc".into(), sentence_mode: SentenceMode::Chunks, ..key(4) };
+    let dir_c = cache.store(&third, &attention(2, 3, 4, 0.0), CacheLayout::Native, None).unwrap();
+    let err = receiver_heads_from_cache_dir(&model_dir, &options).unwrap_err().to_string();
+    assert!(err.contains(&dir_a.display().to_string()) && err.contains(&dir_c.display().to_string()), "{err}");
+    assert!(err.contains("`sentence_mode`") && err.contains("full-cot") && err.contains("chunks"), "{err}");
+    std::fs::remove_dir_all(&dir_c).unwrap();
+
+    let other_model = CacheKey { text_id: "dddddddddddddddd".into(), weights_hash: "def456".into(), ..key(4) };
+    cache.store(&other_model, &attention(2, 3, 4, 0.0), CacheLayout::Native, None).unwrap();
+    let err = receiver_heads_from_cache_dir(&model_dir, &options).unwrap_err().to_string();
+    assert!(err.contains("`weights_hash`") && err.contains("dddddddddddddddd"), "{err}");
+}
+
+#[test]
+fn names_stay_inside_the_cache_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = AttnCache::new(&root);
+    // A model file `...gguf` has the stem `..`: its entries once landed beside the cache root.
+    let file = tmp.path().join("...gguf");
+    std::fs::write(&file, b"").unwrap();
+    let name = thoughtscope::model::cache_name(file.to_str().unwrap());
+    assert_eq!(name, "__");
+    for model in [name.as_str(), "..", ".", "a/../..", "nul\0"] {
+        let dir = cache.store(&CacheKey { model: model.into(), ..key(4) }, &attention(2, 3, 4, 0.0), CacheLayout::Native, None).unwrap();
+        assert_eq!(dir.parent().unwrap().parent().unwrap(), root, "{model:?} -> {}", dir.display());
+    }
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2, "nothing beside the root and the model file");
+    for text_id in ["..", ".", "", "a/b", "..\\x", "nul\0", ".hidden"] {
+        let bad = CacheKey { text_id: text_id.into(), ..key(4) };
+        let err = cache.store(&bad, &attention(2, 3, 4, 0.0), CacheLayout::Native, None).unwrap_err().to_string();
+        assert!(err.contains("`text_id`"), "{text_id:?}: {err}");
+        let err = cache.load(&bad).unwrap_err().to_string();
+        assert!(err.contains("`text_id`"), "{text_id:?}: {err}");
+        assert!(cache.upstream_entry("m", text_id).is_none());
+    }
 }

@@ -38,6 +38,28 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// `name` made safe as one path component under a root: `/` and `\\` become `--`, NUL and other
+/// control characters `_`, leading dots `_` (so `..` cannot climb out of the root and a name
+/// never collides with the hidden temporaries beside it), and an empty name `_`. Plain names
+/// (`smollm2-135m`, `65c133c9cf042207`) come back unchanged, and so does any name this returned.
+pub fn path_component(name: &str) -> String {
+    let mut safe = String::with_capacity(name.len() + 1);
+    let mut leading = true;
+    for c in name.chars() {
+        leading &= c == '.';
+        match c {
+            '/' | '\\' => safe.push_str("--"),
+            '.' if leading => safe.push('_'),
+            c if c.is_control() => safe.push('_'),
+            c => safe.push(c),
+        }
+    }
+    if safe.is_empty() {
+        safe.push('_');
+    }
+    safe
+}
+
 /// `value` as pretty JSON (two-space indent, a final newline), written atomically.
 pub fn write_json<T: Serialize + ?Sized>(path: impl AsRef<Path>, value: &T) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::format(path.as_ref(), format!("JSON: {e}")))?;
@@ -69,5 +91,26 @@ mod tests {
         let err = read_json::<Vec<u32>>(&path).unwrap_err().to_string();
         assert!(err.contains("c.json"), "{err}");
         assert!(write_atomic(dir.path().join(".."), b"").is_err());
+    }
+
+    #[test]
+    fn path_components_stay_inside_their_root() {
+        for (name, safe) in [
+            ("smollm2-135m", "smollm2-135m"),
+            ("org/name", "org--name"),
+            ("a\\b", "a--b"),
+            ("..", "__"),
+            (".", "_"),
+            ("...", "___"),
+            (".hidden", "_hidden"),
+            ("_.x", "_.x"),
+            ("\0..", "_.."),
+            ("a..b", "a..b"),
+            ("", "_"),
+            ("nul\0byte", "nul_byte"),
+        ] {
+            assert_eq!(path_component(name), safe, "{name:?}");
+            assert_eq!(path_component(safe), safe, "idempotent on {safe:?}");
+        }
     }
 }

@@ -89,8 +89,7 @@ pub(crate) fn resolve(spec: &str) -> Result<(std::path::PathBuf, String, Option<
     }
     if spec.contains('/') && !spec.starts_with('.') && !spec.starts_with('/') {
         let dir = weights::hub_snapshot_dir(spec)?;
-        let name = spec.rsplit('/').next().unwrap_or(spec).to_ascii_lowercase();
-        return Ok((dir, name, None));
+        return Ok((dir, hub_name(spec), None));
     }
     Err(Error::invalid(format!(
         "`{spec}` is not a GGUF file, a model directory, a cached hub id or a registry name (known: {})",
@@ -101,6 +100,8 @@ pub(crate) fn resolve(spec: &str) -> Result<(std::path::PathBuf, String, Option<
 /// The name [`Model::load`] gives the model `spec` (its cache directory name) without loading
 /// anything: a registry name, the stem of a file or directory, or the last part of a hub id.
 /// Lets a cache be read without the weights (e.g. a thought-anchors cache of a 14B model).
+/// Always one safe path component ([`crate::io::path_component`]): a file `...gguf` is `__`,
+/// never `..`.
 pub fn cache_name(spec: &str) -> String {
     let path = Path::new(spec);
     if path.is_file() || path.is_dir() {
@@ -110,13 +111,19 @@ pub fn cache_name(spec: &str) -> String {
         return entry.name.to_string();
     }
     if spec.contains('/') && !spec.starts_with('.') && !spec.starts_with('/') {
-        return spec.rsplit('/').next().unwrap_or(spec).to_ascii_lowercase();
+        return hub_name(spec);
     }
-    spec.to_string()
+    crate::io::path_component(spec)
 }
 
+/// Cache name of a file or directory: its lower-cased stem as a safe path component.
 fn stem(path: &Path) -> String {
-    path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_ascii_lowercase()
+    crate::io::path_component(&path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_ascii_lowercase())
+}
+
+/// Cache name of a hub id `org/name`: `name`, lower-cased, as a safe path component.
+fn hub_name(spec: &str) -> String {
+    crate::io::path_component(&spec.rsplit('/').next().unwrap_or(spec).to_ascii_lowercase())
 }
 
 /// A `.gguf` file or an HF directory inside a registry model's local folder.
@@ -232,6 +239,18 @@ pub fn reuse_freed_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_names_are_safe_path_components() {
+        let dir = tempfile::tempdir().unwrap();
+        for (file, name) in [("...gguf", "__"), ("..gguf", "_"), (".hidden.gguf", "_hidden"), ("SmolLM.gguf", "smollm")] {
+            let path = dir.path().join(file);
+            std::fs::write(&path, b"").unwrap();
+            assert_eq!(cache_name(path.to_str().unwrap()), name, "{file}");
+        }
+        assert_eq!(cache_name("org/.."), "__");
+        assert_eq!(cache_name("no-such-model"), "no-such-model");
+    }
 
     #[test]
     fn parse_device_names_cpu_and_refuses_unknown_names() {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
@@ -181,37 +181,177 @@ pub fn load_gguf(path: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint { config, tensors, tokenizer: Some(tokenizer), weights_hash: weights_hash(&[path.to_path_buf()])? })
 }
 
-/// A content hash of weight files, fast enough for multi-GB checkpoints: SHA-256 over each
-/// file's size and 16 evenly spaced 1 MiB windows (whole file when smaller than 16 MiB); 16 hex
-/// digits.
+/// Content hash of weight files: xxh3-128 over each file's size and every byte, combined in
+/// order; 32 hex digits. It is part of every cache key, so it reads whole files: a hash of
+/// sampled windows let two GGUFs differing elsewhere share cache entries. Each file's hash is
+/// remembered in a small memo ([`hash_memo_path`]) keyed by canonical path, size, mtime and
+/// inode, so a repeat run reads nothing again.
 pub fn weights_hash(files: &[PathBuf]) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    const WINDOW: u64 = 1 << 20;
-    let mut hasher = Sha256::new();
+    weights_hash_with_memo(files, hash_memo_path().as_deref())
+}
+
+/// [`weights_hash`] with the memo at `memo` (`None`: no memo, every file read).
+pub fn weights_hash_with_memo(files: &[PathBuf], memo: Option<&Path>) -> Result<String> {
+    let mut remembered = memo.map(read_memo).unwrap_or_default();
+    let mut learned = Vec::new();
+    let mut combined = xxhash_rust::xxh3::Xxh3Default::new();
     for path in files {
-        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-        let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
-        hasher.update(size.to_le_bytes());
-        if size <= 16 * WINDOW {
-            let mut buf = Vec::with_capacity(size as usize);
-            f.read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
-            hasher.update(&buf);
-            continue;
-        }
-        let mut buf = vec![0u8; WINDOW as usize];
-        for i in 0..16u64 {
-            let at = (size - WINDOW) * i / 15;
-            f.seek(SeekFrom::Start(at)).map_err(|e| Error::io(path, e))?;
-            f.read_exact(&mut buf).map_err(|e| Error::io(path, e))?;
-            hasher.update(&buf);
-        }
+        let identity = FileIdentity::of(path)?;
+        let hash = match identity.as_ref().and_then(|id| remembered.files.get(&id.path).filter(|m| m.matches(id))) {
+            Some(known) => known.hash.clone(),
+            None => {
+                let hash = file_hash(path)?;
+                if let Some(id) = identity {
+                    learned.push((id, hash.clone()));
+                }
+                hash
+            }
+        };
+        let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        combined.update(&size.to_le_bytes());
+        combined.update(hash.as_bytes());
     }
-    Ok(hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+    if let (Some(memo), false) = (memo, learned.is_empty()) {
+        // Re-read so entries another process added meanwhile are kept; the memo only saves time,
+        // so failing to write it is not an error.
+        remembered = read_memo(memo);
+        remembered.files.retain(|path, _| Path::new(path).exists());
+        for (id, hash) in learned {
+            remembered.files.insert(id.path.clone(), MemoEntry { size: id.size, mtime_ns: id.mtime_ns, inode: id.inode, hash });
+        }
+        let _ = crate::io::write_json(memo, &remembered);
+    }
+    Ok(format!("{:032x}", combined.digest128()))
+}
+
+/// Where [`weights_hash`] remembers file hashes: `$THOUGHTSCOPE_HASH_MEMO` (`off`: nowhere), else
+/// `weights-hash.json` in `$XDG_CACHE_HOME/thoughtscope` or `~/.cache/thoughtscope`.
+pub fn hash_memo_path() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("THOUGHTSCOPE_HASH_MEMO") {
+        return (!path.is_empty() && path != "off").then(|| PathBuf::from(path));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(cache.join("thoughtscope").join("weights-hash.json"))
+}
+
+/// `xxh3-128:<32 hex digits>` of a whole file, read in 8 MiB pieces.
+fn file_hash(path: &Path) -> Result<String> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        let read = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buf[..read]);
+    }
+    Ok(format!("xxh3-128:{:032x}", hasher.digest128()))
+}
+
+/// What identifies a file's content without reading it, for the memo.
+struct FileIdentity {
+    /// Canonical path, the memo's key.
+    path: String,
+    size: u64,
+    mtime_ns: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    /// `None` when the file cannot be identified well enough to trust a memo (a path that is not
+    /// UTF-8, a modification time before 1970 or unknown).
+    fn of(path: &Path) -> Result<Option<FileIdentity>> {
+        let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let canonical = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+        let mtime_ns = metadata
+            .modified()
+            .ok()
+            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_nanos()).ok());
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Ok(match (canonical.to_str(), mtime_ns) {
+            (Some(path), Some(mtime_ns)) => Some(FileIdentity { path: path.to_string(), size: metadata.len(), mtime_ns, inode }),
+            _ => None,
+        })
+    }
+}
+
+/// `weights-hash.json`: file hashes by canonical path.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct HashMemo {
+    files: std::collections::BTreeMap<String, MemoEntry>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct MemoEntry {
+    size: u64,
+    mtime_ns: u64,
+    inode: u64,
+    hash: String,
+}
+
+impl MemoEntry {
+    fn matches(&self, id: &FileIdentity) -> bool {
+        (self.size, self.mtime_ns, self.inode) == (id.size, id.mtime_ns, id.inode)
+    }
+}
+
+/// The memo at `path`; empty when it is missing or unreadable (it is rebuilt as files are hashed).
+fn read_memo(path: &Path) -> HashMemo {
+    crate::io::read_json(path).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_hash_reads_whole_files_and_remembers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let memo = dir.path().join("memo/weights-hash.json");
+        // 20 MiB files differing in one byte between the old hash's sampled 1 MiB windows (the
+        // first two started at 0 and 19/15 MiB).
+        let size = 20 << 20;
+        let mut bytes = vec![7u8; size];
+        let (a, b) = (dir.path().join("a.gguf"), dir.path().join("b.gguf"));
+        std::fs::write(&a, &bytes).unwrap();
+        bytes[(1 << 20) + (100 << 10)] ^= 1;
+        std::fs::write(&b, &bytes).unwrap();
+        let hash_a = weights_hash_with_memo(std::slice::from_ref(&a), Some(&memo)).unwrap();
+        let hash_b = weights_hash_with_memo(std::slice::from_ref(&b), Some(&memo)).unwrap();
+        assert_ne!(hash_a, hash_b, "files differing in one byte share a hash");
+        assert_eq!(hash_a, weights_hash_with_memo(std::slice::from_ref(&a), None).unwrap(), "memo and no memo agree");
+        assert_eq!(hash_a.len(), 32);
+
+        // The memo records both files; a repeat run takes the hash from it (shown by editing it).
+        let text = std::fs::read_to_string(&memo).unwrap();
+        let canonical = std::fs::canonicalize(&a).unwrap().to_str().unwrap().to_string();
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["files"].as_object().unwrap().len(), 2, "{text}");
+        assert_eq!(json["files"][&canonical]["size"], size);
+        json["files"][&canonical]["hash"] = "xxh3-128:remembered".into();
+        std::fs::write(&memo, json.to_string()).unwrap();
+        let remembered = weights_hash_with_memo(std::slice::from_ref(&a), Some(&memo)).unwrap();
+        assert_ne!(remembered, hash_a, "the memo was not used");
+
+        // A changed mtime (same size, same inode) is a new file: hashed again.
+        let file = std::fs::File::options().write(true).open(&a).unwrap();
+        file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+        drop(file);
+        assert_eq!(weights_hash_with_memo(std::slice::from_ref(&a), Some(&memo)).unwrap(), hash_a);
+
+        // A damaged memo is ignored and rewritten.
+        std::fs::write(&memo, "{ not json").unwrap();
+        assert_eq!(weights_hash_with_memo(std::slice::from_ref(&b), Some(&memo)).unwrap(), hash_b);
+        assert!(std::fs::read_to_string(&memo).unwrap().contains("xxh3-128:"));
+    }
 
     #[test]
     fn gguf_names_map_to_hf() {

@@ -21,7 +21,8 @@ use serde::Serialize;
 
 use super::numpy::{divide_by_count, np_mean, NpFloat};
 use super::vertical::{vertical_scores_generic, Dtype, NumpyValue, VerticalOptions};
-use crate::attention::{read_entry_dir, SentenceAttention};
+use crate::attention::cache::{is_temporary_name, read_manifest, MANIFEST_FILE};
+use crate::attention::{read_entry_dir, Manifest, SentenceAttention};
 use crate::{Error, Result};
 
 /// Vertical scores of every head of one response, `[layers, heads, n]` (upstream `(L, H, N)`).
@@ -265,16 +266,28 @@ where
 }
 
 /// The response directories under a cache model directory (`<cache>/<model>/`): every
-/// non-hidden subdirectory, sorted by name.
+/// non-hidden subdirectory, sorted by name. Temporary directories of interrupted cache writes
+/// (hidden) are never entries; when some are there, one line on stderr says so.
 pub fn cache_entries(model_dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(model_dir).map_err(|e| Error::io(model_dir, e))?;
     let mut dirs = Vec::new();
+    let mut temporaries = 0;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(model_dir, e))?;
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && entry.file_type().map_err(|e| Error::io(entry.path(), e))?.is_dir() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().map_err(|e| Error::io(entry.path(), e))?.is_dir();
+        if is_temporary_name(&name) {
+            temporaries += usize::from(is_dir);
+        } else if !name.starts_with('.') && is_dir {
             dirs.push(entry.path());
         }
+    }
+    if temporaries > 0 {
+        eprintln!(
+            "note: ignoring {temporaries} temporary director{} of interrupted cache writes in {}",
+            if temporaries == 1 { "y" } else { "ies" },
+            model_dir.display()
+        );
     }
     dirs.sort();
     if dirs.is_empty() {
@@ -283,9 +296,39 @@ pub fn cache_entries(model_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
+/// Refuse to average entries whose manifests say they were made differently (another model or
+/// weights, dtype, tokenizer, sentence or boundary mode, grid): the error names both entries and
+/// the field. Upstream (Python) entries have no manifest and are taken as they are.
+fn check_entries_agree(dirs: &[PathBuf]) -> Result<()> {
+    let mut first: Option<(&PathBuf, Manifest)> = None;
+    for dir in dirs {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        if !manifest_path.exists() {
+            continue;
+        }
+        let manifest = read_manifest(&manifest_path)?;
+        match &first {
+            None => first = Some((dir, manifest)),
+            Some((first_dir, first_manifest)) => {
+                if let Some((field, a, b)) = first_manifest.provenance_difference(&manifest) {
+                    return Err(Error::invalid(format!(
+                        "cache entries {} and {} differ in field `{field}` ({a} vs {b}): receiver heads average \
+                         entries made one way only; move the others to another directory",
+                        first_dir.display(),
+                        dir.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Receiver heads over every entry of a cache model directory (upstream Python caches without a
-/// manifest included).
+/// manifest included). Entries with a manifest are sized by it and verified against their
+/// checksums, and must all have been made the same way ([`Manifest::provenance_difference`]).
 pub fn receiver_heads_from_cache_dir(model_dir: &Path, options: &ReceiverOptions) -> Result<ReceiverHeads> {
     let dirs = cache_entries(model_dir)?;
+    check_entries_agree(&dirs)?;
     receiver_heads(dirs.into_iter().map(|dir| Ok((dir.display().to_string(), read_entry_dir(&dir)?))), options)
 }
