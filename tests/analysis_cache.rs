@@ -12,7 +12,7 @@ use thoughtscope::attention::{
     read_entry_dir, read_upstream_dir, AttnCache, BoundaryMode, CacheKey, CacheLayout, Lookup, SentenceAttention,
     SentenceMode,
 };
-use thoughtscope::scores::{receiver_heads_from_cache_dir, ReceiverOptions};
+use thoughtscope::scores::{receiver_heads_from_cache_dir, ReceiverOptions, VerticalOptions};
 use thoughtscope::Error;
 
 fn attention(layers: usize, heads: usize, n: usize, salt: f32) -> SentenceAttention {
@@ -336,7 +336,9 @@ fn receiver_heads_refuse_entries_made_differently() {
     let dir_a = cache.store(&first, &attention(2, 3, 4, 0.0), CacheLayout::Native, None).unwrap();
     cache.store(&second, &attention(2, 3, 5, 0.5), CacheLayout::Upstream, None).unwrap();
     let model_dir = tmp.path().join("smollm2-135m");
-    let options = ReceiverOptions { top_k: 2, ..ReceiverOptions::default() };
+    // 4- and 5-sentence texts: a proximity band of 1 leaves them vertical scores.
+    let vertical = VerticalOptions { proximity_ignore: 1, ..VerticalOptions::default() };
+    let options = ReceiverOptions { top_k: 2, vertical };
     let result = receiver_heads_from_cache_dir(&model_dir, &options).unwrap();
     assert_eq!(result.responses.len(), 2, "same model and modes, different texts: averaged");
 

@@ -235,3 +235,32 @@ fn receiver_head_golden() {
     assert_eq!(all.top_k_heads, top);
     assert_eq!(all.mean_kurtosis, mean);
 }
+
+#[test]
+fn a_response_too_short_for_the_proximity_band_is_skipped_with_a_note() {
+    let (layers, heads) = (2, 3);
+    let response = |n: usize| {
+        let mut att = SentenceAttention::zeros(layers, heads, n);
+        for l in 0..layers {
+            for h in 0..heads {
+                let m = att.matrix_mut(l, h);
+                for i in 0..n {
+                    for j in 0..=i {
+                        m[i * n + j] = ((((i + 1) * (j + 3) * (l + 2) * (h + 5)) % 89 + 1) as f64 / 1000.0) as f32;
+                    }
+                }
+            }
+        }
+        att
+    };
+    let options = thoughtscope::scores::ReceiverOptions { top_k: 3, vertical: VerticalOptions::default() };
+    // proximity_ignore 4: a 4-sentence response has no vertical score at all.
+    let corpus = [("long", response(12)), ("short", response(4))];
+    let all = receiver_heads(corpus.iter().map(|(name, a)| Ok((name.to_string(), a.clone()))), &options).unwrap();
+    assert_eq!(all.responses, ["long"]);
+    assert_eq!(all.top_k_heads.len(), 3);
+    assert_eq!(all.skipped.len(), 1);
+    assert!(all.skipped[0].0 == "short" && all.skipped[0].1.contains("proximity"), "{:?}", all.skipped);
+    let only_short = receiver_heads([Ok(("short".to_string(), response(4)))], &options).unwrap_err().to_string();
+    assert!(only_short.contains("no response") && only_short.contains("short"), "{only_short}");
+}

@@ -216,6 +216,9 @@ pub struct ReceiverHeads {
     pub mean_kurtosis: HeadValues,
     /// Selected heads, largest mean kurtosis first.
     pub top_k_heads: Vec<(usize, usize)>,
+    /// Responses left out, with why: one whose every head's kurtosis is NaN (too few sentences
+    /// beyond the proximity band) would turn the plain mean NaN everywhere and select no head.
+    pub skipped: Vec<(String, String)>,
 }
 
 impl ReceiverHeads {
@@ -243,6 +246,7 @@ where
 {
     let mut names = Vec::new();
     let mut kurtosis = Vec::new();
+    let mut skipped = Vec::new();
     for response in responses {
         let (name, attention) = response?;
         if let Some(first) = kurtosis.first() {
@@ -257,12 +261,26 @@ where
                 )));
             }
         }
-        kurtosis.push(head_kurtosis(&head_vertical_scores(&attention, &options.vertical)));
+        let values = head_kurtosis(&head_vertical_scores(&attention, &options.vertical));
+        if values.values.iter().all(|v| v.is_nan()) {
+            let reason = format!(
+                "{} sentences leave too few vertical scores beyond the proximity band (proximity_ignore {}): every head's kurtosis is NaN",
+                attention.n(),
+                options.vertical.proximity_ignore
+            );
+            skipped.push((name, reason));
+            continue;
+        }
+        kurtosis.push(values);
         names.push(name);
+    }
+    if kurtosis.is_empty() {
+        let why = skipped.first().map(|(name, reason)| format!(": {name}: {reason}")).unwrap_or_default();
+        return Err(Error::invalid(format!("no response has a defined kurtosis to select heads from ({} skipped{why})", skipped.len())));
     }
     let mean = mean_kurtosis(&kurtosis)?;
     let top = top_k_heads(&mean, options.top_k);
-    Ok(ReceiverHeads { responses: names, kurtosis, mean_kurtosis: mean, top_k_heads: top })
+    Ok(ReceiverHeads { responses: names, kurtosis, mean_kurtosis: mean, top_k_heads: top, skipped })
 }
 
 /// The response directories under a cache model directory (`<cache>/<model>/`): every

@@ -119,6 +119,9 @@ pub fn vertical_scores(args: VerticalScoresArgs) -> Result<()> {
 pub fn receiver_heads(args: ReceiverHeadsArgs) -> Result<()> {
     let options = ReceiverOptions { top_k: args.top_k, vertical: args.vertical.options()? };
     let result = receiver_heads_from_cache_dir(&args.cache_model_dir, &options)?;
+    for (name, reason) in &result.skipped {
+        eprintln!("note: skipped {name}: {reason}");
+    }
     if args.json {
         println!("{}", result.to_json());
         return Ok(());
