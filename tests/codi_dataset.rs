@@ -64,3 +64,13 @@ fn malformed_problem_file_names_the_field() {
     let err = load_problems(&path).unwrap_err().to_string();
     assert!(err.contains("bad.json") && err.contains("answer"), "{err}");
 }
+
+#[test]
+fn a_per_level_count_near_usize_max_is_an_error_not_a_capacity_overflow() {
+    let Some(dir) = shared_codi() else { return };
+    let problems = load_problems(dir.join("llama_cot_original_stratified_1000.json")).unwrap();
+    for per_level in [[usize::MAX; 4], [1, usize::MAX, usize::MAX, 1]] {
+        let err = stratified_sample(&problems, per_level, 42).unwrap_err().to_string();
+        assert!(err.contains("cannot sample") && err.contains(&usize::MAX.to_string()), "{err}");
+    }
+}
