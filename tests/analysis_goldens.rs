@@ -180,22 +180,29 @@ fn chunk_ranges_end_quirk() {
 }
 
 /// §8 receiver-head golden: L = 3, H = 4, two responses (N = 10, 12), p = 4.
+/// Sentence matrices whose entry `(i, j ≤ i)` of layer `l`, head `h` is `value(i, j, l, h)`.
+fn lower_triangular(layers: usize, heads: usize, n: usize, value: impl Fn(usize, usize, usize, usize) -> f32) -> SentenceAttention {
+    let mut att = SentenceAttention::zeros(layers, heads, n);
+    for l in 0..layers {
+        for h in 0..heads {
+            let m = att.matrix_mut(l, h);
+            for i in 0..n {
+                for j in 0..=i {
+                    m[i * n + j] = value(i, j, l, h);
+                }
+            }
+        }
+    }
+    att
+}
+
 #[test]
 fn receiver_head_golden() {
     let (layers, heads) = (3, 4);
     let response = |r: usize, n: usize| {
-        let mut att = SentenceAttention::zeros(layers, heads, n);
-        for l in 0..layers {
-            for h in 0..heads {
-                let m = att.matrix_mut(l, h);
-                for i in 0..n {
-                    for j in 0..=i {
-                        m[i * n + j] = (((((i + 1) * (j + 2) * (l + 3) * (h + 5) * (r + 7)) % 97) + 1) as f64 / 1000.0) as f32;
-                    }
-                }
-            }
-        }
-        att
+        lower_triangular(layers, heads, n, |i, j, l, h| {
+            (((((i + 1) * (j + 2) * (l + 3) * (h + 5) * (r + 7)) % 97) + 1) as f64 / 1000.0) as f32
+        })
     };
     let responses = [response(0, 10), response(1, 12)];
     let opts = VerticalOptions::default();
@@ -238,20 +245,8 @@ fn receiver_head_golden() {
 
 #[test]
 fn a_response_too_short_for_the_proximity_band_is_skipped_with_a_note() {
-    let (layers, heads) = (2, 3);
     let response = |n: usize| {
-        let mut att = SentenceAttention::zeros(layers, heads, n);
-        for l in 0..layers {
-            for h in 0..heads {
-                let m = att.matrix_mut(l, h);
-                for i in 0..n {
-                    for j in 0..=i {
-                        m[i * n + j] = ((((i + 1) * (j + 3) * (l + 2) * (h + 5)) % 89 + 1) as f64 / 1000.0) as f32;
-                    }
-                }
-            }
-        }
-        att
+        lower_triangular(2, 3, n, |i, j, l, h| ((((i + 1) * (j + 3) * (l + 2) * (h + 5)) % 89 + 1) as f64 / 1000.0) as f32)
     };
     let options = thoughtscope::scores::ReceiverOptions { top_k: 3, vertical: VerticalOptions::default() };
     // proximity_ignore 4: a 4-sentence response has no vertical score at all.
