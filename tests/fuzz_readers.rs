@@ -1260,3 +1260,21 @@ fn regression_safetensors_index_naming_a_device_is_an_error() {
     std::fs::write(&index, json.to_string()).unwrap();
     expect_error(load_hf_dir(dir.path()), &["model.safetensors.index.json", "weight_map", "no files"]);
 }
+
+#[test]
+fn regression_codi_join_error_names_both_files() {
+    // Found by fuzz_codi_results: join errors named the problem and field but not the files.
+    use thoughtscope::codi::{analyze, AnalyzeOptions, ExperimentLayout, ImportanceRule};
+    let fixtures = repo().join("tests/fixtures/codi-analysis");
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = ExperimentLayout::seed(tmp.path(), false);
+    std::fs::create_dir_all(layout.results_dir()).unwrap();
+    std::fs::copy(fixtures.join("ablation.json"), layout.ablation()).unwrap();
+    std::fs::copy(fixtures.join("attention.json"), layout.attention()).unwrap();
+    // The fixture's ablation has the binary importance only.
+    let options = AnalyzeOptions { importance: ImportanceRule::Logprob, static_images: false, ..AnalyzeOptions::default() };
+    expect_error(
+        analyze(&layout, &options),
+        &["token_ablation_results_100.json", "attention_weights_100.json", "logprob_importance"],
+    );
+}
