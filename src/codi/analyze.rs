@@ -18,7 +18,7 @@ use super::figures;
 use super::next_steps::ExperimentLayout;
 use super::stats::{summary_statistics, JoinedRow, SummaryStatistics};
 use crate::plot::{self, Figure, SaveFormat};
-use crate::{Error, Result};
+use crate::{Context, Error, Result};
 
 /// Which importance the analysis correlates with attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -200,7 +200,10 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
     ensure_unique_ids(&ablation_path, ablation.iter().map(|r| r.problem_id.as_str()))?;
     ensure_unique_ids(&attention_path, attention.iter().map(|r| r.problem_id.as_str()))?;
     let (importance, all_baselines, rule_note) = options.importance.resolve(&ablation);
-    let joined = join(&ablation, &attention, importance, all_baselines)?;
+    // Join errors name a problem and a field; the context names the two files.
+    let joined = join(&ablation, &attention, importance, all_baselines).while_doing_with(|| {
+        format!("joining {} with {}", ablation_path.display(), attention_path.display())
+    })?;
     let ablation_ids: std::collections::HashSet<&str> = ablation.iter().map(|r| r.problem_id.as_str()).collect();
     let attention_ids: std::collections::HashSet<&str> = attention.iter().map(|r| r.problem_id.as_str()).collect();
     let matched = ablation_ids.intersection(&attention_ids).count();

@@ -36,7 +36,23 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| Error::format(&index, "missing object field `weight_map`"))?;
-        let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        let mut files = BTreeSet::new();
+        for (tensor, file) in map {
+            // Shards are files beside the index: a name like `/dev/zero` or `../x` would read
+            // (or endlessly allocate for) whatever it points at.
+            match file.as_str() {
+                Some(name) if crate::io::path_component(name) == name => files.insert(name),
+                _ => {
+                    return Err(Error::format(
+                        &index,
+                        format!("field `weight_map.{tensor}`: {file} is not the name of a file in this directory"),
+                    ))
+                }
+            };
+        }
+        if files.is_empty() {
+            return Err(Error::format(&index, "field `weight_map` names no files"));
+        }
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }
     let single = dir.join("model.safetensors");
@@ -122,6 +138,9 @@ fn hf_name(gguf: &str) -> Option<String> {
 /// Undo llama.cpp's `permute(w, n_head)`: rows `(head, pair, 2)` back to `(head, 2, pair)`.
 fn unpermute_rows(w: &Tensor, n_head: usize) -> Result<Tensor> {
     let rows = w.dim(0)?;
+    if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+        return Err(Error::invalid(format!("{rows} rows do not split into {n_head} heads of an even size")));
+    }
     let rest: Vec<usize> = w.dims()[1..].to_vec();
     let head_dim = rows / n_head;
     let mut shape = vec![n_head, head_dim / 2, 2];
@@ -134,13 +153,19 @@ fn unpermute_rows(w: &Tensor, n_head: usize) -> Result<Tensor> {
 pub fn load_gguf(path: &Path) -> Result<Checkpoint> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = BufReader::new(file);
-    let content = gguf_file::Content::read(&mut reader)
-        .map_err(|e| Error::format(path, format!("not a readable GGUF file: {e}")))?;
+    let content = candle_gguf(path, "not a readable GGUF file", || gguf_file::Content::read(&mut reader))?;
+    for (name, info) in &content.tensor_infos {
+        check_tensor_info(path, name, info)?;
+    }
     let embd = content
         .tensor_infos
         .get("token_embd.weight")
         .ok_or_else(|| Error::format(path, "missing tensor `token_embd.weight`"))?;
-    let vocab_rows = embd.shape.dims()[0];
+    let vocab_rows = *embd
+        .shape
+        .dims()
+        .first()
+        .ok_or_else(|| Error::format(path, "tensor `token_embd.weight` has no dimensions (expected [vocab, hidden])"))?;
     let has_output = content.tensor_infos.contains_key("output.weight");
     let mut config = Config::from_gguf(&content.metadata, path, vocab_rows, has_output)?;
     let is_llama = config.model_type == "llama";
@@ -150,27 +175,31 @@ pub fn load_gguf(path: &Path) -> Result<Checkpoint> {
     names.sort();
     let mut tensors = HashMap::new();
     for name in names {
-        let q = content
-            .tensor(&mut reader, name, &Device::Cpu)
-            .map_err(|e| Error::format(path, format!("tensor `{name}`: {e}")))?;
-        let t = q.dequantize(&Device::Cpu).map_err(|e| Error::format(path, format!("tensor `{name}`: {e}")))?;
+        let what = format!("tensor `{name}`");
+        let t = candle_gguf(path, &what, || content.tensor(&mut reader, name, &Device::Cpu)?.dequantize(&Device::Cpu))?;
         if name == "rope_freqs.weight" {
             // Llama-3 scaling as per-frequency divisors (llama.cpp); HF derives the same numbers.
-            config.rope_freq_divisors = Some(t.flatten_all()?.to_vec1::<f32>()?);
+            let divisors = t.flatten_all().and_then(|t| t.to_vec1::<f32>());
+            config.rope_freq_divisors = Some(divisors.map_err(|e| Error::format(path, format!("{what}: {e}")))?);
             continue;
         }
         let Some(hf) = hf_name(name) else {
             return Err(Error::format(path, format!("unexpected tensor `{name}` for architecture {}", config.model_type)));
         };
-        let t = if is_llama && hf.contains("self_attn.q_proj") {
-            unpermute_rows(&t, n_head)?
-        } else if is_llama && hf.contains("self_attn.k_proj") {
-            unpermute_rows(&t, n_kv)?
-        } else {
-            t
+        let heads = match hf.as_str() {
+            _ if !is_llama => None,
+            h if h.contains("self_attn.q_proj") => Some(n_head),
+            h if h.contains("self_attn.k_proj") => Some(n_kv),
+            _ => None,
+        };
+        let t = match heads {
+            Some(heads) => unpermute_rows(&t, heads).map_err(|e| Error::format(path, format!("{what}: {e}")))?,
+            None => t,
         };
         tensors.insert(hf, t);
     }
+    // Again with the divisors of `rope_freqs.weight`, which must be finite and positive too.
+    config.validate().map_err(|what| Error::format(path, what))?;
     let tokenizer = Tokenizer::from_gguf(&content.metadata, path)?;
     if let Some(bos) = content.metadata.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok()) {
         config.bos_token_id = Some(bos.into());
@@ -179,6 +208,37 @@ pub fn load_gguf(path: &Path) -> Result<Checkpoint> {
         config.eos_token_id = Some(eos.into());
     }
     Ok(Checkpoint { config, tensors, tokenizer: Some(tokenizer), weights_hash: weights_hash(&[path.to_path_buf()])? })
+}
+
+/// Run candle's GGUF code on data from `path`, a panic becoming [`Error::Format`] (`what:
+/// malformed GGUF: <panic>`). candle 0.11.1 panics on some malformed files instead of returning
+/// an error (`general.alignment = 0` divides by zero; dimension products overflow), and a
+/// hostile file must not take the process down.
+fn candle_gguf<T>(path: &Path, what: &str, read: impl FnOnce() -> candle_core::Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+        Ok(result) => result.map_err(|e| Error::format(path, format!("{what}: {e}"))),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "candle panicked".to_string());
+            Err(Error::format(path, format!("{what}: malformed GGUF: {message}")))
+        }
+    }
+}
+
+/// Checks before candle reads a tensor, for what `catch_unwind` cannot turn into an error: a
+/// tensor with no elements makes candle build a slice from a dangling, misaligned pointer (an
+/// abort under debug assertions, undefined behaviour otherwise). Element counts must not
+/// overflow either (real models have neither).
+fn check_tensor_info(path: &Path, name: &str, info: &gguf_file::TensorInfo) -> Result<()> {
+    let dims = info.shape.dims();
+    match dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+        None => Err(Error::format(path, format!("tensor `{name}`: dimensions {dims:?} overflow the element count"))),
+        Some(0) => Err(Error::format(path, format!("tensor `{name}`: dimensions {dims:?} hold no elements"))),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Content hash of weight files: xxh3-128 over each file's size and every byte, combined in
