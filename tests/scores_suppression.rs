@@ -149,3 +149,41 @@ fn suppressing_chosen_layers_only_and_bad_layers() {
     let err = suppression_kl(&model, &ids, &ranges, &bad).unwrap_err().to_string();
     assert!(err.contains("layer 2"), "{err}");
 }
+
+#[test]
+fn files_in_the_website_shape() {
+    use thoughtscope::analysis::suppression::write_suppression;
+    use thoughtscope::attention::suppression_matrix;
+    let Some(loaded) = support::smollm2() else { return };
+    let chunks: Vec<String> = ["First, 2 + 2 = 4.", "Then 4 times 3 is 12.", "So the answer is 12."].map(String::from).to_vec();
+    let sentences = Sentences::from_chunks(&chunks);
+    let options = SuppressionOptions::default();
+    let result = suppression_matrix(&loaded, &sentences, &options).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_suppression(dir.path(), &loaded, &sentences, &options, &result).unwrap();
+
+    let steps: Value = serde_json::from_str(&std::fs::read_to_string(&files.step_importance).unwrap()).unwrap();
+    let steps = steps.as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    for (source, step) in steps.iter().enumerate() {
+        assert_eq!(step["source_chunk_idx"], source);
+        assert_eq!(step["source_chunk_text"], chunks[source]);
+        let impacts = step["target_impacts"].as_array().unwrap();
+        let targets: Vec<u64> = impacts.iter().map(|t| t["target_chunk_idx"].as_u64().unwrap()).collect();
+        assert_eq!(targets, (source as u64 + 1..3).collect::<Vec<_>>(), "targets after the source");
+        for t in impacts {
+            let target = t["target_chunk_idx"].as_u64().unwrap() as usize;
+            // serde_json's default float parsing is not bit-exact on the way back.
+            let score = t["importance_score"].as_f64().unwrap();
+            assert!((score - result.get(target, source)).abs() < 1e-12, "{score} vs {}", result.get(target, source));
+        }
+    }
+    let matrix = thoughtscope::io::npy::read(&files.matrix).unwrap();
+    assert_eq!(matrix.shape, vec![3, 3]);
+    let kl = thoughtscope::io::npy::read(&files.kl).unwrap();
+    assert_eq!(kl.shape, vec![3, result.bounds.n_tokens]);
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&files.manifest).unwrap()).unwrap();
+    assert_eq!(manifest["top_p"], 0.9999);
+    assert_eq!(manifest["orientation"], "matrix[target][source]");
+    assert!(std::fs::read_to_string(&files.heatmap).unwrap().contains("source sentence (suppressed)"));
+}
