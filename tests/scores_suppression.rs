@@ -187,3 +187,36 @@ fn files_in_the_website_shape() {
     assert_eq!(manifest["orientation"], "matrix[target][source]");
     assert!(std::fs::read_to_string(&files.heatmap).unwrap().contains("source sentence (suppressed)"));
 }
+
+/// The CPU kernels' in-softmax suppression and the hook path (scores materialised, set to
+/// `f32::MIN`, candle softmax) give the same logits, rows with every visible key suppressed
+/// included (range 0..6).
+#[test]
+fn kernel_suppression_equals_the_hook_path() {
+    use thoughtscope::model::{HookPoint, HookSet, Input, Intervention, KvCache, Logits};
+    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Device::Cpu).unwrap();
+    let (ids, _) = ids_ranges(&fixture("tiny_qwen3"));
+    for (start, end) in [(0, 6), (13, 21)] {
+        let run = |force_hook: bool| {
+            let mut cache = KvCache::new(&model);
+            if start > 0 {
+                model.forward_with(Input::Ids(&ids[..start]), &mut cache, &mut thoughtscope::model::NoHooks, Logits::None).unwrap();
+            }
+            let mut hooks = HookSet::new();
+            for l in 0..model.num_layers() {
+                hooks = hooks.intervene(HookPoint::AttnScores(l), Intervention::SuppressKeys { ranges: vec![(start, end)] });
+                if force_hook {
+                    // A capture at the scores makes the decoder materialise them for the hook.
+                    hooks = hooks.capture(HookPoint::AttnScores(l));
+                }
+            }
+            let out = model.forward_with(Input::Ids(&ids[start..]), &mut cache, &mut hooks, Logits::All).unwrap();
+            out.logits().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let (kernel, hooked) = (run(false), run(true));
+        let diff = kernel.iter().zip(&hooked).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let scale = hooked.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(kernel.iter().all(|x| x.is_finite()));
+        assert!(diff <= 1e-5 * scale.max(1.0), "range {start}..{end}: logits differ by {diff} (scale {scale})");
+    }
+}

@@ -129,6 +129,14 @@ pub trait Hooks {
     fn attention_sink(&mut self) -> Option<&mut dyn AttentionSink> {
         None
     }
+    /// Key ranges to suppress in `layer` when that is *all* these hooks do at its scores and
+    /// pattern ([`Intervention::SuppressKeys`] and nothing else): the CPU kernels then apply it
+    /// inside their softmax instead of the decoder materialising every score for the hook. The
+    /// decoder still calls the hook (`wants` stays true) wherever the kernels do not apply.
+    fn key_suppression(&self, layer: usize) -> Option<Vec<(usize, usize)>> {
+        let _ = layer;
+        None
+    }
 }
 
 /// No hooks: the plain forward pass.
@@ -249,6 +257,21 @@ impl Hooks for HookSet<'_> {
             Some(s) => Some(&mut **s),
             None => None,
         }
+    }
+    fn key_suppression(&self, layer: usize) -> Option<Vec<(usize, usize)>> {
+        let (scores, pattern) = (HookPoint::AttnScores(layer), HookPoint::AttnPattern(layer));
+        if self.captures.iter().any(|p| *p == scores || *p == pattern) {
+            return None;
+        }
+        let mut ranges = Vec::new();
+        for (p, iv) in &self.interventions {
+            match (p, iv) {
+                (p, Intervention::SuppressKeys { ranges: r }) if *p == scores => ranges.extend_from_slice(r),
+                (p, _) if *p == scores || *p == pattern => return None,
+                _ => {}
+            }
+        }
+        (!ranges.is_empty()).then_some(ranges)
     }
 }
 
