@@ -220,3 +220,41 @@ fn kernel_suppression_equals_the_hook_path() {
         assert!(diff <= 1e-5 * scale.max(1.0), "range {start}..{end}: logits differ by {diff} (scale {scale})");
     }
 }
+
+/// The CLI end to end on a small problem folder (chunks mode), and a bad `--layers` as a one-line
+/// error naming the layer.
+#[test]
+fn cli_writes_the_files_and_refuses_a_missing_layer() {
+    use std::process::Command;
+    if support::smollm2().is_none() {
+        return;
+    }
+    let problem = tempfile::tempdir().unwrap();
+    let chunks = ["First, 2 + 2 = 4.", "Then 4 times 3 is 12.", "So the answer is 12."];
+    std::fs::write(problem.path().join("base_solution.json"), serde_json::json!({ "full_cot": chunks.join(" ") }).to_string()).unwrap();
+    std::fs::write(problem.path().join("chunks.json"), serde_json::json!({ "chunks": chunks }).to_string()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
+            .args(["--quiet", "suppress", problem.path().to_str().unwrap(), "--model", "smollm2-135m", "--mode", "chunks", "--json", "--out"])
+            .arg(out.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&["--layers", "0,29"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let summary: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!((summary["n"].as_u64(), summary["layers"].as_u64()), (Some(3), Some(2)));
+    for file in ["step_importance_supp.json", "suppression_matrix.npy", "suppression_kl.npy", "suppression_heatmap.html", "suppression_manifest.json"] {
+        assert!(out.path().join(file).is_file(), "{file} missing");
+    }
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("suppression_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["layers"], serde_json::json!([0, 29]));
+    assert_eq!(manifest["sentence_mode"], "chunks");
+
+    let bad = run(&["--layers", "30"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("layer 30") && err.lines().count() == 1, "{err}");
+}
