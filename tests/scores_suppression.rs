@@ -183,8 +183,8 @@ fn files_in_the_website_shape() {
     let kl = thoughtscope::io::npy::read(&files.kl).unwrap();
     assert_eq!(kl.shape, vec![3, result.bounds.n_tokens]);
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&files.manifest).unwrap()).unwrap();
-    assert_eq!(manifest["top_p"], 0.9999);
-    assert_eq!(manifest["orientation"], "matrix[target][source]");
+    assert_eq!(manifest["key"]["top_p"], 0.9999);
+    assert_eq!(manifest["result"]["orientation"], "matrix[target][source]");
     assert!(std::fs::read_to_string(&files.heatmap).unwrap().contains("source sentence (suppressed)"));
 }
 
@@ -250,8 +250,19 @@ fn cli_writes_the_files_and_refuses_a_missing_layer() {
         assert!(out.path().join(file).is_file(), "{file} missing");
     }
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("suppression_manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["layers"], serde_json::json!([0, 29]));
-    assert_eq!(manifest["sentence_mode"], "chunks");
+    assert_eq!(manifest["key"]["layers"], serde_json::json!([0, 29]));
+    assert_eq!(manifest["key"]["sentence_mode"], "chunks");
+    assert_eq!(summary["outcome"], "computed");
+    let matrix_bytes = std::fs::read(out.path().join("suppression_matrix.npy")).unwrap();
+
+    // The same inputs again: read back; other layers: computed again.
+    let again = run(&["--layers", "29,0"]);
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!((again["outcome"].as_str(), again["positions_run"].clone()), (Some("cached"), summary["positions_run"].clone()));
+    assert_eq!(std::fs::read(out.path().join("suppression_matrix.npy")).unwrap(), matrix_bytes);
+    let other = run(&["--layers", "0"]);
+    let other: Value = serde_json::from_slice(&other.stdout).unwrap();
+    assert_eq!(other["outcome"], "computed");
 
     let bad = run(&["--layers", "30"]);
     assert!(!bad.status.success());

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use thoughtscope::analysis::suppression::write_suppression;
-use thoughtscope::attention::{suppression_matrix, BoundaryMode, SentenceMode, SuppressionOptions};
+use thoughtscope::analysis::suppression::cached_suppression;
+use thoughtscope::attention::{BoundaryMode, SentenceMode, SuppressionOptions};
 use thoughtscope::model::Model;
 use thoughtscope::rollout::Rollout;
 use thoughtscope::{Error, Result};
@@ -20,7 +20,8 @@ pub struct SuppressArgs {
     /// GGUF file, HF model directory, cached hub id or registry name.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
-    /// Output folder: step_importance_supp.json, suppression_matrix.npy, heatmap, manifest.
+    /// Output folder: step_importance_supp.json, suppression_matrix.npy, heatmap, manifest. A folder
+    /// holding the run of the same inputs (its manifest) is read back, not recomputed.
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, value_enum, default_value_t = SentenceMode::FullCot)]
@@ -64,8 +65,8 @@ pub fn run(args: SuppressArgs) -> Result<()> {
         ..Default::default()
     };
     let started = Instant::now();
-    let result = suppression_matrix(&loaded, &sentences, &options)?;
-    let files = write_suppression(&args.out, &loaded, &sentences, &options, &result)?;
+    let (result, files, computed) = cached_suppression(&args.out, &loaded, &sentences, &options)?;
+    let outcome = if computed { "computed" } else { "read back (same inputs)" };
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         let summary = serde_json::json!({
@@ -78,13 +79,15 @@ pub fn run(args: SuppressArgs) -> Result<()> {
             "step_importance": files.step_importance.display().to_string(),
             "matrix": files.matrix.display().to_string(),
             "heatmap": files.heatmap.display().to_string(),
+            "outcome": if computed { "computed" } else { "cached" },
             "seconds": seconds,
         });
         println!("{summary}");
         return Ok(());
     }
     println!(
-        "suppression {}: {} sentences, {} tokens, {} layers, {} positions run → {} ({seconds:.1} s)",
+        "suppression {} {}: {} sentences, {} tokens, {} layers, {} positions run → {} ({seconds:.1} s)",
+        outcome,
         sentences.text_id(),
         result.n,
         result.bounds.n_tokens,
