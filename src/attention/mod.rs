@@ -10,6 +10,7 @@
 //! - [`cache`]: [`AttnCache`] with manifests, native and upstream layouts (§6);
 //! - [`source`]: [`AttentionSource`], one head's matrix on demand through the cache (upstream
 //!   `get_avg_attention_matrix`, the model loaded on the first miss only);
+//! - [`suppression`]: the attention-suppression sentence × sentence KL matrix (§8, §12 item 11);
 //! (`.npy` reading and `np.save`-identical writing are in [`crate::io::npy`].)
 
 pub mod average;
@@ -19,6 +20,7 @@ pub mod compute;
 pub(crate) mod pystr;
 pub mod segment;
 pub mod source;
+pub mod suppression;
 
 // The sink interface is the decoder's output channel, so it lives in `model`; re-exported here,
 // where the sinks that reduce attention are.
@@ -28,4 +30,5 @@ pub use boundaries::{sentence_char_positions, token_boundaries, BoundaryMode, To
 pub use cache::{read_entry_dir, read_upstream_dir, read_upstream_head, AttnCache, CacheKey, CacheLayout, Lookup, Manifest};
 pub use compute::{cache_key, cached_sentence_attention, sentence_attention, CacheOutcome};
 pub use source::AttentionSource;
+pub use suppression::{suppression_matrix, SuppressionMatrix, SuppressionOptions};
 pub use segment::{get_chunk_ranges, split_solution_into_chunks, text_id, ChunkRanges, SentenceMode, Sentences};

@@ -309,14 +309,19 @@ impl Attention {
         if stream && b != 1 {
             return Err(Error::invalid("streamed attention capture needs batch 1"));
         }
-        let block = if full { seq } else { block_rows.unwrap_or_else(|| query_block_rows(h, total_keys, seq)) };
-        if !full {
+        // Attention suppression alone at this layer's scores: the kernels apply it in their
+        // softmax; where they do not apply, the full path below calls the hook.
+        let suppressed = if full { hooks.key_suppression(layer) } else { None };
+        let kernel_block = block_rows.unwrap_or_else(|| query_block_rows(h, total_keys, seq));
+        if !full || suppressed.is_some() {
             let sink = if stream { hooks.attention_sink() } else { None };
-            if let Some(z) = cpu::attend(&q, &k, &v, layer, offset, block, sink)? {
+            let ranges = suppressed.as_deref().unwrap_or(&[]);
+            if let Some(z) = cpu::attend(&q, &k, &v, layer, offset, kernel_block, sink, ranges)? {
                 let z = hook(hooks, HookPoint::AttnZ(layer), z)?;
                 return project(&self.o_proj, &z.reshape((b, seq, h * hd))?);
             }
         }
+        let block = if full { seq } else { kernel_block };
         let mut outputs = Vec::with_capacity(seq.div_ceil(block));
         let mut q0 = 0;
         while q0 < seq {

@@ -129,6 +129,14 @@ pub trait Hooks {
     fn attention_sink(&mut self) -> Option<&mut dyn AttentionSink> {
         None
     }
+    /// Key ranges to suppress in `layer` when that is *all* these hooks do at its scores and
+    /// pattern ([`Intervention::SuppressKeys`] and nothing else): the CPU kernels then apply it
+    /// inside their softmax instead of the decoder materialising every score for the hook. The
+    /// decoder still calls the hook (`wants` stays true) wherever the kernels do not apply.
+    fn key_suppression(&self, layer: usize) -> Option<Vec<(usize, usize)>> {
+        let _ = layer;
+        None
+    }
 }
 
 /// No hooks: the plain forward pass.
@@ -174,6 +182,13 @@ pub enum Intervention {
     /// (half-open) to -inf for every head and query, so they get zero probability.
     /// Only meaningful at `hook_attn_scores`.
     KnockoutKeys { ranges: Vec<(usize, usize)> },
+    /// Attention suppression as thought-anchors does it: the pre-softmax scores of the given
+    /// absolute key ranges (half-open) are set to the dtype minimum (`torch.finfo.min`) for every
+    /// head and query, where the key is visible; future keys stay `-inf`. Equal to
+    /// [`Intervention::KnockoutKeys`] wherever a query keeps one unsuppressed key; a query whose
+    /// every visible key is suppressed (a sentence holding BOS) then spreads its attention evenly
+    /// over those keys instead of giving NaN. Only meaningful at `hook_attn_scores`.
+    SuppressKeys { ranges: Vec<(usize, usize)> },
 }
 
 /// The usual hooks value: capture some points, intervene at others, optionally stream attention.
@@ -242,6 +257,21 @@ impl Hooks for HookSet<'_> {
             Some(s) => Some(&mut **s),
             None => None,
         }
+    }
+    fn key_suppression(&self, layer: usize) -> Option<Vec<(usize, usize)>> {
+        let (scores, pattern) = (HookPoint::AttnScores(layer), HookPoint::AttnPattern(layer));
+        if self.captures.iter().any(|p| *p == scores || *p == pattern) {
+            return None;
+        }
+        let mut ranges = Vec::new();
+        for (p, iv) in &self.interventions {
+            match (p, iv) {
+                (p, Intervention::SuppressKeys { ranges: r }) if *p == scores => ranges.extend_from_slice(r),
+                (p, _) if *p == scores || *p == pattern => return None,
+                _ => {}
+            }
+        }
+        (!ranges.is_empty()).then_some(ranges)
     }
 }
 
@@ -312,6 +342,25 @@ pub fn apply_intervention(point: &HookPoint, value: &Tensor, iv: &Intervention, 
             shape[value.rank() - 1] = lk;
             let mask = Tensor::from_vec(m, shape, value.device())?.to_dtype(DType::F32)?;
             value.to_dtype(DType::F32)?.broadcast_add(&mask)?.to_dtype(value.dtype())?
+        }
+        Intervention::SuppressKeys { ranges } => {
+            let rank = value.rank();
+            let lk = value.dim(rank - 1)?;
+            let mut columns = vec![0u8; lk];
+            for &(a, b) in ranges {
+                for x in columns.iter_mut().take(b.min(lk)).skip(a) {
+                    *x = 1;
+                }
+            }
+            let mut shape = vec![1usize; rank];
+            shape[rank - 1] = lk;
+            let columns = Tensor::from_vec(columns, shape, value.device())?;
+            let scores = value.to_dtype(DType::F32)?;
+            // Future keys (the causal mask's -inf) are left alone, so they stay invisible.
+            let visible = scores.broadcast_ne(&Tensor::new(f32::NEG_INFINITY, value.device())?)?;
+            let suppress = visible.broadcast_mul(&columns)?;
+            let minimum = Tensor::new(f32::MIN, value.device())?.broadcast_as(scores.shape())?;
+            suppress.where_cond(&minimum, &scores)?.to_dtype(value.dtype())?
         }
     })
 }

@@ -9,6 +9,7 @@ mod codi;
 mod generate;
 mod notebook;
 mod report;
+mod suppress;
 mod va;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     ReceiverHeads(analysis::ReceiverHeadsArgs),
     /// Sentence-averaged attention of every layer × head for one problem directory, into the cache.
     Attn(attn::AttnArgs),
+    /// Attention suppression: per source sentence, KL of the next-token distributions with its keys suppressed (N×N, step_importance_supp.json).
+    Suppress(suppress::SuppressArgs),
     /// Tagged-sentence (VA) attention analysis over a folder of rollouts: tables, figures, permutation p-values.
     Va(va::VaArgs),
     /// Benchmarks.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::VerticalScores(args) => analysis::vertical_scores(args),
         Command::ReceiverHeads(args) => analysis::receiver_heads(args),
         Command::Attn(args) => attn::run(args),
+        Command::Suppress(args) => suppress::run(args),
         Command::Va(args) => va::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Generate(args) => generate::run(args),

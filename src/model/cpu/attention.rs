@@ -16,7 +16,10 @@ use crate::{Error, Result};
 /// merged layout `[B, L, H, d]`, or `None` where the kernels do not apply (portable path, another
 /// device or dtype, several sequences at once over many rows, or a sink on a decode step): the
 /// caller then takes candle's ops. `block` is the number of query rows per block; every block's
-/// probabilities go to `sink` when one is given.
+/// probabilities go to `sink` when one is given. `suppressed`: absolute key ranges (half-open)
+/// whose scores are set to `f32::MIN` before the softmax wherever visible (attention
+/// suppression, [`crate::model::Intervention::SuppressKeys`]); only on query blocks (`None`
+/// on decode rows, so the caller takes the hook path).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
     q: &Tensor,
@@ -26,13 +29,14 @@ pub(crate) fn attend(
     offset: usize,
     block: usize,
     sink: Option<&mut dyn AttentionSink>,
+    suppressed: &[(usize, usize)],
 ) -> Result<Option<Tensor>> {
     let (b, _, seq, _) = q.dims4()?;
     if !kernels_apply(q) {
         return Ok(None);
     }
     if seq < sgemm::FEW_ROWS {
-        if sink.is_some() {
+        if sink.is_some() || !suppressed.is_empty() {
             return Ok(None);
         }
         return Ok(Some(attend_few_rows(q, k, v, offset)?.transpose(1, 2)?.contiguous()?));
@@ -40,7 +44,7 @@ pub(crate) fn attend(
     if b != 1 {
         return Ok(None);
     }
-    attend_blocks(q, k, v, layer, offset, block, sink).map(Some)
+    attend_blocks(q, k, v, layer, offset, block, sink, suppressed).map(Some)
 }
 
 /// Causal attention `[B, H, L, d]` for a few query rows (decode steps, any batch) against the
@@ -93,6 +97,7 @@ fn attend_blocks(
     offset: usize,
     block: usize,
     mut sink: Option<&mut dyn AttentionSink>,
+    suppressed: &[(usize, usize)],
 ) -> Result<Tensor> {
     use rayon::prelude::*;
     let (h, hd, num_kv_heads) = (q.dim(1)?, q.dim(3)?, k.dim(1)?);
@@ -132,6 +137,11 @@ fn attend_blocks(
                             sgemm::matmul_packed(a, &keys[head / n_rep], scores, n_rows, visible, hd, visible);
                             for (r, row) in scores.chunks_mut(visible).enumerate() {
                                 let valid = offset + q0 + r0 + r + 1;
+                                // f32::MIN · scale still underflows to probability 0 beside any
+                                // kept key; a row with every visible key suppressed is uniform.
+                                for &(a, b) in suppressed {
+                                    row[a.min(valid)..b.min(valid)].fill(f32::MIN);
+                                }
                                 softmax_row(&mut row[..valid], scale);
                                 row[valid..].fill(0.0);
                             }
@@ -242,7 +252,7 @@ mod tests {
             let tensor = |data: &[f32], heads, rows| Tensor::from_slice(data, (1, heads, rows, hd), &Device::Cpu).unwrap();
             let mut capture = FullAttentionCapture::default();
             let sink: Option<&mut dyn AttentionSink> = if seq >= sgemm::FEW_ROWS { Some(&mut capture) } else { None };
-            let z = attend(&tensor(&q, h, seq), &tensor(&k, h_kv, total), &tensor(&v, h_kv, total), 0, prefix, block, sink)
+            let z = attend(&tensor(&q, h, seq), &tensor(&k, h_kv, total), &tensor(&v, h_kv, total), 0, prefix, block, sink, &[])
                 .unwrap()
                 .expect("the kernels apply to f32 on this CPU");
             assert_eq!(z.dims(), [1, seq, h, hd]);

@@ -1,0 +1,351 @@
+//! Attention suppression: thought-anchors' causal sentence × sentence matrix
+//! (`attn_supp_funcs.get_suppression_KL_matrix`, spec `thought-anchors-attention.md` §8 "Related
+//! attention-suppression code", §12 item 11).
+//!
+//! For each source sentence `s` the model is run again with the pre-softmax scores of `s`'s key
+//! tokens set to `f32::MIN` (`torch.finfo.min`) in every head of every layer (or of chosen
+//! layers). Each position's next-token logits, in both runs, are compressed as upstream does
+//! (softmax at temperature 0.6, top-p 0.9999, at most 100 tokens, the kept *raw* logits rounded to
+//! f16), and `KL(unsuppressed ‖ suppressed)` is taken over the union of the kept tokens (a token
+//! missing on one side gets logit `-1e9`), at temperature 0.6. Per token `log(KL + 1e-9)`,
+//! averaged over each target sentence's tokens, gives `matrix[target][source]` (upstream's
+//! orientation: row = target, column = source).
+//!
+//! Faithful: the boundaries (the attention cache's [`TokenBounds`]), the compression, the KL
+//! direction, the `-1e9` fill, negative KL clipped to 0, the log and the orientation; every entry
+//! is filled as upstream fills it, so a target wholly before its source holds `log(1e-9)` (its
+//! logits are unchanged: KL = 0; upstream's separate unhooked baseline adds kernel noise there),
+//! and a sentence with no tokens gives a NaN row.
+//! Corrected: the head size is the model's own (`head_dim`, Qwen3), where upstream's hook uses
+//! `hidden / heads`; the KL sums in f64 (upstream: f32, whose rounding is of the order of the
+//! smallest KLs); a query whose every visible key is suppressed (the sentence holding BOS) spreads
+//! its attention over those keys only, where upstream's hook also leaks it onto future tokens;
+//! upstream's call itself raises a `TypeError` at HEAD (`epsilon=` passed to a function without
+//! that parameter).
+//!
+//! Cost: the positions before `s` are identical in both runs, so each suppressed run starts from
+//! the unsuppressed run's KV cache truncated to `s`'s first token: N passes over the suffixes,
+//! about `T·N/2` positions instead of `T·N`; and the CPU kernels apply the suppression inside
+//! their softmax ([`crate::model::Hooks::key_suppression`]), where the hook path would
+//! materialise every score (about 4× slower at 4k tokens).
+
+use candle_core::{DType, Tensor};
+
+use super::{BoundaryMode, Sentences, TokenBounds};
+use crate::model::{HookPoint, HookSet, Input, Intervention, KvCache, Loaded, Logits, Model, NoHooks};
+use crate::progress::progress_detail;
+use crate::{Error, Result};
+
+/// What is suppressed and how next-token distributions are compressed and compared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuppressionOptions {
+    /// Layers whose attention is suppressed; `None` = every layer (upstream).
+    pub layers: Option<Vec<usize>>,
+    pub boundary_mode: BoundaryMode,
+    /// Nucleus mass kept per position (upstream 0.9999); 1 keeps `max_tokens` (with
+    /// `max_tokens >= vocab` and no f16 rounding: the KL of the full distributions).
+    pub top_p: f64,
+    /// At most this many tokens kept per position (upstream 100).
+    pub max_tokens: usize,
+    /// Softmax temperature of the compression and of the KL (upstream 0.6).
+    pub temperature: f64,
+    /// Round the kept logits to f16 as upstream stores them.
+    pub f16_logits: bool,
+    /// Added to the KL before the log (upstream 1e-9).
+    pub log_epsilon: f64,
+}
+
+impl Default for SuppressionOptions {
+    fn default() -> Self {
+        SuppressionOptions {
+            layers: None,
+            boundary_mode: BoundaryMode::Prefix,
+            top_p: 0.9999,
+            max_tokens: 100,
+            temperature: 0.6,
+            f16_logits: true,
+            log_epsilon: 1e-9,
+        }
+    }
+}
+
+/// The result of [`suppression_matrix`].
+#[derive(Debug, Clone)]
+pub struct SuppressionMatrix {
+    /// Sentences N.
+    pub n: usize,
+    /// Row-major `N × N`, `values[target * n + source]` = mean `log(KL + ε)` over the target's
+    /// tokens (NaN for a sentence with no tokens).
+    pub values: Vec<f64>,
+    /// `kl[source][position]`: the per-token KL (before the log), `T` values per source.
+    pub kl: Vec<Vec<f64>>,
+    pub bounds: TokenBounds,
+    /// Layers suppressed (every layer when the options named none).
+    pub layers: Vec<usize>,
+    /// Token positions run through the model, unsuppressed pass included.
+    pub positions_run: usize,
+}
+
+impl SuppressionMatrix {
+    pub fn get(&self, target: usize, source: usize) -> f64 {
+        self.values[target * self.n + source]
+    }
+}
+
+/// One position's compressed next-token distribution: kept token ids and their raw logits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compressed {
+    pub ids: Vec<u32>,
+    pub logits: Vec<f32>,
+}
+
+/// Upstream `compress_logits_top_p` for one position: sort by probability at `temperature`,
+/// keep the smallest prefix whose cumulative probability reaches `top_p` (at most `max_tokens`,
+/// at least 1), with the raw logits (rounded to f16 when asked).
+pub fn compress_logits(logits: &[f32], options: &SuppressionOptions) -> Compressed {
+    let inv_t = 1.0 / options.temperature as f32;
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * inv_t));
+    let total: f64 = logits.iter().map(|&x| ((x * inv_t - max) as f64).exp()).sum();
+    let keep_max = options.max_tokens.clamp(1, logits.len().max(1));
+    // Only the first `max_tokens` of the sort can be kept: select them, then sort those.
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit_desc = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+    if keep_max < order.len() {
+        order.select_nth_unstable_by(keep_max - 1, by_logit_desc);
+        order.truncate(keep_max);
+    }
+    order.sort_by(by_logit_desc);
+    let mut cumulative = 0f64;
+    let mut keep = keep_max;
+    for (i, &id) in order.iter().enumerate() {
+        cumulative += ((logits[id as usize] * inv_t - max) as f64).exp() / total;
+        if options.top_p < 1.0 && cumulative >= options.top_p {
+            keep = i + 1;
+            break;
+        }
+    }
+    order.truncate(keep.max(1));
+    let logits = order
+        .iter()
+        .map(|&id| {
+            let x = logits[id as usize];
+            if options.f16_logits {
+                half::f16::from_f32(x).to_f32()
+            } else {
+                x
+            }
+        })
+        .collect();
+    Compressed { ids: order, logits }
+}
+
+/// Upstream `calculate_kl_divergence_sparse`: `KL(P ‖ Q)` at `temperature` over the union of the
+/// kept tokens, a token missing on one side at logit `-1e9`; negative results clipped to 0.
+/// Summed in f64.
+pub fn sparse_kl(p: &Compressed, q: &Compressed, temperature: f64) -> f64 {
+    const MISSING: f64 = -1e9;
+    let sorted = |c: &Compressed| -> Vec<(u32, f64)> {
+        let mut pairs: Vec<(u32, f64)> = c.ids.iter().zip(&c.logits).map(|(&id, &x)| (id, x as f64)).collect();
+        pairs.sort_unstable_by_key(|&(id, _)| id);
+        pairs
+    };
+    let (ps, qs) = (sorted(p), sorted(q));
+    // Merge by token id: the union, each side's logit or MISSING, at `temperature`.
+    let (mut xp, mut xq) = (Vec::with_capacity(ps.len() + qs.len()), Vec::with_capacity(ps.len() + qs.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < ps.len() || j < qs.len() {
+        let (a, b) = match (ps.get(i), qs.get(j)) {
+            (Some(&(ip, lp)), Some(&(iq, lq))) if ip == iq => {
+                i += 1;
+                j += 1;
+                (lp, lq)
+            }
+            (Some(&(ip, lp)), Some(&(iq, _))) if ip < iq => {
+                i += 1;
+                (lp, MISSING)
+            }
+            (Some(&(_, lp)), None) => {
+                i += 1;
+                (lp, MISSING)
+            }
+            (_, Some(&(_, lq))) => {
+                j += 1;
+                (MISSING, lq)
+            }
+            (None, None) => unreachable!(),
+        };
+        xp.push(a / temperature);
+        xq.push(b / temperature);
+    }
+    let log_softmax = |x: Vec<f64>| -> Vec<f64> {
+        let max = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let lse = max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        x.into_iter().map(|v| v - lse).collect()
+    };
+    let (log_p, log_q) = (log_softmax(xp), log_softmax(xq));
+    let kl: f64 = log_p
+        .iter()
+        .zip(&log_q)
+        .map(|(&lp, &lq)| {
+            let prob = lp.exp();
+            if prob == 0.0 {
+                0.0
+            } else {
+                prob * (lp - lq)
+            }
+        })
+        .sum();
+    kl.max(0.0)
+}
+
+/// Compressed distributions of every row of `logits` `[1, L, V]`.
+fn compress_rows(logits: &Tensor, options: &SuppressionOptions) -> Result<Vec<Compressed>> {
+    use rayon::prelude::*;
+    let rows = logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    Ok(rows.par_iter().map(|row| compress_logits(row, options)).collect())
+}
+
+/// Mean of the non-NaN values (NaN when there are none), as `np.nanmean`.
+fn nanmean(values: &[f64]) -> f64 {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    if finite.is_empty() {
+        f64::NAN
+    } else {
+        finite.iter().sum::<f64>() / finite.len() as f64
+    }
+}
+
+/// The suppression matrix of `sentences` under `loaded` (tokenised with the attention cache's
+/// boundaries), through [`suppression_kl`] and [`sentence_means`].
+pub fn suppression_matrix(loaded: &Loaded, sentences: &Sentences, options: &SuppressionOptions) -> Result<SuppressionMatrix> {
+    let ids = loaded.tokenizer.encode(&sentences.text)?;
+    let context = loaded.model.config().max_position_embeddings;
+    if ids.len() > context {
+        return Err(Error::invalid(format!(
+            "text of {} tokens is longer than the context of {} ({context} tokens max)",
+            ids.len(),
+            loaded.name
+        )));
+    }
+    let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, options.boundary_mode)?;
+    if ids.len() != bounds.n_tokens {
+        return Err(Error::Other(format!(
+            "tokenisation of the text gave {} tokens but the boundaries assume {}",
+            ids.len(),
+            bounds.n_tokens
+        )));
+    }
+    let (kl, layers, positions_run) = suppression_kl(&loaded.model, &ids, &bounds.ranges, options)?;
+    let values = sentence_means(&kl, &bounds.ranges, options.log_epsilon);
+    Ok(SuppressionMatrix { n: bounds.len(), values, kl, bounds, layers, positions_run })
+}
+
+/// The per-token KL of every suppressed range of `ids`: `kl[source][position]`, with the layers
+/// suppressed and the positions run. One unsuppressed pass, then one pass per range from the KV
+/// cache of the positions before it (those positions' logits are unchanged: KL 0).
+pub fn suppression_kl(
+    model: &Model,
+    ids: &[u32],
+    ranges: &[(usize, usize)],
+    options: &SuppressionOptions,
+) -> Result<(Vec<Vec<f64>>, Vec<usize>, usize)> {
+    if !(options.top_p > 0.0 && options.top_p <= 1.0) {
+        return Err(Error::invalid(format!("suppression: top-p must be in (0, 1], got {}", options.top_p)));
+    }
+    if !(options.temperature > 0.0 && options.temperature.is_finite()) {
+        return Err(Error::invalid(format!("suppression: temperature must be > 0, got {}", options.temperature)));
+    }
+    if ids.is_empty() {
+        return Err(Error::invalid("suppression: no tokens"));
+    }
+    let layers: Vec<usize> = match &options.layers {
+        None => (0..model.num_layers()).collect(),
+        Some(layers) => {
+            if let Some(bad) = layers.iter().find(|&&l| l >= model.num_layers()) {
+                return Err(Error::invalid(format!(
+                    "suppression: layer {bad} does not exist (the model has {} layers)",
+                    model.num_layers()
+                )));
+            }
+            let mut layers = layers.clone();
+            layers.sort_unstable();
+            layers.dedup();
+            layers
+        }
+    };
+    let t = ids.len();
+    let bar = progress_detail(ranges.len() as u64 + 1, &format!("suppression {} sentences, {t} tokens", ranges.len()));
+
+    let mut full_cache = KvCache::new(model);
+    let baseline = model.forward_with(Input::Ids(ids), &mut full_cache, &mut NoHooks, Logits::All)?;
+    let baseline = compress_rows(baseline.logits()?, options)?;
+    let mut positions_run = t;
+    bar.inc(1);
+
+    let mut kl = Vec::with_capacity(ranges.len());
+    for &(start, end) in ranges {
+        let mut per_token = vec![0f64; t];
+        // A sentence with no tokens, or one past the end, suppresses nothing: KL 0 everywhere.
+        if start < end.min(t) {
+            let mut cache = if start == 0 { KvCache::new(model) } else { full_cache.clone() };
+            cache.truncate(start)?;
+            let mut hooks = HookSet::new();
+            for &l in &layers {
+                hooks = hooks.intervene(HookPoint::AttnScores(l), Intervention::SuppressKeys { ranges: vec![(start, end)] });
+            }
+            let out = model.forward_with(Input::Ids(&ids[start..]), &mut cache, &mut hooks, Logits::All)?;
+            let suppressed = compress_rows(out.logits()?, options)?;
+            positions_run += t - start;
+            for (i, q) in suppressed.iter().enumerate() {
+                per_token[start + i] = sparse_kl(&baseline[start + i], q, options.temperature);
+            }
+        }
+        kl.push(per_token);
+        bar.inc(1);
+    }
+    bar.finish();
+    Ok((kl, layers, positions_run))
+}
+
+/// `values[target * n + source]` = `nanmean(log(kl[source][p] + epsilon))` over the target's
+/// positions `p` (clamped to the text), NaN for a target with none (upstream's loop).
+pub fn sentence_means(kl: &[Vec<f64>], ranges: &[(usize, usize)], epsilon: f64) -> Vec<f64> {
+    let n = ranges.len();
+    let mut values = vec![f64::NAN; n * n];
+    for (source, per_token) in kl.iter().enumerate() {
+        let t = per_token.len();
+        let logs: Vec<f64> = per_token.iter().map(|&k| (k + epsilon).ln()).collect();
+        for (target, &(start, end)) in ranges.iter().enumerate() {
+            let (start, end) = (start.min(t), end.min(t));
+            if start < end {
+                values[target * n + source] = nanmean(&logs[start..end]);
+            }
+        }
+    }
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_keeps_the_nucleus() {
+        let options = SuppressionOptions { top_p: 0.9, f16_logits: false, ..Default::default() };
+        let c = compress_logits(&[0.0, 5.0, 4.9, -3.0], &options);
+        assert_eq!(c.ids, vec![1, 2]);
+        assert_eq!(c.logits, vec![5.0, 4.9]);
+        let few = SuppressionOptions { max_tokens: 1, ..Default::default() };
+        assert_eq!(compress_logits(&[0.0, 5.0, 4.9], &few).ids, vec![1]);
+    }
+
+    #[test]
+    fn kl_is_zero_for_equal_and_huge_for_a_missing_token() {
+        let p = Compressed { ids: vec![1, 2], logits: vec![2.0, 1.0] };
+        assert_eq!(sparse_kl(&p, &p, 0.6), 0.0);
+        let q = Compressed { ids: vec![1], logits: vec![2.0] };
+        // p(token 2) = σ(-1/0.6) ≈ 0.159, times ≈ 1e9/0.6.
+        assert!(sparse_kl(&p, &q, 0.6) > 1e8);
+        assert_eq!(sparse_kl(&q, &p, 0.6), sparse_kl(&q, &p, 0.6).max(0.0));
+    }
+}
