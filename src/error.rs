@@ -17,7 +17,7 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// A cache entry exists but was made with different settings.
-    #[error("cache entry {path}: field `{field}` differs (cached {cached}, requested {requested})")]
+    #[error("cache entry {path}: field `{field}` differs (cached {cached}, requested {requested}); remove it or choose another cache or output folder to start afresh")]
     CacheMismatch { path: PathBuf, field: String, cached: String, requested: String },
     /// `source` happened while doing `what` (a file, a tensor, a column).
     #[error("{what}: {source}")]
