@@ -70,6 +70,21 @@ pub fn cache_key(loaded: &Loaded, sentences: &Sentences, boundary_mode: Boundary
     }
 }
 
+/// The token ids of `text`, or an error when they do not fit the model's context
+/// (`max_position_embeddings`).
+pub fn encode_within_context(loaded: &Loaded, text: &str) -> Result<Vec<u32>> {
+    let ids = loaded.tokenizer.encode(text)?;
+    let context = loaded.model.config().max_position_embeddings;
+    if ids.len() > context {
+        return Err(Error::invalid(format!(
+            "text of {} tokens is longer than the context of {} ({context} tokens max)",
+            ids.len(),
+            loaded.name
+        )));
+    }
+    Ok(ids)
+}
+
 /// Run the model once over `sentences.text` and return the `[L, H, N, N]` sentence averages and
 /// the token boundaries used.
 pub fn sentence_attention(
@@ -79,16 +94,7 @@ pub fn sentence_attention(
 ) -> Result<(SentenceAttention, TokenBounds)> {
     // The length check comes first: the boundaries tokenise every sentence prefix, which takes
     // seconds on a text far beyond the context.
-    let ids = loaded.tokenizer.encode(&sentences.text)?;
-    let context = loaded.model.config().max_position_embeddings;
-    if ids.len() > context {
-        return Err(Error::invalid(format!(
-            "text of {} tokens is longer than the context of {} ({} tokens max)",
-            ids.len(),
-            loaded.name,
-            context
-        )));
-    }
+    let ids = encode_within_context(loaded, &sentences.text)?;
     let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, boundary_mode)?;
     if ids.len() != bounds.n_tokens {
         return Err(Error::Other(format!(

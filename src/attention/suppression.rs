@@ -218,15 +218,7 @@ fn nanmean(values: &[f64]) -> f64 {
 /// The suppression matrix of `sentences` under `loaded` (tokenised with the attention cache's
 /// boundaries), through [`suppression_kl`] and [`sentence_means`].
 pub fn suppression_matrix(loaded: &Loaded, sentences: &Sentences, options: &SuppressionOptions) -> Result<SuppressionMatrix> {
-    let ids = loaded.tokenizer.encode(&sentences.text)?;
-    let context = loaded.model.config().max_position_embeddings;
-    if ids.len() > context {
-        return Err(Error::invalid(format!(
-            "text of {} tokens is longer than the context of {} ({context} tokens max)",
-            ids.len(),
-            loaded.name
-        )));
-    }
+    let ids = super::compute::encode_within_context(loaded, &sentences.text)?;
     let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, options.boundary_mode)?;
     if ids.len() != bounds.n_tokens {
         return Err(Error::Other(format!(

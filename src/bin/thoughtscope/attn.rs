@@ -36,14 +36,19 @@ pub struct AttnArgs {
     pub device: DeviceArg,
 }
 
+/// The sentences of a problem directory in `mode`; none is an error naming the directory.
+pub fn problem_sentences(dir: &std::path::Path, mode: SentenceMode) -> Result<thoughtscope::attention::Sentences> {
+    let sentences = Rollout::open(dir)?.sentences(mode)?;
+    if sentences.is_empty() {
+        return Err(Error::format(dir, "no sentences to analyse"));
+    }
+    Ok(sentences)
+}
+
 /// Compute (or find in the cache) the sentence attention and print a line or a JSON summary.
 pub fn run(args: AttnArgs) -> Result<()> {
     let device = args.device.device()?;
-    let rollout = Rollout::open(&args.problem_dir)?;
-    let sentences = rollout.sentences(args.mode)?;
-    if sentences.is_empty() {
-        return Err(Error::format(&args.problem_dir, "no sentences to analyse"));
-    }
+    let sentences = problem_sentences(&args.problem_dir, args.mode)?;
     let loaded = Model::load(&args.model, &device)?;
     let started = Instant::now();
     let cache = AttnCache::new(&args.cache_dir);

@@ -7,8 +7,7 @@ use clap::Args;
 use thoughtscope::analysis::suppression::cached_suppression;
 use thoughtscope::attention::{BoundaryMode, SentenceMode, SuppressionOptions};
 use thoughtscope::model::Model;
-use thoughtscope::rollout::Rollout;
-use thoughtscope::{Error, Result};
+use thoughtscope::Result;
 
 use crate::DeviceArg;
 
@@ -50,11 +49,7 @@ pub struct SuppressArgs {
 
 pub fn run(args: SuppressArgs) -> Result<()> {
     let device = args.device.device()?;
-    let rollout = Rollout::open(&args.problem_dir)?;
-    let sentences = rollout.sentences(args.mode)?;
-    if sentences.is_empty() {
-        return Err(Error::format(&args.problem_dir, "no sentences to analyse"));
-    }
+    let sentences = crate::attn::problem_sentences(&args.problem_dir, args.mode)?;
     let loaded = Model::load(&args.model, &device)?;
     let options = SuppressionOptions {
         layers: args.layers,
