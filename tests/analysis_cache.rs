@@ -379,3 +379,21 @@ fn names_stay_inside_the_cache_root() {
         assert!(cache.upstream_entry("m", text_id).is_none());
     }
 }
+
+/// Found by the fuzzer: a manifest saying `heads: 0` (and so listing no checksum) described an
+/// empty grid that needs no file, and was read as a valid, empty entry.
+#[test]
+fn a_manifest_with_a_zero_dimension_is_refused() {
+    for field in ["layers", "heads", "n"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = AttnCache::new(tmp.path());
+        let dir = cache.store(&key(3), &attention(2, 3, 3, 0.0), CacheLayout::Upstream, None).unwrap();
+        let path = dir.join("manifest.json");
+        let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        manifest[field] = 0.into();
+        manifest.as_object_mut().unwrap().remove("checksums");
+        std::fs::write(&path, manifest.to_string()).unwrap();
+        let err = read_entry_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("manifest.json") && err.contains(&format!("field `{field}` is 0")), "{err}");
+    }
+}

@@ -434,6 +434,13 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
 /// claiming a huge grid costs nothing.
 fn data_file_names(manifest_path: &Path, manifest: &Manifest) -> Result<Vec<String>> {
     let key = &manifest.key;
+    // An entry always holds at least one matrix: a zero here would make an empty grid that needs
+    // no file and no checksum, read as a valid (empty) result (found by the fuzzer).
+    for (field, value) in [("layers", key.layers), ("heads", key.heads), ("n", key.n)] {
+        if value == 0 {
+            return Err(Error::format(manifest_path, format!("field `{field}` is 0: an entry holds at least one matrix")));
+        }
+    }
     let count = match manifest.layout {
         CacheLayout::Native => Some(1),
         CacheLayout::Upstream => key.layers.checked_mul(key.heads),
