@@ -197,15 +197,13 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
     let ablation = read_ablation(&ablation_path)?;
     let attention = read_attention(&attention_path)?;
     // The join is by id: a repeated id would pair one problem's tokens with another's attention.
-    ensure_unique_ids(&ablation_path, ablation.iter().map(|r| r.problem_id.as_str()))?;
-    ensure_unique_ids(&attention_path, attention.iter().map(|r| r.problem_id.as_str()))?;
+    let ablation_ids = unique_ids(&ablation_path, ablation.iter().map(|r| r.problem_id.as_str()))?;
+    let attention_ids = unique_ids(&attention_path, attention.iter().map(|r| r.problem_id.as_str()))?;
     let (importance, all_baselines, rule_note) = options.importance.resolve(&ablation);
     // Join errors name a problem and a field; the context names the two files.
     let joined = join(&ablation, &attention, importance, all_baselines).while_doing_with(|| {
         format!("joining {} with {}", ablation_path.display(), attention_path.display())
     })?;
-    let ablation_ids: std::collections::HashSet<&str> = ablation.iter().map(|r| r.problem_id.as_str()).collect();
-    let attention_ids: std::collections::HashSet<&str> = attention.iter().map(|r| r.problem_id.as_str()).collect();
     let matched = ablation_ids.intersection(&attention_ids).count();
     let id_note = (matched < ablation_ids.len() || matched < attention_ids.len()).then(|| {
         format!(
@@ -235,15 +233,16 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
     Ok(analysis)
 }
 
-/// An error naming `path` and the first `problem_id` that occurs twice.
-fn ensure_unique_ids<'a>(path: &std::path::Path, ids: impl Iterator<Item = &'a str>) -> Result<()> {
+/// The set of `problem_id`s of a results file, or an error naming `path` and the first id that
+/// occurs twice.
+fn unique_ids<'a>(path: &std::path::Path, ids: impl Iterator<Item = &'a str>) -> Result<std::collections::HashSet<&'a str>> {
     let mut seen = std::collections::HashSet::new();
     for id in ids {
         if !seen.insert(id) {
             return Err(Error::format(path, format!("field `problem_id`: `{id}` occurs more than once")));
         }
     }
-    Ok(())
+    Ok(seen)
 }
 
 /// [`analyze`] on rows already joined (`importance` says which measure the rows hold).

@@ -707,14 +707,9 @@ impl Model {
 /// result: stop the forward pass with the layer's hook point instead. One pass over `[B, L, d]`
 /// per layer, small beside the layer's products.
 fn ensure_finite(x: &Tensor, point: HookPoint) -> Result<()> {
-    let finite = if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
-        let (storage, layout) = x.storage_and_layout();
-        match (&*storage, layout.contiguous_offsets()) {
-            (candle_core::Storage::Cpu(cpu), Some((start, end))) => {
-                cpu.as_slice::<f32>()?[start..end].iter().fold(true, |ok, v| ok & v.is_finite())
-            }
-            _ => x.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.is_finite(),
-        }
+    let finite = if x.device().is_cpu() && x.dtype() == DType::F32 {
+        // The residual stream on the CPU: one branch-free pass over its values.
+        cpu::with_cpu_f32(&x.contiguous()?, |v| v.iter().fold(true, |ok, x| ok & x.is_finite()))?
     } else {
         // Elsewhere one reduction: NaN and infinities propagate into the sum.
         x.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?.is_finite()

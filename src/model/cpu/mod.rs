@@ -57,7 +57,7 @@ fn kernels_apply(x: &Tensor) -> bool {
 }
 
 /// Run `f` on the f32 data of a contiguous CPU tensor.
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
         return Err(Error::invalid("expected a contiguous CPU tensor"));
