@@ -47,6 +47,7 @@ use serde::Serialize;
 use super::tag_stats::{compute_va_stats_for_head, delta_from_scores, seed_vertical_options, trim_ends, VaHeadStats};
 use super::va_report;
 use crate::attention::{AttentionSource, BoundaryMode, CacheOutcome, SentenceMode, Sentences};
+use crate::io::shard::{Shard, ShardRun};
 use crate::model::Loaded;
 use crate::rollout::{discover_rollouts, misaligned_labels, read_chunks_file, read_labels_file, ChunkLabel, Rollout};
 use crate::scores::{ScoreType, VerticalOptions};
@@ -896,6 +897,48 @@ pub fn run_va(config: &VaConfig) -> Result<VaResult> {
 /// [`run_va`] with an already loaded model.
 pub fn run_va_with(config: &VaConfig, loaded: &Loaded) -> Result<VaResult> {
     run_va_with_source(config, AttentionSource::with_model(loaded.clone(), &config.cache_dir, config.boundary_mode))
+}
+
+/// One task of a sharded run (a Slurm array task): fill the attention cache for the rollouts
+/// `shard` owns and write nothing else. A rollout belongs to the shard of its text id (the cache
+/// entry's name, so two rollouts with one text fall to one task); one that cannot be read, to
+/// the shard of its folder name, where it is listed as failed. Every shared file (tables,
+/// figures, `meta.json`) is the merge's: [`run_va`] without a shard over the filled cache, which
+/// runs no forward pass and writes what a single process would.
+pub fn fill_cache_shard(config: &VaConfig, source: &mut AttentionSource, shard: Shard) -> Result<ShardRun> {
+    if !config.run_attention {
+        return Err(Error::invalid("va --dry-run runs no model and fills no cache: there is nothing to shard (drop --shard)"));
+    }
+    let dirs = discover_rollouts(&config.root, &config.prefix)?;
+    let mut run = ShardRun { shard: Some(shard), total: dirs.len(), ..ShardRun::default() };
+    let mut mine = Vec::new();
+    for dir in &dirs {
+        let rollout_id = dir.file_name().map_or_else(|| dir.display().to_string(), |s| s.to_string_lossy().into_owned());
+        match load_chunks_and_tag_mask(dir, &config.tag, config.sentence_mode) {
+            Ok(rollout) if rollout.n_sentences() > 0 => {
+                if shard.owns(&rollout.sentences.text_id()) {
+                    mine.push((rollout_id, rollout));
+                }
+            }
+            Ok(_) if shard.owns(&rollout_id) => run.failed.push((rollout_id, "no sentences".into())),
+            Err(e) if shard.owns(&rollout_id) => run.failed.push((rollout_id, e.to_string())),
+            _ => {}
+        }
+    }
+    run.taken = mine.len() + run.failed.len();
+    let bar = crate::progress::progress(mine.len() as u64, "rollouts");
+    for (rollout_id, rollout) in &mine {
+        bar.set_message(rollout_id.clone());
+        let outcome = source.prepare(&rollout.sentences);
+        bar.inc(1);
+        match outcome {
+            Ok(CacheOutcome::Computed) => run.computed += 1,
+            Ok(_) => run.cached += 1,
+            Err(e) => run.failed.push((rollout_id.clone(), e.to_string())),
+        }
+    }
+    bar.finish();
+    Ok(run)
 }
 
 /// [`run_va`] over a given attention source.

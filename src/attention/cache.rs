@@ -304,13 +304,21 @@ impl AttnCache {
             return Err(e);
         }
         // Swap the finished directory into place.
-        if dir.exists() {
+        let placed = if dir.exists() {
             let old = parent.join(format!(".{}.old-{unique}", key.text_id));
-            std::fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
-            std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+            let swapped = std::fs::rename(&dir, &old).and_then(|()| std::fs::rename(&tmp, &dir));
             let _ = std::fs::remove_dir_all(&old);
+            swapped
         } else {
-            std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+            std::fs::rename(&tmp, &dir)
+        };
+        if let Err(error) = placed {
+            let _ = std::fs::remove_dir_all(&tmp);
+            // Another writer (a second task of a batch job on a shared filesystem) put a complete
+            // entry for this key there first: the key fixes the content, so theirs is ours.
+            if !dir.join(MANIFEST_FILE).exists() {
+                return Err(Error::io(&dir, error));
+            }
         }
         // Make the rename itself durable (best effort: not every platform can fsync a directory).
         if let Ok(parent_dir) = std::fs::File::open(&parent) {

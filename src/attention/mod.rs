@@ -16,6 +16,7 @@
 pub mod average;
 pub mod boundaries;
 pub mod cache;
+pub mod cache_status;
 pub mod compute;
 pub(crate) mod pystr;
 pub mod segment;

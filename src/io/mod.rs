@@ -3,6 +3,7 @@
 //! name the file, and `.npy` arrays ([`npy`]).
 
 pub mod npy;
+pub mod shard;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,20 +1,27 @@
-//! `attn`: sentence attention of one problem directory into the cache.
+//! `attn`: sentence attention of one problem directory, or of every problem directory below a
+//! folder (optionally one shard of them), into the cache.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use thoughtscope::attention::{cached_sentence_attention, AttnCache, BoundaryMode, CacheLayout, CacheOutcome, SentenceMode};
+use thoughtscope::attention::{
+    cached_sentence_attention, AttentionSource, AttnCache, BoundaryMode, CacheLayout, CacheOutcome, SentenceMode, Sentences,
+};
+use thoughtscope::io::shard::ShardRun;
 use thoughtscope::model::Model;
-use thoughtscope::rollout::Rollout;
+use thoughtscope::progress::progress;
+use thoughtscope::rollout::{problem_dirs, Rollout};
 use thoughtscope::{Error, Result};
 
-use crate::DeviceArg;
+use crate::{DeviceArg, ShardArg};
 
-/// `thoughtscope attn`: sentence attention of one problem directory into the cache.
+/// `thoughtscope attn`: sentence attention of one problem directory (or of every problem
+/// directory below a folder) into the cache.
 #[derive(Debug, Args)]
 pub struct AttnArgs {
-    /// Rollout/problem directory (base_solution.json, chunks.json / chunks_labeled.json).
+    /// Rollout/problem directory (base_solution.json, chunks.json / chunks_labeled.json), or a
+    /// folder: every problem directory below it, at any depth.
     pub problem_dir: PathBuf,
     /// GGUF file, HF model directory, cached hub id or registry name.
     #[arg(long, default_value = "smollm2-135m")]
@@ -34,6 +41,8 @@ pub struct AttnArgs {
     pub json: bool,
     #[command(flatten)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub shard: ShardArg,
 }
 
 /// The sentences of a problem directory in `mode`; none is an error naming the directory.
@@ -47,6 +56,10 @@ pub fn problem_sentences(dir: &std::path::Path, mode: SentenceMode) -> Result<th
 
 /// Compute (or find in the cache) the sentence attention and print a line or a JSON summary.
 pub fn run(args: AttnArgs) -> Result<()> {
+    let shard = args.shard.resolve()?;
+    if shard.is_some() || !args.problem_dir.join("base_solution.json").is_file() {
+        return run_many(args, shard);
+    }
     let device = args.device.device()?;
     let sentences = problem_sentences(&args.problem_dir, args.mode)?;
     let loaded = Model::load(&args.model, &device)?;
@@ -81,5 +94,57 @@ pub fn run(args: AttnArgs) -> Result<()> {
         dir.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Every problem directory below `args.problem_dir` (this shard's, when sharded) into the cache,
+/// the model loaded on the first miss; one line per problem computed, then the shard's line.
+fn run_many(args: AttnArgs, shard: Option<thoughtscope::io::shard::Shard>) -> Result<()> {
+    let dirs = problem_dirs(&args.problem_dir)?;
+    if dirs.is_empty() {
+        return Err(Error::format(&args.problem_dir, "no problem directory (one holding base_solution.json) at or below it"));
+    }
+    let problems: Vec<(PathBuf, Sentences)> =
+        dirs.into_iter().map(|dir| problem_sentences(&dir, args.mode).map(|s| (dir, s))).collect::<Result<_>>()?;
+    let total = problems.len();
+    let mine = match shard {
+        Some(shard) => shard.select(problems, |(_, sentences)| sentences.text_id()),
+        None => problems,
+    };
+    let mut source =
+        AttentionSource::new(&args.model, &args.cache_dir, args.boundaries).with_layout(args.layout).on_device(args.device.device()?);
+    let mut run = ShardRun { shard, total, taken: mine.len(), ..ShardRun::default() };
+    let mut items = Vec::new();
+    let bar = progress(mine.len() as u64, "problems");
+    for (dir, sentences) in &mine {
+        bar.set_message(dir.display().to_string());
+        let outcome = source.prepare(sentences)?;
+        bar.inc(1);
+        match outcome {
+            CacheOutcome::Computed => run.computed += 1,
+            CacheOutcome::Hit | CacheOutcome::Upstream => run.cached += 1,
+        }
+        items.push(serde_json::json!({
+            "dir": dir.display().to_string(),
+            "text_id": sentences.text_id(),
+            "n": sentences.len(),
+            "cache": outcome.as_str(),
+        }));
+    }
+    bar.finish();
+    if args.json {
+        let summary = serde_json::json!({
+            "model": source.model_name(),
+            "shard": shard.map(|s| s.to_string()),
+            "total": run.total,
+            "taken": run.taken,
+            "computed": run.computed,
+            "cached": run.cached,
+            "problems": items,
+        });
+        println!("{summary}");
+    } else {
+        println!("{}", run.lines("problems").join("\n"));
+    }
     Ok(())
 }

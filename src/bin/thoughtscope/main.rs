@@ -5,6 +5,7 @@
 mod analysis;
 mod attn;
 mod bench;
+mod cache;
 mod codi;
 mod generate;
 mod notebook;
@@ -40,6 +41,9 @@ enum Command {
     Suppress(suppress::SuppressArgs),
     /// Tagged-sentence (VA) attention analysis over a folder of rollouts: tables, figures, permutation p-values.
     Va(va::VaArgs),
+    /// The attention cache: `cache status <dir> [--root R]` (entries, broken, temporaries, missing).
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -64,6 +68,24 @@ struct DeviceArg {
     device: String,
 }
 
+/// `--shard`, flattened into every command that loops over problems or rollouts.
+#[derive(Debug, Clone, Args)]
+struct ShardArg {
+    /// This task's share, `INDEX/COUNT` (0-based): an item belongs to shard `xxh3(content key) %
+    /// COUNT`, its key being the text id or problem id. Without it, a Slurm array task takes the
+    /// shard SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT name. A sharded run only fills the cache
+    /// (or per-item outputs); the same command without a shard merges.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<thoughtscope::io::shard::Shard>,
+}
+
+impl ShardArg {
+    /// `--shard`, else the Slurm array task's shard, else `None` (the whole list).
+    fn resolve(&self) -> thoughtscope::Result<Option<thoughtscope::io::shard::Shard>> {
+        thoughtscope::io::shard::Shard::resolve(self.shard)
+    }
+}
+
 impl DeviceArg {
     fn device(&self) -> thoughtscope::Result<candle_core::Device> {
         thoughtscope::model::parse_device(&self.device)
@@ -82,6 +104,7 @@ fn main() -> ExitCode {
         Command::Suppress(args) => suppress::run(args),
         Command::Va(args) => va::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::Cache(command) => cache::run(command),
         Command::Generate(args) => generate::run(args),
         Command::Codi(command) => codi::run(command),
         Command::Notebook(command) => notebook::run(command),

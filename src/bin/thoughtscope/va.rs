@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use thoughtscope::analysis::va::{run_va_with_source, HeadRule, LayerAggregate, VaConfig, VA_TAG};
+use thoughtscope::analysis::va::{fill_cache_shard, run_va_with_source, HeadRule, LayerAggregate, VaConfig, VA_TAG};
 use thoughtscope::attention::{BoundaryMode, SentenceMode};
 use thoughtscope::scores::ScoreType;
 use thoughtscope::Result;
 
-use crate::DeviceArg;
+use crate::{DeviceArg, ShardArg};
 
 /// `thoughtscope va`: the VA pipeline from the command line (defaults as the seed's config).
 #[derive(Debug, Args)]
@@ -71,6 +71,10 @@ pub struct VaArgs {
     /// Where the model runs on a cache miss.
     #[command(flatten)]
     pub device: DeviceArg,
+    /// Sharded: fill the cache for this shard's rollouts only, no tables or figures (run `va`
+    /// again without a shard to merge).
+    #[command(flatten)]
+    pub shard: ShardArg,
 }
 
 impl VaArgs {
@@ -105,6 +109,12 @@ impl VaArgs {
 /// Run the pipeline; print the headline, every rollout not analysed and the notes.
 pub fn run(args: VaArgs) -> Result<()> {
     let config = args.config();
+    if let Some(shard) = args.shard.resolve()? {
+        let mut source = config.attention_source().on_device(args.device.device()?);
+        let run = fill_cache_shard(&config, &mut source, shard)?;
+        println!("{}", run.lines("rollouts").join("\n"));
+        return Ok(());
+    }
     let result = run_va_with_source(&config, config.attention_source().on_device(args.device.device()?))?;
     let mut lines = vec![result.headline()];
     for s in &result.summary {
