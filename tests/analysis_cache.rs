@@ -397,3 +397,66 @@ fn a_manifest_with_a_zero_dimension_is_refused() {
         assert!(err.contains("manifest.json") && err.contains(&format!("field `{field}` is 0")), "{err}");
     }
 }
+
+/// Issue 17: tasks of a batch job sharing a cache on one filesystem. Writers racing on one key
+/// all succeed and leave one complete entry equal to what each wrote, and no temporaries.
+#[test]
+fn concurrent_writers_of_one_entry_leave_one_complete_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let att = attention(2, 3, 4, 0.25);
+    for round in 0..5 {
+        let mut key = key(4);
+        key.text_id = format!("65c133c9cf04220{round}");
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| AttnCache::new(tmp.path()).store(&key, &att, CacheLayout::Native, None).unwrap());
+            }
+        });
+        assert_eq!(AttnCache::new(tmp.path()).strict(true).load(&key).unwrap().unwrap(), att, "round {round}");
+    }
+    let names: Vec<String> =
+        std::fs::read_dir(tmp.path().join("smollm2-135m")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "temporaries left: {names:?}");
+    assert_eq!(names.len(), 5);
+}
+
+#[test]
+fn cache_status_counts_entries_broken_ones_temporaries_and_what_is_missing() {
+    use thoughtscope::attention::cache_status::cache_status;
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = AttnCache::new(tmp.path());
+    let mut ids = Vec::new();
+    for (i, layout) in [CacheLayout::Native, CacheLayout::Upstream, CacheLayout::Native].into_iter().enumerate() {
+        let mut key = key(4);
+        key.text_id = format!("00000000000000a{i}");
+        cache.store(&key, &attention(2, 3, 4, i as f32), layout, None).unwrap();
+        ids.push(key.text_id);
+    }
+    // Damage the third entry; add a Python-made entry and a killed write's temporary.
+    let broken = tmp.path().join("smollm2-135m").join(&ids[2]);
+    flip_bit(&broken.join("attention.npy"), 3, 0);
+    let upstream = tmp.path().join("smollm2-135m/00000000000000b0");
+    std::fs::create_dir_all(&upstream).unwrap();
+    npy::write_f32(&upstream.join("0_0.npy"), &[2, 2], &[1.0, 0.0, 0.5, 0.5]).unwrap();
+    std::fs::create_dir_all(tmp.path().join("smollm2-135m/.00000000000000c0.tmp-77-0")).unwrap();
+
+    let status = cache_status(tmp.path()).unwrap();
+    assert_eq!(status.models.len(), 1);
+    let model = &status.models[0];
+    assert_eq!(model.complete.keys().cloned().collect::<Vec<_>>(), ids[..2].to_vec());
+    assert_eq!(model.complete[&ids[0]], (4, "full-cot".to_string()));
+    assert_eq!(model.upstream, ["00000000000000b0"]);
+    assert_eq!(model.broken.len(), 1);
+    assert!(model.broken[0].0 == ids[2] && model.broken[0].1.contains("checksum"), "{:?}", model.broken);
+    assert_eq!(model.temporary.len(), 1);
+    assert!(model.bytes > 0);
+    let lines = status.lines().join("\n");
+    assert!(lines.contains("2 complete, 1 thought-anchors (unverified), 1 broken, 1 temporary"), "{lines}");
+
+    let items: Vec<(String, String)> =
+        [&ids[0], &ids[2], &"00000000000000b0".to_string(), &"00000000000000d0".to_string()].iter().map(|id| (format!("dir-{id}"), id.to_string())).collect();
+    let missing: Vec<&str> = status.missing("smollm2-135m", &items).iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(missing, [ids[2].as_str(), "00000000000000d0"], "a broken entry is missing, an upstream one is not");
+    assert_eq!(status.missing("other-model", &items).len(), 4);
+    assert!(cache_status(tmp.path().join("absent")).unwrap_err().to_string().contains("absent"));
+}

@@ -2,14 +2,13 @@
 //! outputs of an uninterrupted run, byte for byte: every file of the output folder and of the
 //! attention cache. The one exception is the run's own provenance, which says what the rerun did
 //! (`forward_passes` and the headline, each rollout's `cache`: `hit` or `computed`); it is masked
-//! before the comparison. Hidden temporaries a killed write leaves behind (`.name.tmp-…`) are
+//! before the comparison (tests/support/outputs.rs, shared with the Slurm test). Hidden temporaries a killed write leaves behind (`.name.tmp-…`) are
 //! allowed and must be the only extra files; no reader takes them for results.
 //!
 //! Trials: `THOUGHTSCOPE_FAULT_TRIALS` (default 4, split between `va` and `attn`);
 //! `scripts/fault-test.sh` runs 20.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -40,74 +39,6 @@ fn job(kind: &str, dir: &Path) -> Command {
     command
 }
 
-/// `bytes` with the run's provenance masked (see the module comment).
-fn without_provenance(path: &Path, bytes: &[u8]) -> Vec<u8> {
-    fn strip(value: &mut serde_json::Value) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for key in ["forward_passes", "headline", "cache"] {
-                    map.remove(key);
-                }
-                map.values_mut().for_each(strip);
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => {
-            let mut value: serde_json::Value = serde_json::from_slice(bytes).expect("output JSON parses");
-            strip(&mut value);
-            serde_json::to_vec(&value).unwrap()
-        }
-        Some("html") => String::from_utf8_lossy(bytes)
-            .lines()
-            .filter(|line| !line.contains("forward pass"))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .replace("&quot;computed&quot;", "&quot;hit&quot;")
-            .into_bytes(),
-        Some(ext @ ("csv" | "parquet")) => {
-            use polars::prelude::*;
-            let cursor = std::io::Cursor::new(bytes.to_vec());
-            let mut frame = if ext == "csv" {
-                CsvReader::new(cursor).finish().expect("output CSV parses")
-            } else {
-                ParquetReader::new(cursor).finish().expect("output parquet parses")
-            };
-            if frame.get_column_names().iter().any(|c| c.as_str() == "cache") {
-                frame = frame.drop("cache").unwrap();
-            }
-            let mut out = Vec::new();
-            CsvWriter::new(&mut out).finish(&mut frame).unwrap();
-            out
-        }
-        _ => bytes.to_vec(),
-    }
-}
-
-/// Every non-hidden file under `dir/out` and `dir/cache` by relative path, with its bytes; and
-/// the hidden ones, which must be temporaries of interrupted writes.
-fn outputs(dir: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, Vec<PathBuf>) {
-    let (mut files, mut hidden) = (BTreeMap::new(), Vec::new());
-    let mut stack: Vec<PathBuf> = ["out", "cache"].iter().map(|d| dir.join(d)).filter(|p| p.exists()).collect();
-    while let Some(path) = stack.pop() {
-        for entry in std::fs::read_dir(&path).unwrap() {
-            let path = entry.unwrap().path();
-            let relative = path.strip_prefix(dir).unwrap().to_path_buf();
-            if path.file_name().unwrap().to_string_lossy().starts_with('.') {
-                hidden.push(relative);
-            } else if path.is_dir() {
-                stack.push(path);
-            } else {
-                let bytes = without_provenance(&path, &std::fs::read(&path).unwrap());
-                files.insert(relative, bytes);
-            }
-        }
-    }
-    (files, hidden)
-}
-
 #[test]
 fn killed_runs_rerun_to_the_uninterrupted_outputs() {
     if support::smollm2().is_none() {
@@ -122,7 +53,7 @@ fn killed_runs_rerun_to_the_uninterrupted_outputs() {
         let started = Instant::now();
         assert!(job(kind, &reference).status().unwrap().success(), "uninterrupted {kind} failed");
         let duration = started.elapsed();
-        let (want, _) = outputs(&reference);
+        let (want, _) = support::outputs::outputs(&reference, &["out", "cache"]);
         assert!(!want.is_empty());
         for trial in 0..trials.div_ceil(2) {
             let dir = tmp.path().join(format!("{kind}-{trial}"));
@@ -134,7 +65,7 @@ fn killed_runs_rerun_to_the_uninterrupted_outputs() {
             let _ = child.kill();
             let killed = child.wait().unwrap();
             assert!(job(kind, &dir).status().unwrap().success(), "{kind} trial {trial}: the rerun failed");
-            let (got, hidden) = outputs(&dir);
+            let (got, hidden) = support::outputs::outputs(&dir, &["out", "cache"]);
             let missing: Vec<_> = want.keys().filter(|p| !got.contains_key(*p)).collect();
             let extra: Vec<_> = got.keys().filter(|p| !want.contains_key(*p)).collect();
             assert!(missing.is_empty() && extra.is_empty(), "{kind} trial {trial} (killed at {at:?}): missing {missing:?}, extra {extra:?}");

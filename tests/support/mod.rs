@@ -7,6 +7,8 @@
 //! never a failure: CI cannot choose its processor.
 #![allow(dead_code)]
 
+pub mod outputs;
+
 use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};
