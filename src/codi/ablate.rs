@@ -328,6 +328,13 @@ pub fn run_ablation(codi: &CodiModel, problems: &[Problem], options: &AblationOp
     let mut done: Vec<AblationRecord> = if out.is_file() { read_ablation(out)? } else { Vec::new() };
     // Records with errors are redone; finished ones are kept.
     done.retain(|r| r.error.is_none());
+    // The shares of a sharded run (Slurm array tasks) beside `out`: this run merges them.
+    let parts = super::progress::read_shard_parts(out, &meta, read_ablation)?;
+    for record in parts.into_iter().filter(|r| r.error.is_none()) {
+        if !done.iter().any(|d| d.problem_id == record.problem_id) {
+            done.push(record);
+        }
+    }
 
     let bar = crate::progress::progress(problems.len() as u64, "ablate");
     let mut computed = 0;

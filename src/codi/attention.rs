@@ -199,6 +199,13 @@ pub fn run_attention(codi: &CodiModel, problems: &[Problem], options: &Attention
     meta.check_or_write(&super::ablate::meta_path(out), out)?;
     let mut done: Vec<AttentionRecord> = if out.is_file() { read_attention(out)? } else { Vec::new() };
     done.retain(|r| r.error.is_none());
+    // The shares of a sharded run (Slurm array tasks) beside `out`: this run merges them.
+    let parts = super::progress::read_shard_parts(out, &meta, read_attention)?;
+    for record in parts.into_iter().filter(|r| r.error.is_none()) {
+        if !done.iter().any(|d| d.problem_id == record.problem_id) {
+            done.push(record);
+        }
+    }
 
     let bar = crate::progress::progress(problems.len() as u64, "attention");
     let mut records = Vec::with_capacity(problems.len());

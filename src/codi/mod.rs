@@ -37,7 +37,7 @@ pub mod model;
 pub mod next_figures;
 pub mod next_steps;
 pub mod pipeline;
-mod progress;
+pub mod progress;
 pub mod routing;
 pub mod stats;
 pub mod synthetic;

@@ -2,7 +2,7 @@
 //! with other settings or other weights is refused, naming the field) and reading JSON that Python
 //! wrote (bare `NaN`). Progress goes through the crate's one reporter ([`crate::progress`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -63,6 +63,38 @@ impl RunMeta {
         }
         super::dataset::write_json_atomic(meta_path, self)
     }
+}
+
+/// Where a sharded run (a Slurm array task) of a step writes its share: `x.json` →
+/// `x.shard-1-of-4.json` beside it, with its own settings sidecar. Tasks never write one file.
+pub fn shard_part_path(out: &Path, shard: crate::io::shard::Shard) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!("{stem}.shard-{}-of-{}.json", shard.index, shard.count))
+}
+
+/// The records of every shard part beside `out` (see [`shard_part_path`]), parts in name order,
+/// for the merge: the unsharded run takes them as done. A part made with other settings than
+/// `meta` is an error naming the field, as a resumed output is.
+pub fn read_shard_parts<R>(out: &Path, meta: &RunMeta, read: impl Fn(&Path) -> Result<Vec<R>>) -> Result<Vec<R>> {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let prefix = format!("{stem}.shard-");
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
+    let mut parts: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.starts_with(&prefix) && name.ends_with(".json") && !name.ends_with(".meta.json")
+        })
+        .collect();
+    parts.sort();
+    let mut records = Vec::new();
+    for part in parts {
+        meta.check_or_write(&super::ablate::meta_path(&part), &part)?;
+        records.extend(read(&part)?);
+    }
+    Ok(records)
 }
 
 /// The first differing leaf of two JSON values, as (dotted path, left, right); `note` is ignored.

@@ -15,6 +15,7 @@ use thoughtscope::codi::latent::{LogitSlice, LoopMode, LoopOptions};
 use thoughtscope::codi::make_model::{make_model, MakeModelOptions};
 use thoughtscope::codi::model::CodiModel;
 use thoughtscope::codi::next_steps::ExperimentLayout;
+use thoughtscope::codi::progress::shard_part_path;
 use thoughtscope::codi::pipeline::{run_all, sample_problems, ModelSpec, RunAllOptions, Variant};
 use thoughtscope::codi::synthetic::{synthetic_problems, DEFAULT_PER_LEVEL, DEFAULT_SEED};
 use thoughtscope::{Error, Result};
@@ -251,6 +252,10 @@ pub struct AblateArgs {
     /// Skip the gold-answer log-prob (continuous importance).
     #[arg(long)]
     pub no_continuous: bool,
+    /// Sharded (a Slurm array task): only this shard's problems (by problem id), written to
+    /// `<results>.shard-I-of-N.json`; the same step without a shard merges the parts.
+    #[command(flatten)]
+    pub shard: crate::ShardArg,
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +273,10 @@ pub struct AttentionArgs {
     /// Do not store the full attention row.
     #[arg(long)]
     pub no_full_row: bool,
+    /// Sharded (a Slurm array task): only this shard's problems (by problem id), written to
+    /// `<results>.shard-I-of-N.json`; the same step without a shard merges the parts.
+    #[command(flatten)]
+    pub shard: crate::ShardArg,
 }
 
 #[derive(Debug, Args)]
@@ -378,6 +387,20 @@ pub fn run(command: CodiCommand) -> Result<()> {
             let (codi, problems, layout) = a.model.load_in(&a.experiment, variant_of(a.hook.mode))?;
             let mut options = a.hook.options(a.model.loop_options(), &codi);
             options.continuous = !a.no_continuous;
+            if let Some(shard) = a.shard.resolve()? {
+                let mine = shard.select(problems.iter().cloned(), |p| p.id.clone());
+                let part = shard_part_path(&layout.ablation(), shard);
+                let summary = run_ablation(&codi, &mine, &options, &part)?;
+                println!(
+                    "shard {shard}: {} of {} problems ({} computed now, {} failed); wrote {}",
+                    mine.len(),
+                    problems.len(),
+                    summary.computed,
+                    summary.failed,
+                    part.display()
+                );
+                return Ok(());
+            }
             let summary = run_ablation(&codi, &problems, &options, &layout.ablation())?;
             let (correct, counts) = summary.critical_counts();
             println!(
@@ -400,6 +423,14 @@ pub fn run(command: CodiCommand) -> Result<()> {
                 keys: a.keys,
                 full_row: !a.no_full_row,
             };
+            if let Some(shard) = a.shard.resolve()? {
+                let mine = shard.select(problems.iter().cloned(), |p| p.id.clone());
+                let part = shard_part_path(&layout.attention(), shard);
+                let records = run_attention(&codi, &mine, &options, &part)?;
+                let failed = records.iter().filter(|r| r.error.is_some()).count();
+                println!("shard {shard}: {} of {} problems ({failed} failed); wrote {}", mine.len(), problems.len(), part.display());
+                return Ok(());
+            }
             let records = run_attention(&codi, &problems, &options, &layout.attention())?;
             let failed = records.iter().filter(|r| r.error.is_some()).count();
             println!("{} problems written to {} ({failed} failed)", records.len(), layout.attention().display());

@@ -10,7 +10,7 @@ use thoughtscope::rollout::labeller::{Labeller, LlmConfig, LlmLabeller};
 use thoughtscope::rollout::tagger::{RuleTagger, VA_TAG};
 use thoughtscope::{Error, Result};
 
-use crate::DeviceArg;
+use crate::{DeviceArg, ShardArg};
 
 /// `thoughtscope generate`: sample rollouts of every problem in a problems file.
 #[derive(Debug, Clone, Args)]
@@ -88,12 +88,25 @@ pub struct GenerateArgs {
     pub llm_no_json_mode: bool,
     #[command(flatten)]
     pub device: DeviceArg,
+    /// Sharded: only the problems of this shard (by problem name); each problem's rollouts are
+    /// its own folder, so the shards' outputs together are the unsharded run's.
+    #[command(flatten)]
+    pub shard: ShardArg,
 }
 
 /// Generate with a progress bar on stderr; print one line per rollout, then a total.
 pub fn run(args: GenerateArgs) -> Result<()> {
     let device = args.device.device()?;
-    let problems = read_problems(&args.problems)?;
+    let all_problems = read_problems(&args.problems)?;
+    let shard = args.shard.resolve()?;
+    let total = all_problems.len();
+    let problems = match shard {
+        Some(shard) => shard.select(all_problems, |p| p.name.clone()),
+        None => all_problems,
+    };
+    if let Some(shard) = shard {
+        println!("shard {shard}: {} of {total} problems", problems.len());
+    }
     let system_prompt = match (&args.system, &args.system_file) {
         (Some(text), _) => Some(text.clone()),
         (None, Some(path)) => {
