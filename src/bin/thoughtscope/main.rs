@@ -3,6 +3,7 @@
 //! line.
 
 mod analysis;
+mod anchors;
 mod attn;
 mod bench;
 mod codi;
@@ -38,6 +39,8 @@ enum Command {
     Attn(attn::AttnArgs),
     /// Attention suppression: per source sentence, KL of the next-token distributions with its keys suppressed (N×N, step_importance_supp.json).
     Suppress(suppress::SuppressArgs),
+    /// Receiver heads over a folder of traces against the attention suppression of one trace: rank agreement, function tags.
+    Anchors(anchors::AnchorsArgs),
     /// Tagged-sentence (VA) attention analysis over a folder of rollouts: tables, figures, permutation p-values.
     Va(va::VaArgs),
     /// Benchmarks.
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::ReceiverHeads(args) => analysis::receiver_heads(args),
         Command::Attn(args) => attn::run(args),
         Command::Suppress(args) => suppress::run(args),
+        Command::Anchors(args) => anchors::run(args),
         Command::Va(args) => va::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Generate(args) => generate::run(args),
