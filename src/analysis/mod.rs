@@ -2,7 +2,9 @@
 //! ([`va`] steps and pipeline, [`tag_stats`] per-head statistics, [`va_report`] tables, figures
 //! and files), the averaging / vertical-score benchmark ([`bench`](mod@bench)) and the
 //! forward-pass benchmark on a real trace ([`bench_forward`]), and the files of an attention-
-//! suppression run ([`suppression`]).
+//! suppression run ([`suppression`]); receiver heads against suppression, with function tags
+//! ([`anchors`]).
+pub mod anchors;
 pub mod bench;
 pub mod bench_forward;
 pub mod suppression;

@@ -241,30 +241,6 @@ fn parse_labels(value: &Value, path: &Path) -> Result<Vec<ChunkLabel>> {
         .collect()
 }
 
-/// Every problem directory (one holding `base_solution.json`) at or below `root`, sorted by
-/// path; hidden entries are not entered. A folder of traces in any nesting (thought-anchors'
-/// `<model>/<correct|incorrect>_base_solution/problem_N/`) is one list.
-pub fn problem_dirs(root: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
-    let root = root.as_ref();
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        if dir.join("base_solution.json").is_file() {
-            found.push(dir);
-            continue;
-        }
-        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            if !entry.file_name().to_string_lossy().starts_with('.') && entry.path().is_dir() {
-                stack.push(entry.path());
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
 /// Rollout directories under `root` whose names start with `prefix`, sorted by name (the VA
 /// notebook's discovery). Files and hidden entries are ignored.
 pub fn discover_rollouts(root: impl AsRef<Path>, prefix: &str) -> Result<Vec<PathBuf>> {
@@ -280,4 +256,31 @@ pub fn discover_rollouts(root: impl AsRef<Path>, prefix: &str) -> Result<Vec<Pat
     }
     dirs.sort();
     Ok(dirs)
+}
+
+/// Every directory under `root` (itself included, any depth) that holds a `base_solution.json`,
+/// sorted by path: thought-anchors' `<model>/<correct|incorrect>_base_solution/problem_<id>/`
+/// layout as well as a flat folder of rollouts. Hidden directories are not entered.
+pub fn find_problem_dirs(root: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+    let root = root.as_ref();
+    if !root.is_dir() {
+        return Err(Error::format(root, "not a directory (expected a folder of problem or rollout directories)"));
+    }
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        if dir.join("base_solution.json").is_file() {
+            found.push(dir);
+            continue;
+        }
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if !hidden && entry.file_type().map_err(|e| Error::io(entry.path(), e))?.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }

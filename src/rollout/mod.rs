@@ -7,5 +7,5 @@ pub mod tagger;
 pub mod tags;
 pub mod write;
 
-pub use layout::{discover_rollouts, problem_dirs, read_chunks_file, read_labels_file, ChunkLabel, Rollout};
+pub use layout::{discover_rollouts, find_problem_dirs, read_chunks_file, read_labels_file, ChunkLabel, Rollout};
 pub use tags::{misaligned_labels, tag_mask, TagMask};

@@ -244,29 +244,42 @@ pub fn receiver_heads<I>(responses: I, options: &ReceiverOptions) -> Result<Rece
 where
     I: IntoIterator<Item = Result<(String, SentenceAttention)>>,
 {
+    receiver_heads_from_scores(
+        responses.into_iter().map(|response| {
+            let (name, attention) = response?;
+            Ok((name, head_vertical_scores(&attention, &options.vertical)))
+        }),
+        options.top_k,
+    )
+}
+
+/// [`receiver_heads`] over responses already reduced to their vertical scores (a caller that
+/// needs the scores again, for receiver scores per sentence, computes them once).
+pub fn receiver_heads_from_scores<I, S>(responses: I, top_k: usize) -> Result<ReceiverHeads>
+where
+    I: IntoIterator<Item = Result<(String, S)>>,
+    S: std::borrow::Borrow<HeadScores>,
+{
     let mut names = Vec::new();
     let mut kurtosis = Vec::new();
     let mut skipped = Vec::new();
     for response in responses {
-        let (name, attention) = response?;
+        let (name, scores) = response?;
+        let scores: &HeadScores = scores.borrow();
         if let Some(first) = kurtosis.first() {
             let first: &HeadValues = first;
-            if (first.layers, first.heads) != (attention.layers(), attention.heads()) {
+            if (first.layers, first.heads) != (scores.layers, scores.heads) {
                 return Err(Error::invalid(format!(
                     "{name}: {} layers × {} heads, earlier responses have {} × {}",
-                    attention.layers(),
-                    attention.heads(),
-                    first.layers,
-                    first.heads
+                    scores.layers, scores.heads, first.layers, first.heads
                 )));
             }
         }
-        let values = head_kurtosis(&head_vertical_scores(&attention, &options.vertical));
+        let values = head_kurtosis(scores);
         if values.values.iter().all(|v| v.is_nan()) {
             let reason = format!(
-                "{} sentences leave too few vertical scores beyond the proximity band (proximity_ignore {}): every head's kurtosis is NaN",
-                attention.n(),
-                options.vertical.proximity_ignore
+                "{} sentences leave too few vertical scores beyond the proximity band: every head's kurtosis is NaN",
+                scores.n
             );
             skipped.push((name, reason));
             continue;
@@ -279,7 +292,7 @@ where
         return Err(Error::invalid(format!("no response has a defined kurtosis to select heads from ({} skipped{why})", skipped.len())));
     }
     let mean = mean_kurtosis(&kurtosis)?;
-    let top = top_k_heads(&mean, options.top_k);
+    let top = top_k_heads(&mean, top_k);
     Ok(ReceiverHeads { responses: names, kurtosis, mean_kurtosis: mean, top_k_heads: top, skipped })
 }
 

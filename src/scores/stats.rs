@@ -116,6 +116,90 @@ pub fn least_squares(x: &[f64], y: &[f64]) -> Option<LinearFit> {
     Some(LinearFit { slope, intercept: mean_y - slope * mean_x })
 }
 
+/// Average ranks (1-based, ties share their mean rank), as `scipy.stats.rankdata(method="average")`.
+/// Values must be comparable (no NaN).
+pub fn average_ranks(xs: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    order.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    let mut ranks = vec![0.0; xs.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && xs[order[end]] == xs[order[start]] {
+            end += 1;
+        }
+        // Positions start..end (0-based) share the mean of ranks start+1 ..= end.
+        let rank = (start + end + 1) as f64 / 2.0;
+        for &i in &order[start..end] {
+            ranks[i] = rank;
+        }
+        start = end;
+    }
+    ranks
+}
+
+/// Spearman's rank correlation with two p-values: scipy's asymptotic one and a permutation one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RankCorrelation {
+    /// Spearman's rho: Pearson r of the average ranks (`scipy.stats.spearmanr`).
+    #[serde(with = "nan_as_null")]
+    pub rho: f64,
+    /// `scipy.stats.spearmanr`'s two-sided p (Student t, n − 2 degrees of freedom).
+    #[serde(with = "nan_as_null")]
+    pub p_asymptotic: f64,
+    /// Two-sided permutation p: `(1 + #{b : |rho_b| ≥ |rho|}) / (1 + B)`, one side's ranks
+    /// shuffled `B` times.
+    #[serde(with = "nan_as_null")]
+    pub p_permutation: f64,
+    /// Pairs used: those where both values are finite.
+    pub n: usize,
+    pub permutations: usize,
+    pub seed: u64,
+}
+
+/// [`RankCorrelation`] of the pairs of `x` and `y` where both are finite; rho and both p are NaN
+/// with fewer than 3 such pairs or a constant side. The permutations shuffle `y`'s ranks with
+/// ChaCha8 seeded by `seed`; a permuted |rho| within 1e-12 of the observed one counts as
+/// reaching it (exact ties of rank patterns would otherwise depend on rounding).
+pub fn spearman(x: &[f64], y: &[f64], permutations: usize, seed: u64) -> Result<RankCorrelation> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    if x.len() != y.len() {
+        return Err(Error::invalid(format!("spearman: the two samples differ in length ({} vs {})", x.len(), y.len())));
+    }
+    let (xs, ys): (Vec<f64>, Vec<f64>) = x.iter().zip(y).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(a, b)| (*a, *b)).unzip();
+    let n = xs.len();
+    let undefined = RankCorrelation { rho: f64::NAN, p_asymptotic: f64::NAN, p_permutation: f64::NAN, n, permutations, seed };
+    if n < 3 {
+        return Ok(undefined);
+    }
+    let (rx, ry) = (average_ranks(&xs), average_ranks(&ys));
+    let observed = pearson(&rx, &ry)?;
+    if observed.r.is_nan() {
+        return Ok(undefined);
+    }
+    // Ranks keep their mean and spread under a shuffle, so each permuted rho is one dot product.
+    let centred = |r: &[f64]| {
+        let m = mean(r);
+        let d: Vec<f64> = r.iter().map(|v| v - m).collect();
+        let norm = d.iter().map(|v| v * v).sum::<f64>().sqrt();
+        d.into_iter().map(|v| v / norm).collect::<Vec<f64>>()
+    };
+    let (dx, mut dy) = (centred(&rx), centred(&ry));
+    let threshold = observed.r.abs() - 1e-12;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut reached = 0usize;
+    for _ in 0..permutations {
+        dy.shuffle(&mut rng);
+        let rho: f64 = dx.iter().zip(&dy).map(|(a, b)| a * b).sum();
+        if rho.abs() >= threshold {
+            reached += 1;
+        }
+    }
+    let p_permutation = if permutations == 0 { f64::NAN } else { (1 + reached) as f64 / (1 + permutations) as f64 };
+    Ok(RankCorrelation { rho: observed.r, p_asymptotic: observed.p, p_permutation, n, permutations, seed })
+}
+
 /// NaN ⇄ JSON `null` for f64 fields (Python's `json.dump` writes a bare `NaN`, which is not JSON;
 /// [`relaxed_json`] reads such files).
 pub mod nan_as_null {
@@ -180,5 +264,28 @@ mod tests {
         let fit = least_squares(&[0.0, 1.0, 2.0, f64::NAN], &[1.0, 3.0, 5.0, 7.0]).unwrap();
         assert_eq!((fit.slope, fit.intercept), (2.0, 1.0));
         assert!(least_squares(&[1.0, 1.0], &[0.0, 1.0]).is_none());
+    }
+
+    #[test]
+    fn average_ranks_share_ties() {
+        assert_eq!(average_ranks(&[10.0, 20.0, 10.0, 30.0, 20.0]), vec![1.5, 3.5, 1.5, 5.0, 3.5]);
+    }
+
+    #[test]
+    fn spearman_matches_scipy() {
+        // scipy.stats.spearmanr(x, y) = (0.8, 0.10408803866182788).
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let y = [2.0, 1.0, 4.0, 3.0, 5.0];
+        let r = spearman(&x, &y, 2000, 7).unwrap();
+        assert!((r.rho - 0.8).abs() < 1e-12, "{}", r.rho);
+        assert!((r.p_asymptotic - 0.10408803866182788).abs() < 1e-9, "{}", r.p_asymptotic);
+        // Exact two-sided p over all 120 orders: 16 reach |rho| >= 0.8, p = 16/120 = 0.1333.
+        assert!((r.p_permutation - 0.1333).abs() < 0.025, "{}", r.p_permutation);
+        // A NaN pair is dropped; a perfect monotone relation of 4: 2 of the 24 orders reach |rho| = 1.
+        let r = spearman(&[1.0, 2.0, f64::NAN, 3.0, 4.0], &[1.0, 4.0, 0.0, 9.0, 16.0], 100, 1).unwrap();
+        assert_eq!((r.n, r.rho), (4, 1.0));
+        assert!((r.p_permutation - 2.0 / 24.0).abs() < 0.04, "{}", r.p_permutation);
+        assert!(spearman(&[1.0, 2.0], &[1.0, 2.0], 10, 0).unwrap().rho.is_nan());
+        assert!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0], 10, 0).unwrap().rho.is_nan());
     }
 }

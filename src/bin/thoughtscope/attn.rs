@@ -11,7 +11,7 @@ use thoughtscope::attention::{
 use thoughtscope::io::shard::ShardRun;
 use thoughtscope::model::Model;
 use thoughtscope::progress::progress;
-use thoughtscope::rollout::{problem_dirs, Rollout};
+use thoughtscope::rollout::{find_problem_dirs, Rollout};
 use thoughtscope::{Error, Result};
 
 use crate::{DeviceArg, ShardArg};
@@ -100,7 +100,7 @@ pub fn run(args: AttnArgs) -> Result<()> {
 /// Every problem directory below `args.problem_dir` (this shard's, when sharded) into the cache,
 /// the model loaded on the first miss; one line per problem computed, then the shard's line.
 fn run_many(args: AttnArgs, shard: Option<thoughtscope::io::shard::Shard>) -> Result<()> {
-    let dirs = problem_dirs(&args.problem_dir)?;
+    let dirs = find_problem_dirs(&args.problem_dir)?;
     if dirs.is_empty() {
         return Err(Error::format(&args.problem_dir, "no problem directory (one holding base_solution.json) at or below it"));
     }

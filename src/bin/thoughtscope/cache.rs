@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use thoughtscope::attention::cache_status::cache_status;
 use thoughtscope::attention::SentenceMode;
-use thoughtscope::rollout::problem_dirs;
+use thoughtscope::rollout::find_problem_dirs;
 use thoughtscope::{Error, Result};
 
 use crate::attn::problem_sentences;
@@ -46,7 +46,7 @@ pub fn run(command: CacheCommand) -> Result<()> {
     let mut missing_count = 0;
     if let Some(root) = &args.root {
         let model = thoughtscope::model::cache_name(&args.model);
-        let items: Vec<(String, String)> = problem_dirs(root)?
+        let items: Vec<(String, String)> = find_problem_dirs(root)?
             .iter()
             .map(|dir| problem_sentences(dir, args.mode).map(|s| (dir.display().to_string(), s.text_id())))
             .collect::<Result<_>>()?;

@@ -3,6 +3,7 @@
 //! line.
 
 mod analysis;
+mod anchors;
 mod attn;
 mod bench;
 mod cache;
@@ -39,6 +40,8 @@ enum Command {
     Attn(attn::AttnArgs),
     /// Attention suppression: per source sentence, KL of the next-token distributions with its keys suppressed (N×N, step_importance_supp.json).
     Suppress(suppress::SuppressArgs),
+    /// Receiver heads over a folder of traces against the attention suppression of one trace: rank agreement, function tags.
+    Anchors(anchors::AnchorsArgs),
     /// Tagged-sentence (VA) attention analysis over a folder of rollouts: tables, figures, permutation p-values.
     Va(va::VaArgs),
     /// The attention cache: `cache status <dir> [--root R]` (entries, broken, temporaries, missing).
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::ReceiverHeads(args) => analysis::receiver_heads(args),
         Command::Attn(args) => attn::run(args),
         Command::Suppress(args) => suppress::run(args),
+        Command::Anchors(args) => anchors::run(args),
         Command::Va(args) => va::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Cache(command) => cache::run(command),
