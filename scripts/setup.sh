@@ -5,7 +5,7 @@
 # what it skipped; the attention cache, the builds and finished CODI problems are reused.
 #
 #   1. the model (scripts/fetch-model.sh)            5. CODI experiment, test mode
-#   2. headless Chromium (PNG/SVG/PDF figures)       6. notebook tooling, both notebooks executed
+#   2. headless Chromium (PNG/SVG/PDF figures)       6. notebook tooling, the notebooks executed
 #   3. the thoughtscope build                           headlessly into analysis/reports/
 #   4. VA analysis of the sample rollouts            7. analysis/index.html linking every report
 set -euo pipefail

@@ -32,6 +32,6 @@ echo "skipped tests: $skips"
 grep '^SKIP' target/test.log || true
 [ "$status" -eq 0 ] || { echo "cargo test failed (exit $status)" >&2; exit "$status"; }
 
-# Both notebooks, headless, test-mode sizes (reuses the kernel's build dir).
+# Every notebook, headless, test-mode sizes (reuses the kernel's build dir).
 step "notebooks";               bash scripts/run-notebooks.sh
 echo "tests finished in $(( $(date +%s) - start )) s"

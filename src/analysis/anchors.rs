@@ -55,6 +55,11 @@ pub struct AnchorsConfig {
     /// Top-k heads and the vertical-score options (upstream: 20 heads, `proximity_ignore` 4,
     /// no depth control, mean).
     pub receiver: ReceiverOptions,
+    /// Vertical scores of the first `drop_first` sentences set to NaN before the kurtosis and the
+    /// receiver scores (the paper version's `drop_first`, without its bug of dropping as many at
+    /// the end). 0 = HEAD, which has none; there the first sentence, an attention sink, is every
+    /// trace's top receiver.
+    pub drop_first: usize,
     /// The trace whose suppression matrix is computed; `None`: the one with the fewest tokens
     /// among those with at least [`AnchorsConfig::min_sentences`] sentences (suppression costs
     /// one pass per sentence).
@@ -80,6 +85,7 @@ impl Default for AnchorsConfig {
             boundary_mode: BoundaryMode::Prefix,
             cache_dir: PathBuf::from("attn_cache"),
             receiver: ReceiverOptions::default(),
+            drop_first: 0,
             suppression_trace: None,
             min_sentences: 12,
             suppression: SuppressionOptions::default(),
@@ -161,15 +167,16 @@ impl CorpusReceivers {
 }
 
 /// Receiver heads over `traces` under `loaded`: each trace's sentence attention from the cache
-/// under `cache_dir` (computed and stored on a miss), reduced to vertical scores once; a trace
-/// longer than the model's context is left out with a note instead of failing the corpus. Sets
-/// each trace's `n_tokens`.
+/// under `cache_dir` (computed and stored on a miss), reduced to vertical scores once (those of
+/// the first `drop_first` sentences set to NaN); a trace longer than the model's context is left
+/// out with a note instead of failing the corpus. Sets each trace's `n_tokens`.
 pub fn corpus_receivers(
     loaded: &Loaded,
     cache_dir: &Path,
     traces: &mut [Trace],
     boundary_mode: BoundaryMode,
     options: &ReceiverOptions,
+    drop_first: usize,
 ) -> Result<CorpusReceivers> {
     let cache = AttnCache::new(cache_dir);
     let context = loaded.model.config().max_position_embeddings;
@@ -190,7 +197,13 @@ pub fn corpus_receivers(
             CacheOutcome::Computed => forward_passes += 1,
             _ => cache_hits += 1,
         }
-        per_trace.push((trace.name.clone(), head_vertical_scores(&attention, &options.vertical)));
+        let mut scores = head_vertical_scores(&attention, &options.vertical);
+        if drop_first > 0 {
+            for head in scores.values.chunks_mut(scores.n.max(1)) {
+                head.iter_mut().take(drop_first).for_each(|v| *v = f64::NAN);
+            }
+        }
+        per_trace.push((trace.name.clone(), scores));
     }
     if per_trace.is_empty() {
         return Err(Error::invalid(format!("receiver heads: every trace is longer than the context ({} left out)", too_long.len())));
@@ -202,6 +215,15 @@ pub fn corpus_receivers(
         .map(|(name, head_scores)| Ok((name.clone(), receiver_scores(head_scores, &heads.top_k_heads)?)))
         .collect::<Result<_>>()?;
     Ok(CorpusReceivers { heads, scores, too_long, forward_passes, cache_hits })
+}
+
+/// Per analysed trace, the index of its top receiver sentence (`None` when no score is defined).
+pub fn top_receiver_sentences(receivers: &CorpusReceivers) -> Vec<(String, Option<usize>)> {
+    receivers
+        .scores
+        .iter()
+        .map(|(name, scores)| (name.clone(), descending_ranks(scores).iter().position(|&r| r == 1)))
+        .collect()
 }
 
 /// The trace suppression is run on: `choice` (a directory, matched against each trace's
@@ -396,7 +418,8 @@ impl AnchorsResult {
 pub fn run_anchors(config: &AnchorsConfig) -> Result<AnchorsResult> {
     let mut traces = load_traces(&config.traces, config.sentence_mode)?;
     let loaded = Model::load(&config.model, &config.device)?;
-    let receivers = corpus_receivers(&loaded, &config.cache_dir, &mut traces, config.boundary_mode, &config.receiver)?;
+    let receivers =
+        corpus_receivers(&loaded, &config.cache_dir, &mut traces, config.boundary_mode, &config.receiver, config.drop_first)?;
     let trace = suppression_trace(&traces, &receivers, config.suppression_trace.as_deref(), config.min_sentences)?.clone();
     let (matrix, suppression_files, suppression_computed) =
         cached_suppression(&config.suppression_dir(&trace), &loaded, &trace.sentences, &config.suppression_options())?;
@@ -600,6 +623,7 @@ fn write_outputs(result: &mut AnchorsResult) -> Result<()> {
             "model": result.model_name,
             "top_k": result.config.receiver.top_k,
             "proximity_ignore": result.config.receiver.vertical.proximity_ignore,
+            "drop_first": result.config.drop_first,
             "traces": heads.responses,
             "skipped": heads.skipped.iter().chain(&result.receivers.too_long).map(|(n, why)| serde_json::json!({"trace": n, "why": why})).collect::<Vec<_>>(),
             "top_k_heads": heads_json["top_k_heads"],

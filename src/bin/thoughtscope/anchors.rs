@@ -31,6 +31,10 @@ pub struct AnchorsArgs {
     pub top_k: usize,
     #[arg(long, default_value_t = 4)]
     pub proximity_ignore: usize,
+    /// Set the first N sentences' vertical scores to NaN before kurtosis and receiver scores (the
+    /// paper version's drop_first; 0 = HEAD, where sentence 0, an attention sink, tops every trace).
+    #[arg(long, default_value_t = 0)]
+    pub drop_first: usize,
     /// The trace to run suppression on (default: the fewest-token trace with --min-sentences).
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -61,6 +65,7 @@ pub fn run(args: AnchorsArgs) -> Result<()> {
             top_k: args.top_k,
             vertical: VerticalOptions { proximity_ignore: args.proximity_ignore, ..VerticalOptions::default() },
         },
+        drop_first: args.drop_first,
         suppression_trace: args.trace,
         min_sentences: args.min_sentences,
         permutations: args.permutations,
