@@ -184,7 +184,7 @@ fn ablation_and_attention_resume_and_analysis_writes_upstream_schema() {
     assert_eq!((first.computed, first.records.len()), (2, 2));
     let second = run_ablation(&codi, &problems, &options, &ablation_path).unwrap();
     assert_eq!((second.computed, second.records.len()), (1, 3));
-    // Reused, not recomputed (values equal up to JSON's last-digit float round trip).
+    // Reused, not recomputed (serde_json float_roundtrip: the values read back are the ones written).
     for (a, b) in second.records[..2].iter().zip(&first.records) {
         assert_eq!((&a.problem_id, &a.importance_scores), (&b.problem_id, &b.importance_scores));
         assert_eq!(a.baseline.as_ref().unwrap().output, b.baseline.as_ref().unwrap().output);
@@ -325,4 +325,45 @@ fn kv_caches_of_different_lengths_do_not_stack() {
     let err = codi.model.forward(Input::Ids(&[1]), &mut both, &mut NoHooks).unwrap_err().to_string();
     assert!(err.contains("2 sequences"), "{err}");
     assert_eq!(both.select_rows(&[1]).unwrap().len(), short.cache.len());
+}
+
+#[test]
+fn sharded_ablation_and_attention_merge_to_the_single_run_byte_for_byte() {
+    use thoughtscope::codi::progress::shard_part_path;
+    use thoughtscope::io::shard::Shard;
+    let root = tempfile::tempdir().unwrap();
+    let codi = load(&codi_support::tiny_codi(root.path()));
+    let problems = codi_support::problems();
+    let mut options = AblationOptions::new(short_loop(LoopMode::Cotx), AblationMode::Faithful);
+    options.layer = 2;
+    options.continuous = true;
+    let attention_options = AttentionOptions {
+        loop_options: short_loop(LoopMode::Cotx),
+        layers: vec![1, 3],
+        keys: KeySelection::Faithful,
+        full_row: true,
+    };
+    let single = root.path().join("single");
+    run_ablation(&codi, &problems, &options, &single.join("ablation.json")).unwrap();
+    run_attention(&codi, &problems, &attention_options, &single.join("attention.json")).unwrap();
+
+    // Two array tasks write their parts; the unsharded step computes nothing and merges them.
+    let sharded = root.path().join("sharded");
+    let (ablation, attention) = (sharded.join("ablation.json"), sharded.join("attention.json"));
+    let mut owned = 0;
+    for index in 0..2 {
+        let shard = Shard::new(index, 2).unwrap();
+        let mine = shard.select(problems.iter().cloned(), |p| p.id.clone());
+        owned += mine.len();
+        run_ablation(&codi, &mine, &options, &shard_part_path(&ablation, shard)).unwrap();
+        run_attention(&codi, &mine, &attention_options, &shard_part_path(&attention, shard)).unwrap();
+    }
+    assert_eq!(owned, problems.len(), "every problem in exactly one shard");
+    let merged = run_ablation(&codi, &problems, &options, &ablation).unwrap();
+    assert_eq!(merged.computed, 0, "the merge reads the parts, it runs nothing");
+    run_attention(&codi, &problems, &attention_options, &attention).unwrap();
+    for name in ["ablation.json", "attention.json"] {
+        let (a, b) = (std::fs::read(single.join(name)).unwrap(), std::fs::read(sharded.join(name)).unwrap());
+        assert!(a == b, "{name}: the merge differs from the single run");
+    }
 }
