@@ -260,6 +260,12 @@ fn cli_writes_the_files_and_refuses_a_missing_layer() {
     let again: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!((again["outcome"].as_str(), again["positions_run"].clone()), (Some("cached"), summary["positions_run"].clone()));
     assert_eq!(std::fs::read(out.path().join("suppression_matrix.npy")).unwrap(), matrix_bytes);
+    // Batching the sources changes no result, so it is no part of the key.
+    let batched = run(&["--layers", "0,29", "--batch-sources", "2"]);
+    let batched: Value = serde_json::from_slice(&batched.stdout).unwrap();
+    assert_eq!(batched["outcome"], "cached");
+    let zero = run(&["--batch-sources", "0"]);
+    assert!(!zero.status.success(), "--batch-sources 0 is refused");
     let other = run(&["--layers", "0"]);
     let other: Value = serde_json::from_slice(&other.stdout).unwrap();
     assert_eq!(other["outcome"], "computed");
