@@ -160,8 +160,10 @@ pub fn suppression_batch_differences(
 /// and the keys between the group's first source and the row's own recomputed rather than read
 /// from the unsuppressed cache), so the logits may differ in their last bits; through 30 layers
 /// that is ~1e-5 in a logit, as between ours and HF, and the same rule applies: the
-/// full-vocabulary KL within 1e-3 relative + 1e-7 absolute (measured: ≤ 2.5e-5 relative on the
-/// kernels, ≤ 2.2e-4 on the portable path), hence the matrix within 1e-3 in log units; the faithful
+/// full-vocabulary KL within 1e-3 relative + 1e-7 absolute (measured: ≤ 2.2e-4 relative on the
+/// portable path; bit-identical on the kernels but for the 8-token last sentence, whose
+/// one-source pass has too few rows for the blocked kernels and takes the few-row linear and the
+/// hook's attention: 2.5e-5), hence the matrix within 1e-3 in log units; the faithful
 /// KL, whose f16 rounding and nucleus cut-off can flip on such noise, beyond that at ≤ 1% of
 /// positions with the matrix within 0.05 wherever no position flipped (measured: none flipped).
 pub fn assert_batch_within_noise(label: &str, full_vocabulary: bool, differences: &[BatchDifference]) {
