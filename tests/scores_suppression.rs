@@ -260,6 +260,12 @@ fn cli_writes_the_files_and_refuses_a_missing_layer() {
     let again: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!((again["outcome"].as_str(), again["positions_run"].clone()), (Some("cached"), summary["positions_run"].clone()));
     assert_eq!(std::fs::read(out.path().join("suppression_matrix.npy")).unwrap(), matrix_bytes);
+    // Batching the sources changes no result, so it is no part of the key.
+    let batched = run(&["--layers", "0,29", "--batch-sources", "2"]);
+    let batched: Value = serde_json::from_slice(&batched.stdout).unwrap();
+    assert_eq!(batched["outcome"], "cached");
+    let zero = run(&["--batch-sources", "0"]);
+    assert!(!zero.status.success(), "--batch-sources 0 is refused");
     let other = run(&["--layers", "0"]);
     let other: Value = serde_json::from_slice(&other.stdout).unwrap();
     assert_eq!(other["outcome"], "computed");
@@ -268,4 +274,58 @@ fn cli_writes_the_files_and_refuses_a_missing_layer() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("layer 30") && err.lines().count() == 1, "{err}");
+}
+
+/// `batch_sources` 3 and 4 (groups that do not divide the 7 sentences) against one source per
+/// pass on the kernel path: each batch row runs the batch-1 attention blocks with its own ranges.
+#[test]
+fn batched_sources_equal_one_at_a_time_on_the_kernels() {
+    let Some(loaded) = support::smollm2() else { return };
+    let (ids, ranges) = ids_ranges(&fixture("smollm2"));
+    for (name, options) in [("faithful", SuppressionOptions::default()), ("full vocabulary", full_vocab())] {
+        let differences = support::suppression_batch_differences(&loaded.model, &ids, &ranges, &options, &[1, 3, 4]);
+        support::assert_batch_within_noise(&format!("kernels, {name}"), name == "full vocabulary", &differences);
+    }
+}
+
+/// Per-batch-row suppression: two rows with their own ranges give each row's logits of the
+/// one-row run, on the kernels and on the hook path (a capture at the scores materialises them
+/// for the per-row mask); a batch whose size differs from the ranges' rows is an error naming
+/// both, on either path.
+#[test]
+fn per_row_suppression_equals_each_row_alone() {
+    use candle_core::Tensor;
+    use thoughtscope::model::{HookPoint, HookSet, Input, Intervention, KvCache, Logits};
+    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Device::Cpu).unwrap();
+    let (ids, _) = ids_ranges(&fixture("tiny_qwen3"));
+    let rows = vec![vec![(0, 6)], vec![(13, 21)]];
+    let hooks = |iv: &Intervention, force_hook: bool| {
+        let mut hooks = HookSet::new();
+        for l in 0..model.num_layers() {
+            hooks = hooks.intervene(HookPoint::AttnScores(l), iv.clone());
+            if force_hook {
+                hooks = hooks.capture(HookPoint::AttnScores(l));
+            }
+        }
+        hooks
+    };
+    let logits = |batch: usize, iv: &Intervention, force_hook: bool| {
+        let embeds = model.embed(&ids).unwrap();
+        let embeds = Tensor::cat(&vec![&embeds; batch], 0).unwrap();
+        let mut cache = KvCache::new(&model);
+        model.forward_with(Input::Embeds(&embeds), &mut cache, &mut hooks(iv, force_hook), Logits::All).map(|out| out.logits().unwrap().clone())
+    };
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for force_hook in [false, true] {
+        let batched = logits(2, &Intervention::SuppressKeysPerRow { ranges: rows.clone() }, force_hook).unwrap();
+        for (row, ranges) in rows.iter().enumerate() {
+            let alone = values(&logits(1, &Intervention::SuppressKeys { ranges: ranges.clone() }, force_hook).unwrap());
+            let got = values(&batched.narrow(0, row, 1).unwrap());
+            let diff = got.iter().zip(&alone).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let scale = alone.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(diff <= 1e-5 * scale.max(1.0), "hook path {force_hook}, row {row}: logits differ by {diff} (scale {scale})");
+        }
+        let err = logits(3, &Intervention::SuppressKeysPerRow { ranges: rows.clone() }, force_hook).unwrap_err().to_string();
+        assert!(err.contains("2 rows of ranges for a batch of 3"), "hook path {force_hook}: {err}");
+    }
 }

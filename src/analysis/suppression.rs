@@ -131,7 +131,8 @@ pub fn write_suppression(
     Ok(files)
 }
 
-/// Every input of a suppression run (the manifest's `key`).
+/// Every input of a suppression run (the manifest's `key`); not `batch_sources`, which changes
+/// how the passes are grouped, not the results.
 fn cache_key(loaded: &Loaded, sentences: &Sentences, options: &SuppressionOptions, layers: &[usize]) -> serde_json::Value {
     serde_json::json!({
         "model": loaded.name,

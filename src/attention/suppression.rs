@@ -27,7 +27,8 @@
 //! the unsuppressed run's KV cache truncated to `s`'s first token: N passes over the suffixes,
 //! about `T·N/2` positions instead of `T·N`; and the CPU kernels apply the suppression inside
 //! their softmax ([`crate::model::Hooks::key_suppression`]), where the hook path would
-//! materialise every score (about 4× slower at 4k tokens).
+//! materialise every score (about 4× slower at 4k tokens). `batch_sources` decodes several
+//! sources' passes as one batch from the first one's start (fewer, larger passes; more positions).
 
 use candle_core::{DType, Tensor};
 
@@ -53,6 +54,14 @@ pub struct SuppressionOptions {
     pub f16_logits: bool,
     /// Added to the KL before the log (upstream 1e-9).
     pub log_epsilon: f64,
+    /// Suppressed runs decoded together (1 = one pass per source). `B > 1` groups consecutive
+    /// sources `B` at a time: one batched pass per group over the suffix from the group's first
+    /// source, each batch row suppressing its own source (the rows' positions before their
+    /// source are run but not compared). The results are those of `B = 1` up to f32 noise; the
+    /// positions run grow (each row runs the group's longest suffix), and peak memory is `B ×
+    /// suffix × vocab` f32 logits (SmolLM2, 49k tokens: 0.8 GB per row at a 4k-token suffix).
+    /// Pays off where a pass is bound by kernel launches (GPUs), not on CPU prefills.
+    pub batch_sources: usize,
 }
 
 impl Default for SuppressionOptions {
@@ -65,6 +74,7 @@ impl Default for SuppressionOptions {
             temperature: 0.6,
             f16_logits: true,
             log_epsilon: 1e-9,
+            batch_sources: 1,
         }
     }
 }
@@ -198,7 +208,7 @@ pub fn sparse_kl(p: &Compressed, q: &Compressed, temperature: f64) -> f64 {
     kl.max(0.0)
 }
 
-/// Compressed distributions of every row of `logits` `[1, L, V]`.
+/// Compressed distributions of every position of `logits` `[1, L, V]`.
 fn compress_rows(logits: &Tensor, options: &SuppressionOptions) -> Result<Vec<Compressed>> {
     use rayon::prelude::*;
     let rows = logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
@@ -234,7 +244,8 @@ pub fn suppression_matrix(loaded: &Loaded, sentences: &Sentences, options: &Supp
 
 /// The per-token KL of every suppressed range of `ids`: `kl[source][position]`, with the layers
 /// suppressed and the positions run. One unsuppressed pass, then one pass per range from the KV
-/// cache of the positions before it (those positions' logits are unchanged: KL 0).
+/// cache of the positions before it (those positions' logits are unchanged: KL 0), or one
+/// batched pass per [`SuppressionOptions::batch_sources`] consecutive ranges.
 pub fn suppression_kl(
     model: &Model,
     ids: &[u32],
@@ -274,26 +285,46 @@ pub fn suppression_kl(
     let mut positions_run = t;
     bar.inc(1);
 
-    let mut kl = Vec::with_capacity(ranges.len());
-    for &(start, end) in ranges {
-        let mut per_token = vec![0f64; t];
-        // A sentence with no tokens, or one past the end, suppresses nothing: KL 0 everywhere.
-        if start < end.min(t) {
-            let mut cache = if start == 0 { KvCache::new(model) } else { full_cache.clone() };
-            cache.truncate(start)?;
-            let mut hooks = HookSet::new();
+    // A sentence with no tokens, or one past the end, suppresses nothing: KL 0 everywhere.
+    let mut kl = vec![vec![0f64; t]; ranges.len()];
+    let runs: Vec<usize> = (0..ranges.len()).filter(|&s| ranges[s].0 < ranges[s].1.min(t)).collect();
+    let group_size = options.batch_sources.max(1);
+    bar.inc((ranges.len() - runs.len()) as u64);
+    // Consecutive sources `group_size` at a time; each group runs the suffix from its first
+    // source (the earliest start, as the ranges are in order), one batch row per source.
+    for group in runs.chunks(group_size) {
+        let start = group.iter().map(|&s| ranges[s].0).min().expect("a group has a source");
+        let mut prefix = if start == 0 { KvCache::new(model) } else { full_cache.clone() };
+        prefix.truncate(start)?;
+        let suffix = &ids[start..];
+        let rows: Vec<Vec<(usize, usize)>> = group.iter().map(|&s| vec![(ranges[s].0, ranges[s].1)]).collect();
+        let mut hooks = HookSet::new();
+        let out = if let [_] = group {
             for &l in &layers {
-                hooks = hooks.intervene(HookPoint::AttnScores(l), Intervention::SuppressKeys { ranges: vec![(start, end)] });
+                hooks = hooks.intervene(HookPoint::AttnScores(l), Intervention::SuppressKeys { ranges: rows[0].clone() });
             }
-            let out = model.forward_with(Input::Ids(&ids[start..]), &mut cache, &mut hooks, Logits::All)?;
-            let suppressed = compress_rows(out.logits()?, options)?;
-            positions_run += t - start;
+            model.forward_with(Input::Ids(suffix), &mut prefix, &mut hooks, Logits::All)?
+        } else {
+            for &l in &layers {
+                hooks = hooks.intervene(HookPoint::AttnScores(l), Intervention::SuppressKeysPerRow { ranges: rows.clone() });
+            }
+            let mut cache = if start == 0 { KvCache::new(model) } else { KvCache::stack(&vec![&prefix; group.len()])? };
+            let embeds = model.embed(suffix)?;
+            let embeds = Tensor::cat(&vec![&embeds; group.len()], 0)?;
+            model.forward_with(Input::Embeds(&embeds), &mut cache, &mut hooks, Logits::All)?
+        };
+        positions_run += group.len() * suffix.len();
+        let logits = out.logits()?;
+        for (row, &source) in group.iter().enumerate() {
+            // Row `row`'s positions before its source are unsuppressed: compared from the source on.
+            let from = ranges[source].0;
+            let row_logits = logits.narrow(0, row, 1)?.narrow(1, from - start, t - from)?;
+            let suppressed = compress_rows(&row_logits, options)?;
             for (i, q) in suppressed.iter().enumerate() {
-                per_token[start + i] = sparse_kl(&baseline[start + i], q, options.temperature);
+                kl[source][from + i] = sparse_kl(&baseline[from + i], q, options.temperature);
             }
+            bar.inc(1);
         }
-        kl.push(per_token);
-        bar.inc(1);
     }
     bar.finish();
     Ok((kl, layers, positions_run))

@@ -130,10 +130,12 @@ pub trait Hooks {
         None
     }
     /// Key ranges to suppress in `layer` when that is *all* these hooks do at its scores and
-    /// pattern ([`Intervention::SuppressKeys`] and nothing else): the CPU kernels then apply it
-    /// inside their softmax instead of the decoder materialising every score for the hook. The
-    /// decoder still calls the hook (`wants` stays true) wherever the kernels do not apply.
-    fn key_suppression(&self, layer: usize) -> Option<Vec<(usize, usize)>> {
+    /// pattern ([`Intervention::SuppressKeys`] / [`Intervention::SuppressKeysPerRow`] and nothing
+    /// else): the CPU kernels then apply it inside their softmax instead of the decoder
+    /// materialising every score for the hook. The decoder still calls the hook (`wants` stays
+    /// true) wherever the kernels do not apply. One list applies to every batch row; `B` lists
+    /// are one per batch row.
+    fn key_suppression(&self, layer: usize) -> Option<Vec<Vec<(usize, usize)>>> {
         let _ = layer;
         None
     }
@@ -189,6 +191,10 @@ pub enum Intervention {
     /// every visible key is suppressed (a sentence holding BOS) then spreads its attention evenly
     /// over those keys instead of giving NaN. Only meaningful at `hook_attn_scores`.
     SuppressKeys { ranges: Vec<(usize, usize)> },
+    /// [`Intervention::SuppressKeys`] with its own key ranges for each batch row: `ranges[b]` for
+    /// row `b` (several suppressed runs of one prefix decoded together). The batch must have
+    /// `ranges.len()` rows.
+    SuppressKeysPerRow { ranges: Vec<Vec<(usize, usize)>> },
 }
 
 /// The usual hooks value: capture some points, intervene at others, optionally stream attention.
@@ -258,20 +264,34 @@ impl Hooks for HookSet<'_> {
             None => None,
         }
     }
-    fn key_suppression(&self, layer: usize) -> Option<Vec<(usize, usize)>> {
+    fn key_suppression(&self, layer: usize) -> Option<Vec<Vec<(usize, usize)>>> {
         let (scores, pattern) = (HookPoint::AttnScores(layer), HookPoint::AttnPattern(layer));
         if self.captures.iter().any(|p| *p == scores || *p == pattern) {
             return None;
         }
-        let mut ranges = Vec::new();
+        // Ranges of every row, then each row's own; the union per row.
+        let mut shared = Vec::new();
+        let mut per_row: Option<Vec<Vec<(usize, usize)>>> = None;
         for (p, iv) in &self.interventions {
             match (p, iv) {
-                (p, Intervention::SuppressKeys { ranges: r }) if *p == scores => ranges.extend_from_slice(r),
+                (p, Intervention::SuppressKeys { ranges: r }) if *p == scores => shared.extend_from_slice(r),
+                (p, Intervention::SuppressKeysPerRow { ranges: r }) if *p == scores => match &mut per_row {
+                    None => per_row = Some(r.clone()),
+                    Some(rows) if rows.len() == r.len() => rows.iter_mut().zip(r).for_each(|(a, b)| a.extend_from_slice(b)),
+                    // Rows that disagree: the hook path reports the mismatch.
+                    Some(_) => return None,
+                },
                 (p, _) if *p == scores || *p == pattern => return None,
                 _ => {}
             }
         }
-        (!ranges.is_empty()).then_some(ranges)
+        match per_row {
+            Some(mut rows) => {
+                rows.iter_mut().for_each(|row| row.extend_from_slice(&shared));
+                rows.iter().any(|row| !row.is_empty()).then_some(rows)
+            }
+            None => (!shared.is_empty()).then(|| vec![shared]),
+        }
     }
 }
 
@@ -343,26 +363,44 @@ pub fn apply_intervention(point: &HookPoint, value: &Tensor, iv: &Intervention, 
             let mask = Tensor::from_vec(m, shape, value.device())?.to_dtype(DType::F32)?;
             value.to_dtype(DType::F32)?.broadcast_add(&mask)?.to_dtype(value.dtype())?
         }
-        Intervention::SuppressKeys { ranges } => {
-            let rank = value.rank();
-            let lk = value.dim(rank - 1)?;
-            let mut columns = vec![0u8; lk];
-            for &(a, b) in ranges {
-                for x in columns.iter_mut().take(b.min(lk)).skip(a) {
-                    *x = 1;
-                }
+        Intervention::SuppressKeys { ranges } => suppress_keys(value, std::slice::from_ref(ranges))?,
+        Intervention::SuppressKeysPerRow { ranges } => {
+            let batch = value.dim(0)?;
+            if ranges.len() != batch {
+                return Err(Error::invalid(format!(
+                    "key suppression per batch row at {point}: {} rows of ranges for a batch of {batch}",
+                    ranges.len()
+                )));
             }
-            let mut shape = vec![1usize; rank];
-            shape[rank - 1] = lk;
-            let columns = Tensor::from_vec(columns, shape, value.device())?;
-            let scores = value.to_dtype(DType::F32)?;
-            // Future keys (the causal mask's -inf) are left alone, so they stay invisible.
-            let visible = scores.broadcast_ne(&Tensor::new(f32::NEG_INFINITY, value.device())?)?;
-            let suppress = visible.broadcast_mul(&columns)?;
-            let minimum = Tensor::new(f32::MIN, value.device())?.broadcast_as(scores.shape())?;
-            suppress.where_cond(&minimum, &scores)?.to_dtype(value.dtype())?
+            suppress_keys(value, ranges)?
         }
     })
+}
+
+/// Scores `[B, …, L_k]` with the given key ranges set to `f32::MIN` where visible: `rows` holds
+/// one list for every batch row, or one list per batch row.
+fn suppress_keys(value: &Tensor, rows: &[Vec<(usize, usize)>]) -> Result<Tensor> {
+    let rank = value.rank();
+    let lk = value.dim(rank - 1)?;
+    let mut columns = vec![0u8; rows.len() * lk];
+    for (row, ranges) in columns.chunks_mut(lk).zip(rows) {
+        for &(a, b) in ranges {
+            for x in row.iter_mut().take(b.min(lk)).skip(a) {
+                *x = 1;
+            }
+        }
+    }
+    // [rows, 1, …, 1, L_k]: broadcast over heads and queries (and over the batch for one row).
+    let mut shape = vec![1usize; rank];
+    shape[0] = rows.len();
+    shape[rank - 1] = lk;
+    let columns = Tensor::from_vec(columns, shape, value.device())?;
+    let scores = value.to_dtype(DType::F32)?;
+    // Future keys (the causal mask's -inf) are left alone, so they stay invisible.
+    let visible = scores.broadcast_ne(&Tensor::new(f32::NEG_INFINITY, value.device())?)?;
+    let suppress = visible.broadcast_mul(&columns)?;
+    let minimum = Tensor::new(f32::MIN, value.device())?.broadcast_as(scores.shape())?;
+    Ok(suppress.where_cond(&minimum, &scores)?.to_dtype(value.dtype())?)
 }
 
 #[cfg(test)]

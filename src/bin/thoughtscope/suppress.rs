@@ -40,6 +40,12 @@ pub struct SuppressArgs {
     /// Temperature of the compression and the KL (upstream 0.6).
     #[arg(long, default_value_t = 0.6)]
     pub temperature: f64,
+    /// Suppressed runs decoded together as one batch (consecutive sources, N at a time). The
+    /// results are those of 1 up to f32 noise (so not part of the manifest's key); more positions
+    /// are run, and peak memory grows to N × suffix × vocab f32 logits. Pays off on GPUs, whose
+    /// passes are bound by kernel launches, not on CPU.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_sources: u64,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -57,6 +63,7 @@ pub fn run(args: SuppressArgs) -> Result<()> {
         top_p: args.top_p,
         max_tokens: args.max_tokens,
         temperature: args.temperature,
+        batch_sources: args.batch_sources as usize,
         ..Default::default()
     };
     let started = Instant::now();

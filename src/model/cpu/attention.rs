@@ -18,8 +18,10 @@ use crate::{Error, Result};
 /// caller then takes candle's ops. `block` is the number of query rows per block; every block's
 /// probabilities go to `sink` when one is given. `suppressed`: absolute key ranges (half-open)
 /// whose scores are set to `f32::MIN` before the softmax wherever visible (attention
-/// suppression, [`crate::model::Intervention::SuppressKeys`]); only on query blocks (`None`
-/// on decode rows, so the caller takes the hook path).
+/// suppression, [`crate::model::Intervention::SuppressKeys`]), one list for every batch row or
+/// one list per batch row ([`crate::model::Intervention::SuppressKeysPerRow`]: then each row runs
+/// the batch-1 blocks with its own ranges); only on query blocks (`None` on decode rows, so the
+/// caller takes the hook path).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
     q: &Tensor,
@@ -29,22 +31,47 @@ pub(crate) fn attend(
     offset: usize,
     block: usize,
     sink: Option<&mut dyn AttentionSink>,
-    suppressed: &[(usize, usize)],
+    suppressed: &[Vec<(usize, usize)>],
 ) -> Result<Option<Tensor>> {
     let (b, _, seq, _) = q.dims4()?;
+    if suppressed.len() > 1 && suppressed.len() != b {
+        return Err(Error::invalid(format!(
+            "key suppression per batch row in layer {layer}: {} rows of ranges for a batch of {b}",
+            suppressed.len()
+        )));
+    }
     if !kernels_apply(q) {
         return Ok(None);
     }
+    let any_suppressed = suppressed.iter().any(|r| !r.is_empty());
     if seq < sgemm::FEW_ROWS {
-        if sink.is_some() || !suppressed.is_empty() {
+        if sink.is_some() || any_suppressed {
             return Ok(None);
         }
         return Ok(Some(attend_few_rows(q, k, v, offset)?.transpose(1, 2)?.contiguous()?));
     }
-    if b != 1 {
+    let row_ranges = |row: usize| -> &[(usize, usize)] {
+        match suppressed {
+            [] => &[],
+            [all] => all,
+            rows => &rows[row],
+        }
+    };
+    if b == 1 {
+        return attend_blocks(q, k, v, layer, offset, block, sink, row_ranges(0)).map(Some);
+    }
+    // Several sequences: only suppressed runs (no sink) go through the kernels, one row at a time
+    // with the batch-1 arithmetic, so each row equals its run alone.
+    if !any_suppressed || sink.is_some() {
         return Ok(None);
     }
-    attend_blocks(q, k, v, layer, offset, block, sink, suppressed).map(Some)
+    let rows = (0..b)
+        .map(|row| {
+            let (q, k, v) = (q.narrow(0, row, 1)?, k.narrow(0, row, 1)?, v.narrow(0, row, 1)?);
+            attend_blocks(&q, &k, &v, layer, offset, block, None, row_ranges(row))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Tensor::cat(&rows, 0)?))
 }
 
 /// Causal attention `[B, H, L, d]` for a few query rows (decode steps, any batch) against the
