@@ -181,3 +181,16 @@ fn a_folder_without_traces_is_an_error_naming_it() {
     let error = load_traces(work.path(), SentenceMode::Chunks).unwrap_err().to_string();
     assert!(error.contains(&work.path().display().to_string()) && error.contains("base_solution.json"), "{error}");
 }
+
+#[test]
+fn problem_dirs_follow_links_once_and_survive_a_link_cycle() {
+    let work = tempfile::tempdir().unwrap();
+    let real = work.path().join("elsewhere");
+    let trace = cut_rollout(&real, "rollout_08", 3);
+    let root = work.path().join("root");
+    std::fs::create_dir_all(root.join("nested")).unwrap();
+    std::os::unix::fs::symlink(&trace, root.join("nested/linked_trace")).unwrap();
+    std::os::unix::fs::symlink(&root, root.join("nested/cycle")).unwrap();
+    let found = thoughtscope::rollout::find_problem_dirs(&root).unwrap();
+    assert_eq!(found, vec![root.join("nested/linked_trace")]);
+}

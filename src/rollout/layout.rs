@@ -260,15 +260,21 @@ pub fn discover_rollouts(root: impl AsRef<Path>, prefix: &str) -> Result<Vec<Pat
 
 /// Every directory under `root` (itself included, any depth) that holds a `base_solution.json`,
 /// sorted by path: thought-anchors' `<model>/<correct|incorrect>_base_solution/problem_<id>/`
-/// layout as well as a flat folder of rollouts. Hidden directories are not entered.
+/// layout as well as a flat folder of rollouts. Hidden directories are not entered; symbolic
+/// links to directories are followed, each directory visited once (a link cycle ends there).
 pub fn find_problem_dirs(root: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
     let root = root.as_ref();
     if !root.is_dir() {
         return Err(Error::format(root, "not a directory (expected a folder of problem or rollout directories)"));
     }
     let mut found = Vec::new();
+    let mut visited = std::collections::HashSet::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
+        let real = dir.canonicalize().map_err(|e| Error::io(&dir, e))?;
+        if !visited.insert(real) {
+            continue;
+        }
         if dir.join("base_solution.json").is_file() {
             found.push(dir);
             continue;
@@ -276,7 +282,7 @@ pub fn find_problem_dirs(root: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if !hidden && entry.file_type().map_err(|e| Error::io(entry.path(), e))?.is_dir() {
+            if !hidden && entry.path().is_dir() {
                 pending.push(entry.path());
             }
         }

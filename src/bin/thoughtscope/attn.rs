@@ -56,6 +56,8 @@ pub fn problem_sentences(dir: &std::path::Path, mode: SentenceMode) -> Result<th
 
 /// Compute (or find in the cache) the sentence attention and print a line or a JSON summary.
 pub fn run(args: AttnArgs) -> Result<()> {
+    // A bad --device is named before anything is read.
+    args.device.device()?;
     let shard = args.shard.resolve()?;
     if shard.is_some() || !args.problem_dir.join("base_solution.json").is_file() {
         return run_many(args, shard);
