@@ -111,10 +111,28 @@ fn run_child(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value
         .args(["--single", &tokens.to_string(), "--trace"])
         .arg(&args.trace)
         .env("THOUGHTSCOPE_PROGRESS", "off")
+        .envs(openblas_core().map(|core| ("OPENBLAS_CORETYPE", core)))
         .output()
         .map_err(|e| Error::Other(format!("running {}: {e}", exe.display())))?;
     if !out.status.success() {
         return Err(Error::Other(format!("bench run for {tokens} tokens failed: {}", String::from_utf8_lossy(&out.stderr))));
     }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// OpenBLAS's kernels for the timed runs, where our choice must be made before it loads: its
+/// AVX-512 ones (`SkylakeX`) when our kernels take AVX-512, its AVX2 ones (`Haswell`) when
+/// `THOUGHTSCOPE_ISA=avx2` turns ours down to AVX2 on an AVX-512 CPU, so the reference runs the
+/// same vector width. OpenBLAS 0.3.21 (Debian 12) does not know Zen 5 and some environments
+/// set `OPENBLAS_CORETYPE=Haswell`: on two Zen 5 cores its AVX2 kernels reach about half the
+/// rate of its AVX-512 ones. Elsewhere its own detection (or the caller's setting) stands.
+fn openblas_core() -> Option<&'static str> {
+    if !cfg!(feature = "openblas") {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return Some(if thoughtscope::model::cpu::avx512_enabled() { "SkylakeX" } else { "Haswell" });
+    }
+    None
 }

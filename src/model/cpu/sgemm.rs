@@ -49,16 +49,10 @@ fn has_avx2_fma() -> bool {
     }
 }
 
-/// Whether the CPU has AVX-512F (the wider kernels).
+/// Whether the wider AVX-512 kernels run: the CPU has AVX-512F and `THOUGHTSCOPE_ISA=avx2` does
+/// not turn them off ([`super::avx512_enabled`]).
 fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::avx512_enabled()
 }
 
 /// One `MR × nr` tile kernel (see `avx512::kernel`; `nr` is the kernel set's panel width).
