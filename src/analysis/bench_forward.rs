@@ -32,6 +32,8 @@ pub struct BenchForwardOptions {
     pub repeat: usize,
     /// Where the forward pass runs (the exported inputs are tokenised on the CPU).
     pub device: Device,
+    /// Time the phases (linear, Q·Kᵀ, ...); off, the forward runs exactly as outside the bench.
+    pub phases: bool,
 }
 
 /// The trace's `full_cot` cut after the last sentence that keeps it within `tokens` tokens, and
@@ -79,12 +81,12 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
     let loaded = Model::load(&options.model, &options.device)?;
     let load_s = load_start.elapsed().as_secs_f64();
     let sentences = bench_input(&loaded, &full_cot(&options.trace)?, tokens)?;
-    phases::enable(true);
+    phases::enable(options.phases);
     let start = Instant::now();
     let (attention, bounds) = sentence_attention(&loaded, &sentences, BoundaryMode::Prefix)?;
     let seconds = start.elapsed().as_secs_f64();
     phases::enable(false);
-    let phases = phases::snapshot();
+    let phases = options.phases.then(phases::snapshot);
     // Before the GEMM calibration, whose buffers are not the job's.
     let peak_rss = peak_rss_mib();
     // Touch the result so nothing is optimised away.
@@ -95,8 +97,10 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
     let calibration = if options.device.is_cpu() { Some(GemmCalibration::measure(cfg, bounds.n_tokens)) } else { None };
     let best = calibration.as_ref().and_then(|c| c.best());
     let mut phase_json = serde_json::to_value(phases)?;
-    phase_json["other"] = serde_json::json!({ "seconds": seconds - phases.total_s(), "what": "norms, RoPE, SiLU, embeddings, head layout, the rest" });
-    phase_json["load"] = serde_json::json!({ "seconds": load_s });
+    if let Some(phases) = phases {
+        phase_json["other"] = serde_json::json!({ "seconds": seconds - phases.total_s(), "what": "norms, RoPE, SiLU, embeddings, head layout, the rest" });
+        phase_json["load"] = serde_json::json!({ "seconds": load_s });
+    }
     Ok(serde_json::json!({
         "tokens": bounds.n_tokens,
         "sentences": attention.n(),

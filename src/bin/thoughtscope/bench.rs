@@ -56,6 +56,9 @@ pub struct BenchForwardArgs {
     /// Timed runs per size (each in a fresh process); the report gives the median and every run.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Leave the per-phase timers off (to check that they cost nothing measurable).
+    #[arg(long)]
+    pub no_phases: bool,
     /// Internal: run one size in this process and print its JSON.
     #[arg(long, hide = true)]
     pub single: Option<usize>,
@@ -73,6 +76,7 @@ impl BenchForwardArgs {
             reference: self.reference.clone(),
             repeat: self.repeat,
             device: self.device.device()?,
+            phases: !self.no_phases,
         })
     }
 }
@@ -108,7 +112,9 @@ fn run_child(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value
     let exe = std::env::current_exe().map_err(|e| Error::Other(format!("current executable: {e}")))?;
     let out = std::process::Command::new(&exe)
         .args(["bench", "forward", "--model", &args.model, "--device", &args.device.device])
-        .args(["--single", &tokens.to_string(), "--trace"])
+        .args(["--single", &tokens.to_string()])
+        .args(args.no_phases.then_some("--no-phases"))
+        .arg("--trace")
         .arg(&args.trace)
         .env("THOUGHTSCOPE_PROGRESS", "off")
         .envs(openblas_core().map(|core| ("OPENBLAS_CORETYPE", core)))
