@@ -52,23 +52,34 @@ def torch_matmul_rates(config, tokens, rounds=5):
     gen = torch.Generator().manual_seed(0)
     operands = [(torch.rand(m, k, generator=gen) - 0.5, torch.rand(n, k, generator=gen) - 0.5) for m, k, n in products]
     times = [[] for _ in products]
+    cpu_times = [[] for _ in products]  # process CPU seconds per thread, as the Rust bench reports
+    threads = torch.get_num_threads()
     with torch.no_grad():
         for r in range(rounds + 1):
             for i, (x, w) in enumerate(operands):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 x @ w.T
                 if r:
                     times[i].append(time.perf_counter() - t0)
-    med = [float(np.median(t)) for t in times]
+                    cpu_times[i].append((time.process_time() - c0) / threads)
     flop = [2.0 * m * k * n for m, k, n in products]
-    model_flop = sum(flop[i] * s[4] for i, s in enumerate(shapes))
-    model_s = sum(med[i] * s[4] for i, s in enumerate(shapes))
+
+    def rates(samples):
+        med = [float(np.median(t)) for t in samples]
+        model_s = sum(med[i] * s[4] for i, s in enumerate(shapes))
+        model_flop = sum(flop[i] * s[4] for i, s in enumerate(shapes))
+        return [flop[i] / med[i] / 1e9 for i in range(len(shapes))], model_flop / model_s / 1e9, flop[-1] / med[-1] / 1e9
+
+    per_shape, model, square = rates(times)
+    per_shape_cpu, model_cpu, square_cpu = rates(cpu_times)
     return {
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "model_shapes": [{"shape": s[0], "m": s[1], "k": s[2], "n": s[3], "per_layer": s[4],
-                          "gflop_per_s": flop[i] / med[i] / 1e9} for i, s in enumerate(shapes)],
-        "model_shapes_gflop_per_s": model_flop / model_s / 1e9,
-        "square_2048_gflop_per_s": flop[-1] / med[-1] / 1e9,
+                          "gflop_per_s": per_shape[i], "gflop_per_cpu_s": per_shape_cpu[i]} for i, s in enumerate(shapes)],
+        "model_shapes_gflop_per_s": model,
+        "square_2048_gflop_per_s": square,
+        "model_shapes_gflop_per_cpu_s": model_cpu,
+        "square_2048_gflop_per_cpu_s": square_cpu,
     }
 
 

@@ -60,6 +60,22 @@ pub fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sen
     Sentences::from_full_cot(&text)
 }
 
+/// CPU seconds this process has used so far, all threads together (Linux with glibc; `None`
+/// elsewhere). On a shared machine a run's wall time moves with the load; its CPU time much less.
+pub fn process_cpu_s() -> Option<f64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime only writes the struct it is handed.
+        let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0;
+        ok.then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -82,9 +98,10 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
     let load_s = load_start.elapsed().as_secs_f64();
     let sentences = bench_input(&loaded, &full_cot(&options.trace)?, tokens)?;
     phases::enable(options.phases);
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), process_cpu_s());
     let (attention, bounds) = sentence_attention(&loaded, &sentences, BoundaryMode::Prefix)?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_s = process_cpu_s().zip(cpu_start).map(|(end, start)| end - start);
     phases::enable(false);
     let phases = options.phases.then(phases::snapshot);
     // Before the GEMM calibration, whose buffers are not the job's.
@@ -95,7 +112,12 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
     let flop = forward_flop(cfg, bounds.n_tokens);
     let own = gemm_gflop_per_s();
     let calibration = if options.device.is_cpu() { Some(GemmCalibration::measure(cfg, bounds.n_tokens)) } else { None };
-    let best = calibration.as_ref().and_then(|c| c.best());
+    let best = calibration.as_ref().and_then(|c| c.best(false));
+    let best_cpu = calibration.as_ref().and_then(|c| c.best(true));
+    let threads = rayon::current_num_threads() as f64;
+    // The forward's CPU time per thread against the best GEMM rate per CPU-second per thread:
+    // the roofline with the load's share of the cores taken out of both.
+    let over_roofline_cpu = best_cpu.as_ref().zip(cpu_s).map(|(b, cpu)| cpu / threads / (flop / (b.1 * 1e9)));
     let mut phase_json = serde_json::to_value(phases)?;
     if let Some(phases) = phases {
         phase_json["other"] = serde_json::json!({ "seconds": seconds - phases.total_s(), "what": "norms, RoPE, SiLU, embeddings, head layout, the rest" });
@@ -106,6 +128,7 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
         "sentences": attention.n(),
         "load_s": load_s,
         "forward_and_averaging_s": seconds,
+        "forward_and_averaging_cpu_s": cpu_s,
         "peak_rss_mib": peak_rss,
         "checksum": checksum,
         "threads": rayon::current_num_threads(),
@@ -118,6 +141,8 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
         "best_gemm": best.as_ref().map(|b| b.0.clone()),
         "roofline_s": best.as_ref().map(|b| flop / (b.1 * 1e9)),
         "over_roofline": best.as_ref().map(|b| seconds / (flop / (b.1 * 1e9))),
+        "best_gemm_gflop_per_cpu_s": best_cpu.as_ref().map(|b| b.1),
+        "over_roofline_cpu": over_roofline_cpu,
         // Issue 3's figure: against our own GEMM on one shape (flatters us where a reference is faster).
         "gemm_gflop_per_s": own,
         "over_own_gemm_roofline": own.map(|g| seconds / (flop / (g * 1e9))),
@@ -158,6 +183,10 @@ pub struct GemmCalibration {
     pub shapes: Vec<(&'static str, (usize, usize, usize), usize, Vec<f64>)>,
     /// Median seconds of the square product per implementation.
     pub square_s: Vec<f64>,
+    /// As `shapes` and `square_s`, in CPU seconds per thread (the process's CPU time over the
+    /// product divided by the thread count), where the platform reports CPU time.
+    pub shapes_cpu: Option<Vec<Vec<f64>>>,
+    pub square_cpu: Option<Vec<f64>>,
     /// OpenBLAS's kernel family on this CPU, when linked.
     pub openblas_core: Option<String>,
 }
@@ -189,16 +218,20 @@ impl GemmCalibration {
         // (m, k, n) of every product timed: the model's shapes, then the square.
         let products: Vec<(usize, usize, usize)> = shapes.iter().map(|s| (s.1, s.2, s.3)).chain([(SQUARE, SQUARE, SQUARE)]).collect();
         let mut times = vec![vec![Vec::new(); impls.len()]; products.len()];
+        let mut cpu_times = vec![vec![Vec::new(); impls.len()]; products.len()];
+        let threads = rayon::current_num_threads().max(1) as f64;
         // Round 0 warms up (pages, packing buffers, BLAS threads) and is not kept.
         for round in 0..=ROUNDS {
             for (p, &(m, k, n)) in products.iter().enumerate() {
                 for (i, (_, run)) in impls.iter().enumerate() {
                     // `x · Wᵀ` as `linear` computes it: W is `n × k` row-major.
-                    let start = Instant::now();
+                    let (start, cpu_start) = (Instant::now(), process_cpu_s());
                     run(MatRef::row_major(&a[..m * k], k), MatRef::transposed(&b[..n * k], k), &mut c[..m * n], m, n, k, n);
                     let t = start.elapsed().as_secs_f64();
+                    let cpu = process_cpu_s().zip(cpu_start).map(|(end, start)| (end - start) / threads);
                     if round > 0 {
                         times[p][i].push(t);
+                        cpu_times[p][i].extend(cpu);
                     }
                 }
             }
@@ -207,8 +240,17 @@ impl GemmCalibration {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let mut medians: Vec<Vec<f64>> = times.into_iter().map(|per_impl| per_impl.into_iter().map(median).collect()).collect();
+        let medians_of = |times: Vec<Vec<Vec<f64>>>| -> Vec<Vec<f64>> { times.into_iter().map(|per_impl| per_impl.into_iter().map(median).collect()).collect() };
+        let mut medians = medians_of(times);
         let square_s = medians.pop().unwrap_or_default();
+        let complete = cpu_times.iter().flatten().all(|t| t.len() == ROUNDS);
+        let (shapes_cpu, square_cpu) = if complete {
+            let mut cpu = medians_of(cpu_times);
+            let square = cpu.pop();
+            (Some(cpu), square)
+        } else {
+            (None, None)
+        };
         #[cfg(feature = "openblas")]
         let openblas_core = Some(crate::model::cpu::blas::core_name());
         #[cfg(not(feature = "openblas"))]
@@ -217,30 +259,39 @@ impl GemmCalibration {
             implementations: impls.iter().map(|i| i.0).collect(),
             shapes: shapes.iter().zip(medians).map(|(s, t)| (s.0, (s.1, s.2, s.3), s.4, t)).collect(),
             square_s,
+            shapes_cpu,
+            square_cpu,
             openblas_core,
         }
     }
 
     /// GFLOP/s of implementation `i` over one layer's linear products (each shape weighted by its
-    /// count: the rate the forward's linear layers could reach).
-    pub fn model_rate(&self, i: usize) -> f64 {
+    /// count: the rate the forward's linear layers could reach); per CPU-second per thread with
+    /// `cpu` (NaN where CPU time is not available).
+    pub fn model_rate(&self, i: usize, cpu: bool) -> f64 {
         let flop: f64 = self.shapes.iter().map(|(_, (m, k, n), count, _)| (2 * m * k * n * count) as f64).sum();
-        let seconds: f64 = self.shapes.iter().map(|(_, _, count, t)| t[i] * *count as f64).sum();
+        let seconds: f64 = match (cpu, &self.shapes_cpu) {
+            (false, _) => self.shapes.iter().map(|(_, _, count, t)| t[i] * *count as f64).sum(),
+            (true, Some(cpu)) => self.shapes.iter().zip(cpu).map(|((_, _, count, _), t)| t[i] * *count as f64).sum(),
+            (true, None) => f64::NAN,
+        };
         flop / seconds / 1e9
     }
 
-    /// GFLOP/s of implementation `i` on the square product.
-    pub fn square_rate(&self, i: usize) -> f64 {
-        2.0 * (SQUARE as f64).powi(3) / self.square_s[i] / 1e9
+    /// GFLOP/s of implementation `i` on the square product (per CPU-second per thread with `cpu`).
+    pub fn square_rate(&self, i: usize, cpu: bool) -> f64 {
+        let seconds = if cpu { self.square_cpu.as_ref().map_or(f64::NAN, |t| t[i]) } else { self.square_s[i] };
+        2.0 * (SQUARE as f64).powi(3) / seconds / 1e9
     }
 
     /// The best rate measured and where: ("openblas on the model's shapes", 250.0).
-    pub fn best(&self) -> Option<(String, f64)> {
+    pub fn best(&self, cpu: bool) -> Option<(String, f64)> {
         (0..self.implementations.len())
             .flat_map(|i| {
                 let name = self.implementations[i];
-                [(format!("{name} on the model's shapes"), self.model_rate(i)), (format!("{name} on {SQUARE}³"), self.square_rate(i))]
+                [(format!("{name} on the model's shapes"), self.model_rate(i, cpu)), (format!("{name} on {SQUARE}³"), self.square_rate(i, cpu))]
             })
+            .filter(|b| b.1.is_finite())
             .max_by(|a, b| a.1.total_cmp(&b.1))
     }
 
@@ -251,23 +302,30 @@ impl GemmCalibration {
         let shapes: Vec<serde_json::Value> = self
             .shapes
             .iter()
-            .map(|(name, (m, k, n), count, t)| {
+            .enumerate()
+            .map(|(s, (name, (m, k, n), count, t))| {
+                let flop = 2.0 * (m * k * n) as f64;
+                let cpu = |i: usize| self.shapes_cpu.as_ref().map_or(f64::NAN, |c| flop / c[s][i] / 1e9);
                 serde_json::json!({
                     "shape": name, "m": m, "k": k, "n": n, "per_layer": count,
-                    "gflop_per_s": per_impl(&|i| 2.0 * (m * k * n) as f64 / t[i] / 1e9),
+                    "gflop_per_s": per_impl(&|i| flop / t[i] / 1e9),
+                    "gflop_per_cpu_s": per_impl(&cpu),
                 })
             })
             .collect();
         let mut json = serde_json::json!({
             "threads": rayon::current_num_threads(),
             "model_shapes": shapes,
-            "model_shapes_gflop_per_s": per_impl(&|i| self.model_rate(i)),
-            "square_2048_gflop_per_s": per_impl(&|i| self.square_rate(i)),
+            "model_shapes_gflop_per_s": per_impl(&|i| self.model_rate(i, false)),
+            "square_2048_gflop_per_s": per_impl(&|i| self.square_rate(i, false)),
+            "model_shapes_gflop_per_cpu_s": per_impl(&|i| self.model_rate(i, true)),
+            "square_2048_gflop_per_cpu_s": per_impl(&|i| self.square_rate(i, true)),
             "openblas_core": self.openblas_core,
         });
         if let (Some(ours), true) = (self.implementations.iter().position(|&n| n == "thoughtscope"), self.implementations.len() > 1) {
-            let best_other = (0..self.implementations.len()).filter(|&i| i != ours).map(|i| self.model_rate(i)).fold(0.0, f64::max);
-            json["ours_over_best_reference_on_model_shapes"] = serde_json::json!(self.model_rate(ours) / best_other);
+            let best_other = |cpu| (0..self.implementations.len()).filter(|&i| i != ours).map(|i| self.model_rate(i, cpu)).fold(0.0, f64::max);
+            json["ours_over_best_reference_on_model_shapes"] = serde_json::json!(self.model_rate(ours, false) / best_other(false));
+            json["ours_over_best_reference_on_model_shapes_cpu"] = serde_json::json!(self.model_rate(ours, true) / best_other(true));
         }
         json
     }
@@ -326,7 +384,19 @@ fn add_torch_gemm(entry: &mut serde_json::Value, ours: &serde_json::Value, their
         let reference = rates["openblas"].as_f64().unwrap_or(0.0).max(torch_model);
         entry["ours_over_best_reference_on_model_shapes_with_torch"] = serde_json::json!(mine / reference);
     }
-    entry["torch_note"] = serde_json::json!("torch's rates come from the Python reference's process, measured just before its forward pass");
+    if let (Some(model), Some(square)) = (torch["model_shapes_gflop_per_cpu_s"].as_f64(), torch["square_2048_gflop_per_cpu_s"].as_f64()) {
+        let best = ours["best_gemm_gflop_per_cpu_s"].as_f64().unwrap_or(0.0).max(model).max(square);
+        entry["best_gemm_with_torch_gflop_per_cpu_s"] = serde_json::json!(best);
+        let (cpu, threads, tflop) = (ours["forward_and_averaging_cpu_s"].as_f64(), ours["threads"].as_f64(), ours["forward_tflop"].as_f64());
+        if let (Some(cpu), Some(threads), Some(tflop)) = (cpu, threads, tflop) {
+            entry["over_roofline_cpu_with_torch"] = serde_json::json!(cpu / threads / (tflop * 1e12 / (best * 1e9)));
+        }
+        if let Some(mine) = ours["gemm"]["model_shapes_gflop_per_cpu_s"]["thoughtscope"].as_f64() {
+            let reference = ours["gemm"]["model_shapes_gflop_per_cpu_s"]["openblas"].as_f64().unwrap_or(0.0).max(model);
+            entry["ours_over_best_reference_on_model_shapes_cpu_with_torch"] = serde_json::json!(mine / reference);
+        }
+    }
+    entry["torch_note"] = serde_json::json!("torch's rates come from the Python reference's process, measured just before its forward pass: another moment's load than ours (the _cpu figures depend on it less)");
 }
 
 /// The run with the median time, with every run's time added (`runs_s`).
