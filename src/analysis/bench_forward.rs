@@ -68,7 +68,7 @@ pub fn process_cpu_s() -> Option<f64> {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_gettime only writes the struct it is handed.
         let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0;
-        ok.then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+        ok.then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
@@ -180,7 +180,7 @@ pub struct GemmCalibration {
     /// Implementation names, in column order.
     pub implementations: Vec<&'static str>,
     /// Per model shape: name, (m, k, n), products per layer, median seconds per implementation.
-    pub shapes: Vec<(&'static str, (usize, usize, usize), usize, Vec<f64>)>,
+    pub shapes: Vec<ShapeTimes>,
     /// Median seconds of the square product per implementation.
     pub square_s: Vec<f64>,
     /// As `shapes` and `square_s`, in CPU seconds per thread (the process's CPU time over the
@@ -190,6 +190,9 @@ pub struct GemmCalibration {
     /// OpenBLAS's kernel family on this CPU, when linked.
     pub openblas_core: Option<String>,
 }
+
+/// One model shape's timings: name, (m, k, n), products per layer, median seconds per implementation.
+pub type ShapeTimes = (&'static str, (usize, usize, usize), usize, Vec<f64>);
 
 type GemmFn = fn(crate::model::cpu::sgemm::MatRef, crate::model::cpu::sgemm::MatRef, &mut [f32], usize, usize, usize, usize);
 
