@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side bench of issue 3: `thoughtscope bench forward` against the Python reference
 # (HF transformers eager + upstream numpy averaging) on the same token ids, interleaved so that
-# a change in the host's load shows up on both sides. Prints the final report (ratios included);
-# every run's JSON stays in $BENCH_OUT (default: a fresh temporary directory).
+# a change in the host's load shows up on both sides. Each side also times the f32 GEMM on the
+# model's linear shapes (ours, OpenBLAS, torch's matmul) for the roofline. Prints the final
+# report (ratios included); every run's JSON stays in $BENCH_OUT (default: a fresh temporary
+# directory).
 # Needs the Python env: bash scripts/python-env.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +12,18 @@ tokens="${1:-3000}"
 out="${BENCH_OUT:-$(mktemp -d)}"
 mkdir -p "$out"
 [ -x .venv/bin/python ] || { echo "bench-forward: no .venv/bin/python; run: bash scripts/python-env.sh" >&2; exit 1; }
-cargo build --quiet --bin thoughtscope
+# The reference BLAS (issue 20): with Debian's OpenBLAS present, every run also times its GEMM on
+# the model's shapes and the roofline is the best rate found (BENCH_OPENBLAS=0: our kernels only).
+features=()
+if [ "${BENCH_OPENBLAS:-1}" != "0" ]; then
+  bash scripts/install-openblas.sh >&2
+  if [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\b'; then
+    features=(--features openblas)
+  else
+    echo "bench-forward: no libopenblas; the roofline is our own GEMM and torch's" >&2
+  fi
+fi
+cargo build --quiet --bin thoughtscope "${features[@]}"
 bin=target/debug/thoughtscope
 python_reference() {
   OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_forward_reference.py --tokens "$tokens" \

@@ -7,7 +7,9 @@ sentence matrix with upstream's numpy loop (`_compute_averaged_matrix`). Sentenc
 boundaries are derived the upstream way (split_solution_keep_spacing, prefix tokenisation).
 With --inputs (written by `thoughtscope bench forward --export-inputs`) it runs on the Rust run's
 exact token ids and boundaries, so both sides do the same computation and their checksums agree.
-Prints one JSON object: wall times of each phase and the peak RSS of the process.
+Prints one JSON object: wall times of each phase and the peak RSS of the process, and torch's
+matmul rate on the model's linear shapes and a 2048^3 square (the Rust bench's roofline takes
+the best GEMM it finds on the host).
 
 Run: .venv/bin/python scripts/bench_forward_reference.py [--tokens 3000] [--out DIR]
 Memory: the attention outputs alone are 30 x 9 x T^2 x 4 bytes (9.7 GB at T = 3000).
@@ -34,6 +36,51 @@ DEFAULT_TRACE = "thought-anchors-traces/deepseek-r1-distill-qwen-14b/correct_bas
 
 def peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def torch_matmul_rates(config, tokens, rounds=5):
+    """torch's f32 matmul rate (GFLOP/s) on the decoder's linear shapes at `tokens` rows (x @ W.T,
+    as nn.Linear computes it) and on a 2048^3 square, on torch's threads: the same products
+    `thoughtscope bench forward` times for its own kernels and OpenBLAS. Median of `rounds`
+    interleaved rounds after one warm-up round."""
+    d, heads = config.hidden_size, config.num_attention_heads
+    hd = getattr(config, "head_dim", None) or d // heads
+    q, kv, inter = heads * hd, config.num_key_value_heads * hd, config.intermediate_size
+    shapes = [("q", tokens, d, q, 1), ("k,v", tokens, d, kv, 2), ("o", tokens, q, d, 1),
+              ("gate,up", tokens, d, inter, 2), ("down", tokens, inter, d, 1)]
+    products = [(m, k, n) for _, m, k, n, _ in shapes] + [(2048, 2048, 2048)]
+    gen = torch.Generator().manual_seed(0)
+    operands = [(torch.rand(m, k, generator=gen) - 0.5, torch.rand(n, k, generator=gen) - 0.5) for m, k, n in products]
+    times = [[] for _ in products]
+    cpu_times = [[] for _ in products]  # process CPU seconds per thread, as the Rust bench reports
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        for r in range(rounds + 1):
+            for i, (x, w) in enumerate(operands):
+                t0, c0 = time.perf_counter(), time.process_time()
+                x @ w.T
+                if r:
+                    times[i].append(time.perf_counter() - t0)
+                    cpu_times[i].append((time.process_time() - c0) / threads)
+    flop = [2.0 * m * k * n for m, k, n in products]
+
+    def rates(samples):
+        med = [float(np.median(t)) for t in samples]
+        model_s = sum(med[i] * s[4] for i, s in enumerate(shapes))
+        model_flop = sum(flop[i] * s[4] for i, s in enumerate(shapes))
+        return [flop[i] / med[i] / 1e9 for i in range(len(shapes))], model_flop / model_s / 1e9, flop[-1] / med[-1] / 1e9
+
+    per_shape, model, square = rates(times)
+    per_shape_cpu, model_cpu, square_cpu = rates(cpu_times)
+    return {
+        "threads": threads,
+        "model_shapes": [{"shape": s[0], "m": s[1], "k": s[2], "n": s[3], "per_layer": s[4],
+                          "gflop_per_s": per_shape[i], "gflop_per_cpu_s": per_shape_cpu[i]} for i, s in enumerate(shapes)],
+        "model_shapes_gflop_per_s": model,
+        "square_2048_gflop_per_s": square,
+        "model_shapes_gflop_per_cpu_s": model_cpu,
+        "square_2048_gflop_per_cpu_s": square_cpu,
+    }
 
 
 def fit_to_tokens(tok, text, n_tokens):
@@ -93,6 +140,8 @@ def main():
         ids = torch.tensor([entry["input_ids"]], dtype=torch.long)
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         bounds = [tuple(b) for b in entry["token_bounds"]]
+    # Before the forward pass, whose 10 GB of attention would otherwise crowd these products.
+    torch_matmul = torch_matmul_rates(model.config, int(inputs["input_ids"].shape[1]))
     rss_before_forward = peak_rss_gb()
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -134,6 +183,7 @@ def main():
         "peak_rss_gb_before_forward": round(rss_before_forward, 2),
         "peak_rss_gb": round(peak_rss_gb(), 2),
         "sum_of_all_sentence_matrices": checksum,
+        "torch_matmul": torch_matmul,
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "transformers": transformers.__version__, "numpy": np.__version__},
     }, indent=1))

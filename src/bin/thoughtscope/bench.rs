@@ -56,6 +56,9 @@ pub struct BenchForwardArgs {
     /// Timed runs per size (each in a fresh process); the report gives the median and every run.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Leave the per-phase timers off (to check that they cost nothing measurable).
+    #[arg(long)]
+    pub no_phases: bool,
     /// Internal: run one size in this process and print its JSON.
     #[arg(long, hide = true)]
     pub single: Option<usize>,
@@ -73,6 +76,7 @@ impl BenchForwardArgs {
             reference: self.reference.clone(),
             repeat: self.repeat,
             device: self.device.device()?,
+            phases: !self.no_phases,
         })
     }
 }
@@ -108,13 +112,33 @@ fn run_child(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value
     let exe = std::env::current_exe().map_err(|e| Error::Other(format!("current executable: {e}")))?;
     let out = std::process::Command::new(&exe)
         .args(["bench", "forward", "--model", &args.model, "--device", &args.device.device])
-        .args(["--single", &tokens.to_string(), "--trace"])
+        .args(["--single", &tokens.to_string()])
+        .args(args.no_phases.then_some("--no-phases"))
+        .arg("--trace")
         .arg(&args.trace)
         .env("THOUGHTSCOPE_PROGRESS", "off")
+        .envs(openblas_core().map(|core| ("OPENBLAS_CORETYPE", core)))
         .output()
         .map_err(|e| Error::Other(format!("running {}: {e}", exe.display())))?;
     if !out.status.success() {
         return Err(Error::Other(format!("bench run for {tokens} tokens failed: {}", String::from_utf8_lossy(&out.stderr))));
     }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// OpenBLAS's kernels for the timed runs, where our choice must be made before it loads: its
+/// AVX-512 ones (`SkylakeX`) when our kernels take AVX-512, its AVX2 ones (`Haswell`) when
+/// `THOUGHTSCOPE_ISA=avx2` turns ours down to AVX2 on an AVX-512 CPU, so the reference runs the
+/// same vector width. OpenBLAS 0.3.21 (Debian 12) does not know Zen 5 and some environments
+/// set `OPENBLAS_CORETYPE=Haswell`: on two Zen 5 cores its AVX2 kernels reach about half the
+/// rate of its AVX-512 ones. Elsewhere its own detection (or the caller's setting) stands.
+fn openblas_core() -> Option<&'static str> {
+    if !cfg!(feature = "openblas") {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return Some(if thoughtscope::model::cpu::avx512_enabled() { "SkylakeX" } else { "Haswell" });
+    }
+    None
 }

@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use super::sgemm::{self, MatRef, PackedB};
+use super::phases::{self, Site};
 use super::vector::softmax_row;
 use super::{kernels_apply, with_cpu_f32};
 use crate::model::sink::{AttentionBlock, AttentionSink};
@@ -156,12 +157,17 @@ fn attend_blocks(
                     // Tasks of (head, band of rows), balanced over the threads by rayon; each
                     // band's softmax runs while its scores are still in L2.
                     let band = (rows / 2).div_ceil(12).max(1) * 12;
+                    let section = phases::start();
                     probs.par_chunks_mut(size).enumerate().for_each(|(head, scores)| {
                         scores.par_chunks_mut(band * visible).enumerate().for_each(|(i, scores)| {
                             let (r0, n_rows) = (i * band, band.min(rows - i * band));
                             // Query head `kv * n_rep + r` reads KV head `kv` (HF `repeat_kv`).
                             let a = MatRef::row_major(&qs[(head * seq + q0 + r0) * hd..], hd);
+                            let started = phases::start();
                             sgemm::matmul_packed(a, &keys[head / n_rep], scores, n_rows, visible, hd, visible);
+                            phases::record(Site::ScoresThread, started, 2 * (n_rows * visible * hd) as u64);
+                            let started = phases::start();
+                            let mut computed = 0;
                             for (r, row) in scores.chunks_mut(visible).enumerate() {
                                 let valid = offset + q0 + r0 + r + 1;
                                 // f32::MIN · scale still underflows to probability 0 beside any
@@ -171,13 +177,19 @@ fn attend_blocks(
                                 }
                                 softmax_row(&mut row[..valid], scale);
                                 row[valid..].fill(0.0);
+                                computed += valid;
                             }
+                            phases::record(Site::SoftmaxThread, started, computed as u64);
                         });
                     });
+                    phases::record(Site::ScoresAndSoftmax, section, 0);
                     if let Some(sink) = sink.as_deref_mut() {
                         let (q_start, heads, kv_len) = (offset + q0, h, visible);
+                        let started = phases::start();
                         sink.consume(AttentionBlock { layer, q_start, heads, rows, kv_len, total_keys, probs: &probs })?;
+                        phases::record(Site::Sink, started, (4 * h * size) as u64);
                     }
+                    let started = phases::start();
                     head_out.resize(h * rows * hd, 0.0);
                     head_out.par_chunks_mut(rows * hd).enumerate().for_each(|(head, out)| {
                         out.par_chunks_mut(band * hd).enumerate().for_each(|(i, out)| {
@@ -186,6 +198,7 @@ fn attend_blocks(
                             sgemm::matmul_packed(p, &values[head / n_rep], out, n_rows, hd, visible, hd);
                         });
                     });
+                    phases::record(Site::Values, started, 2 * (h * rows * visible * hd) as u64);
                     // [H, rows, d_head] → rows of the merged-heads layout.
                     for (head, out) in head_out.chunks(rows * hd).enumerate() {
                         for (r, src) in out.chunks(hd).enumerate() {

@@ -12,6 +12,9 @@
 //! machine. [`set_portable`] (or `THOUGHTSCOPE_PORTABLE=1`) forces the fallback everywhere.
 
 mod attention;
+#[cfg(feature = "openblas")]
+pub mod blas;
+pub mod phases;
 pub mod sgemm;
 mod vector;
 
@@ -49,6 +52,24 @@ pub fn set_portable(on: bool) {
 static PORTABLE: AtomicBool = AtomicBool::new(false);
 static PORTABLE_FROM_ENV: Once = Once::new();
 
+/// Whether the kernels take their AVX-512 variants: the CPU has AVX-512F and
+/// `THOUGHTSCOPE_ISA` is not `avx2` (read once). The override measures the AVX2 kernels on an
+/// AVX-512 machine; it is not the same as an AVX2-only CPU (clocks, caches and the `gemm`
+/// crate under candle's own ops still see AVX-512).
+pub fn avx512_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f") && !std::env::var("THOUGHTSCOPE_ISA").is_ok_and(|v| v.eq_ignore_ascii_case("avx2"))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// Whether products with `x` take [`sgemm`]'s kernels: f32 on a CPU that has them (AVX-512F, or
 /// AVX2 and FMA). Below [`sgemm::FEW_ROWS`] rows (decode steps) the one-pass kernels, from there
 /// on the packed GEMM, whose packing those rows amortise.
@@ -67,6 +88,7 @@ pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result
 
 /// `x · wᵀ (+ bias)` for `x` `[.., in]` and a weight `[out, in]`, as `candle_nn::Linear` computes it.
 pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let started = phases::start();
     let (out_dim, in_dim) = weight.dims2()?;
     let rows = x.elem_count() / in_dim.max(1);
     // Decode steps (few rows) read the weights once for all rows: candle's matmul is
@@ -93,10 +115,12 @@ pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
     } else {
         x.broadcast_matmul(&weight.t()?)?
     };
-    Ok(match bias {
+    let y = match bias {
         Some(b) => y.broadcast_add(b)?,
         None => y,
-    })
+    };
+    phases::record(phases::Site::Linear, started, 2 * (rows * out_dim * in_dim) as u64);
+    Ok(y)
 }
 
 /// For the kernel tests: one `SKIP (hardware) <test>: <reason>` line straight to the test log

@@ -2,7 +2,8 @@
 //!
 //! candle's CPU matmul (the `gemm` crate) reaches about half of the FMA peak on the decoder's
 //! shapes; this BLIS-style routine (packed panels, a 12 × 32 register tile with AVX-512, 12 × 16
-//! with AVX2) gets close to OpenBLAS. Decode steps (a few rows) take one-pass kernels instead ([`linear_few_rows`],
+//! with AVX2) matches OpenBLAS's own AVX-512 and AVX2 kernels on SmolLM2's linear shapes (`bench
+//! forward` times both, with the feature `openblas`). Decode steps (a few rows) take one-pass kernels instead ([`linear_few_rows`],
 //! [`dot`]). Everything here needs AVX-512F or AVX2 with FMA ([`available`]); callers fall back
 //! to candle's matmul elsewhere, so the crate still runs on any x86-64 or ARM machine.
 
@@ -49,16 +50,10 @@ fn has_avx2_fma() -> bool {
     }
 }
 
-/// Whether the CPU has AVX-512F (the wider kernels).
+/// Whether the wider AVX-512 kernels run: the CPU has AVX-512F and `THOUGHTSCOPE_ISA=avx2` does
+/// not turn them off ([`super::avx512_enabled`]).
 fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::avx512_enabled()
 }
 
 /// One `MR × nr` tile kernel (see `avx512::kernel`; `nr` is the kernel set's panel width).
@@ -396,6 +391,8 @@ pub struct PackedB {
     data: Vec<f32>,
     k: usize,
     n: usize,
+    /// Depth of its blocks ([`KC`], or `k` split evenly for a one-off product).
+    kc: usize,
     /// Panel width it was packed for (the kernel set's `nr`).
     nr: usize,
 }
@@ -415,7 +412,22 @@ impl PackedB {
             let kc = KC.min(k - pc);
             pack_b(b, pc, 0, kc, n, &mut data[i * block..(i + 1) * block], KC * nr, nr);
         }
-        Self { data, k, n, nr }
+        Self { data, k, n, kc: KC, nr }
+    }
+
+    /// Packs `b` in depth blocks of `kc` into `data` (storage reused from an earlier product),
+    /// one panel per rayon task: for a product whose row bands run on several threads, which
+    /// then share one packed B instead of each packing all of it.
+    fn pack_parallel(b: MatRef, k: usize, n: usize, nr: usize, kc: usize, mut data: Vec<f32>) -> Self {
+        use rayon::prelude::*;
+        assert!(b.fits(k, n), "sgemm::PackedB: B shorter than its shape");
+        let panels = n.div_ceil(nr);
+        data.resize(k.div_ceil(kc) * panels * kc * nr, 0.0);
+        data.par_chunks_mut(kc * nr).enumerate().for_each(|(i, dst)| {
+            let (pc, jc) = (i / panels * kc, i % panels * nr);
+            pack_b(b, pc, jc, kc.min(k - pc), nr.min(n - jc), dst, kc * nr, nr);
+        });
+        Self { data, k, n, kc, nr }
     }
 }
 
@@ -449,10 +461,29 @@ fn run_bands(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: us
         return;
     }
     let threads = if parallel { rayon::current_num_threads().max(1) } else { 1 };
-    // Rows per band: a multiple of the tile height (rounded down, so two threads get equal
-    // bands and a short remainder), and only split when each band has real work.
-    let band = if threads == 1 || m < 2 * MR || m * n * k < (1 << 20) { m } else { (m / threads / MR).max(1) * MR };
+    // Rows per band: only split when each band has real work.
+    let band = if threads == 1 || m < 2 * MR || m * n * k < (1 << 20) {
+        m
+    } else {
+        // One band per thread, a whole number of tiles each (rounding down left a few rows
+        // over: a third band that packed all of B again for them).
+        m.div_ceil(threads).div_ceil(MR) * MR
+    };
     let c = &mut c[..(m - 1) * ldc + n];
+    // Bands on several threads share one B packed in parallel (each packing all of it cost 7% of
+    // the linear layers' time on two Zen 5 cores).
+    if let (Rhs::Strided(bm), true) = (b, band < m) {
+        let storage = SHARED_B.with_borrow_mut(std::mem::take);
+        let packed = PackedB::pack_parallel(bm, k, n, kernels.nr, depth_step(k), storage);
+        c.par_chunks_mut(band * ldc).enumerate().for_each(|(t, c_band)| {
+            let row0 = t * band;
+            let a_band = MatRef { data: &a.data[row0 * a.row_stride..], ..a };
+            // SAFETY: as below.
+            unsafe { gemm(kernels, a_band, Rhs::Packed(&packed), c_band, band.min(m - row0), n, k, ldc) }
+        });
+        SHARED_B.with_borrow_mut(|s| *s = packed.data);
+        return;
+    }
     c.par_chunks_mut(band * ldc).enumerate().for_each(|(t, c_band)| {
         let row0 = t * band;
         let rows = band.min(m - row0);
@@ -495,14 +526,29 @@ fn pack_b(b: MatRef, pc: usize, jc: usize, kc: usize, nc: usize, dst: &mut [f32]
 
 /// Rows of C per micro-tile (broadcast from packed A).
 const MR: usize = 12;
-/// Depth of one packed block: a `KC × nr` panel of B (at most 32 KiB) stays in L1.
+/// Depth of one block of a [`PackedB`] (keys and values, packed once per layer): a `KC × nr`
+/// panel of B (at most 32 KiB) stays in L1.
 const KC: usize = 256;
+/// Largest depth of one block of a product's own B (the linear layers): the whole depth of
+/// SmolLM2's `d = 576` in one block, `1536` in two. Deeper blocks than [`KC`] stream B's panel
+/// from L2, but each block after the first reads the whole band of C back (out of L2 by then):
+/// 768 against 256 took the linear shapes from about 370 to 470 GFLOP/s (per CPU-second, two
+/// Zen 5 cores), AVX2's kernels from 236 to 243.
+const KC_ONE_OFF: usize = 768;
+
+/// Equal depth blocks of at most [`KC_ONE_OFF`] (1000 = 2 × 500, not 768 + 232): a short last
+/// block costs a full pass over C for little work.
+fn depth_step(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(KC_ONE_OFF))
+}
 /// Rows of one packed block of A (`MC × KC`, 144 KiB, stays in L2).
 const MC: usize = 144;
 /// Columns of one packed block of B (up to 3 MiB, L3).
 const NC: usize = 3072;
 
 std::thread_local! {
+    /// Storage of the B that a product's threads share, reused by the next product on this thread.
+    static SHARED_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Packing buffers, reused across calls on each thread.
     static PACKS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -519,11 +565,10 @@ unsafe fn gemm(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: 
     // Row-major A is read in place, twelve row streams at a time: measured faster than
     // packing it on every product here (and packing would cost as much as `P·V` itself).
     let in_place_a = a.col_stride == 1;
-    // Equal depth blocks (576 = 2 × 288, not 256 + 256 + 64): a short last block costs a
-    // full pass over C for little work. A packed B fixes its blocks at KC.
+    // A packed B fixes its depth blocks; a strided one is packed here in `depth_step`s.
     let (kc_step, nc_step) = match b {
-        Rhs::Strided(_) => (k.div_ceil(k.div_ceil(KC)), NC),
-        Rhs::Packed(_) => (KC, n),
+        Rhs::Strided(_) => (depth_step(k), NC),
+        Rhs::Packed(pb) => (pb.kc, n),
     };
     PACKS.with_borrow_mut(|(a_pack, b_pack)| {
         if !in_place_a {
@@ -542,8 +587,8 @@ unsafe fn gemm(kernels: Kernels, a: MatRef, b: Rhs, c: &mut [f32], m: usize, n: 
                         (&b_pack[..], kc * nr)
                     }
                     Rhs::Packed(pb) => {
-                        let size = pb.n.div_ceil(nr) * KC * nr;
-                        (&pb.data[block * size..(block + 1) * size], KC * nr)
+                        let size = pb.n.div_ceil(nr) * pb.kc * nr;
+                        (&pb.data[block * size..(block + 1) * size], pb.kc * nr)
                     }
                 };
                 for ic in (0..m).step_by(MC) {
@@ -656,6 +701,13 @@ mod avx512 {
         first: bool,
     ) {
         let row_start: [*const f32; MR] = std::array::from_fn(|i| a.wrapping_add(i.min(mr - 1) * lda));
+        // The tile of C was last touched a whole band of products ago (out of L2): fetch it
+        // while the products run (without this, loading it for the sum took a fifth of the time).
+        for i in 0..mr {
+            let out = c.wrapping_add(i * ldc);
+            _mm_prefetch::<_MM_HINT_T0>(out as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(out.wrapping_add(nr - 1) as *const i8);
+        }
         // Named accumulators (not an array) so all 24 stay in registers at any optimisation level.
         macro_rules! tile {
             ($($lo:ident $hi:ident $i:literal),*) => {{
@@ -756,7 +808,7 @@ mod tests {
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
         for &(m, n, k) in
-            &[(1, 1, 1), (13, 33, 7), (23, 47, 19), (145, 70, 300), (300, 3100, 64), (40, 64, 520), (12, 32, 256), (2, 5, 0)]
+            &[(1, 1, 1), (13, 33, 7), (23, 47, 19), (145, 70, 300), (300, 3100, 64), (40, 64, 520), (12, 32, 256), (2, 5, 0), (50, 70, 1600)]
         {
             let a_data: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let b_data: Vec<f32> = (0..k * n).map(|_| next()).collect();

@@ -80,7 +80,7 @@ fn silu_mul_row(g: &[f32], u: &[f32], y: &mut [f32]) {
 pub(super) fn softmax_row(row: &mut [f32], scale: f32) {
     #[cfg(target_arch = "x86_64")]
     if !portable() {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if super::avx512_enabled() {
             // SAFETY: the CPU has the feature the function is compiled for.
             return unsafe { simd::softmax_row_avx512(row, scale) };
         }
