@@ -189,7 +189,13 @@ def offline_html(nb) -> str:
     exporter = HTMLExporter(template_name="lab")
     exporter.require_js_url = ""
     exporter.mathjax_url = ""
-    html, _ = exporter.from_notebook_node(nb)
+    # The page title (nbconvert's default is "Notebook"): the first markdown heading.
+    title = next(
+        (line[2:].strip() for cell in nb.cells if cell.cell_type == "markdown"
+         for line in cell.source.splitlines() if line.startswith("# ")),
+        "Notebook",
+    )
+    html, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     html = re.sub(r"""<script src=["']{2}>\s*</script>""", "", html)
     html = re.sub(
         r"""<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->""",
