@@ -329,3 +329,36 @@ fn per_row_suppression_equals_each_row_alone() {
         assert!(err.contains("2 rows of ranges for a batch of 3"), "hook path {force_hook}: {err}");
     }
 }
+
+/// Chosen heads (an option upstream lacks): every head listed equals the default on the hook path
+/// (tiny Qwen3: 4 query heads over 2 KV heads, its own head_dim), no head listed changes nothing,
+/// one head suppresses less than all of them in total, batched rows keep their own ranges, and a
+/// head past the model is an error naming it.
+#[test]
+fn suppressing_chosen_heads_only() {
+    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Device::Cpu).unwrap();
+    let (ids, ranges) = ids_ranges(&fixture("tiny_qwen3"));
+    let heads = model.num_heads();
+    let (all, _, _) = suppression_kl(&model, &ids, &ranges, &full_vocab()).unwrap();
+    let listed = SuppressionOptions { heads: Some((0..heads).rev().collect()), ..full_vocab() };
+    let (every, _, _) = suppression_kl(&model, &ids, &ranges, &listed).unwrap();
+    for (a, b) in all.iter().flatten().zip(every.iter().flatten()) {
+        assert!(close(*a, *b, 1e-3, 1e-7), "every head listed: {a} vs {b}");
+    }
+    let none = SuppressionOptions { heads: Some(vec![]), ..full_vocab() };
+    let (kl, _, _) = suppression_kl(&model, &ids, &ranges, &none).unwrap();
+    let noise = kl.iter().flatten().fold(0f64, |m, &k| m.max(k));
+    assert!(noise < 1e-9, "no head suppressed changes nothing, up to f32 noise: KL {noise:e}");
+    let one = SuppressionOptions { heads: Some(vec![1]), ..full_vocab() };
+    let (kl_one, _, _) = suppression_kl(&model, &ids, &ranges, &one).unwrap();
+    let total = |kl: &Vec<Vec<f64>>| kl.iter().flatten().sum::<f64>();
+    assert!(total(&kl_one) > 0.0 && total(&kl_one) < total(&all), "{} vs {}", total(&kl_one), total(&all));
+    let batched = SuppressionOptions { batch_sources: 2, ..one.clone() };
+    let (kl_batched, _, _) = suppression_kl(&model, &ids, &ranges, &batched).unwrap();
+    for (a, b) in kl_one.iter().flatten().zip(kl_batched.iter().flatten()) {
+        assert!(close(*a, *b, 1e-3, 1e-7), "one head, batched: {a} vs {b}");
+    }
+    let bad = SuppressionOptions { heads: Some(vec![heads]), ..Default::default() };
+    let err = suppression_kl(&model, &ids, &ranges, &bad).unwrap_err().to_string();
+    assert!(err.contains(&format!("head {heads}")), "{err}");
+}

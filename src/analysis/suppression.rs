@@ -144,6 +144,7 @@ fn cache_key(loaded: &Loaded, sentences: &Sentences, options: &SuppressionOption
         "text_id": sentences.text_id(),
         "n": sentences.len(),
         "layers": layers,
+        "heads": requested_heads(options),
         "top_p": options.top_p,
         "max_tokens": options.max_tokens,
         "temperature": options.temperature,
@@ -164,6 +165,16 @@ fn requested_layers(loaded: &Loaded, options: &SuppressionOptions) -> Vec<usize>
             layers
         }
     }
+}
+
+/// The heads a run with `options` suppresses, sorted (`null`: every head).
+fn requested_heads(options: &SuppressionOptions) -> Option<Vec<usize>> {
+    options.heads.as_ref().map(|heads| {
+        let mut heads = heads.clone();
+        heads.sort_unstable();
+        heads.dedup();
+        heads
+    })
 }
 
 /// The result stored in `dir` when its manifest's key equals this run's inputs; `None` when the

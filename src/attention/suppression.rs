@@ -42,6 +42,10 @@ use crate::{Error, Result};
 pub struct SuppressionOptions {
     /// Layers whose attention is suppressed; `None` = every layer (upstream).
     pub layers: Option<Vec<usize>>,
+    /// Query heads whose attention is suppressed (in every suppressed layer); `None` = every
+    /// head (upstream). A head list runs on the hook path (scores materialised), the CPU
+    /// kernels' in-softmax suppression covering every head.
+    pub heads: Option<Vec<usize>>,
     pub boundary_mode: BoundaryMode,
     /// Nucleus mass kept per position (upstream 0.9999); 1 keeps `max_tokens` (with
     /// `max_tokens >= vocab` and no f16 rounding: the KL of the full distributions).
@@ -68,6 +72,7 @@ impl Default for SuppressionOptions {
     fn default() -> Self {
         SuppressionOptions {
             layers: None,
+            heads: None,
             boundary_mode: BoundaryMode::Prefix,
             top_p: 0.9999,
             max_tokens: 100,
@@ -276,6 +281,27 @@ pub fn suppression_kl(
             layers
         }
     };
+    let heads: Option<Vec<usize>> = match &options.heads {
+        None => None,
+        Some(heads) => {
+            if let Some(bad) = heads.iter().find(|&&h| h >= model.num_heads()) {
+                return Err(Error::invalid(format!(
+                    "suppression: head {bad} does not exist (the model has {} heads)",
+                    model.num_heads()
+                )));
+            }
+            let mut heads = heads.clone();
+            heads.sort_unstable();
+            heads.dedup();
+            Some(heads)
+        }
+    };
+    // Which intervention suppresses the rows' ranges (one list for every row, or one per row).
+    let intervention = |rows: Vec<Vec<(usize, usize)>>| match &heads {
+        Some(heads) => Intervention::SuppressKeysInHeads { ranges: rows, heads: heads.clone() },
+        None if rows.len() == 1 => Intervention::SuppressKeys { ranges: rows.into_iter().next().expect("one row") },
+        None => Intervention::SuppressKeysPerRow { ranges: rows },
+    };
     let t = ids.len();
     let bar = progress_detail(ranges.len() as u64 + 1, &format!("suppression {} sentences, {t} tokens", ranges.len()));
 
@@ -301,12 +327,12 @@ pub fn suppression_kl(
         let mut hooks = HookSet::new();
         let out = if let [_] = group {
             for &l in &layers {
-                hooks = hooks.intervene(HookPoint::AttnScores(l), Intervention::SuppressKeys { ranges: rows[0].clone() });
+                hooks = hooks.intervene(HookPoint::AttnScores(l), intervention(vec![rows[0].clone()]));
             }
             model.forward_with(Input::Ids(suffix), &mut prefix, &mut hooks, Logits::All)?
         } else {
             for &l in &layers {
-                hooks = hooks.intervene(HookPoint::AttnScores(l), Intervention::SuppressKeysPerRow { ranges: rows.clone() });
+                hooks = hooks.intervene(HookPoint::AttnScores(l), intervention(rows.clone()));
             }
             let mut cache = if start == 0 { KvCache::new(model) } else { KvCache::stack(&vec![&prefix; group.len()])? };
             let embeds = model.embed(suffix)?;

@@ -195,6 +195,11 @@ pub enum Intervention {
     /// row `b` (several suppressed runs of one prefix decoded together). The batch must have
     /// `ranges.len()` rows.
     SuppressKeysPerRow { ranges: Vec<Vec<(usize, usize)>> },
+    /// [`Intervention::SuppressKeys`] in the listed heads only (query heads, 0-based); `ranges`
+    /// holds one list for every batch row or one per batch row, as for
+    /// [`Intervention::SuppressKeysPerRow`]. Applied at the scores hook (the CPU kernels'
+    /// in-softmax suppression covers every head, so this takes the hook path).
+    SuppressKeysInHeads { ranges: Vec<Vec<(usize, usize)>>, heads: Vec<usize> },
 }
 
 /// The usual hooks value: capture some points, intervene at others, optionally stream attention.
@@ -363,7 +368,7 @@ pub fn apply_intervention(point: &HookPoint, value: &Tensor, iv: &Intervention, 
             let mask = Tensor::from_vec(m, shape, value.device())?.to_dtype(DType::F32)?;
             value.to_dtype(DType::F32)?.broadcast_add(&mask)?.to_dtype(value.dtype())?
         }
-        Intervention::SuppressKeys { ranges } => suppress_keys(value, std::slice::from_ref(ranges))?,
+        Intervention::SuppressKeys { ranges } => suppress_keys(value, std::slice::from_ref(ranges), None)?,
         Intervention::SuppressKeysPerRow { ranges } => {
             let batch = value.dim(0)?;
             if ranges.len() != batch {
@@ -372,27 +377,57 @@ pub fn apply_intervention(point: &HookPoint, value: &Tensor, iv: &Intervention, 
                     ranges.len()
                 )));
             }
-            suppress_keys(value, ranges)?
+            suppress_keys(value, ranges, None)?
+        }
+        Intervention::SuppressKeysInHeads { ranges, heads } => {
+            let batch = value.dim(0)?;
+            if ranges.len() != 1 && ranges.len() != batch {
+                return Err(Error::invalid(format!(
+                    "key suppression in heads at {point}: {} rows of ranges for a batch of {batch}",
+                    ranges.len()
+                )));
+            }
+            suppress_keys(value, ranges, Some(heads))?
         }
     })
 }
 
-/// Scores `[B, …, L_k]` with the given key ranges set to `f32::MIN` where visible: `rows` holds
-/// one list for every batch row, or one list per batch row.
-fn suppress_keys(value: &Tensor, rows: &[Vec<(usize, usize)>]) -> Result<Tensor> {
+/// Scores `[B, H, L_q, L_k]` (or `[B, …, L_k]` when `heads` is `None`) with the given key ranges
+/// set to `f32::MIN` where visible: `rows` holds one list for every batch row, or one list per
+/// batch row; `heads`, when given, limits it to those heads (axis 1).
+fn suppress_keys(value: &Tensor, rows: &[Vec<(usize, usize)>], heads: Option<&[usize]>) -> Result<Tensor> {
     let rank = value.rank();
     let lk = value.dim(rank - 1)?;
-    let mut columns = vec![0u8; rows.len() * lk];
-    for (row, ranges) in columns.chunks_mut(lk).zip(rows) {
-        for &(a, b) in ranges {
-            for x in row.iter_mut().take(b.min(lk)).skip(a) {
-                *x = 1;
+    let head_count = match heads {
+        Some(heads) => {
+            let h = value.dim(1)?;
+            if let Some(bad) = heads.iter().find(|&&x| x >= h) {
+                return Err(Error::invalid(format!("key suppression: head {bad} does not exist ({h} heads)")));
+            }
+            h
+        }
+        None => 1,
+    };
+    let mut columns = vec![0u8; rows.len() * head_count * lk];
+    for (row, ranges) in columns.chunks_mut(head_count * lk).zip(rows) {
+        for (h, head_row) in row.chunks_mut(lk).enumerate() {
+            if heads.is_some_and(|heads| !heads.contains(&h)) {
+                continue;
+            }
+            for &(a, b) in ranges {
+                for x in head_row.iter_mut().take(b.min(lk)).skip(a) {
+                    *x = 1;
+                }
             }
         }
     }
-    // [rows, 1, …, 1, L_k]: broadcast over heads and queries (and over the batch for one row).
+    // [rows, heads or 1, 1, …, L_k]: broadcast over queries (over heads without a head list, and
+    // over the batch for one row).
     let mut shape = vec![1usize; rank];
     shape[0] = rows.len();
+    if heads.is_some() {
+        shape[1] = head_count;
+    }
     shape[rank - 1] = lk;
     let columns = Tensor::from_vec(columns, shape, value.device())?;
     let scores = value.to_dtype(DType::F32)?;

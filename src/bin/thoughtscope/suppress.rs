@@ -31,6 +31,10 @@ pub struct SuppressArgs {
     /// Suppress in these layers only (comma-separated); every layer by default, as upstream.
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
+    /// Suppress in these query heads only (comma-separated, in every suppressed layer); every
+    /// head by default, as upstream. Runs on the hook path (slower).
+    #[arg(long, value_delimiter = ',')]
+    pub heads: Option<Vec<usize>>,
     /// Nucleus mass kept per position before the KL (upstream 0.9999).
     #[arg(long, default_value_t = 0.9999)]
     pub top_p: f64,
@@ -59,6 +63,7 @@ pub fn run(args: SuppressArgs) -> Result<()> {
     let loaded = Model::load(&args.model, &device)?;
     let options = SuppressionOptions {
         layers: args.layers,
+        heads: args.heads,
         boundary_mode: args.boundaries,
         top_p: args.top_p,
         max_tokens: args.max_tokens,
