@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::attention::suppression::checked_selection;
 use crate::attention::{suppression_matrix, Sentences, SuppressionMatrix, SuppressionOptions, TokenBounds};
 use crate::io::{npy, read_json, write_json};
 use crate::model::Loaded;
@@ -154,27 +155,18 @@ fn cache_key(loaded: &Loaded, sentences: &Sentences, options: &SuppressionOption
 }
 
 /// The layers a run with `options` suppresses (as [`crate::attention::suppression::suppression_kl`]
-/// lists them).
+/// lists them; an out-of-range layer is reported there).
 fn requested_layers(loaded: &Loaded, options: &SuppressionOptions) -> Vec<usize> {
-    match &options.layers {
-        None => (0..loaded.model.num_layers()).collect(),
-        Some(layers) => {
-            let mut layers = layers.clone();
-            layers.sort_unstable();
-            layers.dedup();
-            layers
-        }
-    }
+    let count = loaded.model.num_layers();
+    checked_selection(options.layers.as_deref(), usize::MAX, "layer")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| (0..count).collect())
 }
 
 /// The heads a run with `options` suppresses, sorted (`null`: every head).
 fn requested_heads(options: &SuppressionOptions) -> Option<Vec<usize>> {
-    options.heads.as_ref().map(|heads| {
-        let mut heads = heads.clone();
-        heads.sort_unstable();
-        heads.dedup();
-        heads
-    })
+    checked_selection(options.heads.as_deref(), usize::MAX, "head").ok().flatten()
 }
 
 /// The result stored in `dir` when its manifest's key equals this run's inputs; `None` when the

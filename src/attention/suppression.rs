@@ -266,36 +266,9 @@ pub fn suppression_kl(
     if ids.is_empty() {
         return Err(Error::invalid("suppression: no tokens"));
     }
-    let layers: Vec<usize> = match &options.layers {
-        None => (0..model.num_layers()).collect(),
-        Some(layers) => {
-            if let Some(bad) = layers.iter().find(|&&l| l >= model.num_layers()) {
-                return Err(Error::invalid(format!(
-                    "suppression: layer {bad} does not exist (the model has {} layers)",
-                    model.num_layers()
-                )));
-            }
-            let mut layers = layers.clone();
-            layers.sort_unstable();
-            layers.dedup();
-            layers
-        }
-    };
-    let heads: Option<Vec<usize>> = match &options.heads {
-        None => None,
-        Some(heads) => {
-            if let Some(bad) = heads.iter().find(|&&h| h >= model.num_heads()) {
-                return Err(Error::invalid(format!(
-                    "suppression: head {bad} does not exist (the model has {} heads)",
-                    model.num_heads()
-                )));
-            }
-            let mut heads = heads.clone();
-            heads.sort_unstable();
-            heads.dedup();
-            Some(heads)
-        }
-    };
+    let layers = checked_selection(options.layers.as_deref(), model.num_layers(), "layer")?
+        .unwrap_or_else(|| (0..model.num_layers()).collect());
+    let heads = checked_selection(options.heads.as_deref(), model.num_heads(), "head")?;
     // Which intervention suppresses the rows' ranges (one list for every row, or one per row).
     let intervention = |rows: Vec<Vec<(usize, usize)>>| match &heads {
         Some(heads) => Intervention::SuppressKeysInHeads { ranges: rows, heads: heads.clone() },
@@ -354,6 +327,19 @@ pub fn suppression_kl(
     }
     bar.finish();
     Ok((kl, layers, positions_run))
+}
+
+/// A chosen set of layers or heads, sorted and without repeats (`None`: all of them, left to the
+/// caller); an index `>= count` is an error naming it.
+pub fn checked_selection(chosen: Option<&[usize]>, count: usize, what: &str) -> Result<Option<Vec<usize>>> {
+    let Some(chosen) = chosen else { return Ok(None) };
+    if let Some(bad) = chosen.iter().find(|&&i| i >= count) {
+        return Err(Error::invalid(format!("suppression: {what} {bad} does not exist (the model has {count} {what}s)")));
+    }
+    let mut sorted = chosen.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    Ok(Some(sorted))
 }
 
 /// `values[target * n + source]` = `nanmean(log(kl[source][p] + epsilon))` over the target's
