@@ -303,23 +303,7 @@ impl AttnCache {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        // Swap the finished directory into place.
-        let placed = if dir.exists() {
-            let old = parent.join(format!(".{}.old-{unique}", key.text_id));
-            let swapped = std::fs::rename(&dir, &old).and_then(|()| std::fs::rename(&tmp, &dir));
-            let _ = std::fs::remove_dir_all(&old);
-            swapped
-        } else {
-            std::fs::rename(&tmp, &dir)
-        };
-        if let Err(error) = placed {
-            let _ = std::fs::remove_dir_all(&tmp);
-            // Another writer (a second task of a batch job on a shared filesystem) put a complete
-            // entry for this key there first: the key fixes the content, so theirs is ours.
-            if !dir.join(MANIFEST_FILE).exists() {
-                return Err(Error::io(&dir, error));
-            }
-        }
+        place_entry(&tmp, &dir, &parent, &key.text_id, &unique)?;
         // Make the rename itself durable (best effort: not every platform can fsync a directory).
         if let Ok(parent_dir) = std::fs::File::open(&parent) {
             let _ = parent_dir.sync_all();
@@ -369,6 +353,49 @@ fn older_format(manifest_path: &Path, manifest: &Manifest) -> Error {
 fn dir_is_empty(dir: &Path) -> Result<bool> {
     let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     Ok(entries.next().is_none())
+}
+
+/// Move the finished directory `tmp` to `dir`, moving any entry already there out of the way.
+///
+/// Tasks of a batch job on one shared filesystem may store the same key at once; each step below
+/// can then find `dir` placed or removed by another writer between two renames. Every such
+/// collision means another writer made progress, so the swap is retried (a bounded number of
+/// times, with a short jittered pause). The key fixes the content, so whichever complete entry is
+/// in place at the end is the one this call would have written.
+fn place_entry(tmp: &Path, dir: &Path, parent: &Path, text_id: &str, unique: &str) -> Result<()> {
+    const ATTEMPTS: u32 = 200;
+    let old = parent.join(format!(".{text_id}.old-{unique}"));
+    let mut last_error = None;
+    let mut failures_without_collision = 0;
+    for attempt in 0..ATTEMPTS {
+        match std::fs::rename(tmp, dir) {
+            Ok(()) => return Ok(()),
+            Err(error) if dir.exists() => {
+                // An entry is there: move it aside (it may vanish first: another writer moved it).
+                if std::fs::rename(dir, &old).is_ok() {
+                    let _ = std::fs::remove_dir_all(&old);
+                }
+                failures_without_collision = 0;
+                last_error = Some(error);
+            }
+            Err(error) => {
+                // `dir` is absent and the rename still failed: a real error (permissions, full
+                // disk) unless another writer's swap was in flight; that passes on a retry.
+                failures_without_collision += 1;
+                if !tmp.exists() || failures_without_collision > 3 {
+                    let _ = std::fs::remove_dir_all(tmp);
+                    return Err(Error::io(dir, error));
+                }
+                last_error = Some(error);
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200 + (unique_suffix() as u64 * 7919 + attempt as u64 * 104_729) % 2_000));
+    }
+    let _ = std::fs::remove_dir_all(tmp);
+    if dir.join(MANIFEST_FILE).exists() {
+        return Ok(());
+    }
+    Err(Error::io(dir, last_error.unwrap_or_else(|| std::io::Error::other("could not place the entry"))))
 }
 
 fn unique_suffix() -> usize {
