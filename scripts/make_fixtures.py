@@ -4,7 +4,7 @@
 Writes under tests/fixtures/ (see tests/fixtures/README.md for every file and tensor):
   smollm2/         the real SmolLM2-135M GGUF: ids, attentions, logits, final hidden, greedy ids;
                    tokenizer_cases.json, tokenizer_meta.json, versions.json
-  tiny-qwen3/, tiny-llama3/, tiny-llama3-sharded/, tiny-qwen2/
+  tiny-qwen3/, tiny-llama3/, tiny-llama3-sharded/, tiny-qwen2/, tiny-qwen3-bf16/, tiny-llama3-f16/
                    seeded random HF model directories + reference.safetensors
   tiny-codi/       a tiny CODI checkpoint in the real key layout (.bin and .safetensors) + reference
   tiny-codi-base/  the base-model directory of that checkpoint (config, weights, tokenizer), as the seed loads
@@ -358,6 +358,23 @@ def make_tiny():
             assert (sharded / "model.safetensors.index.json").is_file() and n_shards >= 2, n_shards
 
 
+def make_tiny_half():
+    """tiny-qwen3-bf16 and tiny-llama3-f16: the tiny f32 models saved by PyTorch in half precision
+    (issue 16: weights kept as stored). The reference is HF eager on the half checkpoint loaded with
+    dtype=float32 (upcast at load, compute in f32), as thoughtscope computes."""
+    from transformers import AutoModelForCausalLM
+
+    for source, name, dtype in [("tiny-qwen3", "tiny-qwen3-bf16", torch.bfloat16), ("tiny-llama3", "tiny-llama3-f16", torch.float16)]:
+        model = AutoModelForCausalLM.from_pretrained(FIXTURES / source, attn_implementation="eager", dtype=torch.float32)
+        out_dir = fresh_dir(FIXTURES / name)
+        model.to(dtype).save_pretrained(out_dir, safe_serialization=True)
+        write_hub_style_rope(out_dir)
+        loaded = AutoModelForCausalLM.from_pretrained(out_dir, attn_implementation="eager", dtype=torch.float32).eval()
+        ref = reference_outputs(loaded, TINY_IDS)
+        save_tensors(out_dir / "reference.safetensors", ref)
+        print(f"{name}: {dtype}, logits {tuple(ref['logits'].shape)}")
+
+
 # ---------------------------------------------------------------------------------------------------
 # c. Tiny CODI checkpoint (codi.md §1.2-§1.5)
 
@@ -653,7 +670,7 @@ def make_boundaries():
 
 # ---------------------------------------------------------------------------------------------------
 
-PARTS = {"smollm2": make_smollm2, "tiny": make_tiny, "codi": make_codi, "codi-base": make_codi_base, "pearson": make_pearson,
+PARTS = {"smollm2": make_smollm2, "tiny": make_tiny, "tiny-half": make_tiny_half, "codi": make_codi, "codi-base": make_codi_base, "pearson": make_pearson,
          "boundaries": make_boundaries}
 
 

@@ -427,7 +427,7 @@ fn decomposition_sums_exactly_and_logit_lens_matches_by_hand() {
         }
         let mut capture = Plain(capture);
         run_to_eot(&codi, &problems[0].question, &options.loop_options, &mut capture).unwrap();
-        let w_u = codi.model.unembedding_matrix().to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
+        let w_u = codi.model.unembedding_matrix().unwrap().to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
         let width = eot.len();
         let eps = codi.model.config().rms_norm_eps;
         for (p, layer) in [(0usize, 0usize), (3, 2), (6, n - 1)] {

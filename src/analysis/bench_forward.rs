@@ -34,6 +34,68 @@ pub struct BenchForwardOptions {
     pub device: Device,
     /// Time the phases (linear, Q·Kᵀ, ...); off, the forward runs exactly as outside the bench.
     pub phases: bool,
+    /// Random weights in a real configuration's shapes instead of `model`'s weights (`model`
+    /// then only tokenises the text).
+    pub random: Option<RandomWeights>,
+}
+
+/// `--config <name or config.json> --random-weights --weights-dtype <type>`.
+#[derive(Debug, Clone)]
+pub struct RandomWeights {
+    /// A registry name with an embedded config (`qwen3-4b-thinking-2507`, `qwen-14b`, `llama8`,
+    /// ...) or the path of a `config.json`.
+    pub config: String,
+    pub dtype: crate::model::random::RandomDtype,
+    pub seed: u64,
+}
+
+impl RandomWeights {
+    /// The configuration named by `config`.
+    pub fn resolve_config(&self) -> Result<crate::model::Config> {
+        if let Some(config) = crate::model::registry::config(&self.config) {
+            return config;
+        }
+        let path = std::path::Path::new(&self.config);
+        if path.is_file() {
+            return crate::model::Config::from_json_file(path);
+        }
+        let names: Vec<&str> = crate::model::registry::entries().iter().map(|e| e.name).filter(|n| crate::model::registry::config(n).is_some()).collect();
+        Err(Error::invalid(format!("--config {}: neither a config.json file nor one of {}", self.config, names.join(", "))))
+    }
+
+    /// A model of the configuration with random weights, tokenising with `tokenizer_model`'s tokenizer.
+    pub fn load(&self, tokenizer_model: &str) -> Result<Loaded> {
+        let config = self.resolve_config()?;
+        let tokenizer = crate::model::load_tokenizer(tokenizer_model)?;
+        let vocab = config.vocab_size;
+        if tokenizer.vocab_size() > vocab {
+            return Err(Error::invalid(format!(
+                "--config {}: vocabulary of {vocab} is smaller than the tokenizer's ({}); its ids would be out of range",
+                self.config,
+                tokenizer.vocab_size()
+            )));
+        }
+        let needed = weights_parameters(&config) as f64 * self.dtype.bytes_per_weight();
+        if let Some(available) = crate::model::memory::available_memory() {
+            if needed > available as f64 {
+                return Err(Error::invalid(format!(
+                    "--config {} at {:?}: the weights need {:.1} GiB and {:.1} GiB of memory is available (MemAvailable)",
+                    self.config,
+                    self.dtype,
+                    needed / (1u64 << 30) as f64,
+                    available as f64 / (1u64 << 30) as f64
+                )));
+            }
+        }
+        let model = crate::model::random::random_model(config, self.dtype, self.seed)?;
+        Ok(Loaded {
+            model,
+            tokenizer,
+            name: format!("{}-random-{:?}", self.config, self.dtype).to_lowercase(),
+            weights_hash: format!("random-seed-{}", self.seed),
+            source: format!("random weights in the shapes of {}", self.config),
+        })
+    }
 }
 
 /// The trace's `full_cot` cut after the last sentence that keeps it within `tokens` tokens, and
@@ -94,8 +156,12 @@ fn full_cot(trace: &std::path::Path) -> Result<String> {
 pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Result<serde_json::Value> {
     use crate::model::cpu::phases;
     let load_start = Instant::now();
-    let loaded = Model::load(&options.model, &options.device)?;
+    let loaded = match &options.random {
+        Some(random) => random.load(&options.model)?,
+        None => Model::load(&options.model, &options.device)?,
+    };
     let load_s = load_start.elapsed().as_secs_f64();
+    let weights = loaded.model.weight_memory();
     let sentences = bench_input(&loaded, &full_cot(&options.trace)?, tokens)?;
     phases::enable(options.phases);
     let (start, cpu_start) = (Instant::now(), process_cpu_s());
@@ -123,7 +189,19 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
         phase_json["other"] = serde_json::json!({ "seconds": seconds - phases.total_s(), "what": "norms, RoPE, SiLU, embeddings, head layout, the rest" });
         phase_json["load"] = serde_json::json!({ "seconds": load_s });
     }
+    let (layers, heads) = (cfg.num_hidden_layers as f64, cfg.num_attention_heads as f64);
+    // What HF's `output_attentions=True` holds for this model and length: every layer × head's
+    // T × T probabilities, in the dtype the model runs in.
+    let hf_attention_gib = |bytes: f64| layers * heads * (bounds.n_tokens as f64).powi(2) * bytes / (1u64 << 30) as f64;
     Ok(serde_json::json!({
+        "model": loaded.name,
+        "config": cfg.model_type,
+        "parameters": weights_parameters(cfg),
+        "weights": weights.by_dtype.iter().map(|(k, (n, b))| (k.clone(), serde_json::json!({"tensors": n, "mib": *b as f64 / (1u64 << 20) as f64}))).collect::<serde_json::Map<_, _>>(),
+        "weights_resident_mib": weights.total_bytes() as f64 / (1u64 << 20) as f64,
+        "hf_output_attentions_gib_bf16": hf_attention_gib(2.0),
+        "hf_output_attentions_gib_f32": hf_attention_gib(4.0),
+        "seconds_per_1k_tokens": seconds / bounds.n_tokens as f64 * 1000.0,
         "tokens": bounds.n_tokens,
         "sentences": attention.n(),
         "load_s": load_s,
@@ -147,6 +225,15 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
         "gemm_gflop_per_s": own,
         "over_own_gemm_roofline": own.map(|g| seconds / (flop / (g * 1e9))),
     }))
+}
+
+/// Weights of the decoder's matrices (embedding and LM head counted once each when untied).
+fn weights_parameters(cfg: &crate::model::Config) -> u64 {
+    let (d, hd) = (cfg.hidden_size as u64, cfg.head_dim() as u64);
+    let (q, kv, inter) = (cfg.num_attention_heads as u64 * hd, cfg.num_kv_heads() as u64 * hd, cfg.intermediate_size as u64);
+    let per_layer = d * q + 2 * d * kv + q * d + 3 * d * inter;
+    let embeddings = cfg.vocab_size as u64 * d * if cfg.tie_word_embeddings { 1 } else { 2 };
+    per_layer * cfg.num_hidden_layers as u64 + embeddings
 }
 
 /// Which kernel set the forward ran on.

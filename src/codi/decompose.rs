@@ -289,9 +289,10 @@ pub fn decompose_problem(codi: &CodiModel, problem: &Problem, options: &Decompos
     ];
 
     let gamma = model.final_norm_weight().to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let unembed = model.unembedding_matrix();
-    let rows: Vec<Vec<f32>> =
-        targets.iter().map(|t| Ok(unembed.get(t.token as usize)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)).collect::<Result<_>>()?;
+    let rows: Vec<Vec<f32>> = targets
+        .iter()
+        .map(|t| Ok(model.unembedding_rows(&[t.token])?.flatten_all()?.to_vec1::<f32>()?))
+        .collect::<Result<_>>()?;
 
     let mut final_scale = Vec::with_capacity(streams.len());
     let mut reconstruction_error = Vec::with_capacity(streams.len());

@@ -97,7 +97,12 @@ pub enum Architecture {
 impl Config {
     pub fn from_json_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut cfg: Config = serde_json::from_str(&text)
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parse `config.json` text; errors name `path` (the file it came from).
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Config> {
+        let mut cfg: Config = serde_json::from_str(text)
             .map_err(|e| Error::format(path, format!("not an HF config.json: {e}")))?;
         cfg.normalize().map_err(|what| Error::format(path, what))?;
         cfg.validate().map_err(|what| Error::format(path, what))?;

@@ -15,14 +15,16 @@
 //! call [`super::cpu`], which runs this crate's SIMD kernels where they apply and candle's ops
 //! elsewhere; the step lists below read the same either way.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
-use candle_nn::Linear;
 
 use super::config::{Architecture, Config};
 use super::cpu::{self, linear, silu_mul};
 use super::hooks::{HookPoint, Hooks};
+use super::stored::{StoredMatrix, WeightPrecision};
 use super::AttentionBlock;
 use crate::{Error, Result};
 
@@ -201,8 +203,15 @@ fn hook(hooks: &mut dyn Hooks, point: HookPoint, value: Tensor) -> Result<Tensor
     }
 }
 
+/// A linear layer `x · Wᵀ + b` whose weight is kept as the checkpoint stores it.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: StoredMatrix,
+    bias: Option<Tensor>,
+}
+
 fn project(lin: &Linear, x: &Tensor) -> Result<Tensor> {
-    linear(x, lin.weight(), lin.bias())
+    linear(x, &lin.weight, lin.bias.as_ref())
 }
 
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
@@ -449,15 +458,16 @@ impl DecoderLayer {
     }
 }
 
-/// A loaded decoder-only language model (f32 weights).
+/// A loaded decoder-only language model: weight matrices as stored (f32, bf16/f16 or GGUF
+/// blocks; see [`WeightPrecision`]), norms, biases and all arithmetic in f32.
 #[derive(Debug, Clone)]
 pub struct Model {
     config: Config,
     architecture: Architecture,
-    embed_tokens: Tensor,
+    embed_tokens: StoredMatrix,
     layers: Vec<DecoderLayer>,
     norm: Tensor,
-    lm_head: Tensor,
+    lm_head: StoredMatrix,
     rotary: Rotary,
     device: Device,
     /// Query rows per attention block; `None` picks about 32 MiB of probabilities per block.
@@ -467,57 +477,133 @@ pub struct Model {
 /// Tensors by HF name, consumed as the model is built; errors name the missing key.
 struct TensorStore {
     tensors: HashMap<String, Tensor>,
+    quantized: HashMap<String, Arc<QTensor>>,
+    precision: WeightPrecision,
     device: Device,
 }
 
 impl TensorStore {
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.tensors.remove(name).ok_or_else(|| Error::invalid(format!("missing tensor `{name}`")))?;
-        if t.dims() != shape {
-            return Err(Error::invalid(format!(
-                "tensor `{name}` has shape {:?}, config implies {:?}",
-                t.dims(),
-                shape
-            )));
+    fn check_shape(name: &str, dims: &[usize], shape: &[usize]) -> Result<()> {
+        if dims != shape {
+            return Err(Error::invalid(format!("tensor `{name}` has shape {dims:?}, config implies {shape:?}")));
         }
+        Ok(())
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name) || self.quantized.contains_key(name)
+    }
+    /// An f32 tensor on the device (norms, biases; any matrix when converting at load).
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if let Some(q) = self.quantized.remove(name) {
+            Self::check_shape(name, q.shape().dims(), shape)?;
+            return Ok(q.dequantize(&Device::Cpu)?.to_device(&self.device)?);
+        }
+        let t = self.tensors.remove(name).ok_or_else(|| Error::invalid(format!("missing tensor `{name}`")))?;
+        Self::check_shape(name, t.dims(), shape)?;
         Ok(t.to_dtype(DType::F32)?.to_device(&self.device)?)
     }
     fn take_opt(&mut self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
-        if self.tensors.contains_key(name) {
+        if self.contains(name) {
             self.take(name, shape).map(Some)
         } else {
             Ok(None)
         }
     }
+    /// A weight matrix, kept as stored where the precision and device allow.
+    fn matrix(&mut self, name: &str, shape: &[usize]) -> Result<StoredMatrix> {
+        let keep = self.precision == WeightPrecision::Stored && self.device.is_cpu();
+        if keep {
+            if let Some(q) = self.quantized.remove(name) {
+                Self::check_shape(name, q.shape().dims(), shape)?;
+                return Ok(StoredMatrix::Quantized(q));
+            }
+            if let Some(t) = self.tensors.get(name).filter(|t| matches!(t.dtype(), DType::BF16 | DType::F16)) {
+                Self::check_shape(name, t.dims(), shape)?;
+                let t = self.tensors.remove(name).expect("present").contiguous()?;
+                return Ok(StoredMatrix::Half(t.to_device(&Device::Cpu)?));
+            }
+        }
+        Ok(StoredMatrix::F32(self.take(name, shape)?))
+    }
+    fn matrix_opt(&mut self, name: &str, shape: &[usize]) -> Result<Option<StoredMatrix>> {
+        if self.contains(name) {
+            self.matrix(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
     fn linear(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
-        let w = self.take(&format!("{prefix}.weight"), &[out, inp])?;
-        let b = if bias {
+        let weight = self.matrix(&format!("{prefix}.weight"), &[out, inp])?;
+        let bias = if bias {
             Some(self.take(&format!("{prefix}.bias"), &[out])?)
         } else {
             self.take_opt(&format!("{prefix}.bias"), &[out])?
         };
-        Ok(Linear::new(w, b))
+        Ok(Linear { weight, bias })
+    }
+}
+
+/// Weight memory of a loaded model by stored type: `dtype → (tensors, bytes)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WeightMemory {
+    pub by_dtype: BTreeMap<String, (usize, usize)>,
+}
+
+impl WeightMemory {
+    /// Bytes of all weights.
+    pub fn total_bytes(&self) -> usize {
+        self.by_dtype.values().map(|(_, bytes)| bytes).sum()
+    }
+    fn add(&mut self, dtype: String, bytes: usize) {
+        let entry = self.by_dtype.entry(dtype).or_default();
+        entry.0 += 1;
+        entry.1 += bytes;
+    }
+}
+
+impl std::fmt::Display for WeightMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .by_dtype
+            .iter()
+            .map(|(dtype, (count, bytes))| format!("{dtype} {count} tensors {:.1} MiB", *bytes as f64 / (1 << 20) as f64))
+            .collect();
+        write!(f, "{:.1} MiB resident ({})", self.total_bytes() as f64 / (1 << 20) as f64, parts.join(", "))
     }
 }
 
 impl Model {
     /// Build a model from tensors named as in HF checkpoints (`model.embed_tokens.weight`,
     /// `model.layers.{i}.self_attn.q_proj.weight`, ..., `model.norm.weight`, `lm_head.weight`
-    /// unless tied). Every tensor is converted to f32 on `device`.
+    /// unless tied). Weight matrices in bf16/f16 stay so on the CPU ([`WeightPrecision::Stored`]);
+    /// everything else is converted to f32 on `device`.
     pub fn from_tensors(config: Config, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Model> {
+        Self::from_weights(config, tensors, HashMap::new(), WeightPrecision::Stored, device)
+    }
+
+    /// [`Model::from_tensors`] with GGUF matrices kept quantised (`quantized`, by HF name) and a
+    /// choice of precision: [`WeightPrecision::F32`] converts every weight at load.
+    pub fn from_weights(
+        config: Config,
+        tensors: HashMap<String, Tensor>,
+        quantized: HashMap<String, Arc<QTensor>>,
+        precision: WeightPrecision,
+        device: &Device,
+    ) -> Result<Model> {
         let architecture = config.architecture().map_err(Error::Invalid)?;
         config.validate().map_err(Error::Invalid)?;
         // The layer count must be the weights' own: a config with fewer layers would silently run
         // a truncated model, one with more would fail deep in the load.
         let weight_layers = tensors
             .keys()
+            .chain(quantized.keys())
             .filter_map(|name| name.strip_prefix("model.layers.")?.split('.').next()?.parse::<usize>().ok())
             .max()
             .map_or(0, |last| last + 1);
-        let mut store = TensorStore { tensors, device: device.clone() };
+        let mut store = TensorStore { tensors, quantized, precision, device: device.clone() };
         let (d, hd) = (config.hidden_size, config.head_dim());
         let (h, h_kv) = (config.num_attention_heads, config.num_kv_heads());
-        let embed_tokens = store.take("model.embed_tokens.weight", &[config.vocab_size, d])?;
+        let embed_tokens = store.matrix("model.embed_tokens.weight", &[config.vocab_size, d])?;
         if weight_layers != config.num_hidden_layers {
             return Err(Error::invalid(format!(
                 "field `num_hidden_layers`: the config says {} layers, the weights hold {weight_layers}",
@@ -554,7 +640,7 @@ impl Model {
             });
         }
         let norm = store.take("model.norm.weight", &[d])?;
-        let lm_head = match store.take_opt("lm_head.weight", &[config.vocab_size, d])? {
+        let lm_head = match store.matrix_opt("lm_head.weight", &[config.vocab_size, d])? {
             Some(w) if !config.tie_word_embeddings => w,
             _ => embed_tokens.clone(),
         };
@@ -593,9 +679,38 @@ impl Model {
     pub fn num_heads(&self) -> usize {
         self.config.num_attention_heads
     }
-    /// The `[vocab, d]` input embedding matrix.
-    pub fn embedding_matrix(&self) -> &Tensor {
-        &self.embed_tokens
+    /// The `[vocab, d]` input embedding matrix, in f32 (a converted copy when kept otherwise).
+    pub fn embedding_matrix(&self) -> Result<Tensor> {
+        self.embed_tokens.to_f32(&self.device)
+    }
+
+    /// What the weights occupy in memory, by stored type (a tied LM head counted once).
+    pub fn weight_memory(&self) -> WeightMemory {
+        let mut memory = WeightMemory::default();
+        let mut add_matrix = |m: &StoredMatrix| memory.add(m.dtype_name(), m.bytes());
+        add_matrix(&self.embed_tokens);
+        if !self.lm_head.shares_storage_with(&self.embed_tokens) {
+            add_matrix(&self.lm_head);
+        }
+        for layer in &self.layers {
+            let (a, m) = (&layer.self_attn, &layer.mlp);
+            for lin in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj] {
+                add_matrix(&lin.weight);
+            }
+        }
+        let mut vectors: Vec<&Tensor> = vec![&self.norm];
+        for layer in &self.layers {
+            let (a, m) = (&layer.self_attn, &layer.mlp);
+            vectors.extend([&layer.input_layernorm, &layer.post_attention_layernorm]);
+            vectors.extend(a.q_norm.iter().chain(a.k_norm.iter()));
+            for lin in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj] {
+                vectors.extend(lin.bias.iter());
+            }
+        }
+        for v in vectors {
+            memory.add("f32".into(), v.elem_count() * 4);
+        }
+        memory
     }
 
     /// Rows of the embedding matrix for `ids`, as `[1, L, d]`.
@@ -604,8 +719,7 @@ impl Model {
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
             return Err(Error::invalid(format!("token id {bad} out of range (vocab size {vocab})")));
         }
-        let idx = Tensor::new(ids, &self.device)?;
-        Ok(self.embed_tokens.index_select(&idx, 0)?.unsqueeze(0)?)
+        Ok(self.embed_tokens.select_rows(ids, &self.device)?.unsqueeze(0)?)
     }
 
     /// Apply the LM head to hidden states `[.., d]`.
@@ -623,9 +737,17 @@ impl Model {
     pub fn final_norm(&self, residual: &Tensor) -> Result<Tensor> {
         rms_norm(residual, &self.norm, self.config.rms_norm_eps)
     }
-    /// The `[vocab, d]` unembedding (`lm_head.weight`, or the embedding when tied).
-    pub fn unembedding_matrix(&self) -> &Tensor {
-        &self.lm_head
+    /// The `[vocab, d]` unembedding (`lm_head.weight`, or the embedding when tied), in f32.
+    pub fn unembedding_matrix(&self) -> Result<Tensor> {
+        self.lm_head.to_f32(&self.device)
+    }
+    /// Rows `ids` of the unembedding, `[ids.len(), d]` in f32 (without converting the rest).
+    pub fn unembedding_rows(&self, ids: &[u32]) -> Result<Tensor> {
+        let vocab = self.lm_head.dims().0;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::invalid(format!("token id {bad} out of range (vocab size {vocab})")));
+        }
+        self.lm_head.select_rows(ids, &self.device)
     }
     // --- end of the decomposition accessors.
 

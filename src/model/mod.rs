@@ -14,8 +14,11 @@ mod config;
 mod decoder;
 mod generate;
 mod hooks;
+pub mod memory;
+pub mod random;
 pub mod registry;
 pub mod cpu;
+pub mod stored;
 mod sink;
 mod tokenizer;
 pub mod weights;
@@ -26,7 +29,8 @@ use candle_core::Device;
 
 pub use config::{Architecture, Config, RopeScaling};
 pub use cpu::{portable, set_portable};
-pub use decoder::{last_logits, ForwardOutput, Input, KvCache, Logits, Model};
+pub use decoder::{last_logits, ForwardOutput, Input, KvCache, Logits, Model, WeightMemory};
+pub use stored::{StoredMatrix, WeightPrecision};
 pub use generate::{generate, GenerateOptions, Generation};
 pub use hooks::{apply_intervention, HookPoint, HookSet, Hooks, Intervention, NoHooks, SinkHooks};
 pub use registry::RegistryEntry;
@@ -51,18 +55,44 @@ pub struct Loaded {
 impl Model {
     /// Load a model from a GGUF file, an HF model directory, an HF hub id present in the local
     /// cache (`org/name`), or a registry name (`smollm2-135m`, `qwen-15b`, ...).
+    ///
+    /// Weights are kept as stored on the CPU ([`stored::default_precision`]); the weight memory
+    /// this will take is checked against the memory available before anything is read.
     pub fn load(spec: &str, device: &Device) -> Result<Loaded> {
+        Self::load_with(spec, device, stored::default_precision()?)
+    }
+
+    /// [`Model::load`] at a chosen precision.
+    pub fn load_with(spec: &str, device: &Device, precision: WeightPrecision) -> Result<Loaded> {
         let (path, name, entry) = resolve(spec)?;
-        load_path(&path, &name, entry, device)
+        load_path(&path, &name, entry, device, precision)
     }
 
     /// Load only the weights (for checkpoints without a tokenizer, e.g. test models fed ids).
     pub fn load_without_tokenizer(spec: &str, device: &Device) -> Result<Model> {
         let (path, _, _) = resolve(spec)?;
-        let checkpoint = read_checkpoint(&path)?;
-        Model::from_tensors(checkpoint.config, checkpoint.tensors, device)
+        let precision = stored::default_precision()?;
+        let checkpoint = read_checkpoint(&path, precision, device)?;
+        Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.quantized, precision, device)
             .map_err(|e| Error::format(&path, e.to_string()))
     }
+}
+
+/// Only the tokenizer of a model spec (a GGUF's header, or `tokenizer.json`): no weights read.
+pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
+    let (path, _, entry) = resolve(spec)?;
+    let mut tokenizer = if path.is_dir() {
+        Tokenizer::from_file(&path.join("tokenizer.json"))?
+    } else {
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?);
+        let content = candle_core::quantized::gguf_file::Content::read(&mut reader)
+            .map_err(|e| Error::format(&path, format!("not a readable GGUF file: {e}")))?;
+        Tokenizer::from_gguf(&content.metadata, &path)?
+    };
+    if let Some(e) = entry {
+        tokenizer.set_bos(e.bos);
+    }
+    Ok(tokenizer)
 }
 
 /// Where a model spec points: (path of the GGUF file or HF dir, cache name, registry entry).
@@ -140,18 +170,25 @@ fn find_local(dir: &Path) -> Option<std::path::PathBuf> {
     ggufs.into_iter().next()
 }
 
-fn read_checkpoint(path: &Path) -> Result<weights::Checkpoint> {
+fn read_checkpoint(path: &Path, precision: WeightPrecision, device: &Device) -> Result<weights::Checkpoint> {
+    memory::check_weights_fit(path, precision, device)?;
     if path.is_dir() {
         weights::load_hf_dir(path)
     } else if path.extension().is_some_and(|x| x == "gguf") {
-        weights::load_gguf(path)
+        weights::load_gguf_with(path, if device.is_cpu() { precision } else { WeightPrecision::F32 })
     } else {
         Err(Error::format(path, "expected a .gguf file or an HF model directory"))
     }
 }
 
-fn load_path(path: &Path, name: &str, entry: Option<&RegistryEntry>, device: &Device) -> Result<Loaded> {
-    let checkpoint = read_checkpoint(path)?;
+fn load_path(
+    path: &Path,
+    name: &str,
+    entry: Option<&RegistryEntry>,
+    device: &Device,
+    precision: WeightPrecision,
+) -> Result<Loaded> {
+    let checkpoint = read_checkpoint(path, precision, device)?;
     let mut tokenizer =
         checkpoint.tokenizer.ok_or_else(|| Error::format(path, "no tokenizer.json (needed to encode text)"))?;
     if let Some(e) = entry {
@@ -173,8 +210,11 @@ fn load_path(path: &Path, name: &str, entry: Option<&RegistryEntry>, device: &De
         }
         tokenizer.set_bos(e.bos);
     }
-    let model = Model::from_tensors(checkpoint.config, checkpoint.tensors, device)
+    let model = Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.quantized, precision, device)
         .map_err(|e| Error::format(path, e.to_string()))?;
+    if std::env::var_os("THOUGHTSCOPE_QUIET_LOAD").is_none() {
+        eprintln!("model {name}: weights {}", model.weight_memory());
+    }
     Ok(Loaded {
         model,
         tokenizer,

@@ -25,12 +25,35 @@ const ENTRIES: &[RegistryEntry] = &[
     RegistryEntry { name: "llama-3.2-1b", hf_id: "meta-llama/Llama-3.2-1B-Instruct", layers: 16, heads: 32, kv_heads: 8, bos: Some(128000), upstream_dtype: "f32" },
     RegistryEntry { name: "qwen3-0.6b", hf_id: "Qwen/Qwen3-0.6B", layers: 28, heads: 16, kv_heads: 8, bos: None, upstream_dtype: "f32" },
     RegistryEntry { name: "qwen3-4b", hf_id: "Qwen/Qwen3-4B", layers: 36, heads: 32, kv_heads: 8, bos: None, upstream_dtype: "f32" },
+    // The VA seed's model.
+    RegistryEntry { name: "qwen3-4b-thinking-2507", hf_id: "Qwen/Qwen3-4B-Thinking-2507", layers: 36, heads: 32, kv_heads: 8, bos: None, upstream_dtype: "bf16" },
     RegistryEntry { name: "qwen-15b", hf_id: "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", layers: 28, heads: 12, kv_heads: 2, bos: Some(151646), upstream_dtype: "f32" },
     RegistryEntry { name: "qwen-14b", hf_id: "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", layers: 48, heads: 40, kv_heads: 8, bos: Some(151646), upstream_dtype: "f16" },
     RegistryEntry { name: "llama8", hf_id: "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", layers: 32, heads: 32, kv_heads: 8, bos: Some(128000), upstream_dtype: "f16" },
 ];
 
 const ALIASES: &[(&str, &str)] = &[("qwen3-0p6b", "qwen3-0.6b"), ("llama-8b", "llama8"), ("smollm2", "smollm2-135m")];
+
+/// The published `config.json` of each registered model (the architecture fields), embedded so
+/// `bench forward --config <name> --random-weights` needs no download. SmolLM2's comes from its
+/// GGUF instead.
+const CONFIGS: &[(&str, &str)] = &[
+    ("llama-3.2-1b", include_str!("configs/llama-3.2-1b.json")),
+    ("qwen3-0.6b", include_str!("configs/qwen3-0.6b.json")),
+    ("qwen3-4b", include_str!("configs/qwen3-4b.json")),
+    ("qwen3-4b-thinking-2507", include_str!("configs/qwen3-4b-thinking-2507.json")),
+    ("qwen-15b", include_str!("configs/qwen-15b.json")),
+    ("qwen-14b", include_str!("configs/qwen-14b.json")),
+    ("llama8", include_str!("configs/llama8.json")),
+];
+
+/// The real configuration of a registered model (`None` for names without an embedded config).
+pub fn config(name: &str) -> Option<crate::Result<super::Config>> {
+    let entry = lookup(name)?;
+    let (_, text) = CONFIGS.iter().find(|(n, _)| *n == entry.name)?;
+    let origin = PathBuf::from(format!("src/model/configs/{}.json", entry.name));
+    Some(super::Config::from_json_str(text, &origin))
+}
 
 /// Look up a registry name (or alias), case-insensitively.
 pub fn lookup(name: &str) -> Option<&'static RegistryEntry> {
@@ -68,5 +91,21 @@ mod tests {
         assert_eq!(lookup("qwen3-4b").unwrap().bos, None);
         assert_eq!(lookup("SmolLM2-135M").unwrap().layers, 30);
         assert!(lookup("gpt2_medium").is_none());
+    }
+
+    /// Every embedded config parses, and agrees with its entry's shape.
+    #[test]
+    fn embedded_configs_match_their_entries() {
+        for (name, _) in CONFIGS {
+            let entry = lookup(name).unwrap();
+            let cfg = config(name).unwrap().unwrap();
+            assert_eq!((cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_kv_heads()), (entry.layers, entry.heads, entry.kv_heads), "{name}");
+            assert!(entry.hf_id.to_lowercase().ends_with(&entry.hf_id.rsplit('/').next().unwrap().to_lowercase()));
+        }
+        let cfg = config("qwen3-4b-thinking-2507").unwrap().unwrap();
+        assert_eq!((cfg.hidden_size, cfg.intermediate_size, cfg.head_dim(), cfg.vocab_size), (2560, 9728, 128, 151936));
+        let cfg = config("qwen-14b").unwrap().unwrap();
+        assert_eq!((cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size), (5120, 13824, 152064));
+        assert!(config("smollm2-135m").is_none());
     }
 }

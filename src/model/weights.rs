@@ -4,21 +4,27 @@
 //! `runtime-candle.md` §2).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::config::Config;
+use super::stored::{ggml_name, permute_quantized_rows, WeightPrecision, KEPT_GGUF_TYPES};
 use super::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// Everything read from a checkpoint.
 pub struct Checkpoint {
     pub config: Config,
+    /// Tensors by HF name, in the file's dtype (f32 after GGUF dequantisation).
     pub tensors: HashMap<String, Tensor>,
+    /// GGUF weight matrices kept quantised, by HF name ([`load_gguf_with`] at
+    /// [`WeightPrecision::Stored`]; empty otherwise).
+    pub quantized: HashMap<String, Arc<QTensor>>,
     pub tokenizer: Option<Tokenizer>,
     /// Content hash of the weight files (see [`weights_hash`]).
     pub weights_hash: String,
@@ -83,7 +89,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<Checkpoint> {
     }
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = if tokenizer_path.exists() { Some(Tokenizer::from_file(&tokenizer_path)?) } else { None };
-    Ok(Checkpoint { config, tensors, tokenizer, weights_hash: weights_hash(&files)? })
+    Ok(Checkpoint { config, tensors, quantized: HashMap::new(), tokenizer, weights_hash: weights_hash(&files)? })
 }
 
 /// Resolve an HF hub id (`org/name`) to its snapshot directory in the local hub cache
@@ -135,6 +141,21 @@ fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
+/// The source row of each row of [`unpermute_rows`]' result, for moving quantised rows.
+fn unpermuted_row_order(rows: usize, n_head: usize) -> Result<Vec<usize>> {
+    if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+        return Err(Error::invalid(format!("{rows} rows do not split into {n_head} heads of an even size")));
+    }
+    let (head_dim, pairs) = (rows / n_head, rows / n_head / 2);
+    let mut order = Vec::with_capacity(rows);
+    for head in 0..n_head {
+        for half in 0..2 {
+            order.extend((0..pairs).map(|pair| head * head_dim + 2 * pair + half));
+        }
+    }
+    Ok(order)
+}
+
 /// Undo llama.cpp's `permute(w, n_head)`: rows `(head, pair, 2)` back to `(head, 2, pair)`.
 fn unpermute_rows(w: &Tensor, n_head: usize) -> Result<Tensor> {
     let rows = w.dim(0)?;
@@ -151,6 +172,12 @@ fn unpermute_rows(w: &Tensor, n_head: usize) -> Result<Tensor> {
 /// Load a GGUF file: config from metadata, tensors dequantised to f32 under HF names, and the
 /// tokenizer from `tokenizer.ggml.*`.
 pub fn load_gguf(path: &Path) -> Result<Checkpoint> {
+    load_gguf_with(path, WeightPrecision::F32)
+}
+
+/// [`load_gguf`], keeping weight matrices quantised (in [`Checkpoint::quantized`]) at
+/// [`WeightPrecision::Stored`]. Norms and other vectors are always f32.
+pub fn load_gguf_with(path: &Path, precision: WeightPrecision) -> Result<Checkpoint> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = BufReader::new(file);
     let content = candle_gguf(path, "not a readable GGUF file", || gguf_file::Content::read(&mut reader))?;
@@ -174,8 +201,52 @@ pub fn load_gguf(path: &Path) -> Result<Checkpoint> {
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     let mut tensors = HashMap::new();
+    let mut quantized = HashMap::new();
     for name in names {
         let what = format!("tensor `{name}`");
+        let info = &content.tensor_infos[name];
+        let hf = hf_name(name);
+        let heads = match hf.as_deref() {
+            _ if !is_llama => None,
+            Some(h) if h.contains("self_attn.q_proj") => Some(n_head),
+            Some(h) if h.contains("self_attn.k_proj") => Some(n_kv),
+            _ => None,
+        };
+        let keep = precision == WeightPrecision::Stored && info.ggml_dtype != GgmlDType::F32 && info.shape.rank() == 2;
+        if keep {
+            if !KEPT_GGUF_TYPES.contains(&info.ggml_dtype) {
+                let kept: Vec<String> = KEPT_GGUF_TYPES.iter().map(|t| ggml_name(*t)).collect();
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "{what}: GGUF type {} is not supported for weights (supported: {}); use --weights f32 to convert at load",
+                        ggml_name(info.ggml_dtype),
+                        kept.join(", ")
+                    ),
+                ));
+            }
+            let Some(hf) = hf else {
+                return Err(Error::format(path, format!("unexpected tensor `{name}` for architecture {}", config.model_type)));
+            };
+            let row = info.shape.dims()[1];
+            if row % info.ggml_dtype.block_size() != 0 {
+                return Err(Error::format(
+                    path,
+                    format!("{what}: rows of {row} values are not whole {}-value blocks", info.ggml_dtype.block_size()),
+                ));
+            }
+            let q = candle_gguf(path, &what, || content.tensor(&mut reader, name, &Device::Cpu))?;
+            let q = match heads {
+                Some(heads) => {
+                    let order = unpermuted_row_order(q.shape().dims()[0], heads)
+                        .map_err(|e| Error::format(path, format!("{what}: {e}")))?;
+                    permute_quantized_rows(&q, &order).map_err(|e| Error::format(path, format!("{what}: {e}")))?
+                }
+                None => q,
+            };
+            quantized.insert(hf, Arc::new(q));
+            continue;
+        }
         let t = candle_gguf(path, &what, || content.tensor(&mut reader, name, &Device::Cpu)?.dequantize(&Device::Cpu))?;
         if name == "rope_freqs.weight" {
             // Llama-3 scaling as per-frequency divisors (llama.cpp); HF derives the same numbers.
@@ -183,14 +254,8 @@ pub fn load_gguf(path: &Path) -> Result<Checkpoint> {
             config.rope_freq_divisors = Some(divisors.map_err(|e| Error::format(path, format!("{what}: {e}")))?);
             continue;
         }
-        let Some(hf) = hf_name(name) else {
+        let Some(hf) = hf else {
             return Err(Error::format(path, format!("unexpected tensor `{name}` for architecture {}", config.model_type)));
-        };
-        let heads = match hf.as_str() {
-            _ if !is_llama => None,
-            h if h.contains("self_attn.q_proj") => Some(n_head),
-            h if h.contains("self_attn.k_proj") => Some(n_kv),
-            _ => None,
         };
         let t = match heads {
             Some(heads) => unpermute_rows(&t, heads).map_err(|e| Error::format(path, format!("{what}: {e}")))?,
@@ -207,7 +272,13 @@ pub fn load_gguf(path: &Path) -> Result<Checkpoint> {
     if let Some(eos) = content.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
         config.eos_token_id = Some(eos.into());
     }
-    Ok(Checkpoint { config, tensors, tokenizer: Some(tokenizer), weights_hash: weights_hash(&[path.to_path_buf()])? })
+    Ok(Checkpoint {
+        config,
+        tensors,
+        quantized,
+        tokenizer: Some(tokenizer),
+        weights_hash: weights_hash(&[path.to_path_buf()])?,
+    })
 }
 
 /// Run candle's GGUF code on data from `path`, a panic becoming [`Error::Format`] (`what:
@@ -420,6 +491,16 @@ mod tests {
         assert_eq!(hf_name("blk.3.ffn_norm.weight").unwrap(), "model.layers.3.post_attention_layernorm.weight");
         assert_eq!(hf_name("output.weight").unwrap(), "lm_head.weight");
         assert!(hf_name("blk.1.mystery.weight").is_none());
+    }
+
+    #[test]
+    fn unpermuted_row_order_is_unpermute_rows() {
+        let w = Tensor::arange(0f32, 24.0, &Device::Cpu).unwrap().reshape((12, 2)).unwrap();
+        let unpermuted = unpermute_rows(&w, 3).unwrap().to_vec2::<f32>().unwrap();
+        let rows = w.to_vec2::<f32>().unwrap();
+        for (row, source) in unpermuted.iter().zip(unpermuted_row_order(12, 3).unwrap()) {
+            assert_eq!(row, &rows[source]);
+        }
     }
 
     #[test]

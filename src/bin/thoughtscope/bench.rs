@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use thoughtscope::analysis::bench::{bench_analysis, BenchOptions};
-use thoughtscope::analysis::bench_forward::{bench_forward, bench_forward_once, BenchForwardOptions};
+use thoughtscope::analysis::bench_forward::{bench_forward, bench_forward_once, BenchForwardOptions, RandomWeights};
 use thoughtscope::{Error, Result};
 
 use crate::DeviceArg;
@@ -59,6 +59,20 @@ pub struct BenchForwardArgs {
     /// Leave the per-phase timers off (to check that they cost nothing measurable).
     #[arg(long)]
     pub no_phases: bool,
+    /// Random weights in the shapes of this configuration instead of `--model`'s weights: a
+    /// registry name with an embedded config (qwen3-4b-thinking-2507, qwen3-4b, llama8, qwen-14b,
+    /// llama-3.2-1b, qwen-15b, qwen3-0.6b) or a config.json. `--model` then only tokenises.
+    #[arg(long, requires = "random_weights")]
+    pub config: Option<String>,
+    /// Make the weights at random, in memory (no download); needs `--config`.
+    #[arg(long, requires = "config")]
+    pub random_weights: bool,
+    /// Stored type of the random weight matrices.
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub weights_dtype: thoughtscope::model::random::RandomDtype,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Internal: run one size in this process and print its JSON.
     #[arg(long, hide = true)]
     pub single: Option<usize>,
@@ -77,6 +91,7 @@ impl BenchForwardArgs {
             repeat: self.repeat,
             device: self.device.device()?,
             phases: !self.no_phases,
+            random: self.config.as_ref().map(|config| RandomWeights { config: config.clone(), dtype: self.weights_dtype, seed: self.seed }),
         })
     }
 }
@@ -114,6 +129,10 @@ fn run_child(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value
         .args(["bench", "forward", "--model", &args.model, "--device", &args.device.device])
         .args(["--single", &tokens.to_string()])
         .args(args.no_phases.then_some("--no-phases"))
+        .args(args.device.weights.map(|w| format!("--weights={}", clap::ValueEnum::to_possible_value(&w).expect("named").get_name())))
+        .args(args.config.iter().flat_map(|c| ["--config".to_string(), c.clone(), "--random-weights".into()]))
+        .args(["--weights-dtype", clap::ValueEnum::to_possible_value(&args.weights_dtype).expect("named").get_name()])
+        .args(["--seed".to_string(), args.seed.to_string()])
         .arg("--trace")
         .arg(&args.trace)
         .env("THOUGHTSCOPE_PROGRESS", "off")

@@ -63,12 +63,17 @@ enum Command {
     Report(report::ReportCommand),
 }
 
-/// `--device`, flattened into every command that runs a model.
+/// `--device` and `--weights`, flattened into every command that runs a model.
 #[derive(Debug, Clone, Args)]
 struct DeviceArg {
     /// `cpu`, `cuda`, `cuda:N` or `metal` (a GPU needs its backend built in: `--features cuda`).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub device: String,
+    /// How weight matrices are held: `stored` keeps bf16/f16 and GGUF blocks as the file has them
+    /// (converted to f32 a band at a time where used; the same numbers), `f32` converts all at
+    /// load. Default: THOUGHTSCOPE_WEIGHTS, else `stored`.
+    #[arg(long, value_enum)]
+    pub weights: Option<thoughtscope::model::WeightPrecision>,
 }
 
 /// `--shard`, flattened into every command that loops over problems or rollouts.
@@ -90,7 +95,11 @@ impl ShardArg {
 }
 
 impl DeviceArg {
+    /// The device; also fixes the weight precision of the loads that follow.
     fn device(&self) -> thoughtscope::Result<candle_core::Device> {
+        if let Some(precision) = self.weights {
+            thoughtscope::model::stored::set_default_precision(precision);
+        }
         thoughtscope::model::parse_device(&self.device)
     }
 }

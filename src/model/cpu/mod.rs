@@ -27,6 +27,7 @@ pub(crate) use attention::{attend, scaled_causal_softmax};
 use sgemm::MatRef;
 pub(crate) use vector::silu_mul;
 
+use super::stored::StoredMatrix;
 use crate::{Error, Result};
 
 /// Whether the portable path is forced: candle's matmul and the scalar softmax and SiLU instead of
@@ -87,33 +88,53 @@ pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result
 }
 
 /// `x · wᵀ (+ bias)` for `x` `[.., in]` and a weight `[out, in]`, as `candle_nn::Linear` computes it.
-pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// A weight kept at its stored precision is converted to f32 a band of rows at a time into a
+/// reused buffer, and each band runs the same kernels as an f32 weight: results are bit for bit
+/// those of converting at load.
+pub(crate) fn linear(x: &Tensor, weight: &StoredMatrix, bias: Option<&Tensor>) -> Result<Tensor> {
     let started = phases::start();
-    let (out_dim, in_dim) = weight.dims2()?;
+    let (out_dim, in_dim) = weight.dims();
     let rows = x.elem_count() / in_dim.max(1);
     // Decode steps (few rows) read the weights once for all rows: candle's matmul is
     // compute-bound there (a SmolLM2 decode step took 86 ms for one row and 237 ms for seven
     // through candle, 54 and 154 ms with `linear_few_rows` and `attend_few_rows` on 2 AVX2 cores).
     let few_rows = rows < sgemm::FEW_ROWS;
-    let fast = rows > 0 && kernels_apply(x) && weight.dtype() == DType::F32 && x.dim(x.rank() - 1)? == in_dim;
+    let fast = rows > 0 && kernels_apply(x) && x.dim(x.rank() - 1)? == in_dim;
     let y = if fast {
         let x = x.contiguous()?;
         let mut out = vec![0f32; rows * out_dim];
-        with_cpu_f32(&x, |xs| {
-            with_cpu_f32(weight, |ws| {
-                if few_rows {
-                    sgemm::linear_few_rows(xs, ws, &mut out, rows, out_dim, in_dim)
-                } else {
-                    let (a, b) = (MatRef::row_major(xs, in_dim), MatRef::transposed(ws, in_dim));
-                    sgemm::matmul(a, b, &mut out, rows, out_dim, in_dim, out_dim)
+        let product = |xs: &[f32], ws: &[f32], out: &mut [f32], n: usize| {
+            if few_rows {
+                sgemm::linear_few_rows_strided(xs, ws, out, rows, n, in_dim, out_dim)
+            } else {
+                let (a, b) = (MatRef::row_major(xs, in_dim), MatRef::transposed(ws, in_dim));
+                sgemm::matmul(a, b, out, rows, n, in_dim, out_dim)
+            }
+        };
+        with_cpu_f32(&x, |xs| -> Result<()> {
+            match weight.as_f32() {
+                Some(w) => with_cpu_f32(w, |ws| product(xs, ws, &mut out, out_dim)),
+                None => {
+                    let band = stored_band_rows(in_dim, out_dim);
+                    STORED_BAND.with(|buffer| -> Result<()> {
+                        let mut buffer = buffer.borrow_mut();
+                        for first in (0..out_dim).step_by(band) {
+                            let n = band.min(out_dim - first);
+                            buffer.resize(n * in_dim, 0.0);
+                            weight.rows_f32(first..first + n, &mut buffer[..n * in_dim])?;
+                            product(xs, &buffer[..n * in_dim], &mut out[first..], n);
+                        }
+                        Ok(())
+                    })
                 }
-            })
+            }
         })??;
         let mut shape = x.dims().to_vec();
         *shape.last_mut().expect("rank >= 1") = out_dim;
         Tensor::from_vec(out, shape, x.device())?
     } else {
-        x.broadcast_matmul(&weight.t()?)?
+        let w = weight.to_f32(x.device())?;
+        x.broadcast_matmul(&w.t()?)?
     };
     let y = match bias {
         Some(b) => y.broadcast_add(b)?,
@@ -121,6 +142,21 @@ pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
     };
     phases::record(phases::Site::Linear, started, 2 * (rows * out_dim * in_dim) as u64);
     Ok(y)
+}
+
+/// Bytes of f32 per band of a stored weight (a variable so tests can make bands narrow).
+static BAND_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(8 << 20);
+
+thread_local! {
+    /// The f32 rows of a stored weight being multiplied (one band, reused across calls).
+    static STORED_BAND: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Rows of a stored weight converted per band: about 8 MiB of f32 (cache-sized, yet wide enough
+/// that the GEMM's packing is amortised), a multiple of 64 rows.
+fn stored_band_rows(in_dim: usize, out_dim: usize) -> usize {
+    let rows = BAND_BYTES.load(Ordering::Relaxed) / (4 * in_dim.max(1));
+    (rows / 64 * 64).max(64).min(out_dim.max(1))
 }
 
 /// For the kernel tests: one `SKIP (hardware) <test>: <reason>` line straight to the test log
@@ -148,14 +184,24 @@ mod tests {
         let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
         let w = Tensor::from_vec(w, (out_dim, in_dim), &Device::Cpu).unwrap();
         let bias = Tensor::arange(0f32, out_dim as f32, &Device::Cpu).unwrap();
+        // Bands of 64 rows: the 70 outputs take two (results are the same for any band size, so
+        // other tests running meanwhile are unaffected).
+        BAND_BYTES.store(1, Ordering::Relaxed);
         for rows in [1, 5, sgemm::FEW_ROWS, 40] {
             let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let x = Tensor::from_vec(x, (1, rows, in_dim), &Device::Cpu).unwrap();
             let want = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&bias).unwrap();
-            let got = linear(&x, &w, Some(&bias)).unwrap();
+            let got = linear(&x, &StoredMatrix::F32(w.clone()), Some(&bias)).unwrap();
             assert_eq!(got.dims(), want.dims());
-            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (got.clone() - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-4, "{rows} rows: max difference {diff}");
+            // Kept in bf16 and converted band by band, the product equals the f32 product of the converted weight bit for bit.
+            let w_bf16 = w.to_dtype(DType::BF16).unwrap();
+            let widened = StoredMatrix::F32(w_bf16.to_dtype(DType::F32).unwrap());
+            let want = linear(&x, &widened, Some(&bias)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = linear(&x, &StoredMatrix::Half(w_bf16.clone()), Some(&bias)).unwrap();
+            assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want, "{rows} rows, bf16");
         }
+        BAND_BYTES.store(8 << 20, Ordering::Relaxed);
     }
 }

@@ -102,9 +102,26 @@ pub const FEW_ROWS: usize = 16;
 /// step is bound by reading the weights). Output columns are split across rayon's threads. Panics
 /// if [`available`] is false or a slice is shorter than its shape.
 pub fn linear_few_rows(x: &[f32], w: &[f32], y: &mut [f32], rows: usize, out_dim: usize, in_dim: usize) {
+    linear_few_rows_strided(x, w, y, rows, out_dim, in_dim, out_dim)
+}
+
+/// [`linear_few_rows`] writing row `r` of the result at `y[r · ldy ..]` (a band of the output
+/// columns of a wider product).
+pub fn linear_few_rows_strided(
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    out_dim: usize,
+    in_dim: usize,
+    ldy: usize,
+) {
     use rayon::prelude::*;
     assert!(available(), "{NO_KERNELS}");
-    assert!(x.len() >= rows * in_dim && w.len() >= out_dim * in_dim && y.len() >= rows * out_dim);
+    assert!(ldy >= out_dim, "sgemm::linear_few_rows: ldy {ldy} < out_dim {out_dim}");
+    assert!(
+        x.len() >= rows * in_dim && w.len() >= out_dim * in_dim && (rows == 0 || y.len() >= (rows - 1) * ldy + out_dim)
+    );
     if rows == 0 || out_dim == 0 {
         return;
     }
@@ -125,7 +142,7 @@ pub fn linear_few_rows(x: &[f32], w: &[f32], y: &mut [f32], rows: usize, out_dim
     });
     for (o, y_o) in yt.chunks(rows).enumerate() {
         for (r, &v) in y_o.iter().enumerate() {
-            y[r * out_dim + o] = v;
+            y[r * ldy + o] = v;
         }
     }
 }
