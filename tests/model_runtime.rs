@@ -246,3 +246,19 @@ fn min_new_tokens_holds_back_stop_tokens() {
     assert!(out.ids.len() >= 4, "{:?}", out.ids);
     assert!(!out.ids[..4].contains(&first), "{:?}", out.ids);
 }
+
+/// A discarding cache (one pass, keys and values dropped per layer) computes the same pass and
+/// refuses to be continued.
+#[test]
+fn a_discarding_cache_gives_the_same_pass_and_cannot_continue() {
+    let cfg = tiny_config("qwen3");
+    let model = random_model(&cfg, 11);
+    let ids = [3u32, 14, 15, 92, 65, 35];
+    let kept = model.forward(Input::Ids(&ids), &mut KvCache::new(&model), &mut NoHooks).unwrap();
+    let mut discarding = KvCache::discarding(&model);
+    let dropped = model.forward(Input::Ids(&ids), &mut discarding, &mut NoHooks).unwrap();
+    let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(bits(kept.logits().unwrap()), bits(dropped.logits().unwrap()));
+    let err = model.forward(Input::Ids(&ids[..1]), &mut discarding, &mut NoHooks).unwrap_err().to_string();
+    assert!(err.contains("cannot be continued"), "{err}");
+}

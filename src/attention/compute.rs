@@ -110,7 +110,7 @@ pub fn sentence_attention(
         let bar = progress_detail(layers as u64, &format!("attention {} tokens", ids.len()));
         let mut sink = LayerProgress { inner: &mut averager, progress: bar.clone(), last_layer: None };
         let mut hooks = HookSet::new().with_sink(&mut sink);
-        loaded.model.forward_with(Input::Ids(&ids), &mut KvCache::new(&loaded.model), &mut hooks, Logits::None)?;
+        loaded.model.forward_with(Input::Ids(&ids), &mut KvCache::discarding(&loaded.model), &mut hooks, Logits::None)?;
         bar.inc(1);
         bar.finish();
     }

@@ -121,7 +121,7 @@ pub(crate) fn linear(x: &Tensor, weight: &StoredMatrix, bias: Option<&Tensor>) -
                         for first in (0..out_dim).step_by(band) {
                             let n = band.min(out_dim - first);
                             buffer.resize(n * in_dim, 0.0);
-                            weight.rows_f32(first..first + n, &mut buffer[..n * in_dim])?;
+                            convert_rows(weight, first, &mut buffer[..n * in_dim], in_dim)?;
                             product(xs, &buffer[..n * in_dim], &mut out[first..], n);
                         }
                         Ok(())
@@ -150,6 +150,17 @@ static BAND_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 thread_local! {
     /// The f32 rows of a stored weight being multiplied (one band, reused across calls).
     static STORED_BAND: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Rows `first..` of `weight` into `rows` (whole rows of `in_dim`), split across rayon's threads:
+/// the conversion is a few percent of the product, and on one thread it would leave the others idle.
+fn convert_rows(weight: &StoredMatrix, first: usize, rows: &mut [f32], in_dim: usize) -> Result<()> {
+    use rayon::prelude::*;
+    const ROWS_PER_TASK: usize = 16;
+    rows.par_chunks_mut(ROWS_PER_TASK * in_dim).enumerate().try_for_each(|(task, chunk)| {
+        let start = first + task * ROWS_PER_TASK;
+        weight.rows_f32(start..start + chunk.len() / in_dim, chunk)
+    })
 }
 
 /// Rows of a stored weight converted per band: about 8 MiB of f32 (cache-sized, yet wide enough
