@@ -11,8 +11,16 @@ Prints one JSON object: wall times of each phase and the peak RSS of the process
 matmul rate on the model's linear shapes and a 2048^3 square (the Rust bench's roofline takes
 the best GEMM it finds on the host).
 
-Run: .venv/bin/python scripts/bench_forward_reference.py [--tokens 3000] [--out DIR]
-Memory: the attention outputs alone are 30 x 9 x T^2 x 4 bytes (9.7 GB at T = 3000).
+--pipeline blockwise (issue 20) is the same computation done the way a strong PyTorch user would:
+the forward through SDPA (no T x T attention kept), and in each layer the attention
+probabilities recomputed a block of query rows at a time (all heads at once, softmax in f32) and
+reduced to sentences right away with torch segment sums, so only a head x sentence x sentence
+matrix per layer is kept. The matrices are upstream's block means, the same as --pipeline eager
+gives (to float32 rounding), and the JSON has the same fields plus "pipeline".
+
+Run: .venv/bin/python scripts/bench_forward_reference.py [--tokens 3000] [--pipeline eager|blockwise] [--out DIR]
+Memory (eager): the attention outputs alone are 30 x 9 x T^2 x 4 bytes (9.7 GB at T = 3000);
+blockwise keeps a few 9 x rows x T score blocks at a time (28 MB each at 256 rows, T = 3000).
 """
 import argparse
 import hashlib
@@ -83,6 +91,90 @@ def torch_matmul_rates(config, tokens, rounds=5):
     }
 
 
+class BlockwiseSentenceAttention:
+    """An attention function for transformers' AttentionInterface: the layer's output through SDPA
+    (or, with output="fused", from the same probability blocks), and its attention probabilities
+    recomputed `block_rows` query rows at a time and reduced to upstream's sentence matrices
+    (compute_averaged_matrix: mean over sentence i's token rows x sentence j's token columns,
+    ranges clipped to T-1, causal zeros included, zero where a range is empty).
+
+    The token axis is cut into elementary segments at every clipped sentence bound and every block
+    edge, so a block's rows and its keys [0, block end) are whole segments: each block is summed
+    over row segments, then key segments (torch.segment_reduce, f32), into a head x segment x
+    segment f64 table; at the layer's end a 0/1 sentence-to-segment matrix turns that into block
+    sums (no cancellation, overlapping or gapped bounds allowed), divided by the pair's size."""
+
+    name = "thoughtscope_blockwise"
+
+    def __init__(self, n_tokens, bounds, block_rows=256, output="sdpa"):
+        self.n_tokens, self.output = n_tokens, output
+        t_last = n_tokens - 1
+        clipped = [(min(a, t_last), min(b, t_last)) for a, b in bounds]
+        block_starts = list(range(0, n_tokens, block_rows))
+        cuts = sorted({0, n_tokens, *block_starts, *(x for ab in clipped for x in ab)})
+        index = {c: i for i, c in enumerate(cuts)}
+        self.segment_lengths = torch.tensor(np.diff(cuts), dtype=torch.long)
+        self.n_segments = len(cuts) - 1
+        # (first row, end row, first row segment, end row segment) per block
+        self.blocks = [(s, min(s + block_rows, n_tokens), index[s], index[min(s + block_rows, n_tokens)])
+                       for s in block_starts]
+        self.membership = torch.zeros(len(bounds), self.n_segments, dtype=torch.float64)
+        for i, (a, b) in enumerate(clipped):
+            if a < b:
+                self.membership[i, index[a]:index[b]] = 1.0
+        sizes = torch.tensor([max(b - a, 0) for a, b in clipped], dtype=torch.float64)
+        self.pair_sizes = sizes[:, None] * sizes[None, :]
+        self.future = torch.ones(block_rows, block_rows, dtype=torch.bool).triu(1)  # key after query
+        self.matrices = {}  # layer -> heads x N x N float32
+        self.probabilities_s = 0.0
+
+    def __call__(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        batch, heads, n_tokens, head_dim = query.shape
+        if batch != 1 or n_tokens != self.n_tokens or attention_mask is not None:
+            raise ValueError(f"{self.name}: expects one unpadded sequence of {self.n_tokens} tokens "
+                             f"(got batch {batch}, {n_tokens} tokens, mask {attention_mask is not None})")
+        scaling = module.scaling if scaling is None else scaling
+        if self.output == "sdpa":
+            from transformers.integrations.sdpa_attention import sdpa_attention_forward
+            attn_output, _ = sdpa_attention_forward(module, query, key, value, None, dropout=dropout,
+                                                    scaling=scaling, **kwargs)
+        t0 = time.perf_counter()
+        # GQA without repeat_kv: the query heads sharing a key/value head become extra rows of
+        # one product (heads = kv_heads x groups, head h reads kv head h // groups, as repeat_kv).
+        kv_heads = key.shape[1]
+        groups = heads // kv_heads
+        q = query[0].view(kv_heads, groups, n_tokens, head_dim)
+        k, v = key[0], value[0]
+        table = torch.zeros(heads, self.n_segments, self.n_segments, dtype=torch.float64)
+        if self.output == "fused":
+            fused = torch.empty(heads, n_tokens, head_dim, dtype=query.dtype)
+        for start, end, seg_start, seg_end in self.blocks:
+            rows = end - start
+            # Keys after the block's last row are masked for every row: leave them out.
+            scores = torch.matmul(q[:, :, start:end].reshape(kv_heads, groups * rows, head_dim),
+                                  k[:, :end].transpose(1, 2)).view(heads, rows, end)
+            scores.mul_(scaling)
+            scores[:, :, start:].masked_fill_(self.future[:rows, :rows], float("-inf"))
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+            del scores
+            if self.output == "fused":
+                fused[:, start:end] = torch.matmul(probs.view(kv_heads, groups * rows, end),
+                                                   v[:, :end]).view(heads, rows, head_dim)
+            by_rows = torch.segment_reduce(probs, "sum", axis=1, unsafe=True,
+                                           lengths=self.segment_lengths[seg_start:seg_end].expand(heads, -1))
+            del probs
+            by_both = torch.segment_reduce(by_rows, "sum", axis=2, unsafe=True,
+                                           lengths=self.segment_lengths[:seg_end].expand(heads, seg_end - seg_start, -1))
+            table[:, seg_start:seg_end, :seg_end] += by_both
+        sums = self.membership @ table @ self.membership.T
+        means = torch.where(self.pair_sizes > 0, sums / self.pair_sizes.clamp(min=1.0), 0.0)
+        self.matrices[module.layer_idx] = means.to(torch.float32)
+        if self.output == "fused":
+            attn_output = fused.transpose(0, 1).unsqueeze(0).contiguous()  # batch x tokens x heads x head_dim
+        self.probabilities_s += time.perf_counter() - t0
+        return attn_output, None
+
+
 def fit_to_tokens(tok, text, n_tokens):
     """Repeat the text (joined by a blank line) until it has at least n_tokens, then cut it at the
     start of token n_tokens, so the model input is about n_tokens long."""
@@ -103,18 +195,40 @@ def main():
                                          "text of the entry with target_tokens == --tokens (same input as the Rust run)")
     parser.add_argument("--own-tokens", action="store_true",
                         help="with --inputs, tokenise the text with HF's tokenizer instead of using the exported ids")
+    parser.add_argument("--pipeline", choices=["eager", "blockwise"], default="eager",
+                        help="eager: output_attentions + upstream's numpy loop (upstream's own way); blockwise: "
+                             "SDPA forward, probabilities recomputed per block of query rows and reduced in torch")
+    parser.add_argument("--block-rows", type=int, default=256, help="blockwise: query rows per block")
+    parser.add_argument("--blockwise-output", choices=["sdpa", "fused"], default="sdpa",
+                        help="blockwise: the layer output from SDPA (default), or from the recomputed blocks' "
+                             "probabilities (one attention computation instead of two)")
     parser.add_argument("--out", help="also write the L x H sentence matrices as upstream's "
                                       "<out>/smollm2-135m/<text_id>/<l>_<h>.npy")
     args = parser.parse_args()
+    if args.block_rows < 1:
+        parser.error("--block-rows must be at least 1")
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
     import transformers
+
+    blockwise = args.pipeline == "blockwise"
+    attention = None  # the BlockwiseSentenceAttention, made once the tokens are known
+
+    def blockwise_attention(*a, **kw):
+        return attention(*a, **kw)
+
+    if blockwise:
+        AttentionInterface.register(BlockwiseSentenceAttention.name, blockwise_attention)
+        # SDPA's mask rules: none for one unpadded sequence (causal by construction), else a mask we refuse.
+        AttentionMaskInterface.register(BlockwiseSentenceAttention.name, sdpa_mask)
 
     t0 = time.perf_counter()
     model_dir = MODELS / "smollm2-135m"
     tok = AutoTokenizer.from_pretrained(model_dir, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=GGUF_FILE, attn_implementation="eager",
-                                                 dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, gguf_file=GGUF_FILE, dtype=torch.float32,
+        attn_implementation=BlockwiseSentenceAttention.name if blockwise else "eager").eval()
     load_s = time.perf_counter() - t0
 
     entry = None
@@ -143,19 +257,32 @@ def main():
     # Before the forward pass, whose 10 GB of attention would otherwise crowd these products.
     torch_matmul = torch_matmul_rates(model.config, int(inputs["input_ids"].shape[1]))
     rss_before_forward = peak_rss_gb()
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        out = model(**inputs, output_attentions=True, return_dict=True, use_cache=False, output_hidden_states=False)
-    attentions = [a.detach().cpu() for a in out.attentions]
-    forward_s = time.perf_counter() - t0
+    n_tokens = int(inputs["input_ids"].shape[1])
+    if blockwise:
+        attention = BlockwiseSentenceAttention(n_tokens, bounds, args.block_rows, args.blockwise_output)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model(**inputs, return_dict=True, use_cache=False, output_hidden_states=False)
+        forward_s = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    matrices = {}
-    for layer, attn in enumerate(attentions):
-        for head in range(attn.shape[1]):
-            a = attn[0, head].numpy().astype(np.float32)  # upstream's per-head copy
-            matrices[(layer, head)] = compute_averaged_matrix(a, bounds)
-    averaging_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        matrices = {(layer, head): m[head].numpy()
+                    for layer, m in sorted(attention.matrices.items()) for head in range(m.shape[0])}
+        averaging_s = time.perf_counter() - t0
+    else:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model(**inputs, output_attentions=True, return_dict=True, use_cache=False, output_hidden_states=False)
+        attentions = [a.detach().cpu() for a in out.attentions]
+        forward_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        matrices = {}
+        for layer, attn in enumerate(attentions):
+            for head in range(attn.shape[1]):
+                a = attn[0, head].numpy().astype(np.float32)  # upstream's per-head copy
+                matrices[(layer, head)] = compute_averaged_matrix(a, bounds)
+        averaging_s = time.perf_counter() - t0
 
     if args.out:
         text_id = hashlib.sha256((text + "|||" + "|||".join(sentences)).encode()).hexdigest()[:16]
@@ -165,8 +292,14 @@ def main():
             np.save(out_dir / f"{layer}_{head}.npy", m)
 
     checksum = float(sum(float(m.astype(np.float64).sum()) for m in matrices.values()))
-    print(json.dumps({
-        "what": "HF transformers eager f32 forward with output_attentions + upstream numpy sentence averaging",
+    if blockwise:
+        what = (f"HF transformers f32 forward, attention output from {'SDPA' if args.blockwise_output == 'sdpa' else 'the recomputed blocks'}"
+                f"; attention probabilities recomputed per {args.block_rows} query rows and reduced to sentence means in torch")
+    else:
+        what = "HF transformers eager f32 forward with output_attentions + upstream numpy sentence averaging"
+    report = {
+        "what": what,
+        "pipeline": args.pipeline,
         "model": GGUF_FILE,
         "input": args.inputs or str(args.trace),
         "token_ids_from": "thoughtscope export" if same_tokens else "HF tokenizer",
@@ -186,7 +319,11 @@ def main():
         "torch_matmul": torch_matmul,
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "transformers": transformers.__version__, "numpy": np.__version__},
-    }, indent=1))
+    }
+    if blockwise:
+        report["blockwise"] = {"block_rows": args.block_rows, "output": args.blockwise_output,
+                               "probabilities_and_reduction_s": round(attention.probabilities_s, 2)}
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
