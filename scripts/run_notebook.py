@@ -40,7 +40,7 @@ from pathlib import Path
 # from the repository root, which is then the working directory.
 REPO = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 DEFAULT_REPORTS = REPO / "analysis" / "reports"
-DEFAULT_EVCXR_TMPDIR = Path.home() / ".cache" / "thoughtscope" / "evcxr"
+DEFAULT_EVCXR_TMPDIR = Path.home() / ".cache" / "thoughtscope" / "evcxr" / "kernel"
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 PANIC = re.compile(r"panicked at")
@@ -89,6 +89,20 @@ def tail(text: str, lines: int = 25) -> str:
     if len(kept) > lines:
         kept = [f"... ({len(kept) - lines} lines above)"] + kept[-lines:]
     return "\n".join("    " + line for line in kept)
+
+
+def install_cargo_config(evcxr_tmpdir: Path) -> None:
+    """Per-package profile overrides for the kernel's build (notebooks/evcxr-cargo-config.toml),
+    so thoughtscope and candle build like the CLI's. evcxr runs cargo in EVCXR_TMPDIR and rewrites
+    EVCXR_TMPDIR/.cargo/config.toml itself (with `[net] offline` only) before every build, so the
+    overrides go one level up, where cargo also looks and merges: hence the default EVCXR_TMPDIR is
+    a `kernel/` folder of a directory of its own."""
+    source = REPO / "notebooks" / "evcxr-cargo-config.toml"
+    target = evcxr_tmpdir.parent / ".cargo" / "config.toml"
+    if source.is_file() and (not target.is_file() or target.read_bytes() != source.read_bytes()):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+        print(f"[run_notebook] {target}: per-package build settings from {source.name}", flush=True)
 
 
 def rust_std_dir() -> str | None:
@@ -227,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         "--evcxr-tmpdir",
         type=Path,
         default=Path(os.environ.get("EVCXR_TMPDIR") or DEFAULT_EVCXR_TMPDIR),
-        help="evcxr's build dir, outside any cargo workspace (default $EVCXR_TMPDIR or ~/.cache/thoughtscope/evcxr)",
+        help="evcxr's build dir, outside any cargo workspace; its parent gets .cargo/config.toml "
+        "(default $EVCXR_TMPDIR or ~/.cache/thoughtscope/evcxr/kernel)",
     )
     args = parser.parse_args(argv)
 
@@ -250,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         executed_path = executed_path.with_suffix(".executed.ipynb")
     args.evcxr_tmpdir = args.evcxr_tmpdir.expanduser().resolve()
     args.evcxr_tmpdir.mkdir(parents=True, exist_ok=True)
+    install_cargo_config(args.evcxr_tmpdir)
 
     try:
         nb = nbformat.read(notebook, as_version=4)

@@ -7,15 +7,16 @@
 # once done. Environment knobs:
 #   THOUGHTSCOPE_CACHE   cache root (default ~/.cache/thoughtscope): the evcxr binary built by this
 #                        script (keyed by version), its build dir, and the kernel's EVCXR_TMPDIR.
-#   EVCXR_TMPDIR         the kernel's scratch crate (default $THOUGHTSCOPE_CACHE/evcxr). Must lie
-#                        outside any cargo workspace (spec §1.4 pitfall), hence not in the clone.
+#   EVCXR_TMPDIR         the kernel's scratch crate (default $THOUGHTSCOPE_CACHE/evcxr/kernel). Must lie
+#                        outside any cargo workspace (spec §1.4 pitfall), hence not in the clone;
+#                        its parent gets .cargo/config.toml (notebooks/evcxr-cargo-config.toml).
 #   NOTEBOOK_CHROMIUM=0  do not apt-get install chromium (used by scripts/check-notebook-html.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EVCXR_VERSION=0.22.0
 CACHE="${THOUGHTSCOPE_CACHE:-$HOME/.cache/thoughtscope}"
-EVCXR_TMPDIR="${EVCXR_TMPDIR:-$CACHE/evcxr}"
+EVCXR_TMPDIR="${EVCXR_TMPDIR:-$CACHE/evcxr/kernel}"
 VENV=.venv
 # The execution stack only (no JupyterLab): nbclient runs the kernel, nbconvert writes the HTML.
 PINS=(
@@ -117,7 +118,10 @@ json.dump(spec, open(path, "w"), indent=1)
 print(f"kernelspec {path}: EVCXR_TMPDIR={tmpdir}, LD_LIBRARY_PATH={std_dir}")
 EOF2
 fi
-mkdir -p "$EVCXR_TMPDIR"
+# thoughtscope and candle built like the CLI's build inside the kernel (notebooks/README.md). One
+# level above EVCXR_TMPDIR: evcxr rewrites EVCXR_TMPDIR/.cargo/config.toml before every build.
+mkdir -p "$EVCXR_TMPDIR" "$(dirname "$EVCXR_TMPDIR")/.cargo"
+cp notebooks/evcxr-cargo-config.toml "$(dirname "$EVCXR_TMPDIR")/.cargo/config.toml"
 if [ -f "$EVCXR_TMPDIR/Cargo.toml" ]; then
   echo "note: evcxr build dir $EVCXR_TMPDIR exists ($(du -sh "$EVCXR_TMPDIR" | cut -f1)); the kernel reuses it"
 fi

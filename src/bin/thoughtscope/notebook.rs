@@ -31,7 +31,8 @@ pub struct RunArgs {
     /// ~15 min on 2 cores).
     #[arg(long, default_value_t = 3600)]
     pub dep_timeout: u64,
-    /// evcxr's build dir [default: $EVCXR_TMPDIR or ~/.cache/thoughtscope/evcxr]. Keep it outside
+    /// evcxr's build dir [default: $EVCXR_TMPDIR or ~/.cache/thoughtscope/evcxr/kernel]; its parent
+    /// gets .cargo/config.toml (notebooks/evcxr-cargo-config.toml). Keep it outside
     /// any cargo workspace; reusing it makes later runs warm.
     #[arg(long)]
     pub evcxr_tmpdir: Option<PathBuf>,
