@@ -63,6 +63,42 @@ proptest! {
 
     /// Streaming: 2 heads (the matrix and its scaled copy), query blocks of random sizes, each cut
     /// at the last key its rows can see, as the model runtime sends them.
+    /// Issue 16 (GPU): the reduction a GPU block takes (`consume_on_device`, `R · P · C` there, f32)
+    /// gives the naive means too; run here on CPU tensors, the same candle ops a CUDA device runs.
+    /// Every other block goes the host way, so a layer mixing both is covered as well.
+    #[test]
+    fn device_reduced_blocks_match_naive((t, a, bounds) in causal_case(), block_rows in 1usize..9, mixed in any::<bool>()) {
+        let heads = 2;
+        let mut sink = SentenceAverager::new(bounds.clone(), 1, heads).expect_tokens(t);
+        let (mut q_start, mut index) = (0, 0);
+        while q_start < t {
+            let rows = block_rows.min(t - q_start);
+            let kv_len = q_start + rows;
+            let mut probs = Vec::with_capacity(heads * rows * kv_len);
+            for h in 0..heads {
+                for q in q_start..q_start + rows {
+                    probs.extend(a[q * t..q * t + kv_len].iter().map(|&v| v * (h + 1) as f32));
+                }
+            }
+            if mixed && index % 2 == 1 {
+                sink.consume(AttentionBlock { layer: 0, q_start, heads, rows, kv_len, total_keys: t, probs: &probs }).unwrap();
+            } else {
+                let tensor = candle_core::Tensor::from_vec(probs, (heads, rows, kv_len), &candle_core::Device::Cpu).unwrap();
+                prop_assert!(sink.consume_on_device(0, q_start, t, &tensor).unwrap());
+            }
+            q_start += rows;
+            index += 1;
+        }
+        let att = sink.finish().unwrap();
+        let expected = naive_average(&a, t, &bounds);
+        for h in 0..heads {
+            for (k, (&g, &e)) in att.matrix(0, h).iter().zip(&expected).enumerate() {
+                let e = e * (h + 1) as f64;
+                prop_assert!(close(g, e), "head {h} cell {k}: {g} vs {e}");
+            }
+        }
+    }
+
     #[test]
     fn streamed_blocks_match_naive((t, a, bounds) in causal_case(), block_rows in 1usize..9, layers in 1usize..3) {
         let heads = 2;

@@ -429,7 +429,11 @@ fn send_block(
             return result;
         }
     }
-    // Other devices: one copy of the block to the host.
+    // Other devices: the sink reduces the block there if it can (only its small result is
+    // copied back), else one copy of the block to the host.
+    if sink.consume_on_device(layer, q_start, total_keys, &probs.reshape((heads, rows, visible))?)? {
+        return Ok(());
+    }
     let host = probs.flatten_all()?.to_vec1::<f32>()?;
     sink.consume(AttentionBlock { probs: &host, ..block })
 }

@@ -44,6 +44,20 @@ pub trait AttentionSink {
     }
     /// Consume one block. Errors abort the forward pass.
     fn consume(&mut self, block: AttentionBlock<'_>) -> Result<()>;
+    /// Consume a block that lives on a GPU, `probs` `[heads, rows, kv_len]` (query rows from
+    /// `q_start`, of a `total_keys`-token sequence), without copying it to the host. `Ok(false)`
+    /// (the default) means "not handled": the decoder then copies the block and calls
+    /// [`AttentionSink::consume`].
+    fn consume_on_device(
+        &mut self,
+        layer: usize,
+        q_start: usize,
+        total_keys: usize,
+        probs: &candle_core::Tensor,
+    ) -> Result<bool> {
+        let _ = (layer, q_start, total_keys, probs);
+        Ok(false)
+    }
 }
 
 /// A sink that reassembles each layer's full `[heads, T, T]` probabilities from the streamed
