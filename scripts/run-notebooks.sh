@@ -22,8 +22,8 @@ cargo build --bin thoughtscope
 bin=target/debug/thoughtscope
 
 # The thought-anchors notebook reads the real traces' attention (when ../shared/data is there):
-# fill the cache with the CLI's build first, as notebooks/README.md advises for big runs (the
-# kernel's opt-level 1 build is up to 2x slower on long forwards); the notebook then reads it.
+# fill the cache with the CLI first, as notebooks/README.md advises for big runs (40 forward
+# passes, which the CLI's progress and sharding suit better); the notebook then reads it.
 traces=../shared/data/thought-anchors-traces
 if [ -d "$traces" ] && printf '%s\n' "${notebooks[@]}" | grep -q thought_anchors; then
   echo "== attention cache of $traces (chunks mode)"

@@ -29,6 +29,19 @@ fn naive_average(a: &[f32], t: usize, bounds: &[(usize, usize)]) -> Vec<f64> {
     m
 }
 
+/// Query rows `q_start..q_start + rows` of the causal `t × t` matrix `a` as a block of `heads`
+/// heads (head h scaled by h + 1), keys up to the block's last row: `[heads, rows, kv_len]`.
+fn block_probs(a: &[f32], t: usize, heads: usize, q_start: usize, rows: usize) -> Vec<f32> {
+    let kv_len = q_start + rows;
+    let mut probs = Vec::with_capacity(heads * rows * kv_len);
+    for h in 0..heads {
+        for q in q_start..q_start + rows {
+            probs.extend(a[q * t..q * t + kv_len].iter().map(|&v| v * (h + 1) as f32));
+        }
+    }
+    probs
+}
+
 fn close(got: f32, expected: f64) -> bool {
     (f64::from(got) - expected).abs() <= 1e-6 * expected.abs().max(1e-3)
 }
@@ -74,12 +87,7 @@ proptest! {
         while q_start < t {
             let rows = block_rows.min(t - q_start);
             let kv_len = q_start + rows;
-            let mut probs = Vec::with_capacity(heads * rows * kv_len);
-            for h in 0..heads {
-                for q in q_start..q_start + rows {
-                    probs.extend(a[q * t..q * t + kv_len].iter().map(|&v| v * (h + 1) as f32));
-                }
-            }
+            let probs = block_probs(&a, t, heads, q_start, rows);
             if mixed && index % 2 == 1 {
                 sink.consume(AttentionBlock { layer: 0, q_start, heads, rows, kv_len, total_keys: t, probs: &probs }).unwrap();
             } else {
@@ -108,12 +116,7 @@ proptest! {
             while q_start < t {
                 let rows = block_rows.min(t - q_start);
                 let kv_len = q_start + rows;
-                let mut probs = Vec::with_capacity(heads * rows * kv_len);
-                for h in 0..heads {
-                    for q in q_start..q_start + rows {
-                        probs.extend(a[q * t..q * t + kv_len].iter().map(|&v| v * (h + 1) as f32));
-                    }
-                }
+                let probs = block_probs(&a, t, heads, q_start, rows);
                 sink.consume(AttentionBlock { layer, q_start, heads, rows, kv_len, total_keys: t, probs: &probs }).unwrap();
                 q_start += rows;
             }
