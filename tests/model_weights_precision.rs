@@ -75,12 +75,18 @@ fn tiny_half_checkpoints_equal_the_f32_path_and_hf() {
             &Device::Cpu,
         )
         .unwrap();
+        // Memory-mapped from the file, not read.
         let memory = stored.weight_memory();
-        assert!(memory.by_dtype.contains_key(dtype), "{name}: {memory}");
+        assert!(memory.by_dtype.contains_key(&format!("{dtype} (mapped)")), "{name}: {memory}");
         assert_eq!(memory.total_bytes() as u64, memory::expected_weight_bytes(&dir, WeightPrecision::Stored).unwrap());
         let reference = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
         let ids: Vec<u32> = reference["input_ids"].to_vec1::<i64>().unwrap().into_iter().map(|i| i as u32).collect();
         assert_eq!(run(&stored, &ids), run(&f32, &ids), "{name}: kept {dtype} vs f32 at load");
+        // Read into memory in their dtype (Model::from_tensors) instead of mapped: the same numbers.
+        let read = thoughtscope::model::weights::load_hf_dir(&dir).unwrap();
+        let read = Model::from_tensors(read.config, read.tensors, &Device::Cpu).unwrap();
+        assert!(read.weight_memory().by_dtype.contains_key(dtype), "{name}: {}", read.weight_memory());
+        assert_eq!(run(&read, &ids), run(&f32, &ids), "{name}: {dtype} read vs f32 at load");
         // HF eager on the same checkpoint upcast to f32 at load.
         let out = stored.forward(Input::Ids(&ids), &mut KvCache::new(&stored), &mut thoughtscope::model::NoHooks).unwrap();
         let got = out.logits().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -140,4 +146,21 @@ fn a_model_larger_than_available_memory_is_refused_before_loading() {
     let err = Model::load_with(dir.path().to_str().unwrap(), &Device::Cpu, WeightPrecision::Stored).err().unwrap().to_string();
     assert!(err.contains("GiB of memory is available") && err.contains(&dir.path().display().to_string()), "{err}");
     assert!(memory::expected_weight_bytes(dir.path(), WeightPrecision::F32).unwrap() == elements * 4);
+}
+
+/// A bf16 matrix whose `data_offsets` reach past the file is an error naming the file, the tensor
+/// and the field before anything is mapped as weights.
+#[test]
+fn a_mapped_matrix_outside_its_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = r#"{"model.embed_tokens.weight":{"dtype":"BF16","shape":[4,4],"data_offsets":[0,32]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend([0u8; 16]);
+    std::fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
+    std::fs::copy(support::fixture("tiny-qwen3/config.json"), dir.path().join("config.json")).unwrap();
+    let err = thoughtscope::model::weights::load_hf_dir_with(dir.path(), WeightPrecision::Stored).err().unwrap().to_string();
+    for part in ["model.safetensors", "model.embed_tokens.weight", "data_offsets"] {
+        assert!(err.contains(part), "`{part}` not in: {err}");
+    }
 }

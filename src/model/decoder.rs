@@ -16,9 +16,7 @@
 //! elsewhere; the step lists below read the same either way.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
-use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{Architecture, Config};
@@ -490,7 +488,7 @@ pub struct Model {
 /// Tensors by HF name, consumed as the model is built; errors name the missing key.
 struct TensorStore {
     tensors: HashMap<String, Tensor>,
-    quantized: HashMap<String, Arc<QTensor>>,
+    kept: HashMap<String, StoredMatrix>,
     precision: WeightPrecision,
     device: Device,
 }
@@ -503,13 +501,14 @@ impl TensorStore {
         Ok(())
     }
     fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name) || self.quantized.contains_key(name)
+        self.tensors.contains_key(name) || self.kept.contains_key(name)
     }
     /// An f32 tensor on the device (norms, biases; any matrix when converting at load).
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        if let Some(q) = self.quantized.remove(name) {
-            Self::check_shape(name, q.shape().dims(), shape)?;
-            return Ok(q.dequantize(&Device::Cpu)?.to_device(&self.device)?);
+        if let Some(m) = self.kept.remove(name) {
+            let (out, inp) = m.dims();
+            Self::check_shape(name, &[out, inp], shape)?;
+            return m.to_f32(&self.device);
         }
         let t = self.tensors.remove(name).ok_or_else(|| Error::invalid(format!("missing tensor `{name}`")))?;
         Self::check_shape(name, t.dims(), shape)?;
@@ -526,9 +525,10 @@ impl TensorStore {
     fn matrix(&mut self, name: &str, shape: &[usize]) -> Result<StoredMatrix> {
         let keep = self.precision == WeightPrecision::Stored && self.device.is_cpu();
         if keep {
-            if let Some(q) = self.quantized.remove(name) {
-                Self::check_shape(name, q.shape().dims(), shape)?;
-                return Ok(StoredMatrix::Quantized(q));
+            if let Some(m) = self.kept.remove(name) {
+                let (out, inp) = m.dims();
+                Self::check_shape(name, &[out, inp], shape)?;
+                return Ok(m);
             }
             if let Some(t) = self.tensors.get(name).filter(|t| matches!(t.dtype(), DType::BF16 | DType::F16)) {
                 Self::check_shape(name, t.dims(), shape)?;
@@ -594,12 +594,13 @@ impl Model {
         Self::from_weights(config, tensors, HashMap::new(), WeightPrecision::Stored, device)
     }
 
-    /// [`Model::from_tensors`] with GGUF matrices kept quantised (`quantized`, by HF name) and a
-    /// choice of precision: [`WeightPrecision::F32`] converts every weight at load.
+    /// [`Model::from_tensors`] with matrices kept as stored (`kept`, by HF name: GGUF blocks,
+    /// memory-mapped bf16/f16) and a choice of precision: [`WeightPrecision::F32`] converts every
+    /// weight at load.
     pub fn from_weights(
         config: Config,
         tensors: HashMap<String, Tensor>,
-        quantized: HashMap<String, Arc<QTensor>>,
+        kept: HashMap<String, StoredMatrix>,
         precision: WeightPrecision,
         device: &Device,
     ) -> Result<Model> {
@@ -609,11 +610,11 @@ impl Model {
         // a truncated model, one with more would fail deep in the load.
         let weight_layers = tensors
             .keys()
-            .chain(quantized.keys())
+            .chain(kept.keys())
             .filter_map(|name| name.strip_prefix("model.layers.")?.split('.').next()?.parse::<usize>().ok())
             .max()
             .map_or(0, |last| last + 1);
-        let mut store = TensorStore { tensors, quantized, precision, device: device.clone() };
+        let mut store = TensorStore { tensors, kept, precision, device: device.clone() };
         let (d, hd) = (config.hidden_size, config.head_dim());
         let (h, h_kv) = (config.num_attention_heads, config.num_kv_heads());
         let embed_tokens = store.matrix("model.embed_tokens.weight", &[config.vocab_size, d])?;

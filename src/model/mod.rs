@@ -73,7 +73,7 @@ impl Model {
         let (path, _, _) = resolve(spec)?;
         let precision = stored::default_precision()?;
         let checkpoint = read_checkpoint(&path, precision, device)?;
-        Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.quantized, precision, device)
+        Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.kept, precision, device)
             .map_err(|e| Error::format(&path, e.to_string()))
     }
 }
@@ -172,10 +172,12 @@ fn find_local(dir: &Path) -> Option<std::path::PathBuf> {
 
 fn read_checkpoint(path: &Path, precision: WeightPrecision, device: &Device) -> Result<weights::Checkpoint> {
     memory::check_weights_fit(path, precision, device)?;
+    // Weights stay as stored only on the CPU; a GPU gets f32 at load.
+    let precision = if device.is_cpu() { precision } else { WeightPrecision::F32 };
     if path.is_dir() {
-        weights::load_hf_dir(path)
+        weights::load_hf_dir_with(path, precision)
     } else if path.extension().is_some_and(|x| x == "gguf") {
-        weights::load_gguf_with(path, if device.is_cpu() { precision } else { WeightPrecision::F32 })
+        weights::load_gguf_with(path, precision)
     } else {
         Err(Error::format(path, "expected a .gguf file or an HF model directory"))
     }
@@ -210,7 +212,7 @@ fn load_path(
         }
         tokenizer.set_bos(e.bos);
     }
-    let model = Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.quantized, precision, device)
+    let model = Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.kept, precision, device)
         .map_err(|e| Error::format(path, e.to_string()))?;
     if std::env::var_os("THOUGHTSCOPE_QUIET_LOAD").is_none() {
         eprintln!("model {name}: weights {}", model.weight_memory());

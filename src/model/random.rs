@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::config::{Architecture, Config};
 use super::decoder::Model;
-use super::stored::WeightPrecision;
+use super::stored::{StoredMatrix, WeightPrecision};
 use crate::{Error, Result};
 
 /// The stored type of a random model's weight matrices.
@@ -106,7 +106,7 @@ pub fn random_model(config: Config, dtype: RandomDtype, seed: u64) -> Result<Mod
     }
 
     let mut tensors = HashMap::new();
-    let mut quantized = HashMap::new();
+    let mut kept = HashMap::new();
     for (index, (name, out, inp)) in matrices.into_iter().enumerate() {
         // nn.Linear's initialisation range; the embedding like a trained one (order 1/√d).
         let scale = 1.0 / (inp as f32).sqrt();
@@ -129,7 +129,7 @@ pub fn random_model(config: Config, dtype: RandomDtype, seed: u64) -> Result<Mod
                 let bytes = parts.concat();
                 drop(parts);
                 let storage = QStorage::from_data(std::borrow::Cow::Owned(bytes), &Device::Cpu, ggml)?;
-                quantized.insert(name, Arc::new(QTensor::new(storage, (out, inp))?));
+                kept.insert(name, StoredMatrix::Quantized(Arc::new(QTensor::new(storage, (out, inp))?)));
             }
             None => {
                 let tensor = match dtype {
@@ -155,7 +155,7 @@ pub fn random_model(config: Config, dtype: RandomDtype, seed: u64) -> Result<Mod
     for (name, len, value) in vectors {
         tensors.insert(name, Tensor::full(value, len, &Device::Cpu)?);
     }
-    Model::from_weights(config, tensors, quantized, WeightPrecision::Stored, &Device::Cpu)
+    Model::from_weights(config, tensors, kept, WeightPrecision::Stored, &Device::Cpu)
 }
 
 #[cfg(test)]

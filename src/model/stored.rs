@@ -85,6 +85,78 @@ pub enum StoredMatrix {
     Half(Tensor),
     /// GGUF blocks (each row a whole number of blocks), on the CPU.
     Quantized(Arc<QTensor>),
+    /// bf16 or f16 rows in a memory-mapped safetensors file.
+    Mapped(Arc<MappedHalf>),
+}
+
+/// A bf16/f16 matrix `[out, in]` read in place from a memory-mapped safetensors file: nothing is
+/// copied at load, and processes mapping one file share its pages (tasks of a batch job on one
+/// node hold one copy of the weights).
+#[derive(Debug)]
+pub struct MappedHalf {
+    map: Arc<memmap2::Mmap>,
+    /// Byte range of the matrix in the file.
+    start: usize,
+    dtype: DType,
+    dims: (usize, usize),
+}
+
+impl MappedHalf {
+    /// Every rank-2 bf16/f16 tensor of the safetensors `file`, by name, mapped (the header is
+    /// checked: offsets inside the file, sizes matching shapes).
+    pub fn map_file(file: &std::path::Path) -> Result<std::collections::HashMap<String, Arc<MappedHalf>>> {
+        let handle = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+        // SAFETY: the map is read-only; a file truncated or rewritten while mapped is the same
+        // hazard candle's own loader (which maps too) accepts.
+        let map = Arc::new(unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| Error::io(file, e))?);
+        let bad = |what: String| Error::format(file, what);
+        if map.len() < 8 {
+            return Err(bad("shorter than a safetensors header".into()));
+        }
+        let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
+        let data_start = header_len.checked_add(8).filter(|&end| end <= map.len()).ok_or_else(|| bad(format!("header of {header_len} bytes")))?;
+        let header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&map[8..data_start]).map_err(|e| bad(format!("safetensors header: {e}")))?;
+        let mut matrices = std::collections::HashMap::new();
+        for (name, entry) in header.iter().filter(|(name, _)| *name != "__metadata__") {
+            let dtype = match entry.get("dtype").and_then(|d| d.as_str()) {
+                Some("BF16") => DType::BF16,
+                Some("F16") => DType::F16,
+                _ => continue,
+            };
+            let shape: Vec<usize> =
+                entry.get("shape").and_then(|s| s.as_array()).map(|d| d.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect()).unwrap_or_default();
+            let [out, inp] = shape[..] else { continue };
+            let offsets: Vec<usize> = entry
+                .get("data_offsets")
+                .and_then(|o| o.as_array())
+                .map(|o| o.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+                .unwrap_or_default();
+            let [begin, end] = offsets[..] else {
+                return Err(bad(format!("tensor `{name}`: field `data_offsets` is not two offsets")));
+            };
+            let bytes = out.checked_mul(inp).and_then(|n| n.checked_mul(2));
+            if bytes != end.checked_sub(begin) || data_start + end > map.len() {
+                return Err(bad(format!(
+                    "tensor `{name}`: field `data_offsets` [{begin}, {end}] does not hold [{out}, {inp}] {dtype:?} inside the file"
+                )));
+            }
+            matrices.insert(name.clone(), Arc::new(MappedHalf { map: map.clone(), start: data_start + begin, dtype, dims: (out, inp) }));
+        }
+        Ok(matrices)
+    }
+
+    fn rows_f32(&self, rows: Range<usize>, out: &mut [f32]) {
+        let n_in = self.dims.1;
+        let bytes = &self.map[self.start + rows.start * n_in * 2..self.start + rows.end * n_in * 2];
+        let widen: fn(u16) -> f32 = match self.dtype {
+            DType::BF16 => |bits| bf16::from_bits(bits).to_f32(),
+            _ => |bits| f16::from_bits(bits).to_f32(),
+        };
+        for (y, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *y = widen(u16::from_le_bytes([pair[0], pair[1]]));
+        }
+    }
 }
 
 impl StoredMatrix {
@@ -93,6 +165,7 @@ impl StoredMatrix {
         let dims = match self {
             StoredMatrix::F32(t) | StoredMatrix::Half(t) => t.dims(),
             StoredMatrix::Quantized(q) => q.shape().dims(),
+            StoredMatrix::Mapped(m) => return m.dims,
         };
         (dims[0], dims[1])
     }
@@ -103,6 +176,7 @@ impl StoredMatrix {
             StoredMatrix::F32(_) => "f32".into(),
             StoredMatrix::Half(t) => t.dtype().as_str().into(),
             StoredMatrix::Quantized(q) => ggml_name(q.dtype()),
+            StoredMatrix::Mapped(m) => format!("{} (mapped)", m.dtype.as_str()),
         }
     }
 
@@ -111,6 +185,7 @@ impl StoredMatrix {
         match self {
             StoredMatrix::F32(t) | StoredMatrix::Half(t) => t.elem_count() * t.dtype().size_in_bytes(),
             StoredMatrix::Quantized(q) => q.storage_size_in_bytes(),
+            StoredMatrix::Mapped(m) => m.dims.0 * m.dims.1 * 2,
         }
     }
 
@@ -119,6 +194,7 @@ impl StoredMatrix {
         match (self, other) {
             (StoredMatrix::F32(a), StoredMatrix::F32(b)) | (StoredMatrix::Half(a), StoredMatrix::Half(b)) => a.id() == b.id(),
             (StoredMatrix::Quantized(a), StoredMatrix::Quantized(b)) => Arc::ptr_eq(a, b),
+            (StoredMatrix::Mapped(a), StoredMatrix::Mapped(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -158,6 +234,7 @@ impl StoredMatrix {
                     other => return Err(Error::invalid(format!("stored matrix: unexpected dtype {other:?}"))),
                 }
             }
+            StoredMatrix::Mapped(m) => m.rows_f32(rows, out),
             StoredMatrix::Quantized(q) => {
                 let data = q.data()?;
                 let row_bytes = n_in / q.dtype().block_size() * q.dtype().type_size();

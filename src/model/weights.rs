@@ -9,11 +9,11 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{Device, Tensor};
 
 use super::config::Config;
-use super::stored::{ggml_name, permute_quantized_rows, WeightPrecision, KEPT_GGUF_TYPES};
+use super::stored::{ggml_name, permute_quantized_rows, MappedHalf, StoredMatrix, WeightPrecision, KEPT_GGUF_TYPES};
 use super::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -22,9 +22,10 @@ pub struct Checkpoint {
     pub config: Config,
     /// Tensors by HF name, in the file's dtype (f32 after GGUF dequantisation).
     pub tensors: HashMap<String, Tensor>,
-    /// GGUF weight matrices kept quantised, by HF name ([`load_gguf_with`] at
-    /// [`WeightPrecision::Stored`]; empty otherwise).
-    pub quantized: HashMap<String, Arc<QTensor>>,
+    /// Weight matrices kept as stored, by HF name, at [`WeightPrecision::Stored`]: GGUF blocks
+    /// ([`load_gguf_with`]) and memory-mapped bf16/f16 safetensors ([`load_hf_dir_with`]); empty
+    /// otherwise.
+    pub kept: HashMap<String, StoredMatrix>,
     pub tokenizer: Option<Tokenizer>,
     /// Content hash of the weight files (see [`weights_hash`]).
     pub weights_hash: String,
@@ -77,19 +78,48 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Load an HF model directory: `config.json`, safetensors weights, `tokenizer.json` if present.
+/// Load an HF model directory: `config.json`, safetensors weights (in their dtype),
+/// `tokenizer.json` if present.
 pub fn load_hf_dir(dir: &Path) -> Result<Checkpoint> {
+    load_hf_dir_with(dir, WeightPrecision::F32)
+}
+
+/// [`load_hf_dir`]; at [`WeightPrecision::Stored`] the bf16/f16 weight matrices are not read but
+/// memory-mapped ([`Checkpoint::kept`]): the file's pages are their memory, shared by every
+/// process that maps the file and never copied.
+pub fn load_hf_dir_with(dir: &Path, precision: WeightPrecision) -> Result<Checkpoint> {
     let config = Config::from_json_file(&dir.join("config.json"))?;
     let files = safetensors_files(dir)?;
     let mut tensors = HashMap::new();
+    let mut kept = HashMap::new();
     for file in &files {
+        if precision == WeightPrecision::Stored {
+            let mapped = MappedHalf::map_file(file)?;
+            // SAFETY: a read-only map, as `candle_core::safetensors::load` makes internally.
+            let loaded = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
+                .map_err(|e| Error::format(file, format!("reading safetensors: {e}")))?;
+            for (name, _) in loaded.tensors() {
+                match mapped.get(&name) {
+                    Some(matrix) => {
+                        kept.insert(name, StoredMatrix::Mapped(matrix.clone()));
+                    }
+                    None => {
+                        let t = loaded
+                            .load(&name, &Device::Cpu)
+                            .map_err(|e| Error::format(file, format!("tensor `{name}`: {e}")))?;
+                        tensors.insert(name, t);
+                    }
+                }
+            }
+            continue;
+        }
         let loaded = candle_core::safetensors::load(file, &Device::Cpu)
             .map_err(|e| Error::format(file, format!("reading safetensors: {e}")))?;
         tensors.extend(loaded);
     }
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = if tokenizer_path.exists() { Some(Tokenizer::from_file(&tokenizer_path)?) } else { None };
-    Ok(Checkpoint { config, tensors, quantized: HashMap::new(), tokenizer, weights_hash: weights_hash(&files)? })
+    Ok(Checkpoint { config, tensors, kept, tokenizer, weights_hash: weights_hash(&files)? })
 }
 
 /// Resolve an HF hub id (`org/name`) to its snapshot directory in the local hub cache
@@ -175,7 +205,7 @@ pub fn load_gguf(path: &Path) -> Result<Checkpoint> {
     load_gguf_with(path, WeightPrecision::F32)
 }
 
-/// [`load_gguf`], keeping weight matrices quantised (in [`Checkpoint::quantized`]) at
+/// [`load_gguf`], keeping weight matrices quantised (in [`Checkpoint::kept`]) at
 /// [`WeightPrecision::Stored`]. Norms and other vectors are always f32.
 pub fn load_gguf_with(path: &Path, precision: WeightPrecision) -> Result<Checkpoint> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -201,7 +231,7 @@ pub fn load_gguf_with(path: &Path, precision: WeightPrecision) -> Result<Checkpo
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     let mut tensors = HashMap::new();
-    let mut quantized = HashMap::new();
+    let mut kept = HashMap::new();
     for name in names {
         let what = format!("tensor `{name}`");
         let info = &content.tensor_infos[name];
@@ -244,7 +274,7 @@ pub fn load_gguf_with(path: &Path, precision: WeightPrecision) -> Result<Checkpo
                 }
                 None => q,
             };
-            quantized.insert(hf, Arc::new(q));
+            kept.insert(hf, StoredMatrix::Quantized(Arc::new(q)));
             continue;
         }
         let t = candle_gguf(path, &what, || content.tensor(&mut reader, name, &Device::Cpu)?.dequantize(&Device::Cpu))?;
@@ -275,7 +305,7 @@ pub fn load_gguf_with(path: &Path, precision: WeightPrecision) -> Result<Checkpo
     Ok(Checkpoint {
         config,
         tensors,
-        quantized,
+        kept,
         tokenizer: Some(tokenizer),
         weights_hash: weights_hash(&[path.to_path_buf()])?,
     })
