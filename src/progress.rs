@@ -68,6 +68,16 @@ pub fn progress_mode() -> ProgressMode {
     }
 }
 
+/// One status line (e.g. what a model load kept), where progress lines go: stdout inside evcxr,
+/// stderr elsewhere; nothing when progress is off (`--quiet`, `THOUGHTSCOPE_PROGRESS=off`).
+pub fn note(line: &str) {
+    match progress_mode() {
+        ProgressMode::Off => {}
+        _ if in_evcxr() => println!("{line}"),
+        _ => eprintln!("{line}"),
+    }
+}
+
 fn in_evcxr() -> bool {
     std::env::var("EVCXR_IS_RUNTIME").is_ok_and(|v| v == "1")
 }

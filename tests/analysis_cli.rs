@@ -7,8 +7,10 @@ use thoughtscope::io::npy;
 
 mod support;
 
+/// The binary with progress (and the model-load status line) off: stderr then holds only what
+/// the command has to say, such as its one-line error.
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_thoughtscope")).args(args).output().expect("binary runs")
+    Command::new(env!("CARGO_BIN_EXE_thoughtscope")).args(args).env("THOUGHTSCOPE_PROGRESS", "off").output().expect("binary runs")
 }
 
 fn stdout_json(output: &Output) -> serde_json::Value {

@@ -214,9 +214,7 @@ fn load_path(
     }
     let model = Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.kept, precision, device)
         .map_err(|e| Error::format(path, e.to_string()))?;
-    if std::env::var_os("THOUGHTSCOPE_QUIET_LOAD").is_none() {
-        eprintln!("model {name}: weights {}", model.weight_memory());
-    }
+    crate::progress::note(&format!("model {name}: weights {}", model.weight_memory()));
     Ok(Loaded {
         model,
         tokenizer,
