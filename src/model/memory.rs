@@ -2,14 +2,13 @@
 //! cannot fit says so with the numbers instead of being killed by the kernel half-way through a
 //! load (issue 16).
 
-use std::io::Read;
 use std::path::Path;
 
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::Device;
 
 use super::stored::WeightPrecision;
-use super::weights::safetensors_files;
+use super::weights::{read_safetensors_header, safetensors_element_bytes, safetensors_files};
 use crate::{Error, Result};
 
 /// Bytes the weights of the GGUF file or HF directory at `path` take once loaded at `precision`
@@ -21,8 +20,10 @@ pub fn expected_weight_bytes(path: &Path, precision: WeightPrecision) -> Result<
     };
     if path.is_dir() {
         for file in safetensors_files(path)? {
-            for (elements, element_bytes, rank) in safetensors_header(&file)? {
-                add(elements, elements * element_bytes.min(4), rank);
+            for tensor in read_safetensors_header(&file)?.1 {
+                let elements: u64 = tensor.shape.iter().map(|&d| d as u64).product();
+                let element_bytes = safetensors_element_bytes(&tensor.dtype) as u64;
+                add(elements, elements * element_bytes.min(4), tensor.shape.len());
             }
         }
     } else {
@@ -41,35 +42,6 @@ pub fn expected_weight_bytes(path: &Path, precision: WeightPrecision) -> Result<
         }
     }
     Ok(total)
-}
-
-/// `(elements, bytes per element, rank)` of every tensor in a safetensors file's header.
-fn safetensors_header(file: &Path) -> Result<Vec<(u64, u64, usize)>> {
-    let mut reader = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
-    let mut length = [0u8; 8];
-    reader.read_exact(&mut length).map_err(|e| Error::io(file, e))?;
-    let length = u64::from_le_bytes(length);
-    if length > 100 << 20 {
-        return Err(Error::format(file, format!("safetensors header of {length} bytes")));
-    }
-    let mut header = vec![0u8; length as usize];
-    reader.read_exact(&mut header).map_err(|e| Error::io(file, e))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| Error::format(file, format!("safetensors header: {e}")))?;
-    let mut tensors = Vec::new();
-    for (name, entry) in header.iter().filter(|(name, _)| *name != "__metadata__") {
-        let field = |f: &str| entry.get(f).ok_or_else(|| Error::format(file, format!("tensor `{name}`: no field `{f}`")));
-        let dtype = field("dtype")?.as_str().unwrap_or_default();
-        let element_bytes = match dtype {
-            "F64" | "I64" | "U64" => 8,
-            "F32" | "I32" | "U32" => 4,
-            "F16" | "BF16" | "I16" | "U16" => 2,
-            _ => 1,
-        };
-        let shape: Vec<u64> = field("shape")?.as_array().map(|dims| dims.iter().filter_map(|d| d.as_u64()).collect()).unwrap_or_default();
-        tensors.push((shape.iter().product(), element_bytes, shape.len()));
-    }
-    Ok(tensors)
 }
 
 /// `MemAvailable` of `/proc/meminfo` in bytes (`None` where there is no such file).

@@ -109,37 +109,25 @@ impl MappedHalf {
         // SAFETY: the map is read-only; a file truncated or rewritten while mapped is the same
         // hazard candle's own loader (which maps too) accepts.
         let map = Arc::new(unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| Error::io(file, e))?);
-        let bad = |what: String| Error::format(file, what);
-        if map.len() < 8 {
-            return Err(bad("shorter than a safetensors header".into()));
-        }
-        let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
-        let data_start = header_len.checked_add(8).filter(|&end| end <= map.len()).ok_or_else(|| bad(format!("header of {header_len} bytes")))?;
-        let header: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&map[8..data_start]).map_err(|e| bad(format!("safetensors header: {e}")))?;
+        let (data_start, tensors) = super::weights::parse_safetensors_header(&map, file)?;
         let mut matrices = std::collections::HashMap::new();
-        for (name, entry) in header.iter().filter(|(name, _)| *name != "__metadata__") {
-            let dtype = match entry.get("dtype").and_then(|d| d.as_str()) {
-                Some("BF16") => DType::BF16,
-                Some("F16") => DType::F16,
+        for tensor in tensors {
+            let dtype = match tensor.dtype.as_str() {
+                "BF16" => DType::BF16,
+                "F16" => DType::F16,
                 _ => continue,
             };
-            let shape: Vec<usize> =
-                entry.get("shape").and_then(|s| s.as_array()).map(|d| d.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect()).unwrap_or_default();
-            let [out, inp] = shape[..] else { continue };
-            let offsets: Vec<usize> = entry
-                .get("data_offsets")
-                .and_then(|o| o.as_array())
-                .map(|o| o.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
-                .unwrap_or_default();
-            let [begin, end] = offsets[..] else {
-                return Err(bad(format!("tensor `{name}`: field `data_offsets` is not two offsets")));
+            let [out, inp] = tensor.shape[..] else { continue };
+            let name = &tensor.name;
+            let Some((begin, end)) = tensor.offsets else {
+                return Err(Error::format(file, format!("tensor `{name}`: field `data_offsets` is not two offsets")));
             };
             let bytes = out.checked_mul(inp).and_then(|n| n.checked_mul(2));
             if bytes != end.checked_sub(begin) || data_start + end > map.len() {
-                return Err(bad(format!(
-                    "tensor `{name}`: field `data_offsets` [{begin}, {end}] does not hold [{out}, {inp}] {dtype:?} inside the file"
-                )));
+                return Err(Error::format(
+                    file,
+                    format!("tensor `{name}`: field `data_offsets` [{begin}, {end}] does not hold [{out}, {inp}] {dtype:?} inside the file"),
+                ));
             }
             matrices.insert(name.clone(), Arc::new(MappedHalf { map: map.clone(), start: data_start + begin, dtype, dims: (out, inp) }));
         }
