@@ -186,7 +186,7 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
     let over_roofline_cpu = best_cpu.as_ref().zip(cpu_s).map(|(b, cpu)| cpu / threads / (flop / (b.1 * 1e9)));
     let mut phase_json = serde_json::to_value(phases)?;
     if let Some(phases) = phases {
-        phase_json["other"] = serde_json::json!({ "seconds": seconds - phases.total_s(), "what": "norms, RoPE, SiLU, embeddings, head layout, the rest" });
+        phase_json["other"] = serde_json::json!({ "seconds": seconds - phases.total_s(), "what": "embeddings, the final norm, allocations, waits between phases" });
         phase_json["load"] = serde_json::json!({ "seconds": load_s });
     }
     let (layers, heads) = (cfg.num_hidden_layers as f64, cfg.num_attention_heads as f64);

@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use super::{AttentionBlock, AttentionSink};
+use super::{AttentionBlock, AttentionSink, HeadConsumer};
 use crate::{Error, Result};
 
 /// Sentence-averaged attention of every head, `[layers, heads, n, n]` row-major f32.
@@ -397,35 +397,58 @@ impl SentenceAverager {
 
 impl AttentionSink for SentenceAverager {
     fn consume(&mut self, block: AttentionBlock<'_>) -> Result<()> {
-        self.begin_block(block, block.probs.len())?;
+        if block.probs.len() != block.heads * block.rows * block.kv_len {
+            return Err(Error::invalid(format!(
+                "sentence averager: block of {} values for {} heads × {} rows × {} keys",
+                block.probs.len(),
+                block.heads,
+                block.rows,
+                block.kv_len
+            )));
+        }
+        let Some(mut heads) = self.per_head(AttentionBlock { probs: &[], ..block })? else {
+            unreachable!("the averager always splits by head")
+        };
+        heads.par_iter_mut().zip(block.probs.par_chunks(block.rows * block.kv_len.max(1))).for_each(|(head, probs)| head(probs));
+        Ok(())
+    }
+
+    fn per_head(&mut self, block: AttentionBlock<'_>) -> Result<Option<Vec<HeadConsumer<'_>>>> {
+        self.begin_block(block, block.heads * block.rows * block.kv_len)?;
         let n = self.n();
         if n == 0 {
-            return Ok(());
+            return Ok(Some((0..block.heads).map(|_| Box::new(|_: &[f32]| {}) as HeadConsumer<'_>).collect()));
         }
-        let g = self.geometry.as_ref().expect("geometry set above");
+        let total = self.geometry.as_ref().expect("geometry set above").total;
         if self.runs.len() != self.heads {
-            self.runs = (0..self.heads).map(|_| RowRun { column_sums: vec![0.0; g.total], ..RowRun::default() }).collect();
+            self.runs = (0..self.heads).map(|_| RowRun { column_sums: vec![0.0; total], ..RowRun::default() }).collect();
         }
-        let kv_len = block.kv_len;
-        self.sums.par_chunks_mut(n * n).zip(self.runs.par_iter_mut()).enumerate().for_each(|(h, (head_sums, run))| {
-            for r in 0..block.rows {
-                let q = block.q_start + r;
-                let members = g.members_of(q);
-                if run.first_row.is_some_and(|q0| g.members_of(q0) != members) {
-                    run.flush(g, head_sums);
-                }
-                if members.is_empty() {
-                    continue;
-                }
-                run.first_row.get_or_insert(q);
-                // Columns at or beyond `kv_len` are zero by the block's contract.
-                for (acc, &p) in run.column_sums[..kv_len].iter_mut().zip(block.row(h, r)) {
-                    *acc += f64::from(p);
-                }
-                run.touched = run.touched.max(kv_len);
-            }
-        });
-        Ok(())
+        let Self { sums, runs, geometry, .. } = self;
+        let g: &Geometry = geometry.as_ref().expect("geometry set above");
+        let (q_start, rows, kv_len) = (block.q_start, block.rows, block.kv_len);
+        let heads = sums
+            .chunks_mut(n * n)
+            .zip(runs.iter_mut())
+            .map(|(head_sums, run)| {
+                Box::new(move |probs: &[f32]| {
+                    for (r, row) in probs.chunks(kv_len.max(1)).take(rows).enumerate() {
+                        let q = q_start + r;
+                        let members = g.members_of(q);
+                        if run.first_row.is_some_and(|q0| g.members_of(q0) != members) {
+                            run.flush(g, head_sums);
+                        }
+                        if members.is_empty() {
+                            continue;
+                        }
+                        run.first_row.get_or_insert(q);
+                        // Columns at or beyond `kv_len` are zero by the block's contract.
+                        crate::model::cpu::add_widened(&mut run.column_sums[..kv_len], row);
+                        run.touched = run.touched.max(kv_len);
+                    }
+                }) as HeadConsumer<'_>
+            })
+            .collect();
+        Ok(Some(heads))
     }
 
     /// The block reduced where it lives: `R · P · C` per head, with `R` `[N, rows]` the rows'

@@ -25,7 +25,7 @@ pub mod suppression;
 
 // The sink interface is the decoder's output channel, so it lives in `model`; re-exported here,
 // where the sinks that reduce attention are.
-pub use crate::model::{AttentionBlock, AttentionSink, FullAttentionCapture};
+pub use crate::model::{AttentionBlock, AttentionSink, FullAttentionCapture, HeadConsumer};
 pub use average::{average_matrix, SentenceAttention, SentenceAverager};
 pub use boundaries::{sentence_char_positions, token_boundaries, BoundaryMode, TokenBounds};
 pub use cache::{read_entry_dir, read_upstream_dir, read_upstream_head, AttnCache, CacheKey, CacheLayout, Lookup, Manifest};

@@ -222,7 +222,34 @@ fn project(lin: &Linear, x: &Tensor) -> Result<Tensor> {
 }
 
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    Ok(candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?)
+    elementwise(|| match cpu::rms_norm(x, weight, eps as f32)? {
+        Some(y) => Ok(y),
+        None => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?),
+    })
+}
+
+/// `[b, L, n·d]` → `[b, n, L, d]`, rotated by RoPE when `rope` has the tables.
+fn split_heads(x: &Tensor, n: usize, head_dim: usize, rope: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+    elementwise(|| match cpu::split_heads(x, n, head_dim, rope)? {
+        Some(y) => Ok(y),
+        None => {
+            let (b, seq, _) = x.dims3()?;
+            let y = x.reshape((b, seq, n, head_dim))?.transpose(1, 2)?.contiguous()?;
+            match rope {
+                Some((cos, sin)) => Ok(candle_nn::rotary_emb::rope(&y, cos, sin)?),
+                None => Ok(y),
+            }
+        }
+    })
+}
+
+/// Run one element-wise pass over activations, timed as [`cpu::phases::Site::Elementwise`] (work:
+/// bytes of its output).
+fn elementwise(f: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+    let started = cpu::phases::start();
+    let y = f()?;
+    cpu::phases::record(cpu::phases::Site::Elementwise, started, (y.elem_count() * y.dtype().size_in_bytes()) as u64);
+    Ok(y)
 }
 
 #[derive(Debug, Clone)]
@@ -235,7 +262,7 @@ struct Mlp {
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (gate, up) = (project(&self.gate_proj, x)?, project(&self.up_proj, x)?);
-        project(&self.down_proj, &silu_mul(&gate, &up)?)
+        project(&self.down_proj, &elementwise(|| silu_mul(&gate, &up))?)
     }
 }
 
@@ -282,10 +309,17 @@ impl Attention {
         let k = project(&self.k_proj, x)?;
         let v = project(&self.v_proj, x)?;
 
-        // 2. Split heads: [b, L, H*hd] -> [b, H, L, hd].
-        let q = q.reshape((b, seq, h, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = k.reshape((b, seq, h_kv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = v.reshape((b, seq, h_kv, hd))?.transpose(1, 2)?.contiguous()?;
+        // 2. Split heads: [b, L, H*hd] -> [b, H, L, hd]. Unless something must see q and k
+        //    between the split and RoPE (Qwen3's norm, the `hook_q`/`hook_k` hooks), the
+        //    rotation is applied in the same pass.
+        let rotate_now = self.q_norm.is_none()
+            && self.k_norm.is_none()
+            && !hooks.wants(&HookPoint::AttnQ(layer))
+            && !hooks.wants(&HookPoint::AttnK(layer));
+        let rope = rotate_now.then_some((cos, sin));
+        let q = split_heads(&q, h, hd, rope)?;
+        let k = split_heads(&k, h_kv, hd, rope)?;
+        let v = split_heads(&v, h_kv, hd, None)?;
 
         // 3. Qwen3: RMSNorm over each head's vector, before RoPE.
         let q = match &self.q_norm {
@@ -300,11 +334,16 @@ impl Attention {
         // 4. RoPE (rotate-half convention; GGUF llama weights were un-permuted at load). As in
         // TransformerLens, `hook_q`/`hook_k` see q and k before the rotation, `hook_rot_q`/
         // `hook_rot_k` after it.
-        let q = hook(hooks, HookPoint::AttnQ(layer), q)?;
-        let k = hook(hooks, HookPoint::AttnK(layer), k)?;
         let v = hook(hooks, HookPoint::AttnV(layer), v)?;
-        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?;
+        let (q, k) = if rotate_now {
+            (q, k)
+        } else {
+            let q = hook(hooks, HookPoint::AttnQ(layer), q)?;
+            let k = hook(hooks, HookPoint::AttnK(layer), k)?;
+            let q = elementwise(|| Ok(candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?))?;
+            let k = elementwise(|| Ok(candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?))?;
+            (q, k)
+        };
         let q = hook(hooks, HookPoint::AttnRotQ(layer), q)?;
         let k = hook(hooks, HookPoint::AttnRotK(layer), k)?;
 
@@ -444,12 +483,35 @@ struct DecoderLayer {
     post_attention_layernorm: Tensor,
 }
 
+/// `x + delta` and RMSNorm of the sum with `weight` in one pass, unless `hooked` (a hook may
+/// replace the sum, so the norm must follow the hook): `None` then, or where the CPU pass does
+/// not apply. `point` names the sum in the error raised for a non-finite value.
+fn add_and_norm(x: &Tensor, delta: &Tensor, weight: &Tensor, eps: f64, hooked: bool, point: HookPoint) -> Result<Option<(Tensor, Tensor)>> {
+    if hooked {
+        return Ok(None);
+    }
+    let started = cpu::phases::start();
+    let fused = cpu::add_rms_norm(x, delta, weight, eps as f32)?;
+    cpu::phases::record(cpu::phases::Site::Elementwise, started, (8 * x.elem_count()) as u64);
+    match fused {
+        Some((_, _, false)) => Err(non_finite(point)),
+        Some((sum, normed, true)) => Ok(Some((sum, normed))),
+        None => Ok(None),
+    }
+}
+
 impl DecoderLayer {
     /// One pre-norm block: `x + attn(norm(x))`, then `+ mlp(norm(·))`, with the residual hooks.
+    /// `normed` is `input_layernorm(x)` when the previous layer's last add computed it;
+    /// `next_norm` is the norm that follows this layer (the next layer's `input_layernorm`, or
+    /// the final norm), applied in the same pass as the last residual add when no hook sits
+    /// between them. Returns the residual stream and, when so computed, its next norm.
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: Tensor,
+        normed: Option<Tensor>,
+        (next_norm, next_hooked): (&Tensor, bool),
         layer: usize,
         offset: usize,
         (cos, sin): (&Tensor, &Tensor),
@@ -457,15 +519,37 @@ impl DecoderLayer {
         hooks: &mut dyn Hooks,
         eps: f64,
         block_rows: Option<usize>,
-    ) -> Result<Tensor> {
-        let x = hook(hooks, HookPoint::ResidPre(layer), x)?;
-        let h = rms_norm(&x, &self.input_layernorm, eps)?;
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (x, h) = match normed {
+            Some(h) => (x, h),
+            None => {
+                let x = hook(hooks, HookPoint::ResidPre(layer), x)?;
+                let h = rms_norm(&x, &self.input_layernorm, eps)?;
+                (x, h)
+            }
+        };
         let attn = self.self_attn.forward(&h, layer, offset, cos, sin, cache, hooks, block_rows)?;
         let attn = hook(hooks, HookPoint::AttnOut(layer), attn)?;
-        let x = hook(hooks, HookPoint::ResidMid(layer), (x + attn)?)?;
-        let h = rms_norm(&x, &self.post_attention_layernorm, eps)?;
+        let mid = HookPoint::ResidMid(layer);
+        let (x, h) = match add_and_norm(&x, &attn, &self.post_attention_layernorm, eps, hooks.wants(&mid), mid)? {
+            Some(pair) => pair,
+            None => {
+                let x = hook(hooks, mid, elementwise(|| Ok((x + attn)?))?)?;
+                let h = rms_norm(&x, &self.post_attention_layernorm, eps)?;
+                (x, h)
+            }
+        };
         let mlp = hook(hooks, HookPoint::MlpOut(layer), self.mlp.forward(&h)?)?;
-        hook(hooks, HookPoint::ResidPost(layer), (x + mlp)?)
+        let post = HookPoint::ResidPost(layer);
+        let hooked = next_hooked || hooks.wants(&post);
+        match add_and_norm(&x, &mlp, next_norm, eps, hooked, post)? {
+            Some((x, next)) => Ok((x, Some(next))),
+            None => {
+                let x = hook(hooks, post, elementwise(|| Ok((x + mlp)?))?)?;
+                ensure_finite(&x, post)?;
+                Ok((x, None))
+            }
+        }
     }
 }
 
@@ -826,15 +910,27 @@ impl Model {
         let (cos, sin) = self.rotary.tables(offset, seq, &self.device)?;
         let mut x = hook(hooks, HookPoint::Embed, x)?;
         let eps = self.config.rms_norm_eps;
+        // Each layer's last residual add also computes the norm that follows it (the next
+        // layer's `input_layernorm`, or the final norm), unless the next layer's `hook_resid_pre`
+        // may replace the stream in between.
+        let mut normed = None;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x, i, offset, (&cos, &sin), &mut cache.layers[i], hooks, eps, self.block_rows)?;
+            let next_norm = match self.layers.get(i + 1) {
+                Some(next) => (&next.input_layernorm, hooks.wants(&HookPoint::ResidPre(i + 1))),
+                None => (&self.norm, false),
+            };
+            (x, normed) =
+                layer.forward(x, normed, next_norm, i, offset, (&cos, &sin), &mut cache.layers[i], hooks, eps, self.block_rows)?;
             if cache.discard {
                 cache.layers[i] = None;
             }
-            ensure_finite(&x, HookPoint::ResidPost(i))?;
         }
         cache.len = offset + seq;
-        let hidden = hook(hooks, HookPoint::FinalNorm, rms_norm(&x, &self.norm, eps)?)?;
+        let hidden = match normed {
+            Some(hidden) => hidden,
+            None => rms_norm(&x, &self.norm, eps)?,
+        };
+        let hidden = hook(hooks, HookPoint::FinalNorm, hidden)?;
         let logits = match logits {
             Logits::All => Some(self.lm_head(&hidden)?),
             Logits::Last => Some(self.lm_head(&hidden.narrow(1, seq - 1, 1)?)?),
@@ -859,10 +955,14 @@ fn ensure_finite(x: &Tensor, point: HookPoint) -> Result<()> {
     if finite {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "non-finite values (NaN or infinity) at {point}: the weights or config values (rms_norm_eps, rope_theta) are corrupt"
-        )))
+        Err(non_finite(point))
     }
+}
+
+fn non_finite(point: HookPoint) -> Error {
+    Error::invalid(format!(
+        "non-finite values (NaN or infinity) at {point}: the weights or config values (rms_norm_eps, rope_theta) are corrupt"
+    ))
 }
 
 /// Shorthand used by tests and callers: last-position logits as a `Vec<f32>`.

@@ -34,7 +34,7 @@ pub use stored::{StoredMatrix, WeightPrecision};
 pub use generate::{generate, GenerateOptions, Generation};
 pub use hooks::{apply_intervention, HookPoint, HookSet, Hooks, Intervention, NoHooks, SinkHooks};
 pub use registry::RegistryEntry;
-pub use sink::{AttentionBlock, AttentionSink, FullAttentionCapture};
+pub use sink::{AttentionBlock, AttentionSink, FullAttentionCapture, HeadConsumer};
 pub use tokenizer::{ChatMessage, Tokenizer};
 
 use crate::{Error, Result};

@@ -33,6 +33,10 @@ impl AttentionBlock<'_> {
     }
 }
 
+/// One head's share of a block, from [`AttentionSink::per_head`]: called once with that head's
+/// rows `[rows, kv_len]`, row-major.
+pub type HeadConsumer<'a> = Box<dyn FnMut(&[f32]) + Send + 'a>;
+
 /// Consumer of attention probabilities, called by the model for every layer and query block, in
 /// order of increasing layer and then increasing `q_start`. Lets an analysis reduce attention as it
 /// is produced, so nothing holds `layers × heads × T²`.
@@ -48,6 +52,16 @@ pub trait AttentionSink {
     /// `q_start`, of a `total_keys`-token sequence), without copying it to the host. `Ok(false)`
     /// (the default) means "not handled": the decoder then copies the block and calls
     /// [`AttentionSink::consume`].
+    /// Per-head consumers for one block (its `probs` empty), when the sink's state splits by
+    /// head: the runtime then hands each head its rows `[rows, kv_len]` on the thread that has
+    /// just computed them, while they are in that core's cache, instead of one `consume` call
+    /// after all heads. The consumers see, per head, the same rows in the same order as
+    /// `consume` would. Default `None`: `consume` gets the whole block.
+    fn per_head(&mut self, block: AttentionBlock<'_>) -> Result<Option<Vec<HeadConsumer<'_>>>> {
+        let _ = block;
+        Ok(None)
+    }
+
     fn consume_on_device(
         &mut self,
         layer: usize,

@@ -1,5 +1,6 @@
 //! Causal attention on the CPU kernels: per query block and head, `Q·Kᵀ` into one reused
-//! buffer, the causal softmax in place, the block handed to the sink, then `P·V`; and, for
+//! buffer, the causal softmax in place, the rows handed to the sink (per head while they are in
+//! cache, when the sink splits by head), then `P·V`; and, for
 //! decode steps, a few query rows against the cached keys.
 
 use candle_core::Tensor;
@@ -8,7 +9,7 @@ use super::sgemm::{self, MatRef, PackedB};
 use super::phases::{self, Site};
 use super::vector::softmax_row;
 use super::{kernels_apply, with_cpu_f32};
-use crate::model::sink::{AttentionBlock, AttentionSink};
+use crate::model::sink::{AttentionBlock, AttentionSink, HeadConsumer};
 use crate::{Error, Result};
 
 /// Steps 6–7 of the decoder's attention (scores, causal softmax, the sink, `P·V`) on this CPU's
@@ -140,6 +141,7 @@ fn attend_blocks(
             with_cpu_f32(&v, |vs| -> Result<()> {
                 // Kᵀ and V of each KV head packed once per layer; every block and every query
                 // head sharing them reads a leading corner (causal: keys < `visible`).
+                let packing = phases::start();
                 let per_head = total_keys * hd;
                 let keys: Vec<PackedB> = (0..num_kv_heads)
                     .map(|kv| PackedB::new(MatRef::transposed(&ks[kv * per_head..], hd), hd, total_keys))
@@ -147,6 +149,7 @@ fn attend_blocks(
                 let values: Vec<PackedB> = (0..num_kv_heads)
                     .map(|kv| PackedB::new(MatRef::row_major(&vs[kv * per_head..], hd), total_keys, hd))
                     .collect();
+                phases::record(Site::Layout, packing, (2 * per_head * num_kv_heads * 4) as u64);
                 let mut head_out: Vec<f32> = Vec::new();
                 let mut q0 = 0;
                 while q0 < seq {
@@ -154,11 +157,26 @@ fn attend_blocks(
                     let visible = offset + q0 + rows;
                     let size = rows * visible;
                     probs.resize(h * size, 0.0);
+                    // A sink that splits by head takes each head's rows inside the parallel
+                    // section, right after their softmax; any other gets the block after it.
+                    let (q_start, kv_len) = (offset + q0, visible);
+                    let shape = AttentionBlock { layer, q_start, heads: h, rows, kv_len, total_keys, probs: &[] };
+                    let mut consumers: Vec<Option<HeadConsumer<'_>>> = match sink.as_deref_mut() {
+                        Some(sink) => match sink.per_head(shape)? {
+                            Some(heads) if heads.len() != h => {
+                                return Err(Error::invalid(format!("attention sink: {} head consumers for {h} heads", heads.len())))
+                            }
+                            Some(heads) => heads.into_iter().map(Some).collect(),
+                            None => (0..h).map(|_| None).collect(),
+                        },
+                        None => (0..h).map(|_| None).collect(),
+                    };
+                    let split = consumers.iter().any(Option::is_some);
                     // Tasks of (head, band of rows), balanced over the threads by rayon; each
                     // band's softmax runs while its scores are still in L2.
                     let band = (rows / 2).div_ceil(12).max(1) * 12;
                     let section = phases::start();
-                    probs.par_chunks_mut(size).enumerate().for_each(|(head, scores)| {
+                    probs.par_chunks_mut(size).zip(consumers.par_iter_mut()).enumerate().for_each(|(head, (scores, consumer))| {
                         scores.par_chunks_mut(band * visible).enumerate().for_each(|(i, scores)| {
                             let (r0, n_rows) = (i * band, band.min(rows - i * band));
                             // Query head `kv * n_rep + r` reads KV head `kv` (HF `repeat_kv`).
@@ -181,12 +199,17 @@ fn attend_blocks(
                             }
                             phases::record(Site::SoftmaxThread, started, computed as u64);
                         });
+                        if let Some(consume) = consumer {
+                            let started = phases::start();
+                            consume(scores);
+                            phases::record(Site::SinkThread, started, (4 * scores.len()) as u64);
+                        }
                     });
+                    drop(consumers);
                     phases::record(Site::ScoresAndSoftmax, section, 0);
-                    if let Some(sink) = sink.as_deref_mut() {
-                        let (q_start, heads, kv_len) = (offset + q0, h, visible);
+                    if let (Some(sink), false) = (sink.as_deref_mut(), split) {
                         let started = phases::start();
-                        sink.consume(AttentionBlock { layer, q_start, heads, rows, kv_len, total_keys, probs: &probs })?;
+                        sink.consume(AttentionBlock { probs: &probs, ..shape })?;
                         phases::record(Site::Sink, started, (4 * h * size) as u64);
                     }
                     let started = phases::start();
@@ -200,12 +223,14 @@ fn attend_blocks(
                     });
                     phases::record(Site::Values, started, 2 * (h * rows * visible * hd) as u64);
                     // [H, rows, d_head] → rows of the merged-heads layout.
+                    let merging = phases::start();
                     for (head, out) in head_out.chunks(rows * hd).enumerate() {
                         for (r, src) in out.chunks(hd).enumerate() {
                             let dst = ((q0 + r) * h + head) * hd;
                             z[dst..dst + hd].copy_from_slice(src);
                         }
                     }
+                    phases::record(Site::Layout, merging, (4 * h * rows * hd) as u64);
                     q0 += rows;
                 }
                 Ok(())
@@ -273,6 +298,36 @@ mod tests {
             }
         }
         (out, probs)
+    }
+
+    /// A sink that splits by head (the sentence averager) gets, inside the kernels' parallel
+    /// section, exactly what it computes from the full matrices: the same sentence means, bit
+    /// for bit, over several query blocks and a cached prefix.
+    #[test]
+    fn a_sink_split_by_head_sees_every_head_in_order() {
+        use crate::attention::{average_matrix, SentenceAverager};
+        if !sgemm::available() {
+            super::super::skip_hardware("a_sink_split_by_head_sees_every_head_in_order", sgemm::NO_KERNELS);
+            return;
+        }
+        let (h, h_kv, hd, seq) = (6, 2, 16, 61);
+        let value = |i: usize, m: usize| ((i * m % 211) as f32 - 105.0) / 60.0;
+        let q: Vec<f32> = (0..h * seq * hd).map(|i| value(i, 7919)).collect();
+        let k: Vec<f32> = (0..h_kv * seq * hd).map(|i| value(i, 104729)).collect();
+        let v: Vec<f32> = (0..h_kv * seq * hd).map(|i| value(i, 1299709)).collect();
+        let tensor = |data: &[f32], heads| Tensor::from_slice(data, (1, heads, seq, hd), &Device::Cpu).unwrap();
+        let bounds = vec![(0, 7), (7, 20), (20, 21), (21, 45), (45, 61)];
+        let mut averager = SentenceAverager::new(bounds.clone(), 1, h);
+        let mut capture = FullAttentionCapture::default();
+        for sink in [&mut averager as &mut dyn AttentionSink, &mut capture] {
+            attend(&tensor(&q, h), &tensor(&k, h_kv), &tensor(&v, h_kv), 0, 0, 16, Some(sink), &[]).unwrap().expect("kernels apply");
+        }
+        let got = averager.finish().unwrap();
+        let full = capture.layer(0).unwrap();
+        for head in 0..h {
+            let want = average_matrix(&full[head * seq * seq..(head + 1) * seq * seq], seq, &bounds).unwrap();
+            assert_eq!(got.matrix(0, head), want.as_slice(), "head {head}");
+        }
     }
 
     #[test]

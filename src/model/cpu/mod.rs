@@ -3,6 +3,8 @@
 //! - [`sgemm`]: the packed f32 GEMM, one kernel set per ISA (AVX-512F, AVX2 with FMA), and the
 //!   one-pass kernels for decode steps (a few rows).
 //! - `vector`: `e^x`, softmax rows and `silu(g) · u`, scalar and in SIMD (same arithmetic).
+//! - `activations`: RMSNorm (alone or after the residual add) and the split into heads (with
+//!   RoPE), one parallel pass each.
 //! - `attention`: causal attention over query blocks (scores, softmax, the sink, `P·V`) and over
 //!   a few decode rows.
 //!
@@ -11,6 +13,7 @@
 //! FMA or AVX-512F) and candle's ops (or the scalar code) elsewhere, so the crate runs on any
 //! machine. [`set_portable`] (or `THOUGHTSCOPE_PORTABLE=1`) forces the fallback everywhere.
 
+mod activations;
 mod attention;
 #[cfg(feature = "openblas")]
 pub mod blas;
@@ -23,9 +26,10 @@ use std::sync::Once;
 
 use candle_core::{DType, Tensor};
 
+pub(crate) use activations::{add_rms_norm, rms_norm, split_heads};
 pub(crate) use attention::{attend, scaled_causal_softmax};
 use sgemm::MatRef;
-pub(crate) use vector::silu_mul;
+pub(crate) use vector::{add_widened, silu_mul};
 
 use super::stored::StoredMatrix;
 use crate::{Error, Result};

@@ -4,8 +4,9 @@
 //! clock read.
 //!
 //! `Q·Kᵀ` and the softmax run fused, band by band on rayon's threads (the softmax reads the
-//! scores while they are in L2), so they have no separate wall times: the section's wall time is
-//! split between them in proportion to the thread time each took.
+//! scores while they are in L2), and a sink that splits by head takes each head's rows in the
+//! same section, so they have no separate wall times: the section's wall time is split between
+//! them in proportion to the thread time each took.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -25,11 +26,20 @@ pub(crate) enum Site {
     SoftmaxThread,
     /// `P·V`: wall time; work = multiply-adds × 2.
     Values,
-    /// The attention sink (sentence averaging): wall time; work = bytes of probabilities handed over.
+    /// The attention sink (sentence averaging) after the section: wall time; work = bytes of
+    /// probabilities handed over.
     Sink,
+    /// A sink that splits by head, inside the section: thread time; work = bytes handed over.
+    SinkThread,
+    /// Element-wise passes over activations (RMSNorm, head split + RoPE, SiLU·up, residual adds):
+    /// wall time; work = bytes written.
+    Elementwise,
+    /// Packing each layer's K and V for the kernels and merging the heads' outputs: wall time;
+    /// work = bytes written.
+    Layout,
 }
 
-const SITES: usize = 6;
+const SITES: usize = 9;
 static NANOS: [AtomicU64; SITES] = [const { AtomicU64::new(0) }; SITES];
 static WORK: [AtomicU64; SITES] = [const { AtomicU64::new(0) }; SITES];
 
@@ -93,12 +103,22 @@ pub struct Phases {
     pub values: PhaseTime,
     /// The attention sink (sentence averaging), GB/s of probabilities read.
     pub sink: PhaseTime,
+    /// RMSNorm, head split + RoPE, SiLU·up and residual adds, GB/s written.
+    pub elementwise: PhaseTime,
+    /// K/V packing and the heads' merge, GB/s written.
+    pub layout: PhaseTime,
 }
 
 impl Phases {
     /// Seconds of all phases together.
     pub fn total_s(&self) -> f64 {
-        self.linear.seconds + self.scores.seconds + self.softmax.seconds + self.values.seconds + self.sink.seconds
+        self.linear.seconds
+            + self.scores.seconds
+            + self.softmax.seconds
+            + self.values.seconds
+            + self.sink.seconds
+            + self.elementwise.seconds
+            + self.layout.seconds
     }
 }
 
@@ -106,14 +126,17 @@ impl Phases {
 pub fn snapshot() -> Phases {
     let s = |site: Site| NANOS[site as usize].load(Ordering::Relaxed) as f64 / 1e9;
     let w = |site: Site| WORK[site as usize].load(Ordering::Relaxed) as f64;
-    let (scores_thread, softmax_thread) = (s(Site::ScoresThread), s(Site::SoftmaxThread));
+    let (scores_thread, softmax_thread, sink_thread) = (s(Site::ScoresThread), s(Site::SoftmaxThread), s(Site::SinkThread));
     let fused = s(Site::ScoresAndSoftmax);
-    let share = if scores_thread + softmax_thread > 0.0 { scores_thread / (scores_thread + softmax_thread) } else { 0.5 };
+    let threads = scores_thread + softmax_thread + sink_thread;
+    let share = |t: f64| if threads > 0.0 { fused * t / threads } else { 0.0 };
     Phases {
         linear: PhaseTime::new(s(Site::Linear), w(Site::Linear), "GFLOP/s"),
-        scores: PhaseTime::new(fused * share, w(Site::ScoresThread), "GFLOP/s"),
-        softmax: PhaseTime::new(fused * (1.0 - share), w(Site::SoftmaxThread), "G probabilities/s"),
+        scores: PhaseTime::new(share(scores_thread), w(Site::ScoresThread), "GFLOP/s"),
+        softmax: PhaseTime::new(share(softmax_thread), w(Site::SoftmaxThread), "G probabilities/s"),
         values: PhaseTime::new(s(Site::Values), w(Site::Values), "GFLOP/s"),
-        sink: PhaseTime::new(s(Site::Sink), w(Site::Sink), "GB/s"),
+        sink: PhaseTime::new(s(Site::Sink) + share(sink_thread), w(Site::Sink) + w(Site::SinkThread), "GB/s"),
+        elementwise: PhaseTime::new(s(Site::Elementwise), w(Site::Elementwise), "GB/s"),
+        layout: PhaseTime::new(s(Site::Layout), w(Site::Layout), "GB/s"),
     }
 }

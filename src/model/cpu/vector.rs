@@ -28,6 +28,43 @@ pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, gate.shape(), gate.device())?)
 }
 
+/// `acc[i] += xs[i] as f64` (the sentence averager's column sums), with the widest vector unit
+/// the CPU has: element-wise adds, so every path gives the same bits. Left to the baseline
+/// target the loop runs two lanes wide.
+pub(crate) fn add_widened(acc: &mut [f64], xs: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::avx512_enabled() {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { add_widened_avx512(acc, xs) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { add_widened_avx2(acc, xs) };
+        }
+    }
+    add_widened_portable(acc, xs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn add_widened_avx512(acc: &mut [f64], xs: &[f32]) {
+    add_widened_portable(acc, xs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn add_widened_avx2(acc: &mut [f64], xs: &[f32]) {
+    add_widened_portable(acc, xs)
+}
+
+#[inline(always)]
+fn add_widened_portable(acc: &mut [f64], xs: &[f32]) {
+    for (acc, &x) in acc.iter_mut().zip(xs) {
+        *acc += f64::from(x);
+    }
+}
+
 /// `e^x` for `x <= 0` (softmax arguments after subtracting the row max), branch-free so the loop
 /// vectorises: `x = n·ln2 + r` with a two-part ln2 (Cody–Waite), a degree-6 polynomial for `e^r` on
 /// `|r| <= ln2/2`, and `2^n` put into the exponent bits. Relative error below 3e-7 (tested against
@@ -62,8 +99,11 @@ fn silu_mul_row(g: &[f32], u: &[f32], y: &mut [f32]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     {
-        if !portable() && std::arch::is_x86_feature_detected!("avx2") {
+        if !portable() && super::avx512_enabled() {
             // SAFETY: the CPU has the feature the function is compiled for.
+            done = unsafe { simd::silu_mul_avx512(g, u, y) };
+        } else if !portable() && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
             done = unsafe { simd::silu_mul_avx2(g, u, y) };
         }
     }
@@ -177,6 +217,23 @@ mod simd {
         let er = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, r), r), r), one);
         let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
         _mm256_mul_ps(er, _mm256_castsi256_ps(bits))
+    }
+
+    /// [`super::silu_mul_row`] over the longest multiple of 16 elements; returns how many it did.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn silu_mul_avx512(g: &[f32], u: &[f32], y: &mut [f32]) -> usize {
+        let n = y.len().min(g.len()).min(u.len());
+        let body = n - n % 16;
+        let (one, max_arg) = (_mm512_set1_ps(1.0), _mm512_set1_ps(88.0));
+        for i in (0..body).step_by(16) {
+            // SAFETY: i + 16 <= body <= the length of each slice.
+            let (gv, uv) = unsafe { (_mm512_loadu_ps(g.as_ptr().add(i)), _mm512_loadu_ps(u.as_ptr().add(i))) };
+            let negated = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(gv), _mm512_set1_epi32(i32::MIN)));
+            let e = exp16(_mm512_min_ps(negated, max_arg));
+            let out = _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv);
+            unsafe { _mm512_storeu_ps(y.as_mut_ptr().add(i), out) };
+        }
+        body
     }
 
     /// [`super::silu_mul_row`] over the longest multiple of eight elements; returns how many it did.
@@ -427,6 +484,16 @@ mod tests {
             assert_eq!(done, n - n % 8);
             let got: Vec<u32> = y[..done].iter().map(|y| y.to_bits()).collect();
             assert_eq!(got, scalar[..done]);
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let mut y = vec![f32::NAN; n];
+                // SAFETY: AVX-512F checked just above.
+                let done = unsafe { simd::silu_mul_avx512(&g, &u, &mut y) };
+                assert_eq!(done, n - n % 16);
+                let got: Vec<u32> = y[..done].iter().map(|y| y.to_bits()).collect();
+                assert_eq!(got, scalar[..done]);
+            } else {
+                super::super::skip_hardware("vector_silu_equals_scalar_silu_bit_for_bit/avx512", "no AVX-512F on this CPU");
+            }
             return;
         }
         super::super::skip_hardware("vector_silu_equals_scalar_silu_bit_for_bit/avx2", "no AVX2 on this CPU");
