@@ -228,13 +228,18 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     })
 }
 
-/// `[b, L, n·d]` → `[b, n, L, d]`, rotated by RoPE when `rope` has the tables.
-fn split_heads(x: &Tensor, n: usize, head_dim: usize, rope: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
-    elementwise(|| match cpu::split_heads(x, n, head_dim, rope)? {
+/// `[b, L, n·d]` → `[b, n, L, d]`, each head's vector normalised by `norm` (weight, epsilon)
+/// and then rotated by RoPE when `rope` has the tables.
+fn split_heads(x: &Tensor, n: usize, head_dim: usize, norm: Option<(&Tensor, f64)>, rope: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+    elementwise(|| match cpu::split_heads(x, n, head_dim, norm.map(|(w, eps)| (w, eps as f32)), rope)? {
         Some(y) => Ok(y),
         None => {
             let (b, seq, _) = x.dims3()?;
             let y = x.reshape((b, seq, n, head_dim))?.transpose(1, 2)?.contiguous()?;
+            let y = match norm {
+                Some((w, eps)) => rms_norm(&y, w, eps)?,
+                None => y,
+            };
             match rope {
                 Some((cos, sin)) => Ok(candle_nn::rotary_emb::rope(&y, cos, sin)?),
                 None => Ok(y),
@@ -262,7 +267,10 @@ struct Mlp {
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (gate, up) = (project(&self.gate_proj, x)?, project(&self.up_proj, x)?);
-        project(&self.down_proj, &elementwise(|| silu_mul(&gate, &up))?)
+        let act = elementwise(|| silu_mul(&gate, &up))?;
+        // Not held through the down projection: the MLP is the layer's peak of memory.
+        drop((gate, up));
+        project(&self.down_proj, &act)
     }
 }
 
@@ -304,46 +312,28 @@ impl Attention {
         let (b, seq, _) = x.dims3()?;
         let (h, h_kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
 
-        // 1. Project.
-        let q = project(&self.q_proj, x)?;
-        let k = project(&self.k_proj, x)?;
-        let v = project(&self.v_proj, x)?;
-
-        // 2. Split heads: [b, L, H*hd] -> [b, H, L, hd]. Unless something must see q and k
-        //    between the split and RoPE (Qwen3's norm, the `hook_q`/`hook_k` hooks), the
-        //    rotation is applied in the same pass.
-        let rotate_now = self.q_norm.is_none()
-            && self.k_norm.is_none()
-            && !hooks.wants(&HookPoint::AttnQ(layer))
-            && !hooks.wants(&HookPoint::AttnK(layer));
-        let rope = rotate_now.then_some((cos, sin));
-        let q = split_heads(&q, h, hd, rope)?;
-        let k = split_heads(&k, h_kv, hd, rope)?;
-        let v = split_heads(&v, h_kv, hd, None)?;
-
-        // 3. Qwen3: RMSNorm over each head's vector, before RoPE.
-        let q = match &self.q_norm {
-            Some(w) => rms_norm(&q, w, self.rms_norm_eps)?,
-            None => q,
-        };
-        let k = match &self.k_norm {
-            Some(w) => rms_norm(&k, w, self.rms_norm_eps)?,
-            None => k,
-        };
-
-        // 4. RoPE (rotate-half convention; GGUF llama weights were un-permuted at load). As in
-        // TransformerLens, `hook_q`/`hook_k` see q and k before the rotation, `hook_rot_q`/
-        // `hook_rot_k` after it.
-        let v = hook(hooks, HookPoint::AttnV(layer), v)?;
+        // 1–4. Project; split heads [b, L, H*hd] -> [b, H, L, hd]; Qwen3's RMSNorm over each
+        //    head's vector; RoPE (rotate-half convention; GGUF llama weights were un-permuted at
+        //    load). Unless a hook must see q and k before the rotation (TransformerLens's
+        //    `hook_q`/`hook_k`; `hook_rot_q`/`hook_rot_k` see them after it), the split, the norm
+        //    and the rotation are one pass; the projections are freed as soon as they are split.
+        let rotate_now = !hooks.wants(&HookPoint::AttnQ(layer)) && !hooks.wants(&HookPoint::AttnK(layer));
+        let eps = self.rms_norm_eps;
         let (q, k) = if rotate_now {
+            let q = split_heads(&project(&self.q_proj, x)?, h, hd, self.q_norm.as_ref().map(|w| (w, eps)), Some((cos, sin)))?;
+            let k = split_heads(&project(&self.k_proj, x)?, h_kv, hd, self.k_norm.as_ref().map(|w| (w, eps)), Some((cos, sin)))?;
             (q, k)
         } else {
+            let q = split_heads(&project(&self.q_proj, x)?, h, hd, self.q_norm.as_ref().map(|w| (w, eps)), None)?;
+            let k = split_heads(&project(&self.k_proj, x)?, h_kv, hd, self.k_norm.as_ref().map(|w| (w, eps)), None)?;
             let q = hook(hooks, HookPoint::AttnQ(layer), q)?;
             let k = hook(hooks, HookPoint::AttnK(layer), k)?;
             let q = elementwise(|| Ok(candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?))?;
             let k = elementwise(|| Ok(candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?))?;
             (q, k)
         };
+        let v = split_heads(&project(&self.v_proj, x)?, h_kv, hd, None, None)?;
+        let v = hook(hooks, HookPoint::AttnV(layer), v)?;
         let q = hook(hooks, HookPoint::AttnRotQ(layer), q)?;
         let k = hook(hooks, HookPoint::AttnRotK(layer), k)?;
 
@@ -529,10 +519,16 @@ impl DecoderLayer {
             }
         };
         let attn = self.self_attn.forward(&h, layer, offset, cos, sin, cache, hooks, block_rows)?;
+        drop(h);
         let attn = hook(hooks, HookPoint::AttnOut(layer), attn)?;
         let mid = HookPoint::ResidMid(layer);
+        // Each sum replaces its terms at once (shadowing would keep them alive to the end of the
+        // layer, through the MLP's peak).
         let (x, h) = match add_and_norm(&x, &attn, &self.post_attention_layernorm, eps, hooks.wants(&mid), mid)? {
-            Some(pair) => pair,
+            Some(pair) => {
+                drop((x, attn));
+                pair
+            }
             None => {
                 let x = hook(hooks, mid, elementwise(|| Ok((x + attn)?))?)?;
                 let h = rms_norm(&x, &self.post_attention_layernorm, eps)?;
@@ -540,10 +536,14 @@ impl DecoderLayer {
             }
         };
         let mlp = hook(hooks, HookPoint::MlpOut(layer), self.mlp.forward(&h)?)?;
+        drop(h);
         let post = HookPoint::ResidPost(layer);
         let hooked = next_hooked || hooks.wants(&post);
         match add_and_norm(&x, &mlp, next_norm, eps, hooked, post)? {
-            Some((x, next)) => Ok((x, Some(next))),
+            Some(pair) => {
+                drop((x, mlp));
+                Ok((pair.0, Some(pair.1)))
+            }
             None => {
                 let x = hook(hooks, post, elementwise(|| Ok((x + mlp)?))?)?;
                 ensure_finite(&x, post)?;

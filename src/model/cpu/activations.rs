@@ -133,12 +133,23 @@ fn norm_row(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> f32 {
     sum2
 }
 
-/// `[B, L, H·d]` → `[B, H, L, d]`, rotating each head's vector by RoPE on the way when `rope`
-/// gives the cos and sin tables `[L, d/2]` (rotate-half convention, candle's arithmetic:
-/// `x₁·cos − x₂·sin`, `x₁·sin + x₂·cos`). One parallel pass instead of a strided copy on one
-/// thread and a rotation. `None` where these passes do not apply.
-pub(crate) fn split_heads(x: &Tensor, heads: usize, head_dim: usize, rope: Option<(&Tensor, &Tensor)>) -> Result<Option<Tensor>> {
+/// `[B, L, H·d]` → `[B, H, L, d]`, on the way normalising each head's vector when `norm` gives
+/// a per-head RMSNorm weight `[d]` and its epsilon (Qwen3's q/k norm, [`rms_norm`]'s arithmetic),
+/// then rotating it by RoPE when `rope` gives the cos and sin tables `[L, d/2]` (rotate-half
+/// convention, candle's arithmetic: `x₁·cos − x₂·sin`, `x₁·sin + x₂·cos`). One parallel pass
+/// instead of a strided copy on one thread, a norm and a rotation. `None` where these passes do
+/// not apply.
+pub(crate) fn split_heads(
+    x: &Tensor,
+    heads: usize,
+    head_dim: usize,
+    norm: Option<(&Tensor, f32)>,
+    rope: Option<(&Tensor, &Tensor)>,
+) -> Result<Option<Tensor>> {
     if !applies(x) || rope.is_some_and(|(c, s)| !applies(c) || !applies(s)) || head_dim % 2 != 0 {
+        return Ok(None);
+    }
+    if norm.is_some_and(|(w, _)| !applies(w) || w.elem_count() != head_dim) {
         return Ok(None);
     }
     let (b, seq, width) = x.dims3()?;
@@ -149,14 +160,19 @@ pub(crate) fn split_heads(x: &Tensor, heads: usize, head_dim: usize, rope: Optio
     let half = head_dim / 2;
     let band = rows_per_task(head_dim);
     let mut out = vec![0f32; x.elem_count()];
-    let mut run = |xs: &[f32], cos: &[f32], sin: &[f32]| {
+    let mut run = |xs: &[f32], weight: &[f32], cos: &[f32], sin: &[f32]| {
         // Tasks: (sequence, head), then bands of rows of that head's `[L, d]`.
         out.par_chunks_mut(seq * head_dim).enumerate().for_each(|(bh, per_head)| {
             let (bi, head) = (bh / heads, bh % heads);
             per_head.par_chunks_mut(band * head_dim).enumerate().for_each(|(i, dst)| {
+                let mut normed = vec![0f32; if weight.is_empty() { 0 } else { head_dim }];
                 for (r, dst) in dst.chunks_mut(head_dim).enumerate() {
                     let t = i * band + r;
-                    let src = &xs[(bi * seq + t) * width + head * head_dim..][..head_dim];
+                    let mut src = &xs[(bi * seq + t) * width + head * head_dim..][..head_dim];
+                    if let Some((_, eps)) = norm {
+                        let _sum_of_squares = dispatch_norm_row(src, weight, eps, &mut normed);
+                        src = &normed;
+                    }
                     if cos.is_empty() {
                         dst.copy_from_slice(src);
                         continue;
@@ -172,12 +188,18 @@ pub(crate) fn split_heads(x: &Tensor, heads: usize, head_dim: usize, rope: Optio
             })
         })
     };
+    let weight = match norm {
+        Some((w, _)) => w.contiguous()?,
+        None => Tensor::zeros(0, DType::F32, x.device())?,
+    };
     match rope {
         Some((cos, sin)) => {
             let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
-            with_cpu_f32(&x, |xs| with_cpu_f32(&cos, |c| with_cpu_f32(&sin, |s| run(xs, c, s))))???
+            with_cpu_f32(&x, |xs| {
+                with_cpu_f32(&weight, |w| with_cpu_f32(&cos, |c| with_cpu_f32(&sin, |s| run(xs, w, c, s))))
+            })????
         }
-        None => with_cpu_f32(&x, |xs| run(xs, &[], &[]))?,
+        None => with_cpu_f32(&x, |xs| with_cpu_f32(&weight, |w| run(xs, w, &[], &[])))??,
     }
     Ok(Some(Tensor::from_vec(out, (b, heads, seq, head_dim), x.device())?))
 }
@@ -201,16 +223,22 @@ mod tests {
     /// `rope` on the result, bit for bit (the same arithmetic), for several batch rows and a
     /// length that is not a multiple of the task's band.
     #[test]
-    fn split_heads_equals_transpose_then_candle_rope_bit_for_bit() {
+    fn split_heads_equals_transpose_norm_then_candle_rope_bit_for_bit() {
         let (b, seq, heads, hd) = (2, 523, 3, 8);
         let x = tensor(&[b, seq, heads * hd], 1);
         let (cos, sin) = (tensor(&[seq, hd / 2], 2).cos().unwrap(), tensor(&[seq, hd / 2], 3).sin().unwrap());
         let want = x.reshape((b, seq, heads, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
-        let got = split_heads(&x, heads, hd, None).unwrap().expect("f32 on the CPU");
+        let got = split_heads(&x, heads, hd, None, None).unwrap().expect("f32 on the CPU");
         assert_eq!(got.dims(), want.dims());
         assert_eq!(values(&got), values(&want));
         let rotated = candle_nn::rotary_emb::rope(&want, &cos, &sin).unwrap();
-        let got = split_heads(&x, heads, hd, Some((&cos, &sin))).unwrap().expect("f32 on the CPU");
+        let got = split_heads(&x, heads, hd, None, Some((&cos, &sin))).unwrap().expect("f32 on the CPU");
+        assert_eq!(values(&got), values(&rotated));
+        // With Qwen3's per-head norm first: the same as the norm pass, then candle's rope.
+        let w = tensor(&[hd], 7);
+        let normed = rms_norm(&want, &w, 1e-6).unwrap().unwrap();
+        let rotated = candle_nn::rotary_emb::rope(&normed, &cos, &sin).unwrap();
+        let got = split_heads(&x, heads, hd, Some((&w, 1e-6)), Some((&cos, &sin))).unwrap().unwrap();
         assert_eq!(values(&got), values(&rotated));
     }
 
