@@ -476,21 +476,21 @@ mod tests {
         let g: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 7.0).collect();
         let u: Vec<f32> = (0..n).map(|i| ((i * 104729 % 997) as f32 - 498.0) / 91.0).collect();
         let scalar: Vec<u32> = g.iter().zip(&u).map(|(&g, &u)| (g / (1.0 + exp_nonpositive((-g).min(88.0))) * u).to_bits()).collect();
+        // One vector variant over the slice: equal to the scalar lanes on what it did.
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        let check = |variant: unsafe fn(&[f32], &[f32], &mut [f32]) -> usize, width: usize| {
             let mut y = vec![f32::NAN; n];
-            // SAFETY: AVX2 checked above.
-            let done = unsafe { simd::silu_mul_avx2(&g, &u, &mut y) };
-            assert_eq!(done, n - n % 8);
+            // SAFETY: the caller checked the variant's CPU feature.
+            let done = unsafe { variant(&g, &u, &mut y) };
+            assert_eq!(done, n - n % width);
             let got: Vec<u32> = y[..done].iter().map(|y| y.to_bits()).collect();
             assert_eq!(got, scalar[..done]);
+        };
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            check(simd::silu_mul_avx2, 8);
             if std::arch::is_x86_feature_detected!("avx512f") {
-                let mut y = vec![f32::NAN; n];
-                // SAFETY: AVX-512F checked just above.
-                let done = unsafe { simd::silu_mul_avx512(&g, &u, &mut y) };
-                assert_eq!(done, n - n % 16);
-                let got: Vec<u32> = y[..done].iter().map(|y| y.to_bits()).collect();
-                assert_eq!(got, scalar[..done]);
+                check(simd::silu_mul_avx512, 16);
             } else {
                 super::super::skip_hardware("vector_silu_equals_scalar_silu_bit_for_bit/avx512", "no AVX-512F on this CPU");
             }
