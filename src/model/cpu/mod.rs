@@ -8,9 +8,10 @@
 //! - `attention`: causal attention over query blocks (scores, softmax, the sink, `P·V`) and over
 //!   a few decode rows.
 //!
-//! The decoder calls four functions: [`linear`], [`silu_mul`], [`attend`] and
-//! [`scaled_causal_softmax`]. Each takes the kernels where they apply (f32 on a CPU with AVX2 and
-//! FMA or AVX-512F) and candle's ops (or the scalar code) elsewhere, so the crate runs on any
+//! The decoder calls [`linear`], [`silu_mul`], [`attend`], [`scaled_causal_softmax`] and the
+//! activation passes ([`rms_norm`], [`add_rms_norm`], [`split_heads`]). Each takes the kernels
+//! where they apply (f32 on a CPU with AVX2 and FMA or AVX-512F) and candle's ops (or the scalar
+//! code) elsewhere (the activation passes return `None` there), so the crate runs on any
 //! machine. [`set_portable`] (or `THOUGHTSCOPE_PORTABLE=1`) forces the fallback everywhere.
 
 mod activations;
