@@ -319,13 +319,12 @@ impl Attention {
         //    and the rotation are one pass; the projections are freed as soon as they are split.
         let rotate_now = !hooks.wants(&HookPoint::AttnQ(layer)) && !hooks.wants(&HookPoint::AttnK(layer));
         let eps = self.rms_norm_eps;
+        let rope = rotate_now.then_some((cos, sin));
+        let q = split_heads(&project(&self.q_proj, x)?, h, hd, self.q_norm.as_ref().map(|w| (w, eps)), rope)?;
+        let k = split_heads(&project(&self.k_proj, x)?, h_kv, hd, self.k_norm.as_ref().map(|w| (w, eps)), rope)?;
         let (q, k) = if rotate_now {
-            let q = split_heads(&project(&self.q_proj, x)?, h, hd, self.q_norm.as_ref().map(|w| (w, eps)), Some((cos, sin)))?;
-            let k = split_heads(&project(&self.k_proj, x)?, h_kv, hd, self.k_norm.as_ref().map(|w| (w, eps)), Some((cos, sin)))?;
             (q, k)
         } else {
-            let q = split_heads(&project(&self.q_proj, x)?, h, hd, self.q_norm.as_ref().map(|w| (w, eps)), None)?;
-            let k = split_heads(&project(&self.k_proj, x)?, h_kv, hd, self.k_norm.as_ref().map(|w| (w, eps)), None)?;
             let q = hook(hooks, HookPoint::AttnQ(layer), q)?;
             let k = hook(hooks, HookPoint::AttnK(layer), k)?;
             let q = elementwise(|| Ok(candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?))?;
