@@ -265,7 +265,17 @@ struct Mlp {
 }
 
 impl Mlp {
+    /// Whether no projection has a bias (the chunked kernels take none).
+    fn unbiased(&self) -> bool {
+        [&self.gate_proj, &self.up_proj, &self.down_proj].iter().all(|l| l.bias.is_none())
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.unbiased() {
+            if let Some(y) = cpu::gated_mlp(x, &self.gate_proj.weight, &self.up_proj.weight, &self.down_proj.weight)? {
+                return Ok(y);
+            }
+        }
         let (gate, up) = (project(&self.gate_proj, x)?, project(&self.up_proj, x)?);
         let act = elementwise(|| silu_mul(&gate, &up))?;
         // Not held through the down projection: the MLP is the layer's peak of memory.
@@ -521,6 +531,22 @@ impl DecoderLayer {
         drop(h);
         let attn = hook(hooks, HookPoint::AttnOut(layer), attn)?;
         let mid = HookPoint::ResidMid(layer);
+        let post = HookPoint::ResidPost(layer);
+        // With no hook from the residual add to the next norm, the rest of the layer runs in
+        // chunks of rows (`cpu::mlp_block`: the same bits, its intermediates kept in cache).
+        let hooked = [mid, HookPoint::MlpOut(layer), post].iter().any(|p| hooks.wants(p));
+        if !hooked && !next_hooked && self.mlp.unbiased() {
+            let weights = (&self.mlp.gate_proj.weight, &self.mlp.up_proj.weight, &self.mlp.down_proj.weight);
+            if let Some(block) = cpu::mlp_block(&x, &attn, &self.post_attention_layernorm, weights, next_norm, eps as f32)? {
+                if !block.mid_finite {
+                    return Err(non_finite(mid));
+                }
+                if !block.out_finite {
+                    return Err(non_finite(post));
+                }
+                return Ok((block.out, Some(block.next)));
+            }
+        }
         // Each sum replaces its terms at once (shadowing would keep them alive to the end of the
         // layer, through the MLP's peak).
         let (x, h) = match add_and_norm(&x, &attn, &self.post_attention_layernorm, eps, hooks.wants(&mid), mid)? {
@@ -536,7 +562,6 @@ impl DecoderLayer {
         };
         let mlp = hook(hooks, HookPoint::MlpOut(layer), self.mlp.forward(&h)?)?;
         drop(h);
-        let post = HookPoint::ResidPost(layer);
         let hooked = next_hooked || hooks.wants(&post);
         match add_and_norm(&x, &mlp, next_norm, eps, hooked, post)? {
             Some(pair) => {

@@ -35,9 +35,7 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<T
     with_cpu_f32(&x, |xs| {
         with_cpu_f32(weight, |w| {
             out.par_chunks_mut(rows_per_task(n) * n).zip(xs.par_chunks(rows_per_task(n) * n)).for_each(|(y, x)| {
-                for (y, x) in y.chunks_mut(n).zip(x.chunks(n)) {
-                    let _sum_of_squares = dispatch_norm_row(x, w, eps, y);
-                }
+                let _all_finite = dispatch_norm_rows(x, w, eps, y);
             })
         })
     })??;
@@ -60,26 +58,81 @@ pub(crate) fn add_rms_norm(x: &Tensor, delta: &Tensor, weight: &Tensor, eps: f32
                 sum.par_chunks_mut(chunk)
                     .zip(normed.par_chunks_mut(chunk))
                     .zip(xs.par_chunks(chunk).zip(ds.par_chunks(chunk)))
-                    .map(|((s, y), (x, d))| {
-                        let mut finite = true;
-                        for ((s, y), (x, d)) in s.chunks_mut(n).zip(y.chunks_mut(n)).zip(x.chunks(n).zip(d.chunks(n))) {
-                            for ((s, &x), &d) in s.iter_mut().zip(x).zip(d) {
-                                *s = x + d;
-                            }
-                            // A non-finite value makes the sum of squares non-finite; the
-                            // converse (squares overflowing) is told apart by a second look.
-                            if !dispatch_norm_row(s, w, eps, y).is_finite() {
-                                finite &= s.iter().all(|v| v.is_finite());
-                            }
-                        }
-                        finite
-                    })
+                    .map(|((s, y), (x, d))| add_norm_rows(x, d, w, eps, s, y))
                     .reduce(|| true, |a, b| a & b)
             })
         })
     })???;
     let (sum, normed) = (Tensor::from_vec(sum, x.shape(), x.device())?, Tensor::from_vec(normed, x.shape(), x.device())?);
     Ok(Some((sum, normed, finite)))
+}
+
+/// [`add_rms_norm`] on whole rows of slices, on the calling thread: `s = x + delta`, `y` the
+/// RMSNorm of `s` with weight `w`; returns whether every value of `s` is finite.
+pub(super) fn add_norm_rows(x: &[f32], delta: &[f32], w: &[f32], eps: f32, s: &mut [f32], y: &mut [f32]) -> bool {
+    for ((s, &x), &d) in s.iter_mut().zip(x).zip(delta) {
+        *s = x + d;
+    }
+    // A non-finite value makes a sum of squares non-finite; the converse (squares overflowing)
+    // is told apart by a second look.
+    dispatch_norm_rows(s, w, eps, y) || s.iter().all(|v| v.is_finite())
+}
+
+/// Rows of RMSNorm (`x` holds whole rows of `w.len()`) on the widest vector unit; returns
+/// whether every row's sum of squares is finite.
+fn dispatch_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::avx512_enabled() {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { norm_rows_avx512(x, w, eps, y) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { norm_rows_avx2(x, w, eps, y) };
+        }
+    }
+    norm_rows(x, w, eps, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn norm_rows_avx512(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> bool {
+    norm_rows(x, w, eps, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn norm_rows_avx2(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> bool {
+    norm_rows(x, w, eps, y)
+}
+
+/// [`norm_row`] over whole rows, eight at a time: each row's sum of squares is still one
+/// in-order chain (candle's bits), but eight chains run side by side instead of one add's
+/// latency per element (the sums were most of RMSNorm's time).
+#[inline(always)]
+fn norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> bool {
+    const R: usize = 8;
+    let n = w.len();
+    let mut finite = true;
+    let (mut xs, mut ys) = (x.chunks_exact(R * n), y.chunks_exact_mut(R * n));
+    for (x, y) in (&mut xs).zip(&mut ys) {
+        let rows: [&[f32]; R] = std::array::from_fn(|r| &x[r * n..(r + 1) * n]);
+        let mut sums = [0f32; R];
+        for i in 0..n {
+            for (sum, row) in sums.iter_mut().zip(&rows) {
+                *sum += row[i] * row[i];
+            }
+        }
+        for ((x, y), sum2) in rows.iter().zip(y.chunks_exact_mut(n)).zip(sums) {
+            finite &= sum2.is_finite();
+            scale_row(x, w, eps, sum2, y);
+        }
+    }
+    for (x, y) in xs.remainder().chunks_exact(n).zip(ys.into_remainder().chunks_exact_mut(n)) {
+        finite &= norm_row(x, w, eps, y).is_finite();
+    }
+    finite
 }
 
 /// One row of RMSNorm on the widest vector unit; returns the row's sum of squares.
@@ -117,11 +170,17 @@ fn norm_row_avx2(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> f32 {
 #[inline(always)]
 fn norm_row(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> f32 {
     let sum2 = x.iter().map(|&v| v * v).sum::<f32>();
+    scale_row(x, w, eps, sum2, y);
+    sum2
+}
+
+/// `y = x / sqrt(sum2 / n + eps) · w`: the rest of [`norm_row`] once the sum of squares is known.
+#[inline(always)]
+fn scale_row(x: &[f32], w: &[f32], eps: f32, sum2: f32, y: &mut [f32]) {
     let root = (sum2 / x.len() as f32 + eps).sqrt();
     for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
         *y = x / root * w;
     }
-    sum2
 }
 
 /// `[B, L, H·d]` → `[B, H, L, d]`, on the way normalising each head's vector when `norm` gives
@@ -235,6 +294,7 @@ mod tests {
 
     /// RMSNorm matches an f64 reference to f32 rounding and candle's op bit for bit, alone and
     /// after the residual add, whose sum is exact; a non-finite value in the sum is reported.
+    /// 37 rows: four groups of eight rows summed side by side and five rows alone.
     #[test]
     fn rms_norm_and_fused_add_match_f64() {
         let (rows, n, eps) = (37, 83, 1e-5f32);
@@ -262,9 +322,13 @@ mod tests {
         assert!(finite);
         assert_eq!(values(&sum), values(&(&x + &delta).unwrap()));
         close(&values(&normed), &reference(&values(&sum), &wv));
-        let mut bad = values(&delta);
-        bad[rows * n - 2] = f32::INFINITY;
-        let bad = Tensor::from_vec(bad, (1, rows, n), &Device::Cpu).unwrap();
-        assert!(!add_rms_norm(&x, &bad, &w, eps).unwrap().unwrap().2);
+        assert_eq!(values(&normed), values(&candle_nn::ops::rms_norm(&sum, &w, eps).unwrap()));
+        // A non-finite value in a row summed eight at a time, and in one of the rows left over.
+        for at in [3 * n + 1, rows * n - 2] {
+            let mut bad = values(&delta);
+            bad[at] = f32::INFINITY;
+            let bad = Tensor::from_vec(bad, (1, rows, n), &Device::Cpu).unwrap();
+            assert!(!add_rms_norm(&x, &bad, &w, eps).unwrap().unwrap().2, "infinity at {at}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! - `vector`: `e^x`, softmax rows and `silu(g) · u`, scalar and in SIMD (same arithmetic).
 //! - `activations`: RMSNorm (alone or after the residual add) and the split into heads (with
 //!   RoPE), one parallel pass each.
+//! - `mlp`: the gated MLP in chunks of rows (gate, up, SiLU·up and down per chunk, in cache).
 //! - `attention`: causal attention over query blocks (scores, softmax, the sink, `P·V`) and over
 //!   a few decode rows.
 //!
@@ -18,6 +19,7 @@ mod activations;
 mod attention;
 #[cfg(feature = "openblas")]
 pub mod blas;
+mod mlp;
 pub mod phases;
 pub mod sgemm;
 mod vector;
@@ -29,6 +31,7 @@ use candle_core::{DType, Tensor};
 
 pub(crate) use activations::{add_rms_norm, rms_norm, split_heads};
 pub(crate) use attention::{attend, scaled_causal_softmax};
+pub(crate) use mlp::{gated_mlp, mlp_block};
 use sgemm::MatRef;
 pub(crate) use vector::{add_widened, silu_mul};
 

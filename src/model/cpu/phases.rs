@@ -16,7 +16,8 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// A timed site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Site {
-    /// `linear`: wall time; work = multiply-adds × 2.
+    /// `linear`: wall time; work = multiply-adds × 2. The MLP's chunked section (`mlp.rs`) counts
+    /// here whole, with the residual adds, norms and SiLU·up that run inside it.
     Linear,
     /// The fused `Q·Kᵀ` + softmax section: wall time.
     ScoresAndSoftmax,
@@ -93,7 +94,8 @@ impl PhaseTime {
 /// The sums since [`enable`]`(true)`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Phases {
-    /// Linear layers (q/k/v/o, gate/up/down), GFLOP/s.
+    /// Linear layers (q/k/v/o, gate/up/down), GFLOP/s; with the MLP's chunked section, which
+    /// also runs the residual adds, norms and SiLU·up around it.
     pub linear: PhaseTime,
     /// `Q·Kᵀ`, GFLOP/s (the whole score rectangle of each block, including its masked corner).
     pub scores: PhaseTime,

@@ -448,6 +448,13 @@ impl PackedB {
     }
 }
 
+/// `b` (`k × n`) packed once for several products of [`matmul_packed`] (row chunks of one
+/// product), in the depth blocks [`matmul`] takes for depth `k`: each chunk's result is then
+/// [`matmul`]'s to the bit. Panics if [`available`] is false or `b` is shorter than its shape.
+pub fn pack_like_matmul(b: MatRef, k: usize, n: usize) -> PackedB {
+    PackedB::pack_parallel(b, k, n, kernels().expect(NO_KERNELS).nr, depth_step(k), Vec::new())
+}
+
 /// `c = a · b[..k, ..n]` with a [`PackedB`] on the calling thread only, for callers that run
 /// many small products in parallel themselves; otherwise as [`matmul`].
 pub fn matmul_packed(a: MatRef, b: &PackedB, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
