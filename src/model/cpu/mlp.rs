@@ -18,6 +18,13 @@ use super::{convert_rows, kernels_apply, with_cpu_f32};
 use crate::model::stored::StoredMatrix;
 use crate::Result;
 
+/// Largest packed MLP weights (the three together, f32) for the chunked path. Every chunk reads
+/// all three, so they must stay in L3 (32 MiB per Zen 5 CCD, shared with the VM's neighbours):
+/// SmolLM2's 10.6 MB do; Qwen3-4B's 299 MB streamed from memory for every chunk and took its
+/// 3k-token forward from 72 s to 98 s. Larger models keep the unchunked path, where each packed
+/// band of a weight serves all rows at once.
+const MAX_PACKED_BYTES: usize = 16 << 20;
+
 /// Rows per chunk: the chunk's intermediates (`3 × rows × intermediate` floats: 1.8 MB for
 /// SmolLM2) stay in L2/L3, and each packed weight panel read from L3 serves eight row tiles.
 /// 48, 96 and 192 measured alike on a 3k-token SmolLM2 forward (two Zen 5 cores).
@@ -49,13 +56,15 @@ struct PackedMlp {
 
 impl PackedMlp {
     /// `None` where the chunked path does not apply: the kernels do not (see
-    /// [`linear`](super::linear)), the shapes disagree, or there are fewer rows than `d` (decode
-    /// steps and short prompts, where the three packed weights would hold more memory than the
-    /// unchunked intermediates).
+    /// [`linear`](super::linear)), the shapes disagree, the packed weights would not stay in
+    /// cache ([`MAX_PACKED_BYTES`]), or there are fewer rows than `d` (decode steps and short
+    /// prompts, where the three packed weights would hold more memory than the unchunked
+    /// intermediates).
     fn for_input(x: &Tensor, (gate, up, down): (&StoredMatrix, &StoredMatrix, &StoredMatrix)) -> Result<Option<Self>> {
         let (inter, d) = gate.dims();
         let rows = x.elem_count() / d.max(1);
-        if up.dims() != (inter, d) || down.dims() != (d, inter) || !kernels_apply(x) || x.dim(x.rank() - 1)? != d || rows < d.max(sgemm::FEW_ROWS) {
+        let fits = 3 * 4 * inter * d <= MAX_PACKED_BYTES;
+        if !fits || up.dims() != (inter, d) || down.dims() != (d, inter) || !kernels_apply(x) || x.dim(x.rank() - 1)? != d || rows < d.max(sgemm::FEW_ROWS) {
             return Ok(None);
         }
         Ok(Some(PackedMlp { gate: pack(gate)?, up: pack(up)?, down: pack(down)?, d, inter }))
@@ -218,6 +227,10 @@ mod tests {
             let short = x.narrow(1, 0, d - 1).unwrap();
             assert!(gated_mlp(&short, gate, up, down).unwrap().is_none(), "{name}: fewer rows than d");
         }
+        // Weights too large to stay in cache while every chunk reads them: declined.
+        let wide = MAX_PACKED_BYTES / (3 * 4 * d) + 1;
+        let zeros = |r: usize, c: usize| StoredMatrix::F32(Tensor::zeros((r, c), candle_core::DType::F32, &Device::Cpu).unwrap());
+        assert!(gated_mlp(&x, &zeros(wide, d), &zeros(wide, d), &zeros(d, wide)).unwrap().is_none(), "packed weights past the cache budget");
     }
 
     /// The rest of a layer in chunks (`mlp_block`) gives the unchunked sequence's bits: the
