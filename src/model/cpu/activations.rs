@@ -135,34 +135,6 @@ fn norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> bool {
     finite
 }
 
-/// One row of RMSNorm on the widest vector unit; returns the row's sum of squares.
-fn dispatch_norm_row(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if super::avx512_enabled() {
-            // SAFETY: the CPU has the feature the function is compiled for.
-            return unsafe { norm_row_avx512(x, w, eps, y) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { norm_row_avx2(x, w, eps, y) };
-        }
-    }
-    norm_row(x, w, eps, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn norm_row_avx512(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> f32 {
-    norm_row(x, w, eps, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn norm_row_avx2(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) -> f32 {
-    norm_row(x, w, eps, y)
-}
-
 /// One row of RMSNorm: `x / sqrt(mean(x²) + eps) · w`, candle's arithmetic to the bit: the sum
 /// of squares in index order, then a division by the root. The tiny CODI fixtures' logits sit
 /// within 1e-5 of PyTorch's only just: a 16-lane sum, or multiplying by the inverse root as
@@ -220,7 +192,7 @@ pub(crate) fn split_heads(
                     let t = i * band + r;
                     let mut src = &xs[(bi * seq + t) * width + head * head_dim..][..head_dim];
                     if let Some((_, eps)) = norm {
-                        let _sum_of_squares = dispatch_norm_row(src, weight, eps, &mut normed);
+                        let _all_finite = dispatch_norm_rows(src, weight, eps, &mut normed);
                         src = &normed;
                     }
                     if cos.is_empty() {
