@@ -9,7 +9,8 @@
 # source already contains (plotly.js itself is inlined there). Expected figures: `--expect N`, or
 # the number of `<div … class="plotly-graph-div…">` in the file. Also reports any reference the
 # page would fetch from the network (it should have none).
-# Exit: 0 all rendered, 1 some did not (or none at all), 2 usage error or no Chromium.
+# Exit: 0 all rendered, 1 some did not (or none at all, unless `--expect 0` says the page has
+# none, as the report index), 2 usage error or no Chromium.
 set -euo pipefail
 
 usage() { echo "usage: $0 FILE.html OUT.png [--expect N] [--size WxH]" >&2; exit 2; }
@@ -18,7 +19,7 @@ html=$1; png=$2; shift 2
 expect=""; size="1280,1800"
 while [ $# -gt 0 ]; do
   case $1 in
-    --expect) expect=${2:?}; shift 2 ;;
+    --expect) expect=${2:?}; expect_given=$expect; shift 2 ;;
     --size) size=${2/x/,}; shift 2 ;;
     *) usage ;;
   esac
@@ -66,7 +67,11 @@ if [ "$network" -gt 0 ]; then
   echo "warning: the page references the network:"
   grep -oE '<(script|link|img|iframe)[^>]*(src|href) *= *"?(https?:)?//[^" >]*' "$html" | head -5
 fi
-if [ "$rendered" -lt 1 ] || [ "$rendered" -lt "$expect" ] || [ "$svgs" -lt "$rendered" ]; then
+# A page with no figure fails unless `--expect 0` was given: a report whose figures never made
+# it into the file must not pass for one that has none.
+none_expected=0
+[ "${expect_given:-}" = 0 ] && none_expected=1
+if { [ "$none_expected" = 0 ] && [ "$rendered" -lt 1 ]; } || [ "$rendered" -lt "$expect" ] || [ "$svgs" -lt "$rendered" ]; then
   echo "FAILED: not every figure rendered"
   exit 1
 fi
