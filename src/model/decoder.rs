@@ -534,8 +534,8 @@ impl DecoderLayer {
         let post = HookPoint::ResidPost(layer);
         // With no hook from the residual add to the next norm, the rest of the layer runs in
         // chunks of rows (`cpu::mlp_block`: the same bits, its intermediates kept in cache).
-        let hooked = [mid, HookPoint::MlpOut(layer), post].iter().any(|p| hooks.wants(p));
-        if !hooked && !next_hooked && self.mlp.unbiased() {
+        let hooked_after_attention = [mid, HookPoint::MlpOut(layer), post].iter().any(|p| hooks.wants(p)) || next_hooked;
+        if !hooked_after_attention && self.mlp.unbiased() {
             let weights = (&self.mlp.gate_proj.weight, &self.mlp.up_proj.weight, &self.mlp.down_proj.weight);
             if let Some(block) = cpu::mlp_block(&x, &attn, &self.post_attention_layernorm, weights, next_norm, eps as f32)? {
                 if !block.mid_finite {

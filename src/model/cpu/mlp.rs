@@ -136,14 +136,13 @@ pub(crate) fn mlp_block(
 ) -> Result<Option<MlpBlock>> {
     let started = phases::start();
     let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
-    if x.shape() != attn.shape() || !f32_cpu(attn) || !f32_cpu(post_norm) || !f32_cpu(next_norm) {
+    // Every check before `for_input`, which packs the weights.
+    let d = weights.0.dims().1;
+    let norms_fit = post_norm.elem_count() == d && next_norm.elem_count() == d;
+    if !norms_fit || x.shape() != attn.shape() || !f32_cpu(attn) || !f32_cpu(post_norm) || !f32_cpu(next_norm) {
         return Ok(None);
     }
     let Some(mlp) = PackedMlp::for_input(x, weights)? else { return Ok(None) };
-    let d = mlp.d;
-    if post_norm.elem_count() != d || next_norm.elem_count() != d {
-        return Ok(None);
-    }
     let (x, attn, post_norm, next_norm) = (x.contiguous()?, attn.contiguous()?, post_norm.contiguous()?, next_norm.contiguous()?);
     let n = x.elem_count();
     let (mut out, mut next) = (vec![0f32; n], vec![0f32; n]);
