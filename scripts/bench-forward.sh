@@ -53,5 +53,14 @@ for ours in report["thoughtscope"]:
     print(f"bench-forward: ours ({ours['tokens']} tokens) vs blockwise: speedup "
           f"{blockwise['forward_plus_averaging_s'] / ours['forward_and_averaging_s']:.2f}, python peak RSS over ours "
           f"{blockwise['peak_rss_gb'] * 1024 / ours['peak_rss_mib']:.2f}")
+    # The ceiling of that speedup on this host: no pipeline whose f32 GEMMs run at the best rate
+    # measured here finishes the forward's FLOPs faster than the roofline.
+    if ours.get("roofline_s"):
+        split = ours.get("roofline_split") or {}
+        print(f"bench-forward: blockwise over the roofline ({ours['roofline_s']:.2f} s): "
+              f"{blockwise['forward_plus_averaging_s'] / ours['roofline_s']:.2f}, the most speedup over it any f32 "
+              f"pipeline at the best measured GEMM rate can show; ours: GEMM phases "
+              f"{split.get('gemm_over_roofline', float('nan')):.2f}x their share, "
+              f"{split.get('outside_gemm_s', float('nan')):.2f} s outside them")
 PY
 echo "bench-forward: runs in $out" >&2

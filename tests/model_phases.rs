@@ -50,6 +50,8 @@ fn phases_account_for_the_forward_and_sum_to_about_its_wall_time() {
     eprintln!("wall {wall:.3} s, phases {total:.3} s: {p:?}");
     assert!(total <= wall * 1.02, "phases {total:.3} s exceed the wall time {wall:.3} s");
     assert!(total >= wall * 0.4, "phases {total:.3} s cover too little of the wall time {wall:.3} s");
+    let gemm = p.gemm_s();
+    assert!(gemm > 0.0 && gemm <= total, "GEMM phases {gemm:.3} s outside (0, {total:.3}]");
     for (name, phase) in [("linear", p.linear), ("values", p.values), ("sink", p.sink)] {
         assert!(phase.seconds > 0.0 && phase.rate > 0.0, "{name}: {phase:?}");
     }

@@ -42,15 +42,40 @@ struct LayerProgress<'a> {
     last_layer: Option<usize>,
 }
 
-impl AttentionSink for LayerProgress<'_> {
-    fn consume(&mut self, block: AttentionBlock<'_>) -> Result<()> {
-        if self.last_layer != Some(block.layer) {
+impl LayerProgress<'_> {
+    /// One tick when a new layer's first block arrives (the last layer's tick comes after the pass).
+    fn tick(&mut self, layer: usize) {
+        if self.last_layer != Some(layer) {
             if self.last_layer.is_some() {
                 self.progress.inc(1);
             }
-            self.last_layer = Some(block.layer);
+            self.last_layer = Some(layer);
         }
+    }
+}
+
+/// Every method is forwarded, so the averager's own choices stand: its per-head consumers run
+/// inside the kernels' parallel section while each head's rows are in cache, and on a GPU the
+/// blocks are reduced where they are (a wrapper with only `consume` sent every block through the
+/// slow paths: the whole block after the section, or copied to the host).
+impl AttentionSink for LayerProgress<'_> {
+    fn wants_layer(&self, layer: usize) -> bool {
+        self.inner.wants_layer(layer)
+    }
+
+    fn consume(&mut self, block: AttentionBlock<'_>) -> Result<()> {
+        self.tick(block.layer);
         self.inner.consume(block)
+    }
+
+    fn per_head(&mut self, block: AttentionBlock<'_>) -> Result<Option<Vec<super::HeadConsumer<'_>>>> {
+        self.tick(block.layer);
+        self.inner.per_head(block)
+    }
+
+    fn consume_on_device(&mut self, layer: usize, q_start: usize, total_keys: usize, probs: &candle_core::Tensor) -> Result<bool> {
+        self.tick(layer);
+        self.inner.consume_on_device(layer, q_start, total_keys, probs)
     }
 }
 
@@ -155,4 +180,56 @@ pub fn cached_sentence_attention(
     let (attention, bounds) = sentence_attention(loaded, sentences, boundary_mode)?;
     let dir = cache.store(&key, &attention, layout, Some(bounds.n_tokens))?;
     Ok((attention, CacheOutcome::Computed, dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The progress wrapper hands the averager's per-head consumers through (so its reduction
+    /// runs inside the kernels' parallel section) and its reduction where the block lives (here a
+    /// CPU tensor standing in for a GPU one), ticks once per layer whichever way a block comes,
+    /// and the sums equal those of whole blocks.
+    #[test]
+    fn layer_progress_forwards_every_path_of_the_averager_and_ticks_per_layer() {
+        let (heads, rows) = (2, 4);
+        let bounds = vec![(0, 2), (2, 4)];
+        let probs: Vec<f32> = (0..heads * rows * rows).map(|i| ((i * 7) % 5) as f32 / 10.0).collect();
+        let block = |layer| AttentionBlock { layer, q_start: 0, heads, rows, kv_len: rows, total_keys: rows, probs: &[] };
+
+        let mut by_head = SentenceAverager::new(bounds.clone(), 2, heads);
+        let progress = Progress::lines_to(Box::new(std::io::sink()), 2, "test", 100);
+        {
+            let mut sink = LayerProgress { inner: &mut by_head, progress: progress.clone(), last_layer: None };
+            for layer in 0..2 {
+                let consumers = sink.per_head(block(layer)).unwrap().expect("the averager splits by head");
+                assert_eq!(consumers.len(), heads);
+                for (mut consume, rows) in consumers.into_iter().zip(probs.chunks(rows * rows)) {
+                    consume(rows);
+                }
+            }
+        }
+        assert_eq!(progress.position(), 1, "one tick when layer 1 began (the last comes after the pass)");
+
+        let mut on_device = SentenceAverager::new(bounds.clone(), 2, heads);
+        {
+            let tensor = candle_core::Tensor::from_slice(&probs, (heads, rows, rows), &candle_core::Device::Cpu).unwrap();
+            let mut sink = LayerProgress { inner: &mut on_device, progress: Progress::hidden(), last_layer: None };
+            for layer in 0..2 {
+                assert!(sink.consume_on_device(layer, 0, rows, &tensor).unwrap(), "the averager reduces the block where it is");
+            }
+        }
+
+        let mut whole = SentenceAverager::new(bounds, 2, heads);
+        for layer in 0..2 {
+            whole.consume(AttentionBlock { probs: &probs, ..block(layer) }).unwrap();
+        }
+        let (by_head, on_device, whole) = (by_head.finish().unwrap(), on_device.finish().unwrap(), whole.finish().unwrap());
+        for (layer, head) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            assert_eq!(by_head.matrix(layer, head), whole.matrix(layer, head));
+            for (a, b) in on_device.matrix(layer, head).iter().zip(whole.matrix(layer, head)) {
+                assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "layer {layer} head {head}: {a} vs {b}");
+            }
+        }
+    }
 }

@@ -137,12 +137,21 @@ fn run_child(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value
         .arg(&args.trace)
         .env("THOUGHTSCOPE_PROGRESS", "off")
         .envs(openblas_core().map(|core| ("OPENBLAS_CORETYPE", core)))
+        .envs(openblas_thread_timeout().map(|t| ("OPENBLAS_THREAD_TIMEOUT", t)))
         .output()
         .map_err(|e| Error::Other(format!("running {}: {e}", exe.display())))?;
     if !out.status.success() {
         return Err(Error::Other(format!("bench run for {tokens} tokens failed: {}", String::from_utf8_lossy(&out.stderr))));
     }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// How long OpenBLAS's idle threads spin before they sleep, for the timed runs: the shortest
+/// (2⁴ cycles) unless the caller chose. The calibration times our GEMM right after OpenBLAS's, and
+/// by default (2²⁸ cycles) its workers were still spinning then, holding one of the two cores:
+/// our kernels measured about half their rate in some runs (223 against 390 GFLOP/s).
+fn openblas_thread_timeout() -> Option<&'static str> {
+    (cfg!(feature = "openblas") && std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none()).then_some("4")
 }
 
 /// OpenBLAS's kernels for the timed runs, where our choice must be made before it loads: its

@@ -124,6 +124,14 @@ impl Phases {
     }
 }
 
+impl Phases {
+    /// Seconds of the GEMM phases: the linear layers (with the chunked MLP section's adds, norms
+    /// and SiLU·up, which run inside it), `Q·Kᵀ` and `P·V`.
+    pub fn gemm_s(&self) -> f64 {
+        self.linear.seconds + self.scores.seconds + self.values.seconds
+    }
+}
+
 /// The phases' sums so far.
 pub fn snapshot() -> Phases {
     let s = |site: Site| NANOS[site as usize].load(Ordering::Relaxed) as f64 / 1e9;
