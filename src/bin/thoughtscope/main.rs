@@ -106,6 +106,7 @@ impl DeviceArg {
 
 fn main() -> ExitCode {
     thoughtscope::model::reuse_freed_memory();
+    thoughtscope::model::main_thread_in_pool();
     let cli = Cli::parse();
     thoughtscope::notebook::set_quiet(cli.quiet);
     let result = match cli.command {
