@@ -59,8 +59,8 @@ for ours in report["thoughtscope"]:
         split = ours.get("roofline_split") or {}
         print(f"bench-forward: blockwise over the roofline ({ours['roofline_s']:.2f} s): "
               f"{blockwise['forward_plus_averaging_s'] / ours['roofline_s']:.2f}, the most speedup over it any f32 "
-              f"pipeline at the best measured GEMM rate can show; ours: GEMM phases "
-              f"{split.get('gemm_over_roofline', float('nan')):.2f}x their share, "
+              f"pipeline at the best measured GEMM rate can show; ours: GEMM phases at "
+              f"{split.get('gemm_over_roofline', float('nan')):.2f}x the roofline, "
               f"{split.get('outside_gemm_s', float('nan')):.2f} s outside them")
 PY
 echo "bench-forward: runs in $out" >&2

@@ -122,9 +122,7 @@ impl Phases {
             + self.elementwise.seconds
             + self.layout.seconds
     }
-}
 
-impl Phases {
     /// Seconds of the GEMM phases: the linear layers (with the chunked MLP section's adds, norms
     /// and SiLU·up, which run inside it), `Q·Kᵀ` and `P·V`.
     pub fn gemm_s(&self) -> f64 {
