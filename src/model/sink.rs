@@ -40,6 +40,10 @@ pub type HeadConsumer<'a> = Box<dyn FnMut(&[f32]) + Send + 'a>;
 /// Consumer of attention probabilities, called by the model for every layer and query block, in
 /// order of increasing layer and then increasing `q_start`. Lets an analysis reduce attention as it
 /// is produced, so nothing holds `layers × heads × T²`.
+///
+/// A sink that wraps another (to count layers, say) must forward every method, not only
+/// `consume`: the defaults would silently take the slow paths for the inner sink (its whole
+/// block after the parallel section instead of per head, a GPU block copied to the host).
 pub trait AttentionSink {
     /// Whether this sink wants the probabilities of `layer` at all (skipping saves the work).
     fn wants_layer(&self, layer: usize) -> bool {
@@ -48,10 +52,6 @@ pub trait AttentionSink {
     }
     /// Consume one block. Errors abort the forward pass.
     fn consume(&mut self, block: AttentionBlock<'_>) -> Result<()>;
-    /// Consume a block that lives on a GPU, `probs` `[heads, rows, kv_len]` (query rows from
-    /// `q_start`, of a `total_keys`-token sequence), without copying it to the host. `Ok(false)`
-    /// (the default) means "not handled": the decoder then copies the block and calls
-    /// [`AttentionSink::consume`].
     /// Per-head consumers for one block (its `probs` empty), when the sink's state splits by
     /// head: the runtime then hands each head its rows `[rows, kv_len]` on the thread that has
     /// just computed them, while they are in that core's cache, instead of one `consume` call
@@ -62,6 +62,10 @@ pub trait AttentionSink {
         Ok(None)
     }
 
+    /// Consume a block that lives on a GPU, `probs` `[heads, rows, kv_len]` (query rows from
+    /// `q_start`, of a `total_keys`-token sequence), without copying it to the host. `Ok(false)`
+    /// (the default) means "not handled": the decoder then copies the block and calls
+    /// [`AttentionSink::consume`].
     fn consume_on_device(
         &mut self,
         layer: usize,
