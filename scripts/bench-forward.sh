@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side bench of issue 3: `thoughtscope bench forward` against the Python reference
+# Side-by-side forward bench: `thoughtscope bench forward` against the Python reference
 # (HF transformers eager + upstream numpy averaging) on the same token ids, interleaved so that
 # a change in the host's load shows up on both sides. Each side also times the f32 GEMM on the
 # model's linear shapes (ours, OpenBLAS, torch's matmul) for the roofline. Each set also runs
-# the reference's blockwise pipeline (issue 20: SDPA forward, attention probabilities recomputed per
+# the reference's blockwise pipeline (SDPA forward, attention probabilities recomputed per
 # block of query rows and reduced in torch; the strongest plain-PyTorch way) into
 # python-blockwise-N.json; the Rust report's ratios are against the eager reference, and the last
 # lines (stderr) give the blockwise run's time and peak RSS with their ratios to ours. Prints the
@@ -16,7 +16,7 @@ tokens="${1:-3000}"
 out="${BENCH_OUT:-$(mktemp -d)}"
 mkdir -p "$out"
 [ -x .venv/bin/python ] || { echo "bench-forward: no .venv/bin/python; run: bash scripts/python-env.sh" >&2; exit 1; }
-# The reference BLAS (issue 20): with Debian's OpenBLAS present, every run also times its GEMM on
+# The reference BLAS: with Debian's OpenBLAS present, every run also times its GEMM on
 # the model's shapes and the roofline is the best rate found (BENCH_OPENBLAS=0: our kernels only).
 features=()
 if [ "${BENCH_OPENBLAS:-1}" != "0" ]; then

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The same forward pass (SmolLM2, all-heads sentence averaging, a real trace cut to TOKENS) timed in
 # the Jupyter kernel (notebooks/bench/forward_speed.ipynb, evcxr's build of thoughtscope) and with
-# the CLI (`thoughtscope bench forward`), alternately, RUNS times each. Needs ../shared/data (the
-# trace) and the notebook tooling (scripts/setup-notebooks.sh).
+# the CLI (`thoughtscope bench forward`), alternately, RUNS times each. Needs the thought-anchors
+# website traces beside the repository (the trace) and the notebook tooling (scripts/setup-notebooks.sh).
 #
 #   bash scripts/bench-notebook-forward.sh [TOKENS] [RUNS]
 set -euo pipefail

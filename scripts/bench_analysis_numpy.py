@@ -6,7 +6,7 @@ and print both timings and their ratio.
     target/debug/thoughtscope bench analysis --write-inputs /tmp/bench
     .venv/bin/python scripts/bench_analysis_numpy.py /tmp/bench
 
-The two functions below follow the thought-anchors spec (`thought-anchors-attention.md` §5, §7):
+The two functions below follow thought-anchors `attn_funcs.py` (`_compute_averaged_matrix`, `get_vertical_scores`):
 `compute_averaged_matrix` is the O(N^2) loop of numpy block means with the clip to T-1 and empty
 blocks left at 0; `vertical_scores` masks the upper triangle and the proximity band, optionally
 rank-normalises rows with scipy `rankdata(method="average", nan_policy="omit")`, then takes the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Python reference for the model bench (issue 3): what upstream thought-anchors does for one text.
+"""Python reference for the model bench: what upstream thought-anchors does for one text.
 
 SmolLM2-135M from its GGUF in HF transformers (eager attention, f32), one forward pass with
 `output_attentions=True` over a real trace's full_cot, then every layer x head reduced to the
@@ -11,7 +11,7 @@ Prints one JSON object: wall times of each phase and the peak RSS of the process
 matmul rate on the model's linear shapes and a 2048^3 square (the Rust bench's roofline takes
 the best GEMM it finds on the host).
 
---pipeline blockwise (issue 20) is the same computation done the way a strong PyTorch user would:
+--pipeline blockwise is the same computation done the way a strong PyTorch user would:
 the forward through SDPA (no T x T attention kept), and in each layer the attention
 probabilities recomputed a block of query rows at a time (all heads at once, softmax in f32) and
 reduced to sentences right away with torch segment sums, so only a head x sentence x sentence

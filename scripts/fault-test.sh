@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 19's fault test at full size: `va` and `attn` killed with SIGKILL at 20 random moments
+# The fault test at full size: `va` and `attn` killed with SIGKILL at 20 random moments
 # (10 each) and run again; the outputs must equal an uninterrupted run's byte for byte (the run's
 # provenance aside: see tests/fault_kill.rs). `.ci/run` runs the same test with 4 trials.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every fuzz target of tests/fuzz_readers.rs for a time budget (issue 19): each target keeps
+# Run every fuzz target of tests/fuzz_readers.rs for a time budget: each target keeps
 # starting fresh proptest runners (new random seeds) until SECONDS_PER_TARGET have passed, one
 # target after the other, and prints one results line:
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # OpenBLAS (Debian's libopenblas-dev) for the `openblas` cargo feature: the reference GEMM that
-# `bench forward` measures beside its own kernels (issue 20). Nothing else needs it. Idempotent:
+# `bench forward` measures beside its own kernels. Nothing else needs it. Idempotent:
 # says what it skipped. Exit status 0 even when it cannot install (a warning says so); callers
 # check for the library themselves.
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Write tests/fixtures/analysis/boundaries_smollm2.json: sentence token boundaries computed with
-HF transformers the upstream way (`get_sentence_token_boundaries`, spec §3: prefix tokenisation,
+HF transformers the upstream way (`attn_funcs.py` `get_sentence_token_boundaries`: prefix tokenisation,
 `len(tokenizer.encode(text[:c]))`), plus the corrected boundaries from the full tokenisation's
 offsets (a token belongs to the sentence holding its first non-space character), for one real
 trace (qwen-14b correct problem_2238) and the SmolLM2 tokenizer loaded from its GGUF.

@@ -360,7 +360,7 @@ def make_tiny():
 
 def make_tiny_half():
     """tiny-qwen3-bf16 and tiny-llama3-f16: the tiny f32 models saved by PyTorch in half precision
-    (issue 16: weights kept as stored). The reference is HF eager on the half checkpoint loaded with
+    (weights kept as stored). The reference is HF eager on the half checkpoint loaded with
     dtype=float32 (upcast at load, compute in f32), as thoughtscope computes."""
     from transformers import AutoModelForCausalLM
 
@@ -376,7 +376,7 @@ def make_tiny_half():
 
 
 # ---------------------------------------------------------------------------------------------------
-# c. Tiny CODI checkpoint (codi.md §1.2-§1.5)
+# c. Tiny CODI checkpoint (the whole CODI module's state dict, as zhenyi4/codi `src/model.py` saves it)
 
 CODI_V0 = 256
 CODI_R, CODI_ALPHA = 8, 2.0  # scale alpha/r = 0.25, the same scale as real CODI (r=128, alpha=32)
@@ -526,7 +526,7 @@ def merged_model(cfg, state):
 
 
 # ---------------------------------------------------------------------------------------------------
-# c2. The seed's arrangement: a base model directory + a CODI checkpoint directory (codi.md §1.5)
+# c2. CoT_Exploration's arrangement: a base model directory + a CODI checkpoint directory
 
 CODI_BASE_WORDS = (
     [str(d) for d in range(10)] + list("+-*/=?.,:$")
@@ -619,7 +619,7 @@ def make_pearson():
 
 
 # ---------------------------------------------------------------------------------------------------
-# e. Sentence token boundaries on a real trace (thought-anchors-attention.md §2-§3)
+# e. Sentence token boundaries on a real trace (thought-anchors `utils.py` segmentation, `attn_funcs.py` boundaries)
 
 def make_boundaries():
     from transformers import AutoTokenizer

@@ -21,7 +21,7 @@ bash scripts/setup-notebooks.sh
 cargo build --bin thoughtscope
 bin=target/debug/thoughtscope
 
-# The thought-anchors notebook reads the real traces' attention (when ../shared/data is there):
+# The thought-anchors notebook reads the real traces' attention (when the thought-anchors website traces are beside the repository):
 # fill the cache with the CLI first, as notebooks/README.md advises for big runs (40 forward
 # passes, which the CLI's progress and sharding suit better); the notebook then reads it.
 traces=../shared/data/thought-anchors-traces

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Headless execution of an evcxr (Rust) notebook and an offline HTML report (issue 6; spec
-notebooks-evcxr.md §1.4, §1.7, §3).
+"""Headless execution of an evcxr (Rust) notebook and an offline HTML report (why each
+step: notebooks/README.md, "What a headless run guarantees").
 
     .venv/bin/python scripts/run_notebook.py notebooks/codi_attention_importance.ipynb \
         [--html OUT.html] [--executed OUT.ipynb] [--timeout S] [--dep-timeout S]
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no `{args.kernel}` kernelspec; run scripts/setup-notebooks.sh", file=sys.stderr)
         return 2
     except CellExecutionError:
-        # evcxr's execute_reply carries no ename/evalue (evcxr #281); the iopub error output does.
+        # evcxr's execute_reply carries no ename/evalue (evcxr/evcxr issue #281); the iopub error output does.
         index, error = next(
             ((i, o) for i, c in enumerate(nb.cells) for o in c.get("outputs", []) if o.get("output_type") == "error"),
             (None, {}),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Notebook tooling (issue 6, spec notebooks-evcxr.md §1): rust-src, evcxr_jupyter pinned, the
+# Notebook tooling: rust-src, evcxr_jupyter pinned, the
 # Jupyter execution stack from PyPI (pinned) in .venv, the `rust` kernelspec inside that venv, and
 # an evcxr build dir outside the clone so the kernel's cold build of thoughtscope is paid once.
 #
@@ -8,7 +8,7 @@
 #   THOUGHTSCOPE_CACHE   cache root (default ~/.cache/thoughtscope): the evcxr binary built by this
 #                        script (keyed by version), its build dir, and the kernel's EVCXR_TMPDIR.
 #   EVCXR_TMPDIR         the kernel's scratch crate (default $THOUGHTSCOPE_CACHE/evcxr/kernel). Must lie
-#                        outside any cargo workspace (spec §1.4 pitfall), hence not in the clone;
+#                        outside any cargo workspace (evcxr's scratch crate fails to build inside one), hence not in the clone;
 #                        its parent gets .cargo/config.toml (notebooks/evcxr-cargo-config.toml).
 #   NOTEBOOK_CHROMIUM=0  do not apt-get install chromium (used by scripts/check-notebook-html.sh).
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference for `thoughtscope::attention::suppression` (issue 18), written for this project.
+"""Reference for `thoughtscope::attention::suppression`, written for this project.
 
 HF transformers, eager attention, f32. Suppressing source sentence s = keys [a, b) is done with a
 4-D additive attention mask passed to the model, so every layer sees it:

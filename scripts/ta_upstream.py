@@ -1,22 +1,22 @@
 """Upstream thought-anchors sentence handling, re-expressed in Python for reference numbers
-(spec thought-anchors-attention.md §2, §3, §5). Used by make_fixtures.py and
+(thought-anchors `utils.py`, `attn_funcs.py`). Used by make_fixtures.py and
 bench_forward_reference.py. Written from the spec's description; quirks are kept on purpose:
-the dropped last chunk (§2.1), the `last + k` stop in get_chunk_ranges (§2.2), prefix
-tokenisation of boundaries (§3.1) and the T-1 clipping of _compute_averaged_matrix (§5)."""
+the dropped last chunk, the `last + k` stop in get_chunk_ranges, prefix
+tokenisation of boundaries and the T-1 clipping of _compute_averaged_matrix."""
 import re
 
 import numpy as np
 
 
 def split_solution_keep_spacing(text):
-    """Sentences as exact substrings of `text`, each with its trailing whitespace (§2.3).
+    """Sentences as exact substrings of `text`, each with its trailing whitespace (split_solution_keep_spacing).
     Returns (sentences, number of chunks located by the fallback search)."""
     ranges, fallbacks = chunk_ranges(text, split_into_chunks(text))
     return [text[a:b] for a, b in ranges], fallbacks
 
 
 def split_into_chunks(text):
-    """Upstream split_solution_into_chunks (HEAD), per spec §2.1."""
+    """Upstream split_solution_into_chunks (utils.py at HEAD)."""
     if "<think>" in text:
         text = text.split("<think>")[1].strip()
     if "</think>" in text:
@@ -48,7 +48,7 @@ def split_into_chunks(text):
 
 
 def chunk_ranges(text, chunks):
-    """Upstream get_chunk_ranges, per spec §2.2 (incl. the `last + k` stop quirk)."""
+    """Upstream get_chunk_ranges (utils.py; incl. the `last + k` stop quirk)."""
     ranges, pos, fallbacks = [], 0, 0
     for chunk in chunks:
         start = text.find(chunk, pos)
@@ -95,7 +95,7 @@ ODD_SPACES = "\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200C)) + "
 
 
 def sentence_char_ranges(text, sentences):
-    """Spec §3 steps 1-2: sequential search in the space-normalised text."""
+    """get_sentence_token_boundaries, steps 1-2: sequential search in the space-normalised text."""
     table = str.maketrans({c: " " for c in ODD_SPACES})
     norm_text = text.translate(table)
     out, search = [], 0
@@ -138,7 +138,7 @@ def offset_bounds(offsets, text, char_ranges):
 
 
 def compute_averaged_matrix(attn, bounds):
-    """Upstream _compute_averaged_matrix (§5): block means over half-open token ranges clipped
+    """Upstream _compute_averaged_matrix (attn_funcs.py): block means over half-open token ranges clipped
     to T-1, float32, zero where a range is empty."""
     t_last = attn.shape[0] - 1
     n = len(bounds)

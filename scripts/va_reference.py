@@ -1,8 +1,8 @@
-"""Reference numbers for `thoughtscope va`, from the VA seed notebook's cells
-(../shared/seeds/003_*.txt) re-written here with numpy/pandas, the same operations in the same
+"""Reference numbers for `thoughtscope va`, from the VA attention analysis notebook's cells
+(Qwen3-4B-Thinking, problem 9) re-written here with numpy/pandas, the same operations in the same
 order: load_chunks_and_va_mask, safe_mean, compute_va_stats_for_head, the [1:-1] trim,
 sort_values().groupby().first(), the agg and summary sums. Vertical scores are written from the
-pseudo-code of spec thought-anchors-attention.md §7 (scipy rankdata for average ranks).
+definition of thought-anchors `get_vertical_scores` (scipy rankdata for average ranks).
 
 The sentence-averaged matrices are read from the attention cache `thoughtscope va` filled
 (`<cache>/<model>/<text_id>/attention.npy` [L, H, N, N], or thought-anchors' `<l>_<h>.npy`), in
@@ -29,13 +29,13 @@ import pandas as pd
 from scipy.stats import rankdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ta_upstream  # noqa: E402  (spec §2 segmentation, for full-cot mode)
+import ta_upstream  # noqa: E402  (upstream segmentation, for full-cot mode)
 
 warnings.filterwarnings("ignore", category=RuntimeWarning)
 
 
 def get_vertical_scores(avg_mat, proximity_ignore=20, control_depth=True, score_type="mean"):
-    """Spec §7: mask the upper triangle and the band i - j < p, optionally replace each valid
+    """get_vertical_scores: mask the upper triangle and the band i - j < p, optionally replace each valid
     cell by its average rank within its row divided by the row's valid count, then aggregate
     column j over rows i >= j + p."""
     if proximity_ignore < 0:

@@ -1,7 +1,7 @@
 //! thoughtscope: sentence-level attention ("thought anchors") and continuous-thought (CODI)
 //! analyses of reasoning models, for Rust notebooks (evcxr) and the command line.
 //!
-//! Module map (see `../shared/design.md`):
+//! Module map:
 //! - [`model`]: configs, weights (safetensors, hf-hub cache, GGUF), tokenizers, the decoder with
 //!   TransformerLens-named hook points and the attention sink it streams to, generation.
 //! - [`attention`]: sentence segmentation, token boundaries, sentence averaging, the cache.
@@ -27,3 +27,8 @@ pub mod scores;
 
 mod error;
 pub use error::{Context, Error, Result};
+
+// The README's example, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

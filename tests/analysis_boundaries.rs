@@ -1,5 +1,5 @@
-//! Token boundaries (spec §3) with a tiny byte-level BPE built here: the single-space shift of
-//! prefix tokenisation (§3.1), BOS counting, the `char_start == 0` rule, space normalisation,
+//! Token boundaries (upstream `get_sentence_token_boundaries`) with a tiny byte-level BPE built here: the single-space shift of
+//! prefix tokenisation, BOS counting, the `char_start == 0` rule, space normalisation,
 //! the stripped-sentence fallback, and the corrected (offsets) mode.
 
 use thoughtscope::attention::{sentence_char_positions, token_boundaries, BoundaryMode};
@@ -49,7 +49,7 @@ fn bos_is_counted_in_every_position() {
 
 #[test]
 fn sentence_at_char_zero_starts_at_token_zero() {
-    // Upstream quirk (§12.1 item 5): `tok_start = 0` when `char_start == 0`, so BOS joins it.
+    // Upstream quirk: `tok_start = 0` when `char_start == 0`, so BOS joins it.
     let tok = tiny_tokenizer();
     let prefix = token_boundaries(&tok, Some(999), "Ab. So cd.", &["Ab. ", "So cd."], BoundaryMode::Prefix).unwrap();
     assert_eq!(prefix.ranges[0].0, 0);

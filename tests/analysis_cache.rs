@@ -1,6 +1,6 @@
-//! The attention cache (spec §6 + §12.2 item 7): manifest round trip, mismatches named by field,
+//! The attention cache (upstream's, keyed by text and model only, made verifiable): manifest round trip, mismatches named by field,
 //! native and upstream layouts, `np.save`-identical files, upstream directories without a
-//! manifest, atomic replacement; integrity (issue 19): checksums verified on every read, older
+//! manifest, atomic replacement; integrity: checksums verified on every read, older
 //! entries and leftovers of killed runs never served, upstream grids sized by the files present,
 //! receiver heads refusing entries made differently, names kept inside the cache root.
 
@@ -398,7 +398,7 @@ fn a_manifest_with_a_zero_dimension_is_refused() {
     }
 }
 
-/// Issue 17: tasks of a batch job sharing a cache on one filesystem. Writers racing on one key
+/// Tasks of a batch job sharing a cache on one filesystem. Writers racing on one key
 /// all succeed and leave one complete entry equal to what each wrote, and no temporaries.
 #[test]
 fn concurrent_writers_of_one_entry_leave_one_complete_entry() {

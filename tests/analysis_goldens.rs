@@ -1,5 +1,5 @@
-//! Golden values of the thought-anchors spec (`thought-anchors-attention.md` §2.2, §5, §6, §7.1,
-//! §8), computed there with the original Python functions.
+//! Golden values of thought-anchors' functions (`get_chunk_ranges`, `_compute_averaged_matrix`,
+//! `generate_text_hash`, `get_vertical_scores`, receiver heads), computed with the original Python code.
 
 #![allow(clippy::excessive_precision, clippy::needless_range_loop)]
 
@@ -11,7 +11,7 @@ use thoughtscope::scores::{
 
 const NAN: f64 = f64::NAN;
 
-/// §7.1 input: `M[i,j] = ((7i + 3j) mod 11 + 1)/100` for `j ≤ i`, 0 above, float32.
+/// Golden G1 input: `M[i,j] = ((7i + 3j) mod 11 + 1)/100` for `j ≤ i`, 0 above, float32.
 fn g1_matrix() -> Vec<f32> {
     let mut m = vec![0f32; 64];
     for i in 0..8 {
@@ -137,7 +137,7 @@ fn json_prints_float32_shortest_and_null() {
     assert!(json.ends_with(",null,null,null,null]"), "{json}");
 }
 
-/// §5 golden G2: T = 16, fp16-rounded attention rows, bounds with an empty and a clipped range.
+/// Averaging golden G2: T = 16, fp16-rounded attention rows, bounds with an empty and a clipped range.
 #[test]
 fn averaging_g2() {
     let t = 16;
@@ -170,7 +170,7 @@ fn hash_goldens() {
     assert_eq!(text_id::<&str>("abc", &[]), "ba7816bf8f01cfea");
 }
 
-/// §2.2: the `last + k` stop test cuts the second chunk to "defghijkl".
+/// `get_chunk_ranges`: the `last + k` stop test cuts the second chunk to "defghijkl".
 #[test]
 fn chunk_ranges_end_quirk() {
     let text = "abc. defghijklmnop. xy";
@@ -179,7 +179,7 @@ fn chunk_ranges_end_quirk() {
     assert_eq!(&text[5..14], "defghijkl");
 }
 
-/// §8 receiver-head golden: L = 3, H = 4, two responses (N = 10, 12), p = 4.
+/// Receiver-head golden: L = 3, H = 4, two responses (N = 10, 12), p = 4.
 /// Sentence matrices whose entry `(i, j ≤ i)` of layer `l`, head `h` is `value(i, j, l, h)`.
 fn lower_triangular(layers: usize, heads: usize, n: usize, value: impl Fn(usize, usize, usize, usize) -> f32) -> SentenceAttention {
     let mut att = SentenceAttention::zeros(layers, heads, n);

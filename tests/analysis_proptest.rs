@@ -1,5 +1,5 @@
-//! Property tests: the streaming sentence averager against a naive block mean (spec §5), and
-//! vertical scores against a naive implementation of spec §7 on random matrices with NaNs and ties.
+//! Property tests: the streaming sentence averager against a naive block mean (`_compute_averaged_matrix`), and
+//! vertical scores against a naive `get_vertical_scores` on random matrices with NaNs and ties.
 
 #![allow(clippy::needless_range_loop)]
 
@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use thoughtscope::attention::{average_matrix, AttentionBlock, AttentionSink, SentenceAverager};
 use thoughtscope::scores::{vertical_scores, ScoreType, VerticalOptions};
 
-/// Spec §5 pseudo-code, in f64.
+/// Upstream `_compute_averaged_matrix`, in f64.
 fn naive_average(a: &[f32], t: usize, bounds: &[(usize, usize)]) -> Vec<f64> {
     let n = bounds.len();
     let last = t.saturating_sub(1);
@@ -76,7 +76,7 @@ proptest! {
 
     /// Streaming: 2 heads (the matrix and its scaled copy), query blocks of random sizes, each cut
     /// at the last key its rows can see, as the model runtime sends them.
-    /// Issue 16 (GPU): the reduction a GPU block takes (`consume_on_device`, `R · P · C` there, f32)
+    /// GPU: the reduction a GPU block takes (`consume_on_device`, `R · P · C` there, f32)
     /// gives the naive means too; run here on CPU tensors, the same candle ops a CUDA device runs.
     /// Every other block goes the host way, so a layer mixing both is covered as well.
     #[test]
@@ -134,7 +134,7 @@ proptest! {
     }
 }
 
-/// Spec §7 pseudo-code in f64, ranks by counting (ties → mean rank).
+/// Upstream `get_vertical_scores` in f64, ranks by counting (ties → mean rank).
 fn naive_vertical(m: &[f32], n: usize, p: usize, control_depth: bool, median: bool) -> Vec<f64> {
     let valid = |i: usize, j: usize| j <= i && i - j >= p && !m[i * n + j].is_nan();
     let mut x = vec![f64::NAN; n * n];

@@ -1,5 +1,5 @@
-//! The 40 real thought-anchors traces in `../shared/data/thought-anchors-traces`: segmentation
-//! counts, contiguity, the six `text_id`/range goldens of spec §7.1, chunks mode, label
+//! The 40 thought-anchors website traces (interp-reasoning/thought-anchors.com): segmentation
+//! counts, contiguity, the six `text_id`/range goldens computed with upstream's functions, chunks mode, label
 //! alignment, and token boundaries with the SmolLM2 tokenizer (when its GGUF is present).
 
 #![allow(clippy::type_complexity)]
@@ -111,10 +111,10 @@ fn contiguous(bounds: &TokenBounds) {
     }
 }
 
-/// Spec §3/§3.1 against HF transformers (`tests/fixtures/analysis/boundaries_smollm2.json`, made
+/// Upstream prefix boundaries against HF transformers (`tests/fixtures/analysis/boundaries_smollm2.json`, made
 /// by `scripts/make_boundary_fixture.py`): transformers converts SmolLM2's GGUF tokenizer with a
 /// plain ByteLevel pre-tokenizer, so we rebuild that variant; prefix and offset boundaries must be
-/// identical, and 57 of 58 boundaries are shifted, as the spec measured.
+/// identical, and 57 of 58 boundaries are shifted, as the fixture records.
 #[test]
 fn boundaries_match_transformers_on_a_real_trace() {
     let Some(root) = traces_root() else { return };

@@ -1,6 +1,6 @@
 //! The stratified sampler reproduces CPython's `random.seed(42)` + `random.sample` exactly: the
 //! sampled ids equal upstream's 100- and 10-problem sets (reconstructed with CPython 3.11 in
-//! `../shared/data/codi/*_reconstructed.json`), in sample order.
+//! the reference data's `codi/*_reconstructed.json`), in sample order.
 
 use std::path::PathBuf;
 

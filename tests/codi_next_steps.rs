@@ -1,4 +1,4 @@
-//! The seed's three next steps (issue 13) on a tiny random CODI-shaped model, each against a
+//! The CODI experiment's three next steps on a tiny random CODI-shaped model, each against a
 //! straightforward recomputation through the generic hook machinery (`HookSet` captures and
 //! interventions) or by hand in f64:
 //! - compositional ablation: singles equal `codi ablate`'s, pairs/triplets equal a run with the
@@ -91,7 +91,7 @@ fn load_plain_tiny(root: &Path) -> CodiModel {
 }
 
 /// The faithful / corrected patch of `tokens` rebuilt from generic interventions at
-/// `blocks.{layer}.hook_resid_post`, as spec §3 describes it.
+/// `blocks.{layer}.hook_resid_post`, as `1_run_token_ablation.py`'s hook does it.
 fn reference_hooks(codi: &CodiModel, question: &str, options: &AblationOptions, tokens: &[usize]) -> HookSet<'static> {
     let loop_options = &options.loop_options;
     let post = HookPoint::ResidPost(options.layer);

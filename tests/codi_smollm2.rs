@@ -2,7 +2,7 @@
 //! (built by `make_model`; NOT a CODI model): the 10-problem set, faithful and corrected
 //! variants, ablation + attention + analysis + comparison, with max_new_tokens capped at 16;
 //! batched decoding equal to run-by-run decoding on that model.
-//! Skips when the SmolLM2 GGUF (scripts/fetch-model.sh) or ../shared/data is absent.
+//! Skips when the SmolLM2 GGUF (scripts/fetch-model.sh) or the CODI reference data is absent.
 
 use std::time::Instant;
 

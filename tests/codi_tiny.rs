@@ -125,7 +125,7 @@ fn loops_place_bot_latents_and_eot_as_upstream() {
     assert_eq!(cotx.cache.len(), l + 7); // Q, BOT, z1..z5, EOT
     assert_eq!(cotx.layout.eot_position(), l + 6);
     assert_eq!(cotx.layout.step_positions(), (l..l + 6).collect::<Vec<_>>());
-    // The faithful attention slice ends on EOT itself in the cotx loop (spec §4).
+    // The faithful attention slice ends on EOT itself in the cotx loop (`2_extract_attention.py`).
     assert_eq!(*cotx.layout.faithful_attention_keys().last().unwrap(), cotx.layout.eot_position());
     // Decoding excludes only EOT: the logit slice is V0 + 2 wide.
     assert_eq!(cotx.eot_logits.dims(), &[codi.special.base_vocab as usize + 2]);

@@ -1,4 +1,4 @@
-//! Mutation fuzzing of every reader of untrusted files (issue 19, "Keep it fixed"): `.npy`, GGUF,
+//! Mutation fuzzing of every reader of untrusted files (so that what was fixed stays fixed): `.npy`, GGUF,
 //! safetensors + HF model directories, rollout JSON, CODI JSON (problem sets, ablation and
 //! attention results) and attention-cache entries. Each target starts from real seed files (the
 //! repository's fixtures, or files our own writers produce here) and checks that the reader

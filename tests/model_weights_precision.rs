@@ -1,4 +1,4 @@
-//! Issue 16: weights kept at their stored precision (GGUF blocks, bf16/f16 safetensors) give the
+//! Weights kept at their stored precision (GGUF blocks, bf16/f16 safetensors) give the
 //! same numbers, bit for bit, as converting every weight to f32 at load; they take what the file
 //! takes; unsupported GGUF types and models that cannot fit are named errors.
 

@@ -1,4 +1,4 @@
-//! Rollout writing (spec §10): the layout round trip, problems files, prompts, `\boxed{}` answers,
+//! Rollout writing (thought-anchors layout): the layout round trip, problems files, prompts, `\boxed{}` answers,
 //! and the chunk list (HEAD splitter + kept final chunk) checked against the 40 published traces.
 
 use std::path::{Path, PathBuf};

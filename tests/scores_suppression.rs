@@ -1,4 +1,4 @@
-//! Attention suppression (issue 18) against `scripts/suppression_reference.py`: HF transformers
+//! Attention suppression against `scripts/suppression_reference.py`: HF transformers
 //! eager with the suppression as a 4-D additive mask in every layer, on SmolLM2 (a 7-sentence
 //! text, 113 tokens) and the tiny Qwen3 fixture (`head_dim` 32 ≠ hidden 64 / 4 heads, the case
 //! upstream's hook gets wrong; its first range holds position 0, so rows with every visible key

@@ -1,11 +1,11 @@
-//! Issue 17 on a real scheduler: Debian's Slurm (slurmctld + slurmd + munged on this machine,
+//! Sharding on a real scheduler: Debian's Slurm (slurmctld + slurmd + munged on this machine,
 //! `scripts/slurm/local-cluster.sh`) runs thoughtscope as 4-task array jobs through the sbatch
 //! templates in `scripts/slurm/`, the cache folder being the only meeting point, then the
 //! dependent merge job; the merged outputs must equal a single process's byte for byte (the
 //! run's provenance aside: `tests/support/outputs.rs`).
 //!
 //! Inputs, kept small for CI's 2 cores: the 10 sample rollouts (`va`, chunks mode) and 4 of the
-//! 40 real traces in `../shared/data/thought-anchors-traces` (`attn` over a folder, chunks mode):
+//! 40 thought-anchors website traces (`attn` over a folder, chunks mode):
 //! the four with the fewest characters (DeepSeek-R1-Distill-Llama-8B, problems 2189, 330, 2236
 //! incorrect and 6998 correct; 24–64 chunks).
 //!

@@ -230,7 +230,7 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
         "roofline_split": split,
         "best_gemm_gflop_per_cpu_s": best_cpu.as_ref().map(|b| b.1),
         "over_roofline_cpu": over_roofline_cpu,
-        // Issue 3's figure: against our own GEMM on one shape (flatters us where a reference is faster).
+        // The first bench's figure: against our own GEMM on one shape (flatters us where a reference is faster).
         "gemm_gflop_per_s": own,
         "over_own_gemm_roofline": own.map(|g| seconds / (flop / (g * 1e9))),
     }))

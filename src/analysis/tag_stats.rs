@@ -1,7 +1,7 @@
 //! Per-head statistics of attention to and from tagged sentences, exactly as the VA seed
 //! notebook's `compute_va_stats_for_head` and `safe_mean` compute them ("VA" = the sentences
 //! carrying the chosen tag, `verbalized_evaluation_awareness` by default; seed
-//! `../shared/seeds/003_*.txt`, vertical scores per spec `thought-anchors-attention.md` §7).
+//! notebook: Qwen3-4B-Thinking, problem 9; vertical scores as upstream `get_vertical_scores`).
 //!
 //! On one head's sentence-averaged matrix `A` (N×N, float32 as cached; already trimmed by the
 //! caller when the seed trims, see [`trim_ends`]) and a tag mask `V`:

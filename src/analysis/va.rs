@@ -1,4 +1,4 @@
-//! The VA attention analysis of the VA seed notebook (`../shared/seeds/003_*.txt`), step by step,
+//! The VA attention analysis of the VA seed notebook (Qwen3-4B-Thinking, problem 9), step by step,
 //! computing exactly what the seed's cells compute. Each step is a function, so the notebook
 //! (`notebooks/va_attention.ipynb`) mirrors the seed cell by cell and [`run_va`] (`thoughtscope
 //! va`) composes the same functions:

@@ -1,4 +1,4 @@
-//! Sentence averaging of attention (spec §5): `M[i,j]` = mean of the attention block with the query
+//! Sentence averaging of attention (upstream `_compute_averaged_matrix`): `M[i,j]` = mean of the attention block with the query
 //! rows of sentence i and the key columns of sentence j, for every layer and head.
 //!
 //! Upstream `_compute_averaged_matrix` semantics, reproduced exactly:
@@ -7,7 +7,7 @@
 //! - block means include the causal zeros of the diagonal block and the softmax mass that goes
 //!   to BOS and the prompt: no renormalisation.
 //!
-//! Deliberate difference (§12.2 item 1): instead of an N² loop of block means per head over a
+//! Deliberate difference: instead of an N² loop of block means per head over a
 //! stored `T × T` matrix, [`SentenceAverager`] is an [`AttentionSink`] that reduces each query
 //! block as the model produces it and keeps only one layer's `H × N × N` block sums, one
 //! length-T column accumulator per head, and the `L × H × N × N` result. Rows are reduced first:

@@ -1,18 +1,18 @@
-//! Token boundaries of sentences (spec §3): which token positions of the model input belong to
+//! Token boundaries of sentences (upstream `get_sentence_token_boundaries`): which token positions of the model input belong to
 //! each sentence.
 //!
 //! - [`BoundaryMode::Prefix`] (parity, default): upstream `get_sentence_token_boundaries`.
-//!   Sentences are located by a sequential search in the space-normalised text (§3 step 1–2), then
+//!   Sentences are located by a sequential search in the space-normalised text (upstream steps 1–2), then
 //!   `tok_start = len(encode(text[:char_start]))` (0 when `char_start == 0`) and
 //!   `tok_end = len(encode(text[:char_end]))`, counts including BOS when the model adds one.
-//!   Quirk reproduced (§3.1): a prefix ending in a single space tokenises that space alone, so the
+//!   Quirk reproduced: a prefix ending in a single space tokenises that space alone, so the
 //!   first token of the next sentence (`" So"`) is credited to the previous sentence.
-//! - [`BoundaryMode::Offsets`] (corrected, §12.2 item 5): one tokenisation of the full text with
+//! - [`BoundaryMode::Offsets`] (corrected): one tokenisation of the full text with
 //!   character offsets; a token belongs to the sentence that contains its first non-whitespace
 //!   character (its first character if it is all whitespace).
 //!
 //! BOS is a parameter: the `tokenizers` crate does not add the BOS that HF `transformers` adds for
-//! R1-Distill models (§3.2), so it is counted here and never by the tokenizer's post-processor.
+//! R1-Distill models, so it is counted here and never by the tokenizer's post-processor.
 
 use rayon::prelude::*;
 
@@ -87,7 +87,7 @@ fn normalize_spaces(s: &str) -> String {
     s.chars().map(normalize_space_char).collect()
 }
 
-/// Character ranges of `sentences` in `text` as upstream finds them (§3 step 1–2): sequential
+/// Character ranges of `sentences` in `text` as upstream finds them (steps 1–2): sequential
 /// `find` in the space-normalised text, retrying with the stripped sentence (whose end is then
 /// `start + len(stripped)`). A sentence found neither way is an error naming it.
 pub fn sentence_char_positions<S: AsRef<str>>(text: &str, sentences: &[S]) -> Result<Vec<(usize, usize)>> {

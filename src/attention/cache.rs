@@ -1,7 +1,7 @@
-//! The sentence-attention cache `<root>/<model>/<text_id>/` (spec §6).
+//! The sentence-attention cache `<root>/<model>/<text_id>/` (upstream `get_avg_attention_matrix`'s cache).
 //!
 //! Upstream keys an entry by `text_id` and the model name only, so a cache made with another
-//! dtype, tokenizer, boundary algorithm or checkpoint is silently reused (§12.2 item 7). Here each
+//! dtype, tokenizer, boundary algorithm or checkpoint is silently reused. Here each
 //! entry has a `manifest.json` recording the format version, model name and weights hash, dtype,
 //! tokenizer identity, sentence mode, boundary mode, N, layers and heads; [`AttnCache::load`]
 //! compares it with the requested [`CacheKey`] and returns [`Error::CacheMismatch`] naming the

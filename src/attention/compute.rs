@@ -1,7 +1,7 @@
 //! One forward pass → every layer × head's sentence-averaged attention, streamed: the model hands
 //! each query block's probabilities to a [`SentenceAverager`], so nothing holds `L × H × T²`
-//! (spec `thought-anchors-attention.md` §6, fix 12.2.1). Token boundaries are computed before the
-//! forward pass, so a sentence that cannot be located costs nothing (fix 12.2.6), and a text longer
+//! (where upstream `attn_funcs.py` keeps every head's `T × T` matrix). Token boundaries are computed before the
+//! forward pass, so a sentence that cannot be located costs nothing, and a text longer
 //! than the model's context is an error before any work.
 
 use std::path::PathBuf;

@@ -1,16 +1,16 @@
 //! Sentence-level attention: segmentation of a trace into sentences, token boundaries,
 //! the streaming sentence averager and the attention cache
-//! (spec: `thought-anchors-attention.md` §2–§6).
+//! (thought-anchors `utils.py` and `whitebox-analyses/attention_analysis/attn_funcs.py`).
 //!
 //! - [`segment`]: [`Sentences`] in `full-cot` mode (upstream `split_solution_keep_spacing`, every
-//!   quirk) or `chunks` mode, and the cache identity [`text_id`] (§2, §6);
-//! - [`boundaries`]: [`TokenBounds`] by prefix tokenisation (parity) or offsets (corrected) (§3);
+//!   quirk) or `chunks` mode, and the cache identity [`text_id`];
+//! - [`boundaries`]: [`TokenBounds`] by prefix tokenisation (parity) or offsets (corrected);
 //! - [`average`]: [`SentenceAverager`], an [`AttentionSink`] producing [`SentenceAttention`]
-//!   `[L, H, N, N]`, and [`average_matrix`] for one `T × T` matrix (§5);
-//! - [`cache`]: [`AttnCache`] with manifests, native and upstream layouts (§6);
+//!   `[L, H, N, N]`, and [`average_matrix`] for one `T × T` matrix;
+//! - [`cache`]: [`AttnCache`] with manifests, native and upstream layouts;
 //! - [`source`]: [`AttentionSource`], one head's matrix on demand through the cache (upstream
 //!   `get_avg_attention_matrix`, the model loaded on the first miss only);
-//! - [`suppression`]: the attention-suppression sentence × sentence KL matrix (§8, §12 item 11);
+//! - [`suppression`]: the attention-suppression sentence × sentence KL matrix (`attn_supp_funcs.py`);
 //! (`.npy` reading and `np.save`-identical writing are in [`crate::io::npy`].)
 
 pub mod average;

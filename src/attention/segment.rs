@@ -1,4 +1,4 @@
-//! Sentence segmentation of a trace (spec §2) and the cache identity `text_id` (spec §6).
+//! Sentence segmentation of a trace (thought-anchors `utils.py`) and the cache identity `text_id` (`attn_funcs.py`).
 //!
 //! Two modes ([`SentenceMode`]):
 //! - `full-cot`: upstream `split_solution_keep_spacing(full_cot)` (`utils.py` at HEAD): sentences
@@ -19,7 +19,7 @@ use crate::{Error, Result};
 /// Where the analysed sentences come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 pub enum SentenceMode {
-    /// Re-derived from `base_solution.full_cot` as upstream's attention code does (§2).
+    /// Re-derived from `base_solution.full_cot` as upstream's attention code does.
     #[serde(rename = "full-cot")]
     #[value(name = "full-cot")]
     FullCot,
@@ -115,7 +115,7 @@ impl Sentences {
         self.sentences.is_empty()
     }
 
-    /// Upstream cache identity `generate_text_hash(text, sentences)` (§6).
+    /// Upstream cache identity `generate_text_hash(text, sentences)`.
     pub fn text_id(&self) -> String {
         text_id(&self.text, &self.sentences)
     }
@@ -135,7 +135,7 @@ pub fn text_id<S: AsRef<str>>(text: &str, sentences: &[S]) -> String {
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Upstream `split_solution_into_chunks` at HEAD (spec §2.1): the CoT between `<think>` and
+/// Upstream `split_solution_into_chunks` at HEAD (`utils.py`): the CoT between `<think>` and
 /// `</think>`, cut after `.?!` + space/newline and at blank lines, the remainder after the last
 /// boundary **dropped**, chunks under 10 code points merged into a neighbour with `" "`.
 pub fn split_solution_into_chunks(solution_text: &str) -> Vec<String> {
@@ -195,7 +195,7 @@ pub struct ChunkRanges {
     pub skipped: Vec<usize>,
 }
 
-/// Upstream `get_chunk_ranges(full_text, chunks)` (spec §2.2), every quirk included: exact
+/// Upstream `get_chunk_ranges(full_text, chunks)` (`utils.py`), every quirk included: exact
 /// search from a cursor, whitespace-normalised fallback (and its first-word search at
 /// `cursor + 100`), the end found by matching non-whitespace content and walking with the
 /// `last + k >= len` stop test. Ranges include the whitespace that follows a chunk.

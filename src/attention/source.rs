@@ -1,6 +1,6 @@
 //! [`AttentionSource`]: one head's sentence-averaged matrix on demand, as upstream's
 //! `get_avg_attention_matrix(text, model_name, layer, head, sentences, cache_dir)` gives it
-//! (spec `thought-anchors-attention.md` §6): the first request for a text fills the cache for
+//! (thought-anchors `attn_funcs.py`): the first request for a text fills the cache for
 //! every layer and head with one forward pass, later requests read the cache.
 //!
 //! Differences from upstream, on purpose:

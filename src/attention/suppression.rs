@@ -1,6 +1,6 @@
 //! Attention suppression: thought-anchors' causal sentence × sentence matrix
-//! (`attn_supp_funcs.get_suppression_KL_matrix`, spec `thought-anchors-attention.md` §8 "Related
-//! attention-suppression code", §12 item 11).
+//! (`whitebox-analyses/attention_analysis/attn_supp_funcs.py`, `get_suppression_KL_matrix`: the
+//! attention-suppression code of thought-anchors).
 //!
 //! For each source sentence `s` the model is run again with the pre-softmax scores of `s`'s key
 //! tokens set to `f32::MIN` (`torch.finfo.min`) in every head of every layer (or of chosen

@@ -1,4 +1,4 @@
-//! Token ablation (spec `codi.md` §3): per problem a baseline plus one run per loop step
+//! Token ablation (CoT_Exploration `1_run_token_ablation.py`): per problem a baseline plus one run per loop step
 //! ("token") k = 0..5 with an intervention on the residual stream at decoder block `layer`.
 //!
 //! Modes:

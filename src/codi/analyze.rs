@@ -1,4 +1,4 @@
-//! `codi analyze` (spec `codi.md` §5): join ablation and attention results, compute upstream's
+//! `codi analyze` (CoT_Exploration `3_analyze_and_visualize.py`): join ablation and attention results, compute upstream's
 //! `summary_statistics.json`, draw the four figures, and compare two runs (faithful vs corrected)
 //! side by side.
 //!

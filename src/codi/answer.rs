@@ -1,4 +1,4 @@
-//! The two answer parsers of spec `codi.md` §2: the official CODI one (`test.py`: strip commas,
+//! The two CODI answer parsers: the official CODI one (`test.py`: strip commas,
 //! last number, float equality) and CoT_Exploration's (`extract_answer_number`: four regexes in
 //! order, no comma stripping, so "1,000" parses as 1; match within 0.01).
 

@@ -1,4 +1,4 @@
-//! Attention to the continuous thoughts (spec `codi.md` §4): at the EOT input position (whose
+//! Attention to the continuous thoughts (CoT_Exploration `2_extract_attention.py`): at the EOT input position (whose
 //! output predicts the first answer token), the post-softmax attention row of chosen decoder
 //! blocks (upstream 4, 8, 14), averaged over heads, with no renormalisation.
 //!

@@ -1,4 +1,4 @@
-//! Reading CODI checkpoints (spec `codi.md` §1.2–§1.5): the whole CODI module's `state_dict`, as
+//! Reading CODI checkpoints (as zhenyi4/codi `test.py` loads them): the whole CODI module's `state_dict`, as
 //! `pytorch_model.bin` (PyTorch zip/pickle, read with candle's pickle reader, no Python) or
 //! `model.safetensors`, with base weights, **un-merged** PEFT LoRA, the projection `prj` and the
 //! three extra vocabulary rows (pad, bot, eot).

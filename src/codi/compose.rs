@@ -1,8 +1,8 @@
-//! Compositional ablation (the seed's next step "test token pairs/triplets"; issue 13): knock out
+//! Compositional ablation (the seed's next step "test token pairs/triplets"): knock out
 //! every pair and every triplet of continuous-thought tokens — C(6,2) = 15 and C(6,3) = 20 sets
 //! per problem — and measure how far the set's effect departs from the sum of its tokens' effects.
 //!
-//! **Same hook as the single-token ablation** ([`super::ablate`], spec `codi.md` §3), generalised
+//! **Same hook as the single-token ablation** ([`super::ablate`]), generalised
 //! from one target step to a set `S` of steps, in both modes and with the same options
 //! ([`AblationOptions`]):
 //! - faithful: at every loop step, block `layer`'s output is overwritten with the clean run's

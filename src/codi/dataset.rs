@@ -1,4 +1,4 @@
-//! The CODI problem set and its stratified sample (spec `codi.md` §6).
+//! The CODI problem set and its stratified sample (CoT_Exploration `create_test_dataset.py`, `create_full_dataset.py`).
 //!
 //! Upstream (`create_full_dataset.py`) groups the 1,000-problem file by difficulty in file order and
 //! draws `random.sample(bucket, k)` for the buckets 2-step, 3-step, 4-step, 5+step from one

@@ -1,5 +1,5 @@
 //! Residual stream decomposition (the seed's next step "understand how tokens build
-//! computation"; issue 13): on the clean run, at every loop-step position (thought k; in the cotx
+//! computation"): on the clean run, at every loop-step position (thought k; in the cotx
 //! loop step 0 is BOT) and at EOT (whose output predicts the first answer token):
 //!
 //! 1. **The decomposition.** The final residual (after the last block) is the sum of its

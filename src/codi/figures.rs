@@ -1,4 +1,4 @@
-//! The four figures of upstream `3_analyze_and_visualize.py` (spec `codi.md` §5), as plotly
+//! The four figures of upstream `3_analyze_and_visualize.py` (CoT_Exploration), as plotly
 //! figures: (1) mean importance per token with SEM error bars, (2) problems × tokens importance
 //! heatmap (RdYlGn, 0–1, problems sorted lexically as pandas' pivot does), (3) attention vs
 //! importance scatter with a least-squares line and r/p in the title, (4) the same per token in

@@ -1,4 +1,4 @@
-//! The CODI latent loop and greedy answer decoding (spec `codi.md` §2).
+//! The CODI latent loop and greedy answer decoding (zhenyi4/codi `test.py`, CoT_Exploration's loop).
 //!
 //! Two loops:
 //! - [`LoopMode::Official`] (`zhenyi4/codi/test.py`): question + BOT in one forward, then six
@@ -82,7 +82,7 @@ impl Layout {
         self.step_position(LATENT_STEPS - 1) + 1
     }
     /// Upstream attention script's key slice `[L+1, L+7)`; in the cotx loop its last key is EOT
-    /// itself (spec §4).
+    /// itself (CoT_Exploration `2_extract_attention.py`).
     pub fn faithful_attention_keys(&self) -> Vec<usize> {
         (self.question_len + 1..self.question_len + 7).collect()
     }
@@ -124,7 +124,7 @@ impl PhaseHooks for NoHooks {
 pub enum LogitSlice {
     /// Upstream: `[: V0+2]`, only EOT excluded (pad and bot can be generated).
     Upstream,
-    /// Base vocabulary only (`[: V0]`), spec §2.1's recommended deviation.
+    /// Base vocabulary only (`[: V0]`), a deliberate deviation.
     BaseVocab,
 }
 

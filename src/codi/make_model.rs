@@ -3,7 +3,7 @@
 //! available offline). It is NOT a CODI model: its LoRA and projection are seeded random values,
 //! not trained ones, and every output made with it says so.
 //!
-//! Written in the real layout of spec §1.5: one state dict with the base weights under
+//! Written in the real layout (zhenyi4/codi's saved `CODI` module): one state dict with the base weights under
 //! `codi.base_model.model.` (`…base_layer.weight` for LoRA targets, stored bf16 as CODI's), LoRA
 //! factors `lora_A.default.weight` `[r, in]` / `lora_B.default.weight` `[out, r]` (f32) on
 //! q/k/v/o/gate/up/down of every layer, `prj.{1,3,ln}.{weight,bias}` (f32), and an embedding with
@@ -233,7 +233,7 @@ pub fn make_model(options: &MakeModelOptions, out: &Path) -> Result<PathBuf> {
     write_atomic(&out.join(META_FILE), serde_json::to_string_pretty(&meta)?.as_bytes())?;
     let readme = format!(
         "# NOT A CODI MODEL\n\n{note}.\n\nThis directory has the key layout, dtypes and extra vocabulary rows of a real CODI \
-         checkpoint (spec codi.md §1.5) so that `thoughtscope codi` runs end to end, but its weights were never \
+         checkpoint so that `thoughtscope codi` runs end to end, but its weights were never \
          trained with CODI. Results computed with it are **not CODI results**; they test the pipeline only.\n\n\
          Made by `thoughtscope codi make-model` with {}.\n",
         serde_json::to_string(options)?

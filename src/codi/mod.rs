@@ -1,10 +1,10 @@
 //! CODI (continuous chain-of-thought via self-distillation): checkpoint loading, the latent loop,
 //! token ablation, attention to the continuous thoughts, dataset sampling and the analysis of
-//! CoT_Exploration's attention-vs-importance experiment (spec `codi.md`).
+//! CoT_Exploration's attention-vs-importance experiment (`src/experiments/codi_attention_interp/`).
 //!
 //! Parity first: each upstream behaviour has a faithful mode — the CoT_Exploration 5-latent loop
-//! ([`LoopMode::Cotx`]), its off-by-one ablation hook ([`AblationMode::Faithful`], spec §3.1), its
-//! attention key slice that includes EOT's self-attention ([`KeySelection::Faithful`], §4) — and
+//! ([`LoopMode::Cotx`]), its off-by-one ablation hook ([`AblationMode::Faithful`]), its
+//! attention key slice that includes EOT's self-attention ([`KeySelection::Faithful`]) — and
 //! an explicitly named corrected mode.
 //!
 //! Steps (CLI `thoughtscope codi <step>`, each one library call):

@@ -1,4 +1,4 @@
-//! A loaded CODI model (spec `codi.md` §1): the decoder with LoRA merged, the projection
+//! A loaded CODI model (zhenyi4/codi `src/model.py`): the decoder with LoRA merged, the projection
 //! `prj = Linear → GELU(erf) → Linear → LayerNorm(eps 1e-5)`, the special ids pad/bot/eot = V0,
 //! V0+1, V0+2 (embedding rows only, never tokenizer tokens), and the tokenizer.
 //!
@@ -25,7 +25,7 @@ use super::checkpoint::{find_checkpoint, load_codi_tensors, CheckpointFormat};
 use crate::model::{Config, Model, Tokenizer};
 use crate::{Error, Result};
 
-/// CODI's LoRA alpha (r = 128, alpha = 32, scale 0.25; spec §1.3).
+/// CODI's LoRA alpha (r = 128, alpha = 32, scale 0.25; zhenyi4/codi `test.py`).
 pub const CODI_LORA_ALPHA: f64 = 32.0;
 /// LayerNorm epsilon of `prj.ln`.
 pub const PRJ_LN_EPS: f64 = 1e-5;
@@ -360,7 +360,7 @@ impl CodiModel {
     }
 
     /// Token ids of the model's end-of-sequence: the tokenizer's EOS plus the config's, deduplicated
-    /// (spec §2.1 recommends stopping on every EOS the model may have been trained with).
+    /// (stopping on every EOS the model may have been trained with).
     pub fn stop_ids(&self) -> Vec<u32> {
         let mut ids: Vec<u32> = self.tokenizer.eos().to_vec();
         for id in self.model.config().eos_ids() {

@@ -1,4 +1,4 @@
-//! Figures of the seed's three next steps (issue 13): compositional ablation (pair heatmap,
+//! Figures of the experiment's three next steps: compositional ablation (pair heatmap,
 //! triplet bars), question → thought attention (per-problem heatmaps, by token class, per layer,
 //! per head) and the residual decomposition (mean direct logit attribution, per-layer bars at
 //! EOT, the logit lens of a problem). Plain `plotly` figures wrapped in [`Figure`]; heatmaps

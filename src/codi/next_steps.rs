@@ -1,4 +1,4 @@
-//! Plumbing shared by the seed's three "next steps" (issue 13): compositional ablation
+//! Plumbing shared by the experiment's three "next steps": compositional ablation
 //! ([`super::compose`]), question → thought attention ([`super::routing`]) and the residual
 //! stream decomposition ([`super::decompose`]).
 //!

@@ -1,5 +1,5 @@
 //! Discrete → continuous attention (the seed's next step "which question tokens route to which
-//! continuous thoughts"; issue 13): at each loop step `k` (the position whose input is the
+//! continuous thoughts"): at each loop step `k` (the position whose input is the
 //! continuous thought of ablation token `k`; in the cotx loop step 0 is BOT), the attention
 //! probabilities from that query to every question token, per layer averaged over heads and per
 //! head at chosen layers, on the clean (un-ablated) run.

@@ -1,4 +1,4 @@
-//! Statistics of the CODI attention-vs-importance analysis (spec `codi.md` §5): Pearson r with
+//! Statistics of the CODI attention-vs-importance analysis (CoT_Exploration `3_analyze_and_visualize.py`): Pearson r with
 //! scipy's two-sided p, pandas-style std (ddof = 1), SEM, least-squares line, and the upstream
 //! `summary_statistics.json` (join, overall / per-token / per-difficulty correlations).
 //!

@@ -1,6 +1,6 @@
 //! Model configuration: one `Config` for the Llama family (Llama-3.x, SmolLM2, R1-Distill-Llama)
 //! and Qwen2/Qwen3, read from an HF `config.json` (field names as there) or from GGUF metadata
-//! (spec `runtime-candle.md` §2.4).
+//! (llama.cpp's GGUF metadata keys).
 
 use std::collections::HashMap;
 use std::path::Path;

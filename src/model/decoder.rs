@@ -1,6 +1,6 @@
 //! The decoder: one implementation for the Llama family (Llama-3.x with llama3 RoPE scaling,
 //! SmolLM2, R1-Distill-Llama) and Qwen2/Qwen3 (q/k/v bias, per-head q/k RMSNorm before RoPE,
-//! explicit head_dim), matching HF transformers' eager attention (spec `runtime-candle.md` §3).
+//! explicit head_dim), matching HF transformers' eager attention (`modeling_llama.py`, `modeling_qwen3.py`).
 //!
 //! Laid out like candle-transformers' model files (rotary → MLP → attention → layer → model), with
 //! two deliberate differences: `forward(&self, ..)` takes an explicit [`KvCache`] and a
@@ -849,7 +849,7 @@ impl Model {
         linear(hidden, &self.lm_head, None)
     }
 
-    // --- Added for the CODI residual decomposition (issue 13, `codi::decompose`): direct logit
+    // --- Added for the CODI residual decomposition (`codi::decompose`): direct logit
     // --- attribution and the logit lens read the final norm and the unembedding.
     /// The final RMSNorm's weight `γ` `[d]` (`model.norm.weight`, TransformerLens `ln_final.w`).
     pub fn final_norm_weight(&self) -> &Tensor {

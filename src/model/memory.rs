@@ -1,6 +1,6 @@
 //! Memory a model's weights will take, known before a byte of them is read, so a model that
 //! cannot fit says so with the numbers instead of being killed by the kernel half-way through a
-//! load (issue 16).
+//! load.
 
 use std::path::Path;
 

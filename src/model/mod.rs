@@ -1,6 +1,6 @@
 //! Models: configuration, weights (safetensors, hf-hub cache, GGUF), tokenizers, a registry of
 //! known models, the decoder with TransformerLens-named hook points, and generation
-//! (spec `runtime-candle.md`).
+//! (numerically as HF transformers).
 //!
 //! ```no_run
 //! use thoughtscope::model::{Model, Input, KvCache, NoHooks};

@@ -1,5 +1,5 @@
 //! Models with random weights in the shapes of a real configuration, made in memory at a chosen
-//! stored type (issue 16): `bench forward --config qwen-14b --random-weights --weights-dtype q8_0`
+//! stored type: `bench forward --config qwen-14b --random-weights --weights-dtype q8_0`
 //! measures time and memory of the seeds' model sizes without downloading them. The numbers the
 //! model computes mean nothing; the work and the memory are the real model's.
 

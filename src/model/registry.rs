@@ -1,5 +1,5 @@
 //! Known models: registry name → HF id, shape and BOS rule. Fixes the errors of upstream's
-//! `model2layers_heads` table (spec `thought-anchors-attention.md` §9, §12.2 items 3–4): Qwen3-0.6B
+//! `model2layers_heads` table (thought-anchors `attn_funcs.py`), with its errors fixed: Qwen3-0.6B
 //! has 16 query heads, `llama-8b` is an alias of `llama8`, Qwen3 tokenizers add no BOS, and each
 //! model uses its own tokenizer.
 

@@ -1,4 +1,4 @@
-//! Weight matrices kept at the precision the checkpoint stores them in (issue 16): f32, bf16 or
+//! Weight matrices kept at the precision the checkpoint stores them in: f32, bf16 or
 //! f16 tensors from safetensors, and GGUF's quantised blocks. A 4B-parameter model is 16 GB in f32
 //! and 8 GB in bf16; a 14B model in Q8_0 is 15 GB, so converting at load decides whether the
 //! seeds' models fit on a 24 GB machine at all.
@@ -28,7 +28,7 @@ pub enum WeightPrecision {
     /// GPU every weight is converted to f32 at load).
     #[default]
     Stored,
-    /// Every weight converted to f32 at load (the path before issue 16; 4 bytes per weight).
+    /// Every weight converted to f32 at load (the older path; 4 bytes per weight).
     F32,
 }
 

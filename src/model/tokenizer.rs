@@ -1,10 +1,10 @@
 //! Tokenizers: from an HF `tokenizer.json` (+ `tokenizer_config.json` for the BOS rule and chat
 //! template), or built from GGUF metadata with the pre-tokenizer its `tokenizer.ggml.pre` names
-//! (spec `runtime-candle.md` §2.5: candle's own GGUF builder is wrong for `smollm` and `llama-bpe`).
+//! (candle's own GGUF builder is wrong for `smollm` and `llama-bpe`).
 //!
 //! BOS: `encode` returns what HF `tokenizer(text)["input_ids"]` gives, i.e. BOS prepended when the
 //! model adds one. R1-Distill checkpoints ask for it in `tokenizer_config.json` (`add_bos_token`)
-//! while their `tokenizer.json` has no template for it (spec `thought-anchors-attention.md` §3.2),
+//! while their `tokenizer.json` has no template for it (HF transformers adds it, `tokenizers` does not),
 //! so BOS is handled here and never by the inner tokenizer's post-processor.
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! Weights from an HF model directory (safetensors, sharded with an index), from the local HF hub
 //! cache (offline), or from GGUF (renamed to HF names, and for `llama` GGUFs with llama.cpp's Q/K
-//! row permutation undone so one RoPE path serves all; spec `runtime-candle.md` §2). At
+//! row permutation undone so one RoPE path serves all). At
 //! [`WeightPrecision::Stored`] the weight matrices stay as stored (GGUF blocks, memory-mapped
 //! bf16/f16: [`Checkpoint::kept`]); at [`WeightPrecision::F32`] everything is converted at load.
 

@@ -1,7 +1,7 @@
 //! [`MimeBundle`]: the evcxr display protocol. A display prints blocks
 //! `EVCXR_BEGIN_CONTENT <mime>\n<content>\nEVCXR_END_CONTENT` on stdout; evcxr collects them into
 //! one output whose data maps MIME type to content (a later block of the same type replaces an
-//! earlier one; types containing `json` are parsed as JSON). Spec `notebooks-evcxr.md` §2.1.
+//! earlier one; types containing `json` are parsed as JSON).
 
 use std::io::{self, Write};
 

@@ -6,7 +6,7 @@
 //! trust-independent) + `text/html` (a div and `Plotly.newPlot`: nbconvert's HTML export and the
 //! classic notebook) + `text/plain`. plotly.js (with MathJax, from the plotly crate's
 //! `offline_js_sources()`) is embedded ONCE per notebook process, inline in the first figure's
-//! HTML, so exported notebooks open offline. Spec `notebooks-evcxr.md` §2.1, §2.2, §3.2.
+//! HTML, so exported notebooks open offline.
 //!
 //! Why the once-per-process state lives in environment variables: evcxr links the library
 //! statically into every cell's dylib, so each cell has its own copy of any Rust `static`; the

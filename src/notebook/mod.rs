@@ -1,4 +1,4 @@
-//! evcxr (Rust Jupyter kernel) display glue, spec `notebooks-evcxr.md` §2: DataFrames as HTML
+//! evcxr (Rust Jupyter kernel) display glue: DataFrames as HTML
 //! tables, figures as plotly JSON + offline HTML, several figures packed into one output, and
 //! progress lines that notebooks can show.
 //!
@@ -13,7 +13,7 @@
 //! Panel::new("Layer 12").text("…").figure(&fig_a).table(&df)   // mixed content, one output
 //! ```
 //!
-//! The traps this module is shaped by (all measured, spec §1.7 and §2.3):
+//! The traps this module is shaped by (all measured):
 //! - evcxr keeps only the LAST output of each MIME type per cell, so two `evcxr_display` calls in
 //!   one cell show one figure: pack them with [`figures`] / [`Panel`].
 //! - A display expression that MOVES a notebook variable loses the rich output (and the

@@ -1,5 +1,5 @@
 //! `thoughtscope notebook run`: headless execution of an evcxr notebook with an offline HTML report
-//! (issue 6; spec `notebooks-evcxr.md` §1.4, §1.7, §3).
+//! (why each step: notebooks/README.md).
 //!
 //! The work is done by `scripts/run_notebook.py` (nbclient drives the `rust` kernel, nbconvert
 //! writes the report), embedded here so the binary runs it from anywhere with the project's

@@ -5,10 +5,10 @@
 //! URL from every figure page below it, [`save_figures_sharing`]), HTML reports of several figures and tables ([`Report`]), and static PNG/SVG export through headless
 //! Chromium ([`export`]; no kaleido, no WebDriver downloads).
 //!
-//! Spec: `notebooks-evcxr.md` §2.2 and §3.2 (offline HTML), `thought-anchors-attention.md` §7
+//! Mirrors: offline HTML for notebooks and reports; thought-anchors `plot_one_attn_matrix.py`
 //! (heatmap colour limits: upstream's `np.quantile(np.tril(M), q)` includes the upper-triangle
 //! zeros; [`ColorLimits::TrilQuantile`] reproduces it, the default
-//! [`ColorLimits::LowerTriangleQuantile`] does not), `codi.md` §5 (the four CODI figures).
+//! [`ColorLimits::LowerTriangleQuantile`] does not), CoT_Exploration `3_analyze_and_visualize.py` (the four CODI figures).
 //!
 //! ```no_run
 //! use thoughtscope::plot::{self, HeatmapOptions, SaveFormat};

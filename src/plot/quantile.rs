@@ -2,7 +2,7 @@
 //! arithmetic is `f64`, for `f32` input it is `f32` as numpy does for float32 arrays (a Python
 //! float `q` is a "weak" scalar). NaN entries are skipped (`np.nanquantile`).
 //!
-//! Colour limits of attention heatmaps (spec `thought-anchors-attention.md` §7): upstream
+//! Colour limits of attention heatmaps (thought-anchors `plot_one_attn_matrix.py`): upstream
 //! `plot_one_attn_matrix.py` takes `vmax = np.quantile(np.tril(M), q)`, a quantile over ALL N²
 //! entries with the upper triangle zeroed ([`tril_quantile`], the faithful quirk). The corrected
 //! default, [`lower_triangle_quantile`], uses only the N(N+1)/2 entries on and below the diagonal.

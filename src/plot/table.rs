@@ -1,6 +1,6 @@
 //! DataFrame → HTML table for reports and notebooks: escaped cells, a dtype row under the
 //! header, the shape, and head/tail truncation with a "…" row (and column) like polars' text
-//! table. No `<script>`: tables render in untrusted notebooks too (spec `notebooks-evcxr.md` §2.3).
+//! table. No `<script>`: tables render in untrusted notebooks too (Jupyter strips scripts there).
 
 use polars::prelude::{AnyValue, DataFrame};
 

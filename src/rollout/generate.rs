@@ -1,6 +1,6 @@
-//! Rollout generation (issue 4): from a problems file, sample N solutions per problem with any
+//! Rollout generation: from a problems file, sample N solutions per problem with any
 //! model the runtime loads and write each as a rollout directory in the upstream layout
-//! (spec §10, via [`super::write`]), chunked with upstream's splitter (§2.1) and labelled by a
+//! (via [`super::write`]), chunked with upstream's splitter (`split_solution_into_chunks`) and labelled by a
 //! [`Labeller`].
 //!
 //! Layout: `<root>/<problem name>/<prefix><k>/` (default prefix `rollout_`, `k` zero-padded), so
@@ -18,7 +18,7 @@
 //!   upstream prompt up to `Solution: `, and the assistant turn is pre-filled with `<think>\n`;
 //!   `prompt`/`full_cot` are exactly the string fed to the model (plus the generated text).
 //! - [`FinalChunk::Keep`] (default): HEAD's splitter drops the text after the last boundary
-//!   (spec §12.2 item 11), the published dataset keeps it. We append that remainder, unmerged, as
+//!   (an upstream bug), the published dataset keeps it. We append that remainder, unmerged, as
 //!   the last chunk, so `len(chunks) == N + 1` exactly as in the dataset and chunk `k` is
 //!   attention sentence `k` for every `k < N`.
 //! - [`BoxedPick::Last`] (default): a small model restates answers; the last `\boxed{}` is its
@@ -243,7 +243,7 @@ pub fn chunk_solution(solution_text: &str, final_chunk: FinalChunk) -> Vec<Strin
     chunks
 }
 
-/// The stripped text after the splitter's last boundary (§2.1 step 3): what HEAD throws away.
+/// The stripped text after the splitter's last boundary (its step 3): what HEAD throws away.
 /// Splitting after `<think>`/`</think>` extraction as the splitter does first.
 fn remainder_after_last_boundary(text: &str) -> &str {
     let text = if text.contains("<think>") { text.split("<think>").nth(1).map(py_strip).unwrap_or("") } else { text };

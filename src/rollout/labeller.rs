@@ -1,4 +1,4 @@
-//! Chunk labellers: turn a trace's chunks into `chunks_labeled.json` entries (spec §10.2).
+//! Chunk labellers: turn a trace's chunks into `chunks_labeled.json` entries (thought-anchors' format).
 //!
 //! - [`Labeller`]: the interface [`super::generate`] uses; any [`Tagger`] labels through
 //!   [`label_with_tagger`], and [`RuleTagger`] implements it directly.
@@ -9,7 +9,7 @@
 //!   Parsing is lenient (code fences, prose around the object, numbers for indices, a single tag
 //!   as a string). Upstream quirk kept: a chunk the answer does not mention gets `["unknown"]` and
 //!   `[]`. When the call or the parse fails, every chunk gets upstream's error record instead of
-//!   `function_tags`: `"categories": ["Unknown"], "explanation": "Error: …"` (spec §10.2), which
+//!   `function_tags`: `"categories": ["Unknown"], "explanation": "Error: …"` (as upstream writes a failed label), which
 //!   [`super::Rollout`] reads back as a labelling error.
 //!
 //! HTTP is `ureq` without TLS: plain `http://` only (local servers, proxies). Build with the

@@ -1,4 +1,4 @@
-//! Reading one rollout/problem directory in the thought-anchors layout (spec §10), and finding
+//! Reading one rollout/problem directory in the thought-anchors layout, and finding
 //! rollout directories under a root.
 //!
 //! Files: `base_solution.json` (required: `full_cot`), `problem.json`, `chunks.json`,

@@ -1,4 +1,4 @@
-//! Rollouts in the thought-anchors directory layout (spec §10): reading ([`layout`]: [`Rollout`],
+//! Rollouts in the thought-anchors directory layout: reading ([`layout`]: [`Rollout`],
 //! [`discover_rollouts`]), tag masks ([`tags`]), writing, taggers, labellers and generation.
 pub mod generate;
 pub mod labeller;

@@ -1,5 +1,5 @@
 //! Sentence taggers: the [`Tagger`] trait and a rule-based [`RuleTagger`] that labels a chunk
-//! with one tag of the upstream function-tag vocabulary (`prompts.py` DAG prompt, spec §10.2)
+//! with one tag of the upstream function-tag vocabulary (thought-anchors `prompts.py` DAG prompt)
 //! plus [`VA_TAG`] (`verbalized_evaluation_awareness`) when the chunk says it may be under test.
 //!
 //! Tags are plain strings so other taggers (an LLM, a probe, a human file) plug in unchanged.

@@ -1,4 +1,4 @@
-//! Writing one rollout directory in the thought-anchors layout (spec §10.1–§10.2):
+//! Writing one rollout directory in the thought-anchors layout (`generate_rollouts.py`):
 //! `problem.json`, `base_solution.json`, `chunks.json`, `chunks_labeled.json`, plus our own
 //! `generation.json` (how the rollout was made; upstream has no such file and readers ignore it).
 //!

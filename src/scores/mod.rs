@@ -1,4 +1,4 @@
-//! Scores over sentence-averaged attention (spec §7–§8): vertical scores, kurtosis, receiver
+//! Scores over sentence-averaged attention (thought-anchors `attn_funcs.py`, `receiver_head_funcs.py`): vertical scores, kurtosis, receiver
 //! heads and their split-half reliability.
 //!
 //! - [`vertical`]: [`vertical_scores`] with every upstream parameter, NaN rule and numpy dtype;

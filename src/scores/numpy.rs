@@ -1,5 +1,5 @@
 //! numpy's floating-point reductions, reproduced operation for operation so that float32 results
-//! match numpy bit for bit (spec §7 requires 1 ulp).
+//! match numpy bit for bit (vertical scores must match upstream to 1 ulp).
 //!
 //! - `np.sum` of a contiguous 1-D array: pairwise summation (`pairwise_sum`: below 8 elements a
 //!   plain loop, up to 128 elements eight interleaved accumulators, above that split in halves at

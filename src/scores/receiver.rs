@@ -1,4 +1,4 @@
-//! Receiver heads (spec §8, upstream `receiver_head_funcs.py` and
+//! Receiver heads (upstream `receiver_head_funcs.py` and
 //! `eval_receiver_head_reliability.py`).
 //!
 //! Per response r: the vertical scores `V_r[l,h,:]` of every head ([`head_vertical_scores`]);

@@ -1,6 +1,6 @@
 //! Statistics shared by the analyses: Pearson r with scipy's two-sided p, pandas-style mean /
-//! std (ddof = 1) / SEM, and the least-squares line of `np.polyfit(x, y, 1)` (spec `codi.md` §5;
-//! also the split-half reliability of receiver heads, spec §8).
+//! std (ddof = 1) / SEM, and the least-squares line of `np.polyfit(x, y, 1)` (CoT_Exploration `3_analyze_and_visualize.py`;
+//! also the split-half reliability of receiver heads, `eval_receiver_head_reliability.py`).
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn spec_values_round_trip_to_p() {
-        // r → p as in the committed summary_statistics.json (spec §5): n = 600, r = 0.23547.
+        // r → p as in the committed summary_statistics.json (CoT_Exploration): n = 600, r = 0.23547.
         let p = p_from_r(0.23547, 600);
         assert!((p / 5.2807e-9 - 1.0).abs() < 2e-3, "{p}");
         let p = p_from_r(-0.22878, 100);

@@ -1,5 +1,5 @@
 //! Vertical scores of a sentence-averaged matrix: how much attention each sentence receives from
-//! later sentences (spec §7, upstream `get_vertical_scores`).
+//! later sentences (upstream `get_vertical_scores`, `attn_funcs.py`).
 //!
 //! With `p = proximity_ignore`, a cell `M[i,j]` is *valid* when `j ≤ i`, `i − j ≥ p` and the input
 //! is not NaN (input NaNs count as missing everywhere). Then

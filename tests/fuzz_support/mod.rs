@@ -1,4 +1,4 @@
-//! Mutation fuzzing on stable Rust with proptest (issue 19, "Keep it fixed").
+//! Mutation fuzzing on stable Rust with proptest.
 //!
 //! A case is a list of mutations applied to a real seed file: byte flips, interesting integers
 //! written over bytes, inserted dictionary tokens, deletions, truncation and spliced chunks, and

@@ -1,4 +1,4 @@
-//! Shared by the test binaries: the real SmolLM2 GGUF, `../shared/data`, Chromium, and the one
+//! Shared by the test binaries: the real SmolLM2 GGUF, the reference data beside the repository, Chromium, and the one
 //! rule for tests that cannot run here.
 //!
 //! A test that returns early checks nothing, so a skip is loud: it writes one `SKIP` line straight
@@ -48,7 +48,7 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared/data/<relative>` if it exists, else a [`skip`] and `None`.
+/// `<relative>` in the reference data folder beside the repository if it exists, else a [`skip`] and `None`.
 pub fn shared_data(relative: &str) -> Option<PathBuf> {
     let path = repo().join("../shared/data").join(relative);
     if path.exists() {

@@ -20,7 +20,7 @@ use thoughtscope::codi::pipeline::{run_all, sample_problems, ModelSpec, RunAllOp
 use thoughtscope::codi::synthetic::{synthetic_problems, DEFAULT_PER_LEVEL, DEFAULT_SEED};
 use thoughtscope::{Error, Result};
 
-// The seed's next steps (issue 13): their arguments and handlers, in `cli/next_steps.rs`.
+// The experiment's next steps: their arguments and handlers, in `cli/next_steps.rs`.
 mod next_steps;
 pub use next_steps::{ComposeArgs, DecomposeArgs, RoutingArgs};
 

@@ -1,4 +1,4 @@
-//! `thoughtscope codi compose | routing | decompose`: the seed's three next steps (issue 13).
+//! `thoughtscope codi compose | routing | decompose`: the experiment's three next steps.
 //! Each writes `<out>/results/<name>_<tag>.json` (resumable, with a `.meta.json` sidecar), its
 //! tables beside it and its figures in `<out>/figures/`; `<tag>` is `test` with `--test-mode`,
 //! else the number of problems.
