@@ -86,6 +86,15 @@ PAIRS = [
     ("120", "120"), ("384", "120"), ("\\frac{1}{2}", "\\frac{1}{3}"), ("0.50", "\\frac{2}{4}"),
 ]
 
+# Every pair of these is checked: the numbers our check_answer compares exactly.
+NUMBERS = [
+    "0", "-0", "0.0", "-0.0", "1", "+1", "1.0", "1.00", "2", "-2", "0.5", "-0.5", "0.50", ".5", "1/2", "-1/2",
+    "2/4", "\\frac{1}{2}", "\\frac12", "\\dfrac{1}{2}", "-\\frac{1}{2}", "\\frac{2}{4}", "0.75", "\\frac34",
+    "3/4", "1.5", "3/2", "\\frac{3}{2}", "1,5", "15", "1,000", "1000", "1000.0", "007", "7", "00.5", "10.",
+    "\\frac{0}{5}", "0/5", "1/0", "\\frac{1}{0}", "12", "12.0", "\\boxed{12}", "36", "\\frac{72}{2}", "72/2",
+    "0.333", "\\frac13", "0.1", "\\frac{1}{10}", "1e3", "10^3",
+]
+
 BOXED = [
     "so the answer is \\boxed{12}.", "\\boxed{\\frac{1}{2}} and \\boxed{3}", "no box here", "\\boxed{}",
     "\\boxed{} then \\boxed{4}", "\\boxed{a{b}c", "\\boxed{\\boxed{5}}", "\\boxed{é{ü}}x}", "\\boxed {9}",
@@ -97,9 +106,10 @@ def main():
     cases = [{"answer": a, "gold": b, "normalized": [normalize(a), normalize(b)], "string_equal": normalize(a) == normalize(b),
               "sympy_equal": normalize(a) == normalize(b) or sympy_equal(a, b)} for a, b in PAIRS]
     boxes = [{"text": t, "answers": boxed(t)} for t in BOXED]
+    grid = [[normalize(a) == normalize(b) or sympy_equal(a, b) for b in NUMBERS] for a in NUMBERS]
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"pairs": cases, "boxed": boxes}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {len(cases)} pairs and {len(boxes)} boxed texts to {OUT}")
+    OUT.write_text(json.dumps({"pairs": cases, "boxed": boxes, "numbers": NUMBERS, "numbers_sympy_equal": grid}, indent=None, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {len(cases)} pairs, {len(NUMBERS)}² number pairs and {len(boxes)} boxed texts to {OUT}")
 
 
 if __name__ == "__main__":

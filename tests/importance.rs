@@ -40,6 +40,23 @@ fn answers_match_upstreams_utils_and_never_overclaim_against_sympy() {
             assert!(case["sympy_equal"].as_bool().unwrap(), "{a:?} vs {b:?}: we say equal, upstream with sympy does not");
         }
     }
+    // Every pair of the number grid: never equal where sympy says unequal.
+    let numbers: Vec<&str> = cases["numbers"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let grid = &cases["numbers_sympy_equal"];
+    let (mut agree, mut missed) = (0, 0);
+    for (i, a) in numbers.iter().enumerate() {
+        for (j, b) in numbers.iter().enumerate() {
+            let (ours, sympy) = (check_answer(a, b), grid[i][j].as_bool().unwrap());
+            assert!(!ours || sympy, "{a:?} vs {b:?}: we say equal, upstream with sympy does not");
+            if ours == sympy {
+                agree += 1;
+            } else {
+                missed += 1;
+            }
+        }
+    }
+    eprintln!("number grid: {agree} pairs agree with sympy, {missed} equal for sympy only");
+    assert!(agree > 9 * missed, "the numeric comparison should find most of sympy's equalities among plain numbers");
     for case in cases["boxed"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let expected: Vec<String> = serde_json::from_value(case["answers"].clone()).unwrap();

@@ -19,7 +19,7 @@
 //!   anything symbolic. Instead, after the same clean-up upstream gives sympy (`\boxed{}` peeled,
 //!   `\dfrac`/`\tfrac` → `\frac`, `\left`/`\right`/`\text`/`\textbf`/`\mathrm`/`\!` and every
 //!   comma removed), both sides must be *plain numbers*: an optionally signed integer, decimal
-//!   (`0.5`; not `.5`, which sympy's LaTeX grammar rejects), `a/b`, or `\frac{a}{b}` / `\frac ab` of integers; they are then compared as
+//!   (`0.5`; not `.5`, which sympy's LaTeX grammar rejects; no leading zeros), `a/b`, or `\frac{a}{b}` / `\frac ab` of integers; they are then compared as
 //!   exact rationals. So `0.5` = `\frac{1}{2}` = `1/2`, `1,000` = `1000` and `2.50` = `2.5`, as
 //!   sympy with antlr finds; anything else (`\sqrt{2}`, `x+1`, `2\pi`, intervals, sets) is
 //!   unequal unless the normalised strings match. This is conservative against sympy: every
@@ -149,11 +149,15 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
     a
 }
 
-static INTEGER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9]{1,30}$").unwrap());
-static DECIMAL_NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([0-9]{1,30})\.([0-9]{1,30})$").unwrap());
-static SLASH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([0-9]{1,30})/([0-9]{1,30})$").unwrap());
-static FRAC: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^\\frac(?:\{([0-9]{1,30})\}|([0-9]))(?:\{([0-9]{1,30})\}|([0-9]))$").unwrap());
+// Integers without leading zeros: sympy's LaTeX grammar reads `007` as something other than 7.
+static INTEGER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(?:0|[1-9][0-9]{0,29})$").unwrap());
+static DECIMAL_NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(0|[1-9][0-9]{0,29})\.([0-9]{1,30})$").unwrap());
+static SLASH: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(0|[1-9][0-9]{0,29})/(0|[1-9][0-9]{0,29})$").unwrap());
+static FRAC: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\\frac(?:\{(0|[1-9][0-9]{0,29})\}|([0-9]))(?:\{(0|[1-9][0-9]{0,29})\}|([0-9]))$").unwrap()
+});
 
 /// `s` (surrounding whitespace ignored) as a plain signed number, else `None`.
 fn plain_number(s: &str) -> Option<Rational> {
@@ -228,7 +232,7 @@ mod tests {
         for (a, b) in [("\\dfrac{1}{2}", "\\frac{1}{2}"), ("0.5", "\\frac{1}{2}"), ("1/2", "0.5"), ("1,000", "1000"), ("2.50", "2.5"), ("-\\frac34", "-0.75"), ("\\boxed{7}", "7"), ("+3", "3")] {
             assert!(check_answer(a, b), "{a} vs {b}");
         }
-        for (a, b) in [("\\sqrt{4}", "2"), ("0.333", "\\frac13"), ("x+1", "1+x"), ("2", "-2"), ("1/0", "1/0x"), ("", "0"), ("(1,2)", "12")] {
+        for (a, b) in [("\\sqrt{4}", "2"), ("0.333", "\\frac13"), ("x+1", "1+x"), ("2", "-2"), ("1/0", "1/0x"), ("", "0"), ("(1,2)", "12"), ("007", "7")] {
             assert!(!check_answer(a, b), "{a} vs {b}");
         }
     }

@@ -132,10 +132,15 @@ impl SentenceEmbedder {
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| Error::Other(format!("all-MiniLM-L6-v2 tokenizer: {e}")))?;
         let (rows, cols) = (encodings.len(), encodings.first().map_or(0, |e| e.len()));
-        let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> { encodings.iter().flat_map(|e| f(e).to_vec()).collect() };
-        let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (rows, cols), &self.device)?;
-        let types = Tensor::from_vec(flat(&|e| e.get_type_ids()), (rows, cols), &self.device)?;
-        let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), (rows, cols), &self.device)?;
+        let (mut ids, mut types, mut mask) = (Vec::with_capacity(rows * cols), Vec::with_capacity(rows * cols), Vec::with_capacity(rows * cols));
+        for e in &encodings {
+            ids.extend_from_slice(e.get_ids());
+            types.extend_from_slice(e.get_type_ids());
+            mask.extend_from_slice(e.get_attention_mask());
+        }
+        let ids = Tensor::from_vec(ids, (rows, cols), &self.device)?;
+        let types = Tensor::from_vec(types, (rows, cols), &self.device)?;
+        let mask = Tensor::from_vec(mask, (rows, cols), &self.device)?;
         let hidden = self.model.forward(&ids, &types, Some(&mask)).while_doing("all-MiniLM-L6-v2 forward")?;
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?;

@@ -404,7 +404,7 @@ fn one_chunk(
                     let current = forced.get(&query).unwrap_or(&empty);
                     let following = forced.get(&next).unwrap_or(&empty);
                     let has_answer = |s: &[Solution]| s.iter().any(|s| !normalize_answer(s.answer_or_empty()).is_empty());
-                    if has_answer(current) && has_answer(following) {
+                    if has_answer(&current[..]) && has_answer(&following[..]) {
                         solutions_kl(options.kl, current, following)
                     } else {
                         0.0
@@ -455,13 +455,13 @@ fn counterfactual(
     let mut resampled: Vec<&str> = Vec::new();
     for entry in current {
         let (Some(removed), Some(new)) = (&entry.chunk_removed, &entry.chunk_resampled) else { continue };
-        let Some(cosine) = similarity(removed, new) else { continue };
+        let Some(cosine) = similarity(removed.as_str(), new.as_str()) else { continue };
         if cosine < options.similarity_threshold {
             dissimilar.push(entry);
         } else {
             similar.push(entry);
         }
-        resampled.push(new);
+        resampled.push(new.as_str());
     }
     let different_trajectories_fraction = if current.is_empty() { 0.0 } else { dissimilar.len() as f64 / current.len() as f64 };
     let overdeterminedness = if resampled.is_empty() {
