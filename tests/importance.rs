@@ -306,3 +306,44 @@ fn importance_command_writes_upstreams_fields() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/forced"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Upstream's published numbers
+
+/// The published `chunks_labeled.json` of the 40 real traces carry two of the quirks we keep:
+/// `resampling_importance_accuracy` is exactly `accuracy[i+1] − accuracy[i]`, and the last chunk
+/// has 0 in every counterfactual and resampling field, `different_trajectories_fraction` and
+/// `overdeterminedness` included.
+#[test]
+fn published_numbers_show_the_kept_quirks() {
+    let Some(root) = support::shared_data("thought-anchors-traces") else { return };
+    let mut files = Vec::new();
+    for model in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {
+        for split in std::fs::read_dir(model.path()).unwrap().flatten() {
+            for problem in std::fs::read_dir(split.path()).unwrap().flatten() {
+                let file = problem.path().join("chunks_labeled.json");
+                if file.exists() {
+                    files.push(file);
+                }
+            }
+        }
+    }
+    assert_eq!(files.len(), 40, "{}", root.display());
+    let mut pairs = 0;
+    for file in &files {
+        let entries = read(file);
+        let by_index: HashMap<u64, &Value> = entries.as_array().unwrap().iter().map(|e| (e["chunk_idx"].as_u64().unwrap(), e)).collect();
+        for (&i, e) in &by_index {
+            if let Some(next) = by_index.get(&(i + 1)) {
+                let expected = next["accuracy"].as_f64().unwrap() - e["accuracy"].as_f64().unwrap();
+                assert!((e["resampling_importance_accuracy"].as_f64().unwrap() - expected).abs() <= 1e-12, "{}: chunk {i}", file.display());
+                pairs += 1;
+            }
+        }
+        let last = by_index[by_index.keys().max().unwrap()];
+        for name in ["resampling_importance_accuracy", "resampling_importance_kl", "counterfactual_importance_accuracy", "counterfactual_importance_kl", "different_trajectories_fraction", "overdeterminedness"] {
+            assert_eq!(last[name].as_f64(), Some(0.0), "{}: last chunk's {name}", file.display());
+        }
+    }
+    assert!(pairs > 5000, "{pairs}");
+}
