@@ -15,6 +15,7 @@ bin=target/debug/thoughtscope
 step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 
 step "model";                   bash scripts/fetch-model.sh
+step "sentence embedder";       bash scripts/fetch-embedder.sh
 step "headless Chromium";       bash scripts/install-chromium.sh
 step "build";                   cargo build --bin thoughtscope
 step "VA analysis of the sample rollouts (attention cache in attn_cache/: a second run does no forward pass)"

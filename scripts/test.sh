@@ -14,6 +14,7 @@ start=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 
 step "model";                   bash scripts/fetch-model.sh
+step "sentence embedder";       bash scripts/fetch-embedder.sh
 step "python reference env";    bash scripts/python-env.sh analysis
 step "notebook tooling";        bash scripts/setup-notebooks.sh
 step "slurm (local scheduler)"; bash scripts/install-slurm.sh

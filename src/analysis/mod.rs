@@ -7,6 +7,7 @@
 pub mod anchors;
 pub mod bench;
 pub mod bench_forward;
+pub mod importance;
 pub mod suppression;
 pub mod tag_stats;
 pub mod va;

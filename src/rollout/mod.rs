@@ -1,5 +1,6 @@
 //! Rollouts in the thought-anchors directory layout: reading ([`layout`]: [`Rollout`],
 //! [`discover_rollouts`]), tag masks ([`tags`]), writing, taggers, labellers and generation.
+pub mod answers;
 pub mod generate;
 pub mod labeller;
 pub mod layout;

@@ -9,6 +9,7 @@ mod bench;
 mod cache;
 mod codi;
 mod generate;
+mod importance;
 mod notebook;
 mod report;
 mod suppress;
@@ -52,6 +53,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Sample rollouts of each problem with a model and write them in the thought-anchors layout.
     Generate(generate::GenerateArgs),
+    /// Upstream's importance metrics (resampling, counterfactual, forced) of one problem's resampled rollouts, into a chunks_labeled.json-shaped file.
+    Importance(importance::ImportanceArgs),
     /// CODI continuous-thought experiments: make-model, dataset, ablate, attention, analyze, run-all.
     #[command(subcommand)]
     Codi(codi::CodiCommand),
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command),
         Command::Cache(command) => cache::run(command),
         Command::Generate(args) => generate::run(args),
+        Command::Importance(args) => importance::run(args),
         Command::Codi(command) => codi::run(command),
         Command::Notebook(command) => notebook::run(command),
         Command::Report(command) => report::run(command),
