@@ -11,6 +11,7 @@ mod codi;
 mod generate;
 mod notebook;
 mod report;
+mod resample;
 mod suppress;
 mod va;
 
@@ -52,6 +53,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Sample rollouts of each problem with a model and write them in the thought-anchors layout.
     Generate(generate::GenerateArgs),
+    /// Resample each chunk of a trace: K continuations of the prefix without it (thought-anchors layout).
+    Resample(resample::ResampleArgs),
     /// CODI continuous-thought experiments: make-model, dataset, ablate, attention, analyze, run-all.
     #[command(subcommand)]
     Codi(codi::CodiCommand),
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command),
         Command::Cache(command) => cache::run(command),
         Command::Generate(args) => generate::run(args),
+        Command::Resample(args) => resample::run(args),
         Command::Codi(command) => codi::run(command),
         Command::Notebook(command) => notebook::run(command),
         Command::Report(command) => report::run(command),
