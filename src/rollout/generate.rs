@@ -530,7 +530,7 @@ pub fn generate_rollouts(
 }
 
 /// Token ids of a prompt string: no second BOS when the rendered template already starts with it.
-fn prompt_ids(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {
+pub fn prompt_ids(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {
     let starts_with_bos = match tokenizer.bos() {
         Some(bos) => {
             let bos_text = tokenizer.decode(&[bos], false)?;

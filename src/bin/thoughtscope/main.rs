@@ -12,6 +12,7 @@ mod generate;
 mod importance;
 mod notebook;
 mod report;
+mod resample;
 mod suppress;
 mod va;
 
@@ -55,6 +56,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Upstream's importance metrics (resampling, counterfactual, forced) of one problem's resampled rollouts, into a chunks_labeled.json-shaped file.
     Importance(importance::ImportanceArgs),
+    /// Resample each chunk of a trace: K continuations of the prefix without it (thought-anchors layout).
+    Resample(resample::ResampleArgs),
     /// CODI continuous-thought experiments: make-model, dataset, ablate, attention, analyze, run-all.
     #[command(subcommand)]
     Codi(codi::CodiCommand),
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Command::Cache(command) => cache::run(command),
         Command::Generate(args) => generate::run(args),
         Command::Importance(args) => importance::run(args),
+        Command::Resample(args) => resample::run(args),
         Command::Codi(command) => codi::run(command),
         Command::Notebook(command) => notebook::run(command),
         Command::Report(command) => report::run(command),

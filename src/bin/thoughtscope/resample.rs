@@ -1,0 +1,99 @@
+//! `resample`: K continuations of each chunk's prefix of one trace, in thought-anchors' layout.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use thoughtscope::model::Model;
+use thoughtscope::rollout::resample::{
+    parse_chunk_list, resample_problem, DecodeSettings, LocalProvider, ResampleConfig, RolloutType,
+};
+use thoughtscope::Result;
+
+use crate::{DeviceArg, ShardArg};
+
+/// `thoughtscope resample`: resample every chunk of a problem folder (thought-anchors layout:
+/// problem.json, base_solution.json, chunks.json or chunks_labeled.json).
+#[derive(Debug, Clone, Args)]
+pub struct ResampleArgs {
+    /// The problem folder.
+    pub problem_dir: PathBuf,
+    /// Model: GGUF file, HF model directory, cached hub id or registry name (e.g. smollm2-135m).
+    #[arg(long)]
+    pub model: String,
+    /// Output root: rollouts go to ROOT/<problem>/chunk_<i>/solutions.json. Give forced-answer
+    /// runs their own root (upstream: <...>_forced_answer).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Rollouts per chunk.
+    #[arg(long, default_value_t = 100)]
+    pub rollouts: usize,
+    #[arg(long, default_value_t = 0.6)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    /// New tokens per rollout at most (also bounded by the model's context).
+    #[arg(long, default_value_t = 16384)]
+    pub max_tokens: usize,
+    /// Rollout r of chunk i draws with its own stream, a hash of (seed, i, r).
+    #[arg(long, default_value_t = 44)]
+    pub seed: u64,
+    /// Chunks to resample: indices and inclusive ranges, e.g. 0,3,5 or 2-6 (default: all).
+    #[arg(long)]
+    pub chunks: Option<String>,
+    /// faithful: upstream's prompt and prefix (every occurrence of the chunk removed, chunks
+    /// joined by single spaces); corrected: the trace's own text before the chunk; own-rollout:
+    /// the trace's own prompt (chat template) and text, for `thoughtscope generate`'s rollouts.
+    #[arg(long, default_value = "faithful", value_parser = ["faithful", "corrected", "own-rollout"])]
+    pub mode: String,
+    /// Upstream's forced-answer rollouts: the prompt ends "</think> Therefore, the final answers
+    /// is \boxed{" and the answer is read from prompt + continuation.
+    #[arg(long)]
+    pub forced_answer: bool,
+    /// Rollouts decoded together per step (capped at 15 on the CPU, where larger steps round
+    /// differently).
+    #[arg(long, default_value_t = 15)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Sharded: only the chunks of this shard (key <problem>/chunk_<i>); the shards' chunk
+    /// folders together are the unsharded run's.
+    #[command(flatten)]
+    pub shard: ShardArg,
+}
+
+/// Resample with a progress bar on stderr; print one line per chunk, then the totals.
+pub fn run(args: ResampleArgs) -> Result<()> {
+    let device = args.device.device()?;
+    let config = ResampleConfig {
+        mode: args.mode.parse()?,
+        rollout_type: if args.forced_answer { RolloutType::ForcedAnswer } else { RolloutType::Default },
+        rollouts: args.rollouts,
+        seed: args.seed,
+        decode: DecodeSettings { temperature: args.temperature, top_p: args.top_p, max_tokens: args.max_tokens },
+        chunks: args.chunks.as_deref().map(parse_chunk_list).transpose()?,
+        shard: args.shard.resolve()?,
+    };
+    let loaded = Model::load(&args.model, &device)?;
+    let provider = LocalProvider::new(&loaded, args.batch)?;
+    let report = resample_problem(&provider, &args.problem_dir, &args.out, &config)?;
+    for chunk in &report.chunks {
+        let how = if chunk.computed {
+            format!("{} new tokens in {:.1} s", chunk.new_tokens, chunk.seconds)
+        } else {
+            "already done".to_string()
+        };
+        println!("chunk_{}\taccuracy {:.3}\t{how}", chunk.chunk_index, chunk.accuracy);
+    }
+    for line in report.run.lines("chunks") {
+        println!("{line}");
+    }
+    if report.run.computed > 0 {
+        println!(
+            "{:.1} new tokens/s ({} rows per decode step) under {}",
+            report.tokens_per_second(),
+            provider.rows_per_step(),
+            report.out_dir.display()
+        );
+    }
+    Ok(())
+}
