@@ -309,3 +309,34 @@ fn prefixes_of_published_traces() {
     }
     assert!(compared > 1000, "{compared} chunks compared ({repeated} repeated)");
 }
+
+#[test]
+fn command_line_writes_the_layout_and_names_bad_input() {
+    if support::smollm2().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = problem_dir(tmp.path());
+    let out = tmp.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_thoughtscope"));
+        command.args(["--quiet", "resample"]).arg(&dir).args(["--model", "smollm2-135m", "--out"]).arg(&out);
+        command.args(["--rollouts", "2", "--max-tokens", "4"]).args(extra);
+        command.output().unwrap()
+    };
+    let done = run(&["--chunks", "0"]);
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(stdout.contains("chunk_0\taccuracy") && stdout.contains("new tokens/s"), "{stdout}");
+    let records: Vec<Value> = serde_json::from_str(&read(&out.join("problem_7/chunk_0/solutions.json"))).unwrap();
+    assert_eq!(records.len(), 2);
+    for name in ["problem.json", "base_solution.json", "chunks.json"] {
+        assert!(out.join("problem_7").join(name).is_file(), "{name} not copied");
+    }
+    let missing = run(&["--chunks", "9"]);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success() && stderr.contains("chunk 9"), "{stderr}");
+    let changed = run(&["--chunks", "0", "--seed", "5"]);
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert!(!changed.status.success() && stderr.contains("`seed`"), "{stderr}");
+}
