@@ -278,3 +278,65 @@ fn resume_skips_done_chunks_and_refuses_other_settings() {
     let error = resample_problem(&ScriptedProvider, &dir, &root, &cfg).unwrap_err().to_string();
     assert!(error.contains("chunk_2") && error.contains("resample_manifest.json"), "{error}");
 }
+
+/// On upstream's published traces: every chunk is located in its trace (corrected prefixes grow
+/// chunk by chunk), and where a chunk's text occurs once in the trace the faithful prefix is the
+/// corrected one with the separators made single spaces.
+#[test]
+fn prefixes_of_published_traces() {
+    let Some(root) = support::shared_data("thought-anchors-traces") else { return };
+    let dirs = thoughtscope::rollout::find_problem_dirs(&root).unwrap();
+    assert!(dirs.len() >= 10, "{} problem folders under {}", dirs.len(), root.display());
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (mut compared, mut repeated) = (0, 0);
+    for dir in dirs {
+        let source = ResampleSource::open(&dir).unwrap();
+        let all: Vec<usize> = (0..source.chunks.len()).collect();
+        let faithful = chunk_prompts(&source, PrefixMode::Faithful, RolloutType::Default, &all).unwrap();
+        let corrected = chunk_prompts(&source, PrefixMode::Corrected, RolloutType::Default, &all)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for pair in corrected.windows(2) {
+            assert!(pair[1].prefix_without_chunk.starts_with(&pair[0].prefix_without_chunk), "{}", dir.display());
+        }
+        for (f, c) in faithful.iter().zip(&corrected) {
+            if source.full_cot.matches(c.chunk_removed.as_str()).count() == 1 {
+                assert_eq!(words(&f.prefix_without_chunk), words(&c.prefix_without_chunk), "{} chunk {}", dir.display(), f.chunk_index);
+                compared += 1;
+            } else {
+                repeated += 1;
+            }
+        }
+    }
+    assert!(compared > 1000, "{compared} chunks compared ({repeated} repeated)");
+}
+
+#[test]
+fn command_line_writes_the_layout_and_names_bad_input() {
+    if support::smollm2().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = problem_dir(tmp.path());
+    let out = tmp.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_thoughtscope"));
+        command.args(["--quiet", "resample"]).arg(&dir).args(["--model", "smollm2-135m", "--out"]).arg(&out);
+        command.args(["--rollouts", "2", "--max-tokens", "4"]).args(extra);
+        command.output().unwrap()
+    };
+    let done = run(&["--chunks", "0"]);
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(stdout.contains("chunk_0\taccuracy") && stdout.contains("new tokens/s"), "{stdout}");
+    let records: Vec<Value> = serde_json::from_str(&read(&out.join("problem_7/chunk_0/solutions.json"))).unwrap();
+    assert_eq!(records.len(), 2);
+    for name in ["problem.json", "base_solution.json", "chunks.json"] {
+        assert!(out.join("problem_7").join(name).is_file(), "{name} not copied");
+    }
+    let missing = run(&["--chunks", "9"]);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success() && stderr.contains("chunk 9"), "{stderr}");
+    let changed = run(&["--chunks", "0", "--seed", "5"]);
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert!(!changed.status.success() && stderr.contains("`seed`"), "{stderr}");
+}
