@@ -170,12 +170,45 @@ def prepare_kernel_dir(evcxr_tmpdir: Path, shared: bool) -> None:
         copy_cli_lockfile(evcxr_tmpdir)
 
 
+# What cargo's dev profile uses for a dependency when neither table sets the key.
+DEV_DEFAULTS = {"debug-assertions": True, "overflow-checks": True}
+
+
+def profile_mismatches() -> list[str]:
+    """Settings of evcxr-cargo-config.toml's `[profile.dev.package."*"]` that differ from what the
+    root Cargo.toml gives every dependency (its `*` table over its `[profile.dev]`): each one makes
+    the kernel rebuild the whole graph instead of reusing the CLI's builds."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11: no check
+        return []
+    try:
+        manifest = tomllib.loads((REPO / "Cargo.toml").read_text())
+        config = tomllib.loads((REPO / "notebooks" / "evcxr-cargo-config.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    dev = manifest.get("profile", {}).get("dev", {})
+    cli = {**DEV_DEFAULTS, **{k: v for k, v in dev.items() if k != "package"}, **dev.get("package", {}).get("*", {})}
+    kernel = config.get("profile", {}).get("dev", {}).get("package", {}).get("*", {})
+    return [
+        f"{key} = {kernel[key]!r} for the kernel, {cli.get(key, '(cargo default)')!r} for the CLI"
+        for key in sorted(kernel)
+        if key != "strip" and cli.get(key) != kernel[key]
+    ]
+
+
 def install_cargo_config(evcxr_tmpdir: Path) -> None:
     """The CLI's profile for the kernel's build (notebooks/evcxr-cargo-config.toml). evcxr runs
     cargo in EVCXR_TMPDIR and rewrites EVCXR_TMPDIR/.cargo/config.toml itself (with `[net] offline`
     only) before every build, so the settings go one level up, where cargo also looks and merges."""
     source = REPO / "notebooks" / "evcxr-cargo-config.toml"
     target = evcxr_tmpdir.parent / ".cargo" / "config.toml"
+    for mismatch in profile_mismatches():
+        print(
+            f"[run_notebook] warning: {source.name} and Cargo.toml disagree on the dependencies' profile: "
+            f"{mismatch}; the kernel will rebuild them instead of reusing the CLI's builds",
+            file=sys.stderr, flush=True,
+        )
     if source.is_file() and (not target.is_file() or target.read_bytes() != source.read_bytes()):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(source.read_bytes())
