@@ -28,7 +28,8 @@ if [ "${BENCH_OPENBLAS:-1}" != "0" ]; then
   fi
 fi
 cargo build --quiet --bin thoughtscope "${features[@]}"
-bin=target/debug/thoughtscope
+# .cargo/config.toml builds for the host tuple given explicitly (the notebook kernel shares the build)
+bin="${CARGO_TARGET_DIR:-target}/$(rustc --print host-tuple)/debug/thoughtscope"
 python_reference() {
   OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_forward_reference.py --tokens "$tokens" \
     --inputs "$out/inputs.json" > "$out/python-$1.json" 2> "$out/python-$1.log"

@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export TOKENS="${1:-3000}" RUNS="${2:-3}"
 cargo build --bin thoughtscope
-bin=target/debug/thoughtscope
+# .cargo/config.toml builds for the host tuple given explicitly (the notebook kernel shares the build)
+bin="${CARGO_TARGET_DIR:-target}/$(rustc --print host-tuple)/debug/thoughtscope"
 start=$(date +%s)
 "$bin" notebook run notebooks/bench/forward_speed.ipynb --html "${TMPDIR:-/tmp}/forward_speed.html" | tee "${TMPDIR:-/tmp}/forward_speed.log"
 echo "notebook run (kernel start, :dep build, $RUNS forwards): $(( $(date +%s) - start )) s"

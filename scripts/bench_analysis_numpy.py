@@ -3,7 +3,7 @@
 `thoughtscope bench analysis --write-inputs DIR` wrote, check the numbers agree with thoughtscope's,
 and print both timings and their ratio.
 
-    target/debug/thoughtscope bench analysis --write-inputs /tmp/bench
+    cargo run --bin thoughtscope -- bench analysis --write-inputs /tmp/bench
     .venv/bin/python scripts/bench_analysis_numpy.py /tmp/bench
 
 The two functions below follow thought-anchors `attn_funcs.py` (`_compute_averaged_matrix`, `get_vertical_scores`):

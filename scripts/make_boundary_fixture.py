@@ -23,7 +23,9 @@ OUT = ROOT / "tests" / "fixtures" / "analysis" / "boundaries_smollm2.json"
 
 
 def main():
-    seg = json.loads(subprocess.run([str(ROOT / "target/debug/thoughtscope"), "segment", str(TRACE), "--json"],
+    host = subprocess.run(["rustc", "--print", "host-tuple"], check=True, capture_output=True, text=True).stdout.strip()
+    cli = ROOT / "target" / host / "debug" / "thoughtscope"  # .cargo/config.toml: build.target
+    seg = json.loads(subprocess.run([str(cli), "segment", str(TRACE), "--json"],
                                     check=True, capture_output=True, text=True).stdout)
     text = json.loads((TRACE / "base_solution.json").read_text())["full_cot"]
     tok = AutoTokenizer.from_pretrained(str(ROOT / "models/smollm2-135m"), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")

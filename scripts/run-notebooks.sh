@@ -19,7 +19,8 @@ fi
 
 bash scripts/setup-notebooks.sh
 cargo build --bin thoughtscope
-bin=target/debug/thoughtscope
+# .cargo/config.toml builds for the host tuple given explicitly (the notebook kernel shares the build)
+bin="${CARGO_TARGET_DIR:-target}/$(rustc --print host-tuple)/debug/thoughtscope"
 
 # The thought-anchors notebook reads the real traces' attention (when the thought-anchors website traces are beside the repository):
 # fill the cache with the CLI first, as notebooks/README.md advises for big runs (40 forward

@@ -7,16 +7,21 @@ step: notebooks/README.md, "What a headless run guarantees").
 
 `thoughtscope notebook run` calls this script. What it adds to `jupyter nbconvert --execute`:
 
-* a per-cell timeout, longer for cells holding a `:dep` line (the first one builds thoughtscope and
-  its whole dependency graph inside the kernel: ~10 min cold on 2 cores);
+* a per-cell timeout, longer for cells holding a `:dep` line (the first one builds thoughtscope
+  inside the kernel: about a minute after the CLI's build, see below, ~10 min with nothing built);
 * a panic fails the run even when the kernel reports success: evcxr's default
   `preserve_vars_on_panic` turns a panic into a successful cell with `panicked at` on stderr, so every
   cell's stderr is checked (notebooks/evcxr.toml also turns the option off, making the kernel itself
   report the panic as an error);
 * the failing cell is named (index, first source line) with the kernel's message;
-* `EVCXR_TMPDIR` (the kernel's scratch crate and its target dir) is chosen here and overrides the
-  kernelspec's, so repeated runs reuse the build and tests can isolate theirs; the toolchain's std
-  dir goes on LD_LIBRARY_PATH (see `rust_std_dir`);
+* one build for the CLI and the kernel: by default `EVCXR_TMPDIR` (the kernel's scratch crate) is
+  `<cargo target dir>/notebook-kernel`, whose `target` is a link to that same target dir, with the
+  CLI's profile (notebooks/evcxr-cargo-config.toml), the CLI's rustflags (none: see
+  `kernel_env`) and the CLI's Cargo.lock, so cargo finds the dependency graph that `cargo build`
+  compiled fresh and the `:dep` cell compiles only thoughtscope itself (notebooks/README.md, "One
+  build for the CLI and the kernel"). `--evcxr-tmpdir` (or `EVCXR_TMPDIR`) gives a private build
+  dir instead (tests); either overrides the kernelspec's. The toolchain's std dir goes on
+  LD_LIBRARY_PATH (see `rust_std_dir`);
 * live progress: each cell's start, its stdout/stderr lines as they arrive, its wall time;
 * the HTML export works offline: nbconvert's require.js, MathJax 2 and mermaid CDN references are
   removed, a MathJax 3 configuration is put in their place (MathJax 3 itself arrives with plotly.js
@@ -40,7 +45,10 @@ from pathlib import Path
 # from the repository root, which is then the working directory.
 REPO = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 DEFAULT_REPORTS = REPO / "analysis" / "reports"
-DEFAULT_EVCXR_TMPDIR = Path.home() / ".cache" / "thoughtscope" / "evcxr" / "kernel"
+# The kernel's scratch crate inside the CLI's target dir (excluded from the workspace in Cargo.toml).
+KERNEL_DIR_NAME = "notebook-kernel"
+# Appends `-Cprefer-dynamic` for the kernel's own crate (see `kernel_env`).
+RUSTC_WRAPPER_SCRIPT = REPO / "scripts" / "evcxr-rustc-wrapper.sh"
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 PANIC = re.compile(r"panicked at")
@@ -91,26 +99,129 @@ def tail(text: str, lines: int = 25) -> str:
     return "\n".join("    " + line for line in kept)
 
 
+def cli_target_dir() -> Path:
+    """The cargo target dir of the CLI's build: `cargo metadata` honours CARGO_TARGET_DIR and
+    `build.target-dir`; `<repo>/target` if cargo cannot say."""
+    import json
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        ).stdout
+        return Path(json.loads(out)["target_directory"])
+    except (OSError, subprocess.CalledProcessError, ValueError, KeyError):
+        return REPO / "target"
+
+
+def default_evcxr_tmpdir() -> Path:
+    return cli_target_dir() / KERNEL_DIR_NAME
+
+
+def share_cli_target(evcxr_tmpdir: Path) -> None:
+    """Make the kernel build in the CLI's target dir: evcxr always sets CARGO_TARGET_DIR to
+    `EVCXR_TMPDIR/target`, so that path becomes a link to the target dir the scratch crate sits in
+    (a real directory left there by an older layout is removed: it is our own build dir)."""
+    import shutil
+
+    link = evcxr_tmpdir / "target"
+    if link.is_symlink() and os.readlink(link) == "..":
+        return
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        print(f"[run_notebook] removing the kernel's private build dir {link} (it now shares the CLI's)", file=sys.stderr, flush=True)
+        shutil.rmtree(link)
+    link.symlink_to("..")
+
+
+def copy_cli_lockfile(evcxr_tmpdir: Path) -> None:
+    """The CLI's Cargo.lock for the kernel's scratch crate, so cargo picks the same versions of
+    every crate (another version would be another build). Called before each `:dep` cell as well:
+    evcxr's first build at kernel start, which has no dependencies yet, prunes the file."""
+    source = REPO / "Cargo.lock"
+    if source.is_file():
+        (evcxr_tmpdir / "Cargo.lock").write_bytes(source.read_bytes())
+
+
+def kernel_env(evcxr_tmpdir: Path) -> dict[str, str]:
+    """Environment of the kernel process. evcxr passes `RUSTFLAGS=-Cprefer-dynamic` to every cargo
+    build; rustflags are part of every crate's build hash, so that alone would rebuild the whole
+    graph the CLI built without them. CARGO_ENCODED_RUSTFLAGS takes precedence over RUSTFLAGS, and
+    empty it means no flags, as for the CLI; the cells' cdylib gets its `-Cprefer-dynamic` back from
+    a RUSTC_WORKSPACE_WRAPPER, which cargo runs for the scratch crate only (the kernel's only
+    workspace member; its path dependencies are not members)."""
+    env = {"EVCXR_TMPDIR": str(evcxr_tmpdir)}
+    if RUSTC_WRAPPER_SCRIPT.is_file():  # else (run outside the repository) evcxr's own flags
+        env["CARGO_ENCODED_RUSTFLAGS"] = ""
+        env["RUSTC_WORKSPACE_WRAPPER"] = str(RUSTC_WRAPPER_SCRIPT)
+    std_dir = rust_std_dir()
+    if std_dir:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [std_dir, os.environ.get("LD_LIBRARY_PATH", "")] if p)
+    return env
+
+
+def prepare_kernel_dir(evcxr_tmpdir: Path, shared: bool) -> None:
+    evcxr_tmpdir.mkdir(parents=True, exist_ok=True)
+    install_cargo_config(evcxr_tmpdir)
+    if shared:
+        share_cli_target(evcxr_tmpdir)
+        copy_cli_lockfile(evcxr_tmpdir)
+
+
+# What cargo's dev profile uses for a dependency when neither table sets the key.
+DEV_DEFAULTS = {"debug-assertions": True, "overflow-checks": True}
+
+
+def profile_mismatches() -> list[str]:
+    """Settings of evcxr-cargo-config.toml's `[profile.dev.package."*"]` that differ from what the
+    root Cargo.toml gives every dependency (its `*` table over its `[profile.dev]`): each one makes
+    the kernel rebuild the whole graph instead of reusing the CLI's builds."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11: no check
+        return []
+    try:
+        manifest = tomllib.loads((REPO / "Cargo.toml").read_text())
+        config = tomllib.loads((REPO / "notebooks" / "evcxr-cargo-config.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    dev = manifest.get("profile", {}).get("dev", {})
+    cli = {**DEV_DEFAULTS, **{k: v for k, v in dev.items() if k != "package"}, **dev.get("package", {}).get("*", {})}
+    kernel = config.get("profile", {}).get("dev", {}).get("package", {}).get("*", {})
+    return [
+        f"{key} = {kernel[key]!r} for the kernel, {cli.get(key, '(cargo default)')!r} for the CLI"
+        for key in sorted(kernel)
+        if key != "strip" and cli.get(key) != kernel[key]
+    ]
+
+
 def install_cargo_config(evcxr_tmpdir: Path) -> None:
-    """Per-package profile overrides for the kernel's build (notebooks/evcxr-cargo-config.toml),
-    so thoughtscope and candle build like the CLI's. evcxr runs cargo in EVCXR_TMPDIR and rewrites
-    EVCXR_TMPDIR/.cargo/config.toml itself (with `[net] offline` only) before every build, so the
-    overrides go one level up, where cargo also looks and merges: hence the default EVCXR_TMPDIR is
-    a `kernel/` folder of a directory of its own."""
+    """The CLI's profile for the kernel's build (notebooks/evcxr-cargo-config.toml). evcxr runs
+    cargo in EVCXR_TMPDIR and rewrites EVCXR_TMPDIR/.cargo/config.toml itself (with `[net] offline`
+    only) before every build, so the settings go one level up, where cargo also looks and merges."""
     source = REPO / "notebooks" / "evcxr-cargo-config.toml"
     target = evcxr_tmpdir.parent / ".cargo" / "config.toml"
+    for mismatch in profile_mismatches():
+        print(
+            f"[run_notebook] warning: {source.name} and Cargo.toml disagree on the dependencies' profile: "
+            f"{mismatch}; the kernel will rebuild them instead of reusing the CLI's builds",
+            file=sys.stderr, flush=True,
+        )
     if source.is_file() and (not target.is_file() or target.read_bytes() != source.read_bytes()):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(source.read_bytes())
-        print(f"[run_notebook] {target}: per-package build settings from {source.name}", flush=True)
+        # stderr: `--print-kernel-env` prints JSON on stdout
+        print(f"[run_notebook] {target}: the kernel's build settings from {source.name}", file=sys.stderr, flush=True)
 
 
 def rust_std_dir() -> str | None:
-    """The toolchain's `libstd-*.so` directory. evcxr links each cell with `-Cprefer-dynamic` and a
-    relative rpath computed for `target/<host>/debug/deps/`, but loads the copy one level up; the
-    path then misses whenever EVCXR_TMPDIR and the toolchain share a parent below `/` (e.g. both
-    under $HOME: `~/.cache/...` and `~/.rustup/...`), and the kernel dies with "dlopen failed".
-    Putting the directory on LD_LIBRARY_PATH makes the location irrelevant."""
+    """The toolchain's `libstd-*.so` directory. evcxr links each cell with `-Cprefer-dynamic`, so
+    the cells load libstd at run time. evcxr's own relative rpath is turned off
+    (evcxr-cargo-config.toml: the CLI's builds have none, and rpath is part of every crate's build
+    hash; it also missed whenever EVCXR_TMPDIR and the toolchain shared a parent below `/`), so the
+    directory goes on LD_LIBRARY_PATH."""
     import subprocess
 
     try:
@@ -124,6 +235,10 @@ def rust_std_dir() -> str | None:
         return None
     path = Path(sysroot) / "lib" / "rustlib" / host / "lib"
     return str(path) if path.is_dir() else None
+
+
+def has_dep_line(cell) -> bool:
+    return any(line.lstrip().startswith(":dep") for line in cell.source.splitlines())
 
 
 def running_cell(client, nb) -> str:
@@ -145,6 +260,8 @@ def make_client(nb, args, nb_dir: Path):
             if cell.cell_type != "code" or not cell.source.strip():
                 return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
             print(f"[run_notebook] {describe_cell(self.nb, cell_index)} ...", flush=True)
+            if args.shared_target and has_dep_line(cell):
+                copy_cli_lockfile(args.evcxr_tmpdir)
             self.running = cell_index
             start = time.monotonic()
             try:
@@ -169,15 +286,10 @@ def make_client(nb, args, nb_dir: Path):
 
     km = AsyncKernelManager(kernel_name=args.kernel)  # nbclient is async: a blocking manager would stall its timeouts
     # Force our build dir over the kernelspec's (jupyter_client applies kernelspec env last).
-    env = {**(km.kernel_spec.env or {}), "EVCXR_TMPDIR": str(args.evcxr_tmpdir)}
-    std_dir = rust_std_dir()
-    if std_dir:
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [std_dir, os.environ.get("LD_LIBRARY_PATH", "")] if p)
-    km.kernel_spec.env = env
+    km.kernel_spec.env = {**(km.kernel_spec.env or {}), **kernel_env(args.evcxr_tmpdir)}
 
     def timeout_for(cell):
-        has_dep = any(line.lstrip().startswith(":dep") for line in cell.source.splitlines())
-        return args.dep_timeout if has_dep else args.timeout
+        return args.dep_timeout if has_dep_line(cell) else args.timeout
 
     client = LiveClient(
         nb,
@@ -228,7 +340,7 @@ def offline_html(nb) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run_notebook.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebook", type=Path)
+    parser.add_argument("notebook", type=Path, nargs="?")
     parser.add_argument("--html", type=Path, help="report path (default analysis/reports/<name>.html)")
     parser.add_argument("--executed", type=Path, help="executed notebook (default analysis/reports/<name>.ipynb)")
     parser.add_argument("--timeout", type=float, default=900, help="per-cell timeout in seconds (default 900)")
@@ -240,11 +352,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--evcxr-tmpdir",
         type=Path,
-        default=Path(os.environ.get("EVCXR_TMPDIR") or DEFAULT_EVCXR_TMPDIR),
-        help="evcxr's build dir, outside any cargo workspace; its parent gets .cargo/config.toml "
-        "(default $EVCXR_TMPDIR or ~/.cache/thoughtscope/evcxr/kernel)",
+        default=Path(os.environ["EVCXR_TMPDIR"]) if os.environ.get("EVCXR_TMPDIR") else None,
+        help="a private build dir for the kernel, outside any cargo workspace; its parent gets "
+        ".cargo/config.toml (default $EVCXR_TMPDIR, else <cargo target dir>/notebook-kernel, which "
+        "shares the CLI's build)",
+    )
+    parser.add_argument(
+        "--print-kernel-env",
+        action="store_true",
+        help="prepare the default (shared) kernel dir, print the kernel's environment as JSON and "
+        "exit (scripts/setup-notebooks.sh writes it into the kernelspec)",
     )
     args = parser.parse_args(argv)
+    args.shared_target = args.evcxr_tmpdir is None
+    if args.shared_target:
+        args.evcxr_tmpdir = default_evcxr_tmpdir()
+    args.evcxr_tmpdir = args.evcxr_tmpdir.expanduser().resolve()
+    prepare_kernel_dir(args.evcxr_tmpdir, args.shared_target)
+    if args.print_kernel_env:
+        import json
+
+        env = kernel_env(args.evcxr_tmpdir)
+        env.pop("LD_LIBRARY_PATH", None)  # the kernelspec gets the std dir alone, not this shell's path
+        std_dir = rust_std_dir()
+        if std_dir:
+            env["LD_LIBRARY_PATH"] = std_dir
+        print(json.dumps(env))
+        return 0
+    if args.notebook is None:
+        parser.error("the notebook is required")
 
     try:
         import nbformat
@@ -263,9 +399,6 @@ def main(argv: list[str] | None = None) -> int:
     executed_path = (args.executed or html_path.with_suffix(".ipynb")).resolve()
     if executed_path == notebook:  # never overwrite the source notebook with its outputs
         executed_path = executed_path.with_suffix(".executed.ipynb")
-    args.evcxr_tmpdir = args.evcxr_tmpdir.expanduser().resolve()
-    args.evcxr_tmpdir.mkdir(parents=True, exist_ok=True)
-    install_cargo_config(args.evcxr_tmpdir)
 
     try:
         nb = nbformat.read(notebook, as_version=4)
@@ -273,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: reading {notebook}: {e}", file=sys.stderr)
         return 2
 
-    print(f"[run_notebook] {notebook} with kernel `{args.kernel}`, EVCXR_TMPDIR={args.evcxr_tmpdir}", flush=True)
+    build = "the CLI's target dir" if args.shared_target else "a private target dir"
+    print(f"[run_notebook] {notebook} with kernel `{args.kernel}`, EVCXR_TMPDIR={args.evcxr_tmpdir} ({build})", flush=True)
     start = time.monotonic()
     failure: str | None = None
     client = None

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
-# Notebook tooling: rust-src, evcxr_jupyter pinned, the
-# Jupyter execution stack from PyPI (pinned) in .venv, the `rust` kernelspec inside that venv, and
-# an evcxr build dir outside the clone so the kernel's cold build of thoughtscope is paid once.
+# Notebook tooling: rust-src, evcxr_jupyter pinned, the Jupyter execution stack from PyPI (pinned)
+# in .venv, and the `rust` kernelspec inside that venv, set up so that the kernel shares the CLI's
+# build: its scratch crate is <cargo target dir>/notebook-kernel and it builds with the CLI's
+# profile, flags and Cargo.lock, so a `:dep thoughtscope` cell reuses the dependency graph that
+# `cargo build` compiled (notebooks/README.md, "One build for the CLI and the kernel").
 #
 # Idempotent: every step checks first and says what it skipped. Nothing here needs the network
 # once done. Environment knobs:
 #   THOUGHTSCOPE_CACHE   cache root (default ~/.cache/thoughtscope): the evcxr binary built by this
-#                        script (keyed by version), its build dir, and the kernel's EVCXR_TMPDIR.
-#   EVCXR_TMPDIR         the kernel's scratch crate (default $THOUGHTSCOPE_CACHE/evcxr/kernel). Must lie
-#                        outside any cargo workspace (evcxr's scratch crate fails to build inside one), hence not in the clone;
-#                        its parent gets .cargo/config.toml (notebooks/evcxr-cargo-config.toml).
+#                        script (keyed by version) and its build dir.
+#   EVCXR_TMPDIR         a private scratch crate for the kernel instead (outside any cargo
+#                        workspace; its own, separate build of everything).
 #   NOTEBOOK_CHROMIUM=0  do not apt-get install chromium (used by scripts/check-notebook-html.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EVCXR_VERSION=0.22.0
 CACHE="${THOUGHTSCOPE_CACHE:-$HOME/.cache/thoughtscope}"
-EVCXR_TMPDIR="${EVCXR_TMPDIR:-$CACHE/evcxr/kernel}"
 VENV=.venv
 # The execution stack only (no JupyterLab): nbclient runs the kernel, nbconvert writes the HTML.
 PINS=(
@@ -92,38 +92,32 @@ fi
 
 # 4. The `rust` kernelspec, inside the venv (JUPYTER_PATH is a single directory for evcxr). The
 #    absolute binary path is baked into kernel.json, so it is rewritten when that path changes.
-#    Its env gets EVCXR_TMPDIR (interactive kernels reuse the runner's build dir) and
-#    LD_LIBRARY_PATH = the toolchain's std dir: evcxr's cells link libstd dynamically through a
-#    relative rpath that is wrong whenever EVCXR_TMPDIR and ~/.rustup share a parent below `/`
-#    (e.g. both in $HOME), and the kernel then dies with "dlopen failed".
+#    Its env is what scripts/run_notebook.py gives the kernel (EVCXR_TMPDIR, the flags that let it
+#    share the CLI's build, LD_LIBRARY_PATH = the toolchain's std dir, which the cells link
+#    dynamically); computing it also prepares the kernel's dir in the cargo target dir (the
+#    profile, the link to the target dir, the CLI's Cargo.lock), so interactive kernels share the
+#    build too. After `cargo clean`, run this script again.
 step "rust kernelspec"
 kernel_dir="$VENV/share/jupyter/kernels/rust"
 want_argv0="$(readlink -f "$EVCXR_BIN")"
-std_dir="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/lib"
+want_env="$("$PY" scripts/run_notebook.py --print-kernel-env)"
 kernelspec_state() {
   [ -f "$kernel_dir/kernel.json" ] || return 0
-  "$PY" -c 'import json, sys; s = json.load(open(sys.argv[1])); e = s.get("env", {})
-print(s["argv"][0], e.get("EVCXR_TMPDIR", ""), e.get("LD_LIBRARY_PATH", ""))' "$kernel_dir/kernel.json"
+  "$PY" -c 'import json, sys; s = json.load(open(sys.argv[1]))
+print(s["argv"][0], json.dumps(s.get("env", {}), sort_keys=True))' "$kernel_dir/kernel.json"
 }
-if [ "$(kernelspec_state)" = "$want_argv0 $EVCXR_TMPDIR $std_dir" ]; then
+if [ "$(kernelspec_state)" = "$want_argv0 $("$PY" -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1]), sort_keys=True))' "$want_env")" ]; then
   echo "skipped: kernelspec $kernel_dir already set up ($want_argv0)"
 else
   JUPYTER_PATH="$PWD/$VENV/share/jupyter" "$want_argv0" --install
-  "$PY" - "$kernel_dir/kernel.json" "$EVCXR_TMPDIR" "$std_dir" <<'EOF2'
+  "$PY" - "$kernel_dir/kernel.json" "$want_env" <<'EOF2'
 import json, sys
-path, tmpdir, std_dir = sys.argv[1:4]
+path, env = sys.argv[1], json.loads(sys.argv[2])
 spec = json.load(open(path))
-spec.setdefault("env", {}).update({"EVCXR_TMPDIR": tmpdir, "LD_LIBRARY_PATH": std_dir})
+spec["env"] = env
 json.dump(spec, open(path, "w"), indent=1)
-print(f"kernelspec {path}: EVCXR_TMPDIR={tmpdir}, LD_LIBRARY_PATH={std_dir}")
+print(f"kernelspec {path}: env {env}")
 EOF2
-fi
-# thoughtscope and candle built like the CLI's build inside the kernel (notebooks/README.md). One
-# level above EVCXR_TMPDIR: evcxr rewrites EVCXR_TMPDIR/.cargo/config.toml before every build.
-mkdir -p "$EVCXR_TMPDIR" "$(dirname "$EVCXR_TMPDIR")/.cargo"
-cp notebooks/evcxr-cargo-config.toml "$(dirname "$EVCXR_TMPDIR")/.cargo/config.toml"
-if [ -f "$EVCXR_TMPDIR/Cargo.toml" ]; then
-  echo "note: evcxr build dir $EVCXR_TMPDIR exists ($(du -sh "$EVCXR_TMPDIR" | cut -f1)); the kernel reuses it"
 fi
 
 # 5. Headless Chromium for scripts/check-notebook-html.sh and static figures.

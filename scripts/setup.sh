@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
-bin=target/debug/thoughtscope
+# .cargo/config.toml builds for the host tuple given explicitly (the notebook kernel shares the build)
+bin="${CARGO_TARGET_DIR:-target}/$(rustc --print host-tuple)/debug/thoughtscope"
 step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 
 step "model";                   bash scripts/fetch-model.sh

@@ -5,9 +5,10 @@
 //! writes the report), embedded here so the binary runs it from anywhere with the project's
 //! Python. That script turns evcxr's quirks into a dependable run: a panic is reported as a
 //! successful cell by evcxr unless `preserve_vars_on_panic` is off, so every cell's stderr is also
-//! checked; `EVCXR_TMPDIR` is chosen per run (and must sit outside any cargo workspace); the
-//! toolchain's std directory is put on `LD_LIBRARY_PATH` because evcxr's relative rpath misses
-//! when that dir and the toolchain share a parent (both under `$HOME`); nbconvert's require.js,
+//! checked; `EVCXR_TMPDIR` is chosen per run: by default `<cargo target dir>/notebook-kernel`,
+//! set up so that the kernel reuses the CLI's build of the dependency graph (same target dir,
+//! profile, rustflags and Cargo.lock; notebooks/README.md); the toolchain's std directory is put
+//! on `LD_LIBRARY_PATH` because the cells link it dynamically, with no rpath; nbconvert's require.js,
 //! MathJax and mermaid CDN references are stripped and the report is checked to load nothing from
 //! the network.
 

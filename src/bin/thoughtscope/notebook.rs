@@ -27,13 +27,14 @@ pub struct RunArgs {
     /// Per-cell timeout in seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
-    /// Timeout for cells with a `:dep` line, which build thoughtscope inside the kernel (cold:
-    /// ~15 min on 2 cores).
+    /// Timeout for cells with a `:dep` line, which build thoughtscope inside the kernel (about a
+    /// minute after `cargo build`, whose dependency builds the kernel reuses; ~15 min with nothing
+    /// built, on 2 cores).
     #[arg(long, default_value_t = 3600)]
     pub dep_timeout: u64,
-    /// evcxr's build dir [default: $EVCXR_TMPDIR or ~/.cache/thoughtscope/evcxr/kernel]; its parent
-    /// gets .cargo/config.toml (notebooks/evcxr-cargo-config.toml). Keep it outside
-    /// any cargo workspace; reusing it makes later runs warm.
+    /// A private build dir for the kernel, outside any cargo workspace; its parent gets
+    /// .cargo/config.toml (notebooks/evcxr-cargo-config.toml) [default: $EVCXR_TMPDIR, else
+    /// <cargo target dir>/notebook-kernel, which shares the CLI's build].
     #[arg(long)]
     pub evcxr_tmpdir: Option<PathBuf>,
 }
