@@ -670,8 +670,22 @@ fn write_outputs(result: &mut AnchorsResult) -> Result<()> {
         figure.write_html(&path)?;
         files.push(path);
     }
+    // The suppression trace in the interactive explorer (cache and suppression read, no pass).
+    let explorer = out.join("explorer.html");
+    let trace = result.traces.iter().find(|t| t.name == result.suppression_trace).expect("the suppression trace is a trace");
+    let options = crate::plot::ExplorerOptions {
+        model: Some(result.config.model.clone()),
+        cache_dir: result.config.cache_dir.clone(),
+        mode: result.config.sentence_mode,
+        suppression_dir: result.suppression_files.matrix.parent().map(Path::to_path_buf),
+        receiver_heads: Some(heads.top_k_heads.clone()),
+        ..Default::default()
+    };
+    crate::plot::Explorer::from_problem_dir(&trace.dir, &options)?.write_html(&explorer)?;
+    files.push(explorer);
     let report = Report::new(format!("Receiver heads vs attention suppression | {}", result.model_name))
         .text(result.headline())
+        .html("<p><a href=\"explorer.html\">The suppression trace in the interactive trace explorer</a> (explorer.html)</p>")
         .figure(&kurtosis)
         .table(&heads_table(heads)?)
         .table(&tag_table(&result.tags)?)

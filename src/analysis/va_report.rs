@@ -334,6 +334,21 @@ pub(crate) fn write_dry_run(result: &mut VaResult) -> Result<()> {
     report.write_html(out.join("index.html"))
 }
 
+/// `<out>/<rollout>/explorer.html`: the rollout in the interactive trace explorer (the attention
+/// cache read, no forward pass).
+fn write_rollout_explorer(rollout: &TaggedRollout, config: &VaConfig, out: &Path) -> Result<std::path::PathBuf> {
+    let options = plot::ExplorerOptions {
+        model: Some(config.model.clone()),
+        cache_dir: config.cache_dir.clone(),
+        mode: config.sentence_mode,
+        va_tag: config.tag.clone(),
+        ..Default::default()
+    };
+    let path = out.join(&rollout.rollout_id).join("explorer.html");
+    plot::Explorer::from_problem_dir(&rollout.dir, &options)?.write_html(&path)?;
+    Ok(path)
+}
+
 /// Every output of a run (see the module doc).
 pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource) -> Result<()> {
     let out = result.out_dir.clone();
@@ -381,7 +396,10 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource)
         }
         let summary_row = result.summary.iter().find(|s| s.rollout_id == rollout.rollout_id);
         let formats: &[SaveFormat] = if config.figures { &formats } else { &[] };
-        let saved = save_rollout_outputs(source, rollout, &result.best, summary_row, &config, &out, formats)?;
+        let mut saved = save_rollout_outputs(source, rollout, &result.best, summary_row, &config, &out, formats)?;
+        if config.figures && config.run_attention {
+            saved.files.push(write_rollout_explorer(rollout, &config, &out)?);
+        }
         if result.chosen.as_deref() == Some(rollout.rollout_id.as_str()) {
             chosen_figures = saved.figures;
         }
