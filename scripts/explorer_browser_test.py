@@ -267,11 +267,11 @@ def main():
         selected = check_page(driver, data, check)
         if args.screenshot:
             from selenium.webdriver.common.by import By
-            from selenium.webdriver.support.ui import Select
-            driver.execute_script("window.scrollTo(0, 0);")
-            metric = Select(driver.find_element(By.CSS_SELECTOR, "select.ts-metric"))
-            metric.select_by_index(0)
-            driver.find_elements(By.CSS_SELECTOR, ".ts-text .ts-s")[selected].click()
+            driver.get(page.as_uri())  # the default colouring, nothing scrolled
+            wait_ready(driver)
+            span = driver.find_elements(By.CSS_SELECTOR, ".ts-text .ts-s")[selected]
+            span.click()
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); window.scrollTo(0, 0);", span)
             driver.save_screenshot(str(args.screenshot))
             print(f"screenshot: {args.screenshot}")
     finally:

@@ -4,7 +4,7 @@
 //! its errors, and the page driven in headless Chromium by `scripts/explorer_browser_test.py`
 //! (Selenium + chromium-driver; skipped loudly without them, a failure under CI).
 //!
-//! `THOUGHTSCOPE_EXPLORER_MEASURE=<dir> cargo test --release --test plot_explorer -- --ignored`
+//! `THOUGHTSCOPE_EXPLORER_MEASURE=<dir> cargo test --test plot_explorer -- --ignored --nocapture`
 //! writes a 300-sentence page into `<dir>` and prints its size, first paint and click latency.
 
 mod support;
@@ -281,7 +281,7 @@ fn explorer_page_in_headless_chromium_shows_the_json() {
 }
 
 #[test]
-#[ignore = "measurement: THOUGHTSCOPE_EXPLORER_MEASURE=<dir>, release build"]
+#[ignore = "measurement: THOUGHTSCOPE_EXPLORER_MEASURE=<dir>"]
 fn explorer_300_sentences_measure() {
     let Some(dir) = std::env::var_os("THOUGHTSCOPE_EXPLORER_MEASURE") else {
         panic!("set THOUGHTSCOPE_EXPLORER_MEASURE to the folder the 300-sentence page goes to");

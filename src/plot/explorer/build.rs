@@ -132,8 +132,8 @@ impl Explorer {
             None => {
                 explorer.missing.push(Missing {
                     part: "tags".into(),
-                    why: "no chunks_labeled.json (function tags, resampling importance)".into(),
-                    command: format!("thoughtscope generate (labels new rollouts), or thought-anchors' analyze_rollouts.py for {dir_arg}"),
+                    why: "no chunks_labeled.json (function tags); thoughtscope generate labels the rollouts it writes".into(),
+                    command: "thoughtscope generate".into(),
                 });
                 explorer.missing.push(resampling_missing(&dir_arg));
             }
@@ -146,7 +146,9 @@ impl Explorer {
             None => explorer.missing.push(Missing {
                 part: "attention".into(),
                 why: "no model given".into(),
-                command: format!("thoughtscope explore {dir_arg} --model smollm2-135m (after `thoughtscope attn {dir_arg} --model smollm2-135m {mode_flag}`)"),
+                command: format!(
+                    "thoughtscope attn {dir_arg} --model smollm2-135m {mode_flag} && thoughtscope explore {dir_arg} --model smollm2-135m {mode_flag}"
+                ),
             }),
             Some(model) => {
                 let model_name = crate::model::cache_name(model);
@@ -210,8 +212,10 @@ impl Explorer {
 fn resampling_missing(dir_arg: &str) -> Missing {
     Missing {
         part: "resampling".into(),
-        why: "chunks_labeled.json has no accuracy / resampling_importance_* / counterfactual_importance_* fields".into(),
-        command: format!("thoughtscope resample {dir_arg}, then thoughtscope importance {dir_arg} (or thought-anchors' analyze_rollouts.py)"),
+        why: "chunks_labeled.json has no accuracy / resampling_importance_* / counterfactual_importance_* fields \
+              (thought-anchors' analyze_rollouts.py writes them too)"
+            .into(),
+        command: format!("thoughtscope resample {dir_arg} && thoughtscope importance {dir_arg}"),
     }
 }
 

@@ -30,6 +30,7 @@ function init(root) {
     for (var k = 0; k < D.missing.length; k++) if (D.missing[k].part === part) return D.missing[k];
     return null;
   }
+  // The full line (why, and the command that makes it) goes at the top; panels repeat it short.
   function missingLine(item) {
     var li = el('li', 'ts-miss');
     li.dataset.part = item.part;
@@ -39,6 +40,15 @@ function init(root) {
     li.appendChild(document.createTextNode(' to make it.'));
     return li;
   }
+  function missingNote(item) {
+    var p = el('p', 'ts-miss');
+    p.dataset.part = item.part;
+    p.appendChild(el('b', null, 'missing: ' + item.part));
+    p.appendChild(document.createTextNode(' \u2014 run '));
+    p.appendChild(el('code', null, item.command.split(' ').slice(0, 2).join(' ') + ' \u2026'));
+    p.appendChild(document.createTextNode(' (the whole command is at the top).'));
+    return p;
+  }
 
   // Header.
   q('.ts-title').textContent = D.title;
@@ -46,7 +56,14 @@ function init(root) {
     (D.grid ? ' (' + D.grid[0] + ' layers \u00d7 ' + D.grid[1] + ' heads)' : '') + (D.source ? ' \u00b7 ' + D.source : '');
   q('.ts-sub').textContent = sub;
   D.missing.forEach(function (m) { q('.ts-missing').appendChild(missingLine(m)); });
-  D.notes.forEach(function (n) { q('.ts-notes').appendChild(el('li', null, n)); });
+  if (D.notes.length) {
+    var details = el('details');
+    details.appendChild(el('summary', null, 'How the data were read (' + D.notes.length + ' note' + (D.notes.length === 1 ? '' : 's') + ')'));
+    var notes = el('ul');
+    D.notes.forEach(function (n) { notes.appendChild(el('li', null, n)); });
+    details.appendChild(notes);
+    q('.ts-notes').appendChild(details);
+  }
 
   // Colour scales. Sequential: white to orange-red; diverging: blue, white, red; heatmap: viridis.
   function mix(a, b, t) { return [0, 1, 2].map(function (k) { return Math.round(a[k] + (b[k] - a[k]) * t); }); }
@@ -61,12 +78,21 @@ function init(root) {
   var PALETTE = [[166, 206, 227], [178, 223, 138], [251, 154, 153], [253, 191, 111], [202, 178, 214], [255, 255, 153],
     [141, 211, 199], [190, 186, 218], [252, 205, 229], [217, 217, 217], [204, 235, 197], [255, 237, 111]];
 
+  // Colour limits: the minimum and the 95th percentile (one attention sink would otherwise make
+  // every other sentence white); values beyond are saturated, and the legend says so.
+  function quantile(sorted, p) { return sorted[Math.min(sorted.length - 1, Math.floor(p * (sorted.length - 1)))]; }
   function scaleOf(values) {
-    var lo = Infinity, hi = -Infinity;
-    values.forEach(function (v) { if (finite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); } });
-    if (lo === Infinity) return null;
-    if (lo < 0 && hi > 0) { var a = Math.max(-lo, hi); return { diverging: true, lo: -a, hi: a }; }
-    return { diverging: false, lo: lo, hi: hi };
+    var kept = values.filter(finite).sort(function (a, b) { return a - b; });
+    if (!kept.length) return null;
+    var lo = kept[0], max = kept[kept.length - 1];
+    if (lo < 0 && max > 0) {
+      var magnitudes = kept.map(Math.abs).sort(function (a, b) { return a - b; });
+      var a = quantile(magnitudes, 0.95) || magnitudes[magnitudes.length - 1];
+      return { diverging: true, lo: -a, hi: a, clipped: a < magnitudes[magnitudes.length - 1] };
+    }
+    var hi = quantile(kept, 0.95);
+    if (!(hi > lo)) hi = max;
+    return { diverging: false, lo: lo, hi: hi, clipped: hi < max };
   }
   function colourOf(scale, v) {
     if (!scale || !finite(v)) return null;
@@ -112,14 +138,15 @@ function init(root) {
   function legendBar(scale, label) {
     var legend = q('.ts-legend');
     legend.textContent = '';
+    legend.title = '';
     if (!scale) { legend.appendChild(el('span', 'ts-muted', label)); return; }
     var stops = scale.diverging ? [rgb(COLD), rgb(WHITE), rgb(HOT)] : [rgb(mix(WHITE, HOT, 0.08)), rgb(HOT)];
-    legend.appendChild(el('span', 'ts-lo', fmt(scale.lo)));
+    legend.appendChild(el('span', 'ts-lo', (scale.clipped && scale.diverging ? '\u2264 ' : '') + fmt(scale.lo)));
     var bar = el('span', 'ts-bar');
     bar.style.background = 'linear-gradient(to right,' + stops.join(',') + ')';
     legend.appendChild(bar);
-    legend.appendChild(el('span', 'ts-hi', fmt(scale.hi)));
-    legend.appendChild(el('span', 'ts-muted', ' ' + label));
+    legend.appendChild(el('span', 'ts-hi', (scale.clipped ? '\u2265 ' : '') + fmt(scale.hi)));
+    legend.title = label;
   }
 
   function paintText() {
@@ -161,13 +188,17 @@ function init(root) {
   var canvas = q('.ts-heat');
   canvas.width = N; canvas.height = N;
   var limits = {};
+  // Attention spans decades (a sink column, the diagonal, then ~1e-4): coloured on a log scale;
+  // the other matrices (suppression is already a log) linearly. Limits: 1st-99th percentile.
+  function logScaled(m) { return m.kind === 'attention'; }
+  function shade(m, v) { return logScaled(m) ? Math.log10(Math.max(v, 1e-12)) : v; }
   function limitsOf(m) {
     if (limits[m.key]) return limits[m.key];
     var values = [];
-    for (var i = 1; i < N; i++) for (var j = 0; j < i; j++) { var v = at(m, i, j); if (finite(v)) values.push(v); }
-    if (!values.length) for (var d = 0; d < N; d++) { var w = at(m, d, d); if (finite(w)) values.push(w); }
+    for (var i = 1; i < N; i++) for (var j = 0; j < i; j++) { var v = at(m, i, j); if (finite(v)) values.push(shade(m, v)); }
+    if (!values.length) for (var d = 0; d < N; d++) { var w = at(m, d, d); if (finite(w)) values.push(shade(m, w)); }
     values.sort(function (a, b) { return a - b; });
-    var pick = function (p) { return values.length ? values[Math.min(values.length - 1, Math.floor(p * (values.length - 1)))] : 0; };
+    var pick = function (p) { return values.length ? quantile(values, p) : 0; };
     limits[m.key] = { lo: pick(0.01), hi: pick(0.99) };
     return limits[m.key];
   }
@@ -179,7 +210,8 @@ function init(root) {
       q('.ts-heatwrap').style.display = 'none';
       info.textContent = '';
       var miss = missing('attention');
-      if (miss) info.appendChild(missingLine(miss));
+      if (miss) info.appendChild(missingNote(miss));
+      q('.ts-matrix').parentNode.style.display = 'none';
       return;
     }
     var lim = limitsOf(m), span = lim.hi > lim.lo ? lim.hi - lim.lo : 1;
@@ -190,14 +222,15 @@ function init(root) {
         var o = (i * N + j) * 4, c;
         if (j > i) { c = [245, 245, 245]; } else {
           var v = at(m, i, j);
-          c = finite(v) ? LUT[Math.max(0, Math.min(255, Math.round((v - lim.lo) / span * 255)))] : [225, 225, 225];
+          c = finite(v) ? LUT[Math.max(0, Math.min(255, Math.round((shade(m, v) - lim.lo) / span * 255)))] : [225, 225, 225];
         }
         px[o] = c[0]; px[o + 1] = c[1]; px[o + 2] = c[2]; px[o + 3] = 255;
       }
     }
     ctx.putImageData(image, 0, 0);
     info.textContent = m.label + ': rows = ' + m.row_meaning + ', columns = ' + m.column_meaning +
-      '; colour ' + fmt(lim.lo) + ' \u2026 ' + fmt(lim.hi) + ' (1st\u201399th percentile below the diagonal). Click a cell.';
+      (logScaled(m) ? '; log colour scale ' + fmt(Math.pow(10, lim.lo)) + ' \u2026 ' + fmt(Math.pow(10, lim.hi)) : '; colour ' + fmt(lim.lo) + ' \u2026 ' + fmt(lim.hi)) +
+      ' (1st\u201399th percentile below the diagonal). Click a cell.';
   }
 
   function unmark() {
@@ -279,14 +312,14 @@ function init(root) {
       panel.appendChild(list('Later sentences attending to it most', 'attended-by', col, 'ts-dst'));
     } else if (!m) {
       var miss = missing('attention');
-      if (miss) panel.appendChild(missingLine(miss));
+      if (miss) panel.appendChild(missingNote(miss));
     }
     var supp = byKey.suppression;
     if (supp) {
       panel.appendChild(list('Suppression row: suppressing these earlier sentences moves this one most', 'supp-row', topOfRow(supp, i), 'ts-src'));
       panel.appendChild(list('Suppression column: suppressing this sentence moves these later ones most', 'supp-col', topOfColumn(supp, i), 'ts-dst'));
     } else if (missing('suppression')) {
-      panel.appendChild(missingLine(missing('suppression')));
+      panel.appendChild(missingNote(missing('suppression')));
     }
     var step = byKey.step_importance;
     if (step) {
@@ -303,7 +336,7 @@ function init(root) {
     });
     panel.appendChild(el('h4', null, 'Numbers'));
     panel.appendChild(table);
-    if (!D.metrics.some(function (x) { return x.group === 'resampling'; }) && missing('resampling')) panel.appendChild(missingLine(missing('resampling')));
+    if (!D.metrics.some(function (x) { return x.group === 'resampling'; }) && missing('resampling')) panel.appendChild(missingNote(missing('resampling')));
     var alternatives = D.alternatives[i];
     if (alternatives && alternatives.length) {
       panel.appendChild(el('h4', null, 'Resampled alternatives'));

@@ -17,7 +17,7 @@ pub fn explorer_fragment(explorer: &Explorer, id: &str) -> String {
         "<div id=\"{id}\" class=\"ts-explorer\">\n<style>{css}</style>\n\
          <script type=\"application/json\" class=\"ts-data\">{json}</script>\n\
          <div class=\"ts-head\"><h1 class=\"ts-title\">{title}</h1><div class=\"ts-sub\"></div>\
-         <ul class=\"ts-missing\"></ul><ul class=\"ts-notes\"></ul></div>\n\
+         <ul class=\"ts-missing\"></ul><div class=\"ts-notes\"></div></div>\n\
          <div class=\"ts-controls\"><label>Colour sentences by <select class=\"ts-metric\"></select></label>\
          <span class=\"ts-legend\"></span><label>Matrix <select class=\"ts-matrix\"></select></label></div>\n\
          <div class=\"ts-main\"><div class=\"ts-text\"></div>\n\
