@@ -217,6 +217,20 @@ fn explorer_refuses_a_suppression_run_of_another_trace() {
     assert!(explorer.missing.iter().any(|m| m.part == "attention" && m.command.contains("--mode full-cot")));
 }
 
+#[test]
+fn explorer_reads_a_chunks_folder_without_base_solution() {
+    // The VA layout: chunks.json and chunks_labeled.json suffice in chunks mode.
+    let f = fixture(12, false);
+    std::fs::remove_file(f.problem.join("base_solution.json")).unwrap();
+    let explorer = Explorer::from_problem_dir(&f.problem, &options(&f)).unwrap();
+    assert_eq!(explorer.n(), 12);
+    assert!(explorer.matrix("receiver_average").is_some(), "the same cache entry (same chunks)");
+    let mut opts = options(&f);
+    opts.mode = SentenceMode::FullCot;
+    let error = Explorer::from_problem_dir(&f.problem, &opts).unwrap_err().to_string();
+    assert!(error.contains("base_solution.json"), "{error}");
+}
+
 fn run_explore(f: &Fixture, out: &Path) {
     let status = Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
         .args(["--quiet", "explore"])

@@ -10,7 +10,8 @@
 //!   points), with the seed's titles ([`heatmap_title`], [`vertical_title`]);
 //! - files: `summary.csv` (+ parquet), `heads.csv` (+ parquet), `best_heads.csv`, `scores.csv`
 //!   (the seed's `agg`, ranked), `chosen_rollout.json`, per rollout `meta.json` and `attn_layerLL_headHH.{html,png}` /
-//!   `vert_layerLL_headHH.{html,png}`, and `index.html` (one self-contained report).
+//!   `vert_layerLL_headHH.{html,png}` and `explorer.html` (the trace explorer, [`crate::plot::Explorer`]),
+//!   and `index.html` (one self-contained report).
 //!
 //! Writes are atomic (temporary file + rename).
 
@@ -389,6 +390,7 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource)
     // also go into index.html.
     let mut chosen_figures: Vec<(String, Figure, Figure)> = Vec::new();
     let mut links: Vec<(String, Vec<String>)> = Vec::new();
+    let mut explorer_notes: Vec<String> = Vec::new();
     for run in &result.rollouts {
         let Some(rollout) = &run.rollout else { continue };
         if run.error.is_some() {
@@ -398,7 +400,11 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource)
         let formats: &[SaveFormat] = if config.figures { &formats } else { &[] };
         let mut saved = save_rollout_outputs(source, rollout, &result.best, summary_row, &config, &out, formats)?;
         if config.figures && config.run_attention {
-            saved.files.push(write_rollout_explorer(rollout, &config, &out)?);
+            // The explorer is an extra view: a trace it cannot read is a note, not a failed run.
+            match write_rollout_explorer(rollout, &config, &out) {
+                Ok(path) => saved.files.push(path),
+                Err(e) => explorer_notes.push(format!("{}: explorer.html not written: {e}", rollout.rollout_id)),
+            }
         }
         if result.chosen.as_deref() == Some(rollout.rollout_id.as_str()) {
             chosen_figures = saved.figures;
@@ -408,6 +414,7 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource)
             links.push((rollout.rollout_id.clone(), files));
         }
     }
+    result.notes.extend(explorer_notes);
     index_report(result, &summary, &best, &chosen_figures, &links)?.write_html(out.join("index.html"))
 }
 

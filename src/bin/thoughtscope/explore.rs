@@ -33,7 +33,7 @@ pub struct ExploreArgs {
     /// Heads shown as well (matrix and vertical scores), `L.H` comma-separated.
     #[arg(long, value_delimiter = ',', value_parser = parse_head)]
     pub heads: Vec<(usize, usize)>,
-    /// Single-head matrices kept in the page (each about 0.3 MB at 300 sentences).
+    /// Single-head matrices kept in the page (each about 0.4 MB at 300 sentences).
     #[arg(long, default_value_t = 4)]
     pub max_head_matrices: usize,
     #[arg(long, default_value_t = 4)]

@@ -9,7 +9,7 @@ use super::{Alternative, Explorer, Matrix, Missing};
 use crate::attention::cache::MANIFEST_FILE;
 use crate::attention::{read_entry_dir, SentenceAttention, SentenceMode, Sentences};
 use crate::io::npy;
-use crate::rollout::{misaligned_labels, Rollout};
+use crate::rollout::{misaligned_labels, read_chunks_file, read_labels_file, ChunkLabel, Rollout};
 use crate::scores::{head_kurtosis, head_vertical_scores, receiver_scores, top_k_heads, VerticalOptions};
 use crate::{Error, Result};
 
@@ -50,7 +50,7 @@ pub struct ExplorerOptions {
     pub receiver_heads: Option<Vec<(usize, usize)>>,
     /// Heads shown as well (their matrix and vertical scores).
     pub heads: Vec<(usize, usize)>,
-    /// Single-head matrices kept (the first receiver heads, then `heads`); the size budget.
+    /// Single-head matrices kept (`heads` first, then the top receiver heads): the size budget.
     pub max_head_matrices: usize,
     /// Vertical-score options (released defaults: `p = 4`, no depth control, mean).
     pub vertical: VerticalOptions,
@@ -91,13 +91,13 @@ impl Explorer {
     /// Read everything that exists for `dir` (see the module doc).
     pub fn from_problem_dir(dir: impl AsRef<Path>, options: &ExplorerOptions) -> Result<Explorer> {
         let dir = dir.as_ref();
-        let rollout = Rollout::open(dir)?;
-        let sentences = rollout.sentences(options.mode)?;
+        let (sentences, labels) = read_sentences(dir, options.mode)?;
         if sentences.is_empty() {
             return Err(Error::format(dir, "no sentences to show"));
         }
         let n = sentences.len();
-        let title = format!("{} — trace explorer", rollout.name());
+        let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let title = format!("{name} — trace explorer");
         let mut explorer = Explorer::new(title, sentences.sentences.clone());
         explorer.source = dir.display().to_string();
         explorer.mode = options.mode.as_str().into();
@@ -107,7 +107,7 @@ impl Explorer {
 
         // Tags and the per-chunk resampling numbers (chunks_labeled.json).
         let labels_path = dir.join("chunks_labeled.json");
-        match &rollout.labels {
+        match &labels {
             Some(labels) => {
                 for (k, label) in labels.iter().take(n).enumerate() {
                     explorer.tags[k] = label.tags.clone();
@@ -138,7 +138,7 @@ impl Explorer {
                 explorer.missing.push(resampling_missing(&dir_arg));
             }
         }
-        add_alternatives(&mut explorer, &rollout, options.max_alternatives)?;
+        add_alternatives(&mut explorer, dir, options.max_alternatives)?;
         add_step_importance(&mut explorer, &dir.join("step_importance.json"))?;
 
         // Attention from the cache.
@@ -248,15 +248,38 @@ fn add_resampling_metrics(explorer: &mut Explorer, path: &Path, dir_arg: &str) -
     Ok(())
 }
 
-fn add_alternatives(explorer: &mut Explorer, rollout: &Rollout, max: usize) -> Result<()> {
+/// The sentences in `mode` and the chunk labels. A folder without `base_solution.json` is still
+/// read in chunks mode (`chunks.json` or `chunks_labeled.json`), as the VA analysis reads it.
+fn read_sentences(dir: &Path, mode: SentenceMode) -> Result<(Sentences, Option<Vec<ChunkLabel>>)> {
+    if mode == SentenceMode::Chunks && !dir.join("base_solution.json").is_file() {
+        let labels = read_labels_file(&dir.join("chunks_labeled.json"))?;
+        let chunks = match (read_chunks_file(&dir.join("chunks.json"))?, &labels) {
+            (Some(chunks), _) => chunks,
+            (None, Some(labels)) => labels.iter().map(|l| l.chunk.clone()).collect(),
+            (None, None) => {
+                return Err(Error::format(dir, "no base_solution.json, chunks.json or chunks_labeled.json: not a trace directory"))
+            }
+        };
+        return Ok((Sentences::from_chunks(&chunks), labels));
+    }
+    let rollout = Rollout::open(dir)?;
+    Ok((rollout.sentences(mode)?, rollout.labels))
+}
+
+fn add_alternatives(explorer: &mut Explorer, dir: &Path, max: usize) -> Result<()> {
     if max == 0 {
         return Ok(());
     }
     for k in 0..explorer.n() {
-        if !rollout.dir.join(format!("chunk_{k}")).join("solutions.json").is_file() {
+        let path = dir.join(format!("chunk_{k}")).join("solutions.json");
+        if !path.is_file() {
             continue;
         }
-        let solutions = rollout.resampled_solutions(k)?;
+        let solutions = match crate::io::read_json::<Value>(&path)? {
+            // Upstream's API-error stubs (no answer, or an error) are left out, as upstream does.
+            Value::Array(items) => items.into_iter().filter(|s| s.get("answer").is_some() && s.get("error").is_none()).collect::<Vec<_>>(),
+            _ => return Err(Error::format(&path, "expected an array of solutions")),
+        };
         explorer.alternatives[k] = solutions
             .iter()
             .take(max)
@@ -384,7 +407,6 @@ fn add_attention(explorer: &mut Explorer, attention: &SentenceAttention, options
     // Explicitly asked heads first in the matrix budget, then the top receiver heads.
     let mut matrix_heads: Vec<(usize, usize)> = options.heads.clone();
     matrix_heads.extend(receiver.iter().copied());
-    matrix_heads.dedup();
     let mut kept = Vec::new();
     for head in matrix_heads {
         if kept.len() < options.max_head_matrices && !kept.contains(&head) {

@@ -22,11 +22,11 @@
 //! Size budget (what makes a 300-sentence trace open instantly): every number is rounded to 4
 //! significant digits; sentence × sentence matrices are stored as their lower triangle
 //! (`N(N+1)/2` values: row = the later sentence) and only for the receiver-head average, at most
-//! [`ExplorerOptions::max_head_matrices`] single heads (the top receiver heads, then the heads
-//! asked for), the suppression matrix and `step_importance.json`; per-head vertical scores only
+//! [`ExplorerOptions::max_head_matrices`] single heads (the heads asked for, then the top receiver
+//! heads), the suppression matrix and `step_importance.json`; per-head vertical scores only
 //! for the receiver heads and the heads asked for; at most
 //! [`ExplorerOptions::max_alternatives`] resampled alternatives per chunk, each cut to 240
-//! characters. At N = 300 a matrix is about 45k numbers (≈ 0.3 MB); the default page (average +
+//! characters. At N = 300 a matrix is about 45k numbers (≈ 0.4 MB); the default page (average +
 //! 4 heads + suppression) stays under 3 MB (see [`Explorer::size_summary`]).
 //!
 //! Not done: the token-level (CircuitsVis-style) view of one sentence pair, which needs the
