@@ -50,7 +50,7 @@ def start_browser(width, height):
         sys.exit(MISSING_DEPS)
     chromium = find_binary("CHROMIUM", "chromium", "chromium-browser")
     driver_path = find_binary("CHROMEDRIVER", "chromedriver")
-    if not chromium or not driver_path:
+    if not chromium or not driver_path or not os.path.exists(chromium) or not os.path.exists(driver_path):
         print("chromium or chromedriver missing: apt-get install -y chromium chromium-driver", file=sys.stderr)
         sys.exit(MISSING_DEPS)
     options = webdriver.ChromeOptions()
@@ -195,6 +195,22 @@ def check_page(driver, data, check):
     return i
 
 
+def check_isolation(driver, count, check):
+    """Several explorers on one page (a notebook): each starts, and a click in the last one
+    selects there only."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+        "return Array.from(document.querySelectorAll('.ts-explorer')).every(function (r) { return r.dataset.ready === '1'; });"))
+    roots = driver.find_elements(By.CSS_SELECTOR, ".ts-explorer")
+    check.equal("explorers on the page", len(roots), count)
+    check.equal("distinct ids", len({r.get_attribute("id") for r in roots}), count)
+    spans = roots[-1].find_elements(By.CSS_SELECTOR, ".ts-text .ts-s")
+    spans[len(spans) // 2].click()
+    selected = [len(r.find_elements(By.CSS_SELECTOR, ".ts-sel")) for r in roots]
+    check.equal("selection stays in the clicked explorer", selected, [0] * (count - 1) + [1])
+
+
 def measure(driver, page):
     """File size, first paint, start-up and click latency (click → next painted frame)."""
     timings = driver.execute_async_script("""
@@ -253,11 +269,19 @@ def main():
     parser.add_argument("--measure", action="store_true")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--explorers", type=int, default=1, help="several explorers on the page (a notebook): check that they are independent")
     args = parser.parse_args()
     page = args.page.resolve()
     driver = start_browser(args.width, args.height)
     try:
         driver.get(page.as_uri())
+        if args.explorers > 1:
+            check = Checker()
+            check_isolation(driver, args.explorers, check)
+            for failure in check.failures:
+                print(f"FAIL {failure}", file=sys.stderr)
+            print(f"explorer browser test: {'ok' if not check.failures else 'FAILED'} ({check.passed} checks, {args.explorers} explorers)")
+            return 1 if check.failures else 0
         wait_ready(driver)
         embedded = driver.execute_script("return document.querySelector('.ts-explorer .ts-data').textContent;")
         data = json.loads(embedded)

@@ -295,6 +295,19 @@ fn explorer_page_in_headless_chromium_shows_the_json() {
 }
 
 #[test]
+fn two_notebook_explorers_on_one_page_are_independent_in_chromium() {
+    let f = fixture(12, true);
+    let explorer = Explorer::from_problem_dir(&f.problem, &options(&f)).unwrap();
+    // Two displays, as two notebook cells give them (distinct div ids), in one exported page.
+    let outputs: Vec<String> = (0..2).map(|_| explorer.mime_bundle().get("text/html").unwrap().to_owned()).collect();
+    let page = f.problem.parent().unwrap().join("notebook.html");
+    std::fs::write(&page, format!("<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>{}</body></html>", outputs.join("<p>next cell</p>"))).unwrap();
+    if let Some(stdout) = browser(&page, &["--explorers", "2"]) {
+        assert!(stdout.contains("explorer browser test: ok"), "{stdout}");
+    }
+}
+
+#[test]
 #[ignore = "measurement: THOUGHTSCOPE_EXPLORER_MEASURE=<dir>"]
 fn explorer_300_sentences_measure() {
     let Some(dir) = std::env::var_os("THOUGHTSCOPE_EXPLORER_MEASURE") else {
