@@ -2,7 +2,7 @@
 # The Python reference environments in .venv. Idempotent: creates .venv if missing, installs each
 # pinned package only when the installed version differs, and says what it skipped.
 #
-#   bash scripts/python-env.sh analysis   numpy, scipy, pandas: the numpy/pandas references that the
+#   bash scripts/python-env.sh analysis   numpy, scipy, pandas (+ selenium): the numpy/pandas references that the
 #                                         tests run (scripts/test.sh installs this; about a minute)
 #   bash scripts/python-env.sh [full]     the above plus HF transformers (eager, f32) and torch, for
 #                                         scripts/make_fixtures.py and scripts/bench_forward_reference.py;
@@ -20,6 +20,7 @@ ANALYSIS_PINS=(
   "numpy==2.4.6"
   "scipy==1.17.1"
   "pandas==3.1.1"
+  "selenium==4.51.0"  # drives Chromium in scripts/explorer_browser_test.py
 )
 PINS=(
   "${ANALYSIS_PINS[@]}"

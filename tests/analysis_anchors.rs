@@ -91,7 +91,7 @@ fn pipeline_numbers_equal_their_files_and_a_rerun_reads_them_back() {
     assert_eq!(top_receiver.receiver_score, best);
     assert!(result.rows.iter().all(|r| !r.tags.is_empty()), "every sample chunk is labelled");
 
-    for name in ["receiver_heads.json", "sentence_scores.csv", "tag_summary.csv", "suppression_trace_sentences.csv", "index.html"] {
+    for name in ["receiver_heads.json", "sentence_scores.csv", "tag_summary.csv", "suppression_trace_sentences.csv", "index.html", "explorer.html"] {
         assert!(config.out.join(name).is_file(), "{name}");
     }
     use polars::prelude::{CsvReadOptions, SerReader};

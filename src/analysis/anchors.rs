@@ -414,7 +414,8 @@ impl AnchorsResult {
 
 /// The whole analysis: receiver heads over the traces, suppression of one trace, agreement, tags,
 /// and the files in `config.out` (`receiver_heads.json`, `sentence_scores.csv`, `tag_summary.csv`,
-/// `agreement.json`, `suppression/<trace>/…`, figures and `index.html`).
+/// `agreement.json`, `suppression/<trace>/…`, figures, `explorer.html` (the suppression trace in
+/// the trace explorer) and `index.html`).
 pub fn run_anchors(config: &AnchorsConfig) -> Result<AnchorsResult> {
     let mut traces = load_traces(&config.traces, config.sentence_mode)?;
     let loaded = Model::load(&config.model, &config.device)?;
@@ -670,8 +671,26 @@ fn write_outputs(result: &mut AnchorsResult) -> Result<()> {
         figure.write_html(&path)?;
         files.push(path);
     }
+    // The suppression trace in the interactive explorer (cache and suppression read, no pass).
+    let explorer = out.join("explorer.html");
+    let trace = result
+        .traces
+        .iter()
+        .find(|t| t.name == result.suppression_trace)
+        .ok_or_else(|| Error::invalid(format!("suppression trace {} is not among the traces", result.suppression_trace)))?;
+    let options = crate::plot::ExplorerOptions {
+        model: Some(result.config.model.clone()),
+        cache_dir: result.config.cache_dir.clone(),
+        mode: result.config.sentence_mode,
+        suppression_dir: result.suppression_files.matrix.parent().map(Path::to_path_buf),
+        receiver_heads: Some(heads.top_k_heads.clone()),
+        ..Default::default()
+    };
+    crate::plot::Explorer::from_problem_dir(&trace.dir, &options)?.write_html(&explorer)?;
+    files.push(explorer);
     let report = Report::new(format!("Receiver heads vs attention suppression | {}", result.model_name))
         .text(result.headline())
+        .html("<p><a href=\"explorer.html\">The suppression trace in the interactive trace explorer</a> (explorer.html)</p>")
         .figure(&kurtosis)
         .table(&heads_table(heads)?)
         .table(&tag_table(&result.tags)?)

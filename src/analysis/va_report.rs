@@ -10,7 +10,8 @@
 //!   points), with the seed's titles ([`heatmap_title`], [`vertical_title`]);
 //! - files: `summary.csv` (+ parquet), `heads.csv` (+ parquet), `best_heads.csv`, `scores.csv`
 //!   (the seed's `agg`, ranked), `chosen_rollout.json`, per rollout `meta.json` and `attn_layerLL_headHH.{html,png}` /
-//!   `vert_layerLL_headHH.{html,png}`, and `index.html` (one self-contained report).
+//!   `vert_layerLL_headHH.{html,png}` and `explorer.html` (the trace explorer, [`crate::plot::Explorer`]),
+//!   and `index.html` (one self-contained report).
 //!
 //! Writes are atomic (temporary file + rename).
 
@@ -334,6 +335,21 @@ pub(crate) fn write_dry_run(result: &mut VaResult) -> Result<()> {
     report.write_html(out.join("index.html"))
 }
 
+/// `<out>/<rollout>/explorer.html`: the rollout in the interactive trace explorer (the attention
+/// cache read, no forward pass).
+fn write_rollout_explorer(rollout: &TaggedRollout, config: &VaConfig, out: &Path) -> Result<std::path::PathBuf> {
+    let options = plot::ExplorerOptions {
+        model: Some(config.model.clone()),
+        cache_dir: config.cache_dir.clone(),
+        mode: config.sentence_mode,
+        va_tag: config.tag.clone(),
+        ..Default::default()
+    };
+    let path = out.join(&rollout.rollout_id).join("explorer.html");
+    plot::Explorer::from_problem_dir(&rollout.dir, &options)?.write_html(&path)?;
+    Ok(path)
+}
+
 /// Every output of a run (see the module doc).
 pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource) -> Result<()> {
     let out = result.out_dir.clone();
@@ -374,6 +390,7 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource)
     // also go into index.html.
     let mut chosen_figures: Vec<(String, Figure, Figure)> = Vec::new();
     let mut links: Vec<(String, Vec<String>)> = Vec::new();
+    let mut explorer_notes: Vec<String> = Vec::new();
     for run in &result.rollouts {
         let Some(rollout) = &run.rollout else { continue };
         if run.error.is_some() {
@@ -381,7 +398,14 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource)
         }
         let summary_row = result.summary.iter().find(|s| s.rollout_id == rollout.rollout_id);
         let formats: &[SaveFormat] = if config.figures { &formats } else { &[] };
-        let saved = save_rollout_outputs(source, rollout, &result.best, summary_row, &config, &out, formats)?;
+        let mut saved = save_rollout_outputs(source, rollout, &result.best, summary_row, &config, &out, formats)?;
+        if config.figures && config.run_attention {
+            // The explorer is an extra view: a trace it cannot read is a note, not a failed run.
+            match write_rollout_explorer(rollout, &config, &out) {
+                Ok(path) => saved.files.push(path),
+                Err(e) => explorer_notes.push(format!("{}: explorer.html not written: {e}", rollout.rollout_id)),
+            }
+        }
         if result.chosen.as_deref() == Some(rollout.rollout_id.as_str()) {
             chosen_figures = saved.figures;
         }
@@ -390,6 +414,7 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource)
             links.push((rollout.rollout_id.clone(), files));
         }
     }
+    result.notes.extend(explorer_notes);
     index_report(result, &summary, &best, &chosen_figures, &links)?.write_html(out.join("index.html"))
 }
 

@@ -139,7 +139,7 @@ fn take_plotly_js() -> Option<String> {
 }
 
 /// Next number of a display in this process (div ids unique across cells, deterministic in a run).
-fn next_display_number() -> u64 {
+pub(crate) fn next_display_number() -> u64 {
     let pid = std::process::id().to_string();
     let current = std::env::var(FIGURE_COUNTER_VAR)
         .ok()

@@ -25,6 +25,7 @@
 
 pub mod bundle;
 mod display;
+mod explorer_display;
 pub mod runner;
 pub mod table;
 
@@ -41,5 +42,5 @@ pub mod prelude {
     pub use super::display::{figures, NotebookDisplay, Panel};
     pub use crate::progress::progress;
     pub use super::table::{table, TableOptions};
-    pub use crate::plot::{Figure, Report};
+    pub use crate::plot::{Explorer, Figure, Report};
 }

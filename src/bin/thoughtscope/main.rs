@@ -8,6 +8,7 @@ mod attn;
 mod bench;
 mod cache;
 mod codi;
+mod explore;
 mod generate;
 mod importance;
 mod notebook;
@@ -44,6 +45,8 @@ enum Command {
     Suppress(suppress::SuppressArgs),
     /// Receiver heads over a folder of traces against the attention suppression of one trace: rank agreement, function tags.
     Anchors(anchors::AnchorsArgs),
+    /// One trace as a self-contained interactive HTML page: text coloured by a metric, attention, suppression, resampling, heatmap.
+    Explore(explore::ExploreArgs),
     /// Tagged-sentence (VA) attention analysis over a folder of rollouts: tables, figures, permutation p-values.
     Va(va::VaArgs),
     /// The attention cache: `cache status <dir> [--root R]` (entries, broken, temporaries, missing).
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         Command::Attn(args) => attn::run(args),
         Command::Suppress(args) => suppress::run(args),
         Command::Anchors(args) => anchors::run(args),
+        Command::Explore(args) => explore::run(args),
         Command::Va(args) => va::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Cache(command) => cache::run(command),

@@ -1,0 +1,85 @@
+//! `explore`: one trace as a self-contained interactive HTML page.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use thoughtscope::attention::SentenceMode;
+use thoughtscope::plot::{Explorer, ExplorerOptions};
+use thoughtscope::scores::VerticalOptions;
+use thoughtscope::{Error, Result};
+
+/// `thoughtscope explore`: the trace as text coloured by a chosen metric, attention, suppression
+/// and resampling of each sentence, and a linked sentence × sentence heatmap, in one HTML file.
+#[derive(Debug, Args)]
+pub struct ExploreArgs {
+    /// Rollout/problem directory (base_solution.json, chunks.json / chunks_labeled.json).
+    pub problem_dir: PathBuf,
+    /// Model whose cached sentence attention is shown (no attention without it).
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, default_value = "attn_cache")]
+    pub cache_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = SentenceMode::Chunks)]
+    pub mode: SentenceMode,
+    /// A `thoughtscope suppress --out` folder (default: <problem_dir>/suppression when present).
+    #[arg(long)]
+    pub suppression: Option<PathBuf>,
+    /// Receiver heads selected by this trace's kurtosis.
+    #[arg(long, default_value_t = 20)]
+    pub top_k: usize,
+    /// Receiver heads given instead, `L.H` comma-separated (e.g. from `thoughtscope receiver-heads`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_head)]
+    pub receiver_heads: Option<Vec<(usize, usize)>>,
+    /// Heads shown as well (matrix and vertical scores), `L.H` comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_head)]
+    pub heads: Vec<(usize, usize)>,
+    /// Single-head matrices kept in the page (each about 0.4 MB at 300 sentences).
+    #[arg(long, default_value_t = 4)]
+    pub max_head_matrices: usize,
+    #[arg(long, default_value_t = 4)]
+    pub proximity_ignore: usize,
+    /// Resampled alternatives shown per chunk (chunk_<k>/solutions.json; 0: not read).
+    #[arg(long, default_value_t = 5)]
+    pub max_alternatives: usize,
+    /// Output HTML file.
+    #[arg(long, default_value = "trace.html")]
+    pub out: PathBuf,
+    /// Also write the page's data as JSON beside it (<out>.json).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_head(text: &str) -> std::result::Result<(usize, usize), String> {
+    let (layer, head) = text.split_once('.').ok_or_else(|| format!("`{text}`: expected LAYER.HEAD, e.g. 12.3"))?;
+    let number = |s: &str| s.trim().parse::<usize>().map_err(|e| format!("`{text}`: {e}"));
+    Ok((number(layer)?, number(head)?))
+}
+
+pub fn run(args: ExploreArgs) -> Result<()> {
+    let options = ExplorerOptions {
+        model: args.model,
+        cache_dir: args.cache_dir,
+        mode: args.mode,
+        suppression_dir: args.suppression,
+        top_k: args.top_k,
+        receiver_heads: args.receiver_heads,
+        heads: args.heads,
+        max_head_matrices: args.max_head_matrices,
+        vertical: VerticalOptions { proximity_ignore: args.proximity_ignore, ..VerticalOptions::default() },
+        max_alternatives: args.max_alternatives,
+        ..ExplorerOptions::default()
+    };
+    let explorer = Explorer::from_problem_dir(&args.problem_dir, &options)?;
+    explorer.write_html(&args.out)?;
+    if args.json {
+        let mut path = args.out.clone().into_os_string();
+        path.push(".json");
+        thoughtscope::io::write_atomic(&path, explorer.to_json().as_bytes()).map_err(|e| e.context("writing the explorer data"))?;
+    }
+    let size = std::fs::metadata(&args.out).map_err(|e| Error::io(&args.out, e))?.len();
+    println!("{} ({:.2} MB): {}", args.out.display(), size as f64 / 1e6, explorer.size_summary());
+    for missing in &explorer.missing {
+        println!("  missing {}: {}; run `{}`", missing.part, missing.why, missing.command);
+    }
+    Ok(())
+}

@@ -1,0 +1,508 @@
+//! Building an [`Explorer`] from a problem directory: what exists is read, what does not is
+//! listed with the command that makes it.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{Alternative, Explorer, Matrix, Missing};
+use crate::attention::cache::MANIFEST_FILE;
+use crate::attention::{read_entry_dir, SentenceAttention, SentenceMode, Sentences};
+use crate::io::npy;
+use crate::rollout::{misaligned_labels, read_chunks_file, read_labels_file, ChunkLabel, Rollout};
+use crate::scores::{head_kurtosis, head_vertical_scores, receiver_scores, top_k_heads, VerticalOptions};
+use crate::{Error, Result};
+
+/// Per-chunk numbers of thought-anchors' `chunks_labeled.json` (`analyze_rollouts.py`) shown
+/// when present: `(field, label, description)`.
+pub const RESAMPLING_FIELDS: &[(&str, &str, &str)] = &[
+    ("accuracy", "accuracy after the chunk", "share of resampled continuations from this chunk with the correct answer"),
+    ("resampling_importance_accuracy", "resampling importance (accuracy)", "accuracy change when this chunk is resampled"),
+    ("resampling_importance_kl", "resampling importance (KL)", "KL between answer distributions with and without resampling this chunk"),
+    (
+        "counterfactual_importance_accuracy",
+        "counterfactual importance (accuracy)",
+        "accuracy change over resamples whose chunk differs in meaning",
+    ),
+    ("counterfactual_importance_kl", "counterfactual importance (KL)", "answer-distribution KL over resamples whose chunk differs in meaning"),
+    ("forced_importance_accuracy", "forced-answer importance (accuracy)", "accuracy change when the answer is forced after this chunk"),
+    ("forced_importance_kl", "forced-answer importance (KL)", "answer-distribution KL when the answer is forced after this chunk"),
+    ("different_trajectories_fraction", "different-trajectories fraction", "share of resamples whose chunk differs in meaning"),
+    ("overdeterminedness", "overdeterminedness", "share of resamples that repeat the chunk's meaning"),
+];
+
+/// What to read and how much to keep.
+#[derive(Debug, Clone)]
+pub struct ExplorerOptions {
+    /// Model whose cached attention is shown (registry name, GGUF file, HF directory or hub id);
+    /// `None`: no attention.
+    pub model: Option<String>,
+    /// Attention cache root.
+    pub cache_dir: PathBuf,
+    pub mode: SentenceMode,
+    /// A `thoughtscope suppress` output folder; `None`: `<problem_dir>/suppression` when it holds
+    /// one.
+    pub suppression_dir: Option<PathBuf>,
+    /// Receiver heads selected by kurtosis (upstream top 20).
+    pub top_k: usize,
+    /// Receiver heads given (e.g. `thoughtscope receiver-heads` over a corpus) instead of selected
+    /// from this trace alone.
+    pub receiver_heads: Option<Vec<(usize, usize)>>,
+    /// Heads shown as well (their matrix and vertical scores).
+    pub heads: Vec<(usize, usize)>,
+    /// Single-head matrices kept (`heads` first, then the top receiver heads): the size budget.
+    pub max_head_matrices: usize,
+    /// Vertical-score options (released defaults: `p = 4`, no depth control, mean).
+    pub vertical: VerticalOptions,
+    /// Resampled alternatives kept per chunk (0: `chunk_<k>/solutions.json` not read).
+    pub max_alternatives: usize,
+    /// Tag of the VA colouring.
+    pub va_tag: String,
+}
+
+impl Default for ExplorerOptions {
+    fn default() -> Self {
+        ExplorerOptions {
+            model: None,
+            cache_dir: PathBuf::from("attn_cache"),
+            mode: SentenceMode::Chunks,
+            suppression_dir: None,
+            top_k: 20,
+            receiver_heads: None,
+            heads: Vec::new(),
+            max_head_matrices: 4,
+            vertical: VerticalOptions::default(),
+            max_alternatives: 5,
+            va_tag: crate::rollout::tagger::VA_TAG.into(),
+        }
+    }
+}
+
+fn shell_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,".contains(c)) {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+impl Explorer {
+    /// Read everything that exists for `dir` (see the module doc).
+    pub fn from_problem_dir(dir: impl AsRef<Path>, options: &ExplorerOptions) -> Result<Explorer> {
+        let dir = dir.as_ref();
+        let (sentences, labels) = read_sentences(dir, options.mode)?;
+        if sentences.is_empty() {
+            return Err(Error::format(dir, "no sentences to show"));
+        }
+        let n = sentences.len();
+        let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let title = format!("{name} — trace explorer");
+        let mut explorer = Explorer::new(title, sentences.sentences.clone());
+        explorer.source = dir.display().to_string();
+        explorer.mode = options.mode.as_str().into();
+        explorer.va_tag = options.va_tag.clone();
+        let mode_flag = format!("--mode {}", options.mode.as_str());
+        let dir_arg = shell_path(dir);
+
+        // Tags and the per-chunk resampling numbers (chunks_labeled.json).
+        let labels_path = dir.join("chunks_labeled.json");
+        match &labels {
+            Some(labels) => {
+                for (k, label) in labels.iter().take(n).enumerate() {
+                    explorer.tags[k] = label.tags.clone();
+                }
+                if labels.len() != n {
+                    explorer.notes.push(format!(
+                        "chunks_labeled.json has {} entries for {n} sentences: entry k labels sentence k",
+                        labels.len()
+                    ));
+                }
+                let misaligned = misaligned_labels(labels, &sentences);
+                if !misaligned.is_empty() {
+                    explorer.notes.push(format!(
+                        "{} label entr{} of chunks_labeled.json differ from their sentence's text (first: {})",
+                        misaligned.len(),
+                        if misaligned.len() == 1 { "y" } else { "ies" },
+                        misaligned[0]
+                    ));
+                }
+                add_resampling_metrics(&mut explorer, &labels_path, &dir_arg)?;
+            }
+            None => {
+                explorer.missing.push(Missing {
+                    part: "tags".into(),
+                    why: "no chunks_labeled.json (function tags); thoughtscope generate labels the rollouts it writes".into(),
+                    command: "thoughtscope generate".into(),
+                });
+                explorer.missing.push(resampling_missing(&dir_arg));
+            }
+        }
+        add_alternatives(&mut explorer, dir, options.max_alternatives)?;
+        add_step_importance(&mut explorer, &dir.join("step_importance.json"))?;
+
+        // Attention from the cache.
+        match &options.model {
+            None => explorer.missing.push(Missing {
+                part: "attention".into(),
+                why: "no model given".into(),
+                command: format!(
+                    "thoughtscope attn {dir_arg} --model smollm2-135m {mode_flag} && thoughtscope explore {dir_arg} --model smollm2-135m {mode_flag}"
+                ),
+            }),
+            Some(model) => {
+                let model_name = crate::model::cache_name(model);
+                explorer.model = Some(model_name.clone());
+                let entry = options.cache_dir.join(crate::io::path_component(&model_name)).join(sentences.text_id());
+                if entry.is_dir() {
+                    let attention = read_entry_dir(&entry)?;
+                    if attention.n() != n {
+                        return Err(Error::format(
+                            &entry,
+                            format!("cache entry holds {} sentences, the trace has {n} in {} mode", attention.n(), options.mode.as_str()),
+                        ));
+                    }
+                    let provenance = if entry.join(MANIFEST_FILE).is_file() {
+                        "manifest verified"
+                    } else {
+                        "thought-anchors entry, provenance unverified"
+                    };
+                    explorer.notes.push(format!("attention: {} ({provenance})", entry.display()));
+                    add_attention(&mut explorer, &attention, options)?;
+                } else {
+                    explorer.missing.push(Missing {
+                        part: "attention".into(),
+                        why: format!("no attention cache entry {}", entry.display()),
+                        command: format!(
+                            "thoughtscope attn {dir_arg} --model {model} {mode_flag} --cache-dir {}",
+                            shell_path(&options.cache_dir)
+                        ),
+                    });
+                }
+            }
+        }
+
+        // Suppression.
+        let suppression_dir = options.suppression_dir.clone().or_else(|| {
+            let default = dir.join("suppression");
+            default.join("suppression_manifest.json").is_file().then_some(default)
+        });
+        match suppression_dir {
+            Some(supp) => add_suppression(&mut explorer, &supp, &sentences)?,
+            None => explorer.missing.push(Missing {
+                part: "suppression".into(),
+                why: "no attention-suppression run".into(),
+                command: format!(
+                    "thoughtscope suppress {dir_arg} --model {} {mode_flag} --out {}/suppression",
+                    options.model.as_deref().unwrap_or("smollm2-135m"),
+                    dir_arg
+                ),
+            }),
+        }
+        Ok(explorer)
+    }
+
+    /// Receiver heads, their average matrix, vertical scores and a bounded number of single-head
+    /// matrices from the `[L, H, N, N]` attention of this trace.
+    pub fn add_attention(&mut self, attention: &SentenceAttention, options: &ExplorerOptions) -> Result<()> {
+        add_attention(self, attention, options)
+    }
+}
+
+fn resampling_missing(dir_arg: &str) -> Missing {
+    Missing {
+        part: "resampling".into(),
+        why: "chunks_labeled.json has no accuracy / resampling_importance_* / counterfactual_importance_* fields \
+              (thought-anchors' analyze_rollouts.py writes them too)"
+            .into(),
+        command: format!("thoughtscope resample {dir_arg} && thoughtscope importance {dir_arg}"),
+    }
+}
+
+fn add_resampling_metrics(explorer: &mut Explorer, path: &Path, dir_arg: &str) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+    let entries = value.as_array().ok_or_else(|| Error::format(path, "expected an array of chunk labels"))?;
+    let n = explorer.n();
+    let mut found = 0;
+    for &(field, label, description) in RESAMPLING_FIELDS {
+        if !entries.iter().any(|e| e.get(field).is_some_and(|v| !v.is_null())) {
+            continue;
+        }
+        let mut values = vec![f64::NAN; n];
+        for (k, entry) in entries.iter().take(n).enumerate() {
+            values[k] = match entry.get(field) {
+                None | Some(Value::Null) => f64::NAN,
+                Some(Value::Number(number)) => number.as_f64().unwrap_or(f64::NAN),
+                Some(other) => {
+                    return Err(Error::format(path, format!("entry {k}: field `{field}` should be a number, found {other}")));
+                }
+            };
+        }
+        explorer.push_metric(field, label, "resampling", description, &values)?;
+        found += 1;
+    }
+    if found == 0 {
+        explorer.missing.push(resampling_missing(dir_arg));
+    }
+    Ok(())
+}
+
+/// The sentences in `mode` and the chunk labels. A folder without `base_solution.json` is still
+/// read in chunks mode (`chunks.json` or `chunks_labeled.json`), as the VA analysis reads it.
+fn read_sentences(dir: &Path, mode: SentenceMode) -> Result<(Sentences, Option<Vec<ChunkLabel>>)> {
+    if mode == SentenceMode::Chunks && !dir.join("base_solution.json").is_file() {
+        let labels = read_labels_file(&dir.join("chunks_labeled.json"))?;
+        let chunks = match (read_chunks_file(&dir.join("chunks.json"))?, &labels) {
+            (Some(chunks), _) => chunks,
+            (None, Some(labels)) => labels.iter().map(|l| l.chunk.clone()).collect(),
+            (None, None) => {
+                return Err(Error::format(dir, "no base_solution.json, chunks.json or chunks_labeled.json: not a trace directory"))
+            }
+        };
+        return Ok((Sentences::from_chunks(&chunks), labels));
+    }
+    let rollout = Rollout::open(dir)?;
+    Ok((rollout.sentences(mode)?, rollout.labels))
+}
+
+fn add_alternatives(explorer: &mut Explorer, dir: &Path, max: usize) -> Result<()> {
+    if max == 0 {
+        return Ok(());
+    }
+    for k in 0..explorer.n() {
+        let path = dir.join(format!("chunk_{k}")).join("solutions.json");
+        if !path.is_file() {
+            continue;
+        }
+        let solutions = match crate::io::read_json::<Value>(&path)? {
+            // Upstream's API-error stubs (no answer, or an error) are left out, as upstream does.
+            Value::Array(items) => items.into_iter().filter(|s| s.get("answer").is_some() && s.get("error").is_none()).collect::<Vec<_>>(),
+            _ => return Err(Error::format(&path, "expected an array of solutions")),
+        };
+        explorer.alternatives[k] = solutions
+            .iter()
+            .take(max)
+            .map(|s| {
+                let text = s.get("chunk_resampled").and_then(Value::as_str).unwrap_or_default();
+                let answer = match s.get("answer") {
+                    Some(Value::String(a)) => a.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                Alternative {
+                    text: cut(text, 240),
+                    answer: cut(&answer, 80),
+                    is_correct: s.get("is_correct").and_then(Value::as_bool),
+                }
+            })
+            .collect();
+    }
+    Ok(())
+}
+
+fn cut(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// thought-anchors' website `step_importance.json`: `[{source_chunk_idx, target_impacts:
+/// [{target_chunk_idx, importance_score}]}]`, as a `[target][source]` matrix.
+fn add_step_importance(explorer: &mut Explorer, path: &Path) -> Result<()> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+    let records = value.as_array().ok_or_else(|| Error::format(path, "expected an array of source records"))?;
+    let n = explorer.n();
+    let mut square = vec![f64::NAN; n * n];
+    let index = |v: Option<&Value>, what: &str, at: String| -> Result<usize> {
+        v.and_then(Value::as_u64)
+            .map(|i| i as usize)
+            .ok_or_else(|| Error::format(path, format!("{at}: `{what}` should be a non-negative integer")))
+    };
+    for (r, record) in records.iter().enumerate() {
+        let source = index(record.get("source_chunk_idx"), "source_chunk_idx", format!("record {r}"))?;
+        let impacts = record
+            .get("target_impacts")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Error::format(path, format!("record {r}: `target_impacts` should be an array")))?;
+        for (t, impact) in impacts.iter().enumerate() {
+            let at = format!("record {r}, target_impacts[{t}]");
+            let target = index(impact.get("target_chunk_idx"), "target_chunk_idx", at.clone())?;
+            let score = impact
+                .get("importance_score")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| Error::format(path, format!("{at}: `importance_score` should be a number")))?;
+            if source < n && target < n && target > source {
+                square[target * n + source] = score;
+            }
+        }
+    }
+    explorer.push_matrix(Matrix::from_square(
+        "step_importance",
+        "step importance (step_importance.json)",
+        "importance",
+        n,
+        |i, j| square[i * n + j],
+    ))
+}
+
+fn add_attention(explorer: &mut Explorer, attention: &SentenceAttention, options: &ExplorerOptions) -> Result<()> {
+    let (layers, heads, n) = (attention.layers(), attention.heads(), attention.n());
+    if n != explorer.n() {
+        return Err(Error::invalid(format!("attention holds {n} sentences, the explorer {}", explorer.n())));
+    }
+    for &(l, h) in options.heads.iter().chain(options.receiver_heads.iter().flatten()) {
+        if l >= layers || h >= heads {
+            return Err(Error::invalid(format!("head {l}.{h} outside the attention's {layers} layers × {heads} heads")));
+        }
+    }
+    explorer.grid = Some([layers, heads]);
+    let scores = head_vertical_scores(attention, &options.vertical);
+    let receiver = match &options.receiver_heads {
+        Some(given) => {
+            explorer.notes.push(format!("receiver heads: {} given", given.len()));
+            given.clone()
+        }
+        None => {
+            let selected = top_k_heads(&head_kurtosis(&scores), options.top_k);
+            explorer.notes.push(format!(
+                "receiver heads: top {} by kurtosis of vertical scores (proximity {}) in this trace alone",
+                selected.len(),
+                options.vertical.proximity_ignore
+            ));
+            selected
+        }
+    };
+    explorer.receiver_heads = receiver.iter().map(|&(l, h)| [l, h]).collect();
+    if !receiver.is_empty() {
+        let values = receiver_scores(&scores, &receiver)?;
+        explorer.push_metric(
+            "receiver",
+            &format!("receiver score (mean of {} receiver heads)", receiver.len()),
+            "attention",
+            "mean vertical score over the receiver heads: how much later sentences attend to this one",
+            &values,
+        )?;
+        let count = receiver.len() as f64;
+        let average = Matrix::from_square(
+            "receiver_average",
+            &format!("receiver-head average ({} heads)", receiver.len()),
+            "attention",
+            n,
+            |i, j| receiver.iter().map(|&(l, h)| f64::from(attention.matrix(l, h)[i * n + j])).sum::<f64>() / count,
+        );
+        explorer.push_matrix(average)?;
+    }
+    let mut shown: Vec<(usize, usize)> = Vec::new();
+    for &head in receiver.iter().chain(&options.heads) {
+        if !shown.contains(&head) {
+            shown.push(head);
+        }
+    }
+    // Explicitly asked heads first in the matrix budget, then the top receiver heads.
+    let mut matrix_heads: Vec<(usize, usize)> = options.heads.clone();
+    matrix_heads.extend(receiver.iter().copied());
+    let mut kept = Vec::new();
+    for head in matrix_heads {
+        if kept.len() < options.max_head_matrices && !kept.contains(&head) {
+            kept.push(head);
+        }
+    }
+    for &(l, h) in &shown {
+        explorer.push_metric(
+            &format!("vertical_{l}_{h}"),
+            &format!("vertical score, layer {l} head {h}"),
+            "attention",
+            "mean attention this sentence receives from sentences at least the proximity band later, in this head",
+            scores.head(l, h),
+        )?;
+    }
+    for &(l, h) in &kept {
+        let matrix = attention.matrix(l, h);
+        let mut m = Matrix::from_square(&format!("head_{l}_{h}"), &format!("layer {l} head {h}"), "attention", n, |i, j| {
+            f64::from(matrix[i * n + j])
+        });
+        m.head = Some([l, h]);
+        explorer.push_matrix(m)?;
+    }
+    if shown.len() > kept.len() {
+        explorer.notes.push(format!(
+            "{} head matrices kept of {} heads shown (size budget: max_head_matrices = {})",
+            kept.len(),
+            shown.len(),
+            options.max_head_matrices
+        ));
+    }
+    Ok(())
+}
+
+/// The matrix of a `thoughtscope suppress` folder (`suppression_matrix.npy`, `[target][source]`),
+/// checked against the trace through its manifest's `text_id` and `n`; the per-sentence incoming
+/// and outgoing importances derived from it.
+fn add_suppression(explorer: &mut Explorer, dir: &Path, sentences: &Sentences) -> Result<()> {
+    let manifest_path = dir.join("suppression_manifest.json");
+    let matrix_path = dir.join("suppression_matrix.npy");
+    let manifest: Value = crate::io::read_json(&manifest_path)?;
+    let n = sentences.len();
+    let text_id = manifest.pointer("/key/text_id").and_then(Value::as_str);
+    if text_id != Some(sentences.text_id().as_str()) {
+        return Err(Error::format(
+            &manifest_path,
+            format!(
+                "field `key.text_id` is {text_id:?}, this trace's is {} ({} mode): another trace or sentence mode",
+                sentences.text_id(),
+                sentences.mode.as_str()
+            ),
+        ));
+    }
+    let array = npy::read(&matrix_path)?;
+    if array.shape != [n, n] {
+        return Err(Error::format(&matrix_path, format!("shape {:?}, expected [{n}, {n}]", array.shape)));
+    }
+    let values: Vec<f64> = match array.data {
+        npy::NpyData::F64(v) => v,
+        npy::NpyData::F32(v) => v.into_iter().map(f64::from).collect(),
+    };
+    let model = manifest.pointer("/key/model").and_then(Value::as_str).unwrap_or("?");
+    explorer.notes.push(format!("suppression: {} (model {model})", dir.display()));
+    let mut matrix = Matrix::from_square("suppression", "attention suppression: mean log(KL + 1e-9)", "suppression", n, |i, j| {
+        if j < i {
+            values[i * n + j]
+        } else {
+            f64::NAN
+        }
+    });
+    matrix.row_meaning = "target (later) sentence".into();
+    matrix.column_meaning = "suppressed (earlier) sentence".into();
+    explorer.push_matrix(matrix)?;
+    let mean = |cells: &mut dyn Iterator<Item = f64>| {
+        let kept: Vec<f64> = cells.filter(|v| v.is_finite()).collect();
+        if kept.is_empty() {
+            f64::NAN
+        } else {
+            kept.iter().sum::<f64>() / kept.len() as f64
+        }
+    };
+    let outgoing: Vec<f64> = (0..n).map(|s| mean(&mut (s + 1..n).map(|t| values[t * n + s]))).collect();
+    let incoming: Vec<f64> = (0..n).map(|t| mean(&mut (0..t).map(|s| values[t * n + s]))).collect();
+    explorer.push_metric(
+        "suppression_out",
+        "suppression: outgoing importance",
+        "suppression",
+        "mean over later sentences of log(KL + 1e-9) when this sentence is suppressed",
+        &outgoing,
+    )?;
+    explorer.push_metric(
+        "suppression_in",
+        "suppression: incoming importance",
+        "suppression",
+        "mean over earlier sentences of log(KL + 1e-9) on this sentence when that one is suppressed",
+        &incoming,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! [`Explorer`]: one reasoning trace as an interactive, offline, single-file HTML page (the view
+//! the thought-anchors website, thought-anchors.com, gives its published traces, on your own
+//! cache): the trace as text sentence by sentence coloured by a chosen per-sentence metric, a
+//! click on a sentence listing what it attends to and what attends to it, its suppression row
+//! and column and its resampling numbers, and a linked sentence × sentence heatmap.
+//!
+//! What it reads from a problem directory ([`Explorer::from_problem_dir`]), each part optional
+//! and, when absent, listed in [`Explorer::missing`] with the command that makes it:
+//! - the sentences (`base_solution.json` / `chunks.json`, as every other command);
+//! - the sentence attention `[L, H, N, N]` of the trace from the attention cache
+//!   (`<cache>/<model>/<text_id>/`, our entries verified by their manifest, thought-anchors'
+//!   `<l>_<h>.npy` entries as they are): the receiver heads (top-k by this trace's kurtosis of
+//!   vertical scores, as thought-anchors `receiver_head_funcs.py` selects them over a corpus, or
+//!   given), the receiver score per sentence, the vertical scores of those heads;
+//! - the attention-suppression matrix of a `thoughtscope suppress` folder;
+//! - thought-anchors' website files: `chunks_labeled.json` (function tags, and per chunk
+//!   `accuracy`, `resampling_importance_*`, `counterfactual_importance_*`, `forced_importance_*`,
+//!   `different_trajectories_fraction`, `overdeterminedness` when present, names of
+//!   thought-anchors `analyze_rollouts.py`), `step_importance.json` (the counterfactual
+//!   sentence-to-sentence matrix) and the resampled alternatives `chunk_<k>/solutions.json`.
+//!
+//! Size budget (what makes a 300-sentence trace open instantly): every number is rounded to 4
+//! significant digits; sentence × sentence matrices are stored as their lower triangle
+//! (`N(N+1)/2` values: row = the later sentence) and only for the receiver-head average, at most
+//! [`ExplorerOptions::max_head_matrices`] single heads (the heads asked for, then the top receiver
+//! heads), the suppression matrix and `step_importance.json`; per-head vertical scores only
+//! for the receiver heads and the heads asked for; at most
+//! [`ExplorerOptions::max_alternatives`] resampled alternatives per chunk, each cut to 240
+//! characters. At N = 300 a matrix is about 45k numbers (≈ 0.4 MB); the default page (average +
+//! 4 heads + suppression) stays under 3 MB (see [`Explorer::size_summary`]).
+//!
+//! Not done: the token-level (CircuitsVis-style) view of one sentence pair, which needs the
+//! token attention of a forward pass rather than the cache.
+
+mod build;
+mod page;
+
+use serde::Serialize;
+
+pub use build::{ExplorerOptions, RESAMPLING_FIELDS};
+pub use page::{explorer_fragment, EXPLORER_CSS, EXPLORER_JS};
+
+/// Everything the page shows, serialised into it as JSON (`Explorer::to_json`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Explorer {
+    /// Page title.
+    pub title: String,
+    /// Where the data came from (the problem directory), shown under the title.
+    pub source: String,
+    /// The model whose attention is shown, if any.
+    pub model: Option<String>,
+    /// `chunks` or `full-cot`.
+    pub mode: String,
+    pub sentences: Vec<String>,
+    /// Function tags per sentence (empty lists when unlabelled).
+    pub tags: Vec<Vec<String>>,
+    /// The tag the VA colouring shows.
+    pub va_tag: String,
+    /// `[layers, heads]` of the attention, when read.
+    pub grid: Option<[usize; 2]>,
+    /// Receiver heads `[layer, head]`, largest kurtosis first.
+    pub receiver_heads: Vec<[usize; 2]>,
+    /// Per-sentence values the text can be coloured by.
+    pub metrics: Vec<Metric>,
+    /// Sentence × sentence matrices (lower triangles).
+    pub matrices: Vec<Matrix>,
+    /// Resampled alternatives per chunk (empty lists when none were read).
+    pub alternatives: Vec<Vec<Alternative>>,
+    /// Parts not shown, with how to make them.
+    pub missing: Vec<Missing>,
+    /// Notes on how the data were aligned or selected.
+    pub notes: Vec<String>,
+}
+
+/// One value per sentence (NaN, shown as "–", where undefined).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Metric {
+    /// Stable identifier (`receiver`, `vertical_12_3`, `accuracy`, ...).
+    pub key: String,
+    pub label: String,
+    /// `attention`, `suppression`, `resampling`.
+    pub group: String,
+    /// What the number is, one sentence.
+    pub description: String,
+    #[serde(serialize_with = "compact::serialize")]
+    pub values: Vec<f64>,
+}
+
+/// A sentence × sentence matrix, lower triangle row by row: row `i` (the later sentence: the
+/// one attending, or the target) holds columns `0..=i`, at `i(i+1)/2 + j`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Matrix {
+    pub key: String,
+    pub label: String,
+    /// `attention`, `suppression` or `importance`.
+    pub kind: String,
+    /// What a row and a column are.
+    pub row_meaning: String,
+    pub column_meaning: String,
+    /// Single head `[layer, head]`, when it is one.
+    pub head: Option<[usize; 2]>,
+    #[serde(serialize_with = "compact::serialize")]
+    pub lower: Vec<f64>,
+}
+
+impl Matrix {
+    /// `lower` of a row-major `n × n` matrix (`get(row, column)`), rounded.
+    pub fn from_square(key: &str, label: &str, kind: &str, n: usize, get: impl Fn(usize, usize) -> f64) -> Matrix {
+        let mut lower = Vec::with_capacity(n * (n + 1) / 2);
+        for i in 0..n {
+            for j in 0..=i {
+                lower.push(round_significant(get(i, j)));
+            }
+        }
+        let (row_meaning, column_meaning) = match kind {
+            "attention" => ("attending (later) sentence", "attended (earlier) sentence"),
+            _ => ("target (later) sentence", "source (earlier) sentence"),
+        };
+        Matrix {
+            key: key.into(),
+            label: label.into(),
+            kind: kind.into(),
+            row_meaning: row_meaning.into(),
+            column_meaning: column_meaning.into(),
+            head: None,
+            lower,
+        }
+    }
+
+    /// Value at (`row`, `column`), `column ≤ row`.
+    pub fn get(&self, row: usize, column: usize) -> f64 {
+        self.lower[row * (row + 1) / 2 + column]
+    }
+}
+
+/// One resampled continuation of a chunk.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Alternative {
+    /// The resampled chunk (`chunk_resampled`), cut to 240 characters.
+    pub text: String,
+    pub answer: String,
+    pub is_correct: Option<bool>,
+}
+
+/// A part the page cannot show, and how to make it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Missing {
+    /// `attention`, `suppression`, `resampling`, `tags`.
+    pub part: String,
+    pub why: String,
+    /// The command that makes it.
+    pub command: String,
+}
+
+/// `value` rounded to 4 significant digits (NaN and infinities stay as they are).
+pub fn round_significant(value: f64) -> f64 {
+    if !value.is_finite() || value == 0.0 {
+        return value;
+    }
+    format!("{value:.3e}").parse().unwrap_or(value)
+}
+
+mod compact {
+    //! Numbers in their shortest form (the values are already rounded), NaN as `null`.
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(values: &[f64], serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(values.len()))?;
+        for value in values {
+            if value.is_finite() {
+                // A whole number as an integer: `0` rather than `0.0`.
+                if value.fract() == 0.0 && value.abs() < 1e15 {
+                    seq.serialize_element(&(*value as i64))?;
+                } else {
+                    seq.serialize_element(value)?;
+                }
+            } else {
+                seq.serialize_element(&Option::<f64>::None)?;
+            }
+        }
+        seq.end()
+    }
+}
+
+impl Explorer {
+    /// An explorer of `sentences` with nothing else yet (add metrics and matrices, or use
+    /// [`Explorer::from_problem_dir`]).
+    pub fn new(title: impl Into<String>, sentences: Vec<String>) -> Explorer {
+        let n = sentences.len();
+        Explorer {
+            title: title.into(),
+            source: String::new(),
+            model: None,
+            mode: "chunks".into(),
+            sentences,
+            tags: vec![Vec::new(); n],
+            va_tag: crate::rollout::tagger::VA_TAG.into(),
+            grid: None,
+            receiver_heads: Vec::new(),
+            metrics: Vec::new(),
+            matrices: Vec::new(),
+            alternatives: vec![Vec::new(); n],
+            missing: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Number of sentences N.
+    pub fn n(&self) -> usize {
+        self.sentences.len()
+    }
+
+    /// Add a per-sentence metric (values rounded to 4 significant digits); its length must be N.
+    pub fn push_metric(&mut self, key: &str, label: &str, group: &str, description: &str, values: &[f64]) -> crate::Result<()> {
+        if values.len() != self.n() {
+            return Err(crate::Error::invalid(format!("metric `{key}`: {} values for {} sentences", values.len(), self.n())));
+        }
+        self.metrics.push(Metric {
+            key: key.into(),
+            label: label.into(),
+            group: group.into(),
+            description: description.into(),
+            values: values.iter().map(|&v| round_significant(v)).collect(),
+        });
+        Ok(())
+    }
+
+    /// Add a matrix (its triangle must be for N sentences).
+    pub fn push_matrix(&mut self, matrix: Matrix) -> crate::Result<()> {
+        let n = self.n();
+        if matrix.lower.len() != n * (n + 1) / 2 {
+            return Err(crate::Error::invalid(format!(
+                "matrix `{}`: {} values, a lower triangle of {n} sentences has {}",
+                matrix.key,
+                matrix.lower.len(),
+                n * (n + 1) / 2
+            )));
+        }
+        self.matrices.push(matrix);
+        Ok(())
+    }
+
+    pub fn metric(&self, key: &str) -> Option<&Metric> {
+        self.metrics.iter().find(|m| m.key == key)
+    }
+
+    pub fn matrix(&self, key: &str) -> Option<&Matrix> {
+        self.matrices.iter().find(|m| m.key == key)
+    }
+
+    /// The data as compact JSON (what the page embeds).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain data serialises")
+    }
+
+    /// One line: sentences, metrics, matrices and the JSON size.
+    pub fn size_summary(&self) -> String {
+        format!(
+            "{} sentences, {} metrics, {} matrices, {} missing part(s), {:.2} MB of JSON",
+            self.n(),
+            self.metrics.len(),
+            self.matrices.len(),
+            self.missing.len(),
+            self.to_json().len() as f64 / 1e6
+        )
+    }
+
+    /// A complete, self-contained HTML page (inline CSS and JS, no network).
+    pub fn to_html(&self) -> String {
+        page::explorer_document(self)
+    }
+
+    /// The fragment for a page that may hold several explorers: a `<div id="{id}">` with its
+    /// data, style and script, all scoped to that div.
+    pub fn to_inline_html(&self, id: &str) -> String {
+        explorer_fragment(self, id)
+    }
+
+    /// Write [`Explorer::to_html`] to `path` (atomically).
+    pub fn write_html(&self, path: impl AsRef<std::path::Path>) -> crate::Result<()> {
+        crate::io::write_atomic(path, self.to_html().as_bytes())
+    }
+
+    /// Plain-text outline (the notebook's text fallback).
+    pub fn plain_text(&self) -> String {
+        let mut out = format!("Explorer {:?}: {}\n", self.title, self.size_summary());
+        for missing in &self.missing {
+            out.push_str(&format!("missing {}: {} (run `{}`)\n", missing.part, missing.why, missing.command));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_keeps_four_significant_digits() {
+        assert_eq!(round_significant(0.123456), 0.1235);
+        assert_eq!(round_significant(-12346.0), -12350.0);
+        assert_eq!(round_significant(1.23456e-7), 1.235e-7);
+        assert!(round_significant(f64::NAN).is_nan());
+        assert_eq!(round_significant(0.0), 0.0);
+    }
+
+    #[test]
+    fn json_is_compact_and_nan_is_null() {
+        let mut explorer = Explorer::new("t", vec!["a".into(), "b".into()]);
+        explorer.push_metric("m", "M", "attention", "", &[0.123456, f64::NAN]).unwrap();
+        explorer.push_matrix(Matrix::from_square("x", "X", "attention", 2, |i, j| (i * 2 + j) as f64 / 3.0)).unwrap();
+        let json = explorer.to_json();
+        assert!(json.contains("\"values\":[0.1235,null]"), "{json}");
+        assert!(json.contains("\"lower\":[0,0.6667,1]"), "{json}");
+        assert_eq!(explorer.matrix("x").unwrap().get(1, 0), 0.6667);
+        assert!(explorer.push_metric("bad", "", "", "", &[1.0]).is_err());
+    }
+
+    #[test]
+    fn page_is_self_contained_and_escapes_the_data() {
+        let explorer = Explorer::new("</script><b>x</b>", vec!["a </script> b".into()]);
+        let html = explorer.to_html();
+        assert!(!html.contains("http://") && !html.contains("https://"), "no network references");
+        assert_eq!(html.matches("</script>").count(), html.matches("<script").count());
+        assert!(html.contains("ts-data"));
+    }
+}
