@@ -16,7 +16,7 @@ What it does, all on loopback (127.0.0.1, a free port, a random token):
    and unless the outputs contain what `--expect` names:
    * `table`: an HTML table (`<table`), as DataFrame displays render;
    * `figure`: a plotly figure (its MIME type or a `Plotly.newPlot` call in HTML);
-   * `explorer`: the interactive trace explorer (`data-thoughtscope-explorer` in HTML).
+   * `explorer`: the interactive trace explorer (its `class="ts-explorer"` element in HTML).
 
 The server, the session and the kernel are shut down at the end, whatever happened. The last line
 is `jupyter-server: N passed, M failed` (one check per cell plus one per `--expect`).
@@ -47,7 +47,7 @@ EXPECTATIONS = {
     "table": lambda mime, data: mime == "text/html" and "<table" in data,
     "figure": lambda mime, data: mime == "application/vnd.plotly.v1+json"
     or (mime == "text/html" and "Plotly.newPlot" in data),
-    "explorer": lambda mime, data: mime == "text/html" and "data-thoughtscope-explorer" in data,
+    "explorer": lambda mime, data: mime == "text/html" and "class=\"ts-explorer\"" in data,
 }
 
 
