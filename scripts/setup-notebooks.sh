@@ -18,13 +18,17 @@ cd "$(dirname "$0")/.."
 EVCXR_VERSION=0.22.0
 CACHE="${THOUGHTSCOPE_CACHE:-$HOME/.cache/thoughtscope}"
 VENV=.venv
-# The execution stack only (no JupyterLab): nbclient runs the kernel, nbconvert writes the HTML.
+# nbclient runs the kernel headlessly and nbconvert writes the HTML reports; JupyterLab is for
+# interactive use (`.venv/bin/jupyter lab notebooks/`), and websocket-client lets
+# scripts/jupyter_server_check.py talk to a real Jupyter server's kernel as JupyterLab does.
 PINS=(
   "jupyter-core==5.9.1"
   "jupyter-client==8.10.0"
   "nbformat==5.11.1"
   "nbclient==0.11.0"
   "nbconvert==7.17.2"
+  "jupyterlab==4.6.6"
+  "websocket-client==1.9.2"
 )
 
 step() { echo "== $*"; }

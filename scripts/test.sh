@@ -49,4 +49,9 @@ fi
 
 # Every notebook, headless, test-mode sizes (reuses the kernel's build dir).
 step "notebooks";               bash scripts/run-notebooks.sh
+# The same kernel through a real Jupyter server on loopback (REST + kernel websocket), as
+# JupyterLab runs a notebook: every cell, and a table, a figure and the trace explorer among the outputs.
+step "notebook in a Jupyter server"
+.venv/bin/python scripts/jupyter_server_check.py notebooks/va_attention.ipynb \
+  --expect table --expect figure --expect explorer
 echo "tests finished in $(( $(date +%s) - start )) s"
