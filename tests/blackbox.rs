@@ -197,13 +197,13 @@ fn csv_leaves_undefined_cells_empty() {
 }
 
 /// The calls of notebooks/resampling.ipynb, cell for cell, at test size: the small resampling
-/// job (2 chunks, K = 2, 24 tokens), `importance`, the figures, and white-box against black-box
+/// job (2 chunks, K = 2, 24 tokens; forced answers 4 tokens), `importance`, the figures, and white-box against black-box
 /// with suppression on the same 6-sentence trace.
 #[test]
 fn notebook_pipeline_on_the_small_problem() {
     use thoughtscope::analysis::blackbox::{self, BlackboxConfig};
     use thoughtscope::analysis::importance::{run_importance, ImportanceConfig};
-    use thoughtscope::rollout::resample::{resample_problem, DecodeSettings, LocalProvider, ResampleConfig};
+    use thoughtscope::rollout::resample::{resample_problem, DecodeSettings, LocalProvider, ResampleConfig, RolloutType};
 
     let Some(loaded) = support::smollm2() else { return };
     if !thoughtscope::analysis::importance::default_embedder_dir().join("model.safetensors").is_file()
@@ -228,7 +228,10 @@ fn notebook_pipeline_on_the_small_problem() {
     let provider = LocalProvider::new(&loaded, 15).expect("local provider");
     let report = resample_problem(&provider, &problem_dir, &out_root, &config).expect("resampling");
     println!("{} chunks, {:.1} new tokens/s", report.chunks.len(), report.tokens_per_second());
+    let forced = ResampleConfig { rollout_type: RolloutType::ForcedAnswer, decode: DecodeSettings { max_tokens: 4, ..config.decode.clone() }, ..config.clone() };
+    let forced_report = resample_problem(&provider, &problem_dir, &work.join("rollouts_forced"), &forced).expect("forced-answer resampling");
     let mut importance = ImportanceConfig::new(&report.out_dir, &importance_file);
+    importance.forced_dir = Some(forced_report.out_dir.clone());
     importance.embedder_dir = Some(support::repo().join("models/all-minilm-l6-v2"));
     let imp = run_importance(&importance).expect("importance");
     println!("{}", imp.headline());
@@ -242,6 +245,7 @@ fn notebook_pipeline_on_the_small_problem() {
     let mut bb = BlackboxConfig::new(&problem_dir, &importance_file, work.join("blackbox"));
     bb.cache_dir = work.join("attn_cache");
     bb.suppression_dir = Some(work.join("suppression"));
+    bb.field = "forced_importance_accuracy".into();
     bb.tag = "active_computation".into();
     bb.bootstrap_draws = 200;
     bb.permutations = 200;
@@ -255,9 +259,9 @@ fn notebook_pipeline_on_the_small_problem() {
     assert!(result.json.is_file() && result.csv.is_file());
     let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&result.json).unwrap()).unwrap();
     assert_eq!(written["sentences"].as_array().unwrap().len(), 6);
-    // Only chunks 3 and 4 were resampled; chunk 4 is the last with rollouts, so only chunk 3
-    // can carry a non-zero counterfactual importance: at most 2 pairs, rho undefined.
+    // Six sentences, the last four without a vertical score: two pairs, rho undefined, with a note.
     assert!(result.comparisons[0].correlation.n <= 2 && result.comparisons[0].correlation.rho.is_nan());
+    assert!(!result.comparisons[0].correlation.note.is_empty());
     assert!(result.sentences.iter().skip(1).all(|s| s.suppression_incoming.is_finite()));
     let _ = std::fs::remove_dir_all(&work);
 }

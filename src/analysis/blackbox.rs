@@ -655,8 +655,9 @@ pub fn run_blackbox_with(config: &BlackboxConfig, loaded: &Loaded) -> Result<Bla
     Ok(result)
 }
 
-/// Accuracy and the importances per chunk of an importance file (one line each; NaN as gaps),
-/// the chunks tagged `tag` marked.
+/// Accuracy and the accuracy importances (counterfactual, resampling, forced) per chunk of an
+/// importance file (one line each; NaN as gaps: no rollouts, or no forced run), the chunks
+/// tagged `tag` marked.
 pub fn accuracy_figure(path: &Path, tag: &str, title: &str) -> Result<crate::plot::Figure> {
     let field = |name: &str| -> Result<Vec<f64>> {
         let rows = read_importance(path, name)?;
@@ -673,6 +674,7 @@ pub fn accuracy_figure(path: &Path, tag: &str, title: &str) -> Result<crate::plo
             crate::plot::Series::new("accuracy", accuracy),
             crate::plot::Series::new("counterfactual_importance_accuracy", field(COUNTERFACTUAL)?),
             crate::plot::Series::new("resampling_importance_accuracy", field("resampling_importance_accuracy")?),
+            crate::plot::Series::new("forced_importance_accuracy", field("forced_importance_accuracy")?),
         ],
         &crate::plot::LineOptions {
             title: title.to_owned(),
