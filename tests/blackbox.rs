@@ -265,3 +265,75 @@ fn notebook_pipeline_on_the_small_problem() {
     assert!(result.sentences.iter().skip(1).all(|s| s.suppression_incoming.is_finite()));
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// The code cells of notebooks/resampling.ipynb, verbatim (a display expression at the end of a
+/// cell becomes `let _ = …;`), so the notebook's code is compiled with the tests. Ignored: it runs
+/// the setup-sized job; `notebook_pipeline_on_the_small_problem` runs the same calls at test size.
+#[test]
+#[allow(unused_imports)]
+#[ignore = "compile check of the notebook's cells; runs the full small job"]
+fn notebook_cells_compile() {
+    std::env::set_current_dir(support::repo().join("notebooks")).unwrap();
+    {
+        use std::path::PathBuf;
+        use thoughtscope::analysis::blackbox::{self, BlackboxConfig};
+        use thoughtscope::analysis::importance::{run_importance, ImportanceConfig};
+        use thoughtscope::model::Model;
+        use thoughtscope::notebook::prelude::*;
+        use thoughtscope::rollout::resample::{resample_problem, DecodeSettings, LocalProvider, ResampleConfig, RolloutType};
+
+        println!("working directory {}", std::env::current_dir().expect("working directory").display());
+        let problem_dir = PathBuf::from("../rollouts/small_arithmetic/apples_sum");
+        let out_root = PathBuf::from("../analysis/resampling/rollouts");
+        let forced_root = PathBuf::from("../analysis/resampling/rollouts_forced");
+        let importance_file = PathBuf::from("../analysis/resampling/apples_sum_importance.json");
+        let mut config = BlackboxConfig::new(&problem_dir, &importance_file, "../analysis/resampling/blackbox");
+        let loaded = Model::load(&config.model, &config.device).expect("loading the model");
+        if !importance_file.is_file() {
+            // README command 1's job, through the library (same settings as scripts/setup.sh).
+            let config = ResampleConfig {
+                rollouts: 8,
+                chunks: Some((0..6).collect()),
+                decode: DecodeSettings { temperature: 0.6, top_p: 0.95, max_tokens: 32 },
+                ..ResampleConfig::default()
+            };
+            let forced = ResampleConfig { rollout_type: RolloutType::ForcedAnswer, decode: DecodeSettings { max_tokens: 8, ..config.decode.clone() }, ..config.clone() };
+            let provider = LocalProvider::new(&loaded, 15).expect("local provider");
+            let report = resample_problem(&provider, &problem_dir, &out_root, &config).expect("resampling");
+            println!("{} chunks, {:.1} new tokens/s", report.chunks.len(), report.tokens_per_second());
+            let forced_report = resample_problem(&provider, &problem_dir, &forced_root, &forced).expect("forced-answer resampling");
+            let mut importance = ImportanceConfig::new(&report.out_dir, &importance_file);
+            importance.forced_dir = Some(forced_report.out_dir.clone());
+            println!("{}", run_importance(&importance).expect("importance").headline());
+        } else {
+            println!("reading {} (written by scripts/setup.sh)", importance_file.display());
+        }
+        let _ = blackbox::accuracy_figure(&importance_file, "active_computation", "Accuracy and importance by chunk | apples_sum | SmolLM2-135M").expect("accuracy figure");
+        let rows = blackbox::read_importance(&importance_file, "forced_importance_accuracy").expect("importance rows");
+        let _ = blackbox::tag_figure(&rows, "Forced-answer importance by function tag | apples_sum").expect("tag figure");
+        let values = blackbox::by_sentence(&rows, rows.len());
+        let mask: Vec<bool> = rows.iter().map(|r| r.function_tags.iter().any(|t| t == "active_computation")).collect();
+        let tagged = blackbox::tagged_difference("active_computation", &values, &mask, 1000, 0).expect("tagged vs rest");
+        println!(
+            "{}: {} tagged (mean {:.3}) vs {} others (mean {:.3}): difference {:+.3}, one-sided permutation p = {:.3}, two-sided {:.3} {}",
+            tagged.tag, tagged.tagged, tagged.tagged_mean, tagged.rest, tagged.rest_mean, tagged.difference, tagged.p_greater, tagged.p_two_sided, tagged.note
+        );
+        config.cache_dir = PathBuf::from("../attn_cache");
+        config.heads_from = Some(PathBuf::from("../rollouts/apple_boxes"));
+        config.suppression_dir = Some(PathBuf::from("../analysis/resampling/suppression/apples_sum"));
+        config.field = "forced_importance_accuracy".into();
+        config.tag = "active_computation".into();
+        let result = blackbox::run_blackbox_with(&config, &loaded).expect("white-box against black-box");
+        println!("{}", result.headline());
+        match &result.split_half {
+            Some(r) => println!("split-half reliability of the head kurtoses over {} traces: r = {:.3}", result.heads_from.len(), r.r),
+            None => println!("split-half reliability: needs at least 2 traces"),
+        }
+        println!(
+            "matched control ({}): chosen mean {:.3} vs controls {:.3} [{:.3}, {:.3}], p = {:.3} {}",
+            result.tagged.tag, result.tag_control.chosen_mean, result.tag_control.control_mean,
+            result.tag_control.control_low, result.tag_control.control_high, result.tag_control.p_greater, result.tag_control.note
+        );
+        let _ = blackbox::comparison_table(&result.comparisons).expect("comparison table");
+    }
+}
