@@ -8,6 +8,7 @@
 #   2. headless Chromium (PNG/SVG/PDF figures)       6. notebook tooling, the notebooks executed
 #   3. the thoughtscope build                           headlessly into analysis/reports/
 #   4. VA analysis of the sample rollouts            7. analysis/index.html linking every report
+#   4b. a small resampling job, its importances, white-box against black-box (analysis/resampling/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -21,6 +22,16 @@ step "headless Chromium";       bash scripts/install-chromium.sh
 step "build";                   cargo build --bin thoughtscope
 step "VA analysis of the sample rollouts (attention cache in attn_cache/: a second run does no forward pass)"
 "$bin" va --root rollouts/apple_boxes --prefix rollout_ --model smollm2-135m --out analysis/va_attention/apple_boxes
+step "small resampling job: one short arithmetic problem, 6 chunks x 8 rollouts, ordinary and forced-answer (docs/resampling.md)"
+"$bin" resample rollouts/small_arithmetic/apples_sum --model smollm2-135m --out analysis/resampling/rollouts \
+  --chunks 0-5 --rollouts 8 --max-tokens 32
+"$bin" resample rollouts/small_arithmetic/apples_sum --model smollm2-135m --out analysis/resampling/rollouts_forced \
+  --forced-answer --chunks 0-5 --rollouts 8 --max-tokens 8
+"$bin" importance analysis/resampling/rollouts/apples_sum --forced analysis/resampling/rollouts_forced/apples_sum \
+  --out analysis/resampling/apples_sum_importance.json
+"$bin" blackbox rollouts/small_arithmetic/apples_sum --importance analysis/resampling/apples_sum_importance.json \
+  --field forced_importance_accuracy --heads-from rollouts/apple_boxes \
+  --suppression analysis/resampling/suppression/apples_sum --tag active_computation --out analysis/resampling/blackbox
 step "CODI experiment, test mode (a CODI-shaped SmolLM2, not a CODI model; synthetic problems, not GSM8K)"
 "$bin" codi run-all --test-mode --out analysis/codi
 step "notebooks";               bash scripts/run-notebooks.sh

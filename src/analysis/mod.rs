@@ -5,6 +5,7 @@
 //! suppression run ([`suppression`]); receiver heads against suppression, with function tags
 //! ([`anchors`]).
 pub mod anchors;
+pub mod blackbox;
 pub mod bench;
 pub mod bench_forward;
 pub mod importance;

@@ -5,6 +5,7 @@
 mod analysis;
 mod anchors;
 mod attn;
+mod blackbox;
 mod bench;
 mod cache;
 mod codi;
@@ -59,6 +60,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Upstream's importance metrics (resampling, counterfactual, forced) of one problem's resampled rollouts, into a chunks_labeled.json-shaped file.
     Importance(importance::ImportanceArgs),
+    /// White-box (receiver scores, suppression) against counterfactual importance on one trace.
+    Blackbox(blackbox::BlackboxArgs),
     /// Resample each chunk of a trace: K continuations of the prefix without it (thought-anchors layout).
     Resample(resample::ResampleArgs),
     /// CODI continuous-thought experiments: make-model, dataset, ablate, attention, analyze, run-all.
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Cache(command) => cache::run(command),
         Command::Generate(args) => generate::run(args),
         Command::Importance(args) => importance::run(args),
+        Command::Blackbox(args) => blackbox::run(args),
         Command::Resample(args) => resample::run(args),
         Command::Codi(command) => codi::run(command),
         Command::Notebook(command) => notebook::run(command),
