@@ -415,8 +415,9 @@ fn check_tensor_info(path: &Path, name: &str, info: &gguf_file::TensorInfo) -> R
 /// Content hash of weight files: xxh3-128 over each file's size and every byte, combined in
 /// order; 32 hex digits. It is part of every cache key, so it reads whole files: a hash of
 /// sampled windows let two GGUFs differing elsewhere share cache entries. Each file's hash is
-/// remembered in a small memo ([`hash_memo_path`]) keyed by canonical path, size, mtime and
-/// inode, so a repeat run reads nothing again.
+/// remembered in a small memo ([`hash_memo_path`]) keyed by canonical path, size, mtime, inode
+/// and ctime, so a repeat run reads nothing again. The ctime is the one a user cannot set: a file
+/// edited in place with its size and mtime restored still misses the memo.
 pub fn weights_hash(files: &[PathBuf]) -> Result<String> {
     weights_hash_with_memo(files, hash_memo_path().as_deref())
 }
@@ -448,7 +449,8 @@ pub fn weights_hash_with_memo(files: &[PathBuf], memo: Option<&Path>) -> Result<
         remembered = read_memo(memo);
         remembered.files.retain(|path, _| Path::new(path).exists());
         for (id, hash) in learned {
-            remembered.files.insert(id.path.clone(), MemoEntry { size: id.size, mtime_ns: id.mtime_ns, inode: id.inode, hash });
+            let entry = MemoEntry { size: id.size, mtime_ns: id.mtime_ns, inode: id.inode, ctime_ns: id.ctime_ns, hash };
+            remembered.files.insert(id.path.clone(), entry);
         }
         let _ = crate::io::write_json(memo, &remembered);
     }
@@ -490,6 +492,8 @@ struct FileIdentity {
     size: u64,
     mtime_ns: u64,
     inode: u64,
+    /// Status-change time: set by the kernel on every write, rename or `utimes`, never by a user.
+    ctime_ns: u64,
 }
 
 impl FileIdentity {
@@ -504,11 +508,17 @@ impl FileIdentity {
             .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
             .and_then(|d| u64::try_from(d.as_nanos()).ok());
         #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        let (inode, ctime_ns) = {
+            use std::os::unix::fs::MetadataExt;
+            let ctime_ns = u64::try_from(metadata.ctime()).ok().map(|s| s * 1_000_000_000 + metadata.ctime_nsec().max(0) as u64);
+            (metadata.ino(), ctime_ns)
+        };
         #[cfg(not(unix))]
-        let inode = 0;
-        Ok(match (canonical.to_str(), mtime_ns) {
-            (Some(path), Some(mtime_ns)) => Some(FileIdentity { path: path.to_string(), size: metadata.len(), mtime_ns, inode }),
+        let (inode, ctime_ns) = (0, mtime_ns);
+        Ok(match (canonical.to_str(), mtime_ns, ctime_ns) {
+            (Some(path), Some(mtime_ns), Some(ctime_ns)) => {
+                Some(FileIdentity { path: path.to_string(), size: metadata.len(), mtime_ns, inode, ctime_ns })
+            }
             _ => None,
         })
     }
@@ -525,12 +535,15 @@ struct MemoEntry {
     size: u64,
     mtime_ns: u64,
     inode: u64,
+    /// 0 in memos written before it was recorded: such entries never match, so they are rehashed.
+    #[serde(default)]
+    ctime_ns: u64,
     hash: String,
 }
 
 impl MemoEntry {
     fn matches(&self, id: &FileIdentity) -> bool {
-        (self.size, self.mtime_ns, self.inode) == (id.size, id.mtime_ns, id.inode)
+        (self.size, self.mtime_ns, self.inode, self.ctime_ns) == (id.size, id.mtime_ns, id.inode, id.ctime_ns)
     }
 }
 
