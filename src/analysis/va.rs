@@ -704,7 +704,13 @@ pub fn summary_row(rollout: &TaggedRollout, best: &[BestHead], options: &VaOptio
         delta_va_vert_by_layer: join(&|b| py_fixed(b.delta_va_vert, 4)),
         // The seed writes `nan` for any non-finite lift (inf included).
         lift_in_va_by_layer: join(&|b| if b.lift_in_va.is_finite() { py_fixed(b.lift_in_va, 3) } else { "nan".into() }),
-        status: rollout_status(rollout, options),
+        status: match rollout_status(rollout, options) {
+            // Nothing about the rollout explains NaN deltas: the attention itself was NaN.
+            status if status == "ok" && !values.is_empty() && values.iter().all(|v| v.is_nan()) => {
+                "every best head's delta is NaN (NaN attention): the score 0 measures nothing".to_owned()
+            }
+            status => status,
+        },
         p_value: f64::NAN,
         p_value_by_layer: String::new(),
         most_distinctive: false,
