@@ -460,7 +460,7 @@ fn write_data(dir: &Path, attention: &SentenceAttention, layout: CacheLayout) ->
 
 /// Read and parse an entry's `manifest.json`.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = io::read_text_bounded(path, io::INPUT_LIMIT)?;
     serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid cache manifest: {e}")))
 }
 
@@ -510,7 +510,7 @@ fn read_verified(dir: &Path, name: &str, manifest: &Manifest) -> Result<Vec<u8>>
     let expected = manifest.checksums.get(name).ok_or_else(|| {
         Error::format(&path, format!("no checksum for this file in the manifest's field `checksums` ({MANIFEST_FILE})"))
     })?;
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let bytes = io::read_bounded(&path, io::INPUT_LIMIT)?;
     let actual = checksum(&bytes);
     if &actual != expected {
         return Err(Error::format(

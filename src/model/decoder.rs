@@ -765,6 +765,14 @@ impl Model {
         let norm = store.take("model.norm.weight", &[d])?;
         let lm_head = match store.matrix_opt("lm_head.weight", &[config.vocab_size, d])? {
             Some(w) if !config.tie_word_embeddings => w,
+            // HF would initialise a fresh random head here; reading the embedding instead would
+            // silently be another model.
+            None if !config.tie_word_embeddings => {
+                return Err(Error::invalid(
+                    "config `tie_word_embeddings` is false (or absent) but the weights have no `lm_head.weight`: \
+                     set `tie_word_embeddings: true` in config.json if the model ties its output to the embedding",
+                ))
+            }
             _ => embed_tokens.clone(),
         };
         let rotary = Rotary::new(&config);
