@@ -92,10 +92,15 @@ fn an_attention_file_whose_sidecar_names_other_layers_is_refused() {
 }
 
 #[test]
-fn results_without_sidecars_join_with_a_note() {
+fn upstream_results_without_sidecars_join_and_a_lone_sidecar_gives_a_note() {
     let (_dir, layout) = experiment(&fixture("ablation.json"), None);
     let analysis = analyze(&layout, &options()).unwrap();
-    assert!(analysis.notes.iter().any(|n| n.contains("not checked")), "{:?}", analysis.notes);
+    assert!(analysis.notes.is_empty(), "Python-made results: {:?}", analysis.notes);
+    // Ablation from this project, attention from elsewhere: the join is unchecked, and says so.
+    let sidecar = thoughtscope::codi::ablate::meta_path(&layout.ablation());
+    std::fs::write(&sidecar, serde_json::to_vec(&meta("ablate", "aaaa", ablation_settings(8, 128))).unwrap()).unwrap();
+    let analysis = analyze(&layout, &options()).unwrap();
+    assert!(analysis.notes.iter().any(|n| n.contains("not checked") && n.contains("attention_weights")), "{:?}", analysis.notes);
 }
 
 #[test]

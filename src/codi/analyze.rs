@@ -271,14 +271,19 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
 /// set of loop settings: their settings sidecars (`x.meta.json`) must agree on the model, its
 /// weights hash, whether it is a CODI model, the layout version and the shared settings, and the
 /// attention file must hold the layers its sidecar names. A difference is an error naming both
-/// values. Results without sidecars (made by the upstream Python scripts) cannot be checked:
-/// a note says so.
+/// values. Results without any sidecar (made by the upstream Python scripts) cannot be checked;
+/// when only one of the two has one (one file from this project, one from elsewhere), a note
+/// says the join is unchecked.
 fn check_same_run(ablation_path: &Path, attention_path: &Path, attention: &[AttentionRecord]) -> Result<Option<String>> {
     use super::ablate::meta_path;
     use super::progress::{read_json_relaxed, RunMeta};
     let (ablation_meta, attention_meta) = (meta_path(ablation_path), meta_path(attention_path));
     let read = |path: &Path| -> Result<Option<RunMeta>> { if path.is_file() { read_json_relaxed(path).map(Some) } else { Ok(None) } };
-    let (Some(ab), Some(at)) = (read(&ablation_meta)?, read(&attention_meta)?) else {
+    let (ab, at) = (read(&ablation_meta)?, read(&attention_meta)?);
+    if ab.is_none() && at.is_none() {
+        return Ok(None);
+    }
+    let (Some(ab), Some(at)) = (ab, at) else {
         let missing: Vec<String> =
             [&ablation_meta, &attention_meta].iter().filter(|p| !p.is_file()).map(|p| p.display().to_string()).collect();
         return Ok(Some(format!(

@@ -109,7 +109,10 @@ pub fn check_folder_or_absent(path: impl AsRef<Path>) -> Result<()> {
     match std::fs::metadata(path) {
         Ok(m) if !m.is_dir() => Err(Error::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::NotADirectory, "exists and is not a folder"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                if m.is_file() { "exists and is a file, not a folder" } else { "exists and is not a folder" },
+            ),
         )),
         _ => Ok(()),
     }
