@@ -48,6 +48,27 @@ impl Error {
     pub fn context(self, what: impl Into<String>) -> Self {
         Error::Context { what: what.into(), source: Box::new(self) }
     }
+
+    /// The machine, not the input, is at fault: a full disk or quota, a read-only file system,
+    /// no permission, a path component that is a file where a folder must be, no memory. Such an
+    /// error fails a whole command (a later item would fail the same way, and a per-item status
+    /// with exit 0 would let a job dependency fire); a malformed input stays that item's status.
+    pub fn is_environmental(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => io_error_is_environmental(source),
+            Error::Context { source, .. } => source.is_environmental(),
+            Error::Candle(candle_core::Error::Io(source)) => io_error_is_environmental(source),
+            _ => false,
+        }
+    }
+}
+
+fn io_error_is_environmental(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        StorageFull | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied | NotADirectory | FileTooLarge | OutOfMemory
+    )
 }
 
 impl From<tokenizers::Error> for Error {

@@ -435,6 +435,10 @@ enum GgufMutation {
     RemoveTensor { tensor: Index },
     Version(u32),
     TruncateData { at: Index },
+    /// A tensor's data offset moved off the alignment (by 1 to 31 bytes).
+    Misalign { tensor: Index, by: u64 },
+    /// A tensor's data offset set to another tensor's: the two overlap.
+    OverlapWith { tensor: Index, other: Index },
 }
 
 fn gguf_mutation() -> impl Strategy<Value = GgufMutation> {
@@ -454,6 +458,8 @@ fn gguf_mutation() -> impl Strategy<Value = GgufMutation> {
         1 => any::<Index>().prop_map(|tensor| GgufMutation::RemoveTensor { tensor }),
         1 => (0u32..5).prop_map(GgufMutation::Version),
         1 => any::<Index>().prop_map(|at| GgufMutation::TruncateData { at }),
+        1 => (any::<Index>(), 1u64..32).prop_map(|(tensor, by)| GgufMutation::Misalign { tensor, by }),
+        1 => (any::<Index>(), any::<Index>()).prop_map(|(tensor, other)| GgufMutation::OverlapWith { tensor, other }),
     ]
 }
 
@@ -505,6 +511,14 @@ fn mutate_gguf(seed: &RawGguf, mutations: &[GgufMutation]) -> RawGguf {
                 let at = at.index(raw.data.len() + 1);
                 raw.data.truncate(at);
             }
+            GgufMutation::Misalign { tensor, by } if !raw.tensors.is_empty() => {
+                let at = tensor.index(raw.tensors.len());
+                raw.tensors[at].offset = raw.tensors[at].offset.wrapping_add(*by);
+            }
+            GgufMutation::OverlapWith { tensor, other } if !raw.tensors.is_empty() => {
+                let (at, from) = (tensor.index(raw.tensors.len()), other.index(raw.tensors.len()));
+                raw.tensors[at].offset = raw.tensors[from].offset;
+            }
             _ => {}
         }
     }
@@ -551,6 +565,22 @@ struct GgufCase {
 
 const GGUF_TOKENS: [&[u8]; 6] = [b"GGUF", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff", b"general.alignment", b"llama", b"\x09\x00\x00\x00"];
 
+/// A case that only misaligns one tensor of a well-formed seed, or only moves one tensor onto
+/// another: the file breaks the GGUF layout and must be refused.
+fn breaks_layout(case: &GgufCase, structured: usize, seeds: usize) -> bool {
+    if !case.bytes.is_empty() || case.seed.index(seeds) >= structured || case.structural.len() != 1 {
+        return false;
+    }
+    match &case.structural[0] {
+        GgufMutation::Misalign { .. } => true,
+        GgufMutation::OverlapWith { tensor, other } => {
+            let n = tiny_gguf_tensors().len();
+            tensor.index(n) != other.index(n)
+        }
+        _ => false,
+    }
+}
+
 #[test]
 fn fuzz_gguf() {
     no_hash_memo();
@@ -579,6 +609,9 @@ fn fuzz_gguf() {
         outcome(stats, &loaded);
         match loaded {
             Err(e) if !e.to_string().contains("model.gguf") => Err(format!("the error does not name the file: {e}")),
+            Ok(_) if breaks_layout(case, seeds.structured.len(), encoded.len()) => {
+                Err("a tensor moved off the alignment or onto another one was loaded".to_owned())
+            }
             _ => Ok(()),
         }
     });
@@ -1225,11 +1258,13 @@ fn regression_gguf_token_embd_without_dimensions_is_an_error() {
 #[test]
 fn regression_gguf_head_rows_that_do_not_split_name_file_and_tensor() {
     // Found by fuzz_gguf: a K projection of 2 rows for 2 KV heads (head size 1) failed in a
-    // reshape whose error named neither the file nor the tensor.
-    expect_error(
+    // reshape whose error named neither the file nor the tensor. Its 128 bytes no longer fill
+    // the tensor's slot, so the layout check now refuses it first (either names both).
+    let error = expect_error(
         load_edited_gguf(|raw| tensor(raw, "blk.0.attn_k.weight").dims = vec![32, 2]),
-        &["model.gguf", "blk.0.attn_k.weight", "2 rows do not split into 2 heads"],
+        &["model.gguf", "blk.0.attn_k.weight"],
     );
+    assert!(error.contains("2 rows do not split into 2 heads") || error.contains("does not fit its slot"), "{error}");
 }
 
 #[test]
@@ -1241,6 +1276,46 @@ fn regression_gguf_nan_rope_divisor_is_an_error_naming_the_file() {
             raw.data[offset..offset + 4].copy_from_slice(&f32::NAN.to_le_bytes());
         }),
         &["model.gguf", "rope_freqs.weight", "NaN"],
+    );
+}
+
+#[test]
+fn regression_gguf_misaligned_tensor_offset_is_an_error_naming_the_tensor() {
+    // Read one byte off, the Q4_0 blocks gave garbage weights with no error.
+    expect_error(
+        load_edited_gguf(|raw| tensor(raw, "blk.0.attn_q.weight").offset += 1),
+        &["model.gguf", "blk.0.attn_q.weight", "alignment"],
+    );
+}
+
+#[test]
+fn regression_gguf_overlapping_tensors_are_an_error_naming_both() {
+    expect_error(
+        load_edited_gguf(|raw| {
+            let offset = tensor(raw, "blk.0.attn_q.weight").offset;
+            tensor(raw, "blk.0.attn_k.weight").offset = offset;
+        }),
+        &["model.gguf", "blk.0.attn_q.weight", "blk.0.attn_k.weight", "overlaps"],
+    );
+}
+
+#[test]
+fn regression_gguf_type_whose_size_does_not_fit_its_slot_is_an_error() {
+    // An F32 tensor relabelled F16 read half its bytes as other numbers.
+    expect_error(
+        load_edited_gguf(|raw| tensor(raw, "blk.0.attn_v.weight").dtype = 1),
+        &["model.gguf", "blk.0.attn_v.weight", "f16", "slot"],
+    );
+}
+
+#[test]
+fn regression_gguf_tensor_data_beyond_the_file_is_an_error_naming_the_tensor() {
+    expect_error(
+        load_edited_gguf(|raw| {
+            let end = (raw.data.len() as u64).div_ceil(32) * 32;
+            tensor(raw, "output_norm.weight").offset = end;
+        }),
+        &["model.gguf", "output_norm.weight", "past the end of the file"],
     );
 }
 

@@ -417,6 +417,10 @@ impl AnchorsResult {
 /// `agreement.json`, `suppression/<trace>/…`, figures, `explorer.html` (the suppression trace in
 /// the trace explorer) and `index.html`).
 pub fn run_anchors(config: &AnchorsConfig) -> Result<AnchorsResult> {
+    // A file where a folder goes fails now, not after the forward passes.
+    crate::io::check_folder_or_absent(&config.out)?;
+    crate::io::check_folder_or_absent(&config.cache_dir)?;
+    config.suppression_options().validate()?;
     let mut traces = load_traces(&config.traces, config.sentence_mode)?;
     let loaded = Model::load(&config.model, &config.device)?;
     let receivers =

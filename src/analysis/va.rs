@@ -704,7 +704,13 @@ pub fn summary_row(rollout: &TaggedRollout, best: &[BestHead], options: &VaOptio
         delta_va_vert_by_layer: join(&|b| py_fixed(b.delta_va_vert, 4)),
         // The seed writes `nan` for any non-finite lift (inf included).
         lift_in_va_by_layer: join(&|b| if b.lift_in_va.is_finite() { py_fixed(b.lift_in_va, 3) } else { "nan".into() }),
-        status: rollout_status(rollout, options),
+        status: match rollout_status(rollout, options) {
+            // Nothing about the rollout explains NaN deltas: the attention itself was NaN.
+            status if status == "ok" && !values.is_empty() && values.iter().all(|v| v.is_nan()) => {
+                "every best head's delta is NaN (NaN attention): the score 0 measures nothing".to_owned()
+            }
+            status => status,
+        },
         p_value: f64::NAN,
         p_value_by_layer: String::new(),
         most_distinctive: false,
@@ -899,6 +905,10 @@ pub fn run_va_with(config: &VaConfig, loaded: &Loaded) -> Result<VaResult> {
     run_va_with_source(config, AttentionSource::with_model(loaded.clone(), &config.cache_dir, config.boundary_mode))
 }
 
+/// The most permutations a run takes: p-values resolve 1e-7, and a bigger number (say
+/// `u64::MAX`) would only run for ever.
+pub const MAX_PERMUTATIONS: usize = 10_000_000;
+
 /// One task of a sharded run (a Slurm array task): fill the attention cache for the rollouts
 /// `shard` owns and write nothing else. A rollout belongs to the shard of its text id (the cache
 /// entry's name, so two rollouts with one text fall to one task); one that cannot be read, to
@@ -909,6 +919,7 @@ pub fn fill_cache_shard(config: &VaConfig, source: &mut AttentionSource, shard: 
     if !config.run_attention {
         return Err(Error::invalid("va --dry-run runs no model and fills no cache: there is nothing to shard (drop --shard)"));
     }
+    crate::io::check_folder_or_absent(&config.cache_dir)?;
     let dirs = discover_rollouts(&config.root, &config.prefix)?;
     let mut run = ShardRun { shard: Some(shard), total: dirs.len(), ..ShardRun::default() };
     let mut mine = Vec::new();
@@ -934,6 +945,7 @@ pub fn fill_cache_shard(config: &VaConfig, source: &mut AttentionSource, shard: 
         match outcome {
             Ok(CacheOutcome::Computed) => run.computed += 1,
             Ok(_) => run.cached += 1,
+            Err(e) if e.is_environmental() => return Err(e.context(format!("rollout {rollout_id}"))),
             Err(e) => run.failed.push((rollout_id.clone(), e.to_string())),
         }
     }
@@ -943,6 +955,16 @@ pub fn fill_cache_shard(config: &VaConfig, source: &mut AttentionSource, shard: 
 
 /// [`run_va`] over a given attention source.
 pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Result<VaResult> {
+    if config.run_attention {
+        crate::io::check_folder_or_absent(&config.cache_dir)?;
+    }
+    crate::io::check_folder_or_absent(config.out_dir())?;
+    if config.permutations > MAX_PERMUTATIONS {
+        return Err(Error::invalid(format!(
+            "--permutations {} is more than {MAX_PERMUTATIONS} (the p-value's resolution is 1/(permutations + 1) already at 1e-7)",
+            config.permutations
+        )));
+    }
     let dirs = discover_rollouts(&config.root, &config.prefix)?;
     if dirs.is_empty() {
         return Err(Error::invalid(format!(
@@ -982,7 +1004,8 @@ pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Res
     };
     if !config.run_attention {
         result.rollouts = runs;
-        va_report::write_dry_run(&mut result)?;
+        let out = result.out_dir.clone();
+        write_out_dir(config, &out, |staging| va_report::write_dry_run(&mut result, staging))?;
         return Ok(result);
     }
 
@@ -1016,6 +1039,7 @@ pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Res
                 ));
                 rows.extend(rollout_rows);
             }
+            Err(e) if e.is_environmental() => return Err(e.context(format!("rollout {}", run.rollout_id))),
             Err(e) => run.error = Some(e.to_string()),
         }
     }
@@ -1069,6 +1093,20 @@ pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Res
     result.chosen = chosen;
     result.forward_passes = source.forward_passes();
     result.model_loaded = source.model_loaded();
-    va_report::write_outputs(&mut result, &mut source)?;
+    // The whole folder at once: a killed or concurrent run never leaves a mix of two runs.
+    let out = result.out_dir.clone();
+    write_out_dir(config, &out, |staging| va_report::write_outputs(&mut result, &mut source, staging))?;
     Ok(result)
+}
+
+/// The output folder written as a whole ([`crate::io::write_folder_atomically`]), unless the
+/// attention cache lies inside it: replacing the folder would then throw the cache away, so the
+/// files are written in place.
+fn write_out_dir(config: &VaConfig, out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if absolute(&config.cache_dir).starts_with(absolute(out)) {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        return write(out);
+    }
+    crate::io::write_folder_atomically(out, write)
 }

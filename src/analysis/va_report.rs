@@ -318,9 +318,10 @@ fn config_json(config: &VaConfig) -> serde_json::Value {
     serde_json::to_value(config).unwrap_or(serde_json::Value::Null)
 }
 
-/// The dry run's outputs: `va_counts.csv` and `index.html`.
-pub(crate) fn write_dry_run(result: &mut VaResult) -> Result<()> {
-    let out = result.out_dir.clone();
+/// The dry run's outputs: `va_counts.csv` and `index.html`, written into `out` (the staging
+/// folder that becomes `result.out_dir`).
+pub(crate) fn write_dry_run(result: &mut VaResult, out: &Path) -> Result<()> {
+    let out = out.to_path_buf();
     let loaded: Vec<&TaggedRollout> = result.rollouts.iter().filter_map(|r| r.rollout.as_ref()).collect();
     let table = counts_table(&loaded)?;
     write_csv(&table, &out.join("va_counts.csv"))?;
@@ -350,9 +351,10 @@ fn write_rollout_explorer(rollout: &TaggedRollout, config: &VaConfig, out: &Path
     Ok(path)
 }
 
-/// Every output of a run (see the module doc).
-pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource) -> Result<()> {
-    let out = result.out_dir.clone();
+/// Every output of a run (see the module doc), written into `out` (the staging folder that
+/// becomes `result.out_dir`).
+pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource, out: &Path) -> Result<()> {
+    let out = out.to_path_buf();
     let config = result.config.clone();
     let p_values: Vec<(String, usize, f64)> = result
         .rollouts

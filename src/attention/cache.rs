@@ -460,7 +460,7 @@ fn write_data(dir: &Path, attention: &SentenceAttention, layout: CacheLayout) ->
 
 /// Read and parse an entry's `manifest.json`.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = io::read_text_bounded(path, io::INPUT_LIMIT)?;
     serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid cache manifest: {e}")))
 }
 
@@ -510,7 +510,7 @@ fn read_verified(dir: &Path, name: &str, manifest: &Manifest) -> Result<Vec<u8>>
     let expected = manifest.checksums.get(name).ok_or_else(|| {
         Error::format(&path, format!("no checksum for this file in the manifest's field `checksums` ({MANIFEST_FILE})"))
     })?;
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let bytes = io::read_bounded(&path, io::INPUT_LIMIT)?;
     let actual = checksum(&bytes);
     if &actual != expected {
         return Err(Error::format(
@@ -644,9 +644,28 @@ pub fn read_upstream_dir(dir: &Path) -> Result<SentenceAttention> {
             }
             Some(_) => {}
         }
+        let start = data.len();
         data.extend(array.to_f32());
+        check_upstream_values(path, &data[start..])?;
     }
     SentenceAttention::new(layers, heads, n.expect("at least one file"), data)
+}
+
+/// A head of a thought-anchors entry must hold attention: NaN where a sentence has no tokens is
+/// what upstream's averaging gives, but a matrix that is NaN everywhere (or holds an infinity)
+/// came from a broken run, and its vertical scores would all be NaN: a score of 0 reported as a
+/// result.
+fn check_upstream_values(path: &Path, values: &[f32]) -> Result<()> {
+    if let Some(bad) = values.iter().find(|v| v.is_infinite()) {
+        return Err(Error::format(path, format!("holds {bad}: attention averages are finite; the cache entry is corrupt")));
+    }
+    if !values.is_empty() && values.iter().all(|v| v.is_nan()) {
+        return Err(Error::format(
+            path,
+            "every value is NaN: the thought-anchors cache entry is corrupt (remove its directory to recompute it)",
+        ));
+    }
+    Ok(())
 }
 
 /// One head's matrix `<dir>/<layer>_<head>.npy` of a thought-anchors entry: float32 (`<f4`, as
@@ -665,7 +684,10 @@ pub fn read_upstream_head(dir: &Path, layer: usize, head: usize, n: usize) -> Re
         return Err(Error::format(&path, format!("shape {:?}, expected [{n}, {n}] for {n} sentences", array.shape)));
     }
     match array.data {
-        npy::NpyData::F32(values) => Ok(values),
+        npy::NpyData::F32(values) => {
+            check_upstream_values(&path, &values)?;
+            Ok(values)
+        }
         npy::NpyData::F64(_) => Err(Error::format(&path, "float64 matrix; thought-anchors caches are float32 (<f4)")),
     }
 }

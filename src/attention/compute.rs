@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use super::{AttentionBlock, AttentionSink, AttnCache, BoundaryMode, CacheKey, CacheLayout, SentenceAttention, SentenceAverager, Sentences, TokenBounds};
 use crate::model::{HookSet, Input, KvCache, Loaded, Logits};
 use crate::progress::{progress_detail, Progress};
-use crate::{Error, Result};
+use crate::{Context, Error, Result};
 
 /// How a cached computation was satisfied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +120,8 @@ pub fn sentence_attention(
     // The length check comes first: the boundaries tokenise every sentence prefix, which takes
     // seconds on a text far beyond the context.
     let ids = encode_within_context(loaded, &sentences.text)?;
+    // The result's size is known now: refuse before the forward pass, not after it.
+    check_sentence_attention_fits(loaded.model.num_layers(), loaded.model.num_heads(), sentences.len())?;
     let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, boundary_mode)?;
     if ids.len() != bounds.n_tokens {
         return Err(Error::Other(format!(
@@ -142,6 +144,31 @@ pub fn sentence_attention(
     Ok((averager.finish()?, bounds))
 }
 
+/// The `layers × heads × N × N` float32 matrices of a text of `n` sentences must fit in the memory
+/// available (`MemAvailable`; `THOUGHTSCOPE_SKIP_MEMORY_CHECK=1` turns the check off, as for the
+/// weights): an error with the numbers, before any forward pass, instead of the kernel ending
+/// the process half-way.
+pub fn check_sentence_attention_fits(layers: usize, heads: usize, n: usize) -> Result<()> {
+    if std::env::var_os("THOUGHTSCOPE_SKIP_MEMORY_CHECK").is_some_and(|v| v != "0") {
+        return Ok(());
+    }
+    sentence_attention_fits(layers, heads, n, crate::model::memory::available_memory())
+}
+
+fn sentence_attention_fits(layers: usize, heads: usize, n: usize, available: Option<u64>) -> Result<()> {
+    let bytes = layers as u128 * heads as u128 * n as u128 * n as u128 * 4;
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    match available {
+        Some(available) if bytes > available as u128 => Err(Error::invalid(format!(
+            "the sentence attention of {n} sentences is {layers} layers × {heads} heads × {n} × {n} float32 = {:.1} GiB, \
+             and {:.1} GiB of memory is available (MemAvailable): split the text into fewer, longer sentences",
+            gib(bytes as f64),
+            gib(available as f64)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// [`sentence_attention`] through the cache: a matching entry is read (no forward pass), a
 /// missing one computed and stored atomically; an entry made with other settings is an error
 /// naming the field. A thought-anchors entry (no manifest) is read as it is
@@ -155,9 +182,7 @@ pub fn cached_sentence_attention(
     layout: CacheLayout,
 ) -> Result<(SentenceAttention, CacheOutcome, PathBuf)> {
     // A cache root that is a file would only fail at the store, after the forward pass.
-    if cache.root().exists() && !cache.root().is_dir() {
-        return Err(Error::format(cache.root(), "the attention cache directory is a file (--cache-dir)"));
-    }
+    crate::io::check_folder_or_absent(cache.root()).while_doing("the attention cache directory (--cache-dir)")?;
     let key = cache_key(loaded, sentences, boundary_mode);
     let dir = cache.entry_dir(&key.model, &key.text_id);
     if let Some(found) = cache.load(&key)? {

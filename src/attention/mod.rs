@@ -29,7 +29,7 @@ pub use crate::model::{AttentionBlock, AttentionSink, FullAttentionCapture, Head
 pub use average::{average_matrix, SentenceAttention, SentenceAverager};
 pub use boundaries::{sentence_char_positions, token_boundaries, BoundaryMode, TokenBounds};
 pub use cache::{read_entry_dir, read_upstream_dir, read_upstream_head, AttnCache, CacheKey, CacheLayout, Lookup, Manifest};
-pub use compute::{cache_key, cached_sentence_attention, sentence_attention, CacheOutcome};
+pub use compute::{cache_key, cached_sentence_attention, check_sentence_attention_fits, sentence_attention, CacheOutcome};
 pub use source::AttentionSource;
 pub use suppression::{suppression_matrix, SuppressionMatrix, SuppressionOptions};
 pub use segment::{get_chunk_ranges, split_solution_into_chunks, text_id, ChunkRanges, SentenceMode, Sentences};

@@ -251,18 +251,30 @@ pub fn suppression_matrix(loaded: &Loaded, sentences: &Sentences, options: &Supp
 /// suppressed and the positions run. One unsuppressed pass, then one pass per range from the KV
 /// cache of the positions before it (those positions' logits are unchanged: KL 0), or one
 /// batched pass per [`SuppressionOptions::batch_sources`] consecutive ranges.
+impl SuppressionOptions {
+    /// The options a run can use: top-p in (0, 1], at least one token kept per position, a
+    /// positive finite temperature. Checked before any model is loaded.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::invalid(format!("suppression: top-p must be in (0, 1], got {}", self.top_p)));
+        }
+        if self.max_tokens == 0 {
+            return Err(Error::invalid("suppression: max-tokens must be at least 1 (tokens kept per position for the KL)"));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(Error::invalid(format!("suppression: temperature must be > 0, got {}", self.temperature)));
+        }
+        Ok(())
+    }
+}
+
 pub fn suppression_kl(
     model: &Model,
     ids: &[u32],
     ranges: &[(usize, usize)],
     options: &SuppressionOptions,
 ) -> Result<(Vec<Vec<f64>>, Vec<usize>, usize)> {
-    if !(options.top_p > 0.0 && options.top_p <= 1.0) {
-        return Err(Error::invalid(format!("suppression: top-p must be in (0, 1], got {}", options.top_p)));
-    }
-    if !(options.temperature > 0.0 && options.temperature.is_finite()) {
-        return Err(Error::invalid(format!("suppression: temperature must be > 0, got {}", options.temperature)));
-    }
+    options.validate()?;
     if ids.is_empty() {
         return Err(Error::invalid("suppression: no tokens"));
     }

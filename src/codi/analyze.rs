@@ -81,6 +81,11 @@ pub struct Joined {
     pub skipped_baseline_wrong: usize,
     pub skipped_errors: usize,
     pub skipped_no_attention: usize,
+    /// Problems left out because their token ablations do not cover every continuous token
+    /// (an interrupted or edited run): joining them would weight problems unequally by position.
+    pub skipped_incomplete_tokens: usize,
+    /// One such problem, for the note: (problem id, tokens it has, tokens expected).
+    pub first_incomplete: Option<(String, usize, usize)>,
 }
 
 /// The attention layers of a results file, from its first complete record.
@@ -109,6 +114,13 @@ pub fn join(
 ) -> Result<Joined> {
     let layers = attention_layers(attention)?;
     let mut joined = Joined { layers: layers.clone(), ..Default::default() };
+    // Every complete problem ablates each continuous token once: positions 0..tokens.
+    let tokens = ablation
+        .iter()
+        .filter(|r| r.error.is_none() && r.baseline.is_some())
+        .map(|r| r.token_ablations.len())
+        .max()
+        .unwrap_or(0);
     for record in ablation {
         if record.error.is_some() {
             joined.skipped_errors += 1;
@@ -126,6 +138,16 @@ pub fn join(
             joined.skipped_no_attention += 1;
             continue;
         };
+        let mut positions: Vec<usize> = record.token_ablations.iter().map(|t| t.token_pos).collect();
+        positions.sort_unstable();
+        positions.dedup();
+        if positions.len() != record.token_ablations.len() || positions != (0..tokens).collect::<Vec<_>>() {
+            joined.skipped_incomplete_tokens += 1;
+            if joined.first_incomplete.is_none() {
+                joined.first_incomplete = Some((record.problem_id.clone(), positions.len(), tokens));
+            }
+            continue;
+        }
         joined.problems += 1;
         for t in &record.token_ablations {
             let value = match importance {
@@ -196,6 +218,8 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
     let (ablation_path, attention_path) = (layout.ablation(), layout.attention());
     let ablation = read_ablation(&ablation_path)?;
     let attention = read_attention(&attention_path)?;
+    let provenance_note = check_same_run(&ablation_path, &attention_path, &attention)?;
+    check_same_problems(&ablation, &attention, &attention_path)?;
     // The join is by id: a repeated id would pair one problem's tokens with another's attention.
     let ablation_ids = unique_ids(&ablation_path, ablation.iter().map(|r| r.problem_id.as_str()))?;
     let attention_ids = unique_ids(&attention_path, attention.iter().map(|r| r.problem_id.as_str()))?;
@@ -225,12 +249,116 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
             joined.skipped_no_attention
         )));
     }
+    let incomplete_note = joined.first_incomplete.as_ref().map(|(id, have, want)| {
+        format!(
+            "{} problem(s) left out because their token ablations are incomplete (e.g. problem {id}: {have} of {want} \
+             continuous tokens in {}); rerun the ablation step to include them",
+            joined.skipped_incomplete_tokens,
+            ablation_path.display()
+        )
+    });
     let mut analysis = analyze_joined(joined, importance, layout, options)?;
     analysis.notes.extend(rule_note);
     analysis.notes.extend(id_note);
+    analysis.notes.extend(incomplete_note);
+    analysis.notes.extend(provenance_note);
     write_index(layout, &analysis, options)?;
     analysis.files.push(layout.root.join("index.html"));
     Ok(analysis)
+}
+
+/// Ablation and attention results are joined only when they come from one checkpoint and one
+/// set of loop settings: their settings sidecars (`x.meta.json`) must agree on the model, its
+/// weights hash, whether it is a CODI model, the layout version and the shared settings, and the
+/// attention file must hold the layers its sidecar names. A difference is an error naming both
+/// values. Results without any sidecar (made by the upstream Python scripts) cannot be checked;
+/// when only one of the two has one (one file from this project, one from elsewhere), a note
+/// says the join is unchecked.
+fn check_same_run(ablation_path: &Path, attention_path: &Path, attention: &[AttentionRecord]) -> Result<Option<String>> {
+    use super::ablate::meta_path;
+    use super::progress::{read_json_relaxed, RunMeta};
+    let (ablation_meta, attention_meta) = (meta_path(ablation_path), meta_path(attention_path));
+    let read = |path: &Path| -> Result<Option<RunMeta>> { if path.is_file() { read_json_relaxed(path).map(Some) } else { Ok(None) } };
+    let (ab, at) = (read(&ablation_meta)?, read(&attention_meta)?);
+    if ab.is_none() && at.is_none() {
+        return Ok(None);
+    }
+    let (Some(ab), Some(at)) = (ab, at) else {
+        let missing: Vec<String> =
+            [&ablation_meta, &attention_meta].iter().filter(|p| !p.is_file()).map(|p| p.display().to_string()).collect();
+        return Ok(Some(format!(
+            "no settings file {}: that the ablation and attention results come from one checkpoint and one set of \
+             settings is not checked",
+            missing.join(" or ")
+        )));
+    };
+    let refuse = |field: &str, a: String, b: String| {
+        Error::invalid(format!(
+            "refusing to join results of different runs: `{field}` is {a} in {} but {b} in {}",
+            ablation_meta.display(),
+            attention_meta.display()
+        ))
+    };
+    if ab.weights_hash != at.weights_hash {
+        return Err(refuse("weights_hash", ab.weights_hash, at.weights_hash));
+    }
+    if ab.model != at.model {
+        return Err(refuse("model", ab.model, at.model));
+    }
+    if ab.real_codi != at.real_codi {
+        return Err(refuse("real_codi", ab.real_codi.to_string(), at.real_codi.to_string()));
+    }
+    if ab.format_version != at.format_version {
+        return Err(refuse("format_version", ab.format_version.to_string(), at.format_version.to_string()));
+    }
+    // Settings both steps have (the latent loop's mode, token budget, answer parser, logit slice).
+    if let (Some(a), Some(b)) = (ab.settings.as_object(), at.settings.as_object()) {
+        for (key, value) in a {
+            if let Some(other) = b.get(key) {
+                if value != other {
+                    return Err(refuse(&format!("settings.{key}"), value.to_string(), other.to_string()));
+                }
+            }
+        }
+    }
+    // The attention file's layers are the ones its sidecar says it was run with (in any order:
+    // a JSON rewrite may sort the keys).
+    if let Some(wanted) = at.settings.get("layers") {
+        let sorted = |mut layers: Vec<usize>| {
+            layers.sort_unstable();
+            layers
+        };
+        let have = sorted(attention_layers(attention)?);
+        let listed: Option<Vec<usize>> = wanted.as_array().and_then(|a| a.iter().map(|l| l.as_u64().map(|l| l as usize)).collect());
+        if listed.map(sorted).as_ref() != Some(&have) {
+            let have = serde_json::to_value(&have)?;
+            return Err(Error::format(
+                attention_path,
+                format!("holds layers {have} but its settings file {} says layers {wanted}", attention_meta.display()),
+            ));
+        }
+    }
+    Ok(None)
+}
+
+/// A problem id must name the same problem in both files: the expected answers agree where the
+/// attention file records one.
+fn check_same_problems(ablation: &[AblationRecord], attention: &[AttentionRecord], attention_path: &Path) -> Result<()> {
+    for a in attention {
+        let Some(expected) = &a.expected_answer else { continue };
+        if let Some(b) = ablation.iter().find(|b| b.problem_id == a.problem_id) {
+            if b.expected_answer.as_f64() != expected.as_f64() {
+                return Err(Error::format(
+                    attention_path,
+                    format!(
+                        "problem {}: `expected_answer` is {expected} here but {} in the ablation results (different data sets)",
+                        a.problem_id, b.expected_answer
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The set of `problem_id`s of a results file, or an error naming `path` and the first id that

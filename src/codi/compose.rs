@@ -13,7 +13,7 @@
 //!
 //! The singles are recomputed in the same run (6 runs), so a set and its members always share one
 //! baseline and one hook; for a singleton the result equals `codi ablate`'s. Per problem: 1
-//! baseline + 6 + 15 + 20 = 42 loop runs, decoded together in one batch
+//! baseline + the empty set + 6 + 15 + 20 = 43 loop runs, decoded together in one batch
 //! ([`decode_greedy_batch`]).
 //!
 //! **Definitions** (`I` = importance; `k ∈ S` the tokens of the set):
@@ -29,6 +29,15 @@
 //! - for triplets also the third-order (Möbius / Harsanyi) term
 //!   `I(ijk) − I(ij) − I(ik) − I(jk) + I(i) + I(j) + I(k)`: what the triplet adds beyond its
 //!   singles and its pairs (for a pair the same construction is its interaction).
+//!
+//! **Measured against the empty set.** Under the faithful hook (upstream's off-by-one writes the
+//! block's *input* back as its output), ablating nothing already changes the run: `I(∅)` is not
+//! 0, and `I(S) − Σ I({k})` carries `−(|S|−1)·I(∅)`. Every problem therefore also runs the empty
+//! set (`empty_ablation`; under the corrected hook it equals the baseline), and each set gets its
+//! values against it (`*_vs_empty`): `I(S) − I(∅)`, the interaction
+//! `I(S) − Σ I({k}) + (|S|−1)·I(∅)` (the Möbius term of a pair with `v(∅) = I(∅)`), and for
+//! triplets the third-order term minus `I(∅)`. The seed-style columns stay as they were; the
+//! table adds `I(∅)`, these values and the standard errors of the interactions.
 //!
 //! Output: `results/compositional_ablation_results_<tag>.json`, one record per problem in the
 //! style of `token_ablation_results_*.json` (baseline, then `single_ablations`, `pair_ablations`,
@@ -105,6 +114,21 @@ pub struct SetAblation {
     pub third_order_interaction: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprob_third_order_interaction: Option<f64>,
+    /// `importance − I(∅)`: the set's effect beyond what ablating nothing does under the hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub importance_vs_empty: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprob_importance_vs_empty: Option<f64>,
+    /// `interaction + (|S|−1)·I(∅)`: the interaction of the effects measured against `I(∅)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interaction_vs_empty: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprob_interaction_vs_empty: Option<f64>,
+    /// Triplets: `third_order_interaction − I(∅)` (the Möbius term with `v(∅) = I(∅)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub third_order_vs_empty: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprob_third_order_vs_empty: Option<f64>,
 }
 
 /// One problem's record (`error` only on failure).
@@ -117,6 +141,9 @@ pub struct ComposeRecord {
     pub baseline: Option<BaselineResult>,
     #[serde(default)]
     pub single_ablations: Vec<SetAblation>,
+    /// The run with no token ablated but the hook in place (`tokens` empty): `I(∅)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_ablation: Option<SetAblation>,
     #[serde(default)]
     pub pair_ablations: Vec<SetAblation>,
     #[serde(default)]
@@ -159,6 +186,7 @@ impl ProblemRecord for ComposeRecord {
             expected_answer: problem.answer.clone(),
             baseline: None,
             single_ablations: vec![],
+            empty_ablation: None,
             pair_ablations: vec![],
             triplet_ablations: vec![],
             pair_importance_scores: vec![],
@@ -283,7 +311,8 @@ pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOp
     }
     let clean = if options.layer_off_by_one { hooks.clean_input } else { hooks.clean_output };
 
-    let sets: Vec<Vec<usize>> = (1..=3).flat_map(token_sets).collect();
+    // The empty set first: the hook alone, what every other set is measured against.
+    let sets: Vec<Vec<usize>> = std::iter::once(Vec::new()).chain((1..=3).flat_map(token_sets)).collect();
     let mut states = Vec::with_capacity(1 + sets.len());
     states.push(state);
     let mut logprobs = Vec::with_capacity(sets.len());
@@ -345,10 +374,18 @@ pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOp
                 logprob_interaction: None,
                 third_order_interaction: None,
                 logprob_third_order_interaction: None,
+                importance_vs_empty: None,
+                logprob_importance_vs_empty: None,
+                interaction_vs_empty: None,
+                logprob_interaction_vs_empty: None,
+                third_order_vs_empty: None,
+                logprob_third_order_vs_empty: None,
             }
         })
         .collect();
+    let empty = ablations.remove(0);
     fill_interactions(&mut ablations);
+    fill_against_empty(&mut ablations, &empty);
     let triplet_ablations = ablations.split_off(LATENT_STEPS + 15);
     let pair_ablations = ablations.split_off(LATENT_STEPS);
     let pair_importance_scores: Vec<u8> = pair_ablations.iter().map(|s| s.importance).collect();
@@ -359,6 +396,7 @@ pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOp
         expected_answer: problem.answer.clone(),
         baseline: Some(baseline),
         single_ablations: ablations,
+        empty_ablation: Some(empty),
         num_critical_pairs: pair_importance_scores.iter().map(|&i| i as usize).sum(),
         num_critical_triplets: triplet_importance_scores.iter().map(|&i| i as usize).sum(),
         pair_importance_scores,
@@ -406,6 +444,20 @@ pub fn fill_interactions(sets: &mut [SetAblation]) {
     }
 }
 
+/// Each set's values against the empty set's (see the module doc), after [`fill_interactions`].
+pub fn fill_against_empty(sets: &mut [SetAblation], empty: &SetAblation) {
+    let (i0, lp0) = (empty.importance as i32, empty.logprob_importance);
+    for set in sets.iter_mut() {
+        let others = set.tokens.len() as i32 - 1;
+        set.importance_vs_empty = Some(set.importance as i32 - i0);
+        set.logprob_importance_vs_empty = set.logprob_importance.zip(lp0).map(|(a, e)| a - e);
+        set.interaction_vs_empty = set.interaction.map(|v| v + others * i0);
+        set.logprob_interaction_vs_empty = set.logprob_interaction.zip(lp0).map(|(v, e)| v + others as f64 * e);
+        set.third_order_vs_empty = set.third_order_interaction.map(|v| v - i0);
+        set.logprob_third_order_vs_empty = set.logprob_third_order_interaction.zip(lp0).map(|(v, e)| v - e);
+    }
+}
+
 /// `codi compose`: every problem not yet in `out`, `out` rewritten after each (resumable).
 pub fn run_compose(codi: &CodiModel, problems: &[Problem], options: &AblationOptions, out: &Path) -> Result<Vec<ComposeRecord>> {
     check_layer(codi, options)?;
@@ -438,6 +490,33 @@ pub struct SetSummary {
     pub logprob_singles_sum_mean: Option<f64>,
     pub logprob_interaction_mean: Option<f64>,
     pub logprob_third_order_mean: Option<f64>,
+    // Beyond the first columns: the empty set and uncertainty (module doc).
+    /// Mean `I(∅)` over the problems of this row (0 under the corrected hook).
+    #[serde(default)]
+    pub empty_importance_mean: Option<f64>,
+    #[serde(default)]
+    pub empty_logprob_importance_mean: Option<f64>,
+    /// Standard errors of the interaction means over problems.
+    #[serde(default)]
+    pub interaction_sem: Option<f64>,
+    #[serde(default)]
+    pub logprob_interaction_sem: Option<f64>,
+    #[serde(default)]
+    pub importance_vs_empty_mean: Option<f64>,
+    #[serde(default)]
+    pub logprob_importance_vs_empty_mean: Option<f64>,
+    #[serde(default)]
+    pub interaction_vs_empty_mean: Option<f64>,
+    #[serde(default)]
+    pub interaction_vs_empty_sem: Option<f64>,
+    #[serde(default)]
+    pub logprob_interaction_vs_empty_mean: Option<f64>,
+    #[serde(default)]
+    pub logprob_interaction_vs_empty_sem: Option<f64>,
+    #[serde(default)]
+    pub third_order_vs_empty_mean: Option<f64>,
+    #[serde(default)]
+    pub logprob_third_order_vs_empty_mean: Option<f64>,
 }
 
 impl SetSummary {
@@ -478,7 +557,24 @@ pub fn summarize(records: &[ComposeRecord], all_baselines: bool) -> Vec<SetSumma
         let binary = |s: &SetAblation| Some(s.importance as f64);
         let logprob = |s: &SetAblation| s.logprob_importance;
         let size = tokens.len();
+        let with_set: Vec<&&ComposeRecord> = records.iter().filter(|r| r.set(&tokens).is_some()).collect();
+        let empty = |f: &dyn Fn(&SetAblation) -> Option<f64>| with_set.iter().filter_map(|r| r.empty_ablation.as_ref().and_then(f)).collect::<Vec<f64>>();
+        let interaction = |s: &SetAblation| s.interaction.map(f64::from);
+        let interaction_vs_empty = |s: &SetAblation| s.interaction_vs_empty.map(f64::from);
+        let several = |v: Option<f64>| if size > 1 { v } else { None };
         out.push(SetSummary {
+            empty_importance_mean: finite_mean(empty(&binary)),
+            empty_logprob_importance_mean: finite_mean(empty(&logprob)),
+            interaction_sem: several(finite_sem(values(&interaction))),
+            logprob_interaction_sem: several(finite_sem(values(&|s| s.logprob_interaction))),
+            importance_vs_empty_mean: finite_mean(values(&|s| s.importance_vs_empty.map(f64::from))),
+            logprob_importance_vs_empty_mean: finite_mean(values(&|s| s.logprob_importance_vs_empty)),
+            interaction_vs_empty_mean: several(finite_mean(values(&interaction_vs_empty))),
+            interaction_vs_empty_sem: several(finite_sem(values(&interaction_vs_empty))),
+            logprob_interaction_vs_empty_mean: several(finite_mean(values(&|s| s.logprob_interaction_vs_empty))),
+            logprob_interaction_vs_empty_sem: several(finite_sem(values(&|s| s.logprob_interaction_vs_empty))),
+            third_order_vs_empty_mean: (size > 2).then(|| finite_mean(values(&|s| s.third_order_vs_empty.map(f64::from)))).flatten(),
+            logprob_third_order_vs_empty_mean: (size > 2).then(|| finite_mean(values(&|s| s.logprob_third_order_vs_empty))).flatten(),
             label: set_label(&tokens),
             problems: sets.len(),
             importance_mean: finite_mean(values(&binary)),
@@ -514,6 +610,18 @@ pub fn summary_table(summary: &[SetSummary]) -> Result<DataFrame> {
         f("logprob_singles_sum_mean", &|s| s.logprob_singles_sum_mean),
         f("logprob_interaction_mean", &|s| s.logprob_interaction_mean),
         f("logprob_third_order_mean", &|s| s.logprob_third_order_mean),
+        f("empty_importance_mean", &|s| s.empty_importance_mean),
+        f("empty_logprob_importance_mean", &|s| s.empty_logprob_importance_mean),
+        f("interaction_sem", &|s| s.interaction_sem),
+        f("logprob_interaction_sem", &|s| s.logprob_interaction_sem),
+        f("importance_vs_empty_mean", &|s| s.importance_vs_empty_mean),
+        f("logprob_importance_vs_empty_mean", &|s| s.logprob_importance_vs_empty_mean),
+        f("interaction_vs_empty_mean", &|s| s.interaction_vs_empty_mean),
+        f("interaction_vs_empty_sem", &|s| s.interaction_vs_empty_sem),
+        f("logprob_interaction_vs_empty_mean", &|s| s.logprob_interaction_vs_empty_mean),
+        f("logprob_interaction_vs_empty_sem", &|s| s.logprob_interaction_vs_empty_sem),
+        f("third_order_vs_empty_mean", &|s| s.third_order_vs_empty_mean),
+        f("logprob_third_order_vs_empty_mean", &|s| s.logprob_third_order_vs_empty_mean),
     ])?)
 }
 
@@ -597,7 +705,37 @@ pub fn analyze_compose(records: &[ComposeRecord], layout: &StepLayout, options: 
         options.static_images,
     )?;
     files.extend(written);
+    let mut notes = notes;
+    notes.extend(empty_set_note(records, options.all_baselines));
     Ok(ComposeAnalysis { summary, files, notes })
+}
+
+/// What ablating nothing did: mean `I(∅)` ± SEM over the included problems, when it is not 0
+/// (the faithful hook), so a reader knows the plain interactions carry `−(|S|−1)·I(∅)`.
+fn empty_set_note(records: &[ComposeRecord], all_baselines: bool) -> Option<String> {
+    let records = included(records, all_baselines);
+    let empty: Vec<&SetAblation> = records.iter().filter_map(|r| r.empty_ablation.as_ref()).collect();
+    if empty.is_empty() {
+        return Some("no empty-set run in these results (made before it was added): the *_vs_empty columns are empty".into());
+    }
+    let binary: Vec<f64> = empty.iter().map(|s| s.importance as f64).collect();
+    let logprob: Vec<f64> = empty.iter().filter_map(|s| s.logprob_importance).collect();
+    let show = |mean: Option<f64>, sem: Option<f64>| match (mean, sem) {
+        (Some(m), Some(s)) => format!("{m:.4} ± {s:.4}"),
+        (Some(m), None) => format!("{m:.4}"),
+        _ => "n/a".into(),
+    };
+    let (b, l) = (finite_mean(binary.iter().copied()), finite_mean(logprob.iter().copied()));
+    if b.unwrap_or(0.0) == 0.0 && l.unwrap_or(0.0) == 0.0 {
+        return None;
+    }
+    Some(format!(
+        "ablating no token changes the answer under this hook: I(∅) = {} (binary), {} (log-prob) over {} problems; \
+         the *_vs_empty columns measure every set against it",
+        show(b, finite_sem(binary.iter().copied())),
+        show(l, finite_sem(logprob.iter().copied())),
+        empty.len()
+    ))
 }
 
 /// `codi compose` as one call: run (resumable) into `results/compositional_ablation_results_<tag>.json`,
@@ -651,6 +789,12 @@ mod tests {
             logprob_interaction: None,
             third_order_interaction: None,
             logprob_third_order_interaction: None,
+            importance_vs_empty: None,
+            logprob_importance_vs_empty: None,
+            interaction_vs_empty: None,
+            logprob_interaction_vs_empty: None,
+            third_order_vs_empty: None,
+            logprob_third_order_vs_empty: None,
         }
     }
 
@@ -694,5 +838,19 @@ mod tests {
         assert_eq!(sets[6].third_order_interaction, Some(0));
         assert_eq!(sets[6].logprob_third_order_interaction, Some(2.0));
         assert_eq!(sets[7].interaction, None);
+
+        // Against an empty set with I(∅) = 1 (binary) and 0.25 (log-prob):
+        // pair {0,1}: 0 + 1·1 = 1 and 2.5 + 0.25 = 2.75; triplet: 0 + 2 = 2, 2.5 + 0.5 = 3.0;
+        // third order 0 − 1 = −1, 2.0 − 0.25 = 1.75; single {0}: I − I(∅) = 0, 0.5 − 0.25.
+        let empty = set(&[], 1, 0.25);
+        fill_against_empty(&mut sets, &empty);
+        assert_eq!((sets[0].importance_vs_empty, sets[0].logprob_importance_vs_empty), (Some(0), Some(0.25)));
+        assert_eq!(sets[0].interaction_vs_empty, None);
+        assert_eq!((sets[3].interaction_vs_empty, sets[3].logprob_interaction_vs_empty), (Some(1), Some(2.75)));
+        assert_eq!((sets[6].interaction_vs_empty, sets[6].logprob_interaction_vs_empty), (Some(2), Some(3.0)));
+        assert_eq!((sets[6].third_order_vs_empty, sets[6].logprob_third_order_vs_empty), (Some(-1), Some(1.75)));
+        // The same interaction from the effects re-measured against ∅ by hand:
+        // (4 − .25) − ((.5 − .25) + (1 − .25)) = 2.75.
+        assert_eq!((4.0 - 0.25) - ((0.5 - 0.25) + (1.0 - 0.25)), 2.75);
     }
 }

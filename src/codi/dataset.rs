@@ -74,7 +74,7 @@ impl Problem {
 /// Read a JSON list of problems (the 1,000-problem file or a written sample).
 pub fn load_problems(path: impl AsRef<Path>) -> Result<Vec<Problem>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::io::read_text_bounded(path, crate::io::INPUT_LIMIT)?;
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
     let Value::Array(items) = value else {

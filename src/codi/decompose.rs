@@ -23,7 +23,8 @@
 //!    (the logit slice of the loop's options: upstream's `[: V0+2]`).
 //!
 //! Targets: `gold_answer_first`, the first token of the gold number in CODI's answer
-//! `"The answer is: N"` ([`super::latent::gold_answer_target`]), and `decoded_first`, the token
+//! `"The answer is: N"` that carries the number, not a space token before it
+//! ([`super::latent::gold_number_token`]), and `decoded_first`, the token
 //! the model decodes first (EOT's argmax). At a thought position the logit of a target is what
 //! the model would give it if it read out there (a lens), not a prediction it makes.
 
@@ -34,7 +35,7 @@ use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
 use super::dataset::{write_atomic, write_json_atomic, Problem};
-use super::latent::{gold_answer_target, run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
+use super::latent::{gold_number_token, run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
 use super::model::CodiModel;
 use super::next_figures;
 use super::next_steps::{self, finite_mean, float_column, text_column, ProblemRecord, StepLayout};
@@ -279,8 +280,8 @@ pub fn decompose_problem(codi: &CodiModel, problem: &Problem, options: &Decompos
     let width = eot_logits.dim(D::Minus1)?;
 
     // Targets: the gold number's first token and the first decoded token.
-    let (gold_tokens, first_scored) = gold_answer_target(codi, &problem.answer.to_string())?;
-    let gold = *gold_tokens.get(first_scored).ok_or_else(|| Error::Other("empty gold answer target".into()))?;
+    // The first token of the number itself, not a space token before it.
+    let (gold, _) = gold_number_token(&codi.tokenizer, &problem.answer.to_string())?;
     let decoded = argmax(&eot_logits.to_vec1::<f32>()?);
     let text = |t: u32| -> Result<String> { token_text(codi, t) };
     let targets = vec![

@@ -321,6 +321,23 @@ pub fn gold_answer_target(codi: &CodiModel, gold: &str) -> Result<(Vec<u32>, usi
     Ok((full, first_scored))
 }
 
+/// The first token of the gold answer that carries the number: the first token from
+/// [`gold_answer_target`]'s first scored one whose text is not whitespace only. Tokenizers that
+/// keep a space as its own token (SmolLM2's `' '` after `"The answer is:"`; Llama-3 splits the
+/// same way) would otherwise make the space the answer's "first token". Returns (token, index in
+/// the target tokens).
+pub fn gold_number_token(tokenizer: &crate::model::Tokenizer, gold: &str) -> Result<(u32, usize)> {
+    let prefix = tokenizer.encode_raw("The answer is:")?;
+    let full = tokenizer.encode_raw(&format!("The answer is: {gold}"))?;
+    let first_scored = if full.starts_with(&prefix) && full.len() > prefix.len() { prefix.len() } else { 0 };
+    for (i, &token) in full.iter().enumerate().skip(first_scored) {
+        if !tokenizer.decode(&[token], false)?.trim().is_empty() {
+            return Ok((token, i));
+        }
+    }
+    Err(crate::Error::invalid(format!("the gold answer `{gold}` has no token that is not whitespace")))
+}
+
 /// Log-probability of the gold answer's number given the EOT state (see [`gold_answer_target`]).
 pub fn gold_logprob(codi: &CodiModel, state: &LoopState, gold: &str, hooks: &mut dyn PhaseHooks) -> Result<f64> {
     let (target, first_scored) = gold_answer_target(codi, gold)?;

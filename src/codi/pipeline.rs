@@ -89,7 +89,8 @@ impl ModelSpec {
         if super::checkpoint::find_checkpoint(&self.checkpoint).is_err() {
             let make = self.make_from.as_ref().ok_or_else(|| {
                 Error::invalid(format!(
-                    "no CODI checkpoint in {} (a real one: --checkpoint DIR --base BASE; or --make-model to build a CODI-shaped one)",
+                    "no CODI checkpoint in {} (a real one: --checkpoint DIR --base BASE; or build a CODI-shaped one, NOT a \
+                     CODI model, with `thoughtscope codi make-model --out DIR`, which `codi run-all` does by itself)",
                     self.checkpoint.display()
                 ))
             })?;
@@ -341,6 +342,8 @@ pub struct Composition {
 pub fn run_all(options: &RunAllOptions, device: &Device) -> Result<RunAllReport> {
     let start = Instant::now();
     let mut report = RunAllReport::default();
+    // An --out that is a file fails before the model is built or loaded.
+    crate::io::check_folder_or_absent(&options.out)?;
 
     let experiment = Experiment::load(options.clone(), device)?;
     report.make_model_s = experiment.make_model_s;

@@ -124,6 +124,6 @@ fn first_difference(prefix: &str, a: &serde_json::Value, b: &serde_json::Value) 
 
 /// Read JSON written by Python (bare `NaN`/`Infinity` become `null`), naming the file on error.
 pub fn read_json_relaxed<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::io::read_text_bounded(path, crate::io::INPUT_LIMIT)?;
     serde_json::from_str(&relaxed_json(&text)).map_err(|e| Error::format(path, format!("unexpected content: {e}")))
 }

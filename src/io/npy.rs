@@ -115,7 +115,7 @@ pub fn write_f64(path: &Path, shape: &[usize], values: &[f64]) -> Result<()> {
 
 /// Read an `.npy` file of float32 or float64 values.
 pub fn read(path: &Path) -> Result<NpyArray> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = super::read_bounded(path, super::INPUT_LIMIT)?;
     decode(&bytes).map_err(|what| Error::format(path, what))
 }
 

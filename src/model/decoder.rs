@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 
 use super::config::{Architecture, Config};
 use super::cpu::{self, linear, silu_mul};
@@ -394,13 +394,14 @@ impl Attention {
                 };
                 let scores = if full { hook(hooks, HookPoint::AttnScores(layer), scores)? } else { scores };
                 let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?;
+                ensure_finite_probabilities(&probs, layer, offset + q0)?;
                 if full {
                     hook(hooks, HookPoint::AttnPattern(layer), probs)?
                 } else {
                     probs
                 }
             } else {
-                cpu::scaled_causal_softmax(&scores, scale as f32, offset + q0)?
+                cpu::scaled_causal_softmax(&scores, scale as f32, offset + q0, layer)?
             };
             if stream {
                 send_block(hooks, layer, offset + q0, h, rows, visible, total_keys, &probs)?;
@@ -764,6 +765,14 @@ impl Model {
         let norm = store.take("model.norm.weight", &[d])?;
         let lm_head = match store.matrix_opt("lm_head.weight", &[config.vocab_size, d])? {
             Some(w) if !config.tie_word_embeddings => w,
+            // HF would initialise a fresh random head here; reading the embedding instead would
+            // silently be another model.
+            None if !config.tie_word_embeddings => {
+                return Err(Error::invalid(
+                    "config `tie_word_embeddings` is false (or absent) but the weights have no `lm_head.weight`: \
+                     set `tie_word_embeddings: true` in config.json if the model ties its output to the embedding",
+                ))
+            }
             _ => embed_tokens.clone(),
         };
         let rotary = Rotary::new(&config);
@@ -981,6 +990,21 @@ fn ensure_finite(x: &Tensor, point: HookPoint) -> Result<()> {
     } else {
         Err(non_finite(point))
     }
+}
+
+/// Candle's softmax (the hooked path, GPUs) turns a NaN or infinite score into a row of NaN:
+/// one reduction of the block's row sums `[B, H, rows]` finds it (on a GPU, a small reduction and
+/// one scalar copied back per block, beside the block's two matrix products); only on failure are
+/// the row sums read to name the head and the query position (rows start at `first`).
+fn ensure_finite_probabilities(probs: &Tensor, layer: usize, first: usize) -> Result<()> {
+    let row_sums = probs.sum(D::Minus1)?;
+    if row_sums.sum_all()?.to_scalar::<f32>()?.is_finite() {
+        return Ok(());
+    }
+    let (_, heads, rows) = row_sums.dims3()?;
+    let sums = row_sums.flatten_all()?.to_vec1::<f32>()?;
+    let bad = sums.iter().position(|s| !s.is_finite()).unwrap_or(0);
+    Err(cpu::non_finite_scores(layer, bad / rows % heads, first + bad % rows))
 }
 
 fn non_finite(point: HookPoint) -> Error {

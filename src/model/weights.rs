@@ -293,6 +293,8 @@ pub fn load_gguf_with(path: &Path, precision: WeightPrecision) -> Result<Checkpo
         .dims()
         .first()
         .ok_or_else(|| Error::format(path, "tensor `token_embd.weight` has no dimensions (expected [vocab, hidden])"))?;
+    let file_len = reader.get_ref().metadata().map_err(|e| Error::io(path, e))?.len();
+    check_gguf_layout(path, &content, file_len)?;
     let has_output = content.tensor_infos.contains_key("output.weight");
     let mut config = Config::from_gguf(&content.metadata, path, vocab_rows, has_output)?;
     let is_llama = config.model_type == "llama";
@@ -399,6 +401,84 @@ fn candle_gguf<T>(path: &Path, what: &str, read: impl FnOnce() -> candle_core::R
     }
 }
 
+/// The data section of a GGUF as the format lays it out: each tensor at an offset that is a
+/// multiple of `general.alignment` (default 32), its bytes (elements / block size × block bytes
+/// of its type) inside the file, no two tensors overlapping, and between one tensor's end and the
+/// next one's start (or the end of the file) only padding, less than the alignment. A file that
+/// breaks this (a wrong offset, a type whose byte size does not fit its slot) would otherwise be
+/// read as other bytes than were written: garbage weights with no error. Errors name the tensor.
+fn check_gguf_layout(path: &Path, content: &gguf_file::Content, file_len: u64) -> Result<()> {
+    let alignment = match content.metadata.get("general.alignment") {
+        Some(value) => value.to_u32().map_err(|e| Error::format(path, format!("metadata `general.alignment`: {e}")))? as u64,
+        None => 32,
+    };
+    if alignment == 0 {
+        return Err(Error::format(path, "metadata `general.alignment` is 0"));
+    }
+    let data_start = content.tensor_data_offset;
+    let mut spans = Vec::with_capacity(content.tensor_infos.len());
+    for (name, info) in &content.tensor_infos {
+        let elements = info.shape.elem_count() as u64;
+        let (block, block_bytes) = (info.ggml_dtype.block_size() as u64, info.ggml_dtype.type_size() as u64);
+        if elements % block != 0 {
+            return Err(Error::format(
+                path,
+                format!("tensor `{name}`: {elements} values are not whole {block}-value blocks of type {}", ggml_name(info.ggml_dtype)),
+            ));
+        }
+        let bytes = elements / block * block_bytes;
+        if info.offset % alignment != 0 {
+            return Err(Error::format(
+                path,
+                format!("tensor `{name}`: data offset {} is not a multiple of the alignment {alignment}", info.offset),
+            ));
+        }
+        let end = data_start.checked_add(info.offset).and_then(|start| start.checked_add(bytes));
+        match end {
+            Some(end) if end <= file_len => {}
+            _ => {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "tensor `{name}`: {bytes} bytes of type {} at data offset {} run past the end of the file ({file_len} bytes)",
+                        ggml_name(info.ggml_dtype),
+                        info.offset
+                    ),
+                ))
+            }
+        }
+        spans.push((info.offset, bytes, name.as_str(), info.ggml_dtype));
+    }
+    spans.sort_unstable_by_key(|&(offset, bytes, name, _)| (offset, bytes, name));
+    for (i, &(offset, bytes, name, dtype)) in spans.iter().enumerate() {
+        let (slot_end, next) = match spans.get(i + 1) {
+            Some(&(next_offset, _, next_name, _)) => (next_offset, Some(next_name)),
+            None => (file_len - data_start, None),
+        };
+        let end = offset + bytes;
+        if let Some(next_name) = next.filter(|_| end > slot_end) {
+            return Err(Error::format(
+                path,
+                format!("tensor `{name}` (data offset {offset}, {bytes} bytes) overlaps tensor `{next_name}` at data offset {slot_end}"),
+            ));
+        }
+        if slot_end - end >= alignment {
+            let before = match next {
+                Some(next_name) => format!("tensor `{next_name}` starts at data offset {slot_end}"),
+                None => format!("the file ends at data offset {slot_end}"),
+            };
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensor `{name}`: {bytes} bytes of type {} at data offset {offset}, but {before}: the type's size does not fit its slot",
+                    ggml_name(dtype)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks before candle reads a tensor, for what `catch_unwind` cannot turn into an error: a
 /// tensor with no elements makes candle build a slice from a dangling, misaligned pointer (an
 /// abort under debug assertions, undefined behaviour otherwise). Element counts must not
@@ -415,8 +495,9 @@ fn check_tensor_info(path: &Path, name: &str, info: &gguf_file::TensorInfo) -> R
 /// Content hash of weight files: xxh3-128 over each file's size and every byte, combined in
 /// order; 32 hex digits. It is part of every cache key, so it reads whole files: a hash of
 /// sampled windows let two GGUFs differing elsewhere share cache entries. Each file's hash is
-/// remembered in a small memo ([`hash_memo_path`]) keyed by canonical path, size, mtime and
-/// inode, so a repeat run reads nothing again.
+/// remembered in a small memo ([`hash_memo_path`]) keyed by canonical path, size, mtime, inode
+/// and ctime, so a repeat run reads nothing again. The ctime is the one a user cannot set: a file
+/// edited in place with its size and mtime restored still misses the memo.
 pub fn weights_hash(files: &[PathBuf]) -> Result<String> {
     weights_hash_with_memo(files, hash_memo_path().as_deref())
 }
@@ -448,7 +529,8 @@ pub fn weights_hash_with_memo(files: &[PathBuf], memo: Option<&Path>) -> Result<
         remembered = read_memo(memo);
         remembered.files.retain(|path, _| Path::new(path).exists());
         for (id, hash) in learned {
-            remembered.files.insert(id.path.clone(), MemoEntry { size: id.size, mtime_ns: id.mtime_ns, inode: id.inode, hash });
+            let entry = MemoEntry { size: id.size, mtime_ns: id.mtime_ns, inode: id.inode, ctime_ns: id.ctime_ns, hash };
+            remembered.files.insert(id.path.clone(), entry);
         }
         let _ = crate::io::write_json(memo, &remembered);
     }
@@ -490,6 +572,8 @@ struct FileIdentity {
     size: u64,
     mtime_ns: u64,
     inode: u64,
+    /// Status-change time: set by the kernel on every write, rename or `utimes`, never by a user.
+    ctime_ns: u64,
 }
 
 impl FileIdentity {
@@ -504,11 +588,17 @@ impl FileIdentity {
             .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
             .and_then(|d| u64::try_from(d.as_nanos()).ok());
         #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        let (inode, ctime_ns) = {
+            use std::os::unix::fs::MetadataExt;
+            let ctime_ns = u64::try_from(metadata.ctime()).ok().map(|s| s * 1_000_000_000 + metadata.ctime_nsec().max(0) as u64);
+            (metadata.ino(), ctime_ns)
+        };
         #[cfg(not(unix))]
-        let inode = 0;
-        Ok(match (canonical.to_str(), mtime_ns) {
-            (Some(path), Some(mtime_ns)) => Some(FileIdentity { path: path.to_string(), size: metadata.len(), mtime_ns, inode }),
+        let (inode, ctime_ns) = (0, mtime_ns);
+        Ok(match (canonical.to_str(), mtime_ns, ctime_ns) {
+            (Some(path), Some(mtime_ns), Some(ctime_ns)) => {
+                Some(FileIdentity { path: path.to_string(), size: metadata.len(), mtime_ns, inode, ctime_ns })
+            }
             _ => None,
         })
     }
@@ -525,12 +615,15 @@ struct MemoEntry {
     size: u64,
     mtime_ns: u64,
     inode: u64,
+    /// 0 in memos written before it was recorded: such entries never match, so they are rehashed.
+    #[serde(default)]
+    ctime_ns: u64,
     hash: String,
 }
 
 impl MemoEntry {
     fn matches(&self, id: &FileIdentity) -> bool {
-        (self.size, self.mtime_ns, self.inode) == (id.size, id.mtime_ns, id.inode)
+        (self.size, self.mtime_ns, self.inode, self.ctime_ns) == (id.size, id.mtime_ns, id.inode, id.ctime_ns)
     }
 }
 

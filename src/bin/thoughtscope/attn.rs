@@ -58,6 +58,7 @@ pub fn problem_sentences(dir: &std::path::Path, mode: SentenceMode) -> Result<th
 pub fn run(args: AttnArgs) -> Result<()> {
     // A bad --device is named before anything is read.
     args.device.device()?;
+    thoughtscope::io::check_folder_or_absent(&args.cache_dir)?;
     let shard = args.shard.resolve()?;
     if shard.is_some() || !args.problem_dir.join("base_solution.json").is_file() {
         return run_many(args, shard);

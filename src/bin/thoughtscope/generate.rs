@@ -97,6 +97,7 @@ pub struct GenerateArgs {
 /// Generate with a progress bar on stderr; print one line per rollout, then a total.
 pub fn run(args: GenerateArgs) -> Result<()> {
     let device = args.device.device()?;
+    thoughtscope::io::check_folder_or_absent(&args.out)?;
     let all_problems = read_problems(&args.problems)?;
     let shard = args.shard.resolve()?;
     let total = all_problems.len();

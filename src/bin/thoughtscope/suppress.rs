@@ -60,7 +60,6 @@ pub struct SuppressArgs {
 pub fn run(args: SuppressArgs) -> Result<()> {
     let device = args.device.device()?;
     let sentences = crate::attn::problem_sentences(&args.problem_dir, args.mode)?;
-    let loaded = Model::load(&args.model, &device)?;
     let options = SuppressionOptions {
         layers: args.layers,
         heads: args.heads,
@@ -71,6 +70,10 @@ pub fn run(args: SuppressArgs) -> Result<()> {
         batch_sources: args.batch_sources as usize,
         ..Default::default()
     };
+    // Bad options or an --out that is a file fail now, not after the model loaded and ran.
+    options.validate()?;
+    thoughtscope::io::check_folder_or_absent(&args.out)?;
+    let loaded = Model::load(&args.model, &device)?;
     let started = Instant::now();
     let (result, files, computed) = cached_suppression(&args.out, &loaded, &sentences, &options)?;
     let outcome = if computed { "computed" } else { "read back (same inputs)" };

@@ -113,7 +113,11 @@ pub fn run(args: VaArgs) -> Result<()> {
         let mut source = config.attention_source().on_device(args.device.device()?);
         let run = fill_cache_shard(&config, &mut source, shard)?;
         println!("{}", run.lines("rollouts").join("\n"));
-        return Ok(());
+        // A job dependency (Slurm `afterok`) must not fire on a shard that left work undone.
+        return match run.failed.len() {
+            0 => Ok(()),
+            n => Err(thoughtscope::Error::invalid(format!("shard {shard}: {n} of {} rollouts failed (listed above)", run.taken))),
+        };
     }
     let result = run_va_with_source(&config, config.attention_source().on_device(args.device.device()?))?;
     let mut lines = vec![result.headline()];

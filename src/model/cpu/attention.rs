@@ -50,7 +50,7 @@ pub(crate) fn attend(
         if sink.is_some() || any_suppressed {
             return Ok(None);
         }
-        return Ok(Some(attend_few_rows(q, k, v, offset)?.transpose(1, 2)?.contiguous()?));
+        return Ok(Some(attend_few_rows(q, k, v, layer, offset)?.transpose(1, 2)?.contiguous()?));
     }
     let row_ranges = |row: usize| -> &[(usize, usize)] {
         match suppressed {
@@ -79,9 +79,10 @@ pub(crate) fn attend(
 /// Causal attention `[B, H, L, d]` for a few query rows (decode steps, any batch) against the
 /// cached keys: per (sequence, head) task, dot products, softmax, weighted sum of values. For
 /// these tiny products candle's matmul spends more on starting its threads than on arithmetic.
-fn attend_few_rows(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> Result<Tensor> {
+fn attend_few_rows(q: &Tensor, k: &Tensor, v: &Tensor, layer: usize, offset: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let (b, h, seq, hd) = q.dims4()?;
+    let first_bad = FirstBadRow::new(offset + seq);
     let (h_kv, total) = (k.dim(1)?, k.dim(2)?);
     let n_rep = h / h_kv;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -99,7 +100,9 @@ fn attend_few_rows(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> Result<
                         let visible = (offset + r + 1).min(total);
                         scores.clear();
                         scores.extend((0..visible).map(|t| sgemm::dot(q_row, &ks[kv + t * hd..kv + (t + 1) * hd])));
-                        softmax_row(&mut scores, scale);
+                        if !softmax_row(&mut scores, scale).is_finite() {
+                            first_bad.note(hi, offset + r);
+                        }
                         for (t, &p) in scores.iter().enumerate() {
                             for (o, &x) in out_row.iter_mut().zip(&vs[kv + t * hd..kv + (t + 1) * hd]) {
                                 *o += p * x;
@@ -110,7 +113,43 @@ fn attend_few_rows(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize) -> Result<
             })
         })
     })???;
+    first_bad.check(layer)?;
     Ok(Tensor::from_vec(out, (b, h, seq, hd), q.device())?)
+}
+
+/// The first (head, query row) whose softmax saw a NaN or infinite score, noted from inside the
+/// parallel loops (an atomic minimum: nothing is locked on the path that finds none).
+pub(crate) struct FirstBadRow {
+    code: std::sync::atomic::AtomicUsize,
+    positions: usize,
+}
+
+impl FirstBadRow {
+    /// For query rows at absolute positions below `positions`.
+    pub(crate) fn new(positions: usize) -> Self {
+        FirstBadRow { code: std::sync::atomic::AtomicUsize::new(usize::MAX), positions: positions.max(1) }
+    }
+
+    pub(crate) fn note(&self, head: usize, row: usize) {
+        self.code.fetch_min(head * self.positions + row, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The error naming the layer, head and query row, if one was noted.
+    pub(crate) fn check(&self, layer: usize) -> Result<()> {
+        match self.code.load(std::sync::atomic::Ordering::Relaxed) {
+            usize::MAX => Ok(()),
+            code => Err(non_finite_scores(layer, code / self.positions, code % self.positions)),
+        }
+    }
+}
+
+/// The error for a NaN or infinite attention score: the softmax would have turned it into a flat
+/// or NaN row of probabilities, a wrong result that looks like one.
+pub(crate) fn non_finite_scores(layer: usize, head: usize, row: usize) -> Error {
+    Error::invalid(format!(
+        "non-finite attention scores (NaN or infinity) in layer {layer}, head {head}, query position {row}: \
+         the query/key weights (q_proj, k_proj, their norms or block scales) or the config values are corrupt"
+    ))
 }
 
 /// Attention over query blocks on the kernels (batch 1, f32, AVX-512 or AVX2): per query block and head, scores
@@ -136,6 +175,7 @@ fn attend_blocks(
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let mut z = vec![0f32; seq * h * hd];
     let mut probs: Vec<f32> = Vec::new();
+    let first_bad = FirstBadRow::new(offset + seq);
     with_cpu_f32(&q, |qs| {
         with_cpu_f32(&k, |ks| {
             with_cpu_f32(&v, |vs| -> Result<()> {
@@ -193,7 +233,9 @@ fn attend_blocks(
                                 for &(a, b) in suppressed {
                                     row[a.min(valid)..b.min(valid)].fill(f32::MIN);
                                 }
-                                softmax_row(&mut row[..valid], scale);
+                                if !softmax_row(&mut row[..valid], scale).is_finite() {
+                                    first_bad.note(head, valid - 1);
+                                }
                                 row[valid..].fill(0.0);
                                 computed += valid;
                             }
@@ -207,6 +249,8 @@ fn attend_blocks(
                     });
                     drop(consumers);
                     phases::record(Site::ScoresAndSoftmax, section, 0);
+                    // Before the sink keeps anything of a block with a corrupt score.
+                    first_bad.check(layer)?;
                     if let (Some(sink), false) = (sink.as_deref_mut(), split) {
                         let started = phases::start();
                         sink.consume(AttentionBlock { probs: &probs, ..shape })?;
@@ -243,13 +287,16 @@ fn attend_blocks(
 /// Softmax of `scale · scores` over the keys each query may see, in one pass per row on CPU
 /// (the same arithmetic as HF eager: scale, mask, subtract the row max, exp, divide by the sum).
 /// `scores` is `[1, H, rows, visible]`; row `r` is absolute position `first + r`.
-pub(crate) fn scaled_causal_softmax(scores: &Tensor, scale: f32, first: usize) -> Result<Tensor> {
+/// A NaN or infinite score fails with the layer, head and query position.
+pub(crate) fn scaled_causal_softmax(scores: &Tensor, scale: f32, first: usize, layer: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let scores = scores.contiguous()?;
     let visible = scores.dim(3)?;
     let rows = scores.dim(2)?;
+    let scores_heads = scores.dim(1)?;
     let n = scores.elem_count();
     let mut out = vec![0f32; n];
+    let first_bad = FirstBadRow::new(first + rows);
     {
         let (storage, layout) = scores.storage_and_layout();
         let candle_core::Storage::Cpu(cpu) = &*storage else {
@@ -260,9 +307,12 @@ pub(crate) fn scaled_causal_softmax(scores: &Tensor, scale: f32, first: usize) -
         out.par_chunks_mut(visible).zip(src.par_chunks(visible)).enumerate().for_each(|(i, (dst, row))| {
             let valid = (first + i % rows + 1).min(visible);
             dst[..valid].copy_from_slice(&row[..valid]);
-            softmax_row(&mut dst[..valid], scale);
+            if !softmax_row(&mut dst[..valid], scale).is_finite() {
+                first_bad.note(i / rows % scores_heads, first + i % rows);
+            }
         });
     }
+    first_bad.check(layer)?;
     Ok(Tensor::from_vec(out, scores.shape(), scores.device())?)
 }
 

@@ -30,7 +30,7 @@ use std::sync::Once;
 use candle_core::{DType, Tensor};
 
 pub(crate) use activations::{add_rms_norm, rms_norm, split_heads};
-pub(crate) use attention::{attend, scaled_causal_softmax};
+pub(crate) use attention::{attend, non_finite_scores, scaled_causal_softmax};
 pub(crate) use mlp::{gated_mlp, mlp_block};
 use sgemm::MatRef;
 pub(crate) use vector::{add_widened, silu_mul};

@@ -77,7 +77,10 @@ fn add_widened_portable(acc: &mut [f64], xs: &[f32]) {
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
     use exp_constants::*;
-    let x = x.max(-87.0);
+    // Not `f32::max`, which drops a NaN: a NaN argument must stay NaN so that a NaN score turns
+    // the softmax row's sum NaN (the check [`softmax_row`]'s callers make) instead of a
+    // probability of e^-87.
+    let x = if x < -87.0 { -87.0 } else { x };
     // Adding and subtracting 1.5·2^23 rounds to the nearest integer with plain adds; `f32::round`
     // would be a libm call per element on baseline x86-64 and stop the loop from vectorising.
     let n = x.mul_add(std::f32::consts::LOG2_E, ROUND) - ROUND;
@@ -128,7 +131,13 @@ fn silu_mul_scalar(g: f32, u: f32) -> f32 {
 /// multiply-subtract); only the order in which the row sum is accumulated differs (relative
 /// differences of order 1e-7). Like PyTorch's CPU softmax, rows are normalised by multiplying
 /// with `1 / sum` (a division per element cost measurably more).
-pub(super) fn softmax_row(row: &mut [f32], scale: f32) {
+///
+/// Returns the row's sum of exponentials before the division: NaN or infinite exactly when a
+/// score was NaN or `+inf` (NaN arguments propagate through the exponential; an infinite
+/// maximum turns every argument NaN or `-inf`) or every score was `-inf`. Callers check it with
+/// [`f32::is_finite`]: the guard costs nothing beyond the softmax's own passes, where a corrupt
+/// weight would otherwise give a flat row of probabilities.
+pub(super) fn softmax_row(row: &mut [f32], scale: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if !portable() {
         if super::avx512_enabled() {
@@ -161,7 +170,9 @@ mod simd {
     /// multiply by the exponent bits (`n >= -126` after the clamp: a normal power of two).
     #[target_feature(enable = "avx512f,fma")]
     pub(super) fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+        // The clamp as the first operand: `max` returns its second operand when either is NaN,
+        // so a NaN argument stays NaN (see `softmax_row`'s return value).
+        let x = _mm512_max_ps(_mm512_set1_ps(-87.0), x);
         let round = _mm512_set1_ps(ROUND);
         let n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E), round), round);
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x));
@@ -177,7 +188,7 @@ mod simd {
     /// [`super::softmax_row`] on sixteen lanes; the last partial vector is masked (a scalar tail
     /// of up to fifteen elements cost a tenth of the time on causal rows).
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) fn softmax_row_avx512(row: &mut [f32], scale: f32) {
+    pub(super) fn softmax_row_avx512(row: &mut [f32], scale: f32) -> f32 {
         const W: usize = 16;
         let n = row.len();
         let body = n - n % W;
@@ -205,18 +216,21 @@ mod simd {
         let e = exp16(_mm512_fmsub_ps(x, vscale, vmax));
         vsum = _mm512_mask_add_ps(vsum, tail, vsum, e);
         unsafe { _mm512_mask_storeu_ps(d.add(body), tail, e) };
-        let vinv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(vsum));
+        let sum = _mm512_reduce_add_ps(vsum);
+        let vinv = _mm512_set1_ps(1.0 / sum);
         for i in (0..body).step_by(W) {
             // SAFETY: as above.
             unsafe { _mm512_storeu_ps(d.add(i), _mm512_mul_ps(_mm512_loadu_ps(d.add(i)), vinv)) };
         }
         unsafe { _mm512_mask_storeu_ps(d.add(body), tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, d.add(body)), vinv)) };
+        sum
     }
 
     /// [`exp_nonpositive`] on eight lanes.
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn exp8(x: __m256) -> __m256 {
-        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+        // As in `exp16`: a NaN argument stays NaN.
+        let x = _mm256_max_ps(_mm256_set1_ps(-87.0), x);
         let round = _mm256_set1_ps(ROUND);
         let n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), round), round);
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x));
@@ -272,7 +286,7 @@ mod simd {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn softmax_row_avx2(row: &mut [f32], scale: f32) {
+    pub(super) fn softmax_row_avx2(row: &mut [f32], scale: f32) -> f32 {
         const W: usize = 8;
         let n = row.len();
         let body = n - n % W;
@@ -309,11 +323,12 @@ mod simd {
         for x in &mut row[body..] {
             *x *= inv;
         }
+        sum
     }
 }
 
 /// Scalar fallback; independent lanes let the max and the sum vectorise where the compiler can.
-fn softmax_row_portable(row: &mut [f32], scale: f32) {
+fn softmax_row_portable(row: &mut [f32], scale: f32) -> f32 {
     const LANES: usize = 16;
     let mut lane_max = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
@@ -345,6 +360,7 @@ fn softmax_row_portable(row: &mut [f32], scale: f32) {
     for x in row.iter_mut() {
         *x *= inv;
     }
+    sum
 }
 
 
@@ -403,7 +419,7 @@ mod tests {
         e.iter().map(|x| x / sum).collect()
     }
 
-    type SoftmaxFn = fn(&mut [f32], f32);
+    type SoftmaxFn = fn(&mut [f32], f32) -> f32;
 
     /// Every softmax variant this CPU runs, the portable one first. A variant the CPU lacks prints
     /// one `SKIP (hardware)` line.
@@ -445,6 +461,34 @@ mod tests {
                     // Same per-element arithmetic; only the order of the row sum differs.
                     assert!((g - p).abs() <= 1e-6 * p.max(1e-30), "{name} n={n} [{i}]: {g} vs portable {p}");
                 }
+            }
+        }
+    }
+
+    /// A NaN or `+inf` score anywhere in the row (body or masked tail, first or last) makes every
+    /// variant's returned sum non-finite, where the old clamp turned it into a flat row; `-inf`
+    /// scores (keys nobody may see) and a row of `f32::MIN` (every key suppressed) stay finite.
+    #[test]
+    fn every_softmax_variant_reports_a_non_finite_score() {
+        let scale = 0.125;
+        for name_and_softmax in softmax_variants("every_softmax_variant_reports_a_non_finite_score") {
+            let (name, softmax) = name_and_softmax;
+            for n in [1, 2, 7, 8, 9, 16, 17, 33, 100] {
+                for at in [0, n / 2, n - 1] {
+                    for bad in [f32::NAN, f32::INFINITY] {
+                        let mut row = test_row(n);
+                        row[at] = bad;
+                        let sum = softmax(&mut row, scale);
+                        assert!(!sum.is_finite(), "{name} n={n}: {bad} at {at} gave a finite sum {sum}");
+                    }
+                    let mut row = test_row(n);
+                    if n > 1 {
+                        row[at] = f32::NEG_INFINITY;
+                        assert!(softmax(&mut row, scale).is_finite(), "{name} n={n}: -inf at {at}");
+                    }
+                }
+                let mut row = vec![f32::MIN; n];
+                assert!(softmax(&mut row, scale).is_finite(), "{name} n={n}: every key suppressed");
             }
         }
     }

@@ -63,7 +63,8 @@ pub struct ComposeArgs {
 
 /// `codi compose`.
 pub fn compose(a: ComposeArgs) -> Result<()> {
-    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, Variant::Faithful)?;
+    // `--mode corrected` without `--dir` goes to the corrected experiment's folder.
+    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, super::variant_of(a.hook.mode))?;
     let mut loop_options = a.common.loop_options();
     if a.output.experiment.test_mode && a.common.max_new_tokens.is_none() {
         loop_options.max_new_tokens = QUICK_MAX_NEW_TOKENS;

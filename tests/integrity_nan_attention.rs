@@ -1,0 +1,90 @@
+//! A NaN or an infinity in a query/key weight must stop the forward pass with the layer and the
+//! head, on every attention path: the CPU kernels (with and without an attention sink, query
+//! blocks and a few rows), the hooked path (candle's softmax), and the portable path. Before the
+//! check, the softmax turned the non-finite scores into a flat row of probabilities and the
+//! residual stream stayed finite, so `attn` cached uniform attention with exit 0.
+//!
+//! One test in its own binary: the portable switch is process-wide.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use thoughtscope::attention::{FullAttentionCapture, SentenceAverager};
+use thoughtscope::model::{self, HookPoint, HookSet, Input, KvCache, Model, NoHooks, SinkHooks};
+
+/// The tiny Llama-3 fixture (4 query heads of 16 dimensions, 1 KV head, 2 layers) copied to
+/// `dir` with `tensor[row, 0]` set to `value`.
+fn corrupt_copy(dir: &Path, tensor: &str, row: usize, value: f32) {
+    let fixture = support::repo().join("tests/fixtures/tiny-llama3");
+    for file in ["config.json", "generation_config.json"] {
+        std::fs::copy(fixture.join(file), dir.join(file)).unwrap();
+    }
+    let mut tensors: HashMap<String, Tensor> = candle_core::safetensors::load(fixture.join("model.safetensors"), &Device::Cpu).unwrap();
+    let weight = &tensors[tensor];
+    let (rows, cols) = weight.dims2().unwrap();
+    let mut data = weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    data[row * cols] = value;
+    tensors.insert(tensor.to_owned(), Tensor::from_vec(data, (rows, cols), &Device::Cpu).unwrap());
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+}
+
+fn ids(n: usize) -> Vec<u32> {
+    (0..n as u32).map(|i| 3 + (i * 37) % 500).collect()
+}
+
+/// Every path's error for `model`, by name.
+fn errors(model: &Model) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    let forward = |hooks: &mut dyn model::Hooks, n: usize| -> String {
+        match model.forward(Input::Ids(&ids(n)), &mut KvCache::new(model), hooks) {
+            Ok(_) => "no error".to_owned(),
+            Err(e) => e.to_string(),
+        }
+    };
+    found.push(("kernels, query blocks", forward(&mut NoHooks, 40)));
+    found.push(("kernels, a few rows", forward(&mut NoHooks, 5)));
+    let mut capture = FullAttentionCapture::default();
+    found.push(("kernels, full capture sink", forward(&mut SinkHooks(&mut capture), 40)));
+    let mut averager = SentenceAverager::new(vec![(0, 10), (10, 25), (25, 40)], 2, 4);
+    found.push(("kernels, per-head sentence sink", forward(&mut SinkHooks(&mut averager), 40)));
+    let mut hooks = HookSet::new().capture(HookPoint::AttnPattern(0));
+    found.push(("hooked (candle softmax)", forward(&mut hooks, 40)));
+    model::set_portable(true);
+    found.push(("portable, query blocks", forward(&mut NoHooks, 40)));
+    found.push(("portable, a few rows", forward(&mut NoHooks, 5)));
+    let mut capture = FullAttentionCapture::default();
+    found.push(("portable, capture sink", forward(&mut SinkHooks(&mut capture), 40)));
+    model::set_portable(false);
+    found
+}
+
+#[test]
+fn a_non_finite_query_or_key_weight_fails_every_attention_path_naming_layer_and_head() {
+    // The intact fixture runs every path.
+    let fixture = support::repo().join("tests/fixtures/tiny-llama3");
+    let model = Model::load_without_tokenizer(fixture.to_str().unwrap(), &Device::Cpu).unwrap();
+    for (path, error) in errors(&model) {
+        assert_eq!(error, "no error", "intact fixture, {path}");
+    }
+    // q_proj row 2·16 + 5 feeds query head 2 only; k_proj feeds the one KV head, so every query
+    // head of the layer, the first of them head 0.
+    let cases = [
+        ("model.layers.0.self_attn.q_proj.weight", 2 * 16 + 5, f32::NAN, "layer 0, head 2"),
+        ("model.layers.1.self_attn.q_proj.weight", 2 * 16 + 5, f32::INFINITY, "layer 1, head 2"),
+        ("model.layers.1.self_attn.k_proj.weight", 3, f32::NAN, "layer 1, head 0"),
+    ];
+    for (tensor, row, value, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        corrupt_copy(dir.path(), tensor, row, value);
+        let model = Model::load_without_tokenizer(dir.path().to_str().unwrap(), &Device::Cpu).unwrap();
+        for (path, error) in errors(&model) {
+            assert!(
+                error.contains("non-finite attention scores") && error.contains(want),
+                "{tensor}[{row}, 0] = {value}, {path}: want an error naming {want}, got: {error}"
+            );
+        }
+    }
+}
