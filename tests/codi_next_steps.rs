@@ -43,7 +43,7 @@ impl Hooks for Plain<'_> {
     fn wants(&self, point: &HookPoint) -> bool {
         self.0.wants(point)
     }
-    fn on(&mut self, point: &HookPoint, value: &Tensor) -> thoughtscope::Result<Option<Tensor>> {
+    fn on(&mut self, point: &HookPoint, value: &Tensor) -> thoughtscope::model::Result<Option<Tensor>> {
         self.0.on(point, value)
     }
 }

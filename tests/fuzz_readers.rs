@@ -1147,7 +1147,7 @@ fn fuzz_cache_entry() {
 // Regressions: the exact inputs that once panicked, aborted or were accepted
 
 /// The tiny GGUF after `edit`, written to `<tmp>/model.gguf`, and what loading it gives.
-fn load_edited_gguf(edit: impl FnOnce(&mut RawGguf)) -> thoughtscope::Result<thoughtscope::model::weights::Checkpoint> {
+fn load_edited_gguf(edit: impl FnOnce(&mut RawGguf)) -> thoughtscope::model::Result<thoughtscope::model::weights::Checkpoint> {
     no_hash_memo();
     let (_, mut raw) = tiny_gguf();
     edit(&mut raw);
@@ -1165,7 +1165,7 @@ fn set_metadata(raw: &mut RawGguf, key: &str, value: gguf_file::Value) {
     raw.metadata.iter_mut().find(|(k, _)| k == key).unwrap().1 = value;
 }
 
-fn expect_error<T>(result: thoughtscope::Result<T>, parts: &[&str]) -> String {
+fn expect_error<T, E: std::fmt::Display>(result: Result<T, E>, parts: &[&str]) -> String {
     let error = match result {
         Ok(_) => panic!("accepted; expected an error naming {parts:?}"),
         Err(e) => e.to_string(),

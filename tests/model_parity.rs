@@ -11,6 +11,7 @@ use support::smollm2;
 
 use candle_core::{DType, Device, Tensor};
 use thoughtscope::attention::FullAttentionCapture;
+use thoughtscope::chat::apply_chat_template;
 use thoughtscope::model::{generate, ChatMessage, GenerateOptions, HookPoint, HookSet, Input, KvCache, Logits, Model};
 
 fn fixtures() -> PathBuf {
@@ -144,7 +145,7 @@ fn smollm2_chat_template_matches_hf() {
     let text = std::fs::read_to_string(fixtures().join("smollm2/prompts.json")).unwrap();
     let prompts: serde_json::Value = serde_json::from_str(&text).unwrap();
     let chat = &prompts["prompts"]["chat"];
-    let rendered = loaded.tokenizer.apply_chat_template(&[ChatMessage::user("What is 7 times 8?")], true).unwrap();
+    let rendered = apply_chat_template(&loaded.tokenizer, &[ChatMessage::user("What is 7 times 8?")], true).unwrap();
     assert_eq!(rendered, chat["text"].as_str().unwrap());
 }
 

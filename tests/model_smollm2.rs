@@ -3,6 +3,7 @@
 
 mod support;
 use support::smollm2;
+use thoughtscope::chat::apply_chat_template;
 use thoughtscope::model::{generate, ChatMessage, GenerateOptions};
 
 
@@ -12,10 +13,7 @@ fn loads_gguf_and_generates() {
     let cfg = loaded.model.config();
     assert_eq!((cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_kv_heads(), cfg.head_dim()), (30, 9, 3, 64));
     assert_eq!(loaded.tokenizer.bos(), None);
-    let prompt = loaded
-        .tokenizer
-        .apply_chat_template(&[ChatMessage::user("What is 2 + 3?")], true)
-        .unwrap();
+    let prompt = apply_chat_template(&loaded.tokenizer, &[ChatMessage::user("What is 2 + 3?")], true).unwrap();
     let ids = loaded.tokenizer.encode(&prompt).unwrap();
     let mut stop = loaded.tokenizer.eos().to_vec();
     stop.extend(loaded.tokenizer.token_to_id("<|im_end|>"));

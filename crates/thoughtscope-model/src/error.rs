@@ -1,7 +1,8 @@
-//! The library's error type: every variant names the file, field or index it is about, so a
-//! user can fix the input without reading the source. Errors from candle, polars and serde_json
-//! get what was being done attached ([`Context::while_doing`]), and print as one chain:
-//! `writing analysis/x/summary.csv: polars: …`.
+//! The error type of the model crate: every variant names the file, field or index it is about,
+//! so a user can fix the input without reading the source. Errors from candle and serde_json get
+//! what was being done attached ([`Context::while_doing`]), and print as one chain:
+//! `reading models/x/config.json: JSON: …`. The analysis library's `thoughtscope::Error` has the
+//! same variants plus polars', and converts from this one variant for variant.
 
 use std::path::PathBuf;
 
@@ -24,8 +25,6 @@ pub enum Error {
     Context { what: String, #[source] source: Box<Error> },
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
-    #[error("polars: {0}")]
-    Polars(#[from] polars::error::PolarsError),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("{0}")]

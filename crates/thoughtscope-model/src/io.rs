@@ -1,9 +1,7 @@
 //! Files: atomic writes (a temporary file beside the target, fsync, rename: a reader never sees
-//! a half-written file, and a killed run leaves only a dot-file), JSON in and out with errors that
-//! name the file, and `.npy` arrays ([`npy`]).
-
-pub mod npy;
-pub mod shard;
+//! a half-written file, and a killed run leaves only a dot-file), and JSON in and out with errors
+//! that name the file. The analysis library's `thoughtscope::io` re-exports these and adds `.npy`
+//! arrays.
 
 use std::io::Write;
 use std::path::Path;

@@ -1,13 +1,19 @@
-//! Models: configuration, weights (safetensors, hf-hub cache, GGUF), tokenizers, a registry of
-//! known models, the decoder with TransformerLens-named hook points, and generation
-//! (spec `runtime-candle.md`).
+//! thoughtscope-model: decoder-only transformers for interpretability on candle. Configuration,
+//! weights (safetensors, hf-hub cache, GGUF), tokenizers, a registry of known models, the decoder
+//! with TransformerLens-named hook points and the attention sink it streams to, the CPU kernels,
+//! and generation.
+//!
+//! It knows nothing of tables, plots or the command line: the analysis library `thoughtscope`
+//! re-exports it as `thoughtscope::model`, and its attention analyses plug in through
+//! [`AttentionSink`] and [`Hooks`]. It also owns what every layer above shares: the error type
+//! ([`Error`], [`Context`]), atomic file writes ([`io`]) and progress reporting ([`progress`]).
 //!
 //! ```no_run
-//! use thoughtscope::model::{Model, Input, KvCache, NoHooks};
+//! use thoughtscope_model::{Model, Input, KvCache, NoHooks};
 //! let loaded = Model::load("smollm2-135m", &candle_core::Device::Cpu)?;
 //! let ids = loaded.tokenizer.encode("The answer is")?;
 //! let out = loaded.model.forward(Input::Ids(&ids), &mut KvCache::new(&loaded.model), &mut NoHooks)?;
-//! # Ok::<(), thoughtscope::Error>(())
+//! # Ok::<(), thoughtscope_model::Error>(())
 //! ```
 
 mod config;
@@ -23,6 +29,12 @@ mod sink;
 mod tokenizer;
 pub mod weights;
 
+mod error;
+pub mod io;
+pub mod progress;
+
+pub use error::{Context, Error, Result};
+
 use std::path::Path;
 
 use candle_core::Device;
@@ -36,8 +48,6 @@ pub use hooks::{apply_intervention, HookPoint, HookSet, Hooks, Intervention, NoH
 pub use registry::RegistryEntry;
 pub use sink::{AttentionBlock, AttentionSink, FullAttentionCapture, HeadConsumer};
 pub use tokenizer::{ChatMessage, Tokenizer};
-
-use crate::{Error, Result};
 
 /// A model with its tokenizer and identity.
 #[derive(Debug, Clone)]
@@ -96,7 +106,7 @@ pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
 }
 
 /// Where a model spec points: (path of the GGUF file or HF dir, cache name, registry entry).
-pub(crate) fn resolve(spec: &str) -> Result<(std::path::PathBuf, String, Option<&'static RegistryEntry>)> {
+pub fn resolve(spec: &str) -> Result<(std::path::PathBuf, String, Option<&'static RegistryEntry>)> {
     let path = Path::new(spec);
     if path.is_file() || path.is_dir() {
         return Ok((path.to_path_buf(), stem(path), None));

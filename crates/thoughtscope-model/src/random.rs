@@ -182,7 +182,7 @@ mod tests {
             let weights = 300 * 256 + 2 * (256 * 256 + 2 * 128 * 256 + 256 * 256 + 3 * 512 * 256);
             assert_eq!((count, bytes), (1 + 2 * 7, (weights as f64 * bytes_per_weight) as usize), "{name}");
             let ids = [1u32, 5, 9, 200];
-            let out = model.forward(crate::model::Input::Ids(&ids), &mut crate::model::KvCache::new(&model), &mut crate::model::NoHooks).unwrap();
+            let out = model.forward(crate::Input::Ids(&ids), &mut crate::KvCache::new(&model), &mut crate::NoHooks).unwrap();
             assert_eq!(out.logits().unwrap().dims(), [1, 4, 300]);
         }
         // The same seed gives the same weights.

@@ -51,7 +51,7 @@ const CONFIGS: &[(&str, &str)] = &[
 pub fn config(name: &str) -> Option<crate::Result<super::Config>> {
     let entry = lookup(name)?;
     let (_, text) = CONFIGS.iter().find(|(n, _)| *n == entry.name)?;
-    let origin = PathBuf::from(format!("src/model/configs/{}.json", entry.name));
+    let origin = PathBuf::from(format!("crates/thoughtscope-model/src/configs/{}.json", entry.name));
     Some(super::Config::from_json_str(text, &origin))
 }
 
@@ -68,7 +68,7 @@ pub fn entries() -> &'static [RegistryEntry] {
 }
 
 /// The directory holding local model files: `$THOUGHTSCOPE_MODELS`, else `models/` under the
-/// current directory or under the crate root (so tests and notebooks find what set-up fetched).
+/// current directory or under the workspace root (so tests and notebooks find what set-up fetched).
 pub fn models_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("THOUGHTSCOPE_MODELS") {
         return PathBuf::from(dir);
@@ -77,7 +77,7 @@ pub fn models_dir() -> PathBuf {
     if cwd.is_dir() {
         return cwd;
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models"))
 }
 
 #[cfg(test)]

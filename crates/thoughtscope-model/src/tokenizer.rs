@@ -272,27 +272,13 @@ impl Tokenizer {
         self.chat_template.as_deref()
     }
 
-    /// Render the model's chat template (Jinja, as HF `apply_chat_template(tokenize=False)`).
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self
-            .chat_template
-            .as_deref()
-            .ok_or_else(|| Error::invalid("this tokenizer has no chat template"))?;
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
-        env.add_template("chat", template).map_err(|e| Error::invalid(format!("chat template: {e}")))?;
-        let ctx = minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token.clone().unwrap_or_default(),
-            eos_token => self.eos_token.clone().unwrap_or_default(),
-        };
-        env.get_template("chat")
-            .and_then(|t| t.render(ctx))
-            .map_err(|e| Error::invalid(format!("chat template: {e}")))
+    /// The BOS token's text, as `tokenizer_config.json` or the GGUF header names it.
+    pub fn bos_token(&self) -> Option<&str> {
+        self.bos_token.as_deref()
+    }
+    /// The EOS token's text, as `tokenizer_config.json` or the GGUF header names it.
+    pub fn eos_token(&self) -> Option<&str> {
+        self.eos_token.as_deref()
     }
 }
 

@@ -2,8 +2,14 @@
 //! user can fix the input without reading the source. Errors from candle, polars and serde_json
 //! get what was being done attached ([`Context::while_doing`]), and print as one chain:
 //! `writing analysis/x/summary.csv: polars: …`.
+//!
+//! The model crate has the same type without the polars variant ([`ModelError`], re-exported as
+//! `thoughtscope::model::Error`); the two convert into each other variant for variant, so an
+//! error keeps its variant and its message whichever layer it crosses.
 
 use std::path::PathBuf;
+
+use thoughtscope_model::Error as ModelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,6 +53,46 @@ impl Error {
     /// This error, saying it happened while doing `what`.
     pub fn context(self, what: impl Into<String>) -> Self {
         Error::Context { what: what.into(), source: Box::new(self) }
+    }
+}
+
+/// A model-crate error as this library's: the same variant, the same message.
+impl From<ModelError> for Error {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Io { path, source } => Error::Io { path, source },
+            ModelError::Format { path, what } => Error::Format { path, what },
+            ModelError::Invalid(what) => Error::Invalid(what),
+            ModelError::CacheMismatch { path, field, cached, requested } => {
+                Error::CacheMismatch { path, field, cached, requested }
+            }
+            ModelError::Context { what, source } => Error::Context { what, source: Box::new(Error::from(*source)) },
+            ModelError::Candle(e) => Error::Candle(e),
+            ModelError::Json(e) => Error::Json(e),
+            ModelError::Other(what) => Error::Other(what),
+        }
+    }
+}
+
+/// This library's error where the model crate expects its own (an [`AttentionSink`] or hook this
+/// library implements): the same variant, and polars' errors as `Other` with the same message.
+///
+/// [`AttentionSink`]: crate::model::AttentionSink
+impl From<Error> for ModelError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io { path, source } => ModelError::Io { path, source },
+            Error::Format { path, what } => ModelError::Format { path, what },
+            Error::Invalid(what) => ModelError::Invalid(what),
+            Error::CacheMismatch { path, field, cached, requested } => {
+                ModelError::CacheMismatch { path, field, cached, requested }
+            }
+            Error::Context { what, source } => ModelError::Context { what, source: Box::new(ModelError::from(*source)) },
+            Error::Candle(e) => ModelError::Candle(e),
+            Error::Polars(e) => ModelError::Other(format!("polars: {e}")),
+            Error::Json(e) => ModelError::Json(e),
+            Error::Other(what) => ModelError::Other(what),
+        }
     }
 }
 

@@ -100,7 +100,7 @@ impl DeviceArg {
         if let Some(precision) = self.weights {
             thoughtscope::model::stored::set_default_precision(precision);
         }
-        thoughtscope::model::parse_device(&self.device)
+        Ok(thoughtscope::model::parse_device(&self.device)?)
     }
 }
 

@@ -9,7 +9,7 @@ use super::sgemm::{self, MatRef, PackedB};
 use super::phases::{self, Site};
 use super::vector::softmax_row;
 use super::{kernels_apply, with_cpu_f32};
-use crate::model::sink::{AttentionBlock, AttentionSink, HeadConsumer};
+use crate::sink::{AttentionBlock, AttentionSink, HeadConsumer};
 use crate::{Error, Result};
 
 /// Steps 6–7 of the decoder's attention (scores, causal softmax, the sink, `P·V`) on this CPU's
@@ -20,8 +20,8 @@ use crate::{Error, Result};
 /// caller then takes candle's ops. `block` is the number of query rows per block; every block's
 /// probabilities go to `sink` when one is given. `suppressed`: absolute key ranges (half-open)
 /// whose scores are set to `f32::MIN` before the softmax wherever visible (attention
-/// suppression, [`crate::model::Intervention::SuppressKeys`]), one list for every batch row or
-/// one list per batch row ([`crate::model::Intervention::SuppressKeysPerRow`]: then each row runs
+/// suppression, [`crate::Intervention::SuppressKeys`]), one list for every batch row or
+/// one list per batch row ([`crate::Intervention::SuppressKeysPerRow`]: then each row runs
 /// the batch-1 blocks with its own ranges); only on query blocks (`None` on decode rows, so the
 /// caller takes the hook path).
 #[allow(clippy::too_many_arguments)]
@@ -269,7 +269,7 @@ pub(crate) fn scaled_causal_softmax(scores: &Tensor, scale: f32, first: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::sink::FullAttentionCapture;
+    use crate::sink::FullAttentionCapture;
     use candle_core::Device;
 
     /// Causal attention in f64, `[H, L, d]` out and `[H, L, T]` probabilities, for `q` rows at
@@ -300,12 +300,38 @@ mod tests {
         (out, probs)
     }
 
-    /// A sink that splits by head (the sentence averager) gets, inside the kernels' parallel
-    /// section, exactly what it computes from the full matrices: the same sentence means, bit
-    /// for bit, over several query blocks and a cached prefix.
+    /// A sink that splits by head (as the analysis library's sentence averager does): per head,
+    /// each query row it was handed, in order, with the keys it was given.
+    #[derive(Default)]
+    struct RowsByHead {
+        heads: Vec<Vec<(usize, Vec<f32>)>>,
+    }
+
+    impl AttentionSink for RowsByHead {
+        fn consume(&mut self, _: AttentionBlock<'_>) -> Result<()> {
+            Err(Error::invalid("RowsByHead only takes blocks split by head"))
+        }
+        fn per_head(&mut self, block: AttentionBlock<'_>) -> Result<Option<Vec<HeadConsumer<'_>>>> {
+            self.heads.resize_with(block.heads, Vec::new);
+            let (q_start, kv_len) = (block.q_start, block.kv_len.max(1));
+            Ok(Some(
+                self.heads
+                    .iter_mut()
+                    .map(|rows| {
+                        Box::new(move |probs: &[f32]| {
+                            rows.extend(probs.chunks(kv_len).enumerate().map(|(r, row)| (q_start + r, row.to_vec())))
+                        }) as HeadConsumer<'_>
+                    })
+                    .collect(),
+            ))
+        }
+    }
+
+    /// A sink that splits by head gets, inside the kernels' parallel section, exactly the rows
+    /// the full matrices hold: every head, every row once and in order, bit for bit, over several
+    /// query blocks.
     #[test]
     fn a_sink_split_by_head_sees_every_head_in_order() {
-        use crate::attention::{average_matrix, SentenceAverager};
         if !sgemm::available() {
             super::super::skip_hardware("a_sink_split_by_head_sees_every_head_in_order", sgemm::NO_KERNELS);
             return;
@@ -316,17 +342,21 @@ mod tests {
         let k: Vec<f32> = (0..h_kv * seq * hd).map(|i| value(i, 104729)).collect();
         let v: Vec<f32> = (0..h_kv * seq * hd).map(|i| value(i, 1299709)).collect();
         let tensor = |data: &[f32], heads| Tensor::from_slice(data, (1, heads, seq, hd), &Device::Cpu).unwrap();
-        let bounds = vec![(0, 7), (7, 20), (20, 21), (21, 45), (45, 61)];
-        let mut averager = SentenceAverager::new(bounds.clone(), 1, h);
+        let mut by_head = RowsByHead::default();
         let mut capture = FullAttentionCapture::default();
-        for sink in [&mut averager as &mut dyn AttentionSink, &mut capture] {
+        for sink in [&mut by_head as &mut dyn AttentionSink, &mut capture] {
             attend(&tensor(&q, h), &tensor(&k, h_kv), &tensor(&v, h_kv), 0, 0, 16, Some(sink), &[]).unwrap().expect("kernels apply");
         }
-        let got = averager.finish().unwrap();
         let full = capture.layer(0).unwrap();
-        for head in 0..h {
-            let want = average_matrix(&full[head * seq * seq..(head + 1) * seq * seq], seq, &bounds).unwrap();
-            assert_eq!(got.matrix(0, head), want.as_slice(), "head {head}");
+        assert_eq!(by_head.heads.len(), h);
+        for (head, rows) in by_head.heads.iter().enumerate() {
+            let positions: Vec<usize> = rows.iter().map(|(q, _)| *q).collect();
+            assert_eq!(positions, (0..seq).collect::<Vec<_>>(), "head {head}: rows once each, in order");
+            for (q, row) in rows {
+                let want = &full[(head * seq + q) * seq..][..seq];
+                assert_eq!(row.as_slice(), &want[..row.len()], "head {head} row {q}");
+                assert!(want[row.len()..].iter().all(|&p| p == 0.0), "head {head} row {q}: keys cut off are masked");
+            }
         }
     }
 

@@ -15,7 +15,7 @@ use super::phases::{self, Site};
 use super::sgemm::{self, MatRef, PackedB};
 use super::vector::silu_mul_row;
 use super::{convert_rows, kernels_apply, with_cpu_f32};
-use crate::model::stored::StoredMatrix;
+use crate::stored::StoredMatrix;
 use crate::Result;
 
 /// Largest packed MLP weights (the three together, f32) for the chunked path. Every chunk reads
@@ -192,7 +192,7 @@ fn pack(w: &StoredMatrix) -> Result<PackedB> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::cpu::{linear, silu_mul};
+    use crate::cpu::{linear, silu_mul};
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::Device;
 
@@ -249,10 +249,10 @@ mod tests {
         let [gate, up, down] = &weights;
         let block = mlp_block(&x, &attn, &post_w, (gate, up, down), &next_w, eps).unwrap().expect("the chunked path applies");
         assert!(block.mid_finite && block.out_finite);
-        let (mid, normed, finite) = crate::model::cpu::add_rms_norm(&x, &attn, &post_w, eps).unwrap().unwrap();
+        let (mid, normed, finite) = crate::cpu::add_rms_norm(&x, &attn, &post_w, eps).unwrap().unwrap();
         assert!(finite);
         let act = silu_mul(&linear(&normed, gate, None).unwrap(), &linear(&normed, up, None).unwrap()).unwrap();
-        let (out, next, _) = crate::model::cpu::add_rms_norm(&mid, &linear(&act, down, None).unwrap(), &next_w, eps).unwrap().unwrap();
+        let (out, next, _) = crate::cpu::add_rms_norm(&mid, &linear(&act, down, None).unwrap(), &next_w, eps).unwrap().unwrap();
         let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>();
         assert_eq!(bits(&block.out), bits(&out), "residual stream");
         assert_eq!(bits(&block.next), bits(&next), "next norm");

@@ -33,7 +33,8 @@ pub(crate) use activations::{add_rms_norm, rms_norm, split_heads};
 pub(crate) use attention::{attend, scaled_causal_softmax};
 pub(crate) use mlp::{gated_mlp, mlp_block};
 use sgemm::MatRef;
-pub(crate) use vector::{add_widened, silu_mul};
+pub use vector::add_widened;
+pub(crate) use vector::silu_mul;
 
 use super::stored::StoredMatrix;
 use crate::{Error, Result};

@@ -32,7 +32,7 @@ pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// `acc[i] += xs[i] as f64` (the sentence averager's column sums), with the widest vector unit
 /// the CPU has: element-wise adds, so every path gives the same bits. Left to the baseline
 /// target the loop runs two lanes wide.
-pub(crate) fn add_widened(acc: &mut [f64], xs: &[f32]) {
+pub fn add_widened(acc: &mut [f64], xs: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if super::avx512_enabled() {

@@ -53,11 +53,11 @@ impl RandomWeights {
     /// The configuration named by `config`.
     pub fn resolve_config(&self) -> Result<crate::model::Config> {
         if let Some(config) = crate::model::registry::config(&self.config) {
-            return config;
+            return Ok(config?);
         }
         let path = std::path::Path::new(&self.config);
         if path.is_file() {
-            return crate::model::Config::from_json_file(path);
+            return Ok(crate::model::Config::from_json_file(path)?);
         }
         let names: Vec<&str> = crate::model::registry::entries().iter().map(|e| e.name).filter(|n| crate::model::registry::config(n).is_some()).collect();
         Err(Error::invalid(format!("--config {}: neither a config.json file nor one of {}", self.config, names.join(", "))))

@@ -396,7 +396,7 @@ impl SentenceAverager {
 }
 
 impl AttentionSink for SentenceAverager {
-    fn consume(&mut self, block: AttentionBlock<'_>) -> Result<()> {
+    fn consume(&mut self, block: AttentionBlock<'_>) -> crate::model::Result<()> {
         if block.probs.len() != block.heads * block.rows * block.kv_len {
             return Err(Error::invalid(format!(
                 "sentence averager: block of {} values for {} heads × {} rows × {} keys",
@@ -404,7 +404,8 @@ impl AttentionSink for SentenceAverager {
                 block.heads,
                 block.rows,
                 block.kv_len
-            )));
+            ))
+            .into());
         }
         let Some(mut heads) = self.per_head(AttentionBlock { probs: &[], ..block })? else {
             unreachable!("the averager always splits by head")
@@ -413,7 +414,7 @@ impl AttentionSink for SentenceAverager {
         Ok(())
     }
 
-    fn per_head(&mut self, block: AttentionBlock<'_>) -> Result<Option<Vec<HeadConsumer<'_>>>> {
+    fn per_head(&mut self, block: AttentionBlock<'_>) -> crate::model::Result<Option<Vec<HeadConsumer<'_>>>> {
         self.begin_block(block, block.heads * block.rows * block.kv_len)?;
         let n = self.n();
         if n == 0 {
@@ -461,7 +462,7 @@ impl AttentionSink for SentenceAverager {
         q_start: usize,
         total_keys: usize,
         probs: &candle_core::Tensor,
-    ) -> Result<bool> {
+    ) -> crate::model::Result<bool> {
         let (heads, rows, kv_len) = probs.dims3()?;
         let block = AttentionBlock { layer, q_start, heads, rows, kv_len, total_keys, probs: &[] };
         self.begin_block(block, probs.elem_count())?;

@@ -63,17 +63,17 @@ impl AttentionSink for LayerProgress<'_> {
         self.inner.wants_layer(layer)
     }
 
-    fn consume(&mut self, block: AttentionBlock<'_>) -> Result<()> {
+    fn consume(&mut self, block: AttentionBlock<'_>) -> crate::model::Result<()> {
         self.tick(block.layer);
         self.inner.consume(block)
     }
 
-    fn per_head(&mut self, block: AttentionBlock<'_>) -> Result<Option<Vec<super::HeadConsumer<'_>>>> {
+    fn per_head(&mut self, block: AttentionBlock<'_>) -> crate::model::Result<Option<Vec<super::HeadConsumer<'_>>>> {
         self.tick(block.layer);
         self.inner.per_head(block)
     }
 
-    fn consume_on_device(&mut self, layer: usize, q_start: usize, total_keys: usize, probs: &candle_core::Tensor) -> Result<bool> {
+    fn consume_on_device(&mut self, layer: usize, q_start: usize, total_keys: usize, probs: &candle_core::Tensor) -> crate::model::Result<bool> {
         self.tick(layer);
         self.inner.consume_on_device(layer, q_start, total_keys, probs)
     }

@@ -153,7 +153,7 @@ impl Hooks for AblationHooks {
         }
     }
 
-    fn on(&mut self, point: &HookPoint, value: &Tensor) -> Result<Option<Tensor>> {
+    fn on(&mut self, point: &HookPoint, value: &Tensor) -> crate::model::Result<Option<Tensor>> {
         if self.capture {
             if let Phase::Step(_) = self.phase {
                 if *point == HookPoint::ResidPre(self.layer) {

@@ -109,7 +109,7 @@ impl Hooks for EotAttentionHooks {
     fn wants(&self, point: &HookPoint) -> bool {
         self.at_eot && matches!(point, HookPoint::AttnPattern(l) if self.layers.contains(l))
     }
-    fn on(&mut self, point: &HookPoint, value: &Tensor) -> Result<Option<Tensor>> {
+    fn on(&mut self, point: &HookPoint, value: &Tensor) -> crate::model::Result<Option<Tensor>> {
         if let HookPoint::AttnPattern(layer) = point {
             // [1, H, 1, Lk] → mean over heads → [Lk].
             let rows = value.dim(2)?;

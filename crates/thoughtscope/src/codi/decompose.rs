@@ -224,10 +224,10 @@ impl Hooks for StreamHooks {
         self.slot.is_some()
             && matches!(point, HookPoint::Embed | HookPoint::AttnOut(_) | HookPoint::MlpOut(_) | HookPoint::ResidPost(_))
     }
-    fn on(&mut self, point: &HookPoint, value: &Tensor) -> Result<Option<Tensor>> {
+    fn on(&mut self, point: &HookPoint, value: &Tensor) -> crate::model::Result<Option<Tensor>> {
         let Some(slot) = self.slot else { return Ok(None) };
         if value.dim(1)? != 1 {
-            return Err(Error::Other(format!("{point}: expected one position per loop forward, got {}", value.dim(1)?)));
+            return Err(Error::Other(format!("{point}: expected one position per loop forward, got {}", value.dim(1)?)).into());
         }
         let v = value.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let stream = &mut self.streams[slot];

@@ -68,9 +68,9 @@ fn read_base(spec: &str) -> Result<(weights::Checkpoint, Option<&'static registr
     let path = Path::new(spec);
     let read_path = |p: &Path| -> Result<weights::Checkpoint> {
         if p.is_dir() {
-            weights::load_hf_dir(p)
+            Ok(weights::load_hf_dir(p)?)
         } else if p.extension().is_some_and(|x| x == "gguf") {
-            weights::load_gguf(p)
+            Ok(weights::load_gguf(p)?)
         } else {
             Err(Error::format(p, "expected a .gguf file or an HF model directory"))
         }

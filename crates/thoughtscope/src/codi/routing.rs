@@ -256,12 +256,12 @@ impl Hooks for RoutingHooks {
         self.step.is_some()
             && matches!(point, HookPoint::AttnPattern(l) if self.layers.contains(l) || self.head_layers.contains(l))
     }
-    fn on(&mut self, point: &HookPoint, value: &Tensor) -> Result<Option<Tensor>> {
+    fn on(&mut self, point: &HookPoint, value: &Tensor) -> crate::model::Result<Option<Tensor>> {
         let HookPoint::AttnPattern(layer) = *point else { return Ok(None) };
         // [1, H, 1, Lk] → the question keys [H, L].
         let keys = value.dim(3)?;
         if keys < self.question_len {
-            return Err(Error::Other(format!("attention row of {keys} keys is shorter than the question ({})", self.question_len)));
+            return Err(Error::Other(format!("attention row of {keys} keys is shorter than the question ({})", self.question_len)).into());
         }
         let rows = value.narrow(3, 0, self.question_len)?.squeeze(0)?.squeeze(1)?;
         if let Some(i) = self.layers.iter().position(|&l| l == layer) {

@@ -17,7 +17,7 @@ use std::process::Command;
 use crate::{Error, Result};
 
 /// The runner script, run with `python -c`.
-const RUNNER_SCRIPT: &str = include_str!("../../scripts/run_notebook.py");
+const RUNNER_SCRIPT: &str = include_str!("../../../../scripts/run_notebook.py");
 
 /// Where reports go by default (relative to the working directory, the repository root).
 pub const REPORTS_DIR: &str = "analysis/reports";
@@ -61,7 +61,7 @@ pub fn find_python() -> PathBuf {
         candidates.push(PathBuf::from(venv).join("bin/python"));
     }
     candidates.push(PathBuf::from(".venv/bin/python"));
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    candidates.push(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(".venv/bin/python"));
     candidates.into_iter().find(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("python3"))
 }
 

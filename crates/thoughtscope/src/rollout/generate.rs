@@ -193,7 +193,7 @@ pub fn build_prompt(tokenizer: &Tokenizer, problem: &str, system: Option<&str>, 
             let mut messages = Vec::new();
             messages.extend(system.map(ChatMessage::system));
             messages.push(ChatMessage::user(format!("{PROMPT_HEAD}{problem}{PROMPT_TAIL}")));
-            let mut text = tokenizer.apply_chat_template(&messages, true)?;
+            let mut text = crate::chat::apply_chat_template(tokenizer, &messages, true)?;
             text.push_str(THINK_OPEN);
             text
         }
@@ -538,9 +538,5 @@ fn prompt_ids(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {
         }
         None => false,
     };
-    if starts_with_bos {
-        tokenizer.encode_raw(prompt)
-    } else {
-        tokenizer.encode(prompt)
-    }
+    Ok(if starts_with_bos { tokenizer.encode_raw(prompt)? } else { tokenizer.encode(prompt)? })
 }
