@@ -21,6 +21,7 @@ mod decoder;
 mod generate;
 mod hooks;
 pub mod memory;
+pub mod names;
 pub mod random;
 pub mod registry;
 pub mod cpu;

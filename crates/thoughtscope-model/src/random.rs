@@ -18,22 +18,20 @@ use super::stored::{StoredMatrix, WeightPrecision};
 use crate::{Error, Result};
 
 /// The stored type of a random model's weight matrices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RandomDtype {
     F32,
     Bf16,
     F16,
-    #[value(name = "q8_0")]
     Q8_0,
-    #[value(name = "q6_k")]
     Q6K,
-    #[value(name = "q5_k")]
     Q5K,
-    #[value(name = "q4_k")]
     Q4K,
-    #[value(name = "q4_1")]
     Q4_1,
 }
+crate::named_values!(RandomDtype, "weights dtype", {
+    F32 => "f32", Bf16 => "bf16", F16 => "f16", Q8_0 => "q8_0", Q6K => "q6_k", Q5K => "q5_k", Q4K => "q4_k", Q4_1 => "q4_1",
+});
 
 impl RandomDtype {
     /// Bytes per weight as stored.

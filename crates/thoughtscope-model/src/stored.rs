@@ -21,7 +21,7 @@ use half::{bf16, f16};
 use crate::{Error, Result};
 
 /// How a checkpoint's weight matrices are held in memory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightPrecision {
     /// As stored: bf16/f16 stay 2 bytes per weight, GGUF blocks stay quantised (CPU only; on a
@@ -31,6 +31,7 @@ pub enum WeightPrecision {
     /// Every weight converted to f32 at load (the path before issue 16; 4 bytes per weight).
     F32,
 }
+crate::named_values!(WeightPrecision, "weight precision", { Stored => "stored", F32 => "f32" });
 
 /// The precision [`Model::load`](super::Model::load) uses: set by [`set_default_precision`]
 /// (the CLI's `--weights`), else `THOUGHTSCOPE_WEIGHTS` (`stored` or `f32`), else `stored`.
@@ -42,7 +43,7 @@ pub fn default_precision() -> Result<WeightPrecision> {
     }
     match std::env::var("THOUGHTSCOPE_WEIGHTS") {
         Err(_) => Ok(WeightPrecision::Stored),
-        Ok(value) => <WeightPrecision as clap::ValueEnum>::from_str(&value, true).map_err(|_| {
+        Ok(value) => value.to_ascii_lowercase().parse::<WeightPrecision>().map_err(|_| {
             Error::invalid(format!("THOUGHTSCOPE_WEIGHTS={value}: expected `stored` or `f32`"))
         }),
     }

@@ -15,7 +15,7 @@ use thoughtscope::{Error, Result};
 pub struct SegmentArgs {
     /// Rollout/problem directory (base_solution.json; chunks.json or chunks_labeled.json for `chunks`).
     pub problem_dir: PathBuf,
-    #[arg(long, value_enum, default_value_t = SentenceMode::FullCot)]
+    #[arg(long, value_parser = crate::named::<SentenceMode>(), default_value_t = SentenceMode::FullCot)]
     pub mode: SentenceMode,
     /// Print `{"text_id", "n", "ranges", "sentences"}` as JSON.
     #[arg(long)]
@@ -31,7 +31,7 @@ pub struct VerticalArgs {
     /// Rank-normalise each row before aggregating.
     #[arg(long)]
     pub control_depth: bool,
-    #[arg(long, value_enum, default_value_t = ScoreType::Mean)]
+    #[arg(long, value_parser = crate::named::<ScoreType>(), default_value_t = ScoreType::Mean)]
     pub score_type: ScoreType,
 }
 

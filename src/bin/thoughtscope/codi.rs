@@ -159,15 +159,15 @@ pub struct ModelArgs {
     #[arg(long)]
     pub dataset: Option<PathBuf>,
     /// Latent loop: cotx (CoT_Exploration, 5 latents, EOT at L+6) or official (6 latents, EOT at L+7).
-    #[arg(long = "loop", value_enum, default_value = "cotx")]
+    #[arg(long = "loop", value_parser = crate::named::<LoopMode>(), default_value = "cotx")]
     pub loop_mode: LoopMode,
     /// Default: 200 (cotx, as 1_run_token_ablation.py) / 256 (official). A smaller cap is quicker.
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
     /// Default: the loop's own parser.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::named::<AnswerParser>())]
     pub parser: Option<AnswerParser>,
-    #[arg(long, value_enum, default_value = "upstream")]
+    #[arg(long, value_parser = crate::named::<LogitSlice>(), default_value = "upstream")]
     pub logit_slice: LogitSlice,
     #[command(flatten)]
     pub device: crate::DeviceArg,
@@ -216,7 +216,7 @@ impl ModelArgs {
 #[derive(Debug, Args)]
 pub struct HookArgs {
     /// Hook semantics: faithful (CoT_Exploration's) or corrected.
-    #[arg(long, value_enum, default_value = "faithful")]
+    #[arg(long, value_parser = crate::named::<AblationMode>(), default_value = "faithful")]
     pub mode: AblationMode,
     /// 0-based decoder block whose output is patched (upstream 'middle' = 8; moved to the same
     /// relative depth on a shallower model).
@@ -268,7 +268,7 @@ pub struct AttentionArgs {
     #[arg(long, value_delimiter = ',', default_value = "4,8,14")]
     pub layers: Vec<usize>,
     /// Key slice: faithful (2_extract_attention.py's, EOT's self-attention included) or corrected.
-    #[arg(long, value_enum, default_value = "faithful")]
+    #[arg(long, value_parser = crate::named::<KeySelection>(), default_value = "faithful")]
     pub keys: KeySelection,
     /// Do not store the full attention row.
     #[arg(long)]
@@ -285,7 +285,7 @@ pub struct AnalyzeArgs {
     pub experiment: ExperimentArgs,
     /// Which importance is correlated with attention (auto: the seed's binary one unless no
     /// baseline is correct, then the log-prob drop, with a note).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = crate::named::<ImportanceRule>(), default_value = "auto")]
     pub importance: ImportanceRule,
     /// Another experiment folder (e.g. analysis/codi/corrected) to compare with, side by side.
     #[arg(long)]
@@ -311,7 +311,7 @@ pub struct RunAllArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    #[arg(long = "loop", value_enum, default_value = "cotx")]
+    #[arg(long = "loop", value_parser = crate::named::<LoopMode>(), default_value = "cotx")]
     pub loop_mode: LoopMode,
     /// Default: 200 (as 1_run_token_ablation.py). E.g. 16 for a quick run.
     #[arg(long)]
@@ -321,12 +321,12 @@ pub struct RunAllArgs {
     #[arg(long, value_delimiter = ',', default_value = "4,8,14")]
     pub attention_layers: Vec<usize>,
     /// Variants to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "faithful,corrected")]
+    #[arg(long, value_parser = crate::named::<Variant>(), value_delimiter = ',', default_value = "faithful,corrected")]
     pub variants: Vec<Variant>,
     /// Faithful variant: do not patch the last question token (1_run_token_ablation.py does).
     #[arg(long)]
     pub no_patch_prompt: bool,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = crate::named::<ImportanceRule>(), default_value = "auto")]
     pub importance: ImportanceRule,
     /// HTML figures only (no PDF/PNG/SVG through Chromium).
     #[arg(long)]

@@ -16,7 +16,9 @@ mod va;
 
 use std::process::ExitCode;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use thoughtscope::model::names::NamedValues;
 
 #[derive(Debug, Parser)]
 #[command(name = "thoughtscope", version, about = "Sentence-level attention and continuous-thought analysis of reasoning traces")]
@@ -63,6 +65,12 @@ enum Command {
     Report(report::ReportCommand),
 }
 
+/// The parser of a library option spelled as a word (`--score-type median`): `--help` lists the
+/// words and clap refuses any other with the list; the library's own table of names decides.
+fn named<T: NamedValues + Clone + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::names()).map(|name| T::from_name(&name).expect("clap accepted one of the listed names"))
+}
+
 /// `--device` and `--weights`, flattened into every command that runs a model.
 #[derive(Debug, Clone, Args)]
 struct DeviceArg {
@@ -72,7 +80,7 @@ struct DeviceArg {
     /// How weight matrices are held: `stored` keeps bf16/f16 and GGUF blocks as the file has them
     /// (converted to f32 a band at a time where used; the same numbers), `f32` converts all at
     /// load. Default: THOUGHTSCOPE_WEIGHTS, else `stored`.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::named::<thoughtscope::model::WeightPrecision>())]
     pub weights: Option<thoughtscope::model::WeightPrecision>,
 }
 

@@ -23,10 +23,10 @@ pub struct SuppressArgs {
     /// holding the run of the same inputs (its manifest) is read back, not recomputed.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value_t = SentenceMode::FullCot)]
+    #[arg(long, value_parser = crate::named::<SentenceMode>(), default_value_t = SentenceMode::FullCot)]
     pub mode: SentenceMode,
     /// Token boundaries: `prefix` (upstream parity) or `offsets` (corrected).
-    #[arg(long, value_enum, default_value_t = BoundaryMode::Prefix)]
+    #[arg(long, value_parser = crate::named::<BoundaryMode>(), default_value_t = BoundaryMode::Prefix)]
     pub boundaries: BoundaryMode,
     /// Suppress in these layers only (comma-separated); every layer by default, as upstream.
     #[arg(long, value_delimiter = ',')]

@@ -57,7 +57,7 @@ use crate::{Error, Result};
 pub const VA_TAG: &str = "verbalized_evaluation_awareness";
 
 /// Which head is "best" in a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadRule {
     /// The largest `|delta_va_vert|` (the seed).
@@ -66,9 +66,10 @@ pub enum HeadRule {
     /// The largest signed `delta_va_vert` (tagged sentences receive MORE).
     Signed,
 }
+crate::model::named_values!(HeadRule, "head rule", { Abs => "abs", Signed => "signed" });
 
 /// How a rollout's best per-layer values make its `distinctiveness_score`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LayerAggregate {
     /// Sum over layers, NaN skipped (the seed; all NaN gives 0).
@@ -77,6 +78,7 @@ pub enum LayerAggregate {
     /// Mean over layers, NaN skipped (all NaN gives NaN).
     Mean,
 }
+crate::model::named_values!(LayerAggregate, "layer aggregate", { Sum => "sum", Mean => "mean" });
 
 /// Settings of the VA pipeline (the notebook's config cell).
 #[derive(Debug, Clone, Serialize)]

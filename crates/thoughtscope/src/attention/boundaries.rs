@@ -21,18 +21,17 @@ use super::segment::Sentences;
 use crate::{Error, Result};
 
 /// How sentence character ranges become token ranges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum BoundaryMode {
     /// Upstream prefix tokenisation (parity; the default).
     #[default]
     #[serde(rename = "prefix")]
-    #[value(name = "prefix")]
     Prefix,
     /// Offsets of the full tokenisation (corrected boundaries).
     #[serde(rename = "offsets")]
-    #[value(name = "offsets")]
     Offsets,
 }
+crate::model::named_values!(BoundaryMode, "boundary mode", { Prefix => "prefix", Offsets => "offsets" });
 
 impl BoundaryMode {
     /// The name used on the command line and in cache manifests.
@@ -41,12 +40,6 @@ impl BoundaryMode {
             BoundaryMode::Prefix => "prefix",
             BoundaryMode::Offsets => "offsets",
         }
-    }
-}
-
-impl std::fmt::Display for BoundaryMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -61,16 +61,16 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const NATIVE_FILE: &str = "attention.npy";
 
 /// How an entry stores its matrices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheLayout {
     /// One `attention.npy` `[L, H, N, N]`.
     #[default]
     Native,
     /// Upstream's `<l>_<h>.npy` files.
-    #[value(name = "thought-anchors")]
     Upstream,
 }
+crate::model::named_values!(CacheLayout, "cache layout", { Native => "native", Upstream => "thought-anchors" });
 
 /// Everything that determines a cache entry's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

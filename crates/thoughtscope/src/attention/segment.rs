@@ -17,17 +17,16 @@ use super::pystr::{collapse_and_strip, collapse_space, is_py_space, is_py_word, 
 use crate::{Error, Result};
 
 /// Where the analysed sentences come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum SentenceMode {
     /// Re-derived from `base_solution.full_cot` as upstream's attention code does (§2).
     #[serde(rename = "full-cot")]
-    #[value(name = "full-cot")]
     FullCot,
     /// `chunks.json` chunks joined by `"\n"` (the VA notebook).
     #[serde(rename = "chunks")]
-    #[value(name = "chunks")]
     Chunks,
 }
+crate::model::named_values!(SentenceMode, "sentence mode", { FullCot => "full-cot", Chunks => "chunks" });
 
 impl SentenceMode {
     /// The name used on the command line and in cache manifests.
@@ -35,23 +34,6 @@ impl SentenceMode {
         match self {
             SentenceMode::FullCot => "full-cot",
             SentenceMode::Chunks => "chunks",
-        }
-    }
-}
-
-impl std::fmt::Display for SentenceMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for SentenceMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "full-cot" => Ok(SentenceMode::FullCot),
-            "chunks" => Ok(SentenceMode::Chunks),
-            other => Err(Error::invalid(format!("sentence mode `{other}`: expected `full-cot` or `chunks`"))),
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
 /// How the ablation intervenes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AblationMode {
     /// CoT_Exploration's hook semantics (bugs selectable).
@@ -40,6 +40,7 @@ pub enum AblationMode {
     /// Zero the residual after block `layer` at the target position only.
     Corrected,
 }
+crate::model::named_values!(AblationMode, "ablation mode", { Faithful => "faithful", Corrected => "corrected" });
 
 /// Settings of an ablation run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use crate::plot::{self, Figure, SaveFormat};
 use crate::{Context, Error, Result};
 
 /// Which importance the analysis correlates with attention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImportanceKind {
     /// Upstream's 0/1 (baseline correct and ablated wrong).
@@ -29,10 +29,11 @@ pub enum ImportanceKind {
     /// Drop in the gold answer's log-probability.
     Logprob,
 }
+crate::model::named_values!(ImportanceKind, "importance kind", { Binary => "binary", Logprob => "logprob" });
 
 /// How the importance that is correlated with attention is chosen; one rule for the CLI, `run-all`
 /// and the notebook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImportanceRule {
     /// The seed's binary importance over baseline-correct problems; when no baseline is correct
@@ -45,6 +46,7 @@ pub enum ImportanceRule {
     /// Always the drop in the gold answer's log-probability, over all problems.
     Logprob,
 }
+crate::model::named_values!(ImportanceRule, "importance rule", { Auto => "auto", Binary => "binary", Logprob => "logprob" });
 
 impl ImportanceRule {
     /// The importance and baseline filter this rule gives for these ablation records, and a note

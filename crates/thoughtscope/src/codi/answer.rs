@@ -8,7 +8,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// Which parser turns generated text into a number and decides correctness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AnswerParser {
     /// `zhenyi4/codi/test.py`: remove commas, last match of `-?\d+\.?\d*`, `pred == gold`.
@@ -16,6 +16,7 @@ pub enum AnswerParser {
     /// CoT_Exploration `extract_answer_number` + `answers_match` (|p - g| < 0.01).
     Cotx,
 }
+crate::model::named_values!(AnswerParser, "answer parser", { Official => "official", Cotx => "cotx" });
 
 /// A parsed answer: integral values stay ints (upstream returns `int` when integral), so the JSON
 /// output says `18`, not `18.0`.

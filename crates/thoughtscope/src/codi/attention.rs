@@ -28,7 +28,7 @@ use crate::{Error, Result};
 pub const UPSTREAM_LAYERS: [usize; 3] = [4, 8, 14];
 
 /// Which keys count as "the continuous tokens".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeySelection {
     /// `[L+1, L+7)` as upstream (includes EOT itself in the cotx loop).
@@ -36,6 +36,7 @@ pub enum KeySelection {
     /// The six loop-step positions, aligned with the ablation's tokens.
     Corrected,
 }
+crate::model::named_values!(KeySelection, "key selection", { Faithful => "faithful", Corrected => "corrected" });
 
 impl KeySelection {
     pub fn keys(self, layout: &Layout) -> Vec<usize> {

@@ -25,7 +25,7 @@ use crate::Result;
 pub const LATENT_STEPS: usize = 6;
 
 /// Which inference loop to reproduce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LoopMode {
     /// Official CODI: Q+BOT, z1..z6, EOT at L+7.
@@ -33,6 +33,7 @@ pub enum LoopMode {
     /// CoT_Exploration: Q, then BOT as step 0, z1..z5, EOT at L+6.
     Cotx,
 }
+crate::model::named_values!(LoopMode, "loop mode", { Official => "official", Cotx => "cotx" });
 
 impl LoopMode {
     /// Upstream `max_new_tokens`.
@@ -119,7 +120,7 @@ impl PhaseHooks for NoHooks {
 }
 
 /// Which logits decoding may choose from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogitSlice {
     /// Upstream: `[: V0+2]`, only EOT excluded (pad and bot can be generated).
@@ -127,6 +128,7 @@ pub enum LogitSlice {
     /// Base vocabulary only (`[: V0]`), spec §2.1's recommended deviation.
     BaseVocab,
 }
+crate::model::named_values!(LogitSlice, "logit slice", { Upstream => "upstream", BaseVocab => "base-vocab" });
 
 /// Options of one loop run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -39,12 +39,13 @@ use crate::{Error, Result};
 pub const QUICK_MAX_NEW_TOKENS: usize = 16;
 
 /// Which variants `run-all` computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
     Faithful,
     Corrected,
 }
+crate::model::named_values!(Variant, "variant", { Faithful => "faithful", Corrected => "corrected" });
 
 impl Variant {
     pub fn name(self) -> &'static str {

@@ -21,7 +21,7 @@ use crate::io::npy;
 use crate::{Error, Result};
 
 /// How a column of valid cells is aggregated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScoreType {
     /// `np.nanmean` (upstream `score_type="mean"`).
@@ -30,6 +30,7 @@ pub enum ScoreType {
     /// `np.nanmedian` (upstream `score_type="median"`).
     Median,
 }
+crate::model::named_values!(ScoreType, "score type", { Mean => "mean", Median => "median" });
 
 /// Parameters of [`vertical_scores`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

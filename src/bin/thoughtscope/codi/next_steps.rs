@@ -57,7 +57,7 @@ pub struct ComposeArgs {
     pub hook: HookArgs,
     /// Importance shown in the figures, by the rule of `codi analyze` (auto: binary unless no
     /// baseline is correct, then the log-prob drop over all problems).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = crate::named::<ImportanceRule>(), default_value = "auto")]
     pub importance: ImportanceRule,
 }
 
