@@ -76,11 +76,11 @@ pub fn run(args: AnchorsArgs) -> Result<()> {
         ..AnchorsConfig::default()
     };
     let result = run_anchors(&config)?;
-    println!("{}", result.headline());
+    outln!("{}", result.headline());
     for (trace, why) in result.receivers.heads.skipped.iter().chain(&result.receivers.too_long) {
-        println!("left out {trace}: {why}");
+        outln!("left out {trace}: {why}");
     }
-    println!(
+    outln!(
         "{} forward passes, {} cache hits; suppression {}; {} files in {}",
         result.receivers.forward_passes,
         result.receivers.cache_hits,

@@ -79,10 +79,10 @@ pub fn run(args: AttnArgs) -> Result<()> {
             "dir": dir.display().to_string(),
             "seconds": started.elapsed().as_secs_f64(),
         });
-        println!("{summary}");
+        outln!("{summary}");
         return Ok(());
     }
-    println!(
+    outln!(
         "{} {}: {} sentences × {} layers × {} heads → {} ({:.1} s)",
         match outcome {
             CacheOutcome::Hit => "cached",
@@ -144,9 +144,9 @@ fn run_many(args: AttnArgs, shard: Option<thoughtscope::io::shard::Shard>) -> Re
             "cached": run.cached,
             "problems": items,
         });
-        println!("{summary}");
+        outln!("{summary}");
     } else {
-        println!("{}", run.lines("problems").join("\n"));
+        outln!("{}", run.lines("problems").join("\n"));
     }
     Ok(())
 }

@@ -101,11 +101,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Forward(args) => {
             let options = args.options()?;
             if let Some(tokens) = args.single {
-                println!("{}", bench_forward_once(&options, tokens)?);
+                outln!("{}", bench_forward_once(&options, tokens)?);
                 return Ok(());
             }
             let report = bench_forward(&options, &mut |tokens| run_child(&args, tokens))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         }
         BenchCommand::Analysis(args) => {
             let report = bench_analysis(&BenchOptions {
@@ -116,7 +116,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 seed: args.seed,
                 write_inputs: args.write_inputs,
             })?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         }
     }
     Ok(())

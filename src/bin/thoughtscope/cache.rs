@@ -70,9 +70,9 @@ pub fn run(command: CacheCommand) -> Result<()> {
         });
     }
     if args.json {
-        println!("{}", serde_json::json!({"cache": status, "root": missing_json}));
+        outln!("{}", serde_json::json!({"cache": status, "root": missing_json}));
     } else {
-        println!("{}", lines.join("\n"));
+        outln!("{}", lines.join("\n"));
     }
     let broken: usize = status.models.iter().map(|m| m.broken.len()).sum();
     if args.check && (broken > 0 || missing_count > 0) {

@@ -1,6 +1,17 @@
 //! The `thoughtscope` command line. Each subcommand's module holds its arguments and maps them to
 //! one library call's options, then prints what the call returns; errors are printed here, on one
-//! line.
+//! line. Results go to stdout through [`outln!`], never `println!`, so that a reader that stops
+//! early (`| head`) ends the command quietly instead of making it panic.
+
+/// `println!` for the command's results. When stdout's reader has gone (`thoughtscope segment …
+/// --json | head -1`), the write fails with `BrokenPipe` and the process ends at once with
+/// success and no message, as ripgrep and the Unix tools do, where `println!` would panic; any
+/// other write error ends it with that error on stderr.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout_line(format_args!($($arg)*))
+    };
+}
 
 mod analysis;
 mod anchors;
@@ -109,6 +120,18 @@ impl DeviceArg {
             thoughtscope::model::stored::set_default_precision(precision);
         }
         Ok(thoughtscope::model::parse_device(&self.device)?)
+    }
+}
+
+/// One line on stdout for [`outln!`].
+fn write_stdout_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {error}");
+        std::process::exit(1);
     }
 }
 

@@ -89,10 +89,10 @@ pub fn run(args: SuppressArgs) -> Result<()> {
             "outcome": if computed { "computed" } else { "cached" },
             "seconds": seconds,
         });
-        println!("{summary}");
+        outln!("{summary}");
         return Ok(());
     }
-    println!(
+    outln!(
         "suppression {} {}: {} sentences, {} tokens, {} layers, {} positions run → {} ({seconds:.1} s)",
         outcome,
         sentences.text_id(),

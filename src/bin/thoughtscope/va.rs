@@ -112,7 +112,7 @@ pub fn run(args: VaArgs) -> Result<()> {
     if let Some(shard) = args.shard.resolve()? {
         let mut source = config.attention_source().on_device(args.device.device()?);
         let run = fill_cache_shard(&config, &mut source, shard)?;
-        println!("{}", run.lines("rollouts").join("\n"));
+        outln!("{}", run.lines("rollouts").join("\n"));
         return Ok(());
     }
     let result = run_va_with_source(&config, config.attention_source().on_device(args.device.device()?))?;
@@ -123,6 +123,6 @@ pub fn run(args: VaArgs) -> Result<()> {
         }
     }
     lines.extend(result.notes.iter().map(|n| format!("  note: {n}")));
-    println!("{}", lines.join("\n"));
+    outln!("{}", lines.join("\n"));
     Ok(())
 }
