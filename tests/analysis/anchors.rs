@@ -3,7 +3,7 @@
 //! against its own files and a second computation of each number; the real traces' discovery and
 //! tag alignment.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

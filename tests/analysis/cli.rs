@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use thoughtscope::io::npy;
 
-mod support;
+use crate::support;
 
 /// The binary with progress (and the model-load status line) off: stderr then holds only what
 /// the command has to say, such as its one-line error.

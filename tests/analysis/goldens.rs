@@ -28,7 +28,7 @@ fn options(p: usize, control_depth: bool, score_type: ScoreType) -> VerticalOpti
 
 /// Within one float32 ulp (f32 results) or 1e-9 (f64 results), or within the 8-decimal printing
 /// of a numpy array (5e-9) that some goldens were copied from; NaN must match NaN. Exact
-/// numpy parity is checked in `analysis_numpy_parity.rs`.
+/// numpy parity is checked in `numpy_parity.rs`.
 fn assert_scores(got: &[f64], dtype: Dtype, expected: &[f64], what: &str) {
     assert_eq!(got.len(), expected.len(), "{what}: length");
     for (k, (&g, &e)) in got.iter().zip(expected).enumerate() {

@@ -16,7 +16,7 @@
 //!   flip over a sentence's tokens: 0.5 in log units (a factor 1.65 in a geometric mean over a
 //!   sentence), for most cells, and exactly `log(1e-9)` where the target precedes its source.
 
-mod support;
+use crate::support;
 
 use candle_core::Device;
 use serde_json::Value;

@@ -10,7 +10,7 @@ use thoughtscope::attention::{token_boundaries, BoundaryMode, SentenceMode, Toke
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use thoughtscope::rollout::{discover_rollouts, misaligned_labels, tag_mask, Rollout};
 
-mod support;
+use crate::support;
 
 fn traces_root() -> Option<PathBuf> {
     support::shared_data("thought-anchors-traces")

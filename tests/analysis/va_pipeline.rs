@@ -2,7 +2,7 @@
 //! the notebook's step functions give what `run_va` gives, a second run does no forward pass and
 //! repeats every number, degenerate rollouts keep the seed's numbers with a status, the
 //! permutation p-values follow the abs / sum rule, and the CLI's errors name the problem.
-//! (Parity with the seed's own code: `tests/va_reference.rs`.)
+//! (Parity with the seed's own code: `tests/analysis/va_reference.rs`.)
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +13,7 @@ use thoughtscope::analysis::va::{
 use thoughtscope::analysis::VaHeadStats;
 use thoughtscope::attention::SentenceMode;
 
-mod support;
+use crate::support;
 
 fn sample_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("rollouts/apple_boxes")

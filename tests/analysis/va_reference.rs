@@ -19,7 +19,7 @@ use serde_json::Value;
 use thoughtscope::attention::Sentences;
 use thoughtscope::io::npy;
 
-mod support;
+use crate::support;
 
 const TOL: f64 = 1e-12;
 

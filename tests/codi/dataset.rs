@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-mod support;
+use crate::support;
 
 use thoughtscope::codi::dataset::{load_problems, make_dataset, stratified_sample, FULL_PER_LEVEL, TEST_PER_LEVEL};
 

@@ -10,8 +10,8 @@
 //!
 //! Runs in seconds on CPU.
 
-mod codi_support;
-mod support;
+use crate::codi_support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! - `codi run-all` and the single steps write the seed's `results/` and `figures/` names;
 //! - the embedded synthetic problem set (NOT GSM8K) is the default input.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

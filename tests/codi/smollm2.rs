@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-mod support;
+use crate::support;
 
 use candle_core::Device;
 use thoughtscope::codi::{

@@ -3,7 +3,7 @@
 //! semantics (faithful vs corrected), resumable outputs, attention key slices, and the analysis
 //! schema. Runs in seconds on CPU with no external files.
 
-mod codi_support;
+use crate::codi_support;
 
 use std::collections::HashMap;
 

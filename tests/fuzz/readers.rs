@@ -5,7 +5,7 @@
 //! returns `Ok` or `Err`, never panics or aborts, and that a cache entry whose data was changed
 //! is never served.
 //!
-//! `cargo test --test fuzz_readers` runs `PROPTEST_CASES` cases per target (default 64);
+//! `cargo test --test fuzz` runs `PROPTEST_CASES` cases per target (default 64);
 //! `scripts/fuzz.sh [seconds]` runs each target for a time budget and prints one line per target
 //! (`fuzz <target>: executions N, crashes 0, wall S s, ...`). The `regression_*` tests hold the
 //! exact inputs that once panicked.
@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::Value;
 
-mod fuzz_support;
+use crate::fuzz_support;
 
 use fuzz_support::{
     byte_mutations, case_dir, fuzz, json_case, mutate_bytes, mutate_json_text, ByteMutation, JsonCase, Stats,

@@ -17,7 +17,7 @@ use candle_transformers::models::{llama, qwen3};
 use thoughtscope::model::weights::{load_gguf, load_hf_dir, Checkpoint};
 use thoughtscope::model::{Input, KvCache, Logits, Model, NoHooks};
 
-mod support;
+use crate::support;
 
 /// Largest |a − b| relative to the largest |b| (1 when b is all zero).
 fn relative_max_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -2,7 +2,7 @@
 //! `hook_rot_q`/`hook_rot_k` after it. RoPE at position 0 is the identity (cos 1, sin 0), so the
 //! two agree there and differ at later positions; and the rotation keeps each pair's norm.
 
-mod support;
+use crate::support;
 
 use candle_core::{Device, IndexOp};
 use thoughtscope::model::{HookPoint, HookSet, Input, KvCache, Model};

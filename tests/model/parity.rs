@@ -4,7 +4,7 @@
 //! RoPE scaling, untied, sharded copy), Qwen2 (q/k/v bias) and Qwen3 (q/k norm, head_dim ≠
 //! hidden/heads) model directories.
 
-mod support;
+use crate::support;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use support::smollm2;

@@ -2,7 +2,7 @@
 //! work each phase records is the work the forward does, and the phases' times fit inside the
 //! wall time and cover most of it. One test in its own binary: the timers are process-wide.
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

@@ -1,7 +1,7 @@
 //! The real SmolLM2-135M GGUF (fetched by scripts/fetch-model.sh): loading, tokenizer, and parity
 //! with HF transformers (eager, f32) on fixtures made by scripts/make_fixtures.py.
 
-mod support;
+use crate::support;
 use support::smollm2;
 use thoughtscope::chat::apply_chat_template;
 use thoughtscope::model::{generate, ChatMessage, GenerateOptions};

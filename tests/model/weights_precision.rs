@@ -2,7 +2,7 @@
 //! same numbers, bit for bit, as converting every weight to f32 at load; they take what the file
 //! takes; unsupported GGUF types and models that cannot fit are named errors.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use thoughtscope::plot::{self, HeatmapOptions, LineOptions, SaveFormat, Series};
 
-mod support;
+use crate::support;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("thoughtscope-{name}-{}", std::process::id()));

@@ -1,13 +1,14 @@
 //! `batch_sources` on the portable path (candle's matmul and the hook's per-row score mask, no
-//! SIMD kernels). Its own binary: `set_portable` is process-wide.
+//! SIMD kernels). `set_portable` is process-wide: the test holds `portable_switch` throughout.
 
-mod support;
+use crate::support;
 
 use thoughtscope::attention::SuppressionOptions;
 use thoughtscope::model;
 
 #[test]
 fn batched_sources_equal_one_at_a_time_on_the_portable_path() {
+    let _switch = crate::portable_switch();
     let Some(loaded) = support::smollm2() else { return };
     let f: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(support::fixture("suppression/smollm2.json")).unwrap()).unwrap();

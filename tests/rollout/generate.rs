@@ -1,7 +1,7 @@
 //! `generate` with the real SmolLM2-135M GGUF: two short samples of one problem, written in the
 //! rollout layout and read back; skipped when models/smollm2-135m is absent.
 
-mod support;
+use crate::support;
 use support::smollm2;
 use std::path::Path;
 

@@ -15,7 +15,7 @@ use thoughtscope::rollout::write::{
     rollout_dir_name, RolloutFiles, BASE_SOLUTION_FILE, CHUNKS_FILE, CHUNKS_LABELED_FILE, PROBLEM_FILE,
 };
 
-mod support;
+use crate::support;
 
 fn shared_data() -> Option<PathBuf> {
     support::shared_data("thought-anchors-traces")

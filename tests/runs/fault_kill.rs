@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-mod support;
+use crate::support;
 
 /// Three sample rollouts, linked into `dir/root`.
 fn make_root(dir: &Path) {

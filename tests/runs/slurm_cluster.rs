@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support;
 
 const TRACES: [&str; 4] = [
     "deepseek-r1-distill-llama-8b/incorrect_base_solution/problem_2189",
