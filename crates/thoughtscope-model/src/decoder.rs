@@ -15,16 +15,21 @@
 //! call [`super::cpu`], which runs this crate's SIMD kernels where they apply and candle's ops
 //! elsewhere; the step lists below read the same either way.
 
-use std::collections::{BTreeMap, HashMap};
-
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{Architecture, Config};
 use super::cpu::{self, linear, silu_mul};
 use super::hooks::{HookPoint, Hooks};
-use super::stored::{StoredMatrix, WeightPrecision};
+use super::stored::StoredMatrix;
 use super::AttentionBlock;
 use crate::{Error, Result};
+
+mod kv_cache;
+mod load;
+mod weight_memory;
+
+pub use kv_cache::KvCache;
+pub use weight_memory::WeightMemory;
 
 /// Input of a forward call: token ids, or input embeddings `[B, L, d]` (CODI feeds projected
 /// hidden states; `B > 1` runs equal-length sequences in lockstep, e.g. batched greedy decoding
@@ -57,89 +62,6 @@ impl ForwardOutput {
     /// The logits; an error if they were not computed.
     pub fn logits(&self) -> Result<&Tensor> {
         self.logits.as_ref().ok_or_else(|| Error::invalid("forward was run without logits"))
-    }
-}
-
-/// Key/value cache: per layer `[B, H_kv, T, d_head]` keys (after RoPE) and values, `B = 1` for
-/// one sequence. Cloning is cheap (tensors are shared), so a prefix can be reused by several
-/// continuations.
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    len: usize,
-    /// Keys and values are dropped after each layer ([`KvCache::discarding`]).
-    discard: bool,
-}
-
-impl KvCache {
-    pub fn new(model: &Model) -> Self {
-        Self { layers: vec![None; model.config.num_hidden_layers], len: 0, discard: false }
-    }
-    /// A cache for one forward pass that is never continued: each layer's keys and values are
-    /// dropped once the layer is done, so the pass holds one layer's instead of all (30 layers ×
-    /// 3k tokens of SmolLM2 are 138 MB; 48 layers of a 14B model 1.2 GB). Continuing after it
-    /// is an error.
-    pub fn discarding(model: &Model) -> Self {
-        Self { discard: true, ..Self::new(model) }
-    }
-    /// Positions already cached; the next forward call continues after them.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    /// Keep only the first `len` positions.
-    pub fn truncate(&mut self, len: usize) -> Result<()> {
-        if len >= self.len {
-            return Ok(());
-        }
-        for kv in self.layers.iter_mut().flatten() {
-            *kv = (kv.0.narrow(2, 0, len)?, kv.1.narrow(2, 0, len)?);
-        }
-        self.len = len;
-        Ok(())
-    }
-
-    /// One cache of batch `B` from `B` caches of equal length (rows in the order given), so
-    /// continuations of several runs can be decoded in one forward per step: the weights are
-    /// read once per step instead of once per run.
-    pub fn stack(caches: &[&KvCache]) -> Result<KvCache> {
-        let first = caches.first().ok_or_else(|| Error::invalid("KvCache::stack of no caches"))?;
-        if let Some(other) = caches.iter().find(|c| c.len != first.len || c.layers.len() != first.layers.len()) {
-            return Err(Error::invalid(format!(
-                "KvCache::stack needs caches of one length and model, got {} and {} positions",
-                first.len, other.len
-            )));
-        }
-        let mut layers = Vec::with_capacity(first.layers.len());
-        for l in 0..first.layers.len() {
-            let kvs: Option<Vec<&(Tensor, Tensor)>> = caches.iter().map(|c| c.layers[l].as_ref()).collect();
-            layers.push(match kvs {
-                Some(kvs) => {
-                    let ks: Vec<&Tensor> = kvs.iter().map(|kv| &kv.0).collect();
-                    let vs: Vec<&Tensor> = kvs.iter().map(|kv| &kv.1).collect();
-                    Some((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?))
-                }
-                None => None,
-            });
-        }
-        Ok(KvCache { layers, len: first.len, discard: first.discard })
-    }
-
-    /// Keep only batch rows `rows` (in that order), e.g. to drop finished sequences.
-    pub fn select_rows(&self, rows: &[usize]) -> Result<KvCache> {
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for kv in &self.layers {
-            layers.push(match kv {
-                Some((k, v)) => {
-                    let idx = Tensor::from_iter(rows.iter().map(|&r| r as u32), k.device())?;
-                    Some((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?))
-                }
-                None => None,
-            });
-        }
-        Ok(KvCache { layers, len: self.len, discard: self.discard })
     }
 }
 
@@ -578,7 +500,7 @@ impl DecoderLayer {
 }
 
 /// A loaded decoder-only language model: weight matrices as stored (f32, bf16/f16 or GGUF
-/// blocks; see [`WeightPrecision`]), norms, biases and all arithmetic in f32.
+/// blocks; see [`WeightPrecision`](crate::WeightPrecision)), norms, biases and all arithmetic in f32.
 #[derive(Debug, Clone)]
 pub struct Model {
     config: Config,
@@ -593,193 +515,7 @@ pub struct Model {
     block_rows: Option<usize>,
 }
 
-/// Tensors by HF name, consumed as the model is built; errors name the missing key.
-struct TensorStore {
-    tensors: HashMap<String, Tensor>,
-    kept: HashMap<String, StoredMatrix>,
-    precision: WeightPrecision,
-    device: Device,
-}
-
-impl TensorStore {
-    fn check_shape(name: &str, dims: &[usize], shape: &[usize]) -> Result<()> {
-        if dims != shape {
-            return Err(Error::invalid(format!("tensor `{name}` has shape {dims:?}, config implies {shape:?}")));
-        }
-        Ok(())
-    }
-    fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name) || self.kept.contains_key(name)
-    }
-    /// An f32 tensor on the device (norms, biases; any matrix when converting at load).
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        if let Some(m) = self.kept.remove(name) {
-            let (out, inp) = m.dims();
-            Self::check_shape(name, &[out, inp], shape)?;
-            return m.to_f32(&self.device);
-        }
-        let t = self.tensors.remove(name).ok_or_else(|| Error::invalid(format!("missing tensor `{name}`")))?;
-        Self::check_shape(name, t.dims(), shape)?;
-        Ok(t.to_dtype(DType::F32)?.to_device(&self.device)?)
-    }
-    fn take_opt(&mut self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
-        if self.contains(name) {
-            self.take(name, shape).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-    /// A weight matrix, kept as stored where the precision and device allow.
-    fn matrix(&mut self, name: &str, shape: &[usize]) -> Result<StoredMatrix> {
-        let keep = self.precision == WeightPrecision::Stored && self.device.is_cpu();
-        if keep {
-            if let Some(m) = self.kept.remove(name) {
-                let (out, inp) = m.dims();
-                Self::check_shape(name, &[out, inp], shape)?;
-                return Ok(m);
-            }
-            if let Some(t) = self.tensors.get(name).filter(|t| matches!(t.dtype(), DType::BF16 | DType::F16)) {
-                Self::check_shape(name, t.dims(), shape)?;
-                let t = self.tensors.remove(name).expect("present").contiguous()?;
-                return Ok(StoredMatrix::Half(t.to_device(&Device::Cpu)?));
-            }
-        }
-        Ok(StoredMatrix::F32(self.take(name, shape)?))
-    }
-    fn matrix_opt(&mut self, name: &str, shape: &[usize]) -> Result<Option<StoredMatrix>> {
-        if self.contains(name) {
-            self.matrix(name, shape).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-    fn linear(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
-        let weight = self.matrix(&format!("{prefix}.weight"), &[out, inp])?;
-        let bias = if bias {
-            Some(self.take(&format!("{prefix}.bias"), &[out])?)
-        } else {
-            self.take_opt(&format!("{prefix}.bias"), &[out])?
-        };
-        Ok(Linear { weight, bias })
-    }
-}
-
-/// Weight memory of a loaded model by stored type: `dtype → (tensors, bytes)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct WeightMemory {
-    pub by_dtype: BTreeMap<String, (usize, usize)>,
-}
-
-impl WeightMemory {
-    /// Bytes of all weights.
-    pub fn total_bytes(&self) -> usize {
-        self.by_dtype.values().map(|(_, bytes)| bytes).sum()
-    }
-    fn add(&mut self, dtype: String, bytes: usize) {
-        let entry = self.by_dtype.entry(dtype).or_default();
-        entry.0 += 1;
-        entry.1 += bytes;
-    }
-}
-
-impl std::fmt::Display for WeightMemory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self
-            .by_dtype
-            .iter()
-            .map(|(dtype, (count, bytes))| format!("{dtype} {count} tensors {:.1} MiB", *bytes as f64 / (1 << 20) as f64))
-            .collect();
-        write!(f, "{:.1} MiB resident ({})", self.total_bytes() as f64 / (1 << 20) as f64, parts.join(", "))
-    }
-}
-
 impl Model {
-    /// Build a model from tensors named as in HF checkpoints (`model.embed_tokens.weight`,
-    /// `model.layers.{i}.self_attn.q_proj.weight`, ..., `model.norm.weight`, `lm_head.weight`
-    /// unless tied). Weight matrices in bf16/f16 stay so on the CPU ([`WeightPrecision::Stored`]);
-    /// everything else is converted to f32 on `device`.
-    pub fn from_tensors(config: Config, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Model> {
-        Self::from_weights(config, tensors, HashMap::new(), WeightPrecision::Stored, device)
-    }
-
-    /// [`Model::from_tensors`] with matrices kept as stored (`kept`, by HF name: GGUF blocks,
-    /// memory-mapped bf16/f16) and a choice of precision: [`WeightPrecision::F32`] converts every
-    /// weight at load.
-    pub fn from_weights(
-        config: Config,
-        tensors: HashMap<String, Tensor>,
-        kept: HashMap<String, StoredMatrix>,
-        precision: WeightPrecision,
-        device: &Device,
-    ) -> Result<Model> {
-        let architecture = config.architecture().map_err(Error::Invalid)?;
-        config.validate().map_err(Error::Invalid)?;
-        // The layer count must be the weights' own: a config with fewer layers would silently run
-        // a truncated model, one with more would fail deep in the load.
-        let weight_layers = tensors
-            .keys()
-            .chain(kept.keys())
-            .filter_map(|name| name.strip_prefix("model.layers.")?.split('.').next()?.parse::<usize>().ok())
-            .max()
-            .map_or(0, |last| last + 1);
-        let mut store = TensorStore { tensors, kept, precision, device: device.clone() };
-        let (d, hd) = (config.hidden_size, config.head_dim());
-        let (h, h_kv) = (config.num_attention_heads, config.num_kv_heads());
-        let embed_tokens = store.matrix("model.embed_tokens.weight", &[config.vocab_size, d])?;
-        if weight_layers != config.num_hidden_layers {
-            return Err(Error::invalid(format!(
-                "field `num_hidden_layers`: the config says {} layers, the weights hold {weight_layers}",
-                config.num_hidden_layers
-            )));
-        }
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let qk_norm = architecture == Architecture::Qwen3;
-            let self_attn = Attention {
-                q_proj: store.linear(&format!("{p}.self_attn.q_proj"), h * hd, d, config.qkv_bias())?,
-                k_proj: store.linear(&format!("{p}.self_attn.k_proj"), h_kv * hd, d, config.qkv_bias())?,
-                v_proj: store.linear(&format!("{p}.self_attn.v_proj"), h_kv * hd, d, config.qkv_bias())?,
-                o_proj: store.linear(&format!("{p}.self_attn.o_proj"), d, h * hd, config.o_bias())?,
-                q_norm: if qk_norm { Some(store.take(&format!("{p}.self_attn.q_norm.weight"), &[hd])?) } else { None },
-                k_norm: if qk_norm { Some(store.take(&format!("{p}.self_attn.k_norm.weight"), &[hd])?) } else { None },
-                num_heads: h,
-                num_kv_heads: h_kv,
-                head_dim: hd,
-                rms_norm_eps: config.rms_norm_eps,
-            };
-            let i_size = config.intermediate_size;
-            let mlp = Mlp {
-                gate_proj: store.linear(&format!("{p}.mlp.gate_proj"), i_size, d, false)?,
-                up_proj: store.linear(&format!("{p}.mlp.up_proj"), i_size, d, false)?,
-                down_proj: store.linear(&format!("{p}.mlp.down_proj"), d, i_size, false)?,
-            };
-            layers.push(DecoderLayer {
-                self_attn,
-                mlp,
-                input_layernorm: store.take(&format!("{p}.input_layernorm.weight"), &[d])?,
-                post_attention_layernorm: store.take(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
-            });
-        }
-        let norm = store.take("model.norm.weight", &[d])?;
-        let lm_head = match store.matrix_opt("lm_head.weight", &[config.vocab_size, d])? {
-            Some(w) if !config.tie_word_embeddings => w,
-            _ => embed_tokens.clone(),
-        };
-        let rotary = Rotary::new(&config);
-        Ok(Model {
-            config,
-            architecture,
-            embed_tokens,
-            layers,
-            norm,
-            lm_head,
-            rotary,
-            device: device.clone(),
-            block_rows: None,
-        })
-    }
-
     /// Fix the number of query rows per attention block (memory/speed trade-off; results are
     /// identical for any value). `None` restores the automatic choice.
     pub fn set_attention_block_rows(&mut self, rows: Option<usize>) {
@@ -804,35 +540,6 @@ impl Model {
     /// The `[vocab, d]` input embedding matrix, in f32 (a converted copy when kept otherwise).
     pub fn embedding_matrix(&self) -> Result<Tensor> {
         self.embed_tokens.to_f32(&self.device)
-    }
-
-    /// What the weights occupy in memory, by stored type (a tied LM head counted once).
-    pub fn weight_memory(&self) -> WeightMemory {
-        let mut memory = WeightMemory::default();
-        let mut add_matrix = |m: &StoredMatrix| memory.add(m.dtype_name(), m.bytes());
-        add_matrix(&self.embed_tokens);
-        if !self.lm_head.shares_storage_with(&self.embed_tokens) {
-            add_matrix(&self.lm_head);
-        }
-        for layer in &self.layers {
-            let (a, m) = (&layer.self_attn, &layer.mlp);
-            for lin in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj] {
-                add_matrix(&lin.weight);
-            }
-        }
-        let mut vectors: Vec<&Tensor> = vec![&self.norm];
-        for layer in &self.layers {
-            let (a, m) = (&layer.self_attn, &layer.mlp);
-            vectors.extend([&layer.input_layernorm, &layer.post_attention_layernorm]);
-            vectors.extend(a.q_norm.iter().chain(a.k_norm.iter()));
-            for lin in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj] {
-                vectors.extend(lin.bias.iter());
-            }
-        }
-        for v in vectors {
-            memory.add("f32".into(), v.elem_count() * 4);
-        }
-        memory
     }
 
     /// Rows of the embedding matrix for `ids`, as `[1, L, d]`.
