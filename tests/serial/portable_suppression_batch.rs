@@ -1,5 +1,5 @@
 //! `batch_sources` on the portable path (candle's matmul and the hook's per-row score mask, no
-//! SIMD kernels). `set_portable` is process-wide: the test holds `portable_switch` throughout.
+//! SIMD kernels). `set_portable` is process-wide: the test holds `serial` throughout.
 
 use crate::support;
 
@@ -8,7 +8,7 @@ use thoughtscope::model;
 
 #[test]
 fn batched_sources_equal_one_at_a_time_on_the_portable_path() {
-    let _switch = crate::portable_switch();
+    let _turn = crate::serial();
     let Some(loaded) = support::smollm2() else { return };
     let f: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(support::fixture("suppression/smollm2.json")).unwrap()).unwrap();

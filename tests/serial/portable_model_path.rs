@@ -1,7 +1,7 @@
 //! The portable path (`THOUGHTSCOPE_PORTABLE=1` or `model::set_portable(true)`: candle's matmul
 //! and the scalar softmax/SiLU instead of the SIMD kernels) against HF transformers' eager f32
 //! outputs on the tiny Llama-3 and Qwen3 fixtures, and against the kernel path. The switch is
-//! process-wide: the test holds `portable_switch` throughout.
+//! process-wide: the test holds `serial` throughout.
 
 use crate::support;
 
@@ -34,7 +34,7 @@ fn run(model: &Model, ids: &[u32]) -> (Vec<f32>, Vec<Vec<f32>>) {
 
 #[test]
 fn portable_path_matches_hf_and_the_kernels() {
-    let _switch = crate::portable_switch();
+    let _turn = crate::serial();
     for name in ["tiny-llama3", "tiny-qwen3"] {
         let dir = support::fixture(format!("{name}/config.json")).parent().unwrap().to_path_buf();
         let model = Model::load_without_tokenizer(dir.to_str().unwrap(), &Device::Cpu).unwrap();

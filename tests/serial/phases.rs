@@ -1,6 +1,6 @@
 //! The forward bench's per-phase timers (`model::cpu::phases`) on SmolLM2 over a short text: the
 //! work each phase records is the work the forward does, and the phases' times fit inside the
-//! wall time and cover most of it. One test in its own binary: the timers are process-wide.
+//! wall time and cover most of it. The timers are process-wide: the test holds `serial` throughout.
 
 use crate::support;
 
@@ -11,6 +11,7 @@ use thoughtscope::model::cpu::{phases, sgemm};
 
 #[test]
 fn phases_account_for_the_forward_and_sum_to_about_its_wall_time() {
+    let _turn = crate::serial();
     let Some(loaded) = support::smollm2() else { return };
     let sentence = "The train leaves at nine and covers three hundred kilometres at a steady pace. ";
     let text = format!("Let me work out when it arrives. {}So it arrives after three hours.", sentence.repeat(12));
