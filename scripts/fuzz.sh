@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every fuzz target of tests/fuzz_readers.rs for a time budget: each target keeps
+# Run every fuzz target of tests/fuzz/readers.rs for a time budget: each target keeps
 # starting fresh proptest runners (new random seeds) until SECONDS_PER_TARGET have passed, one
 # target after the other, and prints one results line:
 #
@@ -17,10 +17,10 @@ filter=${2:-fuzz_}
 log=target/fuzz.log
 mkdir -p target
 
-cargo test --test fuzz_readers --no-run --quiet || exit 1
+cargo test --test fuzz --no-run --quiet || exit 1
 echo "fuzzing each target for ${seconds} s (log: $log)"
 RUST_BACKTRACE=0 THOUGHTSCOPE_FUZZ_SECONDS=$seconds PROPTEST_CASES=${PROPTEST_CASES:-256} \
-  cargo test --quiet --test fuzz_readers -- --test-threads=1 "$filter" >"$log" 2>&1
+  cargo test --quiet --test fuzz -- --test-threads=1 "$filter" >"$log" 2>&1
 status=$?
 
 echo

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian's Slurm (`slurm-wlm`: slurmctld, slurmd, sbatch…) and `munge`, for the test that runs
-# a real scheduler on localhost (tests/slurm_cluster.rs via scripts/slurm/local-cluster.sh).
+# a real scheduler on localhost (tests/runs/slurm_cluster.rs via scripts/slurm/local-cluster.sh).
 # Idempotent: says what it skipped.
 #   THOUGHTSCOPE_SLURM=0   do not install (that test then prints a SKIP line, a failure under CI)
 set -euo pipefail

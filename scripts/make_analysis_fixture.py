@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Write tests/fixtures/analysis/numpy_reference.json: numpy/scipy results that the Rust analysis
-core must reproduce (tests/analysis_numpy_parity.rs).
+core must reproduce (tests/analysis/numpy_parity.rs).
 
     .venv/bin/python scripts/make_analysis_fixture.py      # numpy 2.4.6, scipy 1.17.1 (scripts/python-env.sh)
 

@@ -4,9 +4,11 @@
     python3 scripts/module-graph.py            # the graph as text; exit 1 if it has a cycle
     python3 scripts/module-graph.py --dot      # Graphviz dot
 
-An edge A -> B means some file under src/A/ (or src/A.rs) names `crate::B` (in a `use` or a
-path). Comments and doc comments are ignored, so an intra-doc link does not count; `super::`
-paths stay inside a module and do not count either. The binary (src/bin/) is listed as `bin`.
+An edge A -> B means some file under crates/thoughtscope/src/A/ (or A.rs) names `crate::B` (in a
+`use` or a path). Comments and doc comments are ignored, so an intra-doc link does not count;
+`super::` paths stay inside a module and do not count either. The model crate
+(crates/thoughtscope-model, re-exported as `thoughtscope::model`) is one node, `model`: a crate of
+its own cannot name the modules above it. The binary (src/bin/) is listed as `bin`.
 """
 
 import re
@@ -14,7 +16,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "crates" / "thoughtscope" / "src"
+MODEL = ROOT / "crates" / "thoughtscope-model" / "src"
+BIN = ROOT / "src" / "bin"
 CRATE_PATH = re.compile(r"\bcrate::(\w+)")
 # `use thoughtscope::x` in the binary
 LIB_PATH = re.compile(r"\bthoughtscope::(\w+)")
@@ -22,15 +27,18 @@ COMMENT = re.compile(r"//.*$")
 
 
 def top_module(path: Path) -> str:
-    rel = path.relative_to(SRC)
-    if rel.parts[0] == "bin":
+    if path.is_relative_to(BIN):
         return "bin"
-    return rel.parts[0].removesuffix(".rs")
+    if path.is_relative_to(MODEL):
+        return "model"
+    return path.relative_to(SRC).parts[0].removesuffix(".rs")
 
 
 def edges():
     graph = defaultdict(set)
-    for path in sorted(SRC.rglob("*.rs")):
+    graph["model"]  # the model crate: depends on nothing of the library    # `crate::progress` in the library is the model crate's (re-exported).
+    alias = {"progress": "model"}
+    for path in sorted([*SRC.rglob("*.rs"), *BIN.rglob("*.rs")]):
         source = top_module(path)
         if source in ("lib", "main"):
             continue
@@ -40,6 +48,7 @@ def edges():
         for line in path.read_text(encoding="utf-8").splitlines():
             code = COMMENT.sub("", line)
             for target in pattern.findall(code):
+                target = alias.get(target, target)
                 if target != source and target not in ("Error", "Result"):
                     graph[source].add(target)
             # `use crate::{a::x, b::y}` groups spanning lines
@@ -47,6 +56,7 @@ def edges():
                 in_use = True
             if in_use:
                 for target in re.findall(r"[{,]\s*(\w+)::", code):
+                    target = alias.get(target, target)
                     if target != source and source != "bin":
                         graph[source].add(target)
                 if "};" in code:

@@ -25,7 +25,7 @@ fi
 step "cargo test"
 mkdir -p target
 set +e
-cargo test --no-fail-fast 2>&1 | tee target/test.log
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
 status=${PIPESTATUS[0]}
 set -e
 skips=$(grep -c '^SKIP' target/test.log || true)
@@ -34,12 +34,14 @@ grep '^SKIP' target/test.log || true
 [ "$status" -eq 0 ] || { echo "cargo test failed (exit $status)" >&2; exit "$status"; }
 
 # The reference BLAS behind the `openblas` feature (bench forward's roofline): only the kernel
-# unit tests, so the feature build recompiles the library's test binary and nothing else
-# (about 40 s on two cores, plus the package the first time).
+# unit tests (in thoughtscope-model), so the feature build recompiles the two library crates' test
+# binaries and nothing else (plus the package the first time).
 step "openblas feature (kernel tests against OpenBLAS)"
 bash scripts/install-openblas.sh
 if [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\b'; then
-  cargo test --features openblas --lib model::cpu:: 2>&1 | tee target/test-openblas.log
+  # Both library crates are selected so that cargo resolves the dependencies' features as for the
+  # workspace: thoughtscope-model alone would build candle a second time with fewer features.
+  cargo test -p thoughtscope-model -p thoughtscope --features thoughtscope-model/openblas --lib cpu:: 2>&1 | tee target/test-openblas.log
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "cargo test --features openblas failed" >&2; exit 1; }
 elif [ -n "${THOUGHTSCOPE_NO_SKIP:-}" ] && [ "${THOUGHTSCOPE_NO_SKIP}" != "0" ]; then
   echo "openblas feature: libopenblas absent and THOUGHTSCOPE_NO_SKIP forbids skips" >&2; exit 1

@@ -1,7 +1,7 @@
 //! Comparing a run's output folders with another run's, byte for byte, except the run's own
 //! provenance, which says what that run did rather than what it found: `forward_passes` and the
-//! headline, each rollout's `cache` (`hit` or `computed`). A rerun after a kill (fault_kill.rs)
-//! or a merge over a cache filled by a Slurm array (slurm_cluster.rs) must equal a single
+//! headline, each rollout's `cache` (`hit` or `computed`). A rerun after a kill (runs/fault_kill.rs)
+//! or a merge over a cache filled by a Slurm array (runs/slurm_cluster.rs) must equal a single
 //! uninterrupted process in everything else.
 
 use std::collections::BTreeMap;

@@ -15,7 +15,7 @@ use thoughtscope::{Error, Result};
 pub struct SegmentArgs {
     /// Rollout/problem directory (base_solution.json; chunks.json or chunks_labeled.json for `chunks`).
     pub problem_dir: PathBuf,
-    #[arg(long, value_enum, default_value_t = SentenceMode::FullCot)]
+    #[arg(long, value_parser = crate::named::<SentenceMode>(), default_value_t = SentenceMode::FullCot)]
     pub mode: SentenceMode,
     /// Print `{"text_id", "n", "ranges", "sentences"}` as JSON.
     #[arg(long)]
@@ -31,7 +31,7 @@ pub struct VerticalArgs {
     /// Rank-normalise each row before aggregating.
     #[arg(long)]
     pub control_depth: bool,
-    #[arg(long, value_enum, default_value_t = ScoreType::Mean)]
+    #[arg(long, value_parser = crate::named::<ScoreType>(), default_value_t = ScoreType::Mean)]
     pub score_type: ScoreType,
 }
 
@@ -89,14 +89,14 @@ pub fn segment(args: SegmentArgs) -> Result<()> {
             ranges: sentences.ranges.iter().map(|&(a, b)| [a, b]).collect(),
             sentences: &sentences.sentences,
         };
-        println!("{}", serde_json::to_string(&output)?);
+        outln!("{}", serde_json::to_string(&output)?);
         return Ok(());
     }
     let mut out = format!("text_id {text_id}, {} sentences ({} mode)\n", sentences.len(), args.mode);
     for (k, (s, &(a, b))) in sentences.sentences.iter().zip(&sentences.ranges).enumerate() {
         out.push_str(&format!("{k:>4} [{a}, {b}) {s:?}\n"));
     }
-    println!("{out}");
+    outln!("{out}");
     Ok(())
 }
 
@@ -104,14 +104,14 @@ pub fn segment(args: SegmentArgs) -> Result<()> {
 pub fn vertical_scores(args: VerticalScoresArgs) -> Result<()> {
     let scores = vertical_scores_npy(&args.matrix, &args.vertical.options()?)?;
     if args.json {
-        println!("{}", serde_json::to_string(&scores)?);
+        outln!("{}", serde_json::to_string(&scores)?);
         return Ok(());
     }
     let mut out = String::new();
     for (j, value) in scores.numpy_values().iter().enumerate() {
         out.push_str(&format!("{j}\t{}\n", serde_json::to_string(value)?));
     }
-    println!("{out}");
+    outln!("{out}");
     Ok(())
 }
 
@@ -123,7 +123,7 @@ pub fn receiver_heads(args: ReceiverHeadsArgs) -> Result<()> {
         eprintln!("note: skipped {name}: {reason}");
     }
     if args.json {
-        println!("{}", result.to_json());
+        outln!("{}", result.to_json());
         return Ok(());
     }
     let m = &result.mean_kurtosis;
@@ -131,6 +131,6 @@ pub fn receiver_heads(args: ReceiverHeadsArgs) -> Result<()> {
     for &(l, h) in &result.top_k_heads {
         out.push_str(&format!("  {l:>3} {h:>3} {:.6}\n", m.get(l, h)));
     }
-    println!("{out}");
+    outln!("{out}");
     Ok(())
 }

@@ -20,9 +20,9 @@ pub struct AnchorsArgs {
     /// GGUF file, HF model directory, cached hub id or registry name.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
-    #[arg(long, value_enum, default_value_t = SentenceMode::Chunks)]
+    #[arg(long, value_parser = crate::named::<SentenceMode>(), default_value_t = SentenceMode::Chunks)]
     pub mode: SentenceMode,
-    #[arg(long, value_enum, default_value_t = BoundaryMode::Prefix)]
+    #[arg(long, value_parser = crate::named::<BoundaryMode>(), default_value_t = BoundaryMode::Prefix)]
     pub boundaries: BoundaryMode,
     #[arg(long, default_value = "attn_cache")]
     pub cache_dir: PathBuf,
@@ -76,11 +76,11 @@ pub fn run(args: AnchorsArgs) -> Result<()> {
         ..AnchorsConfig::default()
     };
     let result = run_anchors(&config)?;
-    println!("{}", result.headline());
+    outln!("{}", result.headline());
     for (trace, why) in result.receivers.heads.skipped.iter().chain(&result.receivers.too_long) {
-        println!("left out {trace}: {why}");
+        outln!("left out {trace}: {why}");
     }
-    println!(
+    outln!(
         "{} forward passes, {} cache hits; suppression {}; {} files in {}",
         result.receivers.forward_passes,
         result.receivers.cache_hits,

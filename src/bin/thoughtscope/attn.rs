@@ -26,15 +26,15 @@ pub struct AttnArgs {
     /// GGUF file, HF model directory, cached hub id or registry name.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
-    #[arg(long, value_enum, default_value_t = SentenceMode::FullCot)]
+    #[arg(long, value_parser = crate::named::<SentenceMode>(), default_value_t = SentenceMode::FullCot)]
     pub mode: SentenceMode,
     #[arg(long, default_value = "attn_cache")]
     pub cache_dir: PathBuf,
     /// `thought-anchors` writes `DIR/<model>/<text_id>/<l>_<h>.npy` (float32) exactly as upstream.
-    #[arg(long, value_enum, default_value_t = CacheLayout::Native)]
+    #[arg(long, value_parser = crate::named::<CacheLayout>(), default_value_t = CacheLayout::Native)]
     pub layout: CacheLayout,
     /// Token boundaries: `prefix` (upstream parity) or `offsets` (corrected).
-    #[arg(long, value_enum, default_value_t = BoundaryMode::Prefix)]
+    #[arg(long, value_parser = crate::named::<BoundaryMode>(), default_value_t = BoundaryMode::Prefix)]
     pub boundaries: BoundaryMode,
     /// Print a JSON summary on stdout.
     #[arg(long)]
@@ -80,10 +80,10 @@ pub fn run(args: AttnArgs) -> Result<()> {
             "dir": dir.display().to_string(),
             "seconds": started.elapsed().as_secs_f64(),
         });
-        println!("{summary}");
+        outln!("{summary}");
         return Ok(());
     }
-    println!(
+    outln!(
         "{} {}: {} sentences × {} layers × {} heads → {} ({:.1} s)",
         match outcome {
             CacheOutcome::Hit => "cached",
@@ -145,9 +145,9 @@ fn run_many(args: AttnArgs, shard: Option<thoughtscope::io::shard::Shard>) -> Re
             "cached": run.cached,
             "problems": items,
         });
-        println!("{summary}");
+        outln!("{summary}");
     } else {
-        println!("{}", run.lines("problems").join("\n"));
+        outln!("{}", run.lines("problems").join("\n"));
     }
     Ok(())
 }

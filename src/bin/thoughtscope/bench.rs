@@ -68,7 +68,7 @@ pub struct BenchForwardArgs {
     #[arg(long, requires = "config")]
     pub random_weights: bool,
     /// Stored type of the random weight matrices.
-    #[arg(long, value_enum, default_value = "bf16")]
+    #[arg(long, value_parser = crate::named::<thoughtscope::model::random::RandomDtype>(), default_value = "bf16")]
     pub weights_dtype: thoughtscope::model::random::RandomDtype,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
@@ -101,11 +101,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Forward(args) => {
             let options = args.options()?;
             if let Some(tokens) = args.single {
-                println!("{}", bench_forward_once(&options, tokens)?);
+                outln!("{}", bench_forward_once(&options, tokens)?);
                 return Ok(());
             }
             let report = bench_forward(&options, &mut |tokens| run_child(&args, tokens))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         }
         BenchCommand::Analysis(args) => {
             let report = bench_analysis(&BenchOptions {
@@ -116,7 +116,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 seed: args.seed,
                 write_inputs: args.write_inputs,
             })?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
         }
     }
     Ok(())
@@ -129,9 +129,9 @@ fn run_child(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value
         .args(["bench", "forward", "--model", &args.model, "--device", &args.device.device])
         .args(["--single", &tokens.to_string()])
         .args(args.no_phases.then_some("--no-phases"))
-        .args(args.device.weights.map(|w| format!("--weights={}", clap::ValueEnum::to_possible_value(&w).expect("named").get_name())))
+        .args(args.device.weights.map(|w| format!("--weights={w}")))
         .args(args.config.iter().flat_map(|c| ["--config".to_string(), c.clone(), "--random-weights".into()]))
-        .args(["--weights-dtype", clap::ValueEnum::to_possible_value(&args.weights_dtype).expect("named").get_name()])
+        .args(["--weights-dtype", &args.weights_dtype.to_string()])
         .args(["--seed".to_string(), args.seed.to_string()])
         .arg("--trace")
         .arg(&args.trace)

@@ -28,7 +28,7 @@ pub struct StatusArgs {
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
     /// Sentence mode of the entries --root needs (`va` uses chunks, `attn` full-cot by default).
-    #[arg(long, value_enum, default_value_t = SentenceMode::FullCot)]
+    #[arg(long, value_parser = crate::named::<SentenceMode>(), default_value_t = SentenceMode::FullCot)]
     pub mode: SentenceMode,
     /// Exit 1 when an entry is broken or, with --root, one is missing.
     #[arg(long)]
@@ -70,9 +70,9 @@ pub fn run(command: CacheCommand) -> Result<()> {
         });
     }
     if args.json {
-        println!("{}", serde_json::json!({"cache": status, "root": missing_json}));
+        outln!("{}", serde_json::json!({"cache": status, "root": missing_json}));
     } else {
-        println!("{}", lines.join("\n"));
+        outln!("{}", lines.join("\n"));
     }
     let broken: usize = status.models.iter().map(|m| m.broken.len()).sum();
     if args.check && (broken > 0 || missing_count > 0) {

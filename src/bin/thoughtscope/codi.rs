@@ -159,15 +159,15 @@ pub struct ModelArgs {
     #[arg(long)]
     pub dataset: Option<PathBuf>,
     /// Latent loop: cotx (CoT_Exploration, 5 latents, EOT at L+6) or official (6 latents, EOT at L+7).
-    #[arg(long = "loop", value_enum, default_value = "cotx")]
+    #[arg(long = "loop", value_parser = crate::named::<LoopMode>(), default_value = "cotx")]
     pub loop_mode: LoopMode,
     /// Default: 200 (cotx, as 1_run_token_ablation.py) / 256 (official). A smaller cap is quicker.
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
     /// Default: the loop's own parser.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::named::<AnswerParser>())]
     pub parser: Option<AnswerParser>,
-    #[arg(long, value_enum, default_value = "upstream")]
+    #[arg(long, value_parser = crate::named::<LogitSlice>(), default_value = "upstream")]
     pub logit_slice: LogitSlice,
     #[command(flatten)]
     pub device: crate::DeviceArg,
@@ -216,7 +216,7 @@ impl ModelArgs {
 #[derive(Debug, Args)]
 pub struct HookArgs {
     /// Hook semantics: faithful (CoT_Exploration's) or corrected.
-    #[arg(long, value_enum, default_value = "faithful")]
+    #[arg(long, value_parser = crate::named::<AblationMode>(), default_value = "faithful")]
     pub mode: AblationMode,
     /// 0-based decoder block whose output is patched (upstream 'middle' = 8; moved to the same
     /// relative depth on a shallower model).
@@ -268,7 +268,7 @@ pub struct AttentionArgs {
     #[arg(long, value_delimiter = ',', default_value = "4,8,14")]
     pub layers: Vec<usize>,
     /// Key slice: faithful (2_extract_attention.py's, EOT's self-attention included) or corrected.
-    #[arg(long, value_enum, default_value = "faithful")]
+    #[arg(long, value_parser = crate::named::<KeySelection>(), default_value = "faithful")]
     pub keys: KeySelection,
     /// Do not store the full attention row.
     #[arg(long)]
@@ -285,7 +285,7 @@ pub struct AnalyzeArgs {
     pub experiment: ExperimentArgs,
     /// Which importance is correlated with attention (auto: the seed's binary one unless no
     /// baseline is correct, then the log-prob drop, with a note).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = crate::named::<ImportanceRule>(), default_value = "auto")]
     pub importance: ImportanceRule,
     /// Another experiment folder (e.g. analysis/codi/corrected) to compare with, side by side.
     #[arg(long)]
@@ -311,7 +311,7 @@ pub struct RunAllArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    #[arg(long = "loop", value_enum, default_value = "cotx")]
+    #[arg(long = "loop", value_parser = crate::named::<LoopMode>(), default_value = "cotx")]
     pub loop_mode: LoopMode,
     /// Default: 200 (as 1_run_token_ablation.py). E.g. 16 for a quick run.
     #[arg(long)]
@@ -321,12 +321,12 @@ pub struct RunAllArgs {
     #[arg(long, value_delimiter = ',', default_value = "4,8,14")]
     pub attention_layers: Vec<usize>,
     /// Variants to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "faithful,corrected")]
+    #[arg(long, value_parser = crate::named::<Variant>(), value_delimiter = ',', default_value = "faithful,corrected")]
     pub variants: Vec<Variant>,
     /// Faithful variant: do not patch the last question token (1_run_token_ablation.py does).
     #[arg(long)]
     pub no_patch_prompt: bool,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = crate::named::<ImportanceRule>(), default_value = "auto")]
     pub importance: ImportanceRule,
     /// HTML figures only (no PDF/PNG/SVG through Chromium).
     #[arg(long)]
@@ -366,12 +366,12 @@ pub fn run(command: CodiCommand) -> Result<()> {
                 base_bf16: !a.f32_base,
             };
             let file = make_model(&options, &a.out)?;
-            println!("wrote {} (NOT A CODI MODEL: seeded random LoRA/projection on {})", file.display(), options.base);
+            outln!("wrote {} (NOT A CODI MODEL: seeded random LoRA/projection on {})", file.display(), options.base);
         }
         CodiCommand::Problems(a) => {
             let problems = synthetic_problems(a.per_level, a.seed)?;
             write_problems(&problems, &a.out)?;
-            println!("wrote {} synthetic problems (NOT GSM8K) to {}", problems.len(), a.out.display());
+            outln!("wrote {} synthetic problems (NOT GSM8K) to {}", problems.len(), a.out.display());
         }
         CodiCommand::Dataset(a) => {
             let per_level = if a.experiment.test_mode { TEST_PER_LEVEL } else { parse_per_level(&a.per_level)? };
@@ -380,7 +380,7 @@ pub fn run(command: CodiCommand) -> Result<()> {
             for &variant in variants {
                 let path = a.experiment.layout(variant, sample.len()).dataset();
                 write_problems(&sample, &path)?;
-                println!("wrote {} problems to {}", sample.len(), path.display());
+                outln!("wrote {} problems to {}", sample.len(), path.display());
             }
         }
         CodiCommand::Ablate(a) => {
@@ -391,7 +391,7 @@ pub fn run(command: CodiCommand) -> Result<()> {
                 let mine = shard.select(problems.iter().cloned(), |p| p.id.clone());
                 let part = shard_part_path(&layout.ablation(), shard);
                 let summary = run_ablation(&codi, &mine, &options, &part)?;
-                println!(
+                outln!(
                     "shard {shard}: {} of {} problems ({} computed now, {} failed); wrote {}",
                     mine.len(),
                     problems.len(),
@@ -403,7 +403,7 @@ pub fn run(command: CodiCommand) -> Result<()> {
             }
             let summary = run_ablation(&codi, &problems, &options, &layout.ablation())?;
             let (correct, counts) = summary.critical_counts();
-            println!(
+            outln!(
                 "{} problems ({} computed now, {} failed); {correct} baselines correct; critical per token: {counts:?}; wrote {}",
                 summary.records.len(),
                 summary.computed,
@@ -428,12 +428,12 @@ pub fn run(command: CodiCommand) -> Result<()> {
                 let part = shard_part_path(&layout.attention(), shard);
                 let records = run_attention(&codi, &mine, &options, &part)?;
                 let failed = records.iter().filter(|r| r.error.is_some()).count();
-                println!("shard {shard}: {} of {} problems ({failed} failed); wrote {}", mine.len(), problems.len(), part.display());
+                outln!("shard {shard}: {} of {} problems ({failed} failed); wrote {}", mine.len(), problems.len(), part.display());
                 return Ok(());
             }
             let records = run_attention(&codi, &problems, &options, &layout.attention())?;
             let failed = records.iter().filter(|r| r.error.is_some()).count();
-            println!("{} problems written to {} ({failed} failed)", records.len(), layout.attention().display());
+            outln!("{} problems written to {} ({failed} failed)", records.len(), layout.attention().display());
         }
         CodiCommand::Analyze(a) => {
             let options = AnalyzeOptions { importance: a.importance, static_images: !a.html_only, ..AnalyzeOptions::default() };
@@ -442,14 +442,14 @@ pub fn run(command: CodiCommand) -> Result<()> {
             for note in &analysis.notes {
                 eprintln!("note: {note}");
             }
-            println!("{}", serde_json::to_string_pretty(&analysis.summary.overall_correlation)?);
-            println!("wrote {} and {}", layout.summary().display(), layout.figures_dir().display());
+            outln!("{}", serde_json::to_string_pretty(&analysis.summary.overall_correlation)?);
+            outln!("wrote {} and {}", layout.summary().display(), layout.figures_dir().display());
             if let Some(other_dir) = a.compare {
                 let other = ExperimentLayout { root: other_dir, tag: layout.tag.clone() };
                 let compared = analyze(&other, &options)?;
                 let parent = layout.root.parent().unwrap_or(std::path::Path::new("."));
                 write_comparison(&analysis.summary, &compared.summary, parent, "")?;
-                println!("comparison: {}", parent.join("comparison.md").display());
+                outln!("comparison: {}", parent.join("comparison.md").display());
             }
         }
         CodiCommand::RunAll(a) => {
@@ -470,12 +470,12 @@ pub fn run(command: CodiCommand) -> Result<()> {
             options.static_images = !a.html_only;
             let report = run_all(&options, &a.device.device()?)?;
             for note in &report.notes {
-                println!("{note}");
+                outln!("{note}");
             }
             for (step, s) in &report.steps {
-                println!("{step:>20}: {s:7.1} s");
+                outln!("{step:>20}: {s:7.1} s");
             }
-            println!("total {:.1} s; see {}", report.total_s, a.out.join("README.md").display());
+            outln!("total {:.1} s; see {}", report.total_s, a.out.join("README.md").display());
         }
         CodiCommand::Compose(a) => next_steps::compose(a)?,
         CodiCommand::Routing(a) => next_steps::routing(a)?,

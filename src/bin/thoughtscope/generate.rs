@@ -106,7 +106,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         None => all_problems,
     };
     if let Some(shard) = shard {
-        println!("shard {shard}: {} of {total} problems", problems.len());
+        outln!("shard {shard}: {} of {total} problems", problems.len());
     }
     let system_prompt = match (&args.system, &args.system_file) {
         (Some(text), _) => Some(text.clone()),
@@ -172,6 +172,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         with_tags,
         VA_TAG
     ));
-    println!("{summary}");
+    outln!("{summary}");
     Ok(())
 }

@@ -1,6 +1,17 @@
 //! The `thoughtscope` command line. Each subcommand's module holds its arguments and maps them to
 //! one library call's options, then prints what the call returns; errors are printed here, on one
-//! line.
+//! line. Results go to stdout through [`outln!`], never `println!`, so that a reader that stops
+//! early (`| head`) ends the command quietly instead of making it panic.
+
+/// `println!` for the command's results. When stdout's reader has gone (`thoughtscope segment …
+/// --json | head -1`), the write fails with `BrokenPipe` and the process ends at once with
+/// success and no message, as ripgrep and the Unix tools do, where `println!` would panic; any
+/// other write error ends it with that error on stderr.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout_line(format_args!($($arg)*))
+    };
+}
 
 mod analysis;
 mod anchors;
@@ -20,7 +31,9 @@ mod va;
 
 use std::process::ExitCode;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use thoughtscope::model::names::NamedValues;
 
 #[derive(Debug, Parser)]
 #[command(name = "thoughtscope", version, about = "Sentence-level attention and continuous-thought analysis of reasoning traces")]
@@ -75,6 +88,12 @@ enum Command {
     Report(report::ReportCommand),
 }
 
+/// The parser of a library option spelled as a word (`--score-type median`): `--help` lists the
+/// words and clap refuses any other with the list; the library's own table of names decides.
+fn named<T: NamedValues + Clone + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::names()).map(|name| T::from_name(&name).expect("clap accepted one of the listed names"))
+}
+
 /// `--device` and `--weights`, flattened into every command that runs a model.
 #[derive(Debug, Clone, Args)]
 struct DeviceArg {
@@ -84,7 +103,7 @@ struct DeviceArg {
     /// How weight matrices are held: `stored` keeps bf16/f16 and GGUF blocks as the file has them
     /// (converted to f32 a band at a time where used; the same numbers), `f32` converts all at
     /// load. Default: THOUGHTSCOPE_WEIGHTS, else `stored`.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::named::<thoughtscope::model::WeightPrecision>())]
     pub weights: Option<thoughtscope::model::WeightPrecision>,
 }
 
@@ -112,7 +131,19 @@ impl DeviceArg {
         if let Some(precision) = self.weights {
             thoughtscope::model::stored::set_default_precision(precision);
         }
-        thoughtscope::model::parse_device(&self.device)
+        Ok(thoughtscope::model::parse_device(&self.device)?)
+    }
+}
+
+/// One line on stdout for [`outln!`].
+fn write_stdout_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {error}");
+        std::process::exit(1);
     }
 }
 

@@ -20,9 +20,9 @@ pub fn run(command: ReportCommand) -> Result<()> {
     match command {
         ReportCommand::Index { dir, title } => {
             let (path, entries) = thoughtscope::plot::write_index(&dir, &title)?;
-            println!("{}: {} reports", path.display(), entries.len());
+            outln!("{}: {} reports", path.display(), entries.len());
             for entry in entries {
-                println!("  {}  {}", entry.path.display(), entry.title);
+                outln!("  {}  {}", entry.path.display(), entry.title);
             }
             Ok(())
         }

@@ -23,10 +23,10 @@ pub struct SuppressArgs {
     /// holding the run of the same inputs (its manifest) is read back, not recomputed.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value_t = SentenceMode::FullCot)]
+    #[arg(long, value_parser = crate::named::<SentenceMode>(), default_value_t = SentenceMode::FullCot)]
     pub mode: SentenceMode,
     /// Token boundaries: `prefix` (upstream parity) or `offsets` (corrected).
-    #[arg(long, value_enum, default_value_t = BoundaryMode::Prefix)]
+    #[arg(long, value_parser = crate::named::<BoundaryMode>(), default_value_t = BoundaryMode::Prefix)]
     pub boundaries: BoundaryMode,
     /// Suppress in these layers only (comma-separated); every layer by default, as upstream.
     #[arg(long, value_delimiter = ',')]
@@ -92,10 +92,10 @@ pub fn run(args: SuppressArgs) -> Result<()> {
             "outcome": if computed { "computed" } else { "cached" },
             "seconds": seconds,
         });
-        println!("{summary}");
+        outln!("{summary}");
         return Ok(());
     }
-    println!(
+    outln!(
         "suppression {} {}: {} sentences, {} tokens, {} layers, {} positions run → {} ({seconds:.1} s)",
         outcome,
         sentences.text_id(),

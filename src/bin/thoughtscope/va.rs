@@ -27,9 +27,9 @@ pub struct VaArgs {
     pub out: Option<PathBuf>,
     #[arg(long, default_value = VA_TAG)]
     pub tag: String,
-    #[arg(long, value_enum, default_value_t = SentenceMode::Chunks)]
+    #[arg(long, value_parser = crate::named::<SentenceMode>(), default_value_t = SentenceMode::Chunks)]
     pub mode: SentenceMode,
-    #[arg(long, value_enum, default_value_t = BoundaryMode::Prefix)]
+    #[arg(long, value_parser = crate::named::<BoundaryMode>(), default_value_t = BoundaryMode::Prefix)]
     pub boundaries: BoundaryMode,
     /// Representative layers (comma-separated; default the seed's 10/50/90 % of L−1).
     #[arg(long, value_delimiter = ',')]
@@ -42,16 +42,16 @@ pub struct VaArgs {
     /// Turn off depth control (rank normalisation per row; the seed has it on).
     #[arg(long)]
     pub no_control_depth: bool,
-    #[arg(long, value_enum, default_value_t = ScoreType::Mean)]
+    #[arg(long, value_parser = crate::named::<ScoreType>(), default_value_t = ScoreType::Mean)]
     pub score_type: ScoreType,
     /// Keep the first and last sentence (the seed trims them: `[1:-1]`).
     #[arg(long)]
     pub no_trim: bool,
     /// Best head per layer: `abs` (largest |delta|, the seed) or `signed`.
-    #[arg(long, value_enum, default_value_t = HeadRule::Abs)]
+    #[arg(long, value_parser = crate::named::<HeadRule>(), default_value_t = HeadRule::Abs)]
     pub best_head: HeadRule,
     /// Score over layers: `sum` (the seed) or `mean`.
-    #[arg(long, value_enum, default_value_t = LayerAggregate::Sum)]
+    #[arg(long, value_parser = crate::named::<LayerAggregate>(), default_value_t = LayerAggregate::Sum)]
     pub layer_aggregate: LayerAggregate,
     /// Tag counts only, no model and no attention (the seed's `RUN_ATTENTION = False`).
     #[arg(long)]
@@ -112,7 +112,7 @@ pub fn run(args: VaArgs) -> Result<()> {
     if let Some(shard) = args.shard.resolve()? {
         let mut source = config.attention_source().on_device(args.device.device()?);
         let run = fill_cache_shard(&config, &mut source, shard)?;
-        println!("{}", run.lines("rollouts").join("\n"));
+        outln!("{}", run.lines("rollouts").join("\n"));
         // A job dependency (Slurm `afterok`) must not fire on a shard that left work undone.
         return match run.failed.len() {
             0 => Ok(()),
@@ -127,6 +127,6 @@ pub fn run(args: VaArgs) -> Result<()> {
         }
     }
     lines.extend(result.notes.iter().map(|n| format!("  note: {n}")));
-    println!("{}", lines.join("\n"));
+    outln!("{}", lines.join("\n"));
     Ok(())
 }

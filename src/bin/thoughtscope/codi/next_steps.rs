@@ -42,7 +42,7 @@ fn print_files(files: &[PathBuf], notes: &[String]) {
         eprintln!("note: {note}");
     }
     for file in files {
-        println!("wrote {}", file.display());
+        outln!("wrote {}", file.display());
     }
 }
 
@@ -57,7 +57,7 @@ pub struct ComposeArgs {
     pub hook: HookArgs,
     /// Importance shown in the figures, by the rule of `codi analyze` (auto: binary unless no
     /// baseline is correct, then the log-prob drop over all problems).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = crate::named::<ImportanceRule>(), default_value = "auto")]
     pub importance: ImportanceRule,
 }
 
@@ -79,8 +79,8 @@ pub fn compose(a: ComposeArgs) -> Result<()> {
         !a.output.html_only,
         &title_note(&codi),
     )?;
-    println!("{} problems in {}", records.len(), layout.result(compose::RESULTS_STEM, "json").display());
-    println!("{}", next_steps::markdown_table(&compose::summary_table(&analysis.summary)?));
+    outln!("{} problems in {}", records.len(), layout.result(compose::RESULTS_STEM, "json").display());
+    outln!("{}", next_steps::markdown_table(&compose::summary_table(&analysis.summary)?));
     print_files(&analysis.files, &analysis.notes);
     Ok(())
 }
@@ -121,7 +121,7 @@ pub fn routing(a: RoutingArgs) -> Result<()> {
     let analysis_options =
         RoutingAnalysisOptions { heatmaps: a.heatmaps, static_images: !a.output.html_only, title_note: title_note(&codi) };
     let (records, analysis) = routing::routing_step(&codi, &problems, &options, &layout, &analysis_options)?;
-    println!("{} problems in {}", records.len(), layout.result(routing::RESULTS_STEM, "json").display());
+    outln!("{} problems in {}", records.len(), layout.result(routing::RESULTS_STEM, "json").display());
     print_files(&analysis.files, &analysis.notes);
     Ok(())
 }
@@ -151,7 +151,7 @@ pub fn decompose(a: DecomposeArgs) -> Result<()> {
         title_note: title_note(&codi),
     };
     let (records, analysis) = decompose::decompose_step(&codi, &problems, &options, &layout, &analysis_options)?;
-    println!("{} problems in {}", records.len(), layout.result(decompose::RESULTS_STEM, "json").display());
+    outln!("{} problems in {}", records.len(), layout.result(decompose::RESULTS_STEM, "json").display());
     print_files(&analysis.files, &analysis.notes);
     Ok(())
 }

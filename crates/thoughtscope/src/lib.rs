@@ -1,0 +1,38 @@
+//! thoughtscope: sentence-level attention ("thought anchors") and continuous-thought (CODI)
+//! analyses of reasoning models, for Rust notebooks (evcxr) and the command line.
+//!
+//! Module map:
+//! - [`model`]: the `thoughtscope-model` crate, re-exported: configs, weights (safetensors,
+//!   hf-hub cache, GGUF), tokenizers, the decoder with TransformerLens-named hook points and the
+//!   attention sink it streams to, the CPU kernels, generation.
+//! - [`attention`]: sentence segmentation, token boundaries, sentence averaging, the cache.
+//! - [`scores`]: vertical scores, kurtosis, receiver heads.
+//! - [`rollout`]: the thought-anchors rollout directory layout, tag masks, taggers, generation.
+//! - [`codi`]: CODI checkpoints, the latent loop, ablation, attention to latents.
+//! - [`analysis`]: polars tables and statistics.
+//! - [`plot`]: plotly figures, HTML reports and static export.
+//! - [`notebook`]: evcxr display glue.
+//! - [`io`]: atomic file writes, JSON, `.npy`.
+//! - [`chat`]: chat templates (Jinja) rendered for a model's tokenizer.
+//! - [`progress`]: the one progress reporter every long loop uses (bars, log lines, notebook
+//!   lines); it lives in the model crate, which reports loading through it too.
+
+pub mod analysis;
+pub mod attention;
+pub mod codi;
+pub mod chat;
+pub mod io;
+pub mod notebook;
+pub mod plot;
+pub mod rollout;
+pub mod scores;
+
+mod error;
+pub use error::{Context, Error, Result};
+pub use thoughtscope_model as model;
+pub use thoughtscope_model::progress;
+
+// The README's example, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
