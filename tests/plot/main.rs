@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod explorer;
 mod figures;
 mod quantile;
 mod static_export;

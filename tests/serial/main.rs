@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod nan_attention;
 mod phases;
 mod portable_model_path;
 mod portable_suppression_batch;

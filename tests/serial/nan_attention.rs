@@ -4,9 +4,9 @@
 //! check, the softmax turned the non-finite scores into a flat row of probabilities and the
 //! residual stream stayed finite, so `attn` cached uniform attention with exit 0.
 //!
-//! One test in its own binary: the portable switch is process-wide.
+//! The portable switch is process-wide: the test holds the binary's serial turn.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -63,6 +63,7 @@ fn errors(model: &Model) -> Vec<(&'static str, String)> {
 
 #[test]
 fn a_non_finite_query_or_key_weight_fails_every_attention_path_naming_layer_and_head() {
+    let _turn = crate::serial();
     // The intact fixture runs every path.
     let fixture = support::repo().join("tests/fixtures/tiny-llama3");
     let model = Model::load_without_tokenizer(fixture.to_str().unwrap(), &Device::Cpu).unwrap();

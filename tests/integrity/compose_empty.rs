@@ -3,7 +3,7 @@
 //! carries `−(|S|−1)·I(∅)`: each problem now runs the empty set, reports `I(∅)`, and gives every
 //! set's values against it; the table adds `I(∅)` and standard errors of the interactions.
 
-mod codi_support;
+use crate::codi_support;
 
 use candle_core::Device;
 use thoughtscope::codi::ablate::{AblationMode, AblationOptions};

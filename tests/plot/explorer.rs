@@ -4,10 +4,10 @@
 //! its errors, and the page driven in headless Chromium by `scripts/explorer_browser_test.py`
 //! (Selenium + chromium-driver; skipped loudly without them, a failure under CI).
 //!
-//! `THOUGHTSCOPE_EXPLORER_MEASURE=<dir> cargo test --test plot_explorer -- --ignored --nocapture`
+//! `THOUGHTSCOPE_EXPLORER_MEASURE=<dir> cargo test --test plot explorer:: -- --ignored --nocapture`
 //! writes a 300-sentence page into `<dir>` and prints its size, first paint and click latency.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

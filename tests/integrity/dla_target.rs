@@ -2,7 +2,7 @@
 //! token that SmolLM2's tokenizer (and Llama-3's) puts after `"The answer is:"`. Before, every
 //! DLA table explained the logit of `' '`.
 
-mod support;
+use crate::support;
 
 use thoughtscope::codi::latent::{gold_answer_target, gold_number_token};
 

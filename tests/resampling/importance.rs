@@ -4,7 +4,7 @@
 //! `tests/fixtures/importance/`, the output file, bad input, the all-MiniLM-L6-v2 embedder against
 //! sentence-transformers, and the `importance` command end to end.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

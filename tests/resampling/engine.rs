@@ -2,7 +2,7 @@
 //! own-rollout), rollouts independent of batch size and sharding on SmolLM2, upstream's layout
 //! read by a re-statement of thought-anchors' loader, and resume refusal on changed settings.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! inputs. Expected numbers come from scipy / numpy (`.venv`), computed once and written here:
 //! `scipy.stats.spearmanr`, `np.percentile` (linear), and exact permutation counts by hand.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 
