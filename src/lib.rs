@@ -27,10 +27,3 @@ pub mod scores;
 
 mod error;
 pub use error::{Context, Error, Result};
-
-/// Re-exported for notebooks (`use thoughtscope::polars::prelude::DataFrame;`): a notebook has
-/// one `:dep thoughtscope` line and no `:dep polars`, because evcxr checks each `:dep` line with
-/// `cargo metadata` on a scratch manifest holding that dependency alone, which prunes the
-/// kernel's Cargo.lock to its graph; with several lines, crates outside the last one's graph are
-/// resolved afresh (newer versions, compiled again instead of reusing the CLI's builds).
-pub use polars;
