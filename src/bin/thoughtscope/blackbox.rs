@@ -60,6 +60,6 @@ pub fn run(args: BlackboxArgs) -> Result<()> {
     config.permutations = args.permutations;
     config.seed = args.seed;
     let result = run_blackbox(&config)?;
-    println!("{}", result.headline());
+    outln!("{}", result.headline());
     Ok(())
 }

@@ -77,9 +77,9 @@ pub fn run(args: ExploreArgs) -> Result<()> {
         thoughtscope::io::write_atomic(&path, explorer.to_json().as_bytes()).map_err(|e| e.context("writing the explorer data"))?;
     }
     let size = std::fs::metadata(&args.out).map_err(|e| Error::io(&args.out, e))?.len();
-    println!("{} ({:.2} MB): {}", args.out.display(), size as f64 / 1e6, explorer.size_summary());
+    outln!("{} ({:.2} MB): {}", args.out.display(), size as f64 / 1e6, explorer.size_summary());
     for missing in &explorer.missing {
-        println!("  missing {}: {}; run `{}`", missing.part, missing.why, missing.command);
+        outln!("  missing {}: {}; run `{}`", missing.part, missing.why, missing.command);
     }
     Ok(())
 }

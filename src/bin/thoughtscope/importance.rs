@@ -66,9 +66,9 @@ pub fn run(args: ImportanceArgs) -> Result<()> {
         ..ImportanceConfig::new(args.problem_dir, args.out)
     };
     let report = run_importance(&config)?;
-    println!("{}", report.headline());
+    outln!("{}", report.headline());
     if !report.missing_chunks.is_empty() {
-        println!("chunks without solutions.json (no accuracy written): {:?}", report.missing_chunks);
+        outln!("chunks without solutions.json (no accuracy written): {:?}", report.missing_chunks);
     }
     Ok(())
 }

@@ -82,13 +82,13 @@ pub fn run(args: ResampleArgs) -> Result<()> {
         } else {
             "already done".to_string()
         };
-        println!("chunk_{}\taccuracy {:.3}\t{how}", chunk.chunk_index, chunk.accuracy);
+        outln!("chunk_{}\taccuracy {:.3}\t{how}", chunk.chunk_index, chunk.accuracy);
     }
     for line in report.run.lines("chunks") {
-        println!("{line}");
+        outln!("{line}");
     }
     if report.run.computed > 0 {
-        println!(
+        outln!(
             "{:.1} new tokens/s ({} rows per decode step) under {}",
             report.tokens_per_second(),
             provider.rows_per_step(),
