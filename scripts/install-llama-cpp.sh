@@ -6,8 +6,8 @@
 #
 # PyPI has only the sdist for Linux, so pip builds llama.cpp with CMake and gcc (CMake comes from
 # PyPI inside pip's build environment when the system has none). GGML_NATIVE=OFF: a portable
-# build (no -march=native), so a .venv copied to another x86-64 machine still runs. About 12
-# minutes on two busy cores.
+# build (no -march=native), so a .venv copied to another x86-64 machine still runs. About 37
+# minutes on two cores shared with other jobs (measured: 2204 s at load average 16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
