@@ -18,6 +18,7 @@ step "sentence embedder";       bash scripts/fetch-embedder.sh
 step "python reference env";    bash scripts/python-env.sh analysis
 step "notebook tooling";        bash scripts/setup-notebooks.sh
 step "slurm (local scheduler)"; bash scripts/install-slurm.sh
+step "llama.cpp server (llama-cpp-python, for the openai provider's test)"; bash scripts/install-llama-cpp.sh
 if [ ! -d ../shared/data ]; then
   echo "note: ../shared/data is absent; the tests that read the real traces will print SKIP lines"
 fi

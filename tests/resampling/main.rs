@@ -9,3 +9,4 @@ mod support;
 mod blackbox;
 mod engine;
 mod importance;
+mod openai;

@@ -1,13 +1,15 @@
 //! `resample`: K continuations of each chunk's prefix of one trace, in thought-anchors' layout.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use thoughtscope::model::Model;
 use thoughtscope::rollout::resample::{
-    parse_chunk_list, resample_problem, DecodeSettings, LocalProvider, ResampleConfig, RolloutType,
+    parse_chunk_list, resample_problem, DecodeSettings, LocalProvider, OpenAiConfig, OpenAiProvider, ResampleConfig,
+    RolloutType,
 };
-use thoughtscope::Result;
+use thoughtscope::{Error, Result};
 
 use crate::{DeviceArg, ShardArg};
 
@@ -17,9 +19,37 @@ use crate::{DeviceArg, ShardArg};
 pub struct ResampleArgs {
     /// The problem folder.
     pub problem_dir: PathBuf,
-    /// Model: GGUF file, HF model directory, cached hub id or registry name (e.g. smollm2-135m).
+    /// Local: GGUF file, HF model directory, cached hub id or registry name (e.g. smollm2-135m).
+    /// openai: the server's model id (default: the server's only model).
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
+    /// Where continuations come from: `local` runs the model here; `openai` sends upstream's
+    /// raw-prompt completion requests to an OpenAI-compatible server (--base-url).
+    #[arg(long, default_value = "local", value_parser = ["local", "openai"])]
+    pub provider: String,
+    /// openai: the API root, e.g. http://127.0.0.1:8000/v1 (requests go to /completions).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// openai: the environment variable holding the API key (sent as a bearer token).
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+    /// openai: requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// openai: choices asked per request (`n`, with the seed of its first rollout); rollouts a
+    /// server leaves out are asked one by one. 1: every rollout its own request and seed.
+    #[arg(long, default_value_t = 1)]
+    pub choices_per_request: usize,
+    /// openai: do not send `seed` (for servers that reject the field).
+    #[arg(long)]
+    pub no_server_seed: bool,
+    /// openai: retries of a request after a connection error, HTTP 5xx or 429 (backoff from
+    /// 0.5 s, doubling, at most 30 s).
+    #[arg(long, default_value_t = 5)]
+    pub retries: usize,
+    /// openai: seconds one request may take.
+    #[arg(long, default_value_t = 600)]
+    pub request_timeout: u64,
     /// Output root: rollouts go to ROOT/<problem>/chunk_<i>/solutions.json. Give forced-answer
     /// runs their own root (upstream: <...>_forced_answer).
     #[arg(long)]
@@ -73,9 +103,34 @@ pub fn run(args: ResampleArgs) -> Result<()> {
         chunks: args.chunks.as_deref().map(parse_chunk_list).transpose()?,
         shard: args.shard.resolve()?,
     };
-    let loaded = Model::load(&args.model, &device)?;
-    let provider = LocalProvider::new(&loaded, args.batch)?;
-    let report = resample_problem(&provider, &args.problem_dir, &args.out, &config)?;
+    let (report, how) = match args.provider.as_str() {
+        "openai" => {
+            let base_url = args.base_url.clone().ok_or_else(|| Error::invalid("--provider openai needs --base-url"))?;
+            let api_key = match &args.api_key_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| Error::invalid(format!("--api-key-env {var}: ${var} is not set")))?),
+                None => None,
+            };
+            let provider = OpenAiProvider::connect(OpenAiConfig {
+                model: args.model.clone(),
+                api_key,
+                concurrency: args.concurrency,
+                choices_per_request: args.choices_per_request,
+                send_seed: !args.no_server_seed,
+                retries: args.retries,
+                request_timeout: Duration::from_secs(args.request_timeout),
+                ..OpenAiConfig::new(base_url)
+            })?;
+            let report = resample_problem(&provider, &args.problem_dir, &args.out, &config)?;
+            (report, format!("{} requests in flight, model {}", args.concurrency, provider.model()))
+        }
+        _ => {
+            let model = args.model.as_deref().ok_or_else(|| Error::invalid("--provider local needs --model"))?;
+            let loaded = Model::load(model, &device)?;
+            let provider = LocalProvider::new(&loaded, args.batch)?;
+            let report = resample_problem(&provider, &args.problem_dir, &args.out, &config)?;
+            (report, format!("{} rows per decode step", provider.rows_per_step()))
+        }
+    };
     for chunk in &report.chunks {
         let how = if chunk.computed {
             format!("{} new tokens in {:.1} s", chunk.new_tokens, chunk.seconds)
@@ -89,9 +144,8 @@ pub fn run(args: ResampleArgs) -> Result<()> {
     }
     if report.run.computed > 0 {
         outln!(
-            "{:.1} new tokens/s ({} rows per decode step) under {}",
+            "{:.1} new tokens/s ({how}) under {}",
             report.tokens_per_second(),
-            provider.rows_per_step(),
             report.out_dir.display()
         );
     }

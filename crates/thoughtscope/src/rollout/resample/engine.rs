@@ -50,7 +50,7 @@ pub struct Continuation {
 /// What produced the continuations: recorded in each chunk's manifest and checked on resume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderIdentity {
-    /// `local` (an OpenAI-compatible server would be another).
+    /// `local`, or `openai:<base URL>` for an OpenAI-compatible server.
     pub provider: String,
     pub model: String,
     /// Content hash of the weights (empty where the provider cannot know it).

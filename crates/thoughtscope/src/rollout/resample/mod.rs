@@ -7,6 +7,8 @@
 //!   corrected one, or the project's own rollouts), and the forced-answer suffix.
 //! - [`engine`]: where continuations come from ([`RolloutProvider`]; [`LocalProvider`] runs a
 //!   loaded model, one prefill per chunk shared by batched decoding).
+//! - [`openai`]: [`OpenAiProvider`], upstream's API path against any OpenAI-compatible
+//!   `/completions` server (vLLM, llama.cpp), concurrent requests with retries.
 //! - here: the output records ([`ResampledSolution`]), the per-chunk manifest that makes a run
 //!   resumable and refuses a resume with other settings, and the loop over chunks
 //!   ([`resample_problem`]).
@@ -21,6 +23,7 @@
 //! its API path sends no seed at all).
 
 pub mod engine;
+pub mod openai;
 pub mod prompts;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub use engine::{Continuation, DecodeSettings, LocalProvider, ProviderIdentity, RolloutProvider};
+pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use prompts::{chunk_prompts, corrected_prefix, faithful_prefix, ChunkPrompt, PrefixMode, ResampleSource, RolloutType, FORCED_ANSWER_SUFFIX};
 
 use crate::attention::split_solution_into_chunks;
