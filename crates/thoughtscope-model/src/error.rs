@@ -62,7 +62,8 @@ impl Error {
     }
 }
 
-fn io_error_is_environmental(error: &std::io::Error) -> bool {
+/// Whether an I/O error is the machine's fault (see [`Error::is_environmental`]).
+pub fn io_error_is_environmental(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         error.kind(),

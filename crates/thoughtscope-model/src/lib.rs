@@ -34,7 +34,7 @@ mod error;
 pub mod io;
 pub mod progress;
 
-pub use error::{Context, Error, Result};
+pub use error::{io_error_is_environmental, Context, Error, Result};
 
 use std::path::Path;
 

@@ -54,6 +54,17 @@ impl Error {
     pub fn context(self, what: impl Into<String>) -> Self {
         Error::Context { what: what.into(), source: Box::new(self) }
     }
+    /// The machine, not the input, is at fault (the model crate's
+    /// [`is_environmental`](thoughtscope_model::Error::is_environmental)): such an error fails a
+    /// whole command instead of one item's status.
+    pub fn is_environmental(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => thoughtscope_model::io_error_is_environmental(source),
+            Error::Context { source, .. } => source.is_environmental(),
+            Error::Candle(candle_core::Error::Io(source)) => thoughtscope_model::io_error_is_environmental(source),
+            _ => false,
+        }
+    }
 }
 
 /// A model-crate error as this library's: the same variant, the same message.

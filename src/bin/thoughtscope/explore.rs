@@ -19,7 +19,7 @@ pub struct ExploreArgs {
     pub model: Option<String>,
     #[arg(long, default_value = "attn_cache")]
     pub cache_dir: PathBuf,
-    #[arg(long, value_enum, default_value_t = SentenceMode::Chunks)]
+    #[arg(long, value_parser = crate::named::<SentenceMode>(), default_value_t = SentenceMode::Chunks)]
     pub mode: SentenceMode,
     /// A `thoughtscope suppress --out` folder (default: <problem_dir>/suppression when present).
     #[arg(long)]

@@ -12,9 +12,9 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use thoughtscope_model::io::path_component;
+pub use thoughtscope_model::io::{check_folder_or_absent, path_component, read_bounded, read_text_bounded, INPUT_LIMIT};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Replace `path` by `bytes` atomically, creating its folder (see the module doc).
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
@@ -29,4 +29,25 @@ pub fn write_json<T: Serialize + ?Sized>(path: impl AsRef<Path>, value: &T) -> R
 /// Parse a JSON file into `T`; a shape error names the file and serde's line and column.
 pub fn read_json<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
     Ok(thoughtscope_model::io::read_json(path)?)
+}
+
+/// Write a whole output folder at once (the model crate's
+/// [`write_folder_atomically`](thoughtscope_model::io::write_folder_atomically): a staging folder
+/// swapped in when `write` succeeds, removed when it fails), for a `write` returning this
+/// library's errors.
+pub fn write_folder_atomically<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let mut failure: Option<Error> = None;
+    let outcome = thoughtscope_model::io::write_folder_atomically(out, |staging| match write(staging) {
+        Ok(value) => Ok(value),
+        Err(e) => {
+            failure = Some(e);
+            // Only makes the swap give up; the caller gets `failure` itself.
+            Err(thoughtscope_model::Error::Other("writing the staging folder failed".into()))
+        }
+    });
+    match (outcome, failure) {
+        (_, Some(e)) => Err(e),
+        (Ok(value), None) => Ok(value),
+        (Err(e), None) => Err(e.into()),
+    }
 }
