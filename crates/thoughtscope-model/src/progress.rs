@@ -9,7 +9,7 @@
 //! 10 % lines in evcxr, and nothing in a log, where the item lines already say what happens.
 //!
 //! ```no_run
-//! use thoughtscope::progress::progress;
+//! use thoughtscope_model::progress::progress;
 //! let bar = progress(700, "ablation runs");
 //! for _ in 0..700 {
 //!     // ... one run ...
