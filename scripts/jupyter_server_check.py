@@ -236,6 +236,8 @@ def main() -> int:
         specs = server.request("GET", "/api/kernelspecs")
         if args.kernel not in specs.get("kernelspecs", {}):
             raise SetupError(f"the server has no `{args.kernel}` kernelspec (has {sorted(specs.get('kernelspecs', {}))}); run bash scripts/setup-notebooks.sh")
+        # The kernel's scratch crate, as the kernelspec sets it (scripts/setup-notebooks.sh).
+        kernel_tmpdir = specs["kernelspecs"][args.kernel].get("spec", {}).get("env", {}).get("EVCXR_TMPDIR")
         model = server.request("GET", f"/api/contents/{rel.as_posix()}?content=1&type=notebook")
         cells = [c for c in model["content"]["cells"] if c["cell_type"] == "code"]
         session = server.request("POST", "/api/sessions", {
@@ -250,7 +252,13 @@ def main() -> int:
             source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
             if not source.strip():
                 continue
-            timeout = args.dep_timeout if any(l.lstrip().startswith(":dep") for l in source.splitlines()) else args.timeout
+            has_dep = any(l.lstrip().startswith(":dep") for l in source.splitlines())
+            timeout = args.dep_timeout if has_dep else args.timeout
+            if has_dep and kernel_tmpdir and (REPO / "Cargo.lock").is_file():
+                # As scripts/run_notebook.py does: the CLI's lock file, so the kernel resolves the
+                # versions the CLI built (evcxr prunes the scratch crate's lock before a `:dep`).
+                Path(kernel_tmpdir).mkdir(parents=True, exist_ok=True)
+                (Path(kernel_tmpdir) / "Cargo.lock").write_bytes((REPO / "Cargo.lock").read_bytes())
             first = next((l.strip() for l in source.splitlines() if l.strip()), "")[:80]
             start = time.monotonic()
             try:
@@ -274,10 +282,10 @@ def main() -> int:
         for name in args.expect:
             check = EXPECTATIONS[name]
             if any(check(mime, data if isinstance(data, str) else json.dumps(data)) for bundle in outputs for mime, data in bundle.items()):
-                print(f"ok   the outputs hold a {name}", flush=True)
+                print(f"ok   among the outputs: {name}", flush=True)
                 passed += 1
             else:
-                print(f"FAIL no {name} among the outputs ({len(outputs)} display bundles)", flush=True)
+                print(f"FAIL among the outputs ({len(outputs)} display bundles): no {name}", flush=True)
                 failed += 1
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
