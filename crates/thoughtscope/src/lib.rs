@@ -32,6 +32,13 @@ pub use error::{Context, Error, Result};
 pub use thoughtscope_model as model;
 pub use thoughtscope_model::progress;
 
+// The versions of candle and polars this crate is built with, so that a notebook needs a single
+// `:dep thoughtscope` line and names their types through it (`thoughtscope::polars::prelude::DataFrame`).
+// A second `:dep` line would make the kernel resolve its dependency versions afresh and compile
+// much of the graph a second time instead of reusing the command line's build.
+pub use candle_core;
+pub use polars;
+
 // The README's example, compiled by `cargo test --doc`.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

@@ -43,4 +43,8 @@ pub mod prelude {
     pub use crate::progress::progress;
     pub use super::table::{table, TableOptions};
     pub use crate::plot::{Explorer, Figure, Report};
+    // Types that cells keep in variables: evcxr must be able to name a variable's type, and with
+    // one `:dep thoughtscope` line these paths are how it can.
+    pub use candle_core::Device;
+    pub use polars::prelude::DataFrame;
 }
