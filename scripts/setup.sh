@@ -11,10 +11,9 @@
 #   4b. a small resampling job, its importances, white-box against black-box (analysis/resampling/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-start=$(date +%s)
 # .cargo/config.toml builds for the host tuple given explicitly (the notebook kernel shares the build)
 bin="${CARGO_TARGET_DIR:-target}/$(rustc --print host-tuple)/debug/thoughtscope"
-step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
+source scripts/lib/steps.sh
 
 step "model";                   bash scripts/fetch-model.sh
 step "sentence embedder";       bash scripts/fetch-embedder.sh
@@ -36,4 +35,4 @@ step "CODI experiment, test mode (a CODI-shaped SmolLM2, not a CODI model; synth
 "$bin" codi run-all --test-mode --out analysis/codi
 step "notebooks";               bash scripts/run-notebooks.sh
 step "index";                   "$bin" report index analysis
-echo "== done in $(( $(date +%s) - start )) s: open analysis/index.html"
+step "done: open analysis/index.html"

@@ -10,8 +10,16 @@
 # (.ci/run sets it) such a test fails instead, except for a missing CPU feature or GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-start=$(date +%s)
-step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
+source scripts/lib/steps.sh
+
+# The Rust build needs none of the installs below, and they spend much of their time waiting on the
+# network or in single-threaded steps: it runs beside them (its output in target/build.log), which
+# keeps both cores busy on a 2-core machine.
+step "start the Rust build in the background (cargo test --workspace --no-run)"
+mkdir -p target
+cargo test --workspace --no-run > target/build.log 2>&1 &
+build_pid=$!
+trap 'kill "$build_pid" 2>/dev/null || true; steps_summary' EXIT
 
 step "model";                   bash scripts/fetch-model.sh
 step "sentence embedder";       bash scripts/fetch-embedder.sh
@@ -23,8 +31,14 @@ if [ ! -d ../shared/data ]; then
   echo "note: ../shared/data is absent; the tests that read the real traces will print SKIP lines"
 fi
 
+step "wait for the Rust build"
+if ! wait "$build_pid"; then
+  tail -n 60 target/build.log >&2
+  echo "cargo test --workspace --no-run failed (full log: target/build.log)" >&2
+  exit 1
+fi
+
 step "cargo test"
-mkdir -p target
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
 status=${PIPESTATUS[0]}
@@ -57,4 +71,4 @@ step "notebooks";               bash scripts/run-notebooks.sh
 step "notebook in a Jupyter server"
 .venv/bin/python scripts/jupyter_server_check.py notebooks/va_attention.ipynb \
   --expect table --expect figure --expect explorer
-echo "tests finished in $(( $(date +%s) - start )) s"
+step "done"
