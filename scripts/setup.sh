@@ -4,21 +4,25 @@
 # in rollouts/, and the project's own synthetic problem set for CODI. Idempotent: every step says
 # what it skipped; the attention cache, the builds and finished CODI problems are reused.
 #
-#   1. the model (scripts/fetch-model.sh)            5. CODI experiment, test mode
-#   2. headless Chromium (PNG/SVG/PDF figures)       6. notebook tooling, the notebooks executed
-#   3. the thoughtscope build                           headlessly into analysis/reports/
-#   4. VA analysis of the sample rollouts            7. analysis/index.html linking every report
-#   4b. a small resampling job, its importances, white-box against black-box (analysis/resampling/)
+#   1. the thoughtscope build, beside 2–3            5. CODI experiment, test mode
+#   2. the model and the sentence embedder (PyPI)    6. the notebooks executed headlessly into
+#      and headless Chromium (static figures)           analysis/reports/
+#   3. notebook tooling (evcxr_jupyter, Jupyter)     7. analysis/index.html linking every report
+#   4. VA analysis of the sample rollouts; a small resampling job, its importances, white-box
+#      against black-box (analysis/resampling/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # .cargo/config.toml builds for the host tuple given explicitly (the notebook kernel shares the build)
 bin="${CARGO_TARGET_DIR:-target}/$(rustc --print host-tuple)/debug/thoughtscope"
 source scripts/lib/steps.sh
 
+# The build needs none of the downloads and installs below: it runs beside them.
+step "build, in the background"; in_background target/build.log cargo build --bin thoughtscope
 step "model";                   bash scripts/fetch-model.sh
 step "sentence embedder";       bash scripts/fetch-embedder.sh
 step "headless Chromium";       bash scripts/install-chromium.sh
-step "build";                   cargo build --bin thoughtscope
+step "notebook tooling (evcxr_jupyter, Jupyter, the rust kernelspec)"; bash scripts/setup-notebooks.sh
+step "wait for the build";      await_background
 step "VA analysis of the sample rollouts (attention cache in attn_cache/: a second run does no forward pass)"
 "$bin" va --root rollouts/apple_boxes --prefix rollout_ --model smollm2-135m --out analysis/va_attention/apple_boxes
 step "small resampling job: one short arithmetic problem, 6 chunks x 8 rollouts, ordinary and forced-answer (docs/resampling.md)"

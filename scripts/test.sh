@@ -12,15 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/steps.sh
 
-# The Rust build needs none of the installs below, and they spend much of their time waiting on the
-# network or in single-threaded steps: it runs beside them (its output in target/build.log), which
-# keeps both cores busy on a 2-core machine.
-step "start the Rust build in the background (cargo test --workspace --no-run)"
-mkdir -p target
-cargo test --workspace --no-run > target/build.log 2>&1 &
-build_pid=$!
-trap 'kill "$build_pid" 2>/dev/null || true; steps_summary' EXIT
-
+# The Rust build needs none of the installs below, which spend much of their time on the network
+# or single-threaded: it runs beside them.
+step "Rust build, in the background";  in_background target/build.log cargo test --workspace --no-run
 step "model";                   bash scripts/fetch-model.sh
 step "sentence embedder";       bash scripts/fetch-embedder.sh
 step "python reference env";    bash scripts/python-env.sh analysis
@@ -31,12 +25,7 @@ if [ ! -d ../shared/data ]; then
   echo "note: ../shared/data is absent; the tests that read the real traces will print SKIP lines"
 fi
 
-step "wait for the Rust build"
-if ! wait "$build_pid"; then
-  tail -n 60 target/build.log >&2
-  echo "cargo test --workspace --no-run failed (full log: target/build.log)" >&2
-  exit 1
-fi
+step "wait for the Rust build";  await_background
 
 step "cargo test"
 set +e

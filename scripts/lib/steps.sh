@@ -48,3 +48,26 @@ steps_summary() {
   printf '%6d %6d  total (load average now: %s)\n' "$(( $(date +%s) - steps_start ))" "$steps_cpu_now" "$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
   rm -f "$steps_times_file"
 }
+
+# `in_background LOG COMMAND...` starts a command beside the steps that follow (its output in LOG);
+# `await_background` waits for it and fails with the log's tail if it failed. Used for the Rust
+# build, which needs none of the installs and downloads that run meanwhile: on a 2-core machine
+# the two keep both cores busy. The command is stopped if the script exits first.
+in_background() {
+  background_log=$1
+  shift
+  mkdir -p "$(dirname "$background_log")"
+  "$@" > "$background_log" 2>&1 &
+  background_pid=$!
+  trap 'kill "$background_pid" 2>/dev/null || true; steps_summary' EXIT
+  echo "   (in the background: $*; output in $background_log)"
+}
+
+await_background() {
+  if ! wait "$background_pid"; then
+    tail -n 60 "$background_log" >&2
+    echo "failed: see $background_log" >&2
+    exit 1
+  fi
+  tail -n 1 "$background_log"
+}
