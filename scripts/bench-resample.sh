@@ -24,8 +24,8 @@ out="$(mktemp -d)"
 .venv/bin/python -c 'import llama_cpp.server.app' 2>/dev/null \
   || { echo "bench-resample: llama-cpp-python absent; run scripts/install-llama-cpp.sh" >&2; exit 1; }
 cargo build --quiet --bin thoughtscope
-bin=target/debug/thoughtscope
-[ -n "${CARGO_TARGET_DIR:-}" ] && bin="$CARGO_TARGET_DIR/debug/thoughtscope"
+# .cargo/config.toml builds for the host tuple given explicitly (the notebook kernel shares the build)
+bin="${CARGO_TARGET_DIR:-target}/$(rustc --print host-tuple)/debug/thoughtscope"
 
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 .venv/bin/python -m llama_cpp.server --model "$gguf" --host 127.0.0.1 --port "$port" \
