@@ -16,18 +16,10 @@ tokens="${1:-3000}"
 out="${BENCH_OUT:-$(mktemp -d)}"
 mkdir -p "$out"
 [ -x .venv/bin/python ] || { echo "bench-forward: no .venv/bin/python; run: bash scripts/python-env.sh" >&2; exit 1; }
-# The reference BLAS: with Debian's OpenBLAS present, every run also times its GEMM on
-# the model's shapes and the roofline is the best rate found (BENCH_OPENBLAS=0: our kernels only).
-features=()
-if [ "${BENCH_OPENBLAS:-1}" != "0" ]; then
-  bash scripts/install-openblas.sh >&2
-  if [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\b'; then
-    features=(--features openblas)
-  else
-    echo "bench-forward: no libopenblas; the roofline is our own GEMM and torch's" >&2
-  fi
-fi
-cargo build --quiet --bin thoughtscope "${features[@]}"
+# The reference BLAS: with Debian's OpenBLAS installed, every run also times its GEMM on the
+# model's shapes (loaded at run time) and the roofline is the best rate found.
+bash scripts/install-openblas.sh >&2
+cargo build --quiet --bin thoughtscope
 # .cargo/config.toml builds for the host tuple given explicitly (the notebook kernel shares the build)
 bin="${CARGO_TARGET_DIR:-target}/$(rustc --print host-tuple)/debug/thoughtscope"
 python_reference() {

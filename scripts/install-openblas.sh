@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# OpenBLAS (Debian's libopenblas-dev) for the `openblas` cargo feature: the reference GEMM that
-# `bench forward` measures beside its own kernels. Nothing else needs it. Idempotent:
+# OpenBLAS (Debian's libopenblas-dev): the reference GEMM that `bench forward` measures beside its
+# own kernels and the kernel tests compare against, loaded at run time where installed. Idempotent:
 # says what it skipped. Exit status 0 even when it cannot install (a warning says so); callers
 # check for the library themselves.
 set -euo pipefail
@@ -16,5 +16,5 @@ elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev >/dev/null
   echo "installed: libopenblas-dev $(dpkg-query -W -f='${Version}' libopenblas-dev)"
 else
-  echo "warning: libopenblas absent and apt-get unusable here: the openblas feature cannot link" >&2
+  echo "warning: libopenblas absent and apt-get unusable here: bench forward and the kernel tests go without OpenBLAS" >&2
 fi

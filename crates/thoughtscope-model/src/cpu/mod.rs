@@ -17,7 +17,6 @@
 
 mod activations;
 mod attention;
-#[cfg(feature = "openblas")]
 pub mod blas;
 mod mlp;
 pub mod phases;

@@ -3,7 +3,7 @@
 //! candle's CPU matmul (the `gemm` crate) reaches about half of the FMA peak on the decoder's
 //! shapes; this BLIS-style routine (packed panels, a 12 × 32 register tile with AVX-512, 12 × 16
 //! with AVX2) matches OpenBLAS's own AVX-512 and AVX2 kernels on SmolLM2's linear shapes (`bench
-//! forward` times both, with the feature `openblas`). Decode steps (a few rows) take one-pass kernels instead ([`linear_few_rows`],
+//! forward` times both where OpenBLAS is installed). Decode steps (a few rows) take one-pass kernels instead ([`linear_few_rows`],
 //! [`dot`]). Everything here needs AVX-512F or AVX2 with FMA ([`available`]); callers fall back
 //! to candle's matmul elsewhere, so the crate still runs on any x86-64 or ARM machine.
 

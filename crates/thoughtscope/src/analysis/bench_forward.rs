@@ -293,8 +293,8 @@ pub fn linear_shapes(cfg: &crate::model::Config, tokens: usize) -> Vec<(&'static
 /// Side of the square product measured beside the model's shapes.
 const SQUARE: usize = 2048;
 
-/// The f32 GEMM rates this host reaches right now, on the same threads: our kernels and (feature
-/// `openblas`) OpenBLAS, on the decoder's linear shapes at the bench's token count and on a
+/// The f32 GEMM rates this host reaches right now, on the same threads: our kernels and (where it
+/// is installed) OpenBLAS, on the decoder's linear shapes at the bench's token count and on a
 /// 2048³ square, rounds interleaved so that a change in load hits every entry alike; each
 /// figure is the median round.
 pub struct GemmCalibration {
@@ -308,7 +308,7 @@ pub struct GemmCalibration {
     /// product divided by the thread count), where the platform reports CPU time.
     pub shapes_cpu: Option<Vec<Vec<f64>>>,
     pub square_cpu: Option<Vec<f64>>,
-    /// OpenBLAS's kernel family on this CPU, when linked.
+    /// OpenBLAS's kernel family on this CPU, where it is installed.
     pub openblas_core: Option<String>,
 }
 
@@ -324,8 +324,9 @@ impl GemmCalibration {
         if crate::model::cpu::sgemm::available() {
             list.push(("thoughtscope", crate::model::cpu::sgemm::matmul));
         }
-        #[cfg(feature = "openblas")]
-        list.push(("openblas", crate::model::cpu::blas::matmul));
+        if crate::model::cpu::blas::available().is_ok() {
+            list.push(("openblas", crate::model::cpu::blas::matmul));
+        }
         list
     }
 
@@ -375,10 +376,7 @@ impl GemmCalibration {
         } else {
             (None, None)
         };
-        #[cfg(feature = "openblas")]
-        let openblas_core = Some(crate::model::cpu::blas::core_name());
-        #[cfg(not(feature = "openblas"))]
-        let openblas_core = None;
+        let openblas_core = crate::model::cpu::blas::core_name();
         Self {
             implementations: impls.iter().map(|i| i.0).collect(),
             shapes: shapes.iter().zip(medians).map(|(s, t)| (s.0, (s.1, s.2, s.3), s.4, t)).collect(),
