@@ -8,7 +8,10 @@
 # PyPI inside pip's build environment when the system has none). The build flags:
 #   GGML_NATIVE=ON     -march=native: the kernels this CPU has (AVX-512 where present), as a user
 #                      building llama.cpp for their machine gets; bench-resample compares against
-#                      it, so a portable AVX2-only build would flatter thoughtscope.
+#                      it, so a portable AVX2-only build would flatter thoughtscope. On a CPU with
+#                      AMX it also builds llama.cpp's AMX matmul, which segfaults on the SmolLM2
+#                      Q4_1 GGUF in this version: scripts/llama_server.py (the test's and the
+#                      bench's server) and scripts/llama_batched_reference.py load without it.
 #   LLAVA_BUILD=OFF    no multimodal library (mtmd); the server imports it only for image models.
 #   no tests or examples.
 # The wheel is kept in $THOUGHTSCOPE_CACHE/wheels under a name that holds the version and a hash of
