@@ -86,7 +86,7 @@ pub fn load_problems(path: impl AsRef<Path>) -> Result<Vec<Problem>> {
 /// Write problems as a JSON list of their original records, in the given order.
 pub fn write_problems(problems: &[Problem], path: impl AsRef<Path>) -> Result<()> {
     let records: Vec<&Value> = problems.iter().map(|p| &p.record).collect();
-    write_json_atomic(path.as_ref(), &records)
+    crate::io::write_json(path.as_ref(), &records)
 }
 
 /// Stratified sample as upstream: one seeded stream, buckets in [`DIFFICULTIES`] order, each
@@ -187,9 +187,6 @@ impl PyRandom {
         result
     }
 }
-
-// Atomic writes (temporary file, fsync, rename) are crate::io's; the CODI modules import them from here.
-pub(crate) use crate::io::{write_atomic, write_json as write_json_atomic};
 
 #[cfg(test)]
 mod tests {

@@ -377,4 +377,9 @@ impl CodiModel {
             format!("NOT A CODI MODEL: {}: {}; results on it are not CODI results", self.name, self.meta.note)
         })
     }
+
+    /// What figure titles append: " — NOT A CODI MODEL" on a synthetic checkpoint, else empty.
+    pub fn title_note(&self) -> String {
+        if self.meta.real_codi { String::new() } else { " — NOT A CODI MODEL".to_owned() }
+    }
 }

@@ -11,12 +11,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::ablate::{read_ablation, AblationRecord};
-use super::attention::{read_attention, AttentionRecord};
-use super::dataset::{write_atomic, write_json_atomic};
+use super::ablation::{read_ablation, AblationRecord};
+use super::eot_attention::{read_attention, AttentionRecord};
 use super::figures;
-use super::next_steps::ExperimentLayout;
-use super::stats::{summary_statistics, JoinedRow, SummaryStatistics};
+use super::summary::{summary_statistics, JoinedRow, SummaryStatistics};
+use crate::codi::runner::files::{meta_path, read_json_relaxed};
+use crate::codi::runner::layout::ExperimentLayout;
+use crate::codi::runner::meta::RunMeta;
+use crate::io::{write_atomic, write_json as write_json_atomic};
 use crate::plot::{self, Figure, SaveFormat};
 use crate::{Context, Error, Result};
 
@@ -277,8 +279,6 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
 /// when only one of the two has one (one file from this project, one from elsewhere), a note
 /// says the join is unchecked.
 fn check_same_run(ablation_path: &Path, attention_path: &Path, attention: &[AttentionRecord]) -> Result<Option<String>> {
-    use super::ablate::meta_path;
-    use super::progress::{read_json_relaxed, RunMeta};
     let (ablation_meta, attention_meta) = (meta_path(ablation_path), meta_path(attention_path));
     let read = |path: &Path| -> Result<Option<RunMeta>> { if path.is_file() { read_json_relaxed(path).map(Some) } else { Ok(None) } };
     let (ab, at) = (read(&ablation_meta)?, read(&attention_meta)?);

@@ -24,21 +24,22 @@
 //!
 //! Targets: `gold_answer_first`, the first token of the gold number in CODI's answer
 //! `"The answer is: N"` that carries the number, not a space token before it
-//! ([`super::latent::gold_number_token`]), and `decoded_first`, the token
+//! ([`crate::codi::latent::thought_loop::gold_number_token`]), and `decoded_first`, the token
 //! the model decodes first (EOT's argmax). At a thought position the logit of a target is what
 //! the model would give it if it read out there (a lens), not a prediction it makes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Tensor, D};
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use super::dataset::{write_atomic, write_json_atomic, Problem};
-use super::latent::{gold_number_token, run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
-use super::model::CodiModel;
-use super::next_figures;
-use super::next_steps::{self, finite_mean, float_column, text_column, ProblemRecord, StepLayout};
+use crate::codi::latent::codi_model::CodiModel;
+use crate::codi::latent::thought_loop::{gold_number_token, run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
+use crate::codi::problems::dataset::Problem;
+use crate::codi::runner::files::{read_records, JsonStyle};
+use crate::codi::runner::output::{finite_mean, float_column, text_column};
+use crate::codi::runner::step::{run_step, ProblemRecord, Step};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
@@ -422,14 +423,13 @@ fn lens_row(codi: &CodiModel, label: &str, logits: &[f32], targets: &[LogitTarge
 
 /// `codi decompose`: every problem not yet in `out`, `out` rewritten after each (resumable).
 pub fn run_decompose(codi: &CodiModel, problems: &[Problem], options: &DecomposeOptions, out: &Path) -> Result<Vec<DecomposeRecord>> {
-    let settings = serde_json::to_value(options)?;
-    next_steps::run_resumable(codi, "decompose", settings, problems, out, next_steps::JsonStyle::Compact, |problem| {
-        decompose_problem(codi, problem, options)
-    })
+    let step = Step { name: "decompose", settings: serde_json::to_value(options)?, style: JsonStyle::Compact };
+    Ok(run_step(codi, &step, problems, out, |problem| decompose_problem(codi, problem, options))?.records)
 }
 
+/// Read a decomposition results file.
 pub fn read_decompose(path: &Path) -> Result<Vec<DecomposeRecord>> {
-    next_steps::read_records(path)
+    read_records(path)
 }
 
 /// Means over problems.
@@ -486,30 +486,6 @@ pub fn summarize_decompose(records: &[DecomposeRecord]) -> Result<DecomposeSumma
     })
 }
 
-/// What [`analyze_decompose`] wrote.
-#[derive(Debug, Clone)]
-pub struct DecomposeAnalysis {
-    pub summary: DecomposeSummary,
-    pub files: Vec<PathBuf>,
-    /// What was skipped (static images without Chromium).
-    pub notes: Vec<String>,
-}
-
-/// Options of [`analyze_decompose`].
-#[derive(Debug, Clone)]
-pub struct DecomposeAnalysisOptions {
-    /// Problems whose logit lens is drawn and tabled (the first ones).
-    pub lens_problems: usize,
-    pub static_images: bool,
-    pub title_note: String,
-}
-
-impl Default for DecomposeAnalysisOptions {
-    fn default() -> Self {
-        DecomposeAnalysisOptions { lens_problems: 3, static_images: true, title_note: String::new() }
-    }
-}
-
 /// The mean-DLA table of one target: one row per component (then the mean logit, their sum),
 /// one column per position.
 pub fn dla_table(summary: &DecomposeSummary, target: usize) -> Result<DataFrame> {
@@ -536,49 +512,6 @@ pub fn lens_table(record: &DecomposeRecord) -> Result<DataFrame> {
         columns.push(text_column(label, cells));
     }
     Ok(DataFrame::new_infer_height(columns)?)
-}
-
-/// Tables (`results/direct_logit_attribution_<tag>.{csv,md}` for the gold target,
-/// `results/residual_decomposition_summary_<tag>.json`, `results/logit_lens_<problem>_<tag>.md`)
-/// and figures (`figures/direct_logit_attribution`, `figures/direct_logit_attribution_eot`,
-/// `figures/logit_lens_<problem>`).
-pub fn analyze_decompose(records: &[DecomposeRecord], layout: &StepLayout, options: &DecomposeAnalysisOptions) -> Result<DecomposeAnalysis> {
-    let summary = summarize_decompose(records)?;
-    let mut files = Vec::new();
-    let json = layout.result("residual_decomposition_summary", "json");
-    write_json_atomic(&json, &summary)?;
-    files.push(json);
-    files.extend(next_steps::write_table(&mut dla_table(&summary, 0)?, layout, DLA_TABLE_STEM)?);
-    let note = &options.title_note;
-    let mut figures: Vec<(String, crate::plot::Figure)> = vec![
-        ("direct_logit_attribution".into(), next_figures::dla_heatmap(&summary, 0, note)?),
-        ("direct_logit_attribution_eot".into(), next_figures::dla_layer_bars(&summary, 0, summary.position_labels.len() - 1, note)?),
-    ];
-    for record in records.iter().filter(|r| r.error.is_none()).take(options.lens_problems) {
-        let id = super::routing::sanitize(&record.problem_id);
-        let path = layout.result(&format!("logit_lens_{id}"), "md");
-        write_atomic(&path, next_steps::markdown_table(&lens_table(record)?).as_bytes())?;
-        files.push(path);
-        figures.push((format!("logit_lens_{id}"), next_figures::logit_lens_heatmap(record, note)?));
-    }
-    let named: Vec<(&str, &crate::plot::Figure)> = figures.iter().map(|(n, f)| (n.as_str(), f)).collect();
-    let (written, notes) = next_steps::save_step_figures(&layout.figures_dir(), &named, options.static_images)?;
-    files.extend(written);
-    Ok(DecomposeAnalysis { summary, files, notes })
-}
-
-/// `codi decompose` as one call: run (resumable) into `results/residual_decomposition_<tag>.json`,
-/// then [`analyze_decompose`].
-pub fn decompose_step(
-    codi: &CodiModel,
-    problems: &[Problem],
-    options: &DecomposeOptions,
-    layout: &StepLayout,
-    analysis: &DecomposeAnalysisOptions,
-) -> Result<(Vec<DecomposeRecord>, DecomposeAnalysis)> {
-    let records = run_decompose(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
-    let analysis = analyze_decompose(&records, layout, analysis)?;
-    Ok((records, analysis))
 }
 
 #[cfg(test)]

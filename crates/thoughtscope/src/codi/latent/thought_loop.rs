@@ -17,7 +17,7 @@ use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::answer::{Answer, AnswerParser};
-use super::model::CodiModel;
+use super::codi_model::CodiModel;
 use crate::model::{Hooks, Input, KvCache, Logits, NoHooks};
 use crate::Result;
 

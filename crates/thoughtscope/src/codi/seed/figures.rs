@@ -11,10 +11,14 @@ use plotly::common::{Anchor, DashType, ErrorData, ErrorType, Line, Marker, Mode,
 use plotly::layout::{Annotation, Axis, AxisRange, GridPattern, Layout, LayoutGrid};
 use plotly::{Bar, HeatMap, Plot, Scatter};
 
-use super::stats::JoinedRow;
+use super::summary::JoinedRow;
 use crate::scores::stats::{least_squares, mean, pearson, sem, LinearFit};
 use crate::plot::Figure;
 use crate::Result;
+
+/// The four figures of `3_analyze_and_visualize.py`, by file stem.
+pub const SEED_FIGURES: [&str; 4] =
+    ["1_importance_by_position", "2_importance_heatmap", "3_attention_vs_importance", "4_correlation_by_position"];
 
 /// Axis label of the continuous (log-prob) importance.
 const CONTINUOUS_LABEL: &str = "Importance (drop in gold-answer log-prob)";

@@ -9,11 +9,12 @@ use plotly::layout::{Axis, BarMode, Layout};
 use plotly::{Bar, HeatMap, Plot, Scatter};
 use serde_json::{json, Map, Value};
 
-use super::analyze::ImportanceKind;
 use super::compose::SetSummary;
 use super::decompose::{DecomposeRecord, DecomposeSummary};
-use super::latent::LATENT_STEPS;
 use super::routing::{RoutingRecord, RoutingSummary, TokenClass};
+use crate::codi::latent::thought_loop::LATENT_STEPS;
+use crate::codi::runner::output::finite_mean;
+use crate::codi::seed::analyze::ImportanceKind;
 use crate::plot::Figure;
 use crate::{Error, Result};
 
@@ -306,7 +307,7 @@ pub fn class_by_layer(summary: &RoutingSummary, title_note: &str) -> Result<Figu
     let mut plot = Plot::new();
     for (c, class) in summary.classes.iter().enumerate() {
         let y: Vec<f64> = (0..summary.layers.len())
-            .map(|li| super::next_steps::finite_mean((0..LATENT_STEPS).filter_map(|k| summary.per_token[li][k][c])).unwrap_or(f64::NAN))
+            .map(|li| finite_mean((0..LATENT_STEPS).filter_map(|k| summary.per_token[li][k][c])).unwrap_or(f64::NAN))
             .collect();
         plot.add_trace(Scatter::new(summary.layers.clone(), y).mode(Mode::LinesMarkers).name(class.name()));
     }
