@@ -28,6 +28,15 @@ use crate::io::{write_atomic, write_json};
 use crate::plot::Figure;
 use crate::{Error, Result};
 
+/// What an analysis wrote: the summary its tables and figures show, the files, and what was
+/// skipped (static images without Chromium) or worth saying about the results.
+#[derive(Debug, Clone)]
+pub struct StepAnalysis<S> {
+    pub summary: S,
+    pub files: Vec<PathBuf>,
+    pub notes: Vec<String>,
+}
+
 // Compositional ablation.
 
 /// Options of [`analyze_compose`].
@@ -54,12 +63,7 @@ impl Default for ComposeAnalysisOptions {
 }
 
 /// What [`analyze_compose`] wrote.
-#[derive(Debug, Clone)]
-pub struct ComposeAnalysis {
-    pub summary: Vec<SetSummary>,
-    pub files: Vec<PathBuf>,
-    pub notes: Vec<String>,
-}
+pub type ComposeAnalysis = StepAnalysis<Vec<SetSummary>>;
 
 /// Table (`results/compositional_table_<tag>.{csv,md,json}`) and figures
 /// (`figures/compositional_pair_interaction`, `figures/compositional_triplet_importance`).
@@ -157,13 +161,7 @@ pub fn compose_with_rule(
 // Question → thought attention.
 
 /// What [`analyze_routing`] wrote.
-#[derive(Debug, Clone)]
-pub struct RoutingAnalysis {
-    pub summary: RoutingSummary,
-    pub files: Vec<PathBuf>,
-    /// What was skipped (static images without Chromium).
-    pub notes: Vec<String>,
-}
+pub type RoutingAnalysis = StepAnalysis<RoutingSummary>;
 
 /// Options of [`analyze_routing`].
 #[derive(Debug, Clone)]
@@ -230,13 +228,7 @@ pub fn routing_step(
 // Residual decomposition.
 
 /// What [`analyze_decompose`] wrote.
-#[derive(Debug, Clone)]
-pub struct DecomposeAnalysis {
-    pub summary: DecomposeSummary,
-    pub files: Vec<PathBuf>,
-    /// What was skipped (static images without Chromium).
-    pub notes: Vec<String>,
-}
+pub type DecomposeAnalysis = StepAnalysis<DecomposeSummary>;
 
 /// Options of [`analyze_decompose`].
 #[derive(Debug, Clone)]

@@ -164,6 +164,32 @@ pub struct ComposeRecord {
     pub error: Option<String>,
 }
 
+impl SetAblation {
+    /// The set's own run, its interactions not yet filled in ([`fill_interactions`],
+    /// [`fill_against_empty`]).
+    pub(crate) fn of_run(tokens: Vec<usize>, run: AblatedRun) -> Self {
+        SetAblation {
+            tokens,
+            ablated_output: run.output,
+            predicted_answer: run.predicted_answer,
+            still_correct: run.still_correct,
+            importance: run.importance,
+            gold_logprob: run.gold_logprob,
+            logprob_importance: run.logprob_importance,
+            interaction: None,
+            logprob_interaction: None,
+            third_order_interaction: None,
+            logprob_third_order_interaction: None,
+            importance_vs_empty: None,
+            logprob_importance_vs_empty: None,
+            interaction_vs_empty: None,
+            logprob_interaction_vs_empty: None,
+            third_order_vs_empty: None,
+            logprob_third_order_vs_empty: None,
+        }
+    }
+}
+
 impl ComposeRecord {
     /// Every ablated set: singles, pairs, triplets.
     pub fn sets(&self) -> impl Iterator<Item = &SetAblation> {
@@ -237,26 +263,7 @@ pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOp
         .into_iter()
         .zip(decoded.zip(logprobs))
         .map(|(tokens, (decoded, ablated_logprob))| {
-            let run = AblatedRun::of(decoded, ablated_logprob, &baseline, problem, loop_options);
-            SetAblation {
-                tokens,
-                ablated_output: run.output,
-                predicted_answer: run.predicted_answer,
-                still_correct: run.still_correct,
-                importance: run.importance,
-                gold_logprob: run.gold_logprob,
-                logprob_importance: run.logprob_importance,
-                interaction: None,
-                logprob_interaction: None,
-                third_order_interaction: None,
-                logprob_third_order_interaction: None,
-                importance_vs_empty: None,
-                logprob_importance_vs_empty: None,
-                interaction_vs_empty: None,
-                logprob_interaction_vs_empty: None,
-                third_order_vs_empty: None,
-                logprob_third_order_vs_empty: None,
-            }
+            SetAblation::of_run(tokens, AblatedRun::of(decoded, ablated_logprob, &baseline, problem, loop_options))
         })
         .collect();
     let empty = ablations.remove(0);
@@ -527,25 +534,15 @@ mod tests {
     use super::*;
 
     fn set(tokens: &[usize], importance: u8, lp: f64) -> SetAblation {
-        SetAblation {
-            tokens: tokens.to_vec(),
-            ablated_output: String::new(),
+        let run = AblatedRun {
+            output: String::new(),
             predicted_answer: serde_json::Value::Null,
             still_correct: importance == 0,
             importance,
             gold_logprob: None,
             logprob_importance: Some(lp),
-            interaction: None,
-            logprob_interaction: None,
-            third_order_interaction: None,
-            logprob_third_order_interaction: None,
-            importance_vs_empty: None,
-            logprob_importance_vs_empty: None,
-            interaction_vs_empty: None,
-            logprob_interaction_vs_empty: None,
-            third_order_vs_empty: None,
-            logprob_third_order_vs_empty: None,
-        }
+        };
+        SetAblation::of_run(tokens.to_vec(), run)
     }
 
     #[test]

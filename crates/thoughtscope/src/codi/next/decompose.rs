@@ -35,7 +35,7 @@ use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
 use crate::codi::latent::codi_model::CodiModel;
-use crate::codi::latent::thought_loop::{gold_number_token, run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
+use crate::codi::latent::thought_loop::{argmax, gold_number_token, run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
 use crate::codi::problems::dataset::Problem;
 use crate::codi::runner::files::{read_records, JsonStyle};
 use crate::codi::runner::output::{finite_mean, float_column, text_column};
@@ -375,16 +375,6 @@ pub fn token_text(codi: &CodiModel, token: u32) -> Result<String> {
         t if t >= s.base_vocab => format!("<{t}>"),
         t => codi.tokenizer.decode(&[t], false)?,
     })
-}
-
-fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// One lens row from its logits: log-softmax in f64, top `k` (ties: the lower id first), targets.
