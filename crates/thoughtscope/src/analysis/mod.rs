@@ -17,4 +17,4 @@ pub mod va_report;
 
 pub use tag_stats::{compute_va_stats_for_head, safe_mean, trim_ends, VaHeadStats};
 pub use va::{VaConfig, VaResult};
-pub use va_pipeline::{run_va, run_va_with};
+pub use va_pipeline::run_va;

@@ -10,7 +10,6 @@ use super::va::{
 };
 use super::va_report;
 use crate::attention::{AttentionSource, CacheOutcome};
-use crate::model::Loaded;
 use crate::rollout::discover_rollouts;
 use crate::{Error, Result};
 
@@ -18,11 +17,6 @@ use crate::{Error, Result};
 /// on a cache miss.
 pub fn run_va(config: &VaConfig) -> Result<VaResult> {
     run_va_with_source(config, config.attention_source())
-}
-
-/// [`run_va`] with an already loaded model.
-pub fn run_va_with(config: &VaConfig, loaded: &Loaded) -> Result<VaResult> {
-    run_va_with_source(config, AttentionSource::with_model(loaded.clone(), &config.cache_dir, config.boundary_mode))
 }
 
 /// The most permutations a run takes: p-values resolve 1e-7, and a bigger number (say

@@ -46,14 +46,14 @@ pub mod runner;
 pub mod seed;
 
 pub use latent::answer::{Answer, AnswerParser};
-pub use latent::codi_model::{BaseModel, CodiModel, CodiWeights, LoadOptions, Projection, SpecialIds};
+pub use latent::codi_model::{CodiModel, CodiWeights, LoadOptions, Projection, SpecialIds};
 pub use latent::make_model::{make_model, MakeModelOptions};
 pub use latent::thought_loop::{
     decode_greedy, decode_greedy_batch, generate, run_from_prompt, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions, LoopState,
     Phase, PhaseHooks, PromptState,
 };
 pub use pipeline::{run_all, sample_problems, Experiment, ModelSpec, RunAllOptions, RunAllReport};
-pub use problems::dataset::{load_problems, make_dataset, stratified_sample, Problem, PyRandom};
+pub use problems::dataset::{load_problems, make_dataset, stratified_sample, Problem};
 pub use problems::synthetic::synthetic_problems;
 pub use runner::layout::{ExperimentLayout, StepLayout};
 pub use runner::meta::RunMeta;

@@ -22,7 +22,7 @@ use crate::model::{Hooks, Input, KvCache, Logits, NoHooks};
 use crate::Result;
 
 /// Number of single-position forwards between the question and EOT, in both loops.
-pub const LATENT_STEPS: usize = 6;
+pub(crate) const LATENT_STEPS: usize = 6;
 
 /// Which inference loop to reproduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -125,20 +125,7 @@ fn empty_set_note(records: &[ComposeRecord], all_baselines: bool) -> Option<Stri
 }
 
 /// `codi compose` as one call: run (resumable) into `results/compositional_ablation_results_<tag>.json`,
-/// then [`analyze_compose`].
-pub fn compose_step(
-    codi: &CodiModel,
-    problems: &[Problem],
-    options: &AblationOptions,
-    layout: &StepLayout,
-    analysis: &ComposeAnalysisOptions,
-) -> Result<(Vec<ComposeRecord>, ComposeAnalysis)> {
-    let records = run_compose(codi, problems, options, &layout.result(COMPOSE_STEM, "json"))?;
-    let analysis = analyze_compose(&records, layout, analysis)?;
-    Ok((records, analysis))
-}
-
-/// [`compose_step`] with the importance chosen by `rule` from the records' baselines (the rule
+/// then [`analyze_compose`] with the importance chosen by `rule` from the records' baselines (the rule
 /// of `codi analyze`); the note says when `Auto` fell back to the log-prob importance.
 pub fn compose_with_rule(
     codi: &CodiModel,

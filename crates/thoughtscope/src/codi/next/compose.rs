@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::codi::latent::codi_model::CodiModel;
 use crate::codi::latent::thought_loop::{decode_greedy_batch, run_from_prompt, run_prompt, PromptState, LATENT_STEPS};
 use crate::codi::problems::dataset::Problem;
-use crate::codi::runner::files::{read_records, JsonStyle};
+use crate::codi::runner::files::JsonStyle;
 use crate::codi::runner::output::{count_column, finite_mean, finite_sem, float_column, text_column};
 use crate::codi::runner::step::{run_step, ProblemRecord, Step};
 use crate::codi::seed::ablation::{
@@ -66,7 +66,7 @@ use crate::Result;
 /// Results file stem (`results/<stem>_<tag>.json`).
 pub const RESULTS_STEM: &str = "compositional_ablation_results";
 /// Table stem (`results/<stem>_<tag>.{csv,md}`).
-pub const TABLE_STEM: &str = "compositional_table";
+pub(crate) const TABLE_STEM: &str = "compositional_table";
 
 /// Every `size`-subset of the six tokens, in lexicographic order (15 pairs, 20 triplets).
 pub fn token_sets(size: usize) -> Vec<Vec<usize>> {
@@ -87,7 +87,7 @@ pub fn token_sets(size: usize) -> Vec<Vec<usize>> {
 }
 
 /// `T0+T2+T5`.
-pub fn set_label(tokens: &[usize]) -> String {
+pub(crate) fn set_label(tokens: &[usize]) -> String {
     tokens.iter().map(|k| format!("T{k}")).collect::<Vec<_>>().join("+")
 }
 
@@ -292,7 +292,7 @@ pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOp
 
 /// Interactions of every pair and triplet from the importances of the sets (singles, pairs and
 /// triplets all present in `sets`).
-pub fn fill_interactions(sets: &mut [SetAblation]) {
+pub(crate) fn fill_interactions(sets: &mut [SetAblation]) {
     let find = |sets: &[SetAblation], tokens: &[usize]| -> Option<(i32, Option<f64>)> {
         sets.iter().find(|s| s.tokens == tokens).map(|s| (s.importance as i32, s.logprob_importance))
     };
@@ -328,7 +328,7 @@ pub fn fill_interactions(sets: &mut [SetAblation]) {
 }
 
 /// Each set's values against the empty set's (see the module doc), after [`fill_interactions`].
-pub fn fill_against_empty(sets: &mut [SetAblation], empty: &SetAblation) {
+pub(crate) fn fill_against_empty(sets: &mut [SetAblation], empty: &SetAblation) {
     let (i0, lp0) = (empty.importance as i32, empty.logprob_importance);
     for set in sets.iter_mut() {
         let others = set.tokens.len() as i32 - 1;
@@ -346,11 +346,6 @@ pub fn run_compose(codi: &CodiModel, problems: &[Problem], options: &AblationOpt
     check_layer(codi, options)?;
     let step = Step { name: "compose", settings: serde_json::to_value(options)?, style: JsonStyle::Pretty };
     Ok(run_step(codi, &step, problems, out, |problem| compose_problem(codi, problem, options))?.records)
-}
-
-/// Read a compositional results file.
-pub fn read_compose(path: &Path) -> Result<Vec<ComposeRecord>> {
-    read_records(path)
 }
 
 /// One row of the table: a set's statistics over the included problems.
@@ -426,7 +421,7 @@ pub fn included(records: &[ComposeRecord], all_baselines: bool) -> Vec<&ComposeR
 }
 
 /// Means over problems of every set (singles, pairs, triplets in [`token_sets`] order).
-pub fn summarize(records: &[ComposeRecord], all_baselines: bool) -> Vec<SetSummary> {
+pub(crate) fn summarize(records: &[ComposeRecord], all_baselines: bool) -> Vec<SetSummary> {
     let records = included(records, all_baselines);
     let mut out = Vec::new();
     for tokens in (1..=3).flat_map(token_sets) {

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::codi::latent::codi_model::CodiModel;
 use crate::codi::latent::thought_loop::{argmax, gold_number_token, run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
 use crate::codi::problems::dataset::Problem;
-use crate::codi::runner::files::{read_records, JsonStyle};
+use crate::codi::runner::files::JsonStyle;
 use crate::codi::runner::output::{finite_mean, float_column, text_column};
 use crate::codi::runner::step::{run_step, ProblemRecord, Step};
 use crate::model::{HookPoint, Hooks};
@@ -46,9 +46,9 @@ use crate::{Error, Result};
 /// Results file stem (`results/<stem>_<tag>.json`).
 pub const RESULTS_STEM: &str = "residual_decomposition";
 /// Mean-DLA table stem (`results/<stem>_<tag>.{csv,md}`).
-pub const DLA_TABLE_STEM: &str = "direct_logit_attribution";
+pub(crate) const DLA_TABLE_STEM: &str = "direct_logit_attribution";
 /// Names of the two targets, in record order.
-pub const TARGETS: [&str; 2] = ["gold_answer_first", "decoded_first"];
+pub(crate) const TARGETS: [&str; 2] = ["gold_answer_first", "decoded_first"];
 
 /// Settings of a decomposition run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,7 +170,7 @@ impl DecomposeRecord {
 }
 
 /// Component labels of an `n`-block model (TransformerLens `decompose_resid` order).
-pub fn component_labels(layers: usize) -> Vec<String> {
+pub(crate) fn component_labels(layers: usize) -> Vec<String> {
     let mut out = vec!["embed".to_owned()];
     for l in 0..layers {
         out.push(format!("{l}_attn_out"));
@@ -182,7 +182,7 @@ pub fn component_labels(layers: usize) -> Vec<String> {
 /// Residual-stream vectors of one position: input, per block attention and MLP outputs, and the
 /// residual after each block.
 #[derive(Debug, Clone, Default)]
-pub struct PositionStream {
+pub(crate) struct PositionStream {
     pub embed: Vec<f32>,
     pub attn_out: Vec<Vec<f32>>,
     pub mlp_out: Vec<Vec<f32>>,
@@ -245,7 +245,7 @@ impl Hooks for StreamHooks {
 }
 
 /// The clean run's residual streams at the six loop steps and EOT, and the EOT logits.
-pub fn capture_streams(codi: &CodiModel, question: &str, options: &LoopOptions) -> Result<(Vec<PositionStream>, Vec<usize>, Tensor)> {
+pub(crate) fn capture_streams(codi: &CodiModel, question: &str, options: &LoopOptions) -> Result<(Vec<PositionStream>, Vec<usize>, Tensor)> {
     let mut hooks = StreamHooks { slot: None, streams: vec![PositionStream::default(); LATENT_STEPS + 1] };
     let state = run_to_eot(codi, question, options, &mut hooks)?;
     let n = codi.model.num_layers();
@@ -260,7 +260,7 @@ pub fn capture_streams(codi: &CodiModel, question: &str, options: &LoopOptions) 
 }
 
 /// `sqrt(mean(x²) + eps)`, in f64.
-pub fn rms_scale(x: &[f32], eps: f64) -> f64 {
+pub(crate) fn rms_scale(x: &[f32], eps: f64) -> f64 {
     let mean_sq = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len() as f64;
     (mean_sq + eps).sqrt()
 }
@@ -366,7 +366,7 @@ pub fn decompose_problem(codi: &CodiModel, problem: &Problem, options: &Decompos
 }
 
 /// Text of a token: the tokenizer's decoding, or `<pad>`/`<bot>`/`<eot>` for CODI's extra rows.
-pub fn token_text(codi: &CodiModel, token: u32) -> Result<String> {
+pub(crate) fn token_text(codi: &CodiModel, token: u32) -> Result<String> {
     let s = codi.special;
     Ok(match token {
         t if t == s.pad => "<pad>".to_owned(),
@@ -417,11 +417,6 @@ pub fn run_decompose(codi: &CodiModel, problems: &[Problem], options: &Decompose
     Ok(run_step(codi, &step, problems, out, |problem| decompose_problem(codi, problem, options))?.records)
 }
 
-/// Read a decomposition results file.
-pub fn read_decompose(path: &Path) -> Result<Vec<DecomposeRecord>> {
-    read_records(path)
-}
-
 /// Means over problems.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecomposeSummary {
@@ -439,7 +434,7 @@ pub struct DecomposeSummary {
 }
 
 /// Aggregate records (errors skipped; all must share the model's components).
-pub fn summarize_decompose(records: &[DecomposeRecord]) -> Result<DecomposeSummary> {
+pub(crate) fn summarize_decompose(records: &[DecomposeRecord]) -> Result<DecomposeSummary> {
     let ok: Vec<&DecomposeRecord> = records.iter().filter(|r| r.error.is_none()).collect();
     let first = ok.first().ok_or_else(|| Error::invalid("decomposition summary: no successful record"))?;
     if let Some(bad) = ok.iter().find(|r| r.components != first.components || r.position_labels != first.position_labels) {

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::compose::SetSummary;
 use super::decompose::{DecomposeRecord, DecomposeSummary};
-use super::routing::{RoutingRecord, RoutingSummary, TokenClass};
+use super::routing::{RoutingRecord, RoutingSummary};
 use crate::codi::latent::thought_loop::LATENT_STEPS;
 use crate::codi::runner::output::finite_mean;
 use crate::codi::seed::analyze::ImportanceKind;
@@ -49,13 +49,13 @@ impl Panel {
 }
 
 /// Symmetric range `±max|v|` over the finite values (for diverging colours), `None` if all 0.
-pub fn symmetric_range<'a>(values: impl IntoIterator<Item = &'a Option<f64>>) -> Option<(f64, f64)> {
+pub(crate) fn symmetric_range<'a>(values: impl IntoIterator<Item = &'a Option<f64>>) -> Option<(f64, f64)> {
     let m = values.into_iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
     (m > 0.0).then_some((-m, m))
 }
 
 /// Panels side by side (one row), each with its own colour bar right of it.
-pub fn heatmap_panels(title: &str, panels: &[Panel], x_title: &str, y_title: &str, height: usize) -> Result<Figure> {
+pub(crate) fn heatmap_panels(title: &str, panels: &[Panel], x_title: &str, y_title: &str, height: usize) -> Result<Figure> {
     if panels.is_empty() {
         return Err(Error::invalid("heatmap_panels: no panels"));
     }
@@ -437,9 +437,4 @@ pub fn logit_lens_heatmap(record: &DecomposeRecord, title_note: &str) -> Result<
 fn lens_text(text: &str) -> String {
     let visible: String = text.replace(' ', "·").replace('\n', "↵");
     visible.chars().take(10).collect()
-}
-
-/// Classes in display order (for notebooks).
-pub fn class_names() -> Vec<&'static str> {
-    TokenClass::ALL.iter().map(|c| c.name()).collect()
 }

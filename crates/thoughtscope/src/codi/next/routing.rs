@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::codi::latent::codi_model::CodiModel;
 use crate::codi::latent::thought_loop::{run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
 use crate::codi::problems::dataset::Problem;
-use crate::codi::runner::files::{read_records, JsonStyle};
+use crate::codi::runner::files::JsonStyle;
 use crate::codi::runner::output::{count_column, finite_mean, float_column, text_column};
 use crate::codi::runner::step::{run_step, ProblemRecord, Step};
 use crate::codi::seed::eot_attention::{check_layers, scale_layers, UPSTREAM_LAYERS};
@@ -42,7 +42,7 @@ use crate::{Error, Result};
 /// Results file stem (`results/<stem>_<tag>.json`).
 pub const RESULTS_STEM: &str = "question_to_thought_attention";
 /// Summary stem (`results/<stem>_<tag>.{json,csv,md}`).
-pub const SUMMARY_STEM: &str = "attention_by_token_type";
+pub(crate) const SUMMARY_STEM: &str = "attention_by_token_type";
 
 /// Class of a question token (see the module doc for the exact rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ pub enum TokenClass {
 }
 
 /// Arithmetic operator symbols.
-pub const OPERATORS: [char; 11] = ['+', '-', '*', '/', '×', '÷', '=', '%', '^', '<', '>'];
+pub(crate) const OPERATORS: [char; 11] = ['+', '-', '*', '/', '×', '÷', '=', '%', '^', '<', '>'];
 
 impl TokenClass {
     pub const ALL: [TokenClass; 5] =
@@ -199,7 +199,7 @@ pub struct ClassAttention {
 }
 
 /// Aggregate one attention row over the question by token class.
-pub fn by_class(row: &[f32], tokens: &[QuestionToken]) -> Vec<ClassAttention> {
+pub(crate) fn by_class(row: &[f32], tokens: &[QuestionToken]) -> Vec<ClassAttention> {
     let mut out: Vec<ClassAttention> =
         TokenClass::ALL.iter().map(|&class| ClassAttention { class, tokens: 0, mass: 0.0, per_token: None }).collect();
     for (value, token) in row.iter().zip(tokens) {
@@ -335,11 +335,6 @@ pub fn run_routing(codi: &CodiModel, problems: &[Problem], options: &RoutingOpti
     check_layers("routing head layers", &options.head_layers, n)?;
     let step = Step { name: "routing", settings: serde_json::to_value(options)?, style: JsonStyle::Compact };
     Ok(run_step(codi, &step, problems, out, |problem| routing_for_problem(codi, problem, options))?.records)
-}
-
-/// Read a routing results file.
-pub fn read_routing(path: &Path) -> Result<Vec<RoutingRecord>> {
-    read_records(path)
 }
 
 /// Means over problems, by token class.

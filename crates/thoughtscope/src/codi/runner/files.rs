@@ -29,12 +29,12 @@ pub(crate) fn write_records<R: Serialize>(out: &Path, records: &[R], style: Json
 
 /// Read a results file of any step (ours or upstream's; Python `NaN` tolerated), naming the file
 /// on error.
-pub fn read_records<R: DeserializeOwned>(path: &Path) -> Result<Vec<R>> {
+pub(crate) fn read_records<R: DeserializeOwned>(path: &Path) -> Result<Vec<R>> {
     read_json_relaxed(path)
 }
 
 /// Read JSON written by Python (bare `NaN`/`Infinity` become `null`), naming the file on error.
-pub fn read_json_relaxed<T: DeserializeOwned>(path: &Path) -> Result<T> {
+pub(crate) fn read_json_relaxed<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = crate::io::read_text_bounded(path, crate::io::INPUT_LIMIT)?;
     serde_json::from_str(&relaxed_json(&text)).map_err(|e| Error::format(path, format!("unexpected content: {e}")))
 }
@@ -86,7 +86,7 @@ pub fn meta_path(out: &Path) -> PathBuf {
 
 /// Where a sharded run (a Slurm array task) of a step writes its share: `x.json` →
 /// `x.shard-1-of-4.json` beside it, with its own settings sidecar. Tasks never write one file.
-pub fn shard_part_path(out: &Path, shard: Shard) -> PathBuf {
+pub(crate) fn shard_part_path(out: &Path, shard: Shard) -> PathBuf {
     out.with_file_name(format!("{}.shard-{}-of-{}.json", stem_of(out), shard.index, shard.count))
 }
 

@@ -64,6 +64,6 @@ impl StepLayout {
 }
 
 /// A problem id as a file-name part (per-problem tables and figures).
-pub fn file_part(id: &str) -> String {
+pub(crate) fn file_part(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }

@@ -1,9 +1,9 @@
 //! Writing a step's tables and figures into the experiment folder, and the few statistics the
 //! next steps' summaries need.
 //!
-//! - Tables as `results/<stem>_<tag>.csv` and `.md` ([`write_table`]); the Markdown has floats
+//! - Tables as `results/<stem>_<tag>.csv` and `.md` (`write_table`); the Markdown has floats
 //!   with 4 decimals and missing values as `NaN` ([`markdown_table`]).
-//! - Figures as HTML, plus PNG/SVG when Chromium is present ([`save_step_figures`]).
+//! - Figures as HTML, plus PNG/SVG when Chromium is present (`save_step_figures`).
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,7 @@ use crate::Result;
 
 /// Write `figures` into `dir` as HTML, and PNG + SVG when `static_images` and Chromium is
 /// present. Returns the files written and a note when the static images were skipped.
-pub fn save_step_figures(dir: &Path, figures: &[(&str, &Figure)], static_images: bool) -> Result<(Vec<PathBuf>, Vec<String>)> {
+pub(crate) fn save_step_figures(dir: &Path, figures: &[(&str, &Figure)], static_images: bool) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let mut formats = vec![SaveFormat::Html];
     let mut notes = Vec::new();
     if static_images {
@@ -54,7 +54,7 @@ fn markdown_cell(value: &AnyValue<'_>) -> String {
 }
 
 /// Write `df` as `results/<stem>_<tag>.csv` and `.md` (atomically); returns both paths.
-pub fn write_table(df: &mut DataFrame, layout: &StepLayout, stem: &str) -> Result<Vec<PathBuf>> {
+pub(crate) fn write_table(df: &mut DataFrame, layout: &StepLayout, stem: &str) -> Result<Vec<PathBuf>> {
     let csv_path = layout.result(stem, "csv");
     let mut csv = Vec::new();
     CsvWriter::new(&mut csv).finish(df)?;
@@ -65,28 +65,28 @@ pub fn write_table(df: &mut DataFrame, layout: &StepLayout, stem: &str) -> Resul
 }
 
 /// A column of optional floats.
-pub fn float_column(name: &str, values: impl IntoIterator<Item = Option<f64>>) -> Column {
+pub(crate) fn float_column(name: &str, values: impl IntoIterator<Item = Option<f64>>) -> Column {
     Column::new(name.into(), values.into_iter().map(|v| v.filter(|x| x.is_finite())).collect::<Vec<Option<f64>>>())
 }
 
 /// A column of text.
-pub fn text_column(name: &str, values: impl IntoIterator<Item = String>) -> Column {
+pub(crate) fn text_column(name: &str, values: impl IntoIterator<Item = String>) -> Column {
     Column::new(name.into(), values.into_iter().collect::<Vec<String>>())
 }
 
 /// A column of counts.
-pub fn count_column(name: &str, values: impl IntoIterator<Item = usize>) -> Column {
+pub(crate) fn count_column(name: &str, values: impl IntoIterator<Item = usize>) -> Column {
     Column::new(name.into(), values.into_iter().map(|v| v as u32).collect::<Vec<u32>>())
 }
 
 /// Mean of the finite values (`None` when there is none).
-pub fn finite_mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+pub(crate) fn finite_mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     let (sum, n) = values.into_iter().filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     (n > 0).then(|| sum / n as f64)
 }
 
 /// Standard error of the mean of the finite values (std with ddof 1 over √n; `None` below 2).
-pub fn finite_sem(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+pub(crate) fn finite_sem(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     let values: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
     if values.len() < 2 {
         return None;

@@ -7,9 +7,9 @@
 //!   other settings or weights (the `.meta.json` sidecar, [`RunMeta`]). Records of problems
 //!   outside the requested ones that the file holds are kept after them.
 //! - **Sharded.** A Slurm array task runs its share of the problems ([`for_shard`]) into a part
-//!   file beside the output ([`shard_part_path`]); the same step without a shard takes every part's
-//!   finished records as done (a part made with other settings is refused the same way), so the
-//!   merged file equals an unsharded run's.
+//!   file beside the output (`x.shard-1-of-4.json`); the same step without a shard takes every
+//!   part's finished records as done (a part made with other settings is refused the same way),
+//!   so the merged file equals an unsharded run's.
 //! - **Failures are records.** A problem whose computation fails is written as the step's failed
 //!   record (its `error` set) with a warning, and the run goes on; settings errors stop the run
 //!   before it starts (each step checks them before calling [`run_step`]).

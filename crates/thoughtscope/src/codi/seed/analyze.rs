@@ -376,7 +376,7 @@ fn unique_ids<'a>(path: &std::path::Path, ids: impl Iterator<Item = &'a str>) ->
 }
 
 /// [`analyze`] on rows already joined (`importance` says which measure the rows hold).
-pub fn analyze_joined(joined: Joined, importance: ImportanceKind, layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<Analysis> {
+pub(crate) fn analyze_joined(joined: Joined, importance: ImportanceKind, layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<Analysis> {
     let tokens = joined.rows.iter().map(|r| r.token_pos + 1).max().unwrap_or(0);
     let summary = summary_statistics(&joined.rows, &joined.layers, tokens)?;
     let mut files = Vec::new();
@@ -510,7 +510,7 @@ pub fn comparison_table(faithful: &SummaryStatistics, corrected: &SummaryStatist
 }
 
 /// The comparison as a Markdown table.
-pub fn comparison_markdown(rows: &[ComparisonRow]) -> String {
+pub(crate) fn comparison_markdown(rows: &[ComparisonRow]) -> String {
     let cell = |v: Option<f64>| match v {
         Some(v) if v != 0.0 && v.abs() < 1e-3 => format!("{v:.3e}"),
         Some(v) => format!("{v:.4}"),

@@ -26,7 +26,7 @@ use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
 /// Upstream's layers (`LAYER_CONFIG` early/middle/late).
-pub const UPSTREAM_LAYERS: [usize; 3] = [4, 8, 14];
+pub(crate) const UPSTREAM_LAYERS: [usize; 3] = [4, 8, 14];
 
 /// Which keys count as "the continuous tokens".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +127,7 @@ impl Hooks for EotAttentionHooks {
 }
 
 /// Check `layers` against the model: an error naming the bad layers and the model's depth.
-pub fn validate_layers(layers: &[usize], num_layers: usize) -> Result<()> {
+pub(crate) fn validate_layers(layers: &[usize], num_layers: usize) -> Result<()> {
     let bad: Vec<usize> = layers.iter().copied().filter(|&l| l >= num_layers).collect();
     if layers.is_empty() {
         return Err(Error::invalid("no attention layers given"));
@@ -159,7 +159,7 @@ pub fn scale_layers(layers: &[usize], num_layers: usize) -> Vec<usize> {
 }
 
 /// An error naming `what` when a layer of `layers` is beyond the model's `num_layers` blocks.
-pub fn check_layers(what: &str, layers: &[usize], num_layers: usize) -> Result<()> {
+pub(crate) fn check_layers(what: &str, layers: &[usize], num_layers: usize) -> Result<()> {
     if let Some(bad) = layers.iter().find(|&&l| l >= num_layers) {
         return Err(Error::invalid(format!(
             "{what}: layer {bad} out of range: the model has {num_layers} blocks (0..{})",

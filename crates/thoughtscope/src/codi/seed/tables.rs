@@ -100,7 +100,7 @@ pub fn importance_table(analysis: &Analysis) -> Result<DataFrame> {
 }
 
 /// The seed's verdict column: "Significant" for p < 0.05, "Trend" for p < 0.15, else "No correlation".
-pub fn significance(p: f64) -> &'static str {
+pub(crate) fn significance(p: f64) -> &'static str {
     if p < 0.05 {
         "Significant"
     } else if p < 0.15 {
