@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use thoughtscope::analysis::va::{
     best_per_layer, distinctiveness, head_rows, load_chunks_and_tag_mask, most_distinctive, permutation_test,
-    representative_layers, run_va, HeadRow, LayerAggregate, VaConfig, VaOptions,
+    representative_layers, HeadRow, LayerAggregate, VaConfig, VaOptions,
 };
-use thoughtscope::analysis::VaHeadStats;
+use thoughtscope::analysis::{run_va, VaHeadStats};
 use thoughtscope::attention::SentenceMode;
 
 use crate::support;

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use thoughtscope::codi::stats::{pearson, relaxed_json};
-use thoughtscope::codi::analyze::{analyze, AnalyzeOptions};
+use thoughtscope::codi::runner::files::relaxed_json;
+use thoughtscope::codi::{analyze, AnalyzeOptions};
+use thoughtscope::scores::stats::pearson;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::support;
 
-use thoughtscope::codi::dataset::{load_problems, make_dataset, stratified_sample, FULL_PER_LEVEL, TEST_PER_LEVEL};
+use thoughtscope::codi::problems::dataset::{load_problems, make_dataset, stratified_sample, FULL_PER_LEVEL, TEST_PER_LEVEL};
 
 fn shared_codi() -> Option<PathBuf> {
     support::shared_data("codi/llama_cot_original_stratified_1000.json")?;

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor, D};
-use thoughtscope::codi::checkpoint::{find_checkpoint, CheckpointFormat};
+use thoughtscope::codi::latent::checkpoint::{find_checkpoint, CheckpointFormat};
 use thoughtscope::codi::{CodiWeights, LoadOptions};
 use thoughtscope::model::{HookPoint, HookSet, Input, KvCache};
 

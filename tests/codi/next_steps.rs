@@ -17,15 +17,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use thoughtscope::codi::ablate::{ablate_problem, AblationMode, AblationOptions};
-use thoughtscope::codi::analyze::ImportanceKind;
-use thoughtscope::codi::compose::{self, analyze_compose, compose_problem, run_compose, ComposeAnalysisOptions};
-use thoughtscope::codi::decompose::{self, analyze_decompose, decompose_problem, DecomposeAnalysisOptions, DecomposeOptions};
-use thoughtscope::codi::latent::{decode_greedy, gold_logprob};
-use thoughtscope::codi::next_steps::StepLayout;
-use thoughtscope::codi::routing::{
-    self, analyze_routing, routing_for_problem, run_routing, summarize_routing, RoutingAnalysisOptions, RoutingOptions, TokenClass,
+use thoughtscope::codi::latent::thought_loop::{decode_greedy, gold_logprob};
+use thoughtscope::codi::next::analyze::{
+    analyze_compose, analyze_decompose, analyze_routing, ComposeAnalysisOptions, DecomposeAnalysisOptions, RoutingAnalysisOptions,
 };
+use thoughtscope::codi::next::compose::{self, compose_problem, run_compose};
+use thoughtscope::codi::next::decompose::{self, decompose_problem, DecomposeOptions};
+use thoughtscope::codi::next::routing::{self, routing_for_problem, run_routing, summarize_routing, RoutingOptions, TokenClass};
+use thoughtscope::codi::{ablate_problem, AblationMode, AblationOptions, ImportanceKind, StepLayout};
 use thoughtscope::codi::{run_to_eot, CodiModel, LoadOptions, LoopMode, LoopOptions, Phase, PhaseHooks};
 use thoughtscope::model::{HookPoint, HookSet, Hooks, Intervention, NoHooks};
 
@@ -491,7 +490,7 @@ fn cli_steps_write_the_seed_layout() {
     let root = tempfile::tempdir().unwrap();
     let checkpoint = codi_support::tiny_codi(root.path());
     let dataset = root.path().join("problems.json");
-    thoughtscope::codi::dataset::write_problems(&codi_support::problems()[..2], &dataset).unwrap();
+    thoughtscope::codi::problems::dataset::write_problems(&codi_support::problems()[..2], &dataset).unwrap();
     let out = root.path().join("next");
     let run = |step: &str, extra: &[&str]| {
         let mut args = vec!["codi", step, "--checkpoint", checkpoint.to_str().unwrap(), "--dataset", dataset.to_str().unwrap()];

@@ -8,9 +8,9 @@ use crate::codi_support;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
-use thoughtscope::codi::ablate::{ablate_problem, read_ablation, run_ablation, AblationMode, AblationOptions};
-use thoughtscope::codi::analyze::{analyze, AnalyzeOptions, ImportanceKind};
-use thoughtscope::codi::attention::{attention_for_problem, run_attention, AttentionOptions, KeySelection};
+use thoughtscope::codi::seed::ablation::read_ablation;
+use thoughtscope::codi::{ablate_problem, analyze, run_ablation, AblationMode, AblationOptions, AnalyzeOptions, ImportanceKind};
+use thoughtscope::codi::{attention_for_problem, run_attention, AttentionOptions, KeySelection};
 use thoughtscope::codi::{run_to_eot, CodiModel, LoadOptions, LoopMode, LoopOptions};
 use thoughtscope::model::{Config, Input, KvCache, Model, NoHooks};
 
@@ -328,8 +328,12 @@ fn kv_caches_of_different_lengths_do_not_stack() {
 }
 
 #[test]
-fn sharded_ablation_and_attention_merge_to_the_single_run_byte_for_byte() {
-    use thoughtscope::codi::progress::shard_part_path;
+fn sharded_steps_merge_to_the_single_run_byte_for_byte() {
+    // Every step goes through one runner: the seed's ablation and attention (indented JSON) and a
+    // next step, routing (compact JSON), shard and merge alike.
+    use thoughtscope::codi::next::routing::{run_routing, RoutingOptions, RoutingRecord};
+    use thoughtscope::codi::runner::files::JsonStyle;
+    use thoughtscope::codi::runner::step::{for_shard, run_step, Step};
     use thoughtscope::io::shard::Shard;
     let root = tempfile::tempdir().unwrap();
     let codi = load(&codi_support::tiny_codi(root.path()));
@@ -343,26 +347,36 @@ fn sharded_ablation_and_attention_merge_to_the_single_run_byte_for_byte() {
         keys: KeySelection::Faithful,
         full_row: true,
     };
+    let routing_options = RoutingOptions { loop_options: short_loop(LoopMode::Cotx), layers: vec![0, 2], head_layers: vec![2] };
     let single = root.path().join("single");
     run_ablation(&codi, &problems, &options, &single.join("ablation.json")).unwrap();
     run_attention(&codi, &problems, &attention_options, &single.join("attention.json")).unwrap();
+    run_routing(&codi, &problems, &routing_options, &single.join("routing.json")).unwrap();
 
     // Two array tasks write their parts; the unsharded step computes nothing and merges them.
     let sharded = root.path().join("sharded");
-    let (ablation, attention) = (sharded.join("ablation.json"), sharded.join("attention.json"));
+    let (ablation, attention, routing) = (sharded.join("ablation.json"), sharded.join("attention.json"), sharded.join("routing.json"));
     let mut owned = 0;
     for index in 0..2 {
         let shard = Shard::new(index, 2).unwrap();
-        let mine = shard.select(problems.iter().cloned(), |p| p.id.clone());
+        let (mine, part) = for_shard(&problems, &ablation, shard);
         owned += mine.len();
-        run_ablation(&codi, &mine, &options, &shard_part_path(&ablation, shard)).unwrap();
-        run_attention(&codi, &mine, &attention_options, &shard_part_path(&attention, shard)).unwrap();
+        run_ablation(&codi, &mine, &options, &part).unwrap();
+        run_attention(&codi, &mine, &attention_options, &for_shard(&problems, &attention, shard).1).unwrap();
+        run_routing(&codi, &mine, &routing_options, &for_shard(&problems, &routing, shard).1).unwrap();
     }
     assert_eq!(owned, problems.len(), "every problem in exactly one shard");
     let merged = run_ablation(&codi, &problems, &options, &ablation).unwrap();
     assert_eq!(merged.computed, 0, "the merge reads the parts, it runs nothing");
     run_attention(&codi, &problems, &attention_options, &attention).unwrap();
-    for name in ["ablation.json", "attention.json"] {
+    // Routing's merge through the runner itself, with a computation that must not run.
+    let step = Step { name: "routing", settings: serde_json::to_value(&routing_options).unwrap(), style: JsonStyle::Compact };
+    let merged = run_step(&codi, &step, &problems, &routing, |p| -> thoughtscope::Result<RoutingRecord> {
+        panic!("{} was computed again", p.id)
+    })
+    .unwrap();
+    assert_eq!((merged.computed, merged.records.len()), (0, problems.len()));
+    for name in ["ablation.json", "attention.json", "routing.json"] {
         let (a, b) = (std::fs::read(single.join(name)).unwrap(), std::fs::read(sharded.join(name)).unwrap());
         assert!(a == b, "{name}: the merge differs from the single run");
     }

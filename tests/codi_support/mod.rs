@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use thoughtscope::codi::dataset::Problem;
+use thoughtscope::codi::problems::dataset::Problem;
 
 pub const HIDDEN: usize = 32;
 pub const LAYERS: usize = 4;

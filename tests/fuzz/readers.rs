@@ -899,7 +899,7 @@ struct DatasetCase {
 
 #[test]
 fn fuzz_codi_dataset() {
-    use thoughtscope::codi::dataset::{load_problems, stratified_sample, write_problems};
+    use thoughtscope::codi::problems::dataset::{load_problems, stratified_sample, write_problems};
 
     let tmp = tempfile::tempdir().unwrap();
     let seed_path = tmp.path().join("seed.json");
@@ -929,7 +929,7 @@ fn fuzz_codi_dataset() {
 
 /// The first `keep` records of a JSON list.
 fn first_records(bytes: &[u8], keep: usize) -> Vec<u8> {
-    let text = thoughtscope::codi::stats::relaxed_json(std::str::from_utf8(bytes).unwrap());
+    let text = thoughtscope::codi::runner::files::relaxed_json(std::str::from_utf8(bytes).unwrap());
     let Value::Array(items) = serde_json::from_str(&text).unwrap() else { panic!("a list") };
     serde_json::to_vec(&items.into_iter().take(keep).collect::<Vec<_>>()).unwrap()
 }
@@ -995,8 +995,8 @@ fn fuzz_codi_results() {
         let (a, b) = mutate(case);
         std::fs::write(layout.ablation(), a).unwrap();
         std::fs::write(layout.attention(), b).unwrap();
-        let _ = thoughtscope::codi::ablate::read_ablation(&layout.ablation());
-        let _ = thoughtscope::codi::attention::read_attention(&layout.attention());
+        let _ = thoughtscope::codi::seed::ablation::read_ablation(&layout.ablation());
+        let _ = thoughtscope::codi::seed::eot_attention::read_attention(&layout.attention());
         let options = AnalyzeOptions {
             importance: rules[case.importance.index(rules.len())],
             static_images: false,

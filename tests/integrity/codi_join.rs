@@ -4,8 +4,7 @@
 //! of its 6 token ablations moved a layer's p-value.
 
 use serde_json::{json, Value};
-use thoughtscope::codi::analyze::{analyze, AnalyzeOptions};
-use thoughtscope::codi::{ExperimentLayout, RunMeta};
+use thoughtscope::codi::{analyze, AnalyzeOptions, ExperimentLayout, RunMeta};
 
 fn fixture(name: &str) -> Value {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/codi-analysis").join(name);
@@ -18,7 +17,7 @@ fn meta(step: &str, weights_hash: &str, settings: Value) -> RunMeta {
         model: "tiny-codi".to_owned(),
         weights_hash: weights_hash.to_owned(),
         real_codi: false,
-        format_version: thoughtscope::codi::progress::FORMAT_VERSION,
+        format_version: thoughtscope::codi::runner::meta::FORMAT_VERSION,
         settings,
         note: None,
     }
@@ -38,7 +37,7 @@ fn experiment(ablation: &Value, metas: Option<(RunMeta, RunMeta)>) -> (tempfile:
     let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/codi-analysis");
     std::fs::copy(fixtures.join("attention.json"), layout.attention()).unwrap();
     if let Some((ab, at)) = metas {
-        let sidecar = |p: &std::path::Path| thoughtscope::codi::ablate::meta_path(p);
+        let sidecar = |p: &std::path::Path| thoughtscope::codi::runner::files::meta_path(p);
         std::fs::write(sidecar(&layout.ablation()), serde_json::to_vec(&ab).unwrap()).unwrap();
         std::fs::write(sidecar(&layout.attention()), serde_json::to_vec(&at).unwrap()).unwrap();
     }
@@ -97,7 +96,7 @@ fn upstream_results_without_sidecars_join_and_a_lone_sidecar_gives_a_note() {
     let analysis = analyze(&layout, &options()).unwrap();
     assert!(analysis.notes.is_empty(), "Python-made results: {:?}", analysis.notes);
     // Ablation from this project, attention from elsewhere: the join is unchecked, and says so.
-    let sidecar = thoughtscope::codi::ablate::meta_path(&layout.ablation());
+    let sidecar = thoughtscope::codi::runner::files::meta_path(&layout.ablation());
     std::fs::write(&sidecar, serde_json::to_vec(&meta("ablate", "aaaa", ablation_settings(8, 128))).unwrap()).unwrap();
     let analysis = analyze(&layout, &options()).unwrap();
     assert!(analysis.notes.iter().any(|n| n.contains("not checked") && n.contains("attention_weights")), "{:?}", analysis.notes);

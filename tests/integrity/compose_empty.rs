@@ -6,10 +6,9 @@
 use crate::codi_support;
 
 use candle_core::Device;
-use thoughtscope::codi::ablate::{AblationMode, AblationOptions};
-use thoughtscope::codi::analyze::ImportanceKind;
-use thoughtscope::codi::compose::{analyze_compose, compose_problem, token_sets, ComposeAnalysisOptions};
-use thoughtscope::codi::next_steps::StepLayout;
+use thoughtscope::codi::next::analyze::{analyze_compose, ComposeAnalysisOptions};
+use thoughtscope::codi::next::compose::{compose_problem, token_sets};
+use thoughtscope::codi::{AblationMode, AblationOptions, ImportanceKind, StepLayout};
 use thoughtscope::codi::{CodiModel, LoadOptions, LoopMode, LoopOptions};
 
 fn options(mode: AblationMode) -> AblationOptions {

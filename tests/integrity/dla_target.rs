@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use thoughtscope::codi::latent::{gold_answer_target, gold_number_token};
+use thoughtscope::codi::latent::thought_loop::{gold_answer_target, gold_number_token};
 
 #[test]
 fn the_dla_target_is_the_first_token_of_the_number_with_a_tokenizer_that_keeps_spaces() {

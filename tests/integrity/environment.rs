@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use thoughtscope::analysis::va::{run_va, VaConfig};
+use thoughtscope::analysis::{run_va, VaConfig};
 use thoughtscope::Error;
 
 fn sample_root() -> PathBuf {

@@ -1,6 +1,7 @@
 //! Integrity: hostile inputs and environments give a clear error or a refused join, never a wrong
 //! number (CODI joins, the DLA target, the compose baseline, the weights-hash memo, Python caches,
-//! special files, full disks and read-only folders, atomic output folders, small option checks).
+//! special files, full disks and read-only folders, atomic output folders, small option checks,
+//! no module cycles).
 //!
 //! One test binary per area, one module per topic: the suite links a few binaries, not one per file.
 
@@ -14,6 +15,7 @@ mod compose_empty;
 mod dla_target;
 mod environment;
 mod hash_memo;
+mod module_graph;
 mod out_folder;
 mod python_cache;
 mod small_items;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use thoughtscope::analysis::va::{run_va, VaConfig};
+use thoughtscope::analysis::{run_va, VaConfig};
 use thoughtscope::io::write_folder_atomically;
 
 fn names(dir: &Path) -> Vec<String> {

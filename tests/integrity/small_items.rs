@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
-use thoughtscope::analysis::va::{run_va, VaConfig, MAX_PERMUTATIONS};
+use thoughtscope::analysis::va_pipeline::MAX_PERMUTATIONS;
+use thoughtscope::analysis::{run_va, VaConfig};
 use thoughtscope::attention::{check_sentence_attention_fits, SuppressionOptions};
 use thoughtscope::codi::ModelSpec;
 use thoughtscope::model::Model;

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
+use thoughtscope::rollout::answers::{check_answer, extract_boxed_answers, normalize_answer};
 use thoughtscope::rollout::generate::{
-    assemble_rollout, check_answer, chunk_solution, extract_boxed_answers, normalize_latex, pick_answer,
-    problem_from_value, read_problems, solution_text, upstream_prompt, BoxedPick, FinalChunk, GenerateConfig,
+    assemble_rollout, chunk_solution, pick_answer, problem_from_value, read_problems, solution_text, upstream_prompt, BoxedPick,
+    FinalChunk, GenerateConfig,
 };
 use thoughtscope::attention::SentenceMode;
 use thoughtscope::rollout::tagger::{RuleTagger, VA_TAG};
@@ -26,7 +27,7 @@ fn boxed_answers_count_braces() {
     assert_eq!(extract_boxed_answers(r"so \boxed{\frac{1}{2}} done"), vec![r"\frac{1}{2}"]);
     assert_eq!(extract_boxed_answers(r"\boxed{3} then \boxed{ 4 } and \boxed{}"), vec!["3", " 4 "]);
     assert_eq!(extract_boxed_answers(r"\boxed{x^{2"), vec!["x^{2"], "unclosed box gives the rest");
-    assert!(extract_boxed_answers("no box").is_empty());
+    assert_eq!(extract_boxed_answers("no box"), vec![""], "upstream's sentinel");
     assert_eq!(pick_answer(r"\boxed{3} so \boxed{4}", BoxedPick::First), "3");
     assert_eq!(pick_answer(r"\boxed{3} so \boxed{4}", BoxedPick::Last), "4");
     assert_eq!(pick_answer("nothing", BoxedPick::Last), "");
@@ -34,16 +35,56 @@ fn boxed_answers_count_braces() {
 
 #[test]
 fn answers_match_after_light_normalisation() {
-    assert_eq!(normalize_latex(r" \dfrac{1}{2} "), r"\frac12");
+    assert_eq!(normalize_answer(r" \dfrac{1}{2} "), r"\frac12");
     assert!(check_answer(r"\dfrac{1}{2}", r"\frac{1}{2}"));
     assert!(check_answer(" 7 ", "7"));
     assert!(check_answer("7.0", "7"));
     assert!(check_answer(r"10\%", "10"));
     assert!(check_answer(r"2 \times 3", r"2\cdot3"));
     assert!(check_answer("3,5", "3.5"));
-    assert!(!check_answer("", ""));
+    assert!(check_answer("", ""), "upstream: equal after normalisation (generation asks only when both are given)");
     assert!(!check_answer("8", "7"));
     assert!(!check_answer("x+1", "1+x"), "no algebraic equivalence (upstream's SymPy fallback is not ported)");
+}
+
+/// Generation's `is_correct` is thought-anchors' `check_answer` (`rollout::answers`), the same
+/// check the resampling uses. Generation had a second copy (float parsing with a 1e-9 tolerance,
+/// `$` and a trailing `.` dropped, Rust's `\s` for whitespace, empty answers never correct) that
+/// differed on these pairs; each row gives upstream's verdict, which generation now writes.
+#[test]
+fn generation_judges_answers_as_upstreams_check_answer() {
+    let cases: [(&str, &str, bool); 9] = [
+        // sympy's LaTeX grammar rejects `.5`, `5.`, `1e3` and `$…$` as numbers, and upstream's
+        // fallback (without antlr) answers "different": only the normalised strings count.
+        ("0.5", ".50", false),
+        ("5.", "5", false),
+        ("$5$", "5", false),
+        ("1e3", "1000", false),
+        // Exact rationals, no tolerance.
+        ("1.0000000001", "1", false),
+        // Commas go before the number is read (`1,000` = 1000), as `prepare_latex_for_sympy`.
+        ("1,000", "1000", true),
+        // A fraction is a plain number too.
+        (r"\frac{1}{2}", "0.5", true),
+        (r"\dfrac{3}{4}", "0.75", true),
+        // Python's whitespace includes U+001C..U+001F, which normalisation removes.
+        ("1\u{1c}2", "12", true),
+    ];
+    let config = GenerateConfig::default();
+    for (answer, gold, upstream) in cases {
+        assert_eq!(check_answer(answer, gold), upstream, "check_answer({answer:?}, {gold:?})");
+        let problem = problem_from_value(json!({"name": "p", "problem": "Q?", "gt_answer": gold}), 0).unwrap();
+        let solution = format!("The answer is \\boxed{{{answer}}}.");
+        let files = assemble_rollout(&problem, upstream_prompt("Q?"), solution, &config, &RuleTagger::default());
+        assert_eq!(files.base_solution.answer, answer);
+        assert_eq!(files.base_solution.is_correct, upstream, "is_correct of {answer:?} against {gold:?}");
+    }
+    // Generation still asks only when both the answer and the gold answer are there.
+    for (solution, gold) in [("no box", "5"), (r"\boxed{5}", "")] {
+        let problem = problem_from_value(json!({"name": "p", "problem": "Q?", "gt_answer": gold}), 0).unwrap();
+        let files = assemble_rollout(&problem, upstream_prompt("Q?"), solution.to_string(), &config, &RuleTagger::default());
+        assert!(!files.base_solution.is_correct, "{solution:?} against {gold:?}");
+    }
 }
 
 #[test]

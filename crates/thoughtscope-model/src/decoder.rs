@@ -2,9 +2,11 @@
 //! SmolLM2, R1-Distill-Llama) and Qwen2/Qwen3 (q/k/v bias, per-head q/k RMSNorm before RoPE,
 //! explicit head_dim), matching HF transformers' eager attention (`modeling_llama.py`, `modeling_qwen3.py`).
 //!
-//! Laid out like candle-transformers' model files (rotary → MLP → attention → layer → model), with
-//! two deliberate differences: `forward(&self, ..)` takes an explicit [`KvCache`] and a
-//! [`Hooks`] value, and it returns logits and final-norm hidden states for every position.
+//! Laid out like candle-transformers' model files (rotary → MLP → attention → layer → model; the
+//! rotary tables in [`rotary`], the non-finite guards in [`finite`], loading in [`load`], the KV
+//! cache in [`kv_cache`]), with two deliberate differences: `forward(&self, ..)` takes an
+//! explicit [`KvCache`] and a [`Hooks`] value, and it returns logits and final-norm hidden states
+//! for every position.
 //!
 //! Attention is computed in query blocks: each block's probabilities are handed to the hooks'
 //! [`AttentionSink`](super::AttentionSink) and dropped, so peak memory is
@@ -15,7 +17,7 @@
 //! call [`super::cpu`], which runs this crate's SIMD kernels where they apply and candle's ops
 //! elsewhere; the step lists below read the same either way.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use super::config::{Architecture, Config};
 use super::cpu::{self, linear, silu_mul};
@@ -24,9 +26,14 @@ use super::stored::StoredMatrix;
 use super::AttentionBlock;
 use crate::{Error, Result};
 
+mod finite;
 mod kv_cache;
 mod load;
+mod rotary;
 mod weight_memory;
+
+use finite::{ensure_finite, ensure_finite_probabilities, non_finite};
+use rotary::Rotary;
 
 pub use kv_cache::KvCache;
 pub use weight_memory::WeightMemory;
@@ -62,59 +69,6 @@ impl ForwardOutput {
     /// The logits; an error if they were not computed.
     pub fn logits(&self) -> Result<&Tensor> {
         self.logits.as_ref().ok_or_else(|| Error::invalid("forward was run without logits"))
-    }
-}
-
-/// Rotary embedding: inverse frequencies (with llama3 scaling) computed in f32 as HF does; the
-/// cos/sin tables are built per call for the positions it covers.
-#[derive(Debug, Clone)]
-struct Rotary {
-    inv_freq: Vec<f32>,
-}
-
-impl Rotary {
-    fn new(cfg: &Config) -> Self {
-        let dim = cfg.head_dim();
-        let base = cfg.rope_theta as f32;
-        let mut inv_freq: Vec<f32> = (0..dim).step_by(2).map(|i| 1.0f32 / base.powf(i as f32 / dim as f32)).collect();
-        let scaling = cfg.rope_scaling.as_ref().filter(|r| r.rope_type == "llama3");
-        if let Some(rs) = scaling.filter(|_| cfg.rope_freq_divisors.is_none()) {
-            let factor = rs.factor as f32;
-            let low = rs.low_freq_factor as f32;
-            let high = rs.high_freq_factor as f32;
-            let orig = rs.original_max_position_embeddings as f32;
-            let low_wavelen = orig / low;
-            let high_wavelen = orig / high;
-            for f in inv_freq.iter_mut() {
-                let wavelen = 2.0 * std::f32::consts::PI / *f;
-                // Same three bands as HF `_compute_llama3_parameters`.
-                let scaled = if wavelen > low_wavelen { *f / factor } else { *f };
-                let smooth = (orig / wavelen - low) / (high - low);
-                let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
-                *f = if medium { (1.0 - smooth) * scaled / factor + smooth * scaled } else { scaled };
-            }
-        }
-        if let Some(div) = &cfg.rope_freq_divisors {
-            for (f, d) in inv_freq.iter_mut().zip(div) {
-                *f /= d;
-            }
-        }
-        Self { inv_freq }
-    }
-
-    /// cos and sin tables `[len, d_head/2]` for positions `offset..offset+len`.
-    fn tables(&self, offset: usize, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(len * half);
-        let mut sin = Vec::with_capacity(len * half);
-        for p in offset..offset + len {
-            for &f in &self.inv_freq {
-                let angle = p as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        Ok((Tensor::from_vec(cos, (len, half), device)?, Tensor::from_vec(sin, (len, half), device)?))
     }
 }
 
@@ -670,46 +624,6 @@ impl Model {
         };
         Ok(ForwardOutput { logits, hidden })
     }
-}
-
-/// A NaN or infinity in the residual stream (NaN weights, a NaN block scale in a quantised file,
-/// an overflow) would otherwise flow into softmax as uniform or NaN attention and be cached as a
-/// result: stop the forward pass with the layer's hook point instead. One pass over `[B, L, d]`
-/// per layer, small beside the layer's products.
-fn ensure_finite(x: &Tensor, point: HookPoint) -> Result<()> {
-    let finite = if x.device().is_cpu() && x.dtype() == DType::F32 {
-        // The residual stream on the CPU: one branch-free pass over its values.
-        cpu::with_cpu_f32(&x.contiguous()?, |v| v.iter().fold(true, |ok, x| ok & x.is_finite()))?
-    } else {
-        // Elsewhere one reduction: NaN and infinities propagate into the sum.
-        x.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?.is_finite()
-    };
-    if finite {
-        Ok(())
-    } else {
-        Err(non_finite(point))
-    }
-}
-
-/// Candle's softmax (the hooked path, GPUs) turns a NaN or infinite score into a row of NaN:
-/// one reduction of the block's row sums `[B, H, rows]` finds it (on a GPU, a small reduction and
-/// one scalar copied back per block, beside the block's two matrix products); only on failure are
-/// the row sums read to name the head and the query position (rows start at `first`).
-fn ensure_finite_probabilities(probs: &Tensor, layer: usize, first: usize) -> Result<()> {
-    let row_sums = probs.sum(D::Minus1)?;
-    if row_sums.sum_all()?.to_scalar::<f32>()?.is_finite() {
-        return Ok(());
-    }
-    let (_, heads, rows) = row_sums.dims3()?;
-    let sums = row_sums.flatten_all()?.to_vec1::<f32>()?;
-    let bad = sums.iter().position(|s| !s.is_finite()).unwrap_or(0);
-    Err(cpu::non_finite_scores(layer, bad / rows % heads, first + bad % rows))
-}
-
-fn non_finite(point: HookPoint) -> Error {
-    Error::invalid(format!(
-        "non-finite values (NaN or infinity) at {point}: the weights or config values (rms_norm_eps, rope_theta) are corrupt"
-    ))
 }
 
 /// Shorthand used by tests and callers: last-position logits as a `Vec<f32>`.

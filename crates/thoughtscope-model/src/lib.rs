@@ -25,6 +25,7 @@ pub mod names;
 pub mod random;
 pub mod registry;
 pub mod cpu;
+mod safetensors_header;
 pub mod stored;
 mod sink;
 mod tokenizer;

@@ -8,7 +8,8 @@ use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::Device;
 
 use super::stored::WeightPrecision;
-use super::weights::{read_safetensors_header, safetensors_element_bytes, safetensors_files};
+use super::safetensors_header::{read_safetensors_header, safetensors_element_bytes};
+use super::weights::safetensors_files;
 use crate::{Error, Result};
 
 /// Bytes the weights of the GGUF file or HF directory at `path` take once loaded at `precision`

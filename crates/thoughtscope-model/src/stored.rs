@@ -110,7 +110,7 @@ impl MappedHalf {
         // SAFETY: the map is read-only; a file truncated or rewritten while mapped is the same
         // hazard candle's own loader (which maps too) accepts.
         let map = Arc::new(unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| Error::io(file, e))?);
-        let (data_start, tensors) = super::weights::parse_safetensors_header(&map, file)?;
+        let (data_start, tensors) = super::safetensors_header::parse_safetensors_header(&map, file)?;
         let mut matrices = std::collections::HashMap::new();
         for tensor in tensors {
             let dtype = match tensor.dtype.as_str() {

@@ -6,18 +6,19 @@ use std::path::PathBuf;
 use candle_core::Device;
 use clap::{Args, Subcommand};
 
-use thoughtscope::codi::ablate::{run_ablation, AblationMode, AblationOptions};
-use thoughtscope::codi::analyze::{analyze, write_comparison, AnalyzeOptions, ImportanceRule};
-use thoughtscope::codi::answer::AnswerParser;
-use thoughtscope::codi::attention::{run_attention, scale_layers, AttentionOptions, KeySelection};
-use thoughtscope::codi::dataset::{load_problems, write_problems, Problem, TEST_PER_LEVEL};
-use thoughtscope::codi::latent::{LogitSlice, LoopMode, LoopOptions};
-use thoughtscope::codi::make_model::{make_model, MakeModelOptions};
-use thoughtscope::codi::model::CodiModel;
-use thoughtscope::codi::next_steps::ExperimentLayout;
-use thoughtscope::codi::progress::shard_part_path;
-use thoughtscope::codi::pipeline::{run_all, sample_problems, ModelSpec, RunAllOptions, Variant};
-use thoughtscope::codi::synthetic::{synthetic_problems, DEFAULT_PER_LEVEL, DEFAULT_SEED};
+use thoughtscope::codi::latent::answer::AnswerParser;
+use thoughtscope::codi::latent::codi_model::CodiModel;
+use thoughtscope::codi::latent::make_model::{make_model, MakeModelOptions};
+use thoughtscope::codi::latent::thought_loop::{LogitSlice, LoopMode, LoopOptions};
+use thoughtscope::codi::pipeline::{run_all, sample_problems, ModelSpec, RunAllOptions};
+use thoughtscope::codi::problems::dataset::{load_problems, write_problems, Problem, TEST_PER_LEVEL};
+use thoughtscope::codi::problems::synthetic::{synthetic_problems, DEFAULT_PER_LEVEL, DEFAULT_SEED};
+use thoughtscope::codi::runner::layout::ExperimentLayout;
+use thoughtscope::codi::runner::step::for_shard;
+use thoughtscope::codi::seed::ablation::{run_ablation, AblationMode, AblationOptions};
+use thoughtscope::codi::seed::analyze::{analyze, write_comparison, AnalyzeOptions, ImportanceRule};
+use thoughtscope::codi::seed::eot_attention::{run_attention, scale_layers, AttentionOptions, KeySelection};
+use thoughtscope::codi::seed::variant::Variant;
 use thoughtscope::{Error, Result};
 
 // The experiment's next steps: their arguments and handlers, in `cli/next_steps.rs`.
@@ -388,8 +389,7 @@ pub fn run(command: CodiCommand) -> Result<()> {
             let mut options = a.hook.options(a.model.loop_options(), &codi);
             options.continuous = !a.no_continuous;
             if let Some(shard) = a.shard.resolve()? {
-                let mine = shard.select(problems.iter().cloned(), |p| p.id.clone());
-                let part = shard_part_path(&layout.ablation(), shard);
+                let (mine, part) = for_shard(&problems, &layout.ablation(), shard);
                 let summary = run_ablation(&codi, &mine, &options, &part)?;
                 outln!(
                     "shard {shard}: {} of {} problems ({} computed now, {} failed); wrote {}",
@@ -424,8 +424,7 @@ pub fn run(command: CodiCommand) -> Result<()> {
                 full_row: !a.no_full_row,
             };
             if let Some(shard) = a.shard.resolve()? {
-                let mine = shard.select(problems.iter().cloned(), |p| p.id.clone());
-                let part = shard_part_path(&layout.attention(), shard);
+                let (mine, part) = for_shard(&problems, &layout.attention(), shard);
                 let records = run_attention(&codi, &mine, &options, &part)?;
                 let failed = records.iter().filter(|r| r.error.is_some()).count();
                 outln!("shard {shard}: {} of {} problems ({failed} failed); wrote {}", mine.len(), problems.len(), part.display());

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use thoughtscope::analysis::va::{fill_cache_shard, run_va_with_source, HeadRule, LayerAggregate, VaConfig, VA_TAG};
+use thoughtscope::analysis::va::{fill_cache_shard, HeadRule, LayerAggregate, VaConfig, VA_TAG};
+use thoughtscope::analysis::va_pipeline::run_va_with_source;
 use thoughtscope::attention::{BoundaryMode, SentenceMode};
 use thoughtscope::scores::ScoreType;
 use thoughtscope::Result;

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{Attention, DecoderLayer, Linear, Mlp, Model, Rotary};
+use super::rotary::Rotary;
+use super::{Attention, DecoderLayer, Linear, Mlp, Model};
 use crate::config::{Architecture, Config};
 use crate::stored::{StoredMatrix, WeightPrecision};
 use crate::{Error, Result};

@@ -1,6 +1,6 @@
-//! Analyses over sentence attention: the VA analysis of the VA seed notebook
-//! ([`va`] steps and pipeline, [`tag_stats`] per-head statistics, [`va_report`] tables, figures
-//! and files), the averaging / vertical-score benchmark ([`bench`](mod@bench)) and the
+//! Analyses over sentence attention: the VA analysis of the VA seed notebook ([`va`] steps,
+//! [`tag_stats`] per-head statistics, [`va_report`] tables, figures and files, [`va_pipeline`]
+//! the run that composes them), the averaging / vertical-score benchmark ([`bench`](mod@bench)) and the
 //! forward-pass benchmark on a real trace ([`bench_forward`]), and the files of an attention-
 //! suppression run ([`suppression`]); receiver heads against suppression, with function tags
 //! ([`anchors`]).
@@ -12,7 +12,9 @@ pub mod importance;
 pub mod suppression;
 pub mod tag_stats;
 pub mod va;
+pub mod va_pipeline;
 pub mod va_report;
 
 pub use tag_stats::{compute_va_stats_for_head, safe_mean, trim_ends, VaHeadStats};
-pub use va::{run_va, run_va_with, VaConfig, VaResult};
+pub use va::{VaConfig, VaResult};
+pub use va_pipeline::run_va;

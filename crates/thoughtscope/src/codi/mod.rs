@@ -7,12 +7,28 @@
 //! attention key slice that includes EOT's self-attention ([`KeySelection::Faithful`]) — and
 //! an explicitly named corrected mode.
 //!
+//! The folders follow the roles, each using only those listed before it:
+//! - [`latent`]: the CODI model and its latent loop — checkpoint files, the loaded model, the
+//!   CODI-shaped checkpoint `make-model` builds, the loop, the answer parsers. Nothing here knows
+//!   about experiments.
+//! - [`problems`]: the problems every step runs on — the seed's dataset schema, its stratified
+//!   sample, the embedded synthetic set.
+//! - [`runner`]: what every step shares — the one resumable, sharded per-problem runner, the
+//!   settings sidecar that makes resuming safe, the experiment folder, writing tables and figures.
+//! - [`seed`]: the seed's four steps — token ablation, attention to the thoughts, the analysis
+//!   with its statistics, the four figures — and the tables the notebook shows of them.
+//! - [`next`]: the seed's next steps — compositional ablation (reusing the seed's ablation hook),
+//!   question → thought attention, the residual decomposition — then their figures, then the
+//!   analyses that write tables and figures (computation, drawing and writing in that order, so
+//!   no module of the folder needs one above it).
+//! - [`pipeline`]: `run-all` and the notebook's [`Experiment`], which call the steps of both.
+//!
 //! Steps (CLI `thoughtscope codi <step>`, each one library call):
 //! `make-model` ([`make_model`]: a CODI-shaped checkpoint from SmolLM2 — NOT a CODI model),
 //! `dataset` ([`make_dataset`]), `ablate` ([`run_ablation`]), `attention` ([`run_attention`]),
 //! `analyze` ([`analyze`]), `run-all` ([`run_all`]; `--test-mode`: the seed's 10 problems), and the
 //! seed's next steps `compose`, `routing`, `decompose`. Without `--input`, problems come from the
-//! embedded synthetic set ([`synthetic`], NOT GSM8K).
+//! embedded synthetic set ([`problems::synthetic`], NOT GSM8K).
 //!
 //! ```no_run
 //! use thoughtscope::codi::{self, CodiModel, LoadOptions, LoopMode, LoopOptions};
@@ -22,36 +38,28 @@
 //! # Ok::<(), thoughtscope::Error>(())
 //! ```
 
-pub mod ablate;
-pub mod analyze;
-pub mod answer;
-pub mod attention;
-pub mod checkpoint;
-pub mod compose;
-pub mod dataset;
-pub mod decompose;
-pub mod figures;
 pub mod latent;
-pub mod make_model;
-pub mod model;
-pub mod next_figures;
-pub mod next_steps;
+pub mod next;
 pub mod pipeline;
-pub mod progress;
-pub mod routing;
-pub mod stats;
-pub mod synthetic;
-pub mod tables;
+pub mod problems;
+pub mod runner;
+pub mod seed;
 
-pub use ablate::{ablate_problem, run_ablation, AblationMode, AblationOptions, AblationRecord};
-pub use analyze::{analyze, AnalyzeOptions, ImportanceKind, ImportanceRule};
-pub use answer::{Answer, AnswerParser};
-pub use attention::{attention_for_problem, run_attention, AttentionOptions, AttentionRecord, KeySelection};
-pub use dataset::{load_problems, make_dataset, stratified_sample, Problem, PyRandom};
-pub use latent::{decode_greedy, decode_greedy_batch, generate, run_from_prompt, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions, LoopState, Phase, PhaseHooks, PromptState};
-pub use make_model::{make_model, MakeModelOptions};
-pub use model::{BaseModel, CodiModel, CodiWeights, LoadOptions, Projection, SpecialIds};
-pub use next_steps::{ExperimentLayout, SEED_FIGURES};
-pub use pipeline::{run_all, sample_problems, Experiment, ModelSpec, RunAllOptions, RunAllReport, Variant};
-pub use synthetic::synthetic_problems;
-pub use progress::RunMeta;
+pub use latent::answer::{Answer, AnswerParser};
+pub use latent::codi_model::{CodiModel, CodiWeights, LoadOptions, Projection, SpecialIds};
+pub use latent::make_model::{make_model, MakeModelOptions};
+pub use latent::thought_loop::{
+    decode_greedy, decode_greedy_batch, generate, run_from_prompt, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions, LoopState,
+    Phase, PhaseHooks, PromptState,
+};
+pub use pipeline::{run_all, sample_problems, Experiment, ModelSpec, RunAllOptions, RunAllReport};
+pub use problems::dataset::{load_problems, make_dataset, stratified_sample, Problem};
+pub use problems::synthetic::synthetic_problems;
+pub use runner::layout::{ExperimentLayout, StepLayout};
+pub use runner::meta::RunMeta;
+pub use runner::step::{run_step, ProblemRecord, StepOutcome};
+pub use seed::ablation::{ablate_problem, run_ablation, AblationMode, AblationOptions, AblationRecord, AblationSummary};
+pub use seed::analyze::{analyze, AnalyzeOptions, ImportanceKind, ImportanceRule};
+pub use seed::eot_attention::{attention_for_problem, run_attention, AttentionOptions, AttentionRecord, KeySelection};
+pub use seed::figures::SEED_FIGURES;
+pub use seed::variant::Variant;

@@ -18,18 +18,24 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Device;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::ablate::{run_ablation, AblationMode, AblationOptions, AblationSummary};
-use super::analyze::{analyze, write_comparison, Analysis, AnalyzeOptions, ImportanceRule};
-use super::attention::{run_attention, scale_layers, AttentionOptions, AttentionRecord, KeySelection, UPSTREAM_LAYERS};
-use super::dataset::{load_problems, stratified_sample, write_atomic, write_problems, Problem, FULL_PER_LEVEL, TEST_PER_LEVEL};
-use super::latent::{LoopMode, LoopOptions};
-use super::make_model::{make_model, MakeModelOptions};
-use super::model::{CodiModel, LoadOptions};
-use super::next_steps::ExperimentLayout;
-use super::synthetic::{synthetic_problems, DEFAULT_PER_LEVEL, DEFAULT_SEED};
-use super::{compose, decompose, routing};
+use super::latent::checkpoint::find_checkpoint;
+use super::latent::codi_model::{CodiModel, LoadOptions};
+use super::latent::make_model::{make_model, MakeModelOptions};
+use super::latent::thought_loop::{LoopMode, LoopOptions};
+use super::next::analyze::{compose_with_rule, decompose_step, routing_step, ComposeAnalysis, DecomposeAnalysis, DecomposeAnalysisOptions, RoutingAnalysis, RoutingAnalysisOptions};
+use super::next::compose::ComposeRecord;
+use super::next::decompose::{DecomposeOptions, DecomposeRecord};
+use super::next::routing::{RoutingOptions, RoutingRecord};
+use super::problems::dataset::{load_problems, stratified_sample, write_problems, Problem, FULL_PER_LEVEL, TEST_PER_LEVEL};
+use super::problems::synthetic::{synthetic_problems, DEFAULT_PER_LEVEL, DEFAULT_SEED};
+use super::runner::layout::ExperimentLayout;
+use super::seed::ablation::{run_ablation, AblationMode, AblationOptions, AblationSummary};
+use super::seed::analyze::{analyze, write_comparison, Analysis, AnalyzeOptions, ImportanceKind, ImportanceRule};
+use super::seed::eot_attention::{run_attention, scale_layers, AttentionOptions, AttentionRecord, UPSTREAM_LAYERS};
+use super::seed::variant::Variant;
+use crate::io::write_atomic;
 use crate::{Error, Result};
 
 /// A cap on `max_new_tokens` for quick runs (tests, `--max-new-tokens 16`). Not a default: the
@@ -37,31 +43,6 @@ use crate::{Error, Result};
 /// Llama-3's tokenizer and 11 for a 5-digit N with SmolLM2's (one token per digit), so 16 keeps
 /// every answer while a synthetic model (which never emits EOS) stays fast on CPU.
 pub const QUICK_MAX_NEW_TOKENS: usize = 16;
-
-/// Which variants `run-all` computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Variant {
-    Faithful,
-    Corrected,
-}
-crate::model::named_values!(Variant, "variant", { Faithful => "faithful", Corrected => "corrected" });
-
-impl Variant {
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Faithful => "faithful",
-            Variant::Corrected => "corrected",
-        }
-    }
-    /// The ablation hook and attention key slice of this variant.
-    pub fn modes(self) -> (AblationMode, KeySelection) {
-        match self {
-            Variant::Faithful => (AblationMode::Faithful, KeySelection::Faithful),
-            Variant::Corrected => (AblationMode::Corrected, KeySelection::Corrected),
-        }
-    }
-}
 
 /// The CODI model to run: the seed's arrangement (a base model + the CODI checkpoint) or a
 /// self-contained checkpoint directory, built first with `make-model` when asked.
@@ -87,7 +68,7 @@ impl ModelSpec {
     /// seconds make-model took, if it ran.
     pub fn load(&self, device: &Device) -> Result<(CodiModel, Option<f64>)> {
         let mut made = None;
-        if super::checkpoint::find_checkpoint(&self.checkpoint).is_err() {
+        if find_checkpoint(&self.checkpoint).is_err() {
             let make = self.make_from.as_ref().ok_or_else(|| {
                 Error::invalid(format!(
                     "no CODI checkpoint in {} (a real one: --checkpoint DIR --base BASE; or build a CODI-shaped one, NOT a \
@@ -105,7 +86,7 @@ impl ModelSpec {
 }
 
 /// The problems of a run: the stratified sample of `input` (the seed's 1,000-problem file), or
-/// of the embedded synthetic set when `input` is None (NOT GSM8K; see [`super::synthetic`]).
+/// of the embedded synthetic set when `input` is None (NOT GSM8K; see [`super::problems::synthetic`]).
 pub fn sample_problems(input: Option<&std::path::Path>, per_level: [usize; 4], seed: u64) -> Result<Vec<Problem>> {
     let pool = match input {
         Some(path) => load_problems(path)?,
@@ -286,7 +267,7 @@ impl Experiment {
             options.loop_options.max_new_tokens = QUICK_MAX_NEW_TOKENS;
         }
         let title = format!(" [{}]{}", variant.name(), self.title_note());
-        let (records, analysis, importance) = compose::compose_with_rule(
+        let (records, analysis, importance) = compose_with_rule(
             &self.codi,
             problems,
             &options,
@@ -304,39 +285,39 @@ impl Experiment {
     }
 
     /// Next step 2, discrete → continuous attention, on clean runs.
-    pub fn routing(&self, problems: &[Problem], heatmaps: usize) -> Result<(Vec<routing::RoutingRecord>, routing::RoutingAnalysis)> {
-        let options = routing::RoutingOptions::for_model(&self.codi, self.loop_options.clone());
-        let analysis = routing::RoutingAnalysisOptions {
+    pub fn routing(&self, problems: &[Problem], heatmaps: usize) -> Result<(Vec<RoutingRecord>, RoutingAnalysis)> {
+        let options = RoutingOptions::for_model(&self.codi, self.loop_options.clone());
+        let analysis = RoutingAnalysisOptions {
             heatmaps,
             static_images: self.options.static_images,
             title_note: self.title_note(),
         };
-        routing::routing_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
+        routing_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
     }
 
     /// Next step 3, residual stream decomposition and the logit lens, on clean runs.
-    pub fn decompose(&self, problems: &[Problem], lens_problems: usize) -> Result<(Vec<decompose::DecomposeRecord>, decompose::DecomposeAnalysis)> {
-        let options = decompose::DecomposeOptions::new(self.loop_options.clone());
-        let analysis = decompose::DecomposeAnalysisOptions {
+    pub fn decompose(&self, problems: &[Problem], lens_problems: usize) -> Result<(Vec<DecomposeRecord>, DecomposeAnalysis)> {
+        let options = DecomposeOptions::new(self.loop_options.clone());
+        let analysis = DecomposeAnalysisOptions {
             lens_problems,
             static_images: self.options.static_images,
             title_note: self.title_note(),
         };
-        decompose::decompose_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
+        decompose_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
     }
 
     /// " — NOT A CODI MODEL" on a synthetic checkpoint, else empty.
     pub fn title_note(&self) -> String {
-        if self.codi.meta.real_codi { String::new() } else { " — NOT A CODI MODEL".to_owned() }
+        self.codi.title_note()
     }
 }
 
 /// What [`Experiment::compose`] computed.
 pub struct Composition {
-    pub records: Vec<compose::ComposeRecord>,
-    pub analysis: compose::ComposeAnalysis,
+    pub records: Vec<ComposeRecord>,
+    pub analysis: ComposeAnalysis,
     /// The measure the figures show (what the importance rule chose).
-    pub importance: super::analyze::ImportanceKind,
+    pub importance: ImportanceKind,
 }
 
 /// Run every step; see the module docs for the layout.

@@ -20,6 +20,29 @@ use serde_json::{json, Value};
 use super::figure::{plotly_js_script, script_safe_json, write_atomic, Figure};
 use crate::{Error, Result};
 
+impl Figure {
+    /// The figure as an SVG document, rendered by headless Chromium (see [`crate::plot::export`]).
+    pub fn to_svg(&self) -> Result<String> {
+        let bytes = render_images(&[(self, ImageFormat::Svg)])?.remove(0);
+        String::from_utf8(bytes).map_err(|e| Error::Other(format!("Chromium returned an SVG that is not UTF-8: {e}")))
+    }
+
+    /// The figure as PNG bytes, rendered by headless Chromium.
+    pub fn to_png(&self) -> Result<Vec<u8>> {
+        Ok(render_images(&[(self, ImageFormat::Png)])?.remove(0))
+    }
+
+    /// Write an SVG file (headless Chromium; `Error::Other` saying how to install it when absent).
+    pub fn write_svg(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_images(&[(self, path.as_ref())])
+    }
+
+    /// Write a PNG file (headless Chromium; `Error::Other` saying how to install it when absent).
+    pub fn write_png(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_images(&[(self, path.as_ref())])
+    }
+}
+
 /// Formats [`render_images`] produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {

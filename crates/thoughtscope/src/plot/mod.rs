@@ -33,6 +33,7 @@ mod figure;
 mod index;
 pub mod quantile;
 mod report;
+mod save;
 pub mod table;
 
 pub use builders::{
@@ -42,10 +43,11 @@ pub use builders::{
 pub use explorer::{Explorer, ExplorerOptions};
 pub use export::{chromium_path, static_export_available, ImageFormat};
 pub use figure::{
-    html_escape, offline_js_with_mathjax, plotly_js_script, plotly_js_source, save_figures, save_figures_sharing,
-    script_safe_json, write_plotly_js, Figure, SaveFormat, DEFAULT_HEIGHT, DEFAULT_WIDTH, PLOTLY_JS_FILE,
+    html_escape, offline_js_with_mathjax, plotly_js_script, plotly_js_source, script_safe_json, write_plotly_js, Figure,
+    DEFAULT_HEIGHT, DEFAULT_WIDTH, PLOTLY_JS_FILE,
 };
 pub use index::{find_reports, write_index, IndexEntry};
 pub use quantile::{lower_triangle_quantile, quantile, tril_quantile};
 pub use report::{Block, Report};
+pub use save::{save_figures, save_figures_sharing, SaveFormat};
 pub use table::{html_table, TableOptions};

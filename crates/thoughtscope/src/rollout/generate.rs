@@ -11,7 +11,8 @@
 //!   \boxed{}. Problem: <problem> Solution: \n<think>\n`, `full_cot = prompt + solution`;
 //! - `solution_text` = the part between the first `<think>` and the next one, cut at `</think>`,
 //!   stripped; `\boxed{}` answers by brace counting (`extract_boxed_answers`), `is_correct` by
-//!   `normalize_latex` equality (only when both answer and `gt_answer` are non-empty).
+//!   upstream's `check_answer` (only when both answer and `gt_answer` are non-empty), both from
+//!   [`super::answers`], which the resampling shares.
 //!
 //! Deliberate differences (documented in `rollouts/README.md`):
 //! - [`PromptStyle::Chat`] wraps the prompt in the model's chat template: the user turn holds the
@@ -23,15 +24,14 @@
 //!   attention sentence `k` for every `k < N`.
 //! - [`BoxedPick::Last`] (default): a small model restates answers; the last `\boxed{}` is its
 //!   final one. Upstream takes the first ([`BoxedPick::First`]).
-//! - `is_correct` also accepts numerically equal answers (`0.5` vs `.50`), a stand-in for
-//!   upstream's SymPy fallback.
+//! - Where upstream's `check_answer` falls back to SymPy, equal plain numbers count as equal
+//!   (`0.5` = `1/2`, `7.0` = `7`; see [`super::answers`]), and nothing symbolic does.
 
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 
-use regex::Regex;
 use serde_json::Value;
 
+use super::answers::{check_answer, extract_boxed_answers};
 use super::labeller::Labeller;
 use crate::attention::pystr::py_strip;
 use crate::attention::split_solution_into_chunks;
@@ -264,33 +264,6 @@ fn remainder_after_last_boundary(text: &str) -> &str {
     py_strip(&text[after_last_boundary..])
 }
 
-/// Every `\boxed{…}` content by brace counting, in order (upstream `extract_boxed_answers`, except
-/// that "none" is an empty list rather than `[""]`). An unclosed box yields the rest of the text;
-/// empty boxes are skipped.
-pub fn extract_boxed_answers(text: &str) -> Vec<String> {
-    const OPEN: &str = "\\boxed{";
-    let mut answers = Vec::new();
-    for (start, _) in text.match_indices(OPEN) {
-        let mut depth = 1usize;
-        let mut answer = String::new();
-        for c in text[start + OPEN.len()..].chars() {
-            match c {
-                '{' => depth += 1,
-                '}' => depth -= 1,
-                _ => {}
-            }
-            if depth == 0 {
-                break;
-            }
-            answer.push(c);
-        }
-        if !answer.is_empty() {
-            answers.push(answer);
-        }
-    }
-    answers
-}
-
 /// The answer of `solution` under `pick` ("" when there is no `\boxed{}`).
 pub fn pick_answer(solution: &str, pick: BoxedPick) -> String {
     let answers = extract_boxed_answers(solution);
@@ -299,51 +272,6 @@ pub fn pick_answer(solution: &str, pick: BoxedPick) -> String {
         BoxedPick::Last => answers.last(),
     };
     chosen.cloned().unwrap_or_default()
-}
-
-macro_rules! static_regex {
-    ($name:ident, $pattern:expr) => {
-        static $name: LazyLock<Regex> = LazyLock::new(|| Regex::new($pattern).expect("built-in regex compiles"));
-    };
-}
-static_regex!(WHITESPACE, r"\s+");
-static_regex!(DECIMAL, r"(\d+)[.,](\d+)");
-static_regex!(SIMPLE_BRACES, r"\{([^{}]+)\}");
-static_regex!(TEXT_CMD, r"\\text\{([^{}]+)\}");
-static_regex!(MATHRM_CMD, r"\\mathrm\{([^{}]+)\}");
-static_regex!(DATE, r"([a-z]+)\\+\s*(\d+)");
-
-/// Upstream's `normalize_latex`: lower-case, no whitespace, `dfrac`/`tfrac` → `frac`, no `\%` or
-/// `{,}`, `\times`/`\cdot` → `*`, decimal comma → point, braces around brace-free text removed
-/// (one pass), `\pi` → `pi`, `\text`/`\mathrm` unwrapped, `month\ 30` → `month30`.
-pub fn normalize_latex(answer: &str) -> String {
-    let mut s = py_strip(answer).to_lowercase().replace("dfrac", "frac").replace("tfrac", "frac");
-    s = WHITESPACE.replace_all(&s, "").into_owned();
-    s = s.replace("\\%", "").replace("{,}", "").replace("\\times", "*").replace("\\cdot", "*");
-    s = DECIMAL.replace_all(&s, "$1.$2").into_owned();
-    s = SIMPLE_BRACES.replace_all(&s, "$1").into_owned();
-    s = s.replace("\\pi", "pi");
-    s = TEXT_CMD.replace_all(&s, "$1").into_owned();
-    s = MATHRM_CMD.replace_all(&s, "$1").into_owned();
-    s = DATE.replace_all(&s, "$1$2").into_owned();
-    s.replace("\\text", "")
-}
-
-/// Whether `answer` matches `gt_answer`: equal after [`normalize_latex`], or both plain numbers
-/// (after dropping `$` and a trailing `.`) that are equal. False when either is empty.
-pub fn check_answer(answer: &str, gt_answer: &str) -> bool {
-    if answer.is_empty() || gt_answer.is_empty() {
-        return false;
-    }
-    let (a, b) = (normalize_latex(answer), normalize_latex(gt_answer));
-    if a == b {
-        return true;
-    }
-    let number = |s: &str| s.replace('$', "").trim_end_matches('.').replace(',', "").parse::<f64>().ok();
-    match (number(&a), number(&b)) {
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
-        _ => false,
-    }
 }
 
 /// Settings of [`generate_rollouts`].
@@ -415,7 +343,8 @@ pub fn assemble_rollout(
     labeller: &dyn Labeller,
 ) -> RolloutFiles {
     let answer = pick_answer(&solution, config.boxed);
-    let is_correct = problem.gt_answer.as_deref().is_some_and(|gt| check_answer(&answer, gt));
+    // As `generate_rollouts.py`: correctness only when there is an answer and a gold one.
+    let is_correct = !answer.is_empty() && problem.gt_answer.as_deref().is_some_and(|gt| !gt.is_empty() && check_answer(&answer, gt));
     let full_cot = format!("{prompt}{solution}");
     let solution_text = solution_text(&full_cot);
     let chunks = chunk_solution(&solution_text, config.final_chunk);

@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{ExperimentArgs, HookArgs, ModelArgs};
-use thoughtscope::codi::pipeline::Variant;
-use thoughtscope::codi::analyze::ImportanceRule;
-use thoughtscope::codi::compose;
-use thoughtscope::codi::decompose::{self, DecomposeAnalysisOptions, DecomposeOptions};
-use thoughtscope::codi::model::CodiModel;
-use thoughtscope::codi::next_steps;
+use thoughtscope::codi::next::analyze::{compose_with_rule, decompose_step, routing_step, DecomposeAnalysisOptions, RoutingAnalysisOptions};
+use thoughtscope::codi::next::compose;
+use thoughtscope::codi::next::decompose::{self, DecomposeOptions};
+use thoughtscope::codi::next::routing::{self, RoutingOptions};
 use thoughtscope::codi::pipeline::QUICK_MAX_NEW_TOKENS;
-use thoughtscope::codi::routing::{self, RoutingAnalysisOptions, RoutingOptions};
+use thoughtscope::codi::runner::output::markdown_table;
+use thoughtscope::codi::seed::analyze::ImportanceRule;
+use thoughtscope::codi::seed::variant::Variant;
 use thoughtscope::Result;
 
 /// Output settings shared by the three steps: the experiment folder (its dataset is the default
@@ -27,14 +27,6 @@ pub struct NextStepOutput {
     /// Write HTML figures only (no PNG/SVG through Chromium).
     #[arg(long)]
     pub html_only: bool,
-}
-
-fn title_note(codi: &CodiModel) -> String {
-    if codi.meta.real_codi {
-        String::new()
-    } else {
-        " — NOT A CODI MODEL".to_owned()
-    }
 }
 
 fn print_files(files: &[PathBuf], notes: &[String]) {
@@ -70,17 +62,17 @@ pub fn compose(a: ComposeArgs) -> Result<()> {
         loop_options.max_new_tokens = QUICK_MAX_NEW_TOKENS;
     }
     let options = a.hook.options(loop_options, &codi);
-    let (records, analysis, _) = compose::compose_with_rule(
+    let (records, analysis, _) = compose_with_rule(
         &codi,
         &problems,
         &options,
         &layout,
         a.importance,
         !a.output.html_only,
-        &title_note(&codi),
+        &codi.title_note(),
     )?;
     outln!("{} problems in {}", records.len(), layout.result(compose::RESULTS_STEM, "json").display());
-    outln!("{}", next_steps::markdown_table(&compose::summary_table(&analysis.summary)?));
+    outln!("{}", markdown_table(&compose::summary_table(&analysis.summary)?));
     print_files(&analysis.files, &analysis.notes);
     Ok(())
 }
@@ -119,8 +111,8 @@ pub fn routing(a: RoutingArgs) -> Result<()> {
         }
     }
     let analysis_options =
-        RoutingAnalysisOptions { heatmaps: a.heatmaps, static_images: !a.output.html_only, title_note: title_note(&codi) };
-    let (records, analysis) = routing::routing_step(&codi, &problems, &options, &layout, &analysis_options)?;
+        RoutingAnalysisOptions { heatmaps: a.heatmaps, static_images: !a.output.html_only, title_note: codi.title_note() };
+    let (records, analysis) = routing_step(&codi, &problems, &options, &layout, &analysis_options)?;
     outln!("{} problems in {}", records.len(), layout.result(routing::RESULTS_STEM, "json").display());
     print_files(&analysis.files, &analysis.notes);
     Ok(())
@@ -148,9 +140,9 @@ pub fn decompose(a: DecomposeArgs) -> Result<()> {
     let analysis_options = DecomposeAnalysisOptions {
         lens_problems: a.lens_problems,
         static_images: !a.output.html_only,
-        title_note: title_note(&codi),
+        title_note: codi.title_note(),
     };
-    let (records, analysis) = decompose::decompose_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    let (records, analysis) = decompose_step(&codi, &problems, &options, &layout, &analysis_options)?;
     outln!("{} problems in {}", records.len(), layout.result(decompose::RESULTS_STEM, "json").display());
     print_files(&analysis.files, &analysis.notes);
     Ok(())

@@ -1,13 +1,13 @@
-//! Shared plumbing of the CODI steps: the settings sidecar that makes resumed runs safe (a rerun
-//! with other settings or other weights is refused, naming the field) and reading JSON that Python
-//! wrote (bare `NaN`). Progress goes through the crate's one reporter ([`crate::progress`]).
+//! The settings sidecar that makes resumed and merged runs safe: every results file `x.json` has
+//! `x.meta.json` beside it naming the step, the model, its weights hash and the step's settings;
+//! a rerun or a shard merge with other settings or other weights is refused, naming the field.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 
-use super::model::CodiModel;
-use super::stats::relaxed_json;
+use super::files::read_json_relaxed;
+use crate::codi::latent::codi_model::CodiModel;
 use crate::{Error, Result};
 
 /// Version of the output layout; bump when a record's meaning changes.
@@ -61,40 +61,8 @@ impl RunMeta {
             }
             return Ok(());
         }
-        super::dataset::write_json_atomic(meta_path, self)
+        crate::io::write_json(meta_path, self)
     }
-}
-
-/// Where a sharded run (a Slurm array task) of a step writes its share: `x.json` →
-/// `x.shard-1-of-4.json` beside it, with its own settings sidecar. Tasks never write one file.
-pub fn shard_part_path(out: &Path, shard: crate::io::shard::Shard) -> PathBuf {
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    out.with_file_name(format!("{stem}.shard-{}-of-{}.json", shard.index, shard.count))
-}
-
-/// The records of every shard part beside `out` (see [`shard_part_path`]), parts in name order,
-/// for the merge: the unsharded run takes them as done. A part made with other settings than
-/// `meta` is an error naming the field, as a resumed output is.
-pub fn read_shard_parts<R>(out: &Path, meta: &RunMeta, read: impl Fn(&Path) -> Result<Vec<R>>) -> Result<Vec<R>> {
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let prefix = format!("{stem}.shard-");
-    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
-    let mut parts: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            name.starts_with(&prefix) && name.ends_with(".json") && !name.ends_with(".meta.json")
-        })
-        .collect();
-    parts.sort();
-    let mut records = Vec::new();
-    for part in parts {
-        meta.check_or_write(&super::ablate::meta_path(&part), &part)?;
-        records.extend(read(&part)?);
-    }
-    Ok(records)
 }
 
 /// The first differing leaf of two JSON values, as (dotted path, left, right); `note` is ignored.
@@ -120,10 +88,4 @@ fn first_difference(prefix: &str, a: &serde_json::Value, b: &serde_json::Value) 
         _ if a == b => None,
         _ => Some((prefix.to_owned(), a.to_string(), b.to_string())),
     }
-}
-
-/// Read JSON written by Python (bare `NaN`/`Infinity` become `null`), naming the file on error.
-pub fn read_json_relaxed<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = crate::io::read_text_bounded(path, crate::io::INPUT_LIMIT)?;
-    serde_json::from_str(&relaxed_json(&text)).map_err(|e| Error::format(path, format!("unexpected content: {e}")))
 }

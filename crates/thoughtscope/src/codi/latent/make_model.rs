@@ -27,8 +27,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::PEFT_PREFIX;
-use super::dataset::write_atomic;
-use super::model::{CodiMeta, META_FILE};
+use super::codi_model::{CodiMeta, META_FILE};
+use crate::io::write_atomic;
 use crate::model::{registry, weights};
 use crate::{Error, Result};
 

@@ -9,11 +9,12 @@ use plotly::layout::{Axis, BarMode, Layout};
 use plotly::{Bar, HeatMap, Plot, Scatter};
 use serde_json::{json, Map, Value};
 
-use super::analyze::ImportanceKind;
 use super::compose::SetSummary;
 use super::decompose::{DecomposeRecord, DecomposeSummary};
-use super::latent::LATENT_STEPS;
-use super::routing::{RoutingRecord, RoutingSummary, TokenClass};
+use super::routing::{RoutingRecord, RoutingSummary};
+use crate::codi::latent::thought_loop::LATENT_STEPS;
+use crate::codi::runner::output::finite_mean;
+use crate::codi::seed::analyze::ImportanceKind;
 use crate::plot::Figure;
 use crate::{Error, Result};
 
@@ -48,13 +49,13 @@ impl Panel {
 }
 
 /// Symmetric range `±max|v|` over the finite values (for diverging colours), `None` if all 0.
-pub fn symmetric_range<'a>(values: impl IntoIterator<Item = &'a Option<f64>>) -> Option<(f64, f64)> {
+pub(crate) fn symmetric_range<'a>(values: impl IntoIterator<Item = &'a Option<f64>>) -> Option<(f64, f64)> {
     let m = values.into_iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
     (m > 0.0).then_some((-m, m))
 }
 
 /// Panels side by side (one row), each with its own colour bar right of it.
-pub fn heatmap_panels(title: &str, panels: &[Panel], x_title: &str, y_title: &str, height: usize) -> Result<Figure> {
+pub(crate) fn heatmap_panels(title: &str, panels: &[Panel], x_title: &str, y_title: &str, height: usize) -> Result<Figure> {
     if panels.is_empty() {
         return Err(Error::invalid("heatmap_panels: no panels"));
     }
@@ -306,7 +307,7 @@ pub fn class_by_layer(summary: &RoutingSummary, title_note: &str) -> Result<Figu
     let mut plot = Plot::new();
     for (c, class) in summary.classes.iter().enumerate() {
         let y: Vec<f64> = (0..summary.layers.len())
-            .map(|li| super::next_steps::finite_mean((0..LATENT_STEPS).filter_map(|k| summary.per_token[li][k][c])).unwrap_or(f64::NAN))
+            .map(|li| finite_mean((0..LATENT_STEPS).filter_map(|k| summary.per_token[li][k][c])).unwrap_or(f64::NAN))
             .collect();
         plot.add_trace(Scatter::new(summary.layers.clone(), y).mode(Mode::LinesMarkers).name(class.name()));
     }
@@ -436,9 +437,4 @@ pub fn logit_lens_heatmap(record: &DecomposeRecord, title_note: &str) -> Result<
 fn lens_text(text: &str) -> String {
     let visible: String = text.replace(' ', "·").replace('\n', "↵");
     visible.chars().take(10).collect()
-}
-
-/// Classes in display order (for notebooks).
-pub fn class_names() -> Vec<&'static str> {
-    TokenClass::ALL.iter().map(|c| c.name()).collect()
 }

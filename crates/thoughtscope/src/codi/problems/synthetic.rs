@@ -104,7 +104,7 @@ fn next_step(rng: &mut PyRandom, v: i64, name: &str, item: &str, container: &str
 }
 
 /// The difficulty label of `steps` calculation steps (`expand_gsm8k_cot_dataset.py`).
-pub fn difficulty_of(steps: usize) -> &'static str {
+pub(crate) fn difficulty_of(steps: usize) -> &'static str {
     match steps {
         0..=2 => DIFFICULTIES[0],
         3 => DIFFICULTIES[1],

@@ -14,20 +14,27 @@
 //! - [`AblationMode::Corrected`] zeroes the output of block `layer` at the target step only.
 //!
 //! Importance is binary (`baseline correct and ablated wrong`); the continuous variant is the drop
-//! in the gold answer's log-probability ([`super::latent::gold_logprob`]).
+//! in the gold answer's log-probability ([`crate::codi::latent::thought_loop::gold_logprob`]).
 //! Output: a JSON list in upstream's schema (`token_ablation_results_*.json`), rewritten atomically
 //! after every problem, with a `.meta.json` sidecar; a rerun skips finished problems and refuses a
-//! file written with other settings.
+//! file written with other settings ([`crate::codi::runner::step`]).
+//!
+//! The hook (`AblationHooks`) takes a set of target steps, so the compositional ablation of the
+//! next steps (`crate::codi::next::compose`) runs this very hook on pairs and triplets.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::dataset::{write_json_atomic, Problem};
-use super::latent::{decode_greedy_batch, gold_logprob, run_from_prompt, run_prompt, LoopOptions, LoopState, Phase, PhaseHooks, LATENT_STEPS};
-use super::model::CodiModel;
-use super::progress::RunMeta;
+use crate::codi::latent::codi_model::CodiModel;
+use crate::codi::latent::thought_loop::{
+    decode_greedy_batch, gold_logprob, run_from_prompt, run_prompt, Decoded, LoopOptions, LoopState, Phase, PhaseHooks, PromptState,
+    LATENT_STEPS,
+};
+use crate::codi::problems::dataset::Problem;
+use crate::codi::runner::files::{read_records, JsonStyle};
+use crate::codi::runner::step::{run_step, ProblemRecord, Step, StepOutcome};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
@@ -108,8 +115,10 @@ pub struct AblationRecord {
     pub error: Option<String>,
 }
 
-/// Hooks of one ablation-experiment run: capture clean vectors (baseline) or patch (ablated).
-struct AblationHooks {
+/// The ablation experiment's hook, for one target step (`codi ablate`) or a set of them
+/// (`codi compose`): on the baseline it captures the clean vectors at block `layer`; on an
+/// ablated run it patches that block's output as [`Patch`] says.
+pub(crate) struct AblationHooks {
     layer: usize,
     phase: Phase,
     capture: bool,
@@ -119,16 +128,35 @@ struct AblationHooks {
     patch: Patch,
 }
 
-enum Patch {
+/// What an ablated run does to block `layer`'s output.
+pub(crate) enum Patch {
     None,
-    /// Overwrite block `layer`'s output at every loop step with `vectors[step]`.
+    /// Overwrite block `layer`'s output at every loop step with `vectors[step]` (the target
+    /// steps' vectors zeroed), and with bug 2 the last prompt position with `vectors[0]`.
     Faithful { vectors: Vec<Tensor>, patch_prompt: bool },
-    /// Zero block `layer`'s output at one loop step.
-    ZeroStep(usize),
+    /// Zero block `layer`'s output at these loop steps.
+    ZeroSteps(Vec<usize>),
+}
+
+impl Patch {
+    /// The patch that ablates the steps in `targets` under `options`' mode, from the clean run's
+    /// vectors.
+    pub(crate) fn ablating(options: &AblationOptions, clean: &[Tensor], targets: &[usize]) -> Result<Patch> {
+        Ok(match options.mode {
+            AblationMode::Faithful => {
+                let mut vectors = clean.to_vec();
+                for &k in targets {
+                    vectors[k] = vectors[k].zeros_like()?;
+                }
+                Patch::Faithful { vectors, patch_prompt: options.patch_prompt }
+            }
+            AblationMode::Corrected => Patch::ZeroSteps(targets.to_vec()),
+        })
+    }
 }
 
 impl AblationHooks {
-    fn new(layer: usize, capture: bool, patch: Patch) -> Self {
+    pub(crate) fn new(layer: usize, capture: bool, patch: Patch) -> Self {
         AblationHooks { layer, phase: Phase::Prompt, capture, clean_input: vec![], clean_output: vec![], patch }
     }
 }
@@ -141,15 +169,15 @@ impl PhaseHooks for AblationHooks {
 
 impl Hooks for AblationHooks {
     fn wants(&self, point: &HookPoint) -> bool {
-        let at_layer = *point == HookPoint::ResidPre(self.layer) || *point == HookPoint::ResidPost(self.layer);
-        if !at_layer {
+        let post = *point == HookPoint::ResidPost(self.layer);
+        if !post && *point != HookPoint::ResidPre(self.layer) {
             return false;
         }
         match (self.phase, &self.patch) {
             (Phase::Step(_), _) if self.capture => true,
-            (Phase::Step(_), Patch::Faithful { .. }) => *point == HookPoint::ResidPost(self.layer),
-            (Phase::Step(k), Patch::ZeroStep(t)) => k == *t && *point == HookPoint::ResidPost(self.layer),
-            (Phase::Prompt, Patch::Faithful { patch_prompt: true, .. }) => *point == HookPoint::ResidPost(self.layer),
+            (Phase::Step(_), Patch::Faithful { .. }) => post,
+            (Phase::Step(k), Patch::ZeroSteps(targets)) => post && targets.contains(&k),
+            (Phase::Prompt, Patch::Faithful { patch_prompt: true, .. }) => post,
             _ => false,
         }
     }
@@ -177,8 +205,94 @@ impl Hooks for AblationHooks {
                     if len == 1 { last } else { Tensor::cat(&[&value.narrow(1, 0, len - 1)?, &last], 1)? };
                 Ok(Some(replaced))
             }
-            (Patch::ZeroStep(t), Phase::Step(k)) if k == *t => Ok(Some(value.zeros_like()?)),
+            (Patch::ZeroSteps(targets), Phase::Step(k)) if targets.contains(&k) => Ok(Some(value.zeros_like()?)),
             _ => Ok(None),
+        }
+    }
+}
+
+/// The un-ablated run of one problem, before decoding: its question pass (ablated runs whose
+/// hook leaves the question alone continue from it), its EOT state, the gold answer's log-prob
+/// when asked, and the clean vectors at block `layer` that the faithful hook writes back.
+pub(crate) struct CleanRun {
+    pub prompt: PromptState,
+    pub state: LoopState,
+    pub gold_logprob: Option<f64>,
+    pub clean: Vec<Tensor>,
+}
+
+impl CleanRun {
+    pub(crate) fn of(codi: &CodiModel, problem: &Problem, options: &AblationOptions) -> Result<CleanRun> {
+        check_layer(codi, options)?;
+        let loop_options = &options.loop_options;
+        let mut hooks = AblationHooks::new(options.layer, true, Patch::None);
+        let prompt = run_prompt(codi, &problem.question, loop_options, &mut hooks)?;
+        let state = run_from_prompt(codi, prompt.clone(), loop_options, &mut hooks)?;
+        let gold_logprob = gold_logprob_if(codi, problem, options, &state, &mut hooks)?;
+        if hooks.clean_input.len() != LATENT_STEPS || hooks.clean_output.len() != LATENT_STEPS {
+            return Err(Error::Other(format!(
+                "captured {} / {} clean vectors at block {}, expected {LATENT_STEPS}",
+                hooks.clean_input.len(),
+                hooks.clean_output.len(),
+                options.layer
+            )));
+        }
+        let clean = if options.layer_off_by_one { hooks.clean_input } else { hooks.clean_output };
+        Ok(CleanRun { prompt, state, gold_logprob, clean })
+    }
+}
+
+/// The gold answer's log-prob after a run, when the options ask for the continuous importance.
+pub(crate) fn gold_logprob_if(
+    codi: &CodiModel,
+    problem: &Problem,
+    options: &AblationOptions,
+    state: &LoopState,
+    hooks: &mut AblationHooks,
+) -> Result<Option<f64>> {
+    if options.continuous {
+        Ok(Some(gold_logprob(codi, state, &problem.answer.to_string(), hooks)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The baseline's decoded answer and whether it is right.
+pub(crate) fn baseline_result(decoded: Decoded, gold_logprob: Option<f64>, problem: &Problem, options: &LoopOptions) -> BaselineResult {
+    BaselineResult {
+        correct: options.parser.matches(decoded.predicted, problem.answer_f64()),
+        output: decoded.text,
+        predicted_answer: decoded.predicted.map(|a| a.to_json()).unwrap_or(serde_json::Value::Null),
+        gold_logprob: gold_logprob.filter(|v| v.is_finite()),
+    }
+}
+
+/// What one ablated run gave, against the baseline.
+pub(crate) struct AblatedRun {
+    pub output: String,
+    pub predicted_answer: serde_json::Value,
+    pub still_correct: bool,
+    /// Binary importance (upstream's rule): the baseline is right and the ablated run is not.
+    pub importance: u8,
+    pub gold_logprob: Option<f64>,
+    /// Baseline minus ablated gold log-prob.
+    pub logprob_importance: Option<f64>,
+}
+
+impl AblatedRun {
+    pub(crate) fn of(decoded: Decoded, gold_logprob: Option<f64>, baseline: &BaselineResult, problem: &Problem, options: &LoopOptions) -> Self {
+        let still_correct = options.parser.matches(decoded.predicted, problem.answer_f64());
+        let logprob_importance = match (baseline.gold_logprob, gold_logprob) {
+            (Some(b), Some(a)) if a.is_finite() => Some(b - a),
+            _ => None,
+        };
+        AblatedRun {
+            output: decoded.text,
+            predicted_answer: decoded.predicted.map(|a| a.to_json()).unwrap_or(serde_json::Value::Null),
+            still_correct,
+            importance: u8::from(baseline.correct && !still_correct),
+            gold_logprob: gold_logprob.filter(|v| v.is_finite()),
+            logprob_importance,
         }
     }
 }
@@ -186,47 +300,16 @@ impl Hooks for AblationHooks {
 /// Run the baseline and the six ablations of one problem. The seven runs go through the loop one
 /// by one (their interventions differ) and are then decoded together in one batch.
 pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOptions) -> Result<AblationRecord> {
-    check_layer(codi, options)?;
     let loop_options = &options.loop_options;
-    let gold = problem.answer_f64();
-    let gold_text = problem.answer.to_string();
-    let gold_logprob_of = |state: &LoopState, hooks: &mut AblationHooks| -> Result<Option<f64>> {
-        if options.continuous {
-            Ok(Some(gold_logprob(codi, state, &gold_text, hooks)?))
-        } else {
-            Ok(None)
-        }
-    };
-
     // Baseline: no intervention, clean vectors captured at block `layer` for every step.
-    let mut hooks = AblationHooks::new(options.layer, true, Patch::None);
-    let prompt = run_prompt(codi, &problem.question, loop_options, &mut hooks)?;
-    let state = run_from_prompt(codi, prompt.clone(), loop_options, &mut hooks)?;
-    let baseline_logprob = gold_logprob_of(&state, &mut hooks)?;
-    if hooks.clean_input.len() != LATENT_STEPS || hooks.clean_output.len() != LATENT_STEPS {
-        return Err(Error::Other(format!(
-            "captured {} / {} clean vectors at block {}, expected {LATENT_STEPS}",
-            hooks.clean_input.len(),
-            hooks.clean_output.len(),
-            options.layer
-        )));
-    }
-    let clean = if options.layer_off_by_one { hooks.clean_input } else { hooks.clean_output };
+    let CleanRun { prompt, state, gold_logprob: baseline_logprob, clean } = CleanRun::of(codi, problem, options)?;
     let mut states = Vec::with_capacity(1 + LATENT_STEPS);
     states.push(state);
 
     // The six ablated runs, up to EOT.
     let mut ablated_logprobs = Vec::with_capacity(LATENT_STEPS);
     for target in 0..LATENT_STEPS {
-        let patch = match options.mode {
-            AblationMode::Faithful => {
-                let mut vectors = clean.clone();
-                vectors[target] = vectors[target].zeros_like()?;
-                Patch::Faithful { vectors, patch_prompt: options.patch_prompt }
-            }
-            AblationMode::Corrected => Patch::ZeroStep(target),
-        };
-        let mut hooks = AblationHooks::new(options.layer, false, patch);
+        let mut hooks = AblationHooks::new(options.layer, false, Patch::ablating(options, &clean, &[target])?);
         // The question pass is untouched unless bug 2 patches it, so it is computed once.
         let prompt = if options.mode == AblationMode::Faithful && options.patch_prompt {
             run_prompt(codi, &problem.question, loop_options, &mut hooks)?
@@ -234,38 +317,29 @@ pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOpt
             prompt.clone()
         };
         let state = run_from_prompt(codi, prompt, loop_options, &mut hooks)?;
-        ablated_logprobs.push(gold_logprob_of(&state, &mut hooks)?);
+        ablated_logprobs.push(gold_logprob_if(codi, problem, options, &state, &mut hooks)?);
         states.push(state);
     }
 
     // Decoding has no intervention in either mode.
     let mut decoded = decode_greedy_batch(codi, states, loop_options)?.into_iter();
-    let baseline_decoded = decoded.next().expect("one decoding per run");
-    let baseline_correct = loop_options.parser.matches(baseline_decoded.predicted, gold);
-    let baseline = BaselineResult {
-        output: baseline_decoded.text,
-        predicted_answer: baseline_decoded.predicted.map(|a| a.to_json()).unwrap_or(serde_json::Value::Null),
-        correct: baseline_correct,
-        gold_logprob: baseline_logprob.filter(|v| v.is_finite()),
-    };
-    let mut token_ablations = Vec::with_capacity(LATENT_STEPS);
-    for (target, (decoded, ablated_logprob)) in decoded.zip(ablated_logprobs).enumerate() {
-        let still_correct = loop_options.parser.matches(decoded.predicted, gold);
-        let importance = u8::from(baseline_correct && !still_correct);
-        let logprob_importance = match (baseline.gold_logprob, ablated_logprob) {
-            (Some(b), Some(a)) if a.is_finite() => Some(b - a),
-            _ => None,
-        };
-        token_ablations.push(TokenAblation {
-            token_pos: target,
-            ablated_output: decoded.text,
-            predicted_answer: decoded.predicted.map(|a| a.to_json()).unwrap_or(serde_json::Value::Null),
-            still_correct,
-            importance,
-            gold_logprob: ablated_logprob.filter(|v| v.is_finite()),
-            logprob_importance,
-        });
-    }
+    let baseline = baseline_result(decoded.next().expect("one decoding per run"), baseline_logprob, problem, loop_options);
+    let token_ablations: Vec<TokenAblation> = decoded
+        .zip(ablated_logprobs)
+        .enumerate()
+        .map(|(target, (decoded, ablated_logprob))| {
+            let run = AblatedRun::of(decoded, ablated_logprob, &baseline, problem, loop_options);
+            TokenAblation {
+                token_pos: target,
+                ablated_output: run.output,
+                predicted_answer: run.predicted_answer,
+                still_correct: run.still_correct,
+                importance: run.importance,
+                gold_logprob: run.gold_logprob,
+                logprob_importance: run.logprob_importance,
+            }
+        })
+        .collect();
     let importance_scores: Vec<u8> = token_ablations.iter().map(|t| t.importance).collect();
     Ok(AblationRecord {
         problem_id: problem.id.clone(),
@@ -279,7 +353,8 @@ pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOpt
     })
 }
 
-fn check_layer(codi: &CodiModel, options: &AblationOptions) -> Result<()> {
+/// An error naming the ablation block when the model has no such block.
+pub(crate) fn check_layer(codi: &CodiModel, options: &AblationOptions) -> Result<()> {
     let layers = codi.model.num_layers();
     if options.layer >= layers {
         return Err(Error::invalid(format!("ablation layer {} out of range: the model has {layers} blocks", options.layer)));
@@ -287,14 +362,8 @@ fn check_layer(codi: &CodiModel, options: &AblationOptions) -> Result<()> {
     Ok(())
 }
 
-/// Summary of a finished [`run_ablation`].
-#[derive(Debug, Clone, Default)]
-pub struct AblationSummary {
-    pub records: Vec<AblationRecord>,
-    /// Problems computed in this call (the others were already in the output file).
-    pub computed: usize,
-    pub failed: usize,
-}
+/// Summary of a finished [`run_ablation`]: the records, and how many were computed now and failed.
+pub type AblationSummary = StepOutcome<AblationRecord>;
 
 impl AblationSummary {
     /// Upstream's console summary: per token, how often it was critical among baseline-correct
@@ -314,72 +383,37 @@ impl AblationSummary {
     }
 }
 
-/// Path of the settings sidecar of an output file (`x.json` → `x.meta.json`).
-pub fn meta_path(out: &Path) -> PathBuf {
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    out.with_file_name(format!("{stem}.meta.json"))
+impl ProblemRecord for AblationRecord {
+    fn problem_id(&self) -> &str {
+        &self.problem_id
+    }
+    fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+    fn failed(problem: &Problem, error: String) -> Self {
+        AblationRecord {
+            problem_id: problem.id.clone(),
+            difficulty: problem.difficulty.clone(),
+            expected_answer: problem.answer.clone(),
+            baseline: None,
+            token_ablations: vec![],
+            importance_scores: vec![],
+            num_critical_tokens: 0,
+            error: Some(error),
+        }
+    }
 }
 
-/// `codi ablate`: run every problem not yet in `out`, writing `out` after each one.
+/// `codi ablate`: run every problem not yet in `out`, writing `out` after each one (resumable,
+/// merging shard parts: [`crate::codi::runner::step`]).
 pub fn run_ablation(codi: &CodiModel, problems: &[Problem], options: &AblationOptions, out: &Path) -> Result<AblationSummary> {
     // Settings errors stop the run; only per-problem failures are recorded and skipped.
     check_layer(codi, options)?;
-    let meta = RunMeta::new(codi, "ablate", serde_json::to_value(options)?);
-    meta.check_or_write(&meta_path(out), out)?;
-    let mut done: Vec<AblationRecord> = if out.is_file() { read_ablation(out)? } else { Vec::new() };
-    // Records with errors are redone; finished ones are kept.
-    done.retain(|r| r.error.is_none());
-    // The shares of a sharded run (Slurm array tasks) beside `out`: this run merges them.
-    let parts = super::progress::read_shard_parts(out, &meta, read_ablation)?;
-    for record in parts.into_iter().filter(|r| r.error.is_none()) {
-        if !done.iter().any(|d| d.problem_id == record.problem_id) {
-            done.push(record);
-        }
-    }
-
-    let bar = crate::progress::progress(problems.len() as u64, "ablate");
-    let mut computed = 0;
-    let mut failed = 0;
-    let mut records = Vec::with_capacity(problems.len());
-    for problem in problems {
-        if let Some(existing) = done.iter().position(|r| r.problem_id == problem.id) {
-            records.push(done.swap_remove(existing));
-            bar.inc(1);
-            continue;
-        }
-        bar.set_message(problem.id.clone());
-        let record = match ablate_problem(codi, problem, options) {
-            Ok(record) => record,
-            Err(e) => {
-                failed += 1;
-                bar.println(format!("warning: ablation of {} failed: {e}", problem.id));
-                AblationRecord {
-                    problem_id: problem.id.clone(),
-                    difficulty: problem.difficulty.clone(),
-                    expected_answer: problem.answer.clone(),
-                    baseline: None,
-                    token_ablations: vec![],
-                    importance_scores: vec![],
-                    num_critical_tokens: 0,
-                    error: Some(e.to_string()),
-                }
-            }
-        };
-        records.push(record);
-        computed += 1;
-        // Keep also results of problems outside this sample that were in the file.
-        let mut all = records.clone();
-        all.extend(done.iter().cloned());
-        write_json_atomic(out, &all)?;
-        bar.inc(1);
-    }
-    bar.finish();
-    records.extend(done);
-    write_json_atomic(out, &records)?;
-    Ok(AblationSummary { records, computed, failed })
+    let step = Step { name: "ablate", settings: serde_json::to_value(options)?, style: JsonStyle::Pretty };
+    run_step(codi, &step, problems, out, |problem| ablate_problem(codi, problem, options))
 }
 
 /// Read an ablation results file (ours or upstream's; Python `NaN` tolerated).
 pub fn read_ablation(path: &Path) -> Result<Vec<AblationRecord>> {
-    super::progress::read_json_relaxed(path)
+    read_records(path)
 }

@@ -2,7 +2,7 @@
 //!
 //! Upstream (`create_full_dataset.py`) groups the 1,000-problem file by difficulty in file order and
 //! draws `random.sample(bucket, k)` for the buckets 2-step, 3-step, 4-step, 5+step from one
-//! `random.seed(42)` stream. [`PyRandom`] reproduces CPython's generator bit for bit (MT19937 seeded
+//! `random.seed(42)` stream. `PyRandom` reproduces CPython's generator bit for bit (MT19937 seeded
 //! by `init_by_array` of the seed's 32-bit words, `getrandbits`, `_randbelow`, and `sample`'s
 //! choice between the pool and the set algorithm), so the ids equal the upstream sample exactly.
 
@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::{Error, Result};
 
 /// Difficulty buckets in the order upstream samples them.
-pub const DIFFICULTIES: [&str; 4] = ["2-step", "3-step", "4-step", "5+step"];
+pub(crate) const DIFFICULTIES: [&str; 4] = ["2-step", "3-step", "4-step", "5+step"];
 
 /// Problems per level of the upstream 100-problem set, and of its 10-problem test set.
 pub const FULL_PER_LEVEL: [usize; 4] = [25, 25, 25, 25];
@@ -86,10 +86,10 @@ pub fn load_problems(path: impl AsRef<Path>) -> Result<Vec<Problem>> {
 /// Write problems as a JSON list of their original records, in the given order.
 pub fn write_problems(problems: &[Problem], path: impl AsRef<Path>) -> Result<()> {
     let records: Vec<&Value> = problems.iter().map(|p| &p.record).collect();
-    write_json_atomic(path.as_ref(), &records)
+    crate::io::write_json(path.as_ref(), &records)
 }
 
-/// Stratified sample as upstream: one seeded stream, buckets in [`DIFFICULTIES`] order, each
+/// Stratified sample as upstream: one seeded stream, buckets in `DIFFICULTIES` order, each
 /// bucket in file order, `per_level[b]` problems drawn from bucket `b`.
 pub fn stratified_sample(problems: &[Problem], per_level: [usize; 4], seed: u64) -> Result<Vec<Problem>> {
     let mut rng = PyRandom::new(seed);
@@ -120,7 +120,7 @@ pub fn make_dataset(input: &Path, per_level: [usize; 4], seed: u64, out: &Path) 
 
 /// CPython's `random.Random` restricted to what `sample` needs.
 #[derive(Debug, Clone)]
-pub struct PyRandom {
+pub(crate) struct PyRandom {
     mt: Mt,
 }
 
@@ -187,9 +187,6 @@ impl PyRandom {
         result
     }
 }
-
-// Atomic writes (temporary file, fsync, rename) are crate::io's; the CODI modules import them from here.
-pub(crate) use crate::io::{write_atomic, write_json as write_json_atomic};
 
 #[cfg(test)]
 mod tests {

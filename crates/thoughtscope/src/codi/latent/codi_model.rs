@@ -26,11 +26,11 @@ use crate::model::{Config, Model, Tokenizer};
 use crate::{Error, Result};
 
 /// CODI's LoRA alpha (r = 128, alpha = 32, scale 0.25; zhenyi4/codi `test.py`).
-pub const CODI_LORA_ALPHA: f64 = 32.0;
+pub(crate) const CODI_LORA_ALPHA: f64 = 32.0;
 /// LayerNorm epsilon of `prj.ln`.
-pub const PRJ_LN_EPS: f64 = 1e-5;
+pub(crate) const PRJ_LN_EPS: f64 = 1e-5;
 /// File name of the sidecar metadata.
-pub const META_FILE: &str = "codi.json";
+pub(crate) const META_FILE: &str = "codi.json";
 
 /// `codi.json`: what the state dict cannot say.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -164,7 +164,7 @@ pub struct LoadOptions {
 }
 
 /// The base model's config and tokenizer, and where they came from.
-pub struct BaseModel {
+pub(crate) struct BaseModel {
     /// What the user named (for messages).
     pub spec: String,
     /// The HF directory or GGUF file it resolved to.
@@ -376,5 +376,10 @@ impl CodiModel {
         (!self.meta.real_codi).then(|| {
             format!("NOT A CODI MODEL: {}: {}; results on it are not CODI results", self.name, self.meta.note)
         })
+    }
+
+    /// What figure titles append: " — NOT A CODI MODEL" on a synthetic checkpoint, else empty.
+    pub fn title_note(&self) -> String {
+        if self.meta.real_codi { String::new() } else { " — NOT A CODI MODEL".to_owned() }
     }
 }

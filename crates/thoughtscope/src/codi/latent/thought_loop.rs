@@ -17,12 +17,12 @@ use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::answer::{Answer, AnswerParser};
-use super::model::CodiModel;
+use super::codi_model::CodiModel;
 use crate::model::{Hooks, Input, KvCache, Logits, NoHooks};
 use crate::Result;
 
 /// Number of single-position forwards between the question and EOT, in both loops.
-pub const LATENT_STEPS: usize = 6;
+pub(crate) const LATENT_STEPS: usize = 6;
 
 /// Which inference loop to reproduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,8 +317,13 @@ fn finish_decoding(codi: &CodiModel, tokens: Vec<u32>, options: &LoopOptions) ->
 /// `"The answer is:"`, teacher-forced together with that prefix. Returns (all target tokens,
 /// index of the first scored one).
 pub fn gold_answer_target(codi: &CodiModel, gold: &str) -> Result<(Vec<u32>, usize)> {
-    let prefix = codi.tokenizer.encode_raw("The answer is:")?;
-    let full = codi.tokenizer.encode_raw(&format!("The answer is: {gold}"))?;
+    answer_tokens(&codi.tokenizer, gold)
+}
+
+/// The tokens of `"The answer is: {gold}"` and the index of the first one after the prefix's.
+fn answer_tokens(tokenizer: &crate::model::Tokenizer, gold: &str) -> Result<(Vec<u32>, usize)> {
+    let prefix = tokenizer.encode_raw("The answer is:")?;
+    let full = tokenizer.encode_raw(&format!("The answer is: {gold}"))?;
     let first_scored = if full.starts_with(&prefix) && full.len() > prefix.len() { prefix.len() } else { 0 };
     Ok((full, first_scored))
 }
@@ -329,9 +334,7 @@ pub fn gold_answer_target(codi: &CodiModel, gold: &str) -> Result<(Vec<u32>, usi
 /// same way) would otherwise make the space the answer's "first token". Returns (token, index in
 /// the target tokens).
 pub fn gold_number_token(tokenizer: &crate::model::Tokenizer, gold: &str) -> Result<(u32, usize)> {
-    let prefix = tokenizer.encode_raw("The answer is:")?;
-    let full = tokenizer.encode_raw(&format!("The answer is: {gold}"))?;
-    let first_scored = if full.starts_with(&prefix) && full.len() > prefix.len() { prefix.len() } else { 0 };
+    let (full, first_scored) = answer_tokens(tokenizer, gold)?;
     for (i, &token) in full.iter().enumerate().skip(first_scored) {
         if !tokenizer.decode(&[token], false)?.trim().is_empty() {
             return Ok((token, i));
@@ -394,7 +397,7 @@ fn logit_width(codi: &CodiModel, slice: LogitSlice) -> usize {
 }
 
 /// Index of the largest logit; the first on ties, like `torch.argmax`.
-fn argmax(values: &[f32]) -> u32 {
+pub(crate) fn argmax(values: &[f32]) -> u32 {
     let mut best = 0usize;
     for (i, &v) in values.iter().enumerate() {
         if v > values[best] {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-pub use crate::scores::stats::{mean, nan_as_null, pearson, sem, std_ddof1, Pearson};
+use crate::scores::stats::{mean, nan_as_null, pearson, std_ddof1, Pearson};
 
 /// One row of the analysis join: one (problem, latent token) pair.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,53 +198,5 @@ pub mod indexed {
             }
             deserializer.deserialize_map(OrderedVisitor(std::marker::PhantomData))
         }
-    }
-}
-
-/// Replace Python's bare `NaN`, `Infinity` and `-Infinity` tokens (outside strings) by `null`, so
-/// files written by upstream's `json.dump` parse.
-pub fn relaxed_json(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            rest = &rest[c.len_utf8()..];
-            continue;
-        }
-        if c == '"' {
-            in_string = true;
-        } else {
-            let token = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t));
-            if let Some(token) = token {
-                out.push_str("null");
-                rest = &rest[token.len()..];
-                continue;
-            }
-        }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relaxed_json_reads_python_nan() {
-        let text = r#"{"a": NaN, "b": "NaN", "c": -Infinity, "d": [Infinity, 1]}"#;
-        let v: serde_json::Value = serde_json::from_str(&relaxed_json(text)).unwrap();
-        assert!(v["a"].is_null() && v["b"] == "NaN" && v["c"].is_null() && v["d"][0].is_null());
     }
 }

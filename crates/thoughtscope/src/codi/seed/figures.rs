@@ -11,10 +11,14 @@ use plotly::common::{Anchor, DashType, ErrorData, ErrorType, Line, Marker, Mode,
 use plotly::layout::{Annotation, Axis, AxisRange, GridPattern, Layout, LayoutGrid};
 use plotly::{Bar, HeatMap, Plot, Scatter};
 
-use super::stats::JoinedRow;
+use super::summary::JoinedRow;
 use crate::scores::stats::{least_squares, mean, pearson, sem, LinearFit};
 use crate::plot::Figure;
 use crate::Result;
+
+/// The four figures of `3_analyze_and_visualize.py`, by file stem.
+pub const SEED_FIGURES: [&str; 4] =
+    ["1_importance_by_position", "2_importance_heatmap", "3_attention_vs_importance", "4_correlation_by_position"];
 
 /// Axis label of the continuous (log-prob) importance.
 const CONTINUOUS_LABEL: &str = "Importance (drop in gold-answer log-prob)";
@@ -59,7 +63,7 @@ fn pearson_title(prefix: &str, x: &[f64], y: &[f64]) -> Result<String> {
 }
 
 /// Figure 1: mean importance by token position, SEM error bars, value labels above the bars.
-pub fn importance_by_position(rows: &[JoinedRow], title_note: &str) -> Figure {
+pub(crate) fn importance_by_position(rows: &[JoinedRow], title_note: &str) -> Figure {
     let n = tokens_in(rows);
     let mut means = Vec::with_capacity(n);
     let mut sems = Vec::with_capacity(n);
@@ -106,7 +110,7 @@ pub fn importance_by_position(rows: &[JoinedRow], title_note: &str) -> Figure {
 
 /// Figure 2: importance heatmap, problems (sorted by id as text, first at the top as seaborn
 /// draws a pandas pivot) × tokens.
-pub fn importance_heatmap(rows: &[JoinedRow], title_note: &str) -> Figure {
+pub(crate) fn importance_heatmap(rows: &[JoinedRow], title_note: &str) -> Figure {
     let n = tokens_in(rows);
     let mut by_problem: BTreeMap<&str, Vec<Option<f64>>> = BTreeMap::new();
     for r in rows {
@@ -164,7 +168,7 @@ fn scatter_with_fit(x: &[f64], y: &[f64], axis: Option<(&str, &str)>, show_legen
 }
 
 /// Figure 3: attention at `layer` vs importance over all rows, with the fit line.
-pub fn attention_vs_importance(rows: &[JoinedRow], layer: usize, title_note: &str) -> Result<Figure> {
+pub(crate) fn attention_vs_importance(rows: &[JoinedRow], layer: usize, title_note: &str) -> Result<Figure> {
     let x: Vec<f64> = rows.iter().map(|r| r.attention.get(&layer).copied().unwrap_or(f64::NAN)).collect();
     let y: Vec<f64> = rows.iter().map(|r| r.importance).collect();
     let p = pearson(&x, &y)?;
@@ -186,7 +190,7 @@ pub fn attention_vs_importance(rows: &[JoinedRow], layer: usize, title_note: &st
 }
 
 /// Figure 4: one scatter + fit per token in a 2 × 3 grid, r/p in each subplot's title.
-pub fn correlation_by_position(rows: &[JoinedRow], layer: usize, title_note: &str) -> Result<Figure> {
+pub(crate) fn correlation_by_position(rows: &[JoinedRow], layer: usize, title_note: &str) -> Result<Figure> {
     let n = tokens_in(rows).min(6);
     let mut plot = Plot::new();
     let mut annotations = Vec::new();

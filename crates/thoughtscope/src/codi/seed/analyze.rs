@@ -11,12 +11,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::ablate::{read_ablation, AblationRecord};
-use super::attention::{read_attention, AttentionRecord};
-use super::dataset::{write_atomic, write_json_atomic};
+use super::ablation::{read_ablation, AblationRecord};
+use super::eot_attention::{read_attention, AttentionRecord};
 use super::figures;
-use super::next_steps::ExperimentLayout;
-use super::stats::{summary_statistics, JoinedRow, SummaryStatistics};
+use super::summary::{summary_statistics, JoinedRow, SummaryStatistics};
+use crate::codi::runner::files::{meta_path, read_json_relaxed};
+use crate::codi::runner::layout::ExperimentLayout;
+use crate::codi::runner::meta::RunMeta;
+use crate::io::{write_atomic, write_json as write_json_atomic};
 use crate::plot::{self, Figure, SaveFormat};
 use crate::{Context, Error, Result};
 
@@ -277,8 +279,6 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
 /// when only one of the two has one (one file from this project, one from elsewhere), a note
 /// says the join is unchecked.
 fn check_same_run(ablation_path: &Path, attention_path: &Path, attention: &[AttentionRecord]) -> Result<Option<String>> {
-    use super::ablate::meta_path;
-    use super::progress::{read_json_relaxed, RunMeta};
     let (ablation_meta, attention_meta) = (meta_path(ablation_path), meta_path(attention_path));
     let read = |path: &Path| -> Result<Option<RunMeta>> { if path.is_file() { read_json_relaxed(path).map(Some) } else { Ok(None) } };
     let (ab, at) = (read(&ablation_meta)?, read(&attention_meta)?);
@@ -376,7 +376,7 @@ fn unique_ids<'a>(path: &std::path::Path, ids: impl Iterator<Item = &'a str>) ->
 }
 
 /// [`analyze`] on rows already joined (`importance` says which measure the rows hold).
-pub fn analyze_joined(joined: Joined, importance: ImportanceKind, layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<Analysis> {
+pub(crate) fn analyze_joined(joined: Joined, importance: ImportanceKind, layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<Analysis> {
     let tokens = joined.rows.iter().map(|r| r.token_pos + 1).max().unwrap_or(0);
     let summary = summary_statistics(&joined.rows, &joined.layers, tokens)?;
     let mut files = Vec::new();
@@ -510,7 +510,7 @@ pub fn comparison_table(faithful: &SummaryStatistics, corrected: &SummaryStatist
 }
 
 /// The comparison as a Markdown table.
-pub fn comparison_markdown(rows: &[ComparisonRow]) -> String {
+pub(crate) fn comparison_markdown(rows: &[ComparisonRow]) -> String {
     let cell = |v: Option<f64>| match v {
         Some(v) if v != 0.0 && v.abs() < 1e-3 => format!("{v:.3e}"),
         Some(v) => format!("{v:.4}"),

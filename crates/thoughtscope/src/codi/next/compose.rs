@@ -2,7 +2,7 @@
 //! every pair and every triplet of continuous-thought tokens — C(6,2) = 15 and C(6,3) = 20 sets
 //! per problem — and measure how far the set's effect departs from the sum of its tokens' effects.
 //!
-//! **Same hook as the single-token ablation** ([`super::ablate`]), generalised
+//! **Same hook as the single-token ablation** ([`crate::codi::seed::ablation`]), generalised
 //! from one target step to a set `S` of steps, in both modes and with the same options
 //! ([`AblationOptions`]):
 //! - faithful: at every loop step, block `layer`'s output is overwritten with the clean run's
@@ -20,7 +20,7 @@
 //! - binary importance, as upstream: `I(S) = 1` if the baseline is correct and the answer with `S`
 //!   ablated is wrong, else 0 (always 0 when the baseline is wrong);
 //! - continuous importance: `I_lp(S) = log P(gold | baseline) − log P(gold | S ablated)`, the drop
-//!   in the gold answer's log-probability ([`super::latent::gold_logprob`]);
+//!   in the gold answer's log-probability ([`crate::codi::latent::thought_loop::gold_logprob`]);
 //! - interaction: `I(S) − Σ_{k∈S} I({k})`, for either importance. 0 means the tokens act
 //!   additively; positive means the set matters more than its members together (redundancy: each
 //!   token can stand in for the other, so only removing both hurts), negative means less
@@ -42,28 +42,31 @@
 //! Output: `results/compositional_ablation_results_<tag>.json`, one record per problem in the
 //! style of `token_ablation_results_*.json` (baseline, then `single_ablations`, `pair_ablations`,
 //! `triplet_ablations`, each with the set's `tokens`); a table of means over problems
-//! (`compositional_table_<tag>.{csv,md}`) and two figures ([`super::next_figures`]).
+//! (`compositional_table_<tag>.{csv,md}`) and two figures ([`super::figures`]), written by
+//! [`super::analyze::analyze_compose`].
 
 use std::path::Path;
 
-use candle_core::Tensor;
 use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 
-use super::ablate::{AblationMode, AblationOptions, BaselineResult};
-use super::analyze::ImportanceKind;
-use super::dataset::{write_json_atomic, Problem};
-use super::latent::{decode_greedy_batch, gold_logprob, run_from_prompt, run_prompt, LoopState, Phase, PhaseHooks, PromptState, LATENT_STEPS};
-use super::model::CodiModel;
-use super::next_figures;
-use super::next_steps::{self, count_column, finite_mean, finite_sem, float_column, text_column, ProblemRecord, StepLayout};
-use crate::model::{HookPoint, Hooks};
-use crate::{Error, Result};
+use crate::codi::latent::codi_model::CodiModel;
+use crate::codi::latent::thought_loop::{decode_greedy_batch, run_from_prompt, run_prompt, PromptState, LATENT_STEPS};
+use crate::codi::problems::dataset::Problem;
+use crate::codi::runner::files::JsonStyle;
+use crate::codi::runner::output::{count_column, finite_mean, finite_sem, float_column, text_column};
+use crate::codi::runner::step::{run_step, ProblemRecord, Step};
+use crate::codi::seed::ablation::{
+    baseline_result, check_layer, gold_logprob_if, AblatedRun, AblationHooks, AblationMode, AblationOptions, BaselineResult, CleanRun,
+    Patch,
+};
+use crate::codi::seed::analyze::ImportanceKind;
+use crate::Result;
 
 /// Results file stem (`results/<stem>_<tag>.json`).
 pub const RESULTS_STEM: &str = "compositional_ablation_results";
 /// Table stem (`results/<stem>_<tag>.{csv,md}`).
-pub const TABLE_STEM: &str = "compositional_table";
+pub(crate) const TABLE_STEM: &str = "compositional_table";
 
 /// Every `size`-subset of the six tokens, in lexicographic order (15 pairs, 20 triplets).
 pub fn token_sets(size: usize) -> Vec<Vec<usize>> {
@@ -84,7 +87,7 @@ pub fn token_sets(size: usize) -> Vec<Vec<usize>> {
 }
 
 /// `T0+T2+T5`.
-pub fn set_label(tokens: &[usize]) -> String {
+pub(crate) fn set_label(tokens: &[usize]) -> String {
     tokens.iter().map(|k| format!("T{k}")).collect::<Vec<_>>().join("+")
 }
 
@@ -161,6 +164,32 @@ pub struct ComposeRecord {
     pub error: Option<String>,
 }
 
+impl SetAblation {
+    /// The set's own run, its interactions not yet filled in ([`fill_interactions`],
+    /// [`fill_against_empty`]).
+    pub(crate) fn of_run(tokens: Vec<usize>, run: AblatedRun) -> Self {
+        SetAblation {
+            tokens,
+            ablated_output: run.output,
+            predicted_answer: run.predicted_answer,
+            still_correct: run.still_correct,
+            importance: run.importance,
+            gold_logprob: run.gold_logprob,
+            logprob_importance: run.logprob_importance,
+            interaction: None,
+            logprob_interaction: None,
+            third_order_interaction: None,
+            logprob_third_order_interaction: None,
+            importance_vs_empty: None,
+            logprob_importance_vs_empty: None,
+            interaction_vs_empty: None,
+            logprob_interaction_vs_empty: None,
+            third_order_vs_empty: None,
+            logprob_third_order_vs_empty: None,
+        }
+    }
+}
+
 impl ComposeRecord {
     /// Every ablated set: singles, pairs, triplets.
     pub fn sets(&self) -> impl Iterator<Item = &SetAblation> {
@@ -198,118 +227,12 @@ impl ProblemRecord for ComposeRecord {
     }
 }
 
-/// The single-token ablation hook of [`super::ablate`] for a set of target steps.
-struct SetAblationHooks {
-    layer: usize,
-    phase: Phase,
-    capture: bool,
-    /// Per step: input of block `layer` (HF hidden_states[layer]) and its output.
-    clean_input: Vec<Tensor>,
-    clean_output: Vec<Tensor>,
-    patch: SetPatch,
-}
-
-enum SetPatch {
-    None,
-    /// Overwrite block `layer`'s output at every loop step with `vectors[step]`.
-    Faithful { vectors: Vec<Tensor>, patch_prompt: bool },
-    /// Zero block `layer`'s output at these loop steps.
-    ZeroSteps(Vec<usize>),
-}
-
-impl SetAblationHooks {
-    fn new(layer: usize, capture: bool, patch: SetPatch) -> Self {
-        SetAblationHooks { layer, phase: Phase::Prompt, capture, clean_input: vec![], clean_output: vec![], patch }
-    }
-}
-
-impl PhaseHooks for SetAblationHooks {
-    fn enter(&mut self, phase: Phase) {
-        self.phase = phase;
-    }
-}
-
-impl Hooks for SetAblationHooks {
-    fn wants(&self, point: &HookPoint) -> bool {
-        let post = *point == HookPoint::ResidPost(self.layer);
-        if !post && *point != HookPoint::ResidPre(self.layer) {
-            return false;
-        }
-        match (self.phase, &self.patch) {
-            (Phase::Step(_), _) if self.capture => true,
-            (Phase::Step(_), SetPatch::Faithful { .. }) => post,
-            (Phase::Step(k), SetPatch::ZeroSteps(set)) => post && set.contains(&k),
-            (Phase::Prompt, SetPatch::Faithful { patch_prompt: true, .. }) => post,
-            _ => false,
-        }
-    }
-
-    fn on(&mut self, point: &HookPoint, value: &Tensor) -> crate::model::Result<Option<Tensor>> {
-        if self.capture {
-            if let Phase::Step(_) = self.phase {
-                if *point == HookPoint::ResidPre(self.layer) {
-                    self.clean_input.push(value.clone());
-                } else {
-                    self.clean_output.push(value.clone());
-                }
-            }
-        }
-        if *point != HookPoint::ResidPost(self.layer) {
-            return Ok(None);
-        }
-        match (&self.patch, self.phase) {
-            (SetPatch::Faithful { vectors, .. }, Phase::Step(k)) => Ok(Some(vectors[k].reshape(value.shape())?)),
-            (SetPatch::Faithful { vectors, patch_prompt: true }, Phase::Prompt) => {
-                // Only the last position of the question pass.
-                let len = value.dim(1)?;
-                let last = vectors[0].reshape((1, 1, value.dim(2)?))?;
-                let replaced =
-                    if len == 1 { last } else { Tensor::cat(&[&value.narrow(1, 0, len - 1)?, &last], 1)? };
-                Ok(Some(replaced))
-            }
-            (SetPatch::ZeroSteps(set), Phase::Step(k)) if set.contains(&k) => Ok(Some(value.zeros_like()?)),
-            _ => Ok(None),
-        }
-    }
-}
-
-fn check_layer(codi: &CodiModel, options: &AblationOptions) -> Result<()> {
-    let layers = codi.model.num_layers();
-    if options.layer >= layers {
-        return Err(Error::invalid(format!("ablation layer {} out of range: the model has {layers} blocks", options.layer)));
-    }
-    Ok(())
-}
-
-/// Baseline, the six singles, the 15 pairs and the 20 triplets of one problem: every run through
-/// the loop with its hook, then all 42 decoded in one batch.
+/// Baseline, the empty set, the six singles, the 15 pairs and the 20 triplets of one problem:
+/// every run through the loop with the seed's ablation hook, then all 43 decoded in one batch.
 pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOptions) -> Result<ComposeRecord> {
-    check_layer(codi, options)?;
     let loop_options = &options.loop_options;
-    let gold = problem.answer_f64();
-    let gold_text = problem.answer.to_string();
-    let logprob_of = |state: &LoopState, hooks: &mut SetAblationHooks| -> Result<Option<f64>> {
-        if options.continuous {
-            Ok(Some(gold_logprob(codi, state, &gold_text, hooks)?))
-        } else {
-            Ok(None)
-        }
-    };
-
     // Baseline, capturing the clean vectors at block `layer`.
-    let mut hooks = SetAblationHooks::new(options.layer, true, SetPatch::None);
-    let prompt = run_prompt(codi, &problem.question, loop_options, &mut hooks)?;
-    let state = run_from_prompt(codi, prompt.clone(), loop_options, &mut hooks)?;
-    let baseline_logprob = logprob_of(&state, &mut hooks)?;
-    if hooks.clean_input.len() != LATENT_STEPS || hooks.clean_output.len() != LATENT_STEPS {
-        return Err(Error::Other(format!(
-            "captured {} / {} clean vectors at block {}, expected {LATENT_STEPS}",
-            hooks.clean_input.len(),
-            hooks.clean_output.len(),
-            options.layer
-        )));
-    }
-    let clean = if options.layer_off_by_one { hooks.clean_input } else { hooks.clean_output };
+    let CleanRun { prompt, state, gold_logprob: baseline_logprob, clean } = CleanRun::of(codi, problem, options)?;
 
     // The empty set first: the hook alone, what every other set is measured against.
     let sets: Vec<Vec<usize>> = std::iter::once(Vec::new()).chain((1..=3).flat_map(token_sets)).collect();
@@ -319,17 +242,7 @@ pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOp
     // Faithful bug 2 changes the question pass, depending only on whether step 0 is ablated.
     let mut patched_prompts: [Option<PromptState>; 2] = [None, None];
     for set in &sets {
-        let patch = match options.mode {
-            AblationMode::Faithful => {
-                let mut vectors = clean.clone();
-                for &k in set {
-                    vectors[k] = vectors[k].zeros_like()?;
-                }
-                SetPatch::Faithful { vectors, patch_prompt: options.patch_prompt }
-            }
-            AblationMode::Corrected => SetPatch::ZeroSteps(set.clone()),
-        };
-        let mut hooks = SetAblationHooks::new(options.layer, false, patch);
+        let mut hooks = AblationHooks::new(options.layer, false, Patch::ablating(options, &clean, set)?);
         let run_prompt_state = if options.mode == AblationMode::Faithful && options.patch_prompt {
             let slot = usize::from(set.contains(&0));
             if patched_prompts[slot].is_none() {
@@ -340,47 +253,17 @@ pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOp
             prompt.clone()
         };
         let state = run_from_prompt(codi, run_prompt_state, loop_options, &mut hooks)?;
-        logprobs.push(logprob_of(&state, &mut hooks)?);
+        logprobs.push(gold_logprob_if(codi, problem, options, &state, &mut hooks)?);
         states.push(state);
     }
 
     let mut decoded = decode_greedy_batch(codi, states, loop_options)?.into_iter();
-    let baseline_decoded = decoded.next().expect("one decoding per run");
-    let baseline_correct = loop_options.parser.matches(baseline_decoded.predicted, gold);
-    let baseline = BaselineResult {
-        output: baseline_decoded.text,
-        predicted_answer: baseline_decoded.predicted.map(|a| a.to_json()).unwrap_or(serde_json::Value::Null),
-        correct: baseline_correct,
-        gold_logprob: baseline_logprob.filter(|v| v.is_finite()),
-    };
+    let baseline = baseline_result(decoded.next().expect("one decoding per run"), baseline_logprob, problem, loop_options);
     let mut ablations: Vec<SetAblation> = sets
         .into_iter()
         .zip(decoded.zip(logprobs))
         .map(|(tokens, (decoded, ablated_logprob))| {
-            let still_correct = loop_options.parser.matches(decoded.predicted, gold);
-            let logprob_importance = match (baseline.gold_logprob, ablated_logprob) {
-                (Some(b), Some(a)) if a.is_finite() => Some(b - a),
-                _ => None,
-            };
-            SetAblation {
-                tokens,
-                ablated_output: decoded.text,
-                predicted_answer: decoded.predicted.map(|a| a.to_json()).unwrap_or(serde_json::Value::Null),
-                still_correct,
-                importance: u8::from(baseline_correct && !still_correct),
-                gold_logprob: ablated_logprob.filter(|v| v.is_finite()),
-                logprob_importance,
-                interaction: None,
-                logprob_interaction: None,
-                third_order_interaction: None,
-                logprob_third_order_interaction: None,
-                importance_vs_empty: None,
-                logprob_importance_vs_empty: None,
-                interaction_vs_empty: None,
-                logprob_interaction_vs_empty: None,
-                third_order_vs_empty: None,
-                logprob_third_order_vs_empty: None,
-            }
+            SetAblation::of_run(tokens, AblatedRun::of(decoded, ablated_logprob, &baseline, problem, loop_options))
         })
         .collect();
     let empty = ablations.remove(0);
@@ -409,7 +292,7 @@ pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOp
 
 /// Interactions of every pair and triplet from the importances of the sets (singles, pairs and
 /// triplets all present in `sets`).
-pub fn fill_interactions(sets: &mut [SetAblation]) {
+pub(crate) fn fill_interactions(sets: &mut [SetAblation]) {
     let find = |sets: &[SetAblation], tokens: &[usize]| -> Option<(i32, Option<f64>)> {
         sets.iter().find(|s| s.tokens == tokens).map(|s| (s.importance as i32, s.logprob_importance))
     };
@@ -445,7 +328,7 @@ pub fn fill_interactions(sets: &mut [SetAblation]) {
 }
 
 /// Each set's values against the empty set's (see the module doc), after [`fill_interactions`].
-pub fn fill_against_empty(sets: &mut [SetAblation], empty: &SetAblation) {
+pub(crate) fn fill_against_empty(sets: &mut [SetAblation], empty: &SetAblation) {
     let (i0, lp0) = (empty.importance as i32, empty.logprob_importance);
     for set in sets.iter_mut() {
         let others = set.tokens.len() as i32 - 1;
@@ -461,15 +344,8 @@ pub fn fill_against_empty(sets: &mut [SetAblation], empty: &SetAblation) {
 /// `codi compose`: every problem not yet in `out`, `out` rewritten after each (resumable).
 pub fn run_compose(codi: &CodiModel, problems: &[Problem], options: &AblationOptions, out: &Path) -> Result<Vec<ComposeRecord>> {
     check_layer(codi, options)?;
-    let settings = serde_json::to_value(options)?;
-    next_steps::run_resumable(codi, "compose", settings, problems, out, next_steps::JsonStyle::Pretty, |problem| {
-        compose_problem(codi, problem, options)
-    })
-}
-
-/// Read a compositional results file.
-pub fn read_compose(path: &Path) -> Result<Vec<ComposeRecord>> {
-    next_steps::read_records(path)
+    let step = Step { name: "compose", settings: serde_json::to_value(options)?, style: JsonStyle::Pretty };
+    Ok(run_step(codi, &step, problems, out, |problem| compose_problem(codi, problem, options))?.records)
 }
 
 /// One row of the table: a set's statistics over the included problems.
@@ -545,7 +421,7 @@ pub fn included(records: &[ComposeRecord], all_baselines: bool) -> Vec<&ComposeR
 }
 
 /// Means over problems of every set (singles, pairs, triplets in [`token_sets`] order).
-pub fn summarize(records: &[ComposeRecord], all_baselines: bool) -> Vec<SetSummary> {
+pub(crate) fn summarize(records: &[ComposeRecord], all_baselines: bool) -> Vec<SetSummary> {
     let records = included(records, all_baselines);
     let mut out = Vec::new();
     for tokens in (1..=3).flat_map(token_sets) {
@@ -648,154 +524,20 @@ pub fn problems_table(records: &[ComposeRecord]) -> Result<DataFrame> {
     ])?)
 }
 
-/// Options of [`analyze_compose`].
-#[derive(Debug, Clone)]
-pub struct ComposeAnalysisOptions {
-    /// Importance the figures show.
-    pub importance: ImportanceKind,
-    /// Keep problems whose baseline is wrong (meant for the log-prob importance).
-    pub all_baselines: bool,
-    pub static_images: bool,
-    /// Appended to figure titles (e.g. the not-CODI warning).
-    pub title_note: String,
-}
-
-impl Default for ComposeAnalysisOptions {
-    fn default() -> Self {
-        ComposeAnalysisOptions {
-            importance: ImportanceKind::Binary,
-            all_baselines: false,
-            static_images: true,
-            title_note: String::new(),
-        }
-    }
-}
-
-/// What [`analyze_compose`] wrote.
-#[derive(Debug, Clone)]
-pub struct ComposeAnalysis {
-    pub summary: Vec<SetSummary>,
-    pub files: Vec<std::path::PathBuf>,
-    pub notes: Vec<String>,
-}
-
-/// Table (`results/compositional_table_<tag>.{csv,md,json}`) and figures
-/// (`figures/compositional_pair_interaction`, `figures/compositional_triplet_importance`).
-pub fn analyze_compose(records: &[ComposeRecord], layout: &StepLayout, options: &ComposeAnalysisOptions) -> Result<ComposeAnalysis> {
-    let summary = summarize(records, options.all_baselines);
-    if summary.iter().all(|s| s.problems == 0) {
-        return Err(Error::invalid(format!(
-            "compositional analysis: no problem to summarise ({} records; {} without error; baselines correct: {}){}",
-            records.len(),
-            records.iter().filter(|r| r.error.is_none()).count(),
-            records.iter().filter(|r| r.baseline.as_ref().is_some_and(|b| b.correct)).count(),
-            if options.all_baselines { "" } else { " — use all_baselines with the log-prob importance" }
-        )));
-    }
-    let mut files = next_steps::write_table(&mut summary_table(&summary)?, layout, TABLE_STEM)?;
-    let json_path = layout.result(TABLE_STEM, "json");
-    write_json_atomic(&json_path, &summary)?;
-    files.push(json_path);
-    let note = &options.title_note;
-    let pairs = next_figures::pair_interaction_heatmap(&summary, options.importance, note)?;
-    let triplets = next_figures::triplet_importance_bars(&summary, options.importance, note)?;
-    let (written, notes) = next_steps::save_step_figures(
-        &layout.figures_dir(),
-        &[("compositional_pair_interaction", &pairs), ("compositional_triplet_importance", &triplets)],
-        options.static_images,
-    )?;
-    files.extend(written);
-    let mut notes = notes;
-    notes.extend(empty_set_note(records, options.all_baselines));
-    Ok(ComposeAnalysis { summary, files, notes })
-}
-
-/// What ablating nothing did: mean `I(∅)` ± SEM over the included problems, when it is not 0
-/// (the faithful hook), so a reader knows the plain interactions carry `−(|S|−1)·I(∅)`.
-fn empty_set_note(records: &[ComposeRecord], all_baselines: bool) -> Option<String> {
-    let records = included(records, all_baselines);
-    let empty: Vec<&SetAblation> = records.iter().filter_map(|r| r.empty_ablation.as_ref()).collect();
-    if empty.is_empty() {
-        return Some("no empty-set run in these results (made before it was added): the *_vs_empty columns are empty".into());
-    }
-    let binary: Vec<f64> = empty.iter().map(|s| s.importance as f64).collect();
-    let logprob: Vec<f64> = empty.iter().filter_map(|s| s.logprob_importance).collect();
-    let show = |mean: Option<f64>, sem: Option<f64>| match (mean, sem) {
-        (Some(m), Some(s)) => format!("{m:.4} ± {s:.4}"),
-        (Some(m), None) => format!("{m:.4}"),
-        _ => "n/a".into(),
-    };
-    let (b, l) = (finite_mean(binary.iter().copied()), finite_mean(logprob.iter().copied()));
-    if b.unwrap_or(0.0) == 0.0 && l.unwrap_or(0.0) == 0.0 {
-        return None;
-    }
-    Some(format!(
-        "ablating no token changes the answer under this hook: I(∅) = {} (binary), {} (log-prob) over {} problems; \
-         the *_vs_empty columns measure every set against it",
-        show(b, finite_sem(binary.iter().copied())),
-        show(l, finite_sem(logprob.iter().copied())),
-        empty.len()
-    ))
-}
-
-/// `codi compose` as one call: run (resumable) into `results/compositional_ablation_results_<tag>.json`,
-/// then [`analyze_compose`].
-pub fn compose_step(
-    codi: &CodiModel,
-    problems: &[Problem],
-    options: &AblationOptions,
-    layout: &StepLayout,
-    analysis: &ComposeAnalysisOptions,
-) -> Result<(Vec<ComposeRecord>, ComposeAnalysis)> {
-    let records = run_compose(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
-    let analysis = analyze_compose(&records, layout, analysis)?;
-    Ok((records, analysis))
-}
-
-/// [`compose_step`] with the importance chosen by `rule` from the records' baselines (the rule
-/// of `codi analyze`); the note says when `Auto` fell back to the log-prob importance.
-pub fn compose_with_rule(
-    codi: &CodiModel,
-    problems: &[Problem],
-    options: &AblationOptions,
-    layout: &StepLayout,
-    rule: super::analyze::ImportanceRule,
-    static_images: bool,
-    title_note: &str,
-) -> Result<(Vec<ComposeRecord>, ComposeAnalysis, ImportanceKind)> {
-    let records = run_compose(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
-    let correct = records.iter().filter(|r| r.error.is_none() && r.baseline.as_ref().is_some_and(|b| b.correct)).count();
-    let (importance, all_baselines, note) = rule.resolve_counts(correct, records.len());
-    let analysis_options = ComposeAnalysisOptions { importance, all_baselines, static_images, title_note: title_note.to_owned() };
-    let mut analysis = analyze_compose(&records, layout, &analysis_options)?;
-    analysis.notes.extend(note);
-    Ok((records, analysis, importance))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn set(tokens: &[usize], importance: u8, lp: f64) -> SetAblation {
-        SetAblation {
-            tokens: tokens.to_vec(),
-            ablated_output: String::new(),
+        let run = AblatedRun {
+            output: String::new(),
             predicted_answer: serde_json::Value::Null,
             still_correct: importance == 0,
             importance,
             gold_logprob: None,
             logprob_importance: Some(lp),
-            interaction: None,
-            logprob_interaction: None,
-            third_order_interaction: None,
-            logprob_third_order_interaction: None,
-            importance_vs_empty: None,
-            logprob_importance_vs_empty: None,
-            interaction_vs_empty: None,
-            logprob_interaction_vs_empty: None,
-            third_order_vs_empty: None,
-            logprob_third_order_vs_empty: None,
-        }
+        };
+        SetAblation::of_run(tokens.to_vec(), run)
     }
 
     #[test]

@@ -16,16 +16,17 @@ use std::path::Path;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::dataset::{write_json_atomic, Problem};
-use super::latent::{run_to_eot, Layout, LoopOptions, Phase, PhaseHooks};
-use super::model::CodiModel;
-use super::progress::{read_json_relaxed, RunMeta};
-use super::stats::indexed::OrderedMap;
+use super::summary::indexed::OrderedMap;
+use crate::codi::latent::codi_model::CodiModel;
+use crate::codi::latent::thought_loop::{run_to_eot, Layout, LoopOptions, Phase, PhaseHooks};
+use crate::codi::problems::dataset::Problem;
+use crate::codi::runner::files::{read_records, JsonStyle};
+use crate::codi::runner::step::{run_step, ProblemRecord, Step};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
 /// Upstream's layers (`LAYER_CONFIG` early/middle/late).
-pub const UPSTREAM_LAYERS: [usize; 3] = [4, 8, 14];
+pub(crate) const UPSTREAM_LAYERS: [usize; 3] = [4, 8, 14];
 
 /// Which keys count as "the continuous tokens".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +127,7 @@ impl Hooks for EotAttentionHooks {
 }
 
 /// Check `layers` against the model: an error naming the bad layers and the model's depth.
-pub fn validate_layers(layers: &[usize], num_layers: usize) -> Result<()> {
+pub(crate) fn validate_layers(layers: &[usize], num_layers: usize) -> Result<()> {
     let bad: Vec<usize> = layers.iter().copied().filter(|&l| l >= num_layers).collect();
     if layers.is_empty() {
         return Err(Error::invalid("no attention layers given"));
@@ -155,6 +156,17 @@ pub fn scale_layers(layers: &[usize], num_layers: usize) -> Vec<usize> {
         }
     }
     out
+}
+
+/// An error naming `what` when a layer of `layers` is beyond the model's `num_layers` blocks.
+pub(crate) fn check_layers(what: &str, layers: &[usize], num_layers: usize) -> Result<()> {
+    if let Some(bad) = layers.iter().find(|&&l| l >= num_layers) {
+        return Err(Error::invalid(format!(
+            "{what}: layer {bad} out of range: the model has {num_layers} blocks (0..{})",
+            num_layers - 1
+        )));
+    }
+    Ok(())
 }
 
 /// Attention of one problem.
@@ -193,55 +205,35 @@ pub fn attention_for_problem(codi: &CodiModel, problem: &Problem, options: &Atte
     })
 }
 
-/// `codi attention`: every problem not yet in `out`, `out` rewritten after each.
+impl ProblemRecord for AttentionRecord {
+    fn problem_id(&self) -> &str {
+        &self.problem_id
+    }
+    fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+    fn failed(problem: &Problem, error: String) -> Self {
+        AttentionRecord {
+            problem_id: problem.id.clone(),
+            difficulty: problem.difficulty.clone(),
+            expected_answer: None,
+            attention_by_layer: None,
+            query_position: None,
+            key_positions: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// `codi attention`: every problem not yet in `out`, `out` rewritten after each (resumable,
+/// merging shard parts: [`crate::codi::runner::step`]).
 pub fn run_attention(codi: &CodiModel, problems: &[Problem], options: &AttentionOptions, out: &Path) -> Result<Vec<AttentionRecord>> {
     validate_layers(&options.layers, codi.model.num_layers())?;
-    let meta = RunMeta::new(codi, "attention", serde_json::to_value(options)?);
-    meta.check_or_write(&super::ablate::meta_path(out), out)?;
-    let mut done: Vec<AttentionRecord> = if out.is_file() { read_attention(out)? } else { Vec::new() };
-    done.retain(|r| r.error.is_none());
-    // The shares of a sharded run (Slurm array tasks) beside `out`: this run merges them.
-    let parts = super::progress::read_shard_parts(out, &meta, read_attention)?;
-    for record in parts.into_iter().filter(|r| r.error.is_none()) {
-        if !done.iter().any(|d| d.problem_id == record.problem_id) {
-            done.push(record);
-        }
-    }
-
-    let bar = crate::progress::progress(problems.len() as u64, "attention");
-    let mut records = Vec::with_capacity(problems.len());
-    for problem in problems {
-        if let Some(i) = done.iter().position(|r| r.problem_id == problem.id) {
-            records.push(done.swap_remove(i));
-            bar.inc(1);
-            continue;
-        }
-        bar.set_message(problem.id.clone());
-        let record = attention_for_problem(codi, problem, options).unwrap_or_else(|e| {
-            bar.println(format!("warning: attention of {} failed: {e}", problem.id));
-            AttentionRecord {
-                problem_id: problem.id.clone(),
-                difficulty: problem.difficulty.clone(),
-                expected_answer: None,
-                attention_by_layer: None,
-                query_position: None,
-                key_positions: None,
-                error: Some(e.to_string()),
-            }
-        });
-        records.push(record);
-        let mut all = records.clone();
-        all.extend(done.iter().cloned());
-        write_json_atomic(out, &all)?;
-        bar.inc(1);
-    }
-    bar.finish();
-    records.extend(done);
-    write_json_atomic(out, &records)?;
-    Ok(records)
+    let step = Step { name: "attention", settings: serde_json::to_value(options)?, style: JsonStyle::Pretty };
+    Ok(run_step(codi, &step, problems, out, |problem| attention_for_problem(codi, problem, options))?.records)
 }
 
 /// Read an attention results file (ours or upstream's).
 pub fn read_attention(path: &Path) -> Result<Vec<AttentionRecord>> {
-    read_json_relaxed(path)
+    read_records(path)
 }

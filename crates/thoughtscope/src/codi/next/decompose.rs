@@ -24,30 +24,31 @@
 //!
 //! Targets: `gold_answer_first`, the first token of the gold number in CODI's answer
 //! `"The answer is: N"` that carries the number, not a space token before it
-//! ([`super::latent::gold_number_token`]), and `decoded_first`, the token
+//! ([`crate::codi::latent::thought_loop::gold_number_token`]), and `decoded_first`, the token
 //! the model decodes first (EOT's argmax). At a thought position the logit of a target is what
 //! the model would give it if it read out there (a lens), not a prediction it makes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Tensor, D};
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use super::dataset::{write_atomic, write_json_atomic, Problem};
-use super::latent::{gold_number_token, run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
-use super::model::CodiModel;
-use super::next_figures;
-use super::next_steps::{self, finite_mean, float_column, text_column, ProblemRecord, StepLayout};
+use crate::codi::latent::codi_model::CodiModel;
+use crate::codi::latent::thought_loop::{argmax, gold_number_token, run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
+use crate::codi::problems::dataset::Problem;
+use crate::codi::runner::files::JsonStyle;
+use crate::codi::runner::output::{finite_mean, float_column, text_column};
+use crate::codi::runner::step::{run_step, ProblemRecord, Step};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
 /// Results file stem (`results/<stem>_<tag>.json`).
 pub const RESULTS_STEM: &str = "residual_decomposition";
 /// Mean-DLA table stem (`results/<stem>_<tag>.{csv,md}`).
-pub const DLA_TABLE_STEM: &str = "direct_logit_attribution";
+pub(crate) const DLA_TABLE_STEM: &str = "direct_logit_attribution";
 /// Names of the two targets, in record order.
-pub const TARGETS: [&str; 2] = ["gold_answer_first", "decoded_first"];
+pub(crate) const TARGETS: [&str; 2] = ["gold_answer_first", "decoded_first"];
 
 /// Settings of a decomposition run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +170,7 @@ impl DecomposeRecord {
 }
 
 /// Component labels of an `n`-block model (TransformerLens `decompose_resid` order).
-pub fn component_labels(layers: usize) -> Vec<String> {
+pub(crate) fn component_labels(layers: usize) -> Vec<String> {
     let mut out = vec!["embed".to_owned()];
     for l in 0..layers {
         out.push(format!("{l}_attn_out"));
@@ -181,7 +182,7 @@ pub fn component_labels(layers: usize) -> Vec<String> {
 /// Residual-stream vectors of one position: input, per block attention and MLP outputs, and the
 /// residual after each block.
 #[derive(Debug, Clone, Default)]
-pub struct PositionStream {
+pub(crate) struct PositionStream {
     pub embed: Vec<f32>,
     pub attn_out: Vec<Vec<f32>>,
     pub mlp_out: Vec<Vec<f32>>,
@@ -244,7 +245,7 @@ impl Hooks for StreamHooks {
 }
 
 /// The clean run's residual streams at the six loop steps and EOT, and the EOT logits.
-pub fn capture_streams(codi: &CodiModel, question: &str, options: &LoopOptions) -> Result<(Vec<PositionStream>, Vec<usize>, Tensor)> {
+pub(crate) fn capture_streams(codi: &CodiModel, question: &str, options: &LoopOptions) -> Result<(Vec<PositionStream>, Vec<usize>, Tensor)> {
     let mut hooks = StreamHooks { slot: None, streams: vec![PositionStream::default(); LATENT_STEPS + 1] };
     let state = run_to_eot(codi, question, options, &mut hooks)?;
     let n = codi.model.num_layers();
@@ -259,7 +260,7 @@ pub fn capture_streams(codi: &CodiModel, question: &str, options: &LoopOptions) 
 }
 
 /// `sqrt(mean(x²) + eps)`, in f64.
-pub fn rms_scale(x: &[f32], eps: f64) -> f64 {
+pub(crate) fn rms_scale(x: &[f32], eps: f64) -> f64 {
     let mean_sq = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len() as f64;
     (mean_sq + eps).sqrt()
 }
@@ -365,7 +366,7 @@ pub fn decompose_problem(codi: &CodiModel, problem: &Problem, options: &Decompos
 }
 
 /// Text of a token: the tokenizer's decoding, or `<pad>`/`<bot>`/`<eot>` for CODI's extra rows.
-pub fn token_text(codi: &CodiModel, token: u32) -> Result<String> {
+pub(crate) fn token_text(codi: &CodiModel, token: u32) -> Result<String> {
     let s = codi.special;
     Ok(match token {
         t if t == s.pad => "<pad>".to_owned(),
@@ -374,16 +375,6 @@ pub fn token_text(codi: &CodiModel, token: u32) -> Result<String> {
         t if t >= s.base_vocab => format!("<{t}>"),
         t => codi.tokenizer.decode(&[t], false)?,
     })
-}
-
-fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// One lens row from its logits: log-softmax in f64, top `k` (ties: the lower id first), targets.
@@ -422,14 +413,8 @@ fn lens_row(codi: &CodiModel, label: &str, logits: &[f32], targets: &[LogitTarge
 
 /// `codi decompose`: every problem not yet in `out`, `out` rewritten after each (resumable).
 pub fn run_decompose(codi: &CodiModel, problems: &[Problem], options: &DecomposeOptions, out: &Path) -> Result<Vec<DecomposeRecord>> {
-    let settings = serde_json::to_value(options)?;
-    next_steps::run_resumable(codi, "decompose", settings, problems, out, next_steps::JsonStyle::Compact, |problem| {
-        decompose_problem(codi, problem, options)
-    })
-}
-
-pub fn read_decompose(path: &Path) -> Result<Vec<DecomposeRecord>> {
-    next_steps::read_records(path)
+    let step = Step { name: "decompose", settings: serde_json::to_value(options)?, style: JsonStyle::Compact };
+    Ok(run_step(codi, &step, problems, out, |problem| decompose_problem(codi, problem, options))?.records)
 }
 
 /// Means over problems.
@@ -449,7 +434,7 @@ pub struct DecomposeSummary {
 }
 
 /// Aggregate records (errors skipped; all must share the model's components).
-pub fn summarize_decompose(records: &[DecomposeRecord]) -> Result<DecomposeSummary> {
+pub(crate) fn summarize_decompose(records: &[DecomposeRecord]) -> Result<DecomposeSummary> {
     let ok: Vec<&DecomposeRecord> = records.iter().filter(|r| r.error.is_none()).collect();
     let first = ok.first().ok_or_else(|| Error::invalid("decomposition summary: no successful record"))?;
     if let Some(bad) = ok.iter().find(|r| r.components != first.components || r.position_labels != first.position_labels) {
@@ -486,30 +471,6 @@ pub fn summarize_decompose(records: &[DecomposeRecord]) -> Result<DecomposeSumma
     })
 }
 
-/// What [`analyze_decompose`] wrote.
-#[derive(Debug, Clone)]
-pub struct DecomposeAnalysis {
-    pub summary: DecomposeSummary,
-    pub files: Vec<PathBuf>,
-    /// What was skipped (static images without Chromium).
-    pub notes: Vec<String>,
-}
-
-/// Options of [`analyze_decompose`].
-#[derive(Debug, Clone)]
-pub struct DecomposeAnalysisOptions {
-    /// Problems whose logit lens is drawn and tabled (the first ones).
-    pub lens_problems: usize,
-    pub static_images: bool,
-    pub title_note: String,
-}
-
-impl Default for DecomposeAnalysisOptions {
-    fn default() -> Self {
-        DecomposeAnalysisOptions { lens_problems: 3, static_images: true, title_note: String::new() }
-    }
-}
-
 /// The mean-DLA table of one target: one row per component (then the mean logit, their sum),
 /// one column per position.
 pub fn dla_table(summary: &DecomposeSummary, target: usize) -> Result<DataFrame> {
@@ -536,49 +497,6 @@ pub fn lens_table(record: &DecomposeRecord) -> Result<DataFrame> {
         columns.push(text_column(label, cells));
     }
     Ok(DataFrame::new_infer_height(columns)?)
-}
-
-/// Tables (`results/direct_logit_attribution_<tag>.{csv,md}` for the gold target,
-/// `results/residual_decomposition_summary_<tag>.json`, `results/logit_lens_<problem>_<tag>.md`)
-/// and figures (`figures/direct_logit_attribution`, `figures/direct_logit_attribution_eot`,
-/// `figures/logit_lens_<problem>`).
-pub fn analyze_decompose(records: &[DecomposeRecord], layout: &StepLayout, options: &DecomposeAnalysisOptions) -> Result<DecomposeAnalysis> {
-    let summary = summarize_decompose(records)?;
-    let mut files = Vec::new();
-    let json = layout.result("residual_decomposition_summary", "json");
-    write_json_atomic(&json, &summary)?;
-    files.push(json);
-    files.extend(next_steps::write_table(&mut dla_table(&summary, 0)?, layout, DLA_TABLE_STEM)?);
-    let note = &options.title_note;
-    let mut figures: Vec<(String, crate::plot::Figure)> = vec![
-        ("direct_logit_attribution".into(), next_figures::dla_heatmap(&summary, 0, note)?),
-        ("direct_logit_attribution_eot".into(), next_figures::dla_layer_bars(&summary, 0, summary.position_labels.len() - 1, note)?),
-    ];
-    for record in records.iter().filter(|r| r.error.is_none()).take(options.lens_problems) {
-        let id = super::routing::sanitize(&record.problem_id);
-        let path = layout.result(&format!("logit_lens_{id}"), "md");
-        write_atomic(&path, next_steps::markdown_table(&lens_table(record)?).as_bytes())?;
-        files.push(path);
-        figures.push((format!("logit_lens_{id}"), next_figures::logit_lens_heatmap(record, note)?));
-    }
-    let named: Vec<(&str, &crate::plot::Figure)> = figures.iter().map(|(n, f)| (n.as_str(), f)).collect();
-    let (written, notes) = next_steps::save_step_figures(&layout.figures_dir(), &named, options.static_images)?;
-    files.extend(written);
-    Ok(DecomposeAnalysis { summary, files, notes })
-}
-
-/// `codi decompose` as one call: run (resumable) into `results/residual_decomposition_<tag>.json`,
-/// then [`analyze_decompose`].
-pub fn decompose_step(
-    codi: &CodiModel,
-    problems: &[Problem],
-    options: &DecomposeOptions,
-    layout: &StepLayout,
-    analysis: &DecomposeAnalysisOptions,
-) -> Result<(Vec<DecomposeRecord>, DecomposeAnalysis)> {
-    let records = run_decompose(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
-    let analysis = analyze_decompose(&records, layout, analysis)?;
-    Ok((records, analysis))
 }
 
 #[cfg(test)]

@@ -11,12 +11,12 @@
 
 use polars::prelude::*;
 
-use super::ablate::AblationSummary;
+use super::ablation::AblationSummary;
 use super::analyze::{Analysis, ComparisonRow};
-use super::attention::AttentionRecord;
-use super::dataset::Problem;
-use super::latent::LATENT_STEPS;
-use super::pipeline::Variant;
+use super::eot_attention::AttentionRecord;
+use super::variant::Variant;
+use crate::codi::latent::thought_loop::LATENT_STEPS;
+use crate::codi::problems::dataset::Problem;
 use crate::{Context, Result};
 
 /// Step 1: id, difficulty, gold answer and question of each sampled problem.
@@ -100,7 +100,7 @@ pub fn importance_table(analysis: &Analysis) -> Result<DataFrame> {
 }
 
 /// The seed's verdict column: "Significant" for p < 0.05, "Trend" for p < 0.15, else "No correlation".
-pub fn significance(p: f64) -> &'static str {
+pub(crate) fn significance(p: f64) -> &'static str {
     if p < 0.05 {
         "Significant"
     } else if p < 0.15 {

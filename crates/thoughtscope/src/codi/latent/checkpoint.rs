@@ -17,11 +17,11 @@ use candle_core::{DType, Device, Tensor};
 use crate::{Error, Result};
 
 /// Prefix of the PEFT-wrapped base model inside the CODI module.
-pub const PEFT_PREFIX: &str = "codi.base_model.model.";
+pub(crate) const PEFT_PREFIX: &str = "codi.base_model.model.";
 /// Prefix of an un-wrapped base model (a CODI module saved without PEFT, or already merged).
 const PLAIN_PREFIX: &str = "codi.";
 /// File names `test.py` tries, in order.
-pub const CHECKPOINT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+pub(crate) const CHECKPOINT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 
 /// On-disk format of a checkpoint file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,15 +33,13 @@ pub enum CheckpointFormat {
 
 /// The checkpoint's tensors after LoRA merging, split into the base model (HF names) and `prj`.
 #[derive(Debug)]
-pub struct CodiTensors {
+pub(crate) struct CodiTensors {
     /// Base-model tensors by HF name (`model.embed_tokens.weight`, …, `lm_head.weight` if present), f32.
     pub base: HashMap<String, Tensor>,
     /// Projection tensors by their checkpoint name without `prj.` (`1.weight`, `ln.bias`, …), f32.
     pub projection: HashMap<String, Tensor>,
     /// LoRA rank found (None when the checkpoint had no LoRA tensors).
     pub lora_rank: Option<usize>,
-    /// Number of weight matrices LoRA was merged into.
-    pub lora_merged: usize,
     pub file: PathBuf,
     pub format: CheckpointFormat,
 }
@@ -72,7 +70,7 @@ pub fn find_checkpoint(path: &Path) -> Result<(PathBuf, CheckpointFormat)> {
 }
 
 /// Read every tensor of a checkpoint file (CPU, dtype as stored).
-pub fn read_tensors(file: &Path, format: CheckpointFormat) -> Result<HashMap<String, Tensor>> {
+pub(crate) fn read_tensors(file: &Path, format: CheckpointFormat) -> Result<HashMap<String, Tensor>> {
     let wrap = |e: candle_core::Error| Error::format(file, format!("reading checkpoint: {e}"));
     match format {
         CheckpointFormat::Safetensors => candle_core::safetensors::load(file, &Device::Cpu).map_err(wrap),
@@ -87,7 +85,7 @@ pub fn read_tensors(file: &Path, format: CheckpointFormat) -> Result<HashMap<Str
 }
 
 /// Read a checkpoint and merge LoRA with scale `lora_alpha / r`.
-pub fn load_codi_tensors(path: &Path, lora_alpha: f64) -> Result<CodiTensors> {
+pub(crate) fn load_codi_tensors(path: &Path, lora_alpha: f64) -> Result<CodiTensors> {
     let (file, format) = find_checkpoint(path)?;
     let raw = read_tensors(&file, format)?;
     split_and_merge(raw, lora_alpha, &file, format)
@@ -95,7 +93,7 @@ pub fn load_codi_tensors(path: &Path, lora_alpha: f64) -> Result<CodiTensors> {
 
 /// Map checkpoint keys to HF names and merge LoRA; any key that is neither base, LoRA nor `prj`
 /// is an error naming it (a silently ignored tensor could mean a silently wrong model).
-pub fn split_and_merge(
+pub(crate) fn split_and_merge(
     raw: HashMap<String, Tensor>,
     lora_alpha: f64,
     file: &Path,
@@ -150,7 +148,6 @@ pub fn split_and_merge(
     }
 
     let mut lora_rank = None;
-    let mut lora_merged = 0;
     let mut names: Vec<String> = lora_a.keys().cloned().collect();
     names.sort();
     for name in names {
@@ -184,10 +181,9 @@ pub fn split_and_merge(
         let scale = lora_alpha / r as f64;
         let merged = (w + (b.matmul(&a)? * scale)?)?;
         base.insert(name, merged);
-        lora_merged += 1;
     }
     if let Some(name) = lora_b.keys().next() {
         return Err(Error::format(file, format!("LoRA for `{name}` has lora_B but no lora_A")));
     }
-    Ok(CodiTensors { base, projection, lora_rank, lora_merged, file: file.to_path_buf(), format })
+    Ok(CodiTensors { base, projection, lora_rank, file: file.to_path_buf(), format })
 }

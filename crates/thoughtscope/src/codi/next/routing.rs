@@ -4,7 +4,7 @@
 //! probabilities from that query to every question token, per layer averaged over heads and per
 //! head at chosen layers, on the clean (un-ablated) run.
 //!
-//! Question tokens are positions `0..L` (`L` counts BOS, as [`super::latent::Layout`]); in the
+//! Question tokens are positions `0..L` (`L` counts BOS, as [`crate::codi::latent::thought_loop::Layout`]); in the
 //! official loop BOT at `L` is not a question token. Values are shares of the full softmax row,
 //! not renormalised over the question (the rest goes to BOT and earlier thoughts; the question's
 //! total is `question_mass`).
@@ -23,25 +23,26 @@
 //! tokens) and its mean per token (mass / count; undefined when the question has no token of the
 //! class). Over problems: the mean of those, over the problems that have the class.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Tensor;
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use super::attention::{scale_layers, UPSTREAM_LAYERS};
-use super::dataset::Problem;
-use super::latent::{run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
-use super::model::CodiModel;
-use super::next_figures;
-use super::next_steps::{self, check_layers, count_column, finite_mean, float_column, text_column, ProblemRecord, StepLayout};
+use crate::codi::latent::codi_model::CodiModel;
+use crate::codi::latent::thought_loop::{run_to_eot, LoopOptions, Phase, PhaseHooks, LATENT_STEPS};
+use crate::codi::problems::dataset::Problem;
+use crate::codi::runner::files::JsonStyle;
+use crate::codi::runner::output::{count_column, finite_mean, float_column, text_column};
+use crate::codi::runner::step::{run_step, ProblemRecord, Step};
+use crate::codi::seed::eot_attention::{check_layers, scale_layers, UPSTREAM_LAYERS};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
 /// Results file stem (`results/<stem>_<tag>.json`).
 pub const RESULTS_STEM: &str = "question_to_thought_attention";
 /// Summary stem (`results/<stem>_<tag>.{json,csv,md}`).
-pub const SUMMARY_STEM: &str = "attention_by_token_type";
+pub(crate) const SUMMARY_STEM: &str = "attention_by_token_type";
 
 /// Class of a question token (see the module doc for the exact rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -55,7 +56,7 @@ pub enum TokenClass {
 }
 
 /// Arithmetic operator symbols.
-pub const OPERATORS: [char; 11] = ['+', '-', '*', '/', '×', '÷', '=', '%', '^', '<', '>'];
+pub(crate) const OPERATORS: [char; 11] = ['+', '-', '*', '/', '×', '÷', '=', '%', '^', '<', '>'];
 
 impl TokenClass {
     pub const ALL: [TokenClass; 5] =
@@ -198,7 +199,7 @@ pub struct ClassAttention {
 }
 
 /// Aggregate one attention row over the question by token class.
-pub fn by_class(row: &[f32], tokens: &[QuestionToken]) -> Vec<ClassAttention> {
+pub(crate) fn by_class(row: &[f32], tokens: &[QuestionToken]) -> Vec<ClassAttention> {
     let mut out: Vec<ClassAttention> =
         TokenClass::ALL.iter().map(|&class| ClassAttention { class, tokens: 0, mass: 0.0, per_token: None }).collect();
     for (value, token) in row.iter().zip(tokens) {
@@ -332,14 +333,8 @@ pub fn run_routing(codi: &CodiModel, problems: &[Problem], options: &RoutingOpti
     let n = codi.model.num_layers();
     check_layers("routing layers", &options.layers, n)?;
     check_layers("routing head layers", &options.head_layers, n)?;
-    let settings = serde_json::to_value(options)?;
-    next_steps::run_resumable(codi, "routing", settings, problems, out, next_steps::JsonStyle::Compact, |problem| {
-        routing_for_problem(codi, problem, options)
-    })
-}
-
-pub fn read_routing(path: &Path) -> Result<Vec<RoutingRecord>> {
-    next_steps::read_records(path)
+    let step = Step { name: "routing", settings: serde_json::to_value(options)?, style: JsonStyle::Compact };
+    Ok(run_step(codi, &step, problems, out, |problem| routing_for_problem(codi, problem, options))?.records)
 }
 
 /// Means over problems, by token class.
@@ -442,82 +437,6 @@ pub fn question_table(record: &RoutingRecord, layer: usize) -> Result<DataFrame>
         columns.push(float_column(&format!("T{k}"), (0..tokens.len()).map(|q| row.get(q).map(|&v| v as f64))));
     }
     Ok(DataFrame::new_infer_height(columns)?)
-}
-
-/// What [`analyze_routing`] wrote.
-#[derive(Debug, Clone)]
-pub struct RoutingAnalysis {
-    pub summary: RoutingSummary,
-    pub files: Vec<PathBuf>,
-    /// What was skipped (static images without Chromium).
-    pub notes: Vec<String>,
-}
-
-/// Options of [`analyze_routing`].
-#[derive(Debug, Clone)]
-pub struct RoutingAnalysisOptions {
-    /// Problems drawn as a question-token × thought heatmap (the first ones).
-    pub heatmaps: usize,
-    pub static_images: bool,
-    pub title_note: String,
-}
-
-impl Default for RoutingAnalysisOptions {
-    fn default() -> Self {
-        RoutingAnalysisOptions { heatmaps: 3, static_images: true, title_note: String::new() }
-    }
-}
-
-/// Summary (`results/attention_by_token_type_<tag>.{json,csv,md}`) and figures: per problem
-/// `figures/question_to_thought_<problem>` (the first `heatmaps` problems),
-/// `figures/attention_by_token_type`, `figures/attention_by_token_type_per_layer`,
-/// `figures/attention_by_token_type_per_head`.
-pub fn analyze_routing(records: &[RoutingRecord], layout: &StepLayout, options: &RoutingAnalysisOptions) -> Result<RoutingAnalysis> {
-    let summary = summarize_routing(records)?;
-    let mut files = Vec::new();
-    write_summary_files(&summary, layout, &mut files)?;
-    let note = &options.title_note;
-    let mut figures: Vec<(String, crate::plot::Figure)> = Vec::new();
-    for record in records.iter().filter(|r| r.error.is_none()).take(options.heatmaps) {
-        let name = format!("question_to_thought_{}", sanitize(&record.problem_id));
-        figures.push((name, next_figures::question_thought_heatmap(record, note)?));
-    }
-    figures.push(("attention_by_token_type".into(), next_figures::class_thought_heatmap(&summary, note)?));
-    figures.push(("attention_by_token_type_per_layer".into(), next_figures::class_by_layer(&summary, note)?));
-    if !summary.head_layers.is_empty() {
-        figures.push(("attention_by_token_type_per_head".into(), next_figures::class_by_head(&summary, note)?));
-    }
-    let named: Vec<(&str, &crate::plot::Figure)> = figures.iter().map(|(n, f)| (n.as_str(), f)).collect();
-    let (written, notes) = next_steps::save_step_figures(&layout.figures_dir(), &named, options.static_images)?;
-    files.extend(written);
-    Ok(RoutingAnalysis { summary, files, notes })
-}
-
-fn write_summary_files(summary: &RoutingSummary, layout: &StepLayout, files: &mut Vec<PathBuf>) -> Result<()> {
-    let json = layout.result(SUMMARY_STEM, "json");
-    super::dataset::write_json_atomic(&json, summary)?;
-    files.push(json);
-    files.extend(next_steps::write_table(&mut summary_table(summary)?, layout, SUMMARY_STEM)?);
-    Ok(())
-}
-
-/// `codi routing` as one call: run (resumable) into `results/question_to_thought_attention_<tag>.json`,
-/// then [`analyze_routing`].
-pub fn routing_step(
-    codi: &CodiModel,
-    problems: &[Problem],
-    options: &RoutingOptions,
-    layout: &StepLayout,
-    analysis: &RoutingAnalysisOptions,
-) -> Result<(Vec<RoutingRecord>, RoutingAnalysis)> {
-    let records = run_routing(codi, problems, options, &layout.result(RESULTS_STEM, "json"))?;
-    let analysis = analyze_routing(&records, layout, analysis)?;
-    Ok((records, analysis))
-}
-
-/// A problem id as a file-name part.
-pub fn sanitize(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 #[cfg(test)]
