@@ -28,6 +28,7 @@ use thoughtscope::codi::routing::{
 };
 use thoughtscope::codi::{run_to_eot, CodiModel, LoadOptions, LoopMode, LoopOptions, Phase, PhaseHooks};
 use thoughtscope::model::{HookPoint, HookSet, Hooks, Intervention, NoHooks};
+use thoughtscope::model::Settings;
 
 /// A `HookSet` told the loop phase (it needs none): the generic machinery as a loop's hooks.
 struct Plain<'a>(HookSet<'a>);
@@ -82,12 +83,12 @@ fn tiny_codi_random_norms(root: &Path) -> CodiModel {
         lora_alpha: 8.0,
         base_bf16: false,
     };
-    thoughtscope::codi::make_model(&options, &codi_dir).unwrap();
-    CodiModel::load(&codi_dir, &LoadOptions::default(), &Device::Cpu).unwrap()
+    thoughtscope::codi::make_model(&options, &codi_dir, &Settings::default()).unwrap();
+    CodiModel::load(&codi_dir, &LoadOptions::default(), &Settings::default()).unwrap()
 }
 
 fn load_plain_tiny(root: &Path) -> CodiModel {
-    CodiModel::load(&codi_support::tiny_codi(root), &LoadOptions::default(), &Device::Cpu).unwrap()
+    CodiModel::load(&codi_support::tiny_codi(root), &LoadOptions::default(), &Settings::default()).unwrap()
 }
 
 /// The faithful / corrected patch of `tokens` rebuilt from generic interventions at

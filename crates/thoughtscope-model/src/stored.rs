@@ -33,33 +33,6 @@ pub enum WeightPrecision {
 }
 crate::named_values!(WeightPrecision, "weight precision", { Stored => "stored", F32 => "f32" });
 
-/// The precision [`Model::load`](super::Model::load) uses: set by [`set_default_precision`]
-/// (the CLI's `--weights`), else `THOUGHTSCOPE_WEIGHTS` (`stored` or `f32`), else `stored`.
-pub fn default_precision() -> Result<WeightPrecision> {
-    match DEFAULT_PRECISION.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => return Ok(WeightPrecision::Stored),
-        2 => return Ok(WeightPrecision::F32),
-        _ => {}
-    }
-    match std::env::var("THOUGHTSCOPE_WEIGHTS") {
-        Err(_) => Ok(WeightPrecision::Stored),
-        Ok(value) => value.to_ascii_lowercase().parse::<WeightPrecision>().map_err(|_| {
-            Error::invalid(format!("THOUGHTSCOPE_WEIGHTS={value}: expected `stored` or `f32`"))
-        }),
-    }
-}
-
-/// Fix the precision later loads use (overrides `THOUGHTSCOPE_WEIGHTS`).
-pub fn set_default_precision(precision: WeightPrecision) {
-    let code = match precision {
-        WeightPrecision::Stored => 1,
-        WeightPrecision::F32 => 2,
-    };
-    DEFAULT_PRECISION.store(code, std::sync::atomic::Ordering::Relaxed);
-}
-
-static DEFAULT_PRECISION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
 /// GGUF block types kept quantised. Others (Q8_1, Q8_K: llama.cpp's activation formats) are
 /// refused by name.
 pub const KEPT_GGUF_TYPES: &[GgmlDType] = &[

@@ -50,8 +50,8 @@ fn has_avx2_fma() -> bool {
     }
 }
 
-/// Whether the wider AVX-512 kernels run: the CPU has AVX-512F and `THOUGHTSCOPE_ISA=avx2` does
-/// not turn them off ([`super::avx512_enabled`]).
+/// Whether the wider AVX-512 kernels run: the CPU has AVX-512F and the settings do not turn them
+/// off ([`super::avx512_enabled`]).
 fn has_avx512() -> bool {
     super::avx512_enabled()
 }

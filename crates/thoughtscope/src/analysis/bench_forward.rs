@@ -9,10 +9,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
-
 use crate::attention::{sentence_attention, BoundaryMode, Sentences, TokenBounds};
-use crate::model::{Loaded, Model};
+use crate::model::{Loaded, Model, Settings};
 use crate::rollout::Rollout;
 use crate::{Error, Result};
 
@@ -30,10 +28,10 @@ pub struct BenchForwardOptions {
     pub reference: Option<PathBuf>,
     /// Timed runs per size; the report gives the median and every run.
     pub repeat: usize,
-    /// Where the forward pass runs (the exported inputs are tokenised on the CPU).
-    pub device: Device,
-    /// Time the phases (linear, Q·Kᵀ, ...); off, the forward runs exactly as outside the bench.
-    pub phases: bool,
+    /// How the model is loaded and run: the device (the exported inputs are tokenised on the CPU),
+    /// the weights, the kernels, and whether the phases (linear, Q·Kᵀ, ...) are timed
+    /// (`kernels.phase_timing`; off, the forward runs exactly as outside the bench).
+    pub settings: Settings,
     /// Random weights in a real configuration's shapes instead of `model`'s weights (`model`
     /// then only tokenises the text).
     pub random: Option<RandomWeights>,
@@ -63,10 +61,11 @@ impl RandomWeights {
         Err(Error::invalid(format!("--config {}: neither a config.json file nor one of {}", self.config, names.join(", "))))
     }
 
-    /// A model of the configuration with random weights, tokenising with `tokenizer_model`'s tokenizer.
-    pub fn load(&self, tokenizer_model: &str) -> Result<Loaded> {
+    /// A model of the configuration with random weights, tokenising with `tokenizer_model`'s
+    /// tokenizer, running on the CPU with `settings`' kernels.
+    pub fn load(&self, tokenizer_model: &str, settings: &Settings) -> Result<Loaded> {
         let config = self.resolve_config()?;
-        let tokenizer = crate::model::load_tokenizer(tokenizer_model)?;
+        let tokenizer = crate::model::load_tokenizer(tokenizer_model, settings)?;
         let vocab = config.vocab_size;
         if tokenizer.vocab_size() > vocab {
             return Err(Error::invalid(format!(
@@ -87,13 +86,15 @@ impl RandomWeights {
                 )));
             }
         }
-        let model = crate::model::random::random_model(config, self.dtype, self.seed)?;
+        let mut model = crate::model::random::random_model(config, self.dtype, self.seed)?;
+        model.set_kernels(settings.kernels);
         Ok(Loaded {
             model,
             tokenizer,
             name: format!("{}-random-{:?}", self.config, self.dtype).to_lowercase(),
             weights_hash: format!("random-seed-{}", self.seed),
             source: format!("random weights in the shapes of {}", self.config),
+            settings: Settings { device: candle_core::Device::Cpu, ..settings.clone() },
         })
     }
 }
@@ -157,19 +158,19 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
     use crate::model::cpu::phases;
     let load_start = Instant::now();
     let loaded = match &options.random {
-        Some(random) => random.load(&options.model)?,
-        None => Model::load(&options.model, &options.device)?,
+        Some(random) => random.load(&options.model, &options.settings)?,
+        None => Model::load(&options.model, &options.settings)?,
     };
     let load_s = load_start.elapsed().as_secs_f64();
     let weights = loaded.model.weight_memory();
     let sentences = bench_input(&loaded, &full_cot(&options.trace)?, tokens)?;
-    phases::enable(options.phases);
+    // The model times its phases when the settings ask (`kernels.phase_timing`); only this run adds.
+    phases::reset();
     let (start, cpu_start) = (Instant::now(), process_cpu_s());
     let (attention, bounds) = sentence_attention(&loaded, &sentences, BoundaryMode::Prefix)?;
     let seconds = start.elapsed().as_secs_f64();
     let cpu_s = process_cpu_s().zip(cpu_start).map(|(end, start)| end - start);
-    phases::enable(false);
-    let phases = options.phases.then(phases::snapshot);
+    let phases = loaded.model.kernels().phase_timing.then(phases::snapshot);
     // Before the GEMM calibration, whose buffers are not the job's.
     let peak_rss = peak_rss_mib();
     // The token boundaries (every sentence prefix tokenised) are part of the job and of its time;
@@ -182,7 +183,7 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
     let cfg = loaded.model.config();
     let flop = forward_flop(cfg, bounds.n_tokens);
     let own = gemm_gflop_per_s();
-    let calibration = if options.device.is_cpu() { Some(GemmCalibration::measure(cfg, bounds.n_tokens)) } else { None };
+    let calibration = if options.settings.device.is_cpu() { Some(GemmCalibration::measure(cfg, bounds.n_tokens)) } else { None };
     let best = calibration.as_ref().and_then(|c| c.best(false));
     let best_cpu = calibration.as_ref().and_then(|c| c.best(true));
     let threads = rayon::current_num_threads() as f64;
@@ -218,7 +219,7 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
         "peak_rss_mib": peak_rss,
         "checksum": checksum,
         "threads": rayon::current_num_threads(),
-        "isa": isa(),
+        "isa": isa(loaded.model.kernels()),
         "forward_tflop": flop / 1e12,
         "achieved_gflop_per_s": flop / seconds / 1e9,
         "phases": phase_json,
@@ -270,10 +271,10 @@ fn weights_parameters(cfg: &crate::model::Config) -> u64 {
     per_layer * cfg.num_hidden_layers as u64 + embeddings
 }
 
-/// Which kernel set the forward ran on.
-fn isa() -> &'static str {
-    use crate::model::cpu::{avx512_enabled, portable, sgemm};
-    if portable() || !sgemm::available() {
+/// Which kernel set a forward with `kernels` runs on.
+fn isa(kernels: crate::model::Kernels) -> &'static str {
+    use crate::model::cpu::{avx512_enabled, sgemm};
+    if kernels.portable || !sgemm::available() {
         "portable"
     } else if avx512_enabled() {
         "avx512"
@@ -540,7 +541,7 @@ pub fn bench_forward(
     run_once: &mut dyn FnMut(usize) -> Result<serde_json::Value>,
 ) -> Result<serde_json::Value> {
     if let Some(path) = &options.export_inputs {
-        let loaded = Model::load(&options.model, &Device::Cpu)?;
+        let loaded = Model::load(&options.model, &Settings { device: candle_core::Device::Cpu, ..options.settings.clone() })?;
         let cot = full_cot(&options.trace)?;
         let mut inputs = Vec::new();
         for &t in &options.tokens {

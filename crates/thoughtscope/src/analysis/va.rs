@@ -48,7 +48,7 @@ use super::tag_stats::{compute_va_stats_for_head, delta_from_scores, seed_vertic
 use super::va_report;
 use crate::attention::{AttentionSource, BoundaryMode, CacheOutcome, SentenceMode, Sentences};
 use crate::io::shard::{Shard, ShardRun};
-use crate::model::Loaded;
+use crate::model::{Loaded, Settings};
 use crate::rollout::{discover_rollouts, misaligned_labels, read_chunks_file, read_labels_file, ChunkLabel, Rollout};
 use crate::scores::{ScoreType, VerticalOptions};
 use crate::{Error, Result};
@@ -114,6 +114,10 @@ pub struct VaConfig {
     pub figures: bool,
     /// Also PNG (needs Chromium; skipped with a note when absent).
     pub static_images: bool,
+    /// How the model is loaded on a cache miss (device, weights, kernels) and the cache read; not
+    /// part of what the run records.
+    #[serde(skip)]
+    pub settings: Settings,
 }
 
 impl Default for VaConfig {
@@ -140,6 +144,7 @@ impl Default for VaConfig {
             out: None,
             figures: true,
             static_images: true,
+            settings: Settings::default(),
         }
     }
 }
@@ -187,9 +192,10 @@ impl VaConfig {
         })
     }
 
-    /// The attention source of this config (model loaded on the first cache miss).
+    /// The attention source of this config (model loaded on the first cache miss, with
+    /// [`VaConfig::settings`]).
     pub fn attention_source(&self) -> AttentionSource {
-        AttentionSource::new(&self.model, &self.cache_dir, self.boundary_mode)
+        AttentionSource::new(&self.model, &self.cache_dir, self.boundary_mode).with_settings(self.settings.clone())
     }
 }
 

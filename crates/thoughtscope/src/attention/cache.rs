@@ -28,8 +28,9 @@
 //! Integrity: the manifest records a checksum (xxh3-128) of every data file, verified on every
 //! read. An entry that fails it, that lacks a checksum, or that was written by an older format
 //! without checksums is never served: [`AttnCache::load`] says why on stderr and treats it as a
-//! miss (the caller recomputes and replaces it), or, with [`AttnCache::strict`] /
-//! `THOUGHTSCOPE_STRICT_CACHE=1`, returns the error, which names the file and both checksums.
+//! miss (the caller recomputes and replaces it), or, with [`AttnCache::strict`] (the settings'
+//! `strict_cache`, `THOUGHTSCOPE_STRICT_CACHE=1`), returns the error, which names the file and
+//! both checksums.
 //! Directories written by the Python tool have no manifest and so nothing to verify against;
 //! they are read as they are (their provenance is already reported as unverified).
 //!
@@ -51,8 +52,6 @@ use crate::{Error, Result};
 /// Version of the cache entry format written by this crate. 2 added `checksums`; entries of
 /// older versions cannot be verified and are recomputed.
 pub const CACHE_FORMAT_VERSION: u32 = 2;
-/// Environment variable that makes every [`AttnCache`] strict when set to `1`.
-pub const STRICT_CACHE_ENV: &str = "THOUGHTSCOPE_STRICT_CACHE";
 /// Age after which a temporary directory left by an interrupted [`AttnCache::store`] is removed.
 pub const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(15 * 60);
 /// File name of an entry's manifest.
@@ -175,10 +174,9 @@ pub struct AttnCache {
 }
 
 impl AttnCache {
-    /// A cache at `root`; strict when `THOUGHTSCOPE_STRICT_CACHE=1` (see [`AttnCache::strict`]).
+    /// A cache at `root`, not strict (see [`AttnCache::strict`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        let strict = std::env::var(STRICT_CACHE_ENV).is_ok_and(|v| v.trim() == "1");
-        AttnCache { root: root.into(), strict }
+        AttnCache { root: root.into(), strict: false }
     }
 
     /// Strict: an entry that fails verification ([`Lookup::Untrusted`]) makes [`AttnCache::load`]
@@ -216,7 +214,7 @@ impl AttnCache {
             Lookup::Hit(attention) => Ok(Some(attention)),
             Lookup::Miss => Ok(None),
             Lookup::Untrusted(error) if self.strict => Err(error.context(format!(
-                "strict cache ({STRICT_CACHE_ENV}=1): entry {} is not served",
+                "strict cache (THOUGHTSCOPE_STRICT_CACHE=1): entry {} is not served",
                 self.entry_dir(&key.model, &key.text_id).display()
             ))),
             Lookup::Untrusted(error) => {

