@@ -34,7 +34,7 @@ pub mod random;
 pub mod registry;
 pub mod cpu;
 pub mod settings;
-pub mod stored;
+mod stored;
 mod sink;
 mod tokenizer;
 pub mod weights;
@@ -56,7 +56,7 @@ pub use settings::Settings;
 pub use decoder::{last_logits, ForwardOutput, Input, KvCache, Logits, Model, WeightMemory};
 pub use stored::{StoredMatrix, WeightPrecision};
 pub use generate::{generate, GenerateOptions, Generation};
-pub use hooks::{apply_intervention, HookPoint, HookSet, Hooks, Intervention, NoHooks, SinkHooks};
+pub use hooks::{HookPoint, HookSet, Hooks, Intervention, NoHooks, SinkHooks};
 pub use registry::RegistryEntry;
 pub use sink::{AttentionBlock, AttentionSink, FullAttentionCapture, HeadConsumer};
 pub use tokenizer::{ChatMessage, Tokenizer};
@@ -280,11 +280,6 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         _ => return Err(Error::invalid(format!("unknown device `{spec}` (cpu, cuda, cuda:N, metal or metal:N)"))),
     };
     opened.map_err(|e| Error::invalid(format!("device `{spec}`: {e}")))
-}
-
-/// [`parse_device`] under its old name, which the codi CLI and notebook still call.
-pub fn device(spec: &str) -> Result<Device> {
-    parse_device(spec)
 }
 
 /// Ask glibc's allocator to keep freed memory for reuse instead of returning it to the kernel.

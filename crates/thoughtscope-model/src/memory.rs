@@ -55,7 +55,7 @@ pub fn available_memory() -> Option<u64> {
 /// Refuse, before reading any weights, a model whose weights alone exceed the memory available.
 /// [`Model::load`](crate::Model::load) skips it when [`Settings::memory_check`](crate::Settings::memory_check)
 /// is off (e.g. under a cgroup limit lower or higher than what `/proc/meminfo` shows).
-pub fn check_weights_fit(path: &Path, precision: WeightPrecision, device: &Device) -> Result<()> {
+pub(crate) fn check_weights_fit(path: &Path, precision: WeightPrecision, device: &Device) -> Result<()> {
     if !device.is_cpu() {
         return Ok(());
     }

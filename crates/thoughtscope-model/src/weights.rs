@@ -34,7 +34,7 @@ pub struct Checkpoint {
 
 /// Files holding the weights of an HF model directory: the index's shards, `model.safetensors`,
 /// or every `*.safetensors` file.
-pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;

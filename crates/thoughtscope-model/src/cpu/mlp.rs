@@ -1,6 +1,6 @@
 //! The gated MLP, `down(silu(gate(x)) · up(x))`, in chunks of rows: each chunk's gate and up
 //! products, SiLU·up and down product run back to back on one thread while the chunk's
-//! intermediates are in its core's cache; [`mlp_block`] also takes the residual add and norm
+//! intermediates are in its core's cache; `mlp_block` also takes the residual add and norm
 //! before the MLP and after it into the chunk. Unchunked, a 3k-token SmolLM2 layer writes 55 MB
 //! of MLP intermediates (gate, up, their product) and 28 MB of residual sums and norms to memory
 //! and reads them back. The weights are packed once per call, in the depth blocks

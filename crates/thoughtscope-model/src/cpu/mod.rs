@@ -9,8 +9,8 @@
 //! - `attention`: causal attention over query blocks (scores, softmax, the sink, `P·V`) and over
 //!   a few decode rows.
 //!
-//! The decoder calls [`linear`], [`silu_mul`], [`attend`], [`scaled_causal_softmax`] and the
-//! activation passes ([`rms_norm`], [`add_rms_norm`], [`split_heads`]). Each takes the kernels
+//! The decoder calls `linear`, `silu_mul`, `attend`, `scaled_causal_softmax` and the
+//! activation passes (`rms_norm`, `add_rms_norm`, `split_heads`). Each takes the kernels
 //! where they apply (f32 on a CPU with AVX2 and FMA or AVX-512F) and candle's ops (or the scalar
 //! code) elsewhere (the activation passes return `None` there), so the crate runs on any
 //! machine. Each also takes the model's [`Kernels`]: [`Kernels::portable`] forces the fallback.
@@ -129,7 +129,7 @@ pub(crate) fn linear(kernels: Kernels, x: &Tensor, weight: &StoredMatrix, bias: 
     let rows = x.elem_count() / in_dim.max(1);
     // Decode steps (few rows) read the weights once for all rows: candle's matmul is
     // compute-bound there (a SmolLM2 decode step took 86 ms for one row and 237 ms for seven
-    // through candle, 54 and 154 ms with `linear_few_rows` and `attend_few_rows` on 2 AVX2 cores).
+    // through candle, 54 and 154 ms with `linear_few_rows_strided` and `attend_few_rows` on 2 AVX2 cores).
     let few_rows = rows < sgemm::FEW_ROWS;
     let fast = rows > 0 && kernels_apply(kernels, x) && x.dim(x.rank() - 1)? == in_dim;
     let y = if fast {

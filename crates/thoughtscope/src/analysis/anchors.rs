@@ -5,7 +5,7 @@
 //! 1. **Receiver heads** over a set of traces ([`corpus_receivers`]): every trace's sentence
 //!    attention (through the attention cache, one forward pass per uncached trace), the vertical
 //!    scores of every head, their kurtosis, the `top_k` heads of largest mean kurtosis
-//!    ([`crate::scores::receiver_heads_from_scores`], upstream's selection), and per trace the
+//!    (`crate::scores::receiver_heads_from_scores`, upstream's selection), and per trace the
 //!    receiver score of each sentence (mean vertical score over those heads).
 //! 2. **Suppression** of one trace ([`crate::analysis::suppression::cached_suppression`]): the
 //!    `N × N` matrix `M[target][source]` of mean `log(KL + 1e-9)`; a source's *outgoing
@@ -134,7 +134,7 @@ pub fn load_traces(root: &Path, mode: SentenceMode) -> Result<Vec<Trace>> {
 }
 
 /// One trace directory, named relative to `root`.
-pub fn load_trace(root: &Path, dir: &Path, mode: SentenceMode) -> Result<Trace> {
+pub(crate) fn load_trace(root: &Path, dir: &Path, mode: SentenceMode) -> Result<Trace> {
     let rollout = Rollout::open(dir)?;
     let sentences = rollout.sentences(mode)?;
     if sentences.is_empty() {
@@ -454,7 +454,7 @@ pub fn run_anchors(config: &AnchorsConfig) -> Result<AnchorsResult> {
 
 /// The receiver scores of every analysed trace, a row per sentence: `trace, sentence,
 /// receiver_score, receiver_rank, tags, text`.
-pub fn corpus_sentence_table(traces: &[Trace], receivers: &CorpusReceivers) -> Result<DataFrame> {
+pub(crate) fn corpus_sentence_table(traces: &[Trace], receivers: &CorpusReceivers) -> Result<DataFrame> {
     let (mut trace, mut sentence, mut score, mut rank, mut tags, mut text) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in traces {

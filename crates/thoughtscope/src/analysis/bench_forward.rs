@@ -49,7 +49,7 @@ pub struct RandomWeights {
 
 impl RandomWeights {
     /// The configuration named by `config`.
-    pub fn resolve_config(&self) -> Result<crate::model::Config> {
+    pub(crate) fn resolve_config(&self) -> Result<crate::model::Config> {
         if let Some(config) = crate::model::registry::config(&self.config) {
             return Ok(config?);
         }
@@ -101,7 +101,7 @@ impl RandomWeights {
 
 /// The trace's `full_cot` cut after the last sentence that keeps it within `tokens` tokens, and
 /// that text's own full-cot sentences.
-pub fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sentences> {
+pub(crate) fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sentences> {
     let all = Sentences::from_full_cot(full_cot)?;
     let chars: Vec<char> = all.text.chars().collect();
     let mut best = None;
@@ -125,7 +125,7 @@ pub fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sen
 
 /// CPU seconds this process has used so far, all threads together (Linux with glibc; `None`
 /// elsewhere). On a shared machine a run's wall time moves with the load; its CPU time much less.
-pub fn process_cpu_s() -> Option<f64> {
+pub(crate) fn process_cpu_s() -> Option<f64> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -140,7 +140,7 @@ pub fn process_cpu_s() -> Option<f64> {
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
-pub fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -241,7 +241,7 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
 /// against the time their FLOPs take at the best measured rate, and the time outside them
 /// (softmax, sink, element-wise passes, layout, the rest), which no GEMM speed removes.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct RooflineSplit {
+pub(crate) struct RooflineSplit {
     /// Seconds in the GEMM phases (linear, with the chunked MLP section's adds and norms; `Q·Kᵀ`;
     /// `P·V`).
     pub gemm_s: f64,
@@ -284,7 +284,7 @@ fn isa(kernels: crate::model::Kernels) -> &'static str {
 }
 
 /// The decoder's linear products at `tokens` rows: (name, m, k, n, products per layer), `x · Wᵀ`.
-pub fn linear_shapes(cfg: &crate::model::Config, tokens: usize) -> Vec<(&'static str, usize, usize, usize, usize)> {
+pub(crate) fn linear_shapes(cfg: &crate::model::Config, tokens: usize) -> Vec<(&'static str, usize, usize, usize, usize)> {
     let (d, hd) = (cfg.hidden_size, cfg.head_dim());
     let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_kv_heads() * hd);
     let inter = cfg.intermediate_size;
@@ -298,7 +298,7 @@ const SQUARE: usize = 2048;
 /// `openblas`) OpenBLAS, on the decoder's linear shapes at the bench's token count and on a
 /// 2048³ square, rounds interleaved so that a change in load hits every entry alike; each
 /// figure is the median round.
-pub struct GemmCalibration {
+pub(crate) struct GemmCalibration {
     /// Implementation names, in column order.
     pub implementations: Vec<&'static str>,
     /// Per model shape: name, (m, k, n), products per layer, median seconds per implementation.
@@ -314,7 +314,7 @@ pub struct GemmCalibration {
 }
 
 /// One model shape's timings: name, (m, k, n), products per layer, median seconds per implementation.
-pub type ShapeTimes = (&'static str, (usize, usize, usize), usize, Vec<f64>);
+pub(crate) type ShapeTimes = (&'static str, (usize, usize, usize), usize, Vec<f64>);
 
 type GemmFn = fn(crate::model::cpu::sgemm::MatRef, crate::model::cpu::sgemm::MatRef, &mut [f32], usize, usize, usize, usize);
 
@@ -393,7 +393,7 @@ impl GemmCalibration {
     /// GFLOP/s of implementation `i` over one layer's linear products (each shape weighted by its
     /// count: the rate the forward's linear layers could reach); per CPU-second per thread with
     /// `cpu` (NaN where CPU time is not available).
-    pub fn model_rate(&self, i: usize, cpu: bool) -> f64 {
+    pub(crate) fn model_rate(&self, i: usize, cpu: bool) -> f64 {
         let flop: f64 = self.shapes.iter().map(|(_, (m, k, n), count, _)| (2 * m * k * n * count) as f64).sum();
         let seconds: f64 = match (cpu, &self.shapes_cpu) {
             (false, _) => self.shapes.iter().map(|(_, _, count, t)| t[i] * *count as f64).sum(),
@@ -404,7 +404,7 @@ impl GemmCalibration {
     }
 
     /// GFLOP/s of implementation `i` on the square product (per CPU-second per thread with `cpu`).
-    pub fn square_rate(&self, i: usize, cpu: bool) -> f64 {
+    pub(crate) fn square_rate(&self, i: usize, cpu: bool) -> f64 {
         let seconds = if cpu { self.square_cpu.as_ref().map_or(f64::NAN, |t| t[i]) } else { self.square_s[i] };
         2.0 * (SQUARE as f64).powi(3) / seconds / 1e9
     }
@@ -458,7 +458,7 @@ impl GemmCalibration {
 
 /// Multiply-adds ×2 of one forward pass without the LM head: the linear layers, and causal
 /// attention (`Q·Kᵀ` and `P·V` over the keys each query sees, `T(T+1)/2` pairs per head).
-pub fn forward_flop(cfg: &crate::model::Config, tokens: usize) -> f64 {
+pub(crate) fn forward_flop(cfg: &crate::model::Config, tokens: usize) -> f64 {
     let (d, hd) = (cfg.hidden_size as f64, cfg.head_dim() as f64);
     let (h, h_kv) = (cfg.num_attention_heads as f64, cfg.num_kv_heads() as f64);
     let linear_per_token = d * h * hd * 2.0 + d * h_kv * hd * 2.0 + 3.0 * d * cfg.intermediate_size as f64;

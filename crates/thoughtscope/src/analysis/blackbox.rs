@@ -131,7 +131,7 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
 
 /// Spearman's rho of `x`, `y` (Pearson r of average ranks, `scipy.stats.spearmanr`); NaN with
 /// fewer than 3 values or a constant side.
-pub fn spearman_rho(x: &[f64], y: &[f64]) -> f64 {
+pub(crate) fn spearman_rho(x: &[f64], y: &[f64]) -> f64 {
     if x.len() < 3 || x.len() != y.len() {
         return f64::NAN;
     }

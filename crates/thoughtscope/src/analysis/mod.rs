@@ -15,4 +15,4 @@ pub mod va;
 pub mod va_report;
 
 pub use tag_stats::{compute_va_stats_for_head, safe_mean, trim_ends, VaHeadStats};
-pub use va::{run_va, run_va_with, VaConfig, VaResult};
+pub use va::{run_va, VaConfig, VaResult};

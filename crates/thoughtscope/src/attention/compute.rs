@@ -97,7 +97,7 @@ pub fn cache_key(loaded: &Loaded, sentences: &Sentences, boundary_mode: Boundary
 
 /// The token ids of `text`, or an error when they do not fit the model's context
 /// (`max_position_embeddings`).
-pub fn encode_within_context(loaded: &Loaded, text: &str) -> Result<Vec<u32>> {
+pub(crate) fn encode_within_context(loaded: &Loaded, text: &str) -> Result<Vec<u32>> {
     let ids = loaded.tokenizer.encode(text)?;
     let context = loaded.model.config().max_position_embeddings;
     if ids.len() > context {

@@ -80,14 +80,6 @@ impl AttentionSource {
         }
     }
 
-    /// A source over an already loaded model.
-    pub fn with_model(loaded: Loaded, cache_dir: impl Into<PathBuf>, boundary_mode: BoundaryMode) -> Self {
-        let mut source = AttentionSource::new(&loaded.name, cache_dir, boundary_mode).with_settings(loaded.settings.clone());
-        source.model_name = loaded.name.clone();
-        source.loaded = Some(loaded);
-        source
-    }
-
     /// Write new entries in `layout` (default [`CacheLayout::Native`]).
     pub fn with_layout(mut self, layout: CacheLayout) -> Self {
         self.layout = layout;
@@ -107,7 +99,7 @@ impl AttentionSource {
         &self.model_name
     }
 
-    pub fn cache_root(&self) -> &Path {
+    pub(crate) fn cache_root(&self) -> &Path {
         self.cache.root()
     }
 

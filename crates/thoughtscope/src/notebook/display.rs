@@ -20,7 +20,7 @@ use super::table::{table_bundle, TableOptions, TableView};
 use crate::plot::{offline_js_with_mathjax, plotly_js_script, Figure, Report};
 
 /// Environment variable holding the pid of the process that already emitted plotly.js.
-pub const PLOTLY_JS_EMITTED_VAR: &str = "THOUGHTSCOPE_NOTEBOOK_PLOTLY_JS";
+pub(crate) const PLOTLY_JS_EMITTED_VAR: &str = "THOUGHTSCOPE_NOTEBOOK_PLOTLY_JS";
 /// Environment variable holding `pid:count` of figures displayed (unique div ids).
 const FIGURE_COUNTER_VAR: &str = "THOUGHTSCOPE_NOTEBOOK_FIGURES";
 /// Set to `0` to embed plotly.js without MathJax (2.1 MB less per notebook).

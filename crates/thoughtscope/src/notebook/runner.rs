@@ -21,7 +21,7 @@ use crate::{Error, Result};
 const RUNNER_SCRIPT: &str = include_str!("../../../../scripts/run_notebook.py");
 
 /// Where reports go by default (relative to the working directory, the repository root).
-pub const REPORTS_DIR: &str = "analysis/reports";
+pub(crate) const REPORTS_DIR: &str = "analysis/reports";
 
 /// Settings of [`run_notebook`].
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ impl RunOptions {
 }
 
 /// `analysis/reports/<stem>.html` for `notebooks/<stem>.ipynb`.
-pub fn default_report_path(notebook: &Path) -> PathBuf {
+pub(crate) fn default_report_path(notebook: &Path) -> PathBuf {
     let stem = notebook.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "notebook".into());
     Path::new(REPORTS_DIR).join(format!("{stem}.html"))
 }
@@ -53,7 +53,7 @@ pub fn default_report_path(notebook: &Path) -> PathBuf {
 /// The Python that has nbclient/nbconvert: `$THOUGHTSCOPE_PYTHON`, the active virtualenv, the
 /// project's `.venv` (working directory, then the source tree this binary was built from), else
 /// `python3` from PATH.
-pub fn find_python() -> PathBuf {
+pub(crate) fn find_python() -> PathBuf {
     use crate::model::settings::lookups;
     if let Some(python) = lookups::python() {
         return python;

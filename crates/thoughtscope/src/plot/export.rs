@@ -22,14 +22,14 @@ use crate::{Error, Result};
 
 /// Formats [`render_images`] produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
+pub(crate) enum ImageFormat {
     Png,
     Svg,
 }
 
 impl ImageFormat {
     /// From a path's extension (`.png`, `.svg`, any case).
-    pub fn from_path(path: &Path) -> Option<ImageFormat> {
+    pub(crate) fn from_path(path: &Path) -> Option<ImageFormat> {
         match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
             "png" => Some(ImageFormat::Png),
             "svg" => Some(ImageFormat::Svg),
@@ -86,7 +86,7 @@ pub fn static_export_available() -> bool {
 
 /// Write each figure to its path, the format taken from the extension (`.png` or `.svg`), all in
 /// one Chromium run. Parent directories are created; files are written atomically.
-pub fn write_images(jobs: &[(&Figure, &Path)]) -> Result<()> {
+pub(crate) fn write_images(jobs: &[(&Figure, &Path)]) -> Result<()> {
     let mut render_jobs = Vec::with_capacity(jobs.len());
     for (figure, path) in jobs {
         let format = ImageFormat::from_path(path).ok_or_else(|| {
@@ -103,7 +103,7 @@ pub fn write_images(jobs: &[(&Figure, &Path)]) -> Result<()> {
 
 /// Render each `(figure, format)` at the figure's `width × height`, all in one Chromium run.
 /// Returns the file bytes in job order (SVG as UTF-8 text).
-pub fn render_images(jobs: &[(&Figure, ImageFormat)]) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn render_images(jobs: &[(&Figure, ImageFormat)]) -> Result<Vec<Vec<u8>>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -270,7 +270,7 @@ fn run_chromium(
 /// Write each figure as a one-page vector PDF of the figure's size (the SVG that plotly.js draws,
 /// printed by Chromium's `--print-to-pdf`; matplotlib's `savefig(…pdf)` is what the seeds use).
 /// All SVGs come from one Chromium run, then one short print run per PDF.
-pub fn write_pdfs(jobs: &[(&Figure, &Path)]) -> Result<()> {
+pub(crate) fn write_pdfs(jobs: &[(&Figure, &Path)]) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -282,7 +282,7 @@ pub fn write_pdfs(jobs: &[(&Figure, &Path)]) -> Result<()> {
 
 /// [`write_pdfs`] from SVGs already drawn (`(figure, its SVG, PDF path)`), e.g. the `.svg` files
 /// written beside the PDFs, so plotly.js does not draw each figure twice.
-pub fn write_pdfs_from_svgs(jobs: &[(&Figure, Vec<u8>, &Path)]) -> Result<()> {
+pub(crate) fn write_pdfs_from_svgs(jobs: &[(&Figure, Vec<u8>, &Path)]) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }

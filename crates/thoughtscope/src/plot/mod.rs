@@ -40,12 +40,13 @@ pub use builders::{
     ColorLimits, GridOptions, HeatmapOptions, LineOptions, ScatterOptions, Series,
 };
 pub use explorer::{Explorer, ExplorerOptions};
-pub use export::{chromium_path, static_export_available, ImageFormat};
+pub use export::{chromium_path, static_export_available};
 pub use figure::{
-    html_escape, offline_js_with_mathjax, plotly_js_script, plotly_js_source, save_figures, save_figures_sharing,
-    script_safe_json, write_plotly_js, Figure, SaveFormat, DEFAULT_HEIGHT, DEFAULT_WIDTH, PLOTLY_JS_FILE,
+    offline_js_with_mathjax, plotly_js_script, plotly_js_source, save_figures, save_figures_sharing, Figure, SaveFormat,
+    PLOTLY_JS_FILE,
 };
-pub use index::{find_reports, write_index, IndexEntry};
+pub(crate) use figure::{html_escape, script_safe_json};
+pub use index::{write_index, IndexEntry};
 pub use quantile::{lower_triangle_quantile, quantile, tril_quantile};
 pub use report::{Block, Report};
 pub use table::{html_table, TableOptions};

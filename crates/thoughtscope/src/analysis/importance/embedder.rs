@@ -26,10 +26,10 @@ use crate::model::Settings;
 use crate::{Context, Error, Result};
 
 /// The folder name under the models directory.
-pub const EMBEDDER_DIR_NAME: &str = "all-minilm-l6-v2";
+pub(crate) const EMBEDDER_DIR_NAME: &str = "all-minilm-l6-v2";
 
 /// Upstream's `--similarity_threshold` default.
-pub const SIMILARITY_THRESHOLD: f64 = 0.8;
+pub(crate) const SIMILARITY_THRESHOLD: f64 = 0.8;
 
 /// all-MiniLM-L6-v2 loaded for sentence embeddings.
 pub struct SentenceEmbedder {
@@ -152,7 +152,7 @@ impl SentenceEmbedder {
     }
 
     /// Each distinct text of `texts` with its embedding.
-    pub fn embed_unique(&self, texts: &[String], batch_size: usize) -> Result<HashMap<String, Vec<f32>>> {
+    pub(crate) fn embed_unique(&self, texts: &[String], batch_size: usize) -> Result<HashMap<String, Vec<f32>>> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let embeddings = self.embed(&refs, batch_size)?;
         Ok(texts.iter().cloned().zip(embeddings).collect())
@@ -160,7 +160,7 @@ impl SentenceEmbedder {
 }
 
 /// `dot(a, b) / (‖a‖·‖b‖)` in f64, as upstream's similarity (there in f32).
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut dot, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
     for (&x, &y) in a.iter().zip(b) {
         let (x, y) = (x as f64, y as f64);

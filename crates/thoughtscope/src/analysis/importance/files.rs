@@ -20,7 +20,7 @@ fn read_json(path: &Path) -> Result<Value> {
 }
 
 /// The entries of one `solutions.json`.
-pub fn read_solutions(path: &Path) -> Result<Vec<Solution>> {
+pub(crate) fn read_solutions(path: &Path) -> Result<Vec<Solution>> {
     let value = read_json(path)?;
     let items = value
         .as_array()
@@ -52,7 +52,7 @@ fn read_chunk_solutions(dir: &Path, kept: &[usize]) -> Result<(BTreeMap<usize, V
 
 /// The `chunks_labeled.json` entries of `problem_dir`, when the file exists: objects with an
 /// integer `chunk_idx`.
-pub fn read_labelled_entries(problem_dir: &Path) -> Result<Option<Vec<Map<String, Value>>>> {
+pub(crate) fn read_labelled_entries(problem_dir: &Path) -> Result<Option<Vec<Map<String, Value>>>> {
     let path = problem_dir.join("chunks_labeled.json");
     if !path.exists() {
         return Ok(None);
@@ -97,7 +97,7 @@ pub fn load_problem(
 }
 
 /// Upstream's output key order for a chunk entry; other keys follow.
-pub const KEY_ORDER: [&str; 14] = [
+pub(crate) const KEY_ORDER: [&str; 14] = [
     "chunk",
     "chunk_idx",
     "function_tags",
