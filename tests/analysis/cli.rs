@@ -182,3 +182,46 @@ fn attn_refuses_a_cache_dir_that_is_a_file_and_an_overlong_text_before_any_forwa
     assert_fails(&run(&["attn", problem.to_str().unwrap(), "--quiet", "--cache-dir", cache.to_str().unwrap()]), &["longer than the context", "8192"]);
     assert!(started.elapsed().as_secs() < 20, "took {:?}", started.elapsed());
 }
+
+/// The binary builds its settings from the environment first thing: a value it cannot take fails
+/// any command, naming the variable, before the command does anything (a model-free `segment`
+/// here; before, the variable was read only when a model loaded).
+#[test]
+fn a_settings_variable_it_cannot_take_fails_the_command_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("base_solution.json"), r#"{"full_cot": "P <think>\nA b c. D e f.</think>"}"#).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
+        .args(["segment", tmp.path().to_str().unwrap(), "--json"])
+        .env("THOUGHTSCOPE_PROGRESS", "off")
+        .env("THOUGHTSCOPE_WEIGHTS", "f16")
+        .output()
+        .expect("binary runs");
+    assert_fails(&output, &["THOUGHTSCOPE_WEIGHTS", "\"f16\"", "`stored` or `f32`"]);
+}
+
+/// `--weights` reaches the model a command loads, in the settings value passed down (the load's
+/// status line names the matrices' types); without it, the environment's choice or `stored`.
+#[test]
+fn the_weights_flag_reaches_the_loaded_model() {
+    if support::smollm2().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let problem = tmp.path().join("problem");
+    std::fs::create_dir(&problem).unwrap();
+    std::fs::write(problem.join("base_solution.json"), r#"{"full_cot": "One step. Then another step. Done."}"#).unwrap();
+    for (flag, env, kept) in [(None, None, true), (Some("--weights=f32"), None, false), (None, Some("f32"), false), (Some("--weights=stored"), Some("f32"), true)] {
+        let cache = tmp.path().join(format!("cache-{flag:?}-{env:?}"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_thoughtscope"));
+        command.args(["attn", problem.to_str().unwrap(), "--json", "--cache-dir", cache.to_str().unwrap()]).args(flag);
+        command.env("THOUGHTSCOPE_PROGRESS", "lines").env_remove("THOUGHTSCOPE_WEIGHTS");
+        if let Some(value) = env {
+            command.env("THOUGHTSCOPE_WEIGHTS", value);
+        }
+        let output = command.output().expect("binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{flag:?} {env:?}: {stderr}");
+        let line = stderr.lines().find(|l| l.starts_with("model smollm2-135m: weights")).unwrap_or_else(|| panic!("no load line: {stderr}"));
+        assert_eq!(line.contains("q4_1"), kept, "{flag:?}, THOUGHTSCOPE_WEIGHTS={env:?}: {line}");
+    }
+}

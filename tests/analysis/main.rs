@@ -13,6 +13,7 @@ mod cache;
 mod cli;
 mod goldens;
 mod numpy_parity;
+mod portable_suppression_batch;
 mod properties;
 mod scores_suppression;
 mod stats;

@@ -18,11 +18,11 @@
 
 use crate::support;
 
-use candle_core::Device;
 use serde_json::Value;
 use thoughtscope::attention::suppression::{sentence_means, suppression_kl, SuppressionOptions};
 use thoughtscope::attention::{BoundaryMode, Sentences, TokenBounds};
 use thoughtscope::model::Model;
+use thoughtscope::model::Settings;
 
 fn fixture(name: &str) -> Value {
     let path = support::fixture(format!("suppression/{name}.json"));
@@ -124,14 +124,14 @@ fn smollm2_matches_the_hf_reference() {
 
 #[test]
 fn tiny_qwen3_matches_the_hf_reference() {
-    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Device::Cpu).unwrap();
+    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Settings::default()).unwrap();
     assert_ne!(model.config().head_dim(), model.config().hidden_size / model.num_heads());
     check(&model, &fixture("tiny_qwen3"));
 }
 
 #[test]
 fn suppressing_chosen_layers_only_and_bad_layers() {
-    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Device::Cpu).unwrap();
+    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Settings::default()).unwrap();
     let (ids, ranges) = ids_ranges(&fixture("tiny_qwen3"));
     let none = SuppressionOptions { layers: Some(vec![]), ..full_vocab() };
     let (kl, layers, _) = suppression_kl(&model, &ids, &ranges, &none).unwrap();
@@ -194,7 +194,7 @@ fn files_in_the_website_shape() {
 #[test]
 fn kernel_suppression_equals_the_hook_path() {
     use thoughtscope::model::{HookPoint, HookSet, Input, Intervention, KvCache, Logits};
-    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Device::Cpu).unwrap();
+    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Settings::default()).unwrap();
     let (ids, _) = ids_ranges(&fixture("tiny_qwen3"));
     for (start, end) in [(0, 6), (13, 21)] {
         let run = |force_hook: bool| {
@@ -296,7 +296,7 @@ fn batched_sources_equal_one_at_a_time_on_the_kernels() {
 fn per_row_suppression_equals_each_row_alone() {
     use candle_core::Tensor;
     use thoughtscope::model::{HookPoint, HookSet, Input, Intervention, KvCache, Logits};
-    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Device::Cpu).unwrap();
+    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Settings::default()).unwrap();
     let (ids, _) = ids_ranges(&fixture("tiny_qwen3"));
     let rows = vec![vec![(0, 6)], vec![(13, 21)]];
     let hooks = |iv: &Intervention, force_hook: bool| {
@@ -336,7 +336,7 @@ fn per_row_suppression_equals_each_row_alone() {
 /// head past the model is an error naming it.
 #[test]
 fn suppressing_chosen_heads_only() {
-    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Device::Cpu).unwrap();
+    let model = Model::load_without_tokenizer(support::fixture("tiny-qwen3").to_str().unwrap(), &Settings::default()).unwrap();
     let (ids, ranges) = ids_ranges(&fixture("tiny_qwen3"));
     let heads = model.num_heads();
     let (all, _, _) = suppression_kl(&model, &ids, &ranges, &full_vocab()).unwrap();

@@ -12,6 +12,7 @@ use candle_core::{Device, Tensor, D};
 use thoughtscope::codi::latent::checkpoint::{find_checkpoint, CheckpointFormat};
 use thoughtscope::codi::{CodiWeights, LoadOptions};
 use thoughtscope::model::{HookPoint, HookSet, Input, KvCache};
+use thoughtscope::model::Settings;
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-codi")
@@ -27,7 +28,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn check(file: &Path, reference: &std::collections::HashMap<String, Tensor>) {
-    let weights = CodiWeights::load(file, &LoadOptions::default(), &Device::Cpu).unwrap();
+    let weights = CodiWeights::load(file, &LoadOptions::default(), &Settings::default()).unwrap();
     assert_eq!((weights.special.base_vocab, weights.special.bot, weights.special.eot), (256, 257, 258));
     assert_eq!(weights.lora_rank, Some(8));
     assert!(!weights.meta.real_codi);
@@ -96,9 +97,9 @@ fn tiny_codi_bin_and_safetensors_match_pytorch() {
 #[test]
 fn wrong_checkpoints_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = CodiWeights::load(&tmp.path().join("missing"), &LoadOptions::default(), &Device::Cpu).unwrap_err();
+    let err = CodiWeights::load(&tmp.path().join("missing"), &LoadOptions::default(), &Settings::default()).unwrap_err();
     assert!(err.to_string().contains("no such CODI checkpoint"), "{err}");
-    let err = CodiWeights::load(tmp.path(), &LoadOptions::default(), &Device::Cpu).unwrap_err();
+    let err = CodiWeights::load(tmp.path(), &LoadOptions::default(), &Settings::default()).unwrap_err();
     assert!(err.to_string().contains("model.safetensors"), "{err}");
     // A state dict that is not CODI's layout names an offending key.
     let dir = tmp.path().join("plain");
@@ -107,6 +108,6 @@ fn wrong_checkpoints_are_clear_errors() {
     candle_core::safetensors::save(&[("transformer.wte.weight".to_string(), t)].into_iter().collect(), dir.join("model.safetensors"))
         .unwrap();
     std::fs::copy(fixture().join("config.json"), dir.join("config.json")).ok();
-    let err = CodiWeights::load(&dir, &LoadOptions::default(), &Device::Cpu).unwrap_err().to_string();
+    let err = CodiWeights::load(&dir, &LoadOptions::default(), &Settings::default()).unwrap_err().to_string();
     assert!(err.contains("transformer.wte.weight") || err.contains("config.json"), "{err}");
 }

@@ -27,6 +27,7 @@ use thoughtscope::codi::next::routing::{self, routing_for_problem, run_routing, 
 use thoughtscope::codi::{ablate_problem, AblationMode, AblationOptions, ImportanceKind, StepLayout};
 use thoughtscope::codi::{run_to_eot, CodiModel, LoadOptions, LoopMode, LoopOptions, Phase, PhaseHooks};
 use thoughtscope::model::{HookPoint, HookSet, Hooks, Intervention, NoHooks};
+use thoughtscope::model::Settings;
 
 /// A `HookSet` told the loop phase (it needs none): the generic machinery as a loop's hooks.
 struct Plain<'a>(HookSet<'a>);
@@ -81,12 +82,12 @@ fn tiny_codi_random_norms(root: &Path) -> CodiModel {
         lora_alpha: 8.0,
         base_bf16: false,
     };
-    thoughtscope::codi::make_model(&options, &codi_dir).unwrap();
-    CodiModel::load(&codi_dir, &LoadOptions::default(), &Device::Cpu).unwrap()
+    thoughtscope::codi::make_model(&options, &codi_dir, &Settings::default()).unwrap();
+    CodiModel::load(&codi_dir, &LoadOptions::default(), &Settings::default()).unwrap()
 }
 
 fn load_plain_tiny(root: &Path) -> CodiModel {
-    CodiModel::load(&codi_support::tiny_codi(root), &LoadOptions::default(), &Device::Cpu).unwrap()
+    CodiModel::load(&codi_support::tiny_codi(root), &LoadOptions::default(), &Settings::default()).unwrap()
 }
 
 /// The faithful / corrected patch of `tokens` rebuilt from generic interventions at

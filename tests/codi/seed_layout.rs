@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use thoughtscope::codi::{CodiModel, CodiWeights, LoadOptions};
 use thoughtscope::model::{Input, KvCache, NoHooks};
+use thoughtscope::model::Settings;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -51,7 +52,7 @@ fn base_plus_checkpoint_reproduces_pytorch() {
     let tmp = tempfile::tempdir().unwrap();
     let checkpoint = checkpoint_only(tmp.path());
     assert!(!checkpoint.join("config.json").exists());
-    let weights = CodiWeights::load(&checkpoint, &options(Some(&base_dir())), &Device::Cpu).unwrap();
+    let weights = CodiWeights::load(&checkpoint, &options(Some(&base_dir())), &Settings::default()).unwrap();
     assert_eq!((weights.special.base_vocab, weights.special.bot, weights.special.eot), (256, 257, 258));
     assert_eq!(weights.lora_rank, Some(8));
 
@@ -63,7 +64,7 @@ fn base_plus_checkpoint_reproduces_pytorch() {
     assert!(diff < 1e-5, "logits differ from PyTorch by {diff}");
 
     // The tokenizer comes from the base directory.
-    let codi = CodiModel::load(&checkpoint, &options(Some(&base_dir())), &Device::Cpu).unwrap();
+    let codi = CodiModel::load(&checkpoint, &options(Some(&base_dir())), &Settings::default()).unwrap();
     let ids = codi.tokenizer.encode("Mia has 12 apples .").unwrap();
     assert!(ids.len() >= 5 && ids.iter().all(|&i| i < 256), "{ids:?}");
     assert!(!ids.contains(&0), "a word of the fixture vocabulary became <unk>: {ids:?}");
@@ -75,19 +76,19 @@ fn checkpoints_that_do_not_fit_name_both() {
     let checkpoint = checkpoint_only(tmp.path());
 
     // No config anywhere: say what to give.
-    let err = CodiWeights::load(&checkpoint, &options(None), &Device::Cpu).unwrap_err().to_string();
+    let err = CodiWeights::load(&checkpoint, &options(None), &Settings::default()).unwrap_err().to_string();
     assert!(err.contains("config.json") && err.contains("--base"), "{err}");
 
     // A base with another vocabulary (512 rows; the checkpoint has 256 + 3).
     let other = support::fixture("tiny-llama3/config.json").parent().unwrap().to_path_buf();
-    let err = CodiWeights::load(&checkpoint, &options(Some(&other)), &Device::Cpu).unwrap_err().to_string();
+    let err = CodiWeights::load(&checkpoint, &options(Some(&other)), &Settings::default()).unwrap_err().to_string();
     assert!(err.contains("pytorch_model.bin") && err.contains("tiny-llama3"), "{err}");
     assert!(err.contains("259 rows") && err.contains("vocab_size is 512"), "{err}");
 
     // The LoRA rank the user expects (CODI's 128) is not the checkpoint's 8.
     let mut wrong_rank = options(Some(&base_dir()));
     wrong_rank.lora_rank = Some(128);
-    let err = CodiWeights::load(&checkpoint, &wrong_rank, &Device::Cpu).unwrap_err().to_string();
+    let err = CodiWeights::load(&checkpoint, &wrong_rank, &Settings::default()).unwrap_err().to_string();
     assert!(err.contains("expected LoRA rank 128") && err.contains("LoRA rank 8") && err.contains("tiny-codi-base"), "{err}");
 
     // Another hidden size: a base config edited to 32.
@@ -97,7 +98,7 @@ fn checkpoints_that_do_not_fit_name_both() {
         serde_json::from_str(&std::fs::read_to_string(base_dir().join("config.json")).unwrap()).unwrap();
     config["hidden_size"] = 32.into();
     std::fs::write(edited.join("config.json"), config.to_string()).unwrap();
-    let err = CodiWeights::load(&checkpoint, &options(Some(&edited)), &Device::Cpu).unwrap_err().to_string();
+    let err = CodiWeights::load(&checkpoint, &options(Some(&edited)), &Settings::default()).unwrap_err().to_string();
     assert!(err.contains("64 wide") && err.contains("hidden_size is 32") && err.contains("narrow-base"), "{err}");
 }
 

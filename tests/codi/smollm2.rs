@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use crate::support;
 
-use candle_core::Device;
 use thoughtscope::codi::{
     decode_greedy, decode_greedy_batch, load_problems, run_all, run_from_prompt, run_prompt, CodiModel, LoadOptions,
     LoopMode, LoopOptions, MakeModelOptions, ModelSpec, PromptState, RunAllOptions,
 };
 use thoughtscope::model::NoHooks;
+use thoughtscope::model::Settings;
 
 #[test]
 fn run_all_test_mode_on_smollm2_codi_shaped() {
@@ -30,7 +30,7 @@ fn run_all_test_mode_on_smollm2_codi_shaped() {
     // A quick cap (the seed's default is 200 new tokens; this synthetic model never emits EOS).
     options.max_new_tokens = Some(thoughtscope::codi::pipeline::QUICK_MAX_NEW_TOKENS);
     let start = Instant::now();
-    let report = run_all(&options, &Device::Cpu).unwrap();
+    let report = run_all(&options, &Settings::default()).unwrap();
     eprintln!("run-all --test-mode: {:.1} s; {:?}", start.elapsed().as_secs_f64(), report.steps);
     assert_eq!(report.problems, 10);
     assert!(report.notes.iter().any(|n| n.contains("NOT A CODI MODEL")));
@@ -50,7 +50,7 @@ fn run_all_test_mode_on_smollm2_codi_shaped() {
 
     // The ablation decodes a problem's seven runs as one batch: the same tokens as decoding them
     // one by one, also when runs stop at different steps and leave the batch.
-    let codi = CodiModel::load(&tmp.path().join("codi-smollm2"), &LoadOptions::default(), &Device::Cpu).unwrap();
+    let codi = CodiModel::load(&tmp.path().join("codi-smollm2"), &LoadOptions::default(), &Settings::default()).unwrap();
     let mut loop_options = LoopOptions::for_mode(LoopMode::Official);
     loop_options.max_new_tokens = 16;
     let problems = load_problems(&out.join("faithful/results/test_dataset_10.json")).unwrap();

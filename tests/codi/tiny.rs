@@ -13,9 +13,10 @@ use thoughtscope::codi::{ablate_problem, analyze, run_ablation, AblationMode, Ab
 use thoughtscope::codi::{attention_for_problem, run_attention, AttentionOptions, KeySelection};
 use thoughtscope::codi::{run_to_eot, CodiModel, LoadOptions, LoopMode, LoopOptions};
 use thoughtscope::model::{Config, Input, KvCache, Model, NoHooks};
+use thoughtscope::model::Settings;
 
 fn load(dir: &std::path::Path) -> CodiModel {
-    CodiModel::load(dir, &LoadOptions::default(), &Device::Cpu).unwrap()
+    CodiModel::load(dir, &LoadOptions::default(), &Settings::default()).unwrap()
 }
 
 fn short_loop(mode: LoopMode) -> LoopOptions {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use thoughtscope::codi::problems::dataset::Problem;
+use thoughtscope::model::Settings;
 
 pub const HIDDEN: usize = 32;
 pub const LAYERS: usize = 4;
@@ -98,7 +99,7 @@ pub fn tiny_codi(root: &Path) -> PathBuf {
         lora_alpha: 8.0,
         base_bf16: false,
     };
-    thoughtscope::codi::make_model(&options, &codi).unwrap();
+    thoughtscope::codi::make_model(&options, &codi, &Settings::default()).unwrap();
     codi
 }
 

@@ -11,7 +11,6 @@
 //! exact inputs that once panicked.
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -32,13 +31,6 @@ use thoughtscope::model::weights::{load_gguf, load_hf_dir};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The weights hash memo would learn every mutated file; the readers are what is fuzzed.
-fn no_hash_memo() {
-    static ONCE: Once = Once::new();
-    // Set once, before any target reads it (std's env functions take one lock).
-    ONCE.call_once(|| std::env::set_var("THOUGHTSCOPE_HASH_MEMO", "off"));
 }
 
 fn outcome<T, E: std::fmt::Display>(stats: &Stats, result: &Result<T, E>) {
@@ -583,7 +575,6 @@ fn breaks_layout(case: &GgufCase, structured: usize, seeds: usize) -> bool {
 
 #[test]
 fn fuzz_gguf() {
-    no_hash_memo();
     let seeds = gguf_seeds();
     let encoded: Vec<Vec<u8>> = seeds.structured.iter().map(RawGguf::encode).chain(seeds.raw.iter().cloned()).collect();
     let seed_refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
@@ -722,7 +713,6 @@ fn mutate_hf(seed: &[(String, Vec<u8>)], case: &HfCase, seeds: &[&[u8]]) -> Vec<
 
 #[test]
 fn fuzz_safetensors_hf_dir() {
-    no_hash_memo();
     let single = read_dir_files(&repo().join("tests/fixtures/tiny-llama3"));
     let single: Vec<(String, Vec<u8>)> = single.into_iter().filter(|(n, _)| n != "reference.safetensors").collect();
     let sharded = read_dir_files(&repo().join("tests/fixtures/tiny-llama3-sharded"));
@@ -1181,7 +1171,6 @@ fn fuzz_cache_entry() {
 
 /// The tiny GGUF after `edit`, written to `<tmp>/model.gguf`, and what loading it gives.
 fn load_edited_gguf(edit: impl FnOnce(&mut RawGguf)) -> thoughtscope::model::Result<thoughtscope::model::weights::Checkpoint> {
-    no_hash_memo();
     let (_, mut raw) = tiny_gguf();
     edit(&mut raw);
     let dir = tempfile::tempdir().unwrap();

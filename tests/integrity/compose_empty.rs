@@ -10,6 +10,7 @@ use thoughtscope::codi::next::analyze::{analyze_compose, ComposeAnalysisOptions}
 use thoughtscope::codi::next::compose::{compose_problem, token_sets};
 use thoughtscope::codi::{AblationMode, AblationOptions, ImportanceKind, StepLayout};
 use thoughtscope::codi::{CodiModel, LoadOptions, LoopMode, LoopOptions};
+use thoughtscope::model::Settings;
 
 fn options(mode: AblationMode) -> AblationOptions {
     let mut loop_options = LoopOptions::for_mode(LoopMode::Cotx);
@@ -22,7 +23,7 @@ fn options(mode: AblationMode) -> AblationOptions {
 #[test]
 fn every_set_is_measured_against_the_empty_set_and_the_table_has_its_uncertainty() {
     let root = tempfile::tempdir().unwrap();
-    let codi = CodiModel::load(&codi_support::tiny_codi(root.path()), &LoadOptions::default(), &Device::Cpu).unwrap();
+    let codi = CodiModel::load(&codi_support::tiny_codi(root.path()), &LoadOptions::default(), &Settings::default()).unwrap();
     let problems = codi_support::problems();
 
     // Corrected hook: ablating nothing is the baseline, I(∅) = 0.

@@ -5,10 +5,11 @@
 use crate::support;
 
 use thoughtscope::codi::latent::thought_loop::{gold_answer_target, gold_number_token};
+use thoughtscope::model::Settings;
 
 #[test]
 fn the_dla_target_is_the_first_token_of_the_number_with_a_tokenizer_that_keeps_spaces() {
-    let tokenizer = match thoughtscope::model::load_tokenizer("smollm2-135m") {
+    let tokenizer = match thoughtscope::model::load_tokenizer("smollm2-135m", &Settings::default()) {
         Ok(tokenizer) => tokenizer,
         Err(e) => return support::skip(format!("SmolLM2 GGUF absent ({e}); run scripts/fetch-model.sh")),
     };

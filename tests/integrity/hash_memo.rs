@@ -4,7 +4,7 @@
 
 use std::io::{Seek, SeekFrom, Write};
 
-use thoughtscope::model::weights::weights_hash_with_memo;
+use thoughtscope::model::weights::weights_hash;
 
 #[test]
 fn a_file_edited_in_place_keeping_size_mtime_and_inode_misses_the_memo() {
@@ -12,7 +12,7 @@ fn a_file_edited_in_place_keeping_size_mtime_and_inode_misses_the_memo() {
     let memo = dir.path().join("weights-hash.json");
     let model = dir.path().join("model.gguf");
     std::fs::write(&model, vec![5u8; 1 << 16]).unwrap();
-    let before = weights_hash_with_memo(std::slice::from_ref(&model), Some(&memo)).unwrap();
+    let before = weights_hash(std::slice::from_ref(&model), Some(&memo)).unwrap();
     assert!(memo.is_file(), "the memo learned the file");
     let metadata = std::fs::metadata(&model).unwrap();
     let (mtime, size) = (metadata.modified().unwrap(), metadata.len());
@@ -28,10 +28,10 @@ fn a_file_edited_in_place_keeping_size_mtime_and_inode_misses_the_memo() {
     assert_eq!((after.modified().unwrap(), after.len()), (mtime, size), "the edit kept size and mtime");
     #[cfg(unix)]
     assert_eq!(std::os::unix::fs::MetadataExt::ino(&after), std::os::unix::fs::MetadataExt::ino(&metadata), "and the inode");
-    let fresh = weights_hash_with_memo(std::slice::from_ref(&model), None).unwrap();
-    let remembered = weights_hash_with_memo(std::slice::from_ref(&model), Some(&memo)).unwrap();
+    let fresh = weights_hash(std::slice::from_ref(&model), None).unwrap();
+    let remembered = weights_hash(std::slice::from_ref(&model), Some(&memo)).unwrap();
     assert_ne!(before, fresh, "the edit changed the content hash");
     assert_eq!(remembered, fresh, "the memo served the old hash of an edited file");
     // An unchanged file still hits: the memo now holds the new entry.
-    assert_eq!(weights_hash_with_memo(std::slice::from_ref(&model), Some(&memo)).unwrap(), fresh);
+    assert_eq!(weights_hash(std::slice::from_ref(&model), Some(&memo)).unwrap(), fresh);
 }

@@ -9,6 +9,7 @@ use thoughtscope::analysis::{run_va, VaConfig};
 use thoughtscope::attention::{check_sentence_attention_fits, SuppressionOptions};
 use thoughtscope::codi::ModelSpec;
 use thoughtscope::model::Model;
+use thoughtscope::model::Settings;
 
 #[test]
 fn an_untied_config_without_lm_head_is_an_error_not_a_silent_tie() {
@@ -20,7 +21,7 @@ fn an_untied_config_without_lm_head_is_an_error_not_a_silent_tie() {
     let mut tensors: HashMap<String, Tensor> = candle_core::safetensors::load(fixture.join("model.safetensors"), &Device::Cpu).unwrap();
     assert!(tensors.remove("lm_head.weight").is_some());
     candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
-    let err = Model::load_without_tokenizer(dir.path().to_str().unwrap(), &Device::Cpu).unwrap_err().to_string();
+    let err = Model::load_without_tokenizer(dir.path().to_str().unwrap(), &Settings::default()).unwrap_err().to_string();
     assert!(err.contains("tie_word_embeddings") && err.contains("lm_head.weight"), "{err}");
 }
 
@@ -66,7 +67,7 @@ fn suppression_keeping_no_token_is_refused() {
 #[test]
 fn the_missing_checkpoint_error_names_a_command_that_exists() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = ModelSpec::checkpoint(tmp.path().join("none")).load(&Device::Cpu).map(|_| ()).unwrap_err().to_string();
+    let err = ModelSpec::checkpoint(tmp.path().join("none")).load(&Settings::default()).map(|_| ()).unwrap_err().to_string();
     assert!(!err.contains("--make-model"), "{err}");
     assert!(err.contains("codi make-model --out"), "{err}");
 }

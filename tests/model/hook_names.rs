@@ -4,13 +4,14 @@
 
 use crate::support;
 
-use candle_core::{Device, IndexOp};
+use candle_core::IndexOp;
 use thoughtscope::model::{HookPoint, HookSet, Input, KvCache, Model};
+use thoughtscope::model::Settings;
 
 #[test]
 fn q_and_k_hooks_are_before_rope_and_rot_hooks_after() {
     let dir = support::fixture("tiny-llama3/config.json").parent().unwrap().to_path_buf();
-    let model = Model::load_without_tokenizer(dir.to_str().unwrap(), &Device::Cpu).unwrap();
+    let model = Model::load_without_tokenizer(dir.to_str().unwrap(), &Settings::default()).unwrap();
     let layer = 1;
     let mut hooks = HookSet::new()
         .capture(HookPoint::AttnQ(layer))

@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use thoughtscope::attention::FullAttentionCapture;
 use thoughtscope::chat::apply_chat_template;
 use thoughtscope::model::{generate, ChatMessage, GenerateOptions, HookPoint, HookSet, Input, KvCache, Logits, Model};
+use thoughtscope::model::Settings;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -153,7 +154,7 @@ fn smollm2_chat_template_matches_hf() {
 fn tiny_models_match_hf_as_model_directories() {
     for name in ["tiny-qwen3", "tiny-llama3", "tiny-qwen2"] {
         let dir = fixtures().join(name);
-        let model = Model::load_without_tokenizer(dir.to_str().unwrap(), &Device::Cpu).unwrap();
+        let model = Model::load_without_tokenizer(dir.to_str().unwrap(), &Settings::default()).unwrap();
         let reference = load_ref(&dir.join("reference.safetensors"));
         check_against(&model, &reference, name, "logits");
     }
@@ -162,7 +163,7 @@ fn tiny_models_match_hf_as_model_directories() {
 #[test]
 fn sharded_checkpoint_loads_like_the_single_file() {
     let sharded = fixtures().join("tiny-llama3-sharded");
-    let model = Model::load_without_tokenizer(sharded.to_str().unwrap(), &Device::Cpu).unwrap();
+    let model = Model::load_without_tokenizer(sharded.to_str().unwrap(), &Settings::default()).unwrap();
     let reference = load_ref(&fixtures().join("tiny-llama3/reference.safetensors"));
     check_against(&model, &reference, "tiny-llama3-sharded", "logits");
 }
@@ -181,7 +182,7 @@ fn hub_cache_layout_resolves_offline() {
     let cache = hf_hub::Cache::new(hub.clone());
     let dir = thoughtscope::model::weights::hub_snapshot_dir_in(&cache, "tiny/qwen3").unwrap();
     assert_eq!(dir, snap);
-    let model = Model::load_without_tokenizer(dir.to_str().unwrap(), &Device::Cpu).unwrap();
+    let model = Model::load_without_tokenizer(dir.to_str().unwrap(), &Settings::default()).unwrap();
     let reference = load_ref(&fixtures().join("tiny-qwen3/reference.safetensors"));
     check_against(&model, &reference, "tiny-qwen3 via hub cache", "logits");
     let missing = thoughtscope::model::weights::hub_snapshot_dir_in(&cache, "tiny/absent").unwrap_err();
@@ -195,6 +196,6 @@ fn truncated_weights_are_named_errors() {
     std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     std::fs::write(tmp.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    let err = Model::load_without_tokenizer(tmp.path().to_str().unwrap(), &Device::Cpu).unwrap_err().to_string();
+    let err = Model::load_without_tokenizer(tmp.path().to_str().unwrap(), &Settings::default()).unwrap_err().to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 }

@@ -10,6 +10,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use thoughtscope::model::weights::load_gguf_with;
 use thoughtscope::model::{memory, HookPoint, HookSet, Input, KvCache, Model, WeightPrecision};
+use thoughtscope::model::Settings;
 
 fn bits(t: &Tensor) -> Vec<u32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
@@ -36,8 +37,8 @@ fn run(model: &Model, ids: &[u32]) -> Vec<Vec<u32>> {
 #[test]
 fn smollm2_gguf_kept_quantised_equals_dequantised_at_load() {
     let Some(reference) = support::smollm2() else { return };
-    let stored = Model::load_with("smollm2-135m", &Device::Cpu, WeightPrecision::Stored).unwrap();
-    let f32 = Model::load_with("smollm2-135m", &Device::Cpu, WeightPrecision::F32).unwrap();
+    let stored = Model::load("smollm2-135m", &Settings { weights: WeightPrecision::Stored, ..Settings::default() }).unwrap();
+    let f32 = Model::load("smollm2-135m", &Settings { weights: WeightPrecision::F32, ..Settings::default() }).unwrap();
     let ids = stored.tokenizer.encode("Let me check: 17 times 3 is 51, so the answer is 51. Wait, is that right?").unwrap();
     assert!(ids.len() > 20);
     assert_eq!(run(&stored.model, &ids), run(&f32.model, &ids), "kept Q4_1 vs f32 at load");
@@ -63,9 +64,9 @@ fn smollm2_gguf_kept_quantised_equals_dequantised_at_load() {
 fn tiny_half_checkpoints_equal_the_f32_path_and_hf() {
     for (name, dtype) in [("tiny-qwen3-bf16", "bf16"), ("tiny-llama3-f16", "f16")] {
         let dir = support::fixture(name);
-        let stored = Model::load_with(dir.to_str().unwrap(), &Device::Cpu, WeightPrecision::Stored);
+        let stored = Model::load(dir.to_str().unwrap(), &Settings { weights: WeightPrecision::Stored, ..Settings::default() });
         // No tokenizer in the tiny directories: build from the checkpoint as the loader does.
-        let stored = stored.map(|l| l.model).or_else(|_| Model::load_without_tokenizer(dir.to_str().unwrap(), &Device::Cpu)).unwrap();
+        let stored = stored.map(|l| l.model).or_else(|_| Model::load_without_tokenizer(dir.to_str().unwrap(), &Settings::default())).unwrap();
         let checkpoint = thoughtscope::model::weights::load_hf_dir(&dir).unwrap();
         let f32 = Model::from_weights(
             checkpoint.config,
@@ -143,7 +144,7 @@ fn a_model_larger_than_available_memory_is_refused_before_loading() {
     bytes.extend(header.as_bytes());
     std::fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
     std::fs::copy(support::fixture("tiny-qwen3/config.json"), dir.path().join("config.json")).unwrap();
-    let err = Model::load_with(dir.path().to_str().unwrap(), &Device::Cpu, WeightPrecision::Stored).err().unwrap().to_string();
+    let err = Model::load(dir.path().to_str().unwrap(), &Settings { weights: WeightPrecision::Stored, ..Settings::default() }).err().unwrap().to_string();
     assert!(err.contains("GiB of memory is available") && err.contains(&dir.path().display().to_string()), "{err}");
     assert!(memory::expected_weight_bytes(dir.path(), WeightPrecision::F32).unwrap() == elements * 4);
 }

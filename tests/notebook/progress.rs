@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use thoughtscope::notebook::{Progress, ProgressMode};
+use thoughtscope::notebook::{Progress, ProgressMode, ProgressSettings};
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -108,11 +108,15 @@ fn logs_get_one_line_per_item_with_rate_and_eta() {
     assert!(lines[4].starts_with("rollouts: done, 3/3 in "));
 }
 
+/// Quiet settings (the CLI's `--quiet`) make silent reporters; without a mode chosen, a reporter
+/// is never silent. (Applying settings to the whole process is tested in `serial`.)
 #[test]
-fn quiet_silences_new_reporters() {
-    thoughtscope::notebook::set_quiet(true);
-    assert_eq!(thoughtscope::notebook::progress_mode(), ProgressMode::Off);
-    assert_eq!(thoughtscope::notebook::progress(10, "x").mode(), ProgressMode::Off);
-    thoughtscope::notebook::set_quiet(false);
-    assert_ne!(thoughtscope::notebook::progress_mode(), ProgressMode::Off);
+fn quiet_settings_make_silent_reporters() {
+    let quiet = ProgressSettings::quiet();
+    assert_eq!(quiet.mode(), ProgressMode::Off);
+    assert_eq!(quiet.progress(10, "x").mode(), ProgressMode::Off);
+    assert_eq!(quiet.progress_detail(10, "x").mode(), ProgressMode::Off);
+    assert_ne!(ProgressSettings::default().mode(), ProgressMode::Off);
+    let notebook = ProgressSettings { notebook: true, ..ProgressSettings::default() };
+    assert_eq!(notebook.mode(), ProgressMode::Lines, "a notebook gets lines, never a redrawn bar");
 }

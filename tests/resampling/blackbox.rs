@@ -11,6 +11,7 @@ use thoughtscope::analysis::blackbox::{
     read_importance, sentences_csv, tagged_difference, BlackboxSentence, COUNTERFACTUAL,
 };
 use thoughtscope::attention::{SuppressionMatrix, TokenBounds};
+use thoughtscope::model::Settings;
 
 const X: [f64; 6] = [0.1, 0.4, -0.2, 0.3, 0.0, 0.25];
 const Y: [f64; 6] = [1.0, 3.0, 0.5, 2.0, 2.0, 4.0];
@@ -206,7 +207,7 @@ fn notebook_pipeline_on_the_small_problem() {
     use thoughtscope::rollout::resample::{resample_problem, DecodeSettings, LocalProvider, ResampleConfig, RolloutType};
 
     let Some(loaded) = support::smollm2() else { return };
-    if !thoughtscope::analysis::importance::default_embedder_dir().join("model.safetensors").is_file()
+    if !thoughtscope::analysis::importance::default_embedder_dir(&Settings::default()).join("model.safetensors").is_file()
         && !support::repo().join("models/all-minilm-l6-v2").is_dir()
     {
         support::skip("all-MiniLM-L6-v2 absent; run scripts/fetch-embedder.sh");
@@ -278,7 +279,7 @@ fn notebook_cells_compile() {
         use std::path::PathBuf;
         use thoughtscope::analysis::blackbox::{self, BlackboxConfig};
         use thoughtscope::analysis::importance::{run_importance, ImportanceConfig};
-        use thoughtscope::model::Model;
+        use thoughtscope::model::{Model, Settings};
         use thoughtscope::notebook::prelude::*;
         use thoughtscope::rollout::resample::{resample_problem, DecodeSettings, LocalProvider, ResampleConfig, RolloutType};
 
@@ -288,7 +289,9 @@ fn notebook_cells_compile() {
         let forced_root = PathBuf::from("../analysis/resampling/rollouts_forced");
         let importance_file = PathBuf::from("../analysis/resampling/apples_sum_importance.json");
         let mut config = BlackboxConfig::new(&problem_dir, &importance_file, "../analysis/resampling/blackbox");
-        let loaded = Model::load(&config.model, &config.device).expect("loading the model");
+        // The run's settings (device, weights, kernels, where models live): THOUGHTSCOPE_* variables.
+        config.settings = Settings::from_env().expect("settings from the environment");
+        let loaded = Model::load(&config.model, &config.settings).expect("loading the model");
         if !importance_file.is_file() {
             // README command 1's job, through the library (same settings as scripts/setup.sh).
             let config = ResampleConfig {
@@ -303,6 +306,7 @@ fn notebook_cells_compile() {
             println!("{} chunks, {:.1} new tokens/s", report.chunks.len(), report.tokens_per_second());
             let forced_report = resample_problem(&provider, &problem_dir, &forced_root, &forced).expect("forced-answer resampling");
             let mut importance = ImportanceConfig::new(&report.out_dir, &importance_file);
+            importance.settings = loaded.settings.clone();
             importance.forced_dir = Some(forced_report.out_dir.clone());
             println!("{}", run_importance(&importance).expect("importance").headline());
         } else {

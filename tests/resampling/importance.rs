@@ -16,6 +16,7 @@ use thoughtscope::analysis::importance::{
     SentenceEmbedder,
 };
 use thoughtscope::rollout::answers::{check_answer, extract_boxed_answers, normalize_answer};
+use thoughtscope::model::Settings;
 
 fn read(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -225,7 +226,7 @@ fn bad_input_names_the_file_and_the_field() {
 // The embedder
 
 fn embedder() -> Option<SentenceEmbedder> {
-    match SentenceEmbedder::load_default(&candle_core::Device::Cpu) {
+    match SentenceEmbedder::load_default(&Settings::default()) {
         Ok(e) => Some(e),
         Err(e) => {
             support::skip(format!("all-MiniLM-L6-v2 absent ({e}); run scripts/fetch-embedder.sh"));

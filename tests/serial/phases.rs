@@ -1,6 +1,7 @@
 //! The forward bench's per-phase timers (`model::cpu::phases`) on SmolLM2 over a short text: the
 //! work each phase records is the work the forward does, and the phases' times fit inside the
-//! wall time and cover most of it. The timers are process-wide: the test holds `serial` throughout.
+//! wall time and cover most of it. The model times its phases because its settings say so
+//! (`Kernels::phase_timing`); the sums are process-wide: the test holds `serial` throughout.
 
 use crate::support;
 
@@ -8,22 +9,27 @@ use std::time::Instant;
 
 use thoughtscope::attention::{sentence_attention, BoundaryMode, Sentences};
 use thoughtscope::model::cpu::{phases, sgemm};
+use thoughtscope::model::{Kernels, Model, Settings};
 
 #[test]
 fn phases_account_for_the_forward_and_sum_to_about_its_wall_time() {
     let _turn = crate::serial();
-    let Some(loaded) = support::smollm2() else { return };
+    if support::smollm2().is_none() {
+        return;
+    }
+    let timed = Settings { kernels: Kernels { phase_timing: true, ..Kernels::default() }, ..Settings::default() };
+    let loaded = Model::load("smollm2-135m", &timed).unwrap();
+    assert!(loaded.model.kernels().phase_timing, "the settings' kernels are the model's");
     let sentence = "The train leaves at nine and covers three hundred kilometres at a steady pace. ";
     let text = format!("Let me work out when it arrives. {}So it arrives after three hours.", sentence.repeat(12));
     let sentences = Sentences::from_full_cot(&text).unwrap();
     // Warm-up (page faults, thread pool) outside the timed run.
     sentence_attention(&loaded, &sentences, BoundaryMode::Prefix).unwrap();
 
-    phases::enable(true);
+    phases::reset();
     let start = Instant::now();
     let (_, bounds) = sentence_attention(&loaded, &sentences, BoundaryMode::Prefix).unwrap();
     let wall = start.elapsed().as_secs_f64();
-    phases::enable(false);
     let p = phases::snapshot();
     let t = bounds.n_tokens;
     assert!(t >= 100, "the text should be a few hundred tokens, got {t}");

@@ -13,8 +13,8 @@ use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
 use thoughtscope::model::{Loaded, Model};
+use thoughtscope::model::Settings;
 
 /// Set by `.ci/run`: every skip except [`skip_hardware`] fails the test.
 pub const NO_SKIP_VAR: &str = "THOUGHTSCOPE_NO_SKIP";
@@ -61,7 +61,7 @@ pub fn shared_data(relative: &str) -> Option<PathBuf> {
 
 /// SmolLM2-135M from `models/` (scripts/fetch-model.sh), else a [`skip`] and `None`.
 pub fn smollm2() -> Option<Loaded> {
-    match Model::load("smollm2-135m", &Device::Cpu) {
+    match Model::load("smollm2-135m", &Settings::default()) {
         Ok(m) => Some(m),
         Err(e) => {
             skip(format!("SmolLM2 GGUF absent ({e}); run scripts/fetch-model.sh"));

@@ -66,7 +66,7 @@ pub struct Config {
     #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
     /// transformers ≥ 5 writes `rope_parameters` (`rope_theta`, `rope_type`, scaling fields)
-    /// instead of `rope_theta` / `rope_scaling`; folded into those two by [`Config::normalize`].
+    /// instead of `rope_theta` / `rope_scaling`; folded into those two by `Config::normalize`.
     #[serde(default, skip_serializing)]
     pub rope_parameters: Option<serde_json::Value>,
     #[serde(default = "default_max_pos")]
@@ -101,7 +101,7 @@ impl Config {
     }
 
     /// Parse `config.json` text; errors name `path` (the file it came from).
-    pub fn from_json_str(text: &str, path: &Path) -> Result<Config> {
+    pub(crate) fn from_json_str(text: &str, path: &Path) -> Result<Config> {
         let mut cfg: Config = serde_json::from_str(text)
             .map_err(|e| Error::format(path, format!("not an HF config.json: {e}")))?;
         cfg.normalize().map_err(|what| Error::format(path, what))?;
@@ -111,7 +111,7 @@ impl Config {
 
     /// Lower-case `model_type` and fold transformers-5 `rope_parameters` into `rope_theta` and
     /// `rope_scaling`, so both config styles give the same model.
-    pub fn normalize(&mut self) -> std::result::Result<(), String> {
+    pub(crate) fn normalize(&mut self) -> std::result::Result<(), String> {
         self.model_type = self.model_type.to_lowercase();
         let Some(params) = self.rope_parameters.take() else { return Ok(()) };
         if let Some(theta) = params.get("rope_theta").and_then(|v| v.as_f64()) {
@@ -150,7 +150,7 @@ impl Config {
     }
 
     /// Whether q/k/v projections have a bias (Qwen2 always does).
-    pub fn qkv_bias(&self) -> bool {
+    pub(crate) fn qkv_bias(&self) -> bool {
         match self.architecture() {
             Ok(Architecture::Qwen2) => true,
             _ => self.attention_bias.unwrap_or(false),
@@ -158,7 +158,7 @@ impl Config {
     }
 
     /// Whether the output projection has a bias (never for Qwen2, `attention_bias` otherwise).
-    pub fn o_bias(&self) -> bool {
+    pub(crate) fn o_bias(&self) -> bool {
         match self.architecture() {
             Ok(Architecture::Qwen2) => false,
             _ => self.attention_bias.unwrap_or(false),

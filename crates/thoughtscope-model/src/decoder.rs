@@ -20,7 +20,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{Architecture, Config};
-use super::cpu::{self, linear, silu_mul};
+use super::cpu::{self, linear, silu_mul, Kernels};
 use super::hooks::{HookPoint, Hooks};
 use super::stored::StoredMatrix;
 use super::AttentionBlock;
@@ -93,12 +93,12 @@ struct Linear {
     bias: Option<Tensor>,
 }
 
-fn project(lin: &Linear, x: &Tensor) -> Result<Tensor> {
-    linear(x, &lin.weight, lin.bias.as_ref())
+fn project(k: Kernels, lin: &Linear, x: &Tensor) -> Result<Tensor> {
+    linear(k, x, &lin.weight, lin.bias.as_ref())
 }
 
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    elementwise(|| match cpu::rms_norm(x, weight, eps as f32)? {
+fn rms_norm(k: Kernels, x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    elementwise(k, || match cpu::rms_norm(k, x, weight, eps as f32)? {
         Some(y) => Ok(y),
         None => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?),
     })
@@ -106,14 +106,14 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// `[b, L, n·d]` → `[b, n, L, d]`, each head's vector normalised by `norm` (weight, epsilon)
 /// and then rotated by RoPE when `rope` has the tables.
-fn split_heads(x: &Tensor, n: usize, head_dim: usize, norm: Option<(&Tensor, f64)>, rope: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
-    elementwise(|| match cpu::split_heads(x, n, head_dim, norm.map(|(w, eps)| (w, eps as f32)), rope)? {
+fn split_heads(k: Kernels, x: &Tensor, n: usize, head_dim: usize, norm: Option<(&Tensor, f64)>, rope: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+    elementwise(k, || match cpu::split_heads(k, x, n, head_dim, norm.map(|(w, eps)| (w, eps as f32)), rope)? {
         Some(y) => Ok(y),
         None => {
             let (b, seq, _) = x.dims3()?;
             let y = x.reshape((b, seq, n, head_dim))?.transpose(1, 2)?.contiguous()?;
             let y = match norm {
-                Some((w, eps)) => rms_norm(&y, w, eps)?,
+                Some((w, eps)) => rms_norm(k, &y, w, eps)?,
                 None => y,
             };
             match rope {
@@ -126,8 +126,8 @@ fn split_heads(x: &Tensor, n: usize, head_dim: usize, norm: Option<(&Tensor, f64
 
 /// Run one element-wise pass over activations, timed as [`cpu::phases::Site::Elementwise`] (work:
 /// bytes of its output).
-fn elementwise(f: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
-    let started = cpu::phases::start();
+fn elementwise(k: Kernels, f: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+    let started = cpu::phases::start(k);
     let y = f()?;
     cpu::phases::record(cpu::phases::Site::Elementwise, started, (y.elem_count() * y.dtype().size_in_bytes()) as u64);
     Ok(y)
@@ -146,17 +146,17 @@ impl Mlp {
         [&self.gate_proj, &self.up_proj, &self.down_proj].iter().all(|l| l.bias.is_none())
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, k: Kernels, x: &Tensor) -> Result<Tensor> {
         if self.unbiased() {
-            if let Some(y) = cpu::gated_mlp(x, &self.gate_proj.weight, &self.up_proj.weight, &self.down_proj.weight)? {
+            if let Some(y) = cpu::gated_mlp(k, x, &self.gate_proj.weight, &self.up_proj.weight, &self.down_proj.weight)? {
                 return Ok(y);
             }
         }
-        let (gate, up) = (project(&self.gate_proj, x)?, project(&self.up_proj, x)?);
-        let act = elementwise(|| silu_mul(&gate, &up))?;
+        let (gate, up) = (project(k, &self.gate_proj, x)?, project(k, &self.up_proj, x)?);
+        let act = elementwise(k, || silu_mul(k, &gate, &up))?;
         // Not held through the down projection: the MLP is the layer's peak of memory.
         drop((gate, up));
-        project(&self.down_proj, &act)
+        project(k, &self.down_proj, &act)
     }
 }
 
@@ -186,6 +186,7 @@ impl Attention {
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
+        kernels: Kernels,
         x: &Tensor,
         layer: usize,
         offset: usize,
@@ -206,18 +207,18 @@ impl Attention {
         let rotate_now = !hooks.wants(&HookPoint::AttnQ(layer)) && !hooks.wants(&HookPoint::AttnK(layer));
         let eps = self.rms_norm_eps;
         let rope = rotate_now.then_some((cos, sin));
-        let q = split_heads(&project(&self.q_proj, x)?, h, hd, self.q_norm.as_ref().map(|w| (w, eps)), rope)?;
-        let k = split_heads(&project(&self.k_proj, x)?, h_kv, hd, self.k_norm.as_ref().map(|w| (w, eps)), rope)?;
+        let q = split_heads(kernels, &project(kernels, &self.q_proj, x)?, h, hd, self.q_norm.as_ref().map(|w| (w, eps)), rope)?;
+        let k = split_heads(kernels, &project(kernels, &self.k_proj, x)?, h_kv, hd, self.k_norm.as_ref().map(|w| (w, eps)), rope)?;
         let (q, k) = if rotate_now {
             (q, k)
         } else {
             let q = hook(hooks, HookPoint::AttnQ(layer), q)?;
             let k = hook(hooks, HookPoint::AttnK(layer), k)?;
-            let q = elementwise(|| Ok(candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?))?;
-            let k = elementwise(|| Ok(candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?))?;
+            let q = elementwise(kernels, || Ok(candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?))?;
+            let k = elementwise(kernels, || Ok(candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?))?;
             (q, k)
         };
-        let v = split_heads(&project(&self.v_proj, x)?, h_kv, hd, None, None)?;
+        let v = split_heads(kernels, &project(kernels, &self.v_proj, x)?, h_kv, hd, None, None)?;
         let v = hook(hooks, HookPoint::AttnV(layer), v)?;
         let q = hook(hooks, HookPoint::AttnRotQ(layer), q)?;
         let k = hook(hooks, HookPoint::AttnRotK(layer), k)?;
@@ -246,9 +247,9 @@ impl Attention {
         if !full || suppressed.is_some() {
             let sink = if stream { hooks.attention_sink() } else { None };
             let ranges = suppressed.as_deref().unwrap_or(&[]);
-            if let Some(z) = cpu::attend(&q, &k, &v, layer, offset, kernel_block, sink, ranges)? {
+            if let Some(z) = cpu::attend(kernels, &q, &k, &v, layer, offset, kernel_block, sink, ranges)? {
                 let z = hook(hooks, HookPoint::AttnZ(layer), z)?;
-                return project(&self.o_proj, &z.reshape((b, seq, h * hd))?);
+                return project(kernels, &self.o_proj, &z.reshape((b, seq, h * hd))?);
             }
         }
         let block = if full { seq } else { kernel_block };
@@ -277,7 +278,7 @@ impl Attention {
                     probs
                 }
             } else {
-                cpu::scaled_causal_softmax(&scores, scale as f32, offset + q0, layer)?
+                cpu::scaled_causal_softmax(kernels, &scores, scale as f32, offset + q0, layer)?
             };
             if stream {
                 send_block(hooks, layer, offset + q0, h, rows, visible, total_keys, &probs)?;
@@ -294,7 +295,7 @@ impl Attention {
 
         // 7. Merge heads and project out.
         let z = hook(hooks, HookPoint::AttnZ(layer), attn.transpose(1, 2)?.contiguous()?)?;
-        project(&self.o_proj, &z.reshape((b, seq, h * hd))?)
+        project(kernels, &self.o_proj, &z.reshape((b, seq, h * hd))?)
     }
 }
 
@@ -362,12 +363,12 @@ struct DecoderLayer {
 /// `x + delta` and RMSNorm of the sum with `weight` in one pass, unless `hooked` (a hook may
 /// replace the sum, so the norm must follow the hook): `None` then, or where the CPU pass does
 /// not apply. `point` names the sum in the error raised for a non-finite value.
-fn add_and_norm(x: &Tensor, delta: &Tensor, weight: &Tensor, eps: f64, hooked: bool, point: HookPoint) -> Result<Option<(Tensor, Tensor)>> {
+fn add_and_norm(k: Kernels, x: &Tensor, delta: &Tensor, weight: &Tensor, eps: f64, hooked: bool, point: HookPoint) -> Result<Option<(Tensor, Tensor)>> {
     if hooked {
         return Ok(None);
     }
-    let started = cpu::phases::start();
-    let fused = cpu::add_rms_norm(x, delta, weight, eps as f32)?;
+    let started = cpu::phases::start(k);
+    let fused = cpu::add_rms_norm(k, x, delta, weight, eps as f32)?;
     cpu::phases::record(cpu::phases::Site::Elementwise, started, (8 * x.elem_count()) as u64);
     match fused {
         Some((_, _, false)) => Err(non_finite(point)),
@@ -385,6 +386,7 @@ impl DecoderLayer {
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
+        k: Kernels,
         x: Tensor,
         normed: Option<Tensor>,
         (next_norm, next_hooked): (&Tensor, bool),
@@ -400,11 +402,11 @@ impl DecoderLayer {
             Some(h) => (x, h),
             None => {
                 let x = hook(hooks, HookPoint::ResidPre(layer), x)?;
-                let h = rms_norm(&x, &self.input_layernorm, eps)?;
+                let h = rms_norm(k, &x, &self.input_layernorm, eps)?;
                 (x, h)
             }
         };
-        let attn = self.self_attn.forward(&h, layer, offset, cos, sin, cache, hooks, block_rows)?;
+        let attn = self.self_attn.forward(k, &h, layer, offset, cos, sin, cache, hooks, block_rows)?;
         drop(h);
         let attn = hook(hooks, HookPoint::AttnOut(layer), attn)?;
         let mid = HookPoint::ResidMid(layer);
@@ -414,7 +416,7 @@ impl DecoderLayer {
         let hooked_after_attention = [mid, HookPoint::MlpOut(layer), post].iter().any(|p| hooks.wants(p)) || next_hooked;
         if !hooked_after_attention && self.mlp.unbiased() {
             let weights = (&self.mlp.gate_proj.weight, &self.mlp.up_proj.weight, &self.mlp.down_proj.weight);
-            if let Some(block) = cpu::mlp_block(&x, &attn, &self.post_attention_layernorm, weights, next_norm, eps as f32)? {
+            if let Some(block) = cpu::mlp_block(k, &x, &attn, &self.post_attention_layernorm, weights, next_norm, eps as f32)? {
                 if !block.mid_finite {
                     return Err(non_finite(mid));
                 }
@@ -426,27 +428,27 @@ impl DecoderLayer {
         }
         // Each sum replaces its terms at once (shadowing would keep them alive to the end of the
         // layer, through the MLP's peak).
-        let (x, h) = match add_and_norm(&x, &attn, &self.post_attention_layernorm, eps, hooks.wants(&mid), mid)? {
+        let (x, h) = match add_and_norm(k, &x, &attn, &self.post_attention_layernorm, eps, hooks.wants(&mid), mid)? {
             Some(pair) => {
                 drop((x, attn));
                 pair
             }
             None => {
-                let x = hook(hooks, mid, elementwise(|| Ok((x + attn)?))?)?;
-                let h = rms_norm(&x, &self.post_attention_layernorm, eps)?;
+                let x = hook(hooks, mid, elementwise(k, || Ok((x + attn)?))?)?;
+                let h = rms_norm(k, &x, &self.post_attention_layernorm, eps)?;
                 (x, h)
             }
         };
-        let mlp = hook(hooks, HookPoint::MlpOut(layer), self.mlp.forward(&h)?)?;
+        let mlp = hook(hooks, HookPoint::MlpOut(layer), self.mlp.forward(k, &h)?)?;
         drop(h);
         let hooked = next_hooked || hooks.wants(&post);
-        match add_and_norm(&x, &mlp, next_norm, eps, hooked, post)? {
+        match add_and_norm(k, &x, &mlp, next_norm, eps, hooked, post)? {
             Some(pair) => {
                 drop((x, mlp));
                 Ok((pair.0, Some(pair.1)))
             }
             None => {
-                let x = hook(hooks, post, elementwise(|| Ok((x + mlp)?))?)?;
+                let x = hook(hooks, post, elementwise(k, || Ok((x + mlp)?))?)?;
                 ensure_finite(&x, post)?;
                 Ok((x, None))
             }
@@ -468,6 +470,8 @@ pub struct Model {
     device: Device,
     /// Query rows per attention block; `None` picks about 32 MiB of probabilities per block.
     block_rows: Option<usize>,
+    /// Which CPU kernels its forward passes take (from the settings it was loaded with).
+    kernels: Kernels,
 }
 
 impl Model {
@@ -475,6 +479,16 @@ impl Model {
     /// identical for any value). `None` restores the automatic choice.
     pub fn set_attention_block_rows(&mut self, rows: Option<usize>) {
         self.block_rows = rows.map(|r| r.max(1));
+    }
+
+    /// The CPU kernels its forward passes take ([`Settings::kernels`](crate::Settings::kernels) at load).
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Take other kernels from the next forward pass on (e.g. the portable path for one run).
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
     }
 
     pub fn config(&self) -> &Config {
@@ -508,7 +522,7 @@ impl Model {
 
     /// Apply the LM head to hidden states `[.., d]`.
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        linear(hidden, &self.lm_head, None)
+        linear(self.kernels, hidden, &self.lm_head, None)
     }
 
     // --- Added for the CODI residual decomposition (`codi::decompose`): direct logit
@@ -519,7 +533,7 @@ impl Model {
     }
     /// The final RMSNorm applied to residual-stream vectors `[.., d]` (as at the end of the forward).
     pub fn final_norm(&self, residual: &Tensor) -> Result<Tensor> {
-        rms_norm(residual, &self.norm, self.config.rms_norm_eps)
+        rms_norm(self.kernels, residual, &self.norm, self.config.rms_norm_eps)
     }
     /// The `[vocab, d]` unembedding (`lm_head.weight`, or the embedding when tied), in f32.
     pub fn unembedding_matrix(&self) -> Result<Tensor> {
@@ -605,8 +619,8 @@ impl Model {
                 Some(next) => (&next.input_layernorm, hooks.wants(&HookPoint::ResidPre(i + 1))),
                 None => (&self.norm, false),
             };
-            (x, normed) =
-                layer.forward(x, normed, next_norm, i, offset, (&cos, &sin), &mut cache.layers[i], hooks, eps, self.block_rows)?;
+            let k = self.kernels;
+            (x, normed) = layer.forward(k, x, normed, next_norm, i, offset, (&cos, &sin), &mut cache.layers[i], hooks, eps, self.block_rows)?;
             if cache.discard {
                 cache.layers[i] = None;
             }
@@ -614,7 +628,7 @@ impl Model {
         cache.len = offset + seq;
         let hidden = match normed {
             Some(hidden) => hidden,
-            None => rms_norm(&x, &self.norm, eps)?,
+            None => rms_norm(self.kernels, &x, &self.norm, eps)?,
         };
         let hidden = hook(hooks, HookPoint::FinalNorm, hidden)?;
         let logits = match logits {

@@ -237,9 +237,6 @@ impl<'a> HookSet<'a> {
     pub fn captured_all(&self, point: &HookPoint) -> &[Tensor] {
         self.captured.get(point).map(|v| v.as_slice()).unwrap_or(&[])
     }
-    pub fn clear_captures(&mut self) {
-        self.captured.clear();
-    }
 }
 
 impl Hooks for HookSet<'_> {
@@ -324,7 +321,7 @@ fn position_mask(value: &Tensor, axis: usize, positions: &[usize], offset: usize
 }
 
 /// Apply one intervention to an activation (`offset` = absolute position of index 0).
-pub fn apply_intervention(point: &HookPoint, value: &Tensor, iv: &Intervention, offset: usize) -> Result<Tensor> {
+pub(crate) fn apply_intervention(point: &HookPoint, value: &Tensor, iv: &Intervention, offset: usize) -> Result<Tensor> {
     let axis = position_axis(point);
     let select = |positions: &Option<Vec<usize>>| -> Result<Option<Tensor>> {
         positions.as_ref().map(|p| position_mask(value, axis, p, offset)).transpose()

@@ -8,11 +8,19 @@
 //! [`AttentionSink`] and [`Hooks`]. It also owns what every layer above shares: the error type
 //! ([`Error`], [`Context`]), atomic file writes ([`io`]) and progress reporting ([`progress`]).
 //!
+//! A run's settings (device, weight precision, kernels, progress, folders) are one value,
+//! [`Settings`], built from the environment by [`Settings::from_env`] (the only place the crate
+//! reads it) and passed to [`Model::load`]:
+//!
 //! ```no_run
-//! use thoughtscope_model::{Model, Input, KvCache, NoHooks};
-//! let loaded = Model::load("smollm2-135m", &candle_core::Device::Cpu)?;
+//! use thoughtscope_model::{last_logits, Input, KvCache, Model, NoHooks, Settings};
+//! let settings = Settings::from_env()?;
+//! settings.apply_process_wide()?;
+//! let loaded = Model::load("smollm2-135m", &settings)?;
 //! let ids = loaded.tokenizer.encode("The answer is")?;
 //! let out = loaded.model.forward(Input::Ids(&ids), &mut KvCache::new(&loaded.model), &mut NoHooks)?;
+//! let next = last_logits(&out)?;
+//! println!("{} logits for the next token", next.len());
 //! # Ok::<(), thoughtscope_model::Error>(())
 //! ```
 
@@ -26,7 +34,8 @@ pub mod random;
 pub mod registry;
 pub mod cpu;
 mod safetensors_header;
-pub mod stored;
+pub mod settings;
+mod stored;
 mod sink;
 mod tokenizer;
 pub mod weights;
@@ -42,11 +51,13 @@ use std::path::Path;
 use candle_core::Device;
 
 pub use config::{Architecture, Config, RopeScaling};
-pub use cpu::{portable, set_portable};
+pub use cpu::Kernels;
+pub use progress::ProgressSettings;
+pub use settings::Settings;
 pub use decoder::{last_logits, ForwardOutput, Input, KvCache, Logits, Model, WeightMemory};
 pub use stored::{StoredMatrix, WeightPrecision};
 pub use generate::{generate, GenerateOptions, Generation};
-pub use hooks::{apply_intervention, HookPoint, HookSet, Hooks, Intervention, NoHooks, SinkHooks};
+pub use hooks::{HookPoint, HookSet, Hooks, Intervention, NoHooks, SinkHooks};
 pub use registry::RegistryEntry;
 pub use sink::{AttentionBlock, AttentionSink, FullAttentionCapture, HeadConsumer};
 pub use tokenizer::{ChatMessage, Tokenizer};
@@ -54,6 +65,7 @@ pub use tokenizer::{ChatMessage, Tokenizer};
 /// A model with its tokenizer and identity.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// Its forward passes take the loading settings' [`Kernels`] ([`Model::set_kernels`] changes them).
     pub model: Model,
     pub tokenizer: Tokenizer,
     /// Short name used for cache directories (registry name, or the file/dir stem).
@@ -62,37 +74,40 @@ pub struct Loaded {
     pub weights_hash: String,
     /// Where the weights were read from.
     pub source: String,
+    /// The settings it was loaded with: analyses of it follow them (the memory check, the cache's
+    /// strictness).
+    pub settings: Settings,
 }
 
 impl Model {
     /// Load a model from a GGUF file, an HF model directory, an HF hub id present in the local
-    /// cache (`org/name`), or a registry name (`smollm2-135m`, `qwen-15b`, ...).
+    /// cache (`org/name`), or a registry name (`smollm2-135m`, `qwen-15b`, ...; under
+    /// [`Settings::models_dir`]), on [`Settings::device`].
     ///
-    /// Weights are kept as stored on the CPU ([`stored::default_precision`]); the weight memory
-    /// this will take is checked against the memory available before anything is read.
-    pub fn load(spec: &str, device: &Device) -> Result<Loaded> {
-        Self::load_with(spec, device, stored::default_precision()?)
+    /// Weights are held at [`Settings::weights`] (on the CPU; a GPU gets f32); unless
+    /// [`Settings::memory_check`] is off, the weight memory this will take is checked against the
+    /// memory available before anything is read. The model's forward passes take
+    /// [`Settings::kernels`].
+    pub fn load(spec: &str, settings: &Settings) -> Result<Loaded> {
+        let (path, name, entry) = resolve(spec, settings)?;
+        load_path(&path, &name, entry, settings)
     }
 
-    /// [`Model::load`] at a chosen precision.
-    pub fn load_with(spec: &str, device: &Device, precision: WeightPrecision) -> Result<Loaded> {
-        let (path, name, entry) = resolve(spec)?;
-        load_path(&path, &name, entry, device, precision)
-    }
-
-    /// Load only the weights (for checkpoints without a tokenizer, e.g. test models fed ids).
-    pub fn load_without_tokenizer(spec: &str, device: &Device) -> Result<Model> {
-        let (path, _, _) = resolve(spec)?;
-        let precision = stored::default_precision()?;
-        let checkpoint = read_checkpoint(&path, precision, device)?;
-        Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.kept, precision, device)
-            .map_err(|e| Error::format(&path, e.to_string()))
+    /// Load only the weights (for checkpoints without a tokenizer, e.g. test models fed ids), as
+    /// [`Model::load`] does.
+    pub fn load_without_tokenizer(spec: &str, settings: &Settings) -> Result<Model> {
+        let (path, _, _) = resolve(spec, settings)?;
+        let (checkpoint, precision) = read_checkpoint(&path, settings)?;
+        let mut model = Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.kept, precision, &settings.device)
+            .map_err(|e| Error::format(&path, e.to_string()))?;
+        model.set_kernels(settings.kernels);
+        Ok(model)
     }
 }
 
 /// Only the tokenizer of a model spec (a GGUF's header, or `tokenizer.json`): no weights read.
-pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
-    let (path, _, entry) = resolve(spec)?;
+pub fn load_tokenizer(spec: &str, settings: &Settings) -> Result<Tokenizer> {
+    let (path, _, entry) = resolve(spec, settings)?;
     let mut tokenizer = if path.is_dir() {
         Tokenizer::from_file(&path.join("tokenizer.json"))?
     } else {
@@ -107,14 +122,15 @@ pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-/// Where a model spec points: (path of the GGUF file or HF dir, cache name, registry entry).
-pub fn resolve(spec: &str) -> Result<(std::path::PathBuf, String, Option<&'static RegistryEntry>)> {
+/// Where a model spec points: (path of the GGUF file or HF dir, cache name, registry entry). A
+/// registry name is looked for under [`Settings::models_dir`], then in the HF hub cache.
+pub fn resolve(spec: &str, settings: &Settings) -> Result<(std::path::PathBuf, String, Option<&'static RegistryEntry>)> {
     let path = Path::new(spec);
     if path.is_file() || path.is_dir() {
         return Ok((path.to_path_buf(), stem(path), None));
     }
     if let Some(entry) = registry::lookup(spec) {
-        let local = registry::models_dir().join(entry.name);
+        let local = settings.models_dir.join(entry.name);
         if let Some(found) = find_local(&local) {
             return Ok((found, entry.name.to_string(), Some(entry)));
         }
@@ -182,27 +198,25 @@ fn find_local(dir: &Path) -> Option<std::path::PathBuf> {
     ggufs.into_iter().next()
 }
 
-fn read_checkpoint(path: &Path, precision: WeightPrecision, device: &Device) -> Result<weights::Checkpoint> {
-    memory::check_weights_fit(path, precision, device)?;
-    // Weights stay as stored only on the CPU; a GPU gets f32 at load.
-    let precision = if device.is_cpu() { precision } else { WeightPrecision::F32 };
-    if path.is_dir() {
-        weights::load_hf_dir_with(path, precision)
-    } else if path.extension().is_some_and(|x| x == "gguf") {
-        weights::load_gguf_with(path, precision)
-    } else {
-        Err(Error::format(path, "expected a .gguf file or an HF model directory"))
+/// The checkpoint at `path` read as `settings` ask, and the precision its matrices are held at.
+fn read_checkpoint(path: &Path, settings: &Settings) -> Result<(weights::Checkpoint, WeightPrecision)> {
+    if settings.memory_check {
+        memory::check_weights_fit(path, settings.weights, &settings.device)?;
     }
+    // Weights stay as stored only on the CPU; a GPU gets f32 at load.
+    let precision = if settings.device.is_cpu() { settings.weights } else { WeightPrecision::F32 };
+    let checkpoint = if path.is_dir() {
+        weights::load_hf_dir_with(path, precision)?
+    } else if path.extension().is_some_and(|x| x == "gguf") {
+        weights::load_gguf_with(path, precision)?
+    } else {
+        return Err(Error::format(path, "expected a .gguf file or an HF model directory"));
+    };
+    Ok((checkpoint, precision))
 }
 
-fn load_path(
-    path: &Path,
-    name: &str,
-    entry: Option<&RegistryEntry>,
-    device: &Device,
-    precision: WeightPrecision,
-) -> Result<Loaded> {
-    let checkpoint = read_checkpoint(path, precision, device)?;
+fn load_path(path: &Path, name: &str, entry: Option<&RegistryEntry>, settings: &Settings) -> Result<Loaded> {
+    let (checkpoint, precision) = read_checkpoint(path, settings)?;
     let mut tokenizer =
         checkpoint.tokenizer.ok_or_else(|| Error::format(path, "no tokenizer.json (needed to encode text)"))?;
     if let Some(e) = entry {
@@ -224,15 +238,18 @@ fn load_path(
         }
         tokenizer.set_bos(e.bos);
     }
-    let model = Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.kept, precision, device)
+    let weights_hash = weights::weights_hash(&checkpoint.files, settings.hash_memo.as_deref())?;
+    let mut model = Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.kept, precision, &settings.device)
         .map_err(|e| Error::format(path, e.to_string()))?;
+    model.set_kernels(settings.kernels);
     crate::progress::note(&format!("model {name}: weights {}", model.weight_memory()));
     Ok(Loaded {
         model,
         tokenizer,
         name: name.to_string(),
-        weights_hash: checkpoint.weights_hash,
+        weights_hash,
         source: path.display().to_string(),
+        settings: settings.clone(),
     })
 }
 
@@ -264,11 +281,6 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         _ => return Err(Error::invalid(format!("unknown device `{spec}` (cpu, cuda, cuda:N, metal or metal:N)"))),
     };
     opened.map_err(|e| Error::invalid(format!("device `{spec}`: {e}")))
-}
-
-/// [`parse_device`] under its old name, which the codi CLI and notebook still call.
-pub fn device(spec: &str) -> Result<Device> {
-    parse_device(spec)
 }
 
 /// Ask glibc's allocator to keep freed memory for reuse instead of returning it to the kernel.

@@ -54,10 +54,10 @@ pub fn available_memory() -> Option<u64> {
 }
 
 /// Refuse, before reading any weights, a model whose weights alone exceed the memory available.
-/// `THOUGHTSCOPE_SKIP_MEMORY_CHECK=1` turns the check off (e.g. under a cgroup limit lower or
-/// higher than what `/proc/meminfo` shows).
-pub fn check_weights_fit(path: &Path, precision: WeightPrecision, device: &Device) -> Result<()> {
-    if !device.is_cpu() || std::env::var_os("THOUGHTSCOPE_SKIP_MEMORY_CHECK").is_some_and(|v| v != "0") {
+/// [`Model::load`](crate::Model::load) skips it when [`Settings::memory_check`](crate::Settings::memory_check)
+/// is off (e.g. under a cgroup limit lower or higher than what `/proc/meminfo` shows).
+pub(crate) fn check_weights_fit(path: &Path, precision: WeightPrecision, device: &Device) -> Result<()> {
+    if !device.is_cpu() {
         return Ok(());
     }
     let Some(available) = available_memory() else { return Ok(()) };

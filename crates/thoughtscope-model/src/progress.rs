@@ -1,8 +1,7 @@
 //! Progress for long library loops (rollouts, forward passes, ablation runs) that reads well
 //! everywhere: an indicatif bar with rate and ETA on a terminal; one line per item in a log (stderr
 //! not a terminal); in a notebook one line per step of N % (default 10 %), never a `\r` (evcxr
-//! forwards output line by line, so a redrawn bar would pile up). `--quiet` ([`set_quiet`]) turns
-//! it all off.
+//! forwards output line by line, so a redrawn bar would pile up). Quiet turns it all off.
 //!
 //! Loops inside one item (the layers of one forward pass) use [`progress_detail`]: a second bar
 //! stacked under the item bar on a terminal (all bars share one `MultiProgress`), the notebook's
@@ -18,16 +17,15 @@
 //! bar.finish();
 //! ```
 //!
-//! The mode: `off` after [`set_quiet`]`(true)`; else `THOUGHTSCOPE_PROGRESS` = `bar`, `lines` or
-//! `off` when set; otherwise `lines` inside evcxr (`EVCXR_IS_RUNTIME=1`) or when stderr is not a
-//! terminal (CI logs), `bar` on a terminal.
-//! Lines go to stdout inside evcxr (shown as normal cell output) and to stderr elsewhere (stdout
-//! stays for data). `THOUGHTSCOPE_PROGRESS_STEP` sets the step in percent (1–100).
+//! The mode comes from the process's [`ProgressSettings`] (part of [`Settings`](crate::Settings)):
+//! `off` when quiet, `bar` or `lines` when chosen, otherwise `lines` inside evcxr or when stderr is
+//! not a terminal (CI logs), `bar` on a terminal. Lines go to stdout inside evcxr (shown as normal
+//! cell output) and to stderr elsewhere (stdout stays for data).
 //! [`Progress`] is `Clone + Send + Sync`: rayon workers can share it.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -43,81 +41,122 @@ pub enum ProgressMode {
     Off,
 }
 
-static QUIET: AtomicBool = AtomicBool::new(false);
+/// How long loops report progress; part of [`Settings`](crate::Settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressSettings {
+    /// The mode every reporter takes (`Some(Off)`: quiet); `None` picks per reporter: lines in a
+    /// notebook or when stderr is not a terminal, else a bar.
+    pub mode: Option<ProgressMode>,
+    /// Running inside evcxr: lines go to stdout, one every [`step_percent`](Self::step_percent) %.
+    pub notebook: bool,
+    /// Percent of the items between two notebook lines (1–100).
+    pub step_percent: u64,
+}
 
-/// Silence every progress reporter made from now on (the CLI's `--quiet`).
-pub fn set_quiet(quiet: bool) {
-    QUIET.store(quiet, Ordering::Relaxed);
+impl Default for ProgressSettings {
+    fn default() -> Self {
+        ProgressSettings { mode: None, notebook: false, step_percent: 10 }
+    }
+}
+
+impl ProgressSettings {
+    /// Nothing reported (the CLI's `--quiet`).
+    pub fn quiet() -> Self {
+        ProgressSettings { mode: Some(ProgressMode::Off), ..ProgressSettings::default() }
+    }
+
+    /// The mode a reporter made now takes (see the module doc).
+    pub fn mode(&self) -> ProgressMode {
+        match self.mode {
+            Some(mode) => mode,
+            None if self.notebook || !std::io::stderr().is_terminal() => ProgressMode::Lines,
+            None => ProgressMode::Bar,
+        }
+    }
+
+    /// A reporter over `total` items labelled `label`, in [`ProgressSettings::mode`].
+    pub fn progress(&self, total: u64, label: &str) -> Progress {
+        match self.mode() {
+            ProgressMode::Bar => Progress::bar(total, label),
+            ProgressMode::Lines if self.notebook => {
+                Progress::lines_to(Box::new(std::io::stdout()), total, label, self.step_percent)
+            }
+            ProgressMode::Lines => Progress::line_per_item_to(Box::new(std::io::stderr()), total, label),
+            ProgressMode::Off => Progress::hidden(),
+        }
+    }
+
+    /// A reporter for a loop inside one item of an outer [`ProgressSettings::progress`] loop (see
+    /// the module doc).
+    pub fn progress_detail(&self, total: u64, label: &str) -> Progress {
+        match self.mode() {
+            ProgressMode::Lines if !self.notebook => Progress::hidden(),
+            _ => {
+                let detail = self.progress(total, label);
+                if let Inner::Bar(bar) = &*detail.inner {
+                    bar.set_style(bar_style("  {prefix} [{bar:30}] {pos}/{len} {per_sec} (eta {eta})"));
+                }
+                Progress { inner: Arc::new(Inner::Detail(detail)) }
+            }
+        }
+    }
+
+    /// One status line (e.g. what a model load kept), where progress lines go: stdout inside
+    /// evcxr, stderr elsewhere; nothing when quiet.
+    pub fn note(&self, line: &str) {
+        match self.mode() {
+            ProgressMode::Off => {}
+            _ if self.notebook => println!("{line}"),
+            _ => eprintln!("{line}"),
+        }
+    }
+}
+
+/// The progress settings of this process. A static, unlike the rest of the settings: reporters
+/// are made deep inside library loops that take no settings (ablation runs, forward passes,
+/// rollouts), and every bar draws on the one terminal. Set only from a settings value
+/// ([`Settings::apply_process_wide`](crate::Settings::apply_process_wide)); until then from the
+/// environment ([`Settings::from_env`](crate::Settings::from_env)'s progress part), which is also
+/// what each evcxr cell sees (a cell links its own copy of every static).
+static CURRENT: RwLock<Option<ProgressSettings>> = RwLock::new(None);
+
+/// Make `settings` the process's progress settings (see [`CURRENT`]).
+pub(crate) fn configure(settings: ProgressSettings) {
+    *CURRENT.write().unwrap_or_else(|e| e.into_inner()) = Some(settings);
+}
+
+/// The process's progress settings (see [`CURRENT`]).
+pub(crate) fn current() -> ProgressSettings {
+    if let Some(settings) = *CURRENT.read().unwrap_or_else(|e| e.into_inner()) {
+        return settings;
+    }
+    let from_env = crate::settings::progress_from_env();
+    *CURRENT.write().unwrap_or_else(|e| e.into_inner()) = Some(from_env);
+    from_env
 }
 
 /// The mode [`progress`] picks here (see the module doc).
 pub fn progress_mode() -> ProgressMode {
-    if QUIET.load(Ordering::Relaxed) {
-        return ProgressMode::Off;
-    }
-    match std::env::var("THOUGHTSCOPE_PROGRESS").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-        Ok("bar") => return ProgressMode::Bar,
-        Ok("lines") | Ok("line") => return ProgressMode::Lines,
-        Ok("off") | Ok("none") | Ok("0") => return ProgressMode::Off,
-        _ => {}
-    }
-    if in_evcxr() || !std::io::stderr().is_terminal() {
-        ProgressMode::Lines
-    } else {
-        ProgressMode::Bar
-    }
+    current().mode()
 }
 
-/// One status line (e.g. what a model load kept), where progress lines go: stdout inside evcxr,
-/// stderr elsewhere; nothing when progress is off (`--quiet`, `THOUGHTSCOPE_PROGRESS=off`).
+/// [`ProgressSettings::note`] with the process's progress settings.
 pub fn note(line: &str) {
-    match progress_mode() {
-        ProgressMode::Off => {}
-        _ if in_evcxr() => println!("{line}"),
-        _ => eprintln!("{line}"),
-    }
+    current().note(line)
 }
 
-fn in_evcxr() -> bool {
-    std::env::var("EVCXR_IS_RUNTIME").is_ok_and(|v| v == "1")
-}
-
-fn default_step_percent() -> u64 {
-    std::env::var("THOUGHTSCOPE_PROGRESS_STEP")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|s| (1..=100).contains(s))
-        .unwrap_or(10)
-}
-
-/// A progress reporter over `total` items labelled `label`, in the mode [`progress_mode`] picks.
+/// A progress reporter over `total` items labelled `label`, with the process's progress settings.
 pub fn progress(total: u64, label: &str) -> Progress {
-    match progress_mode() {
-        ProgressMode::Bar => Progress::bar(total, label),
-        ProgressMode::Lines if in_evcxr() => {
-            Progress::lines_to(Box::new(std::io::stdout()), total, label, default_step_percent())
-        }
-        ProgressMode::Lines => Progress::line_per_item_to(Box::new(std::io::stderr()), total, label),
-        ProgressMode::Off => Progress { inner: Arc::new(Inner::Off) },
-    }
+    current().progress(total, label)
 }
 
-/// A reporter for a loop inside one item of an outer [`progress`] loop (see the module doc).
+/// [`ProgressSettings::progress_detail`] with the process's progress settings.
 pub fn progress_detail(total: u64, label: &str) -> Progress {
-    match progress_mode() {
-        ProgressMode::Lines if !in_evcxr() => Progress::hidden(),
-        _ => {
-            let detail = progress(total, label);
-            if let Inner::Bar(bar) = &*detail.inner {
-                bar.set_style(bar_style("  {prefix} [{bar:30}] {pos}/{len} {per_sec} (eta {eta})"));
-            }
-            Progress { inner: Arc::new(Inner::Detail(detail)) }
-        }
-    }
+    current().progress_detail(total, label)
 }
 
 /// Every bar on the terminal, so that an item bar and its detail bar stack instead of
-/// overwriting each other.
+/// overwriting each other: one per process, as the terminal is.
 fn terminal_bars() -> &'static MultiProgress {
     static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
     BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))

@@ -67,19 +67,6 @@ pub fn entries() -> &'static [RegistryEntry] {
     ENTRIES
 }
 
-/// The directory holding local model files: `$THOUGHTSCOPE_MODELS`, else `models/` under the
-/// current directory or under the workspace root (so tests and notebooks find what set-up fetched).
-pub fn models_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("THOUGHTSCOPE_MODELS") {
-        return PathBuf::from(dir);
-    }
-    let cwd = PathBuf::from("models");
-    if cwd.is_dir() {
-        return cwd;
-    }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

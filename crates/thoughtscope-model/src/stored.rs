@@ -3,7 +3,7 @@
 //! and 8 GB in bf16; a 14B model in Q8_0 is 15 GB, so converting at load decides whether the
 //! seeds' models fit on a 24 GB machine at all.
 //!
-//! Rows are converted to f32 where they are used ([`StoredMatrix::rows_f32`]), by the same
+//! Rows are converted to f32 where they are used (`StoredMatrix::rows_f32`), by the same
 //! conversion functions a load-time conversion runs (`half`'s exact widening, candle's
 //! `GgmlType::to_float` per block), and the arithmetic stays f32: results equal the
 //! dequantise-at-load path bit for bit.
@@ -33,36 +33,9 @@ pub enum WeightPrecision {
 }
 crate::named_values!(WeightPrecision, "weight precision", { Stored => "stored", F32 => "f32" });
 
-/// The precision [`Model::load`](super::Model::load) uses: set by [`set_default_precision`]
-/// (the CLI's `--weights`), else `THOUGHTSCOPE_WEIGHTS` (`stored` or `f32`), else `stored`.
-pub fn default_precision() -> Result<WeightPrecision> {
-    match DEFAULT_PRECISION.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => return Ok(WeightPrecision::Stored),
-        2 => return Ok(WeightPrecision::F32),
-        _ => {}
-    }
-    match std::env::var("THOUGHTSCOPE_WEIGHTS") {
-        Err(_) => Ok(WeightPrecision::Stored),
-        Ok(value) => value.to_ascii_lowercase().parse::<WeightPrecision>().map_err(|_| {
-            Error::invalid(format!("THOUGHTSCOPE_WEIGHTS={value}: expected `stored` or `f32`"))
-        }),
-    }
-}
-
-/// Fix the precision later loads use (overrides `THOUGHTSCOPE_WEIGHTS`).
-pub fn set_default_precision(precision: WeightPrecision) {
-    let code = match precision {
-        WeightPrecision::Stored => 1,
-        WeightPrecision::F32 => 2,
-    };
-    DEFAULT_PRECISION.store(code, std::sync::atomic::Ordering::Relaxed);
-}
-
-static DEFAULT_PRECISION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
 /// GGUF block types kept quantised. Others (Q8_1, Q8_K: llama.cpp's activation formats) are
 /// refused by name.
-pub const KEPT_GGUF_TYPES: &[GgmlDType] = &[
+pub(crate) const KEPT_GGUF_TYPES: &[GgmlDType] = &[
     GgmlDType::F16,
     GgmlDType::BF16,
     GgmlDType::Q4_0,
@@ -105,7 +78,7 @@ pub struct MappedHalf {
 impl MappedHalf {
     /// Every rank-2 bf16/f16 tensor of the safetensors `file`, by name, mapped (the header is
     /// checked: offsets inside the file, sizes matching shapes).
-    pub fn map_file(file: &std::path::Path) -> Result<std::collections::HashMap<String, Arc<MappedHalf>>> {
+    pub(crate) fn map_file(file: &std::path::Path) -> Result<std::collections::HashMap<String, Arc<MappedHalf>>> {
         let handle = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
         // SAFETY: the map is read-only; a file truncated or rewritten while mapped is the same
         // hazard candle's own loader (which maps too) accepts.
@@ -160,7 +133,7 @@ impl StoredMatrix {
     }
 
     /// The stored element type: `f32`, `bf16`, `f16`, `q4_1`, `q8_0`, `q4_k`, ...
-    pub fn dtype_name(&self) -> String {
+    pub(crate) fn dtype_name(&self) -> String {
         match self {
             StoredMatrix::F32(_) => "f32".into(),
             StoredMatrix::Half(t) => t.dtype().as_str().into(),
@@ -179,7 +152,7 @@ impl StoredMatrix {
     }
 
     /// Whether both share one storage (a tied LM head).
-    pub fn shares_storage_with(&self, other: &StoredMatrix) -> bool {
+    pub(crate) fn shares_storage_with(&self, other: &StoredMatrix) -> bool {
         match (self, other) {
             (StoredMatrix::F32(a), StoredMatrix::F32(b)) | (StoredMatrix::Half(a), StoredMatrix::Half(b)) => a.id() == b.id(),
             (StoredMatrix::Quantized(a), StoredMatrix::Quantized(b)) => Arc::ptr_eq(a, b),
@@ -189,7 +162,7 @@ impl StoredMatrix {
     }
 
     /// The f32 tensor when the matrix is stored in f32.
-    pub fn as_f32(&self) -> Option<&Tensor> {
+    pub(crate) fn as_f32(&self) -> Option<&Tensor> {
         match self {
             StoredMatrix::F32(t) => Some(t),
             _ => None,
@@ -197,7 +170,7 @@ impl StoredMatrix {
     }
 
     /// Rows `rows` converted to f32 into `out` (`rows.len() × in`, row-major).
-    pub fn rows_f32(&self, rows: Range<usize>, out: &mut [f32]) -> Result<()> {
+    pub(crate) fn rows_f32(&self, rows: Range<usize>, out: &mut [f32]) -> Result<()> {
         let (n_out, n_in) = self.dims();
         if rows.end > n_out || out.len() != rows.len() * n_in {
             return Err(Error::invalid(format!(
@@ -302,7 +275,7 @@ fn dequantize_blocks(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> Result<
 }
 
 /// llama.cpp's lower-case name of a GGUF type (`q4_k`, `q8_0`, `bf16`).
-pub fn ggml_name(dtype: GgmlDType) -> String {
+pub(crate) fn ggml_name(dtype: GgmlDType) -> String {
     let name = format!("{dtype:?}").to_ascii_lowercase();
     match name.strip_suffix('k') {
         Some(stem) if stem.starts_with('q') && !stem.ends_with('_') => format!("{stem}_k"),
@@ -312,7 +285,7 @@ pub fn ggml_name(dtype: GgmlDType) -> String {
 
 /// Reorder the rows of a quantised matrix (`order[i]` = the source row of row `i`), moving whole
 /// rows of blocks: used to undo llama.cpp's Q/K permutation without dequantising.
-pub fn permute_quantized_rows(q: &QTensor, order: &[usize]) -> Result<QTensor> {
+pub(crate) fn permute_quantized_rows(q: &QTensor, order: &[usize]) -> Result<QTensor> {
     let dims = q.shape().dims().to_vec();
     let (n_out, n_in) = (dims[0], dims[1]);
     if order.len() != n_out {

@@ -28,13 +28,13 @@ pub struct Checkpoint {
     /// otherwise.
     pub kept: HashMap<String, StoredMatrix>,
     pub tokenizer: Option<Tokenizer>,
-    /// Content hash of the weight files (see [`weights_hash`]).
-    pub weights_hash: String,
+    /// The files the weights were read from, in order (what [`weights_hash`] hashes).
+    pub files: Vec<PathBuf>,
 }
 
 /// Files holding the weights of an HF model directory: the index's shards, `model.safetensors`,
 /// or every `*.safetensors` file.
-pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
@@ -120,7 +120,7 @@ pub fn load_hf_dir_with(dir: &Path, precision: WeightPrecision) -> Result<Checkp
     }
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = if tokenizer_path.exists() { Some(Tokenizer::from_file(&tokenizer_path)?) } else { None };
-    Ok(Checkpoint { config, tensors, kept, tokenizer, weights_hash: weights_hash(&files)? })
+    Ok(Checkpoint { config, tensors, kept, tokenizer, files })
 }
 
 /// Resolve an HF hub id (`org/name`) to its snapshot directory in the local hub cache
@@ -310,7 +310,7 @@ pub fn load_gguf_with(path: &Path, precision: WeightPrecision) -> Result<Checkpo
         tensors,
         kept,
         tokenizer: Some(tokenizer),
-        weights_hash: weights_hash(&[path.to_path_buf()])?,
+        files: vec![path.to_path_buf()],
     })
 }
 
@@ -426,15 +426,11 @@ fn check_tensor_info(path: &Path, name: &str, info: &gguf_file::TensorInfo) -> R
 /// Content hash of weight files: xxh3-128 over each file's size and every byte, combined in
 /// order; 32 hex digits. It is part of every cache key, so it reads whole files: a hash of
 /// sampled windows let two GGUFs differing elsewhere share cache entries. Each file's hash is
-/// remembered in a small memo ([`hash_memo_path`]) keyed by canonical path, size, mtime, inode
-/// and ctime, so a repeat run reads nothing again. The ctime is the one a user cannot set: a file
-/// edited in place with its size and mtime restored still misses the memo.
-pub fn weights_hash(files: &[PathBuf]) -> Result<String> {
-    weights_hash_with_memo(files, hash_memo_path().as_deref())
-}
-
-/// [`weights_hash`] with the memo at `memo` (`None`: no memo, every file read).
-pub fn weights_hash_with_memo(files: &[PathBuf], memo: Option<&Path>) -> Result<String> {
+/// remembered in a small memo at `memo` ([`Settings::hash_memo`](crate::Settings::hash_memo);
+/// `None`: no memo, every file read) keyed by canonical path, size, mtime, inode and ctime, so a
+/// repeat run reads nothing again. The ctime is the one a user cannot set: a file edited in place
+/// with its size and mtime restored still misses the memo.
+pub fn weights_hash(files: &[PathBuf], memo: Option<&Path>) -> Result<String> {
     let mut remembered = memo.map(read_memo).unwrap_or_default();
     let mut learned = Vec::new();
     let mut combined = xxhash_rust::xxh3::Xxh3Default::new();
@@ -466,19 +462,6 @@ pub fn weights_hash_with_memo(files: &[PathBuf], memo: Option<&Path>) -> Result<
         let _ = crate::io::write_json(memo, &remembered);
     }
     Ok(format!("{:032x}", combined.digest128()))
-}
-
-/// Where [`weights_hash`] remembers file hashes: `$THOUGHTSCOPE_HASH_MEMO` (`off`: nowhere), else
-/// `weights-hash.json` in `$XDG_CACHE_HOME/thoughtscope` or `~/.cache/thoughtscope`.
-pub fn hash_memo_path() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("THOUGHTSCOPE_HASH_MEMO") {
-        return (!path.is_empty() && path != "off").then(|| PathBuf::from(path));
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|home| PathBuf::from(home).join(".cache")))?;
-    Some(cache.join("thoughtscope").join("weights-hash.json"))
 }
 
 /// `xxh3-128:<32 hex digits>` of a whole file, read in 8 MiB pieces.
@@ -579,10 +562,10 @@ mod tests {
         std::fs::write(&a, &bytes).unwrap();
         bytes[(1 << 20) + (100 << 10)] ^= 1;
         std::fs::write(&b, &bytes).unwrap();
-        let hash_a = weights_hash_with_memo(std::slice::from_ref(&a), Some(&memo)).unwrap();
-        let hash_b = weights_hash_with_memo(std::slice::from_ref(&b), Some(&memo)).unwrap();
+        let hash_a = weights_hash(std::slice::from_ref(&a), Some(&memo)).unwrap();
+        let hash_b = weights_hash(std::slice::from_ref(&b), Some(&memo)).unwrap();
         assert_ne!(hash_a, hash_b, "files differing in one byte share a hash");
-        assert_eq!(hash_a, weights_hash_with_memo(std::slice::from_ref(&a), None).unwrap(), "memo and no memo agree");
+        assert_eq!(hash_a, weights_hash(std::slice::from_ref(&a), None).unwrap(), "memo and no memo agree");
         assert_eq!(hash_a.len(), 32);
 
         // The memo records both files; a repeat run takes the hash from it (shown by editing it).
@@ -593,18 +576,18 @@ mod tests {
         assert_eq!(json["files"][&canonical]["size"], size);
         json["files"][&canonical]["hash"] = "xxh3-128:remembered".into();
         std::fs::write(&memo, json.to_string()).unwrap();
-        let remembered = weights_hash_with_memo(std::slice::from_ref(&a), Some(&memo)).unwrap();
+        let remembered = weights_hash(std::slice::from_ref(&a), Some(&memo)).unwrap();
         assert_ne!(remembered, hash_a, "the memo was not used");
 
         // A changed mtime (same size, same inode) is a new file: hashed again.
         let file = std::fs::File::options().write(true).open(&a).unwrap();
         file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
         drop(file);
-        assert_eq!(weights_hash_with_memo(std::slice::from_ref(&a), Some(&memo)).unwrap(), hash_a);
+        assert_eq!(weights_hash(std::slice::from_ref(&a), Some(&memo)).unwrap(), hash_a);
 
         // A damaged memo is ignored and rewritten.
         std::fs::write(&memo, "{ not json").unwrap();
-        assert_eq!(weights_hash_with_memo(std::slice::from_ref(&b), Some(&memo)).unwrap(), hash_b);
+        assert_eq!(weights_hash(std::slice::from_ref(&b), Some(&memo)).unwrap(), hash_b);
         assert!(std::fs::read_to_string(&memo).unwrap().contains("xxh3-128:"));
     }
 

@@ -16,6 +16,27 @@
 //! - [`chat`]: chat templates (Jinja) rendered for a model's tokenizer.
 //! - [`progress`]: the one progress reporter every long loop uses (bars, log lines, notebook
 //!   lines); it lives in the model crate, which reports loading through it too.
+//!
+//! A run's settings (device, weight precision, CPU kernels, progress, model folder) are one
+//! value, [`model::Settings`]: the binary and the notebooks build it from the environment
+//! ([`model::Settings::from_env`], the one place the libraries read it; see its table) and pass it
+//! down. Loading a model, then one analysis of one text:
+//!
+//! ```no_run
+//! use thoughtscope::attention::{sentence_attention, BoundaryMode, Sentences};
+//! use thoughtscope::model::{Model, Settings};
+//! use thoughtscope::scores::{vertical_scores, VerticalOptions};
+//!
+//! let settings = Settings::from_env()?;
+//! let loaded = Model::load("smollm2-135m", &settings)?;
+//! let sentences = Sentences::from_full_cot("First, 3 + 4 = 7. Then 7 × 2 = 14. So the answer is 14.")?;
+//! // [layers, heads, N, N] sentence-averaged attention from one forward pass.
+//! let (attention, _bounds) = sentence_attention(&loaded, &sentences, BoundaryMode::Prefix)?;
+//! // How much attention each sentence receives from later ones, under layer 0, head 0.
+//! let scores = vertical_scores(attention.matrix(0, 0), attention.n(), &VerticalOptions::default())?;
+//! println!("{:?}", scores.values);
+//! # Ok::<(), thoughtscope::Error>(())
+//! ```
 
 pub mod analysis;
 pub mod attention;

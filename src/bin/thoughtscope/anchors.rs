@@ -7,6 +7,7 @@ use clap::Args;
 use thoughtscope::analysis::anchors::{run_anchors, AnchorsConfig};
 use thoughtscope::attention::{BoundaryMode, SentenceMode};
 use thoughtscope::scores::{ReceiverOptions, VerticalOptions};
+use thoughtscope::model::Settings;
 use thoughtscope::Result;
 
 use crate::DeviceArg;
@@ -54,7 +55,7 @@ pub struct AnchorsArgs {
     pub device: DeviceArg,
 }
 
-pub fn run(args: AnchorsArgs) -> Result<()> {
+pub fn run(args: AnchorsArgs, settings: &Settings) -> Result<()> {
     let config = AnchorsConfig {
         traces: args.traces,
         model: args.model,
@@ -72,7 +73,7 @@ pub fn run(args: AnchorsArgs) -> Result<()> {
         seed: args.seed,
         top_sentences: args.top_sentences,
         out: args.out,
-        device: args.device.device()?,
+        settings: args.device.settings(settings)?,
         ..AnchorsConfig::default()
     };
     let result = run_anchors(&config)?;

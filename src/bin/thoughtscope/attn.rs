@@ -9,7 +9,7 @@ use thoughtscope::attention::{
     cached_sentence_attention, AttentionSource, AttnCache, BoundaryMode, CacheLayout, CacheOutcome, SentenceMode, Sentences,
 };
 use thoughtscope::io::shard::ShardRun;
-use thoughtscope::model::Model;
+use thoughtscope::model::{Model, Settings};
 use thoughtscope::progress::progress;
 use thoughtscope::rollout::{find_problem_dirs, Rollout};
 use thoughtscope::{Error, Result};
@@ -55,19 +55,18 @@ pub fn problem_sentences(dir: &std::path::Path, mode: SentenceMode) -> Result<th
 }
 
 /// Compute (or find in the cache) the sentence attention and print a line or a JSON summary.
-pub fn run(args: AttnArgs) -> Result<()> {
+pub fn run(args: AttnArgs, settings: &Settings) -> Result<()> {
     // A bad --device is named before anything is read.
-    args.device.device()?;
+    let settings = args.device.settings(settings)?;
     thoughtscope::io::check_folder_or_absent(&args.cache_dir)?;
     let shard = args.shard.resolve()?;
     if shard.is_some() || !args.problem_dir.join("base_solution.json").is_file() {
-        return run_many(args, shard);
+        return run_many(args, shard, settings);
     }
-    let device = args.device.device()?;
     let sentences = problem_sentences(&args.problem_dir, args.mode)?;
-    let loaded = Model::load(&args.model, &device)?;
+    let loaded = Model::load(&args.model, &settings)?;
     let started = Instant::now();
-    let cache = AttnCache::new(&args.cache_dir);
+    let cache = AttnCache::new(&args.cache_dir).strict(settings.strict_cache);
     let (attention, outcome, dir) = cached_sentence_attention(&cache, &loaded, &sentences, args.boundaries, args.layout)?;
     if args.json {
         let summary = serde_json::json!({
@@ -102,7 +101,7 @@ pub fn run(args: AttnArgs) -> Result<()> {
 
 /// Every problem directory below `args.problem_dir` (this shard's, when sharded) into the cache,
 /// the model loaded on the first miss; one line per problem computed, then the shard's line.
-fn run_many(args: AttnArgs, shard: Option<thoughtscope::io::shard::Shard>) -> Result<()> {
+fn run_many(args: AttnArgs, shard: Option<thoughtscope::io::shard::Shard>, settings: Settings) -> Result<()> {
     let dirs = find_problem_dirs(&args.problem_dir)?;
     if dirs.is_empty() {
         return Err(Error::format(&args.problem_dir, "no problem directory (one holding base_solution.json) at or below it"));
@@ -115,7 +114,7 @@ fn run_many(args: AttnArgs, shard: Option<thoughtscope::io::shard::Shard>) -> Re
         None => problems,
     };
     let mut source =
-        AttentionSource::new(&args.model, &args.cache_dir, args.boundaries).with_layout(args.layout).on_device(args.device.device()?);
+        AttentionSource::new(&args.model, &args.cache_dir, args.boundaries).with_layout(args.layout).with_settings(settings);
     let mut run = ShardRun { shard, total, taken: mine.len(), ..ShardRun::default() };
     let mut items = Vec::new();
     let bar = progress(mine.len() as u64, "problems");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use thoughtscope::analysis::bench::{bench_analysis, BenchOptions};
 use thoughtscope::analysis::bench_forward::{bench_forward, bench_forward_once, BenchForwardOptions, RandomWeights};
+use thoughtscope::model::Settings;
 use thoughtscope::{Error, Result};
 
 use crate::DeviceArg;
@@ -81,7 +82,9 @@ pub struct BenchForwardArgs {
 }
 
 impl BenchForwardArgs {
-    fn options(&self) -> Result<BenchForwardOptions> {
+    fn options(&self, settings: &Settings) -> Result<BenchForwardOptions> {
+        let mut settings = self.device.settings(settings)?;
+        settings.kernels.phase_timing = !self.no_phases;
         Ok(BenchForwardOptions {
             trace: self.trace.clone(),
             model: self.model.clone(),
@@ -89,17 +92,16 @@ impl BenchForwardArgs {
             export_inputs: self.export_inputs.clone(),
             reference: self.reference.clone(),
             repeat: self.repeat,
-            device: self.device.device()?,
-            phases: !self.no_phases,
+            settings,
             random: self.config.as_ref().map(|config| RandomWeights { config: config.clone(), dtype: self.weights_dtype, seed: self.seed }),
         })
     }
 }
 
-pub fn run(command: BenchCommand) -> Result<()> {
+pub fn run(command: BenchCommand, settings: &Settings) -> Result<()> {
     match command {
         BenchCommand::Forward(args) => {
-            let options = args.options()?;
+            let options = args.options(settings)?;
             if let Some(tokens) = args.single {
                 outln!("{}", bench_forward_once(&options, tokens)?);
                 return Ok(());
@@ -151,7 +153,8 @@ fn run_child(args: &BenchForwardArgs, tokens: usize) -> Result<serde_json::Value
 /// by default (2²⁸ cycles) its workers were still spinning then, holding one of the two cores:
 /// our kernels measured about half their rate in some runs (223 against 390 GFLOP/s).
 fn openblas_thread_timeout() -> Option<&'static str> {
-    (thoughtscope::model::cpu::blas::available().is_ok() && std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none()).then_some("4")
+    (thoughtscope::model::cpu::blas::available().is_ok() && thoughtscope::model::settings::lookups::var("OPENBLAS_THREAD_TIMEOUT").is_none())
+        .then_some("4")
 }
 
 /// OpenBLAS's kernels for the timed runs, where our choice must be made before it loads: its

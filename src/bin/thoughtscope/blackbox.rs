@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use thoughtscope::analysis::blackbox::{run_blackbox, BlackboxConfig, COUNTERFACTUAL};
+use thoughtscope::model::Settings;
 use thoughtscope::Result;
 
 /// `thoughtscope blackbox <problem_dir>`.
@@ -46,8 +47,9 @@ pub struct BlackboxArgs {
     pub out: PathBuf,
 }
 
-pub fn run(args: BlackboxArgs) -> Result<()> {
+pub fn run(args: BlackboxArgs, settings: &Settings) -> Result<()> {
     let mut config = BlackboxConfig::new(args.problem_dir, args.importance, args.out);
+    config.settings = settings.clone();
     config.field = args.field;
     config.model = args.model;
     config.heads_from = args.heads_from;

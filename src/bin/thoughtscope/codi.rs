@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use candle_core::Device;
 use clap::{Args, Subcommand};
 
 use thoughtscope::codi::latent::answer::AnswerParser;
@@ -19,6 +18,7 @@ use thoughtscope::codi::seed::ablation::{run_ablation, AblationMode, AblationOpt
 use thoughtscope::codi::seed::analyze::{analyze, write_comparison, AnalyzeOptions, ImportanceRule};
 use thoughtscope::codi::seed::eot_attention::{run_attention, scale_layers, AttentionOptions, KeySelection};
 use thoughtscope::codi::seed::variant::Variant;
+use thoughtscope::model::Settings;
 use thoughtscope::{Error, Result};
 
 // The experiment's next steps: their arguments and handlers, in `cli/next_steps.rs`.
@@ -186,18 +186,15 @@ impl ModelArgs {
         o.logit_slice = self.logit_slice;
         o
     }
-    fn device(&self) -> Result<Device> {
-        self.device.device()
-    }
-    fn load_model(&self) -> Result<CodiModel> {
-        let (codi, _) = self.checkpoint.spec().load(&self.device()?)?;
+    fn load_model(&self, settings: &Settings) -> Result<CodiModel> {
+        let (codi, _) = self.checkpoint.spec().load(&self.device.settings(settings)?)?;
         if let Some(note) = codi.provenance_note() {
             eprintln!("warning: {note}");
         }
         Ok(codi)
     }
     /// The model and the problems: `--dataset`, else the experiment folder's dataset file.
-    fn load_in(&self, experiment: &ExperimentArgs, variant: Variant) -> Result<(CodiModel, Vec<Problem>, ExperimentLayout)> {
+    fn load_in(&self, experiment: &ExperimentArgs, variant: Variant, settings: &Settings) -> Result<(CodiModel, Vec<Problem>, ExperimentLayout)> {
         let seed_layout = experiment.layout(variant, 100);
         let dataset = self.dataset.clone().unwrap_or_else(|| seed_layout.dataset());
         let problems = load_problems(&dataset).map_err(|e| match e {
@@ -209,7 +206,7 @@ impl ModelArgs {
             other => other,
         })?;
         let layout = experiment.layout(variant, problems.len());
-        Ok((self.load_model()?, problems, layout))
+        Ok((self.load_model(settings)?, problems, layout))
     }
 }
 
@@ -356,7 +353,7 @@ fn variant_of(mode: AblationMode) -> Variant {
 }
 
 /// Run one `codi` subcommand.
-pub fn run(command: CodiCommand) -> Result<()> {
+pub fn run(command: CodiCommand, settings: &Settings) -> Result<()> {
     match command {
         CodiCommand::MakeModel(a) => {
             let options = MakeModelOptions {
@@ -366,7 +363,7 @@ pub fn run(command: CodiCommand) -> Result<()> {
                 lora_alpha: a.lora_alpha,
                 base_bf16: !a.f32_base,
             };
-            let file = make_model(&options, &a.out)?;
+            let file = make_model(&options, &a.out, settings)?;
             outln!("wrote {} (NOT A CODI MODEL: seeded random LoRA/projection on {})", file.display(), options.base);
         }
         CodiCommand::Problems(a) => {
@@ -385,7 +382,7 @@ pub fn run(command: CodiCommand) -> Result<()> {
             }
         }
         CodiCommand::Ablate(a) => {
-            let (codi, problems, layout) = a.model.load_in(&a.experiment, variant_of(a.hook.mode))?;
+            let (codi, problems, layout) = a.model.load_in(&a.experiment, variant_of(a.hook.mode), settings)?;
             let mut options = a.hook.options(a.model.loop_options(), &codi);
             options.continuous = !a.no_continuous;
             if let Some(shard) = a.shard.resolve()? {
@@ -416,7 +413,7 @@ pub fn run(command: CodiCommand) -> Result<()> {
                 KeySelection::Faithful => Variant::Faithful,
                 KeySelection::Corrected => Variant::Corrected,
             };
-            let (codi, problems, layout) = a.model.load_in(&a.experiment, variant)?;
+            let (codi, problems, layout) = a.model.load_in(&a.experiment, variant, settings)?;
             let options = AttentionOptions {
                 loop_options: a.model.loop_options(),
                 layers: scale_layers(&a.layers, codi.model.num_layers()),
@@ -467,7 +464,7 @@ pub fn run(command: CodiCommand) -> Result<()> {
             options.patch_prompt = !a.no_patch_prompt;
             options.importance = a.importance;
             options.static_images = !a.html_only;
-            let report = run_all(&options, &a.device.device()?)?;
+            let report = run_all(&options, &a.device.settings(settings)?)?;
             for note in &report.notes {
                 outln!("{note}");
             }
@@ -476,9 +473,9 @@ pub fn run(command: CodiCommand) -> Result<()> {
             }
             outln!("total {:.1} s; see {}", report.total_s, a.out.join("README.md").display());
         }
-        CodiCommand::Compose(a) => next_steps::compose(a)?,
-        CodiCommand::Routing(a) => next_steps::routing(a)?,
-        CodiCommand::Decompose(a) => next_steps::decompose(a)?,
+        CodiCommand::Compose(a) => next_steps::compose(a, settings)?,
+        CodiCommand::Routing(a) => next_steps::routing(a, settings)?,
+        CodiCommand::Decompose(a) => next_steps::decompose(a, settings)?,
     }
     Ok(())
 }

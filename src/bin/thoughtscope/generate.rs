@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use thoughtscope::model::Model;
+use thoughtscope::model::{Model, Settings};
 use thoughtscope::progress::progress;
 use thoughtscope::rollout::generate::{generate_rollouts, read_problems, BoxedPick, FinalChunk, GenerateConfig};
 use thoughtscope::rollout::labeller::{Labeller, LlmConfig, LlmLabeller};
@@ -95,8 +95,8 @@ pub struct GenerateArgs {
 }
 
 /// Generate with a progress bar on stderr; print one line per rollout, then a total.
-pub fn run(args: GenerateArgs) -> Result<()> {
-    let device = args.device.device()?;
+pub fn run(args: GenerateArgs, settings: &Settings) -> Result<()> {
+    let settings = args.device.settings(settings)?;
     thoughtscope::io::check_folder_or_absent(&args.out)?;
     let all_problems = read_problems(&args.problems)?;
     let shard = args.shard.resolve()?;
@@ -141,7 +141,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         })),
         _ => Box::new(RuleTagger::default()),
     };
-    let loaded = Model::load(&args.model, &device)?;
+    let loaded = Model::load(&args.model, &settings)?;
     let bar = progress((problems.len() * config.samples) as u64, "rollouts");
     let made = generate_rollouts(&loaded, &args.model, &problems, &config, labeller.as_ref(), &args.out, &mut |r| {
         bar.set_message(format!("{} {} chunks", r.dir.display(), r.chunks));

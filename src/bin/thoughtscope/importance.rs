@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use thoughtscope::analysis::importance::{run_importance, Corrections, ImportanceConfig, ImportanceOptions, KlMode};
+use thoughtscope::model::Settings;
 use thoughtscope::Result;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -48,7 +49,7 @@ pub struct ImportanceArgs {
     pub batch_size: usize,
 }
 
-pub fn run(args: ImportanceArgs) -> Result<()> {
+pub fn run(args: ImportanceArgs, settings: &Settings) -> Result<()> {
     let config = ImportanceConfig {
         rollouts_dir: args.rollouts,
         forced_dir: args.forced,
@@ -63,6 +64,7 @@ pub fn run(args: ImportanceArgs) -> Result<()> {
         },
         embedder_dir: args.embedder,
         batch_size: args.batch_size,
+        settings: settings.clone(),
         ..ImportanceConfig::new(args.problem_dir, args.out)
     };
     let report = run_importance(&config)?;

@@ -2,6 +2,10 @@
 //! one library call's options, then prints what the call returns; errors are printed here, on one
 //! line. Results go to stdout through [`outln!`], never `println!`, so that a reader that stops
 //! early (`| head`) ends the command quietly instead of making it panic.
+//!
+//! The run's [`Settings`] are built once, in [`main`]: from the environment
+//! ([`Settings::from_env`]), then `--quiet`; each command that runs a model adds its `--device`
+//! and `--weights` ([`DeviceArg::settings`]) and passes them down.
 
 /// `println!` for the command's results. When stdout's reader has gone (`thoughtscope segment …
 /// --json | head -1`), the write fails with `BrokenPipe` and the process ends at once with
@@ -34,6 +38,7 @@ use std::process::ExitCode;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use thoughtscope::model::names::NamedValues;
+use thoughtscope::model::{ProgressSettings, Settings};
 
 #[derive(Debug, Parser)]
 #[command(name = "thoughtscope", version, about = "Sentence-level attention and continuous-thought analysis of reasoning traces")]
@@ -126,13 +131,26 @@ impl ShardArg {
 }
 
 impl DeviceArg {
-    /// The device; also fixes the weight precision of the loads that follow.
-    fn device(&self) -> thoughtscope::Result<candle_core::Device> {
-        if let Some(precision) = self.weights {
-            thoughtscope::model::stored::set_default_precision(precision);
-        }
-        Ok(thoughtscope::model::parse_device(&self.device)?)
+    /// `settings` on this device, with this weight precision when one is given (else the
+    /// environment's, already in `settings`). A bad device is an error naming it.
+    fn settings(&self, settings: &Settings) -> thoughtscope::Result<Settings> {
+        Ok(Settings {
+            device: thoughtscope::model::parse_device(&self.device)?,
+            weights: self.weights.unwrap_or(settings.weights),
+            ..settings.clone()
+        })
     }
+}
+
+/// The settings every command starts from: the environment's, quiet with `--quiet`; their
+/// process-wide parts (progress, the kernels' instruction set) made current.
+fn settings(quiet: bool) -> thoughtscope::Result<Settings> {
+    let mut settings = Settings::from_env()?;
+    if quiet {
+        settings.progress = ProgressSettings::quiet();
+    }
+    settings.apply_process_wide()?;
+    Ok(settings)
 }
 
 /// One line on stdout for [`outln!`].
@@ -151,26 +169,25 @@ fn main() -> ExitCode {
     thoughtscope::model::reuse_freed_memory();
     thoughtscope::model::main_thread_in_pool();
     let cli = Cli::parse();
-    thoughtscope::notebook::set_quiet(cli.quiet);
-    let result = match cli.command {
+    let result = settings(cli.quiet).and_then(|settings| match cli.command {
         Command::Segment(args) => analysis::segment(args),
         Command::VerticalScores(args) => analysis::vertical_scores(args),
         Command::ReceiverHeads(args) => analysis::receiver_heads(args),
-        Command::Attn(args) => attn::run(args),
-        Command::Suppress(args) => suppress::run(args),
-        Command::Anchors(args) => anchors::run(args),
+        Command::Attn(args) => attn::run(args, &settings),
+        Command::Suppress(args) => suppress::run(args, &settings),
+        Command::Anchors(args) => anchors::run(args, &settings),
         Command::Explore(args) => explore::run(args),
-        Command::Va(args) => va::run(args),
-        Command::Bench(command) => bench::run(command),
+        Command::Va(args) => va::run(args, &settings),
+        Command::Bench(command) => bench::run(command, &settings),
         Command::Cache(command) => cache::run(command),
-        Command::Generate(args) => generate::run(args),
-        Command::Importance(args) => importance::run(args),
-        Command::Blackbox(args) => blackbox::run(args),
-        Command::Resample(args) => resample::run(args),
-        Command::Codi(command) => codi::run(command),
+        Command::Generate(args) => generate::run(args, &settings),
+        Command::Importance(args) => importance::run(args, &settings),
+        Command::Blackbox(args) => blackbox::run(args, &settings),
+        Command::Resample(args) => resample::run(args, &settings),
+        Command::Codi(command) => codi::run(command, &settings),
         Command::Notebook(command) => notebook::run(command),
         Command::Report(command) => report::run(command),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

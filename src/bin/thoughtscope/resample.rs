@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use thoughtscope::model::Model;
+use thoughtscope::model::settings::lookups;
+use thoughtscope::model::{Model, Settings};
 use thoughtscope::rollout::resample::{
     parse_chunk_list, resample_problem, DecodeSettings, LocalProvider, OpenAiConfig, OpenAiProvider, ResampleConfig,
     RolloutType,
@@ -92,8 +93,8 @@ pub struct ResampleArgs {
 }
 
 /// Resample with a progress bar on stderr; print one line per chunk, then the totals.
-pub fn run(args: ResampleArgs) -> Result<()> {
-    let device = args.device.device()?;
+pub fn run(args: ResampleArgs, settings: &Settings) -> Result<()> {
+    let settings = args.device.settings(settings)?;
     let config = ResampleConfig {
         mode: args.mode.parse()?,
         rollout_type: if args.forced_answer { RolloutType::ForcedAnswer } else { RolloutType::Default },
@@ -107,7 +108,7 @@ pub fn run(args: ResampleArgs) -> Result<()> {
         "openai" => {
             let base_url = args.base_url.clone().ok_or_else(|| Error::invalid("--provider openai needs --base-url"))?;
             let api_key = match &args.api_key_env {
-                Some(var) => Some(std::env::var(var).map_err(|_| Error::invalid(format!("--api-key-env {var}: ${var} is not set")))?),
+                Some(var) => Some(lookups::var(var).ok_or_else(|| Error::invalid(format!("--api-key-env {var}: ${var} is not set")))?),
                 None => None,
             };
             let provider = OpenAiProvider::connect(OpenAiConfig {
@@ -125,7 +126,7 @@ pub fn run(args: ResampleArgs) -> Result<()> {
         }
         _ => {
             let model = args.model.as_deref().ok_or_else(|| Error::invalid("--provider local needs --model"))?;
-            let loaded = Model::load(model, &device)?;
+            let loaded = Model::load(model, &settings)?;
             let provider = LocalProvider::new(&loaded, args.batch)?;
             let report = resample_problem(&provider, &args.problem_dir, &args.out, &config)?;
             (report, format!("{} rows per decode step", provider.rows_per_step()))

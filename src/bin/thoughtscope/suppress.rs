@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use thoughtscope::analysis::suppression::cached_suppression;
 use thoughtscope::attention::{BoundaryMode, SentenceMode, SuppressionOptions};
-use thoughtscope::model::Model;
+use thoughtscope::model::{Model, Settings};
 use thoughtscope::Result;
 
 use crate::DeviceArg;
@@ -57,8 +57,8 @@ pub struct SuppressArgs {
     pub device: DeviceArg,
 }
 
-pub fn run(args: SuppressArgs) -> Result<()> {
-    let device = args.device.device()?;
+pub fn run(args: SuppressArgs, settings: &Settings) -> Result<()> {
+    let settings = args.device.settings(settings)?;
     let sentences = crate::attn::problem_sentences(&args.problem_dir, args.mode)?;
     let options = SuppressionOptions {
         layers: args.layers,
@@ -73,7 +73,7 @@ pub fn run(args: SuppressArgs) -> Result<()> {
     // Bad options or an --out that is a file fail now, not after the model loaded and ran.
     options.validate()?;
     thoughtscope::io::check_folder_or_absent(&args.out)?;
-    let loaded = Model::load(&args.model, &device)?;
+    let loaded = Model::load(&args.model, &settings)?;
     let started = Instant::now();
     let (result, files, computed) = cached_suppression(&args.out, &loaded, &sentences, &options)?;
     let outcome = if computed { "computed" } else { "read back (same inputs)" };

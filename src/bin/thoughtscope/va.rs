@@ -7,6 +7,7 @@ use thoughtscope::analysis::va::{fill_cache_shard, HeadRule, LayerAggregate, VaC
 use thoughtscope::analysis::va_pipeline::run_va_with_source;
 use thoughtscope::attention::{BoundaryMode, SentenceMode};
 use thoughtscope::scores::ScoreType;
+use thoughtscope::model::Settings;
 use thoughtscope::Result;
 
 use crate::{DeviceArg, ShardArg};
@@ -79,8 +80,8 @@ pub struct VaArgs {
 }
 
 impl VaArgs {
-    /// The pipeline settings these flags name.
-    fn config(&self) -> VaConfig {
+    /// The pipeline settings these flags name, loading the model with `settings`.
+    fn config(&self, settings: Settings) -> VaConfig {
         VaConfig {
             root: self.root.clone(),
             prefix: self.prefix.clone(),
@@ -103,15 +104,16 @@ impl VaArgs {
             out: self.out.clone(),
             figures: !self.no_figures,
             static_images: !self.html_only,
+            settings,
         }
     }
 }
 
 /// Run the pipeline; print the headline, every rollout not analysed and the notes.
-pub fn run(args: VaArgs) -> Result<()> {
-    let config = args.config();
+pub fn run(args: VaArgs, settings: &Settings) -> Result<()> {
+    let config = args.config(args.device.settings(settings)?);
     if let Some(shard) = args.shard.resolve()? {
-        let mut source = config.attention_source().on_device(args.device.device()?);
+        let mut source = config.attention_source();
         let run = fill_cache_shard(&config, &mut source, shard)?;
         outln!("{}", run.lines("rollouts").join("\n"));
         // A job dependency (Slurm `afterok`) must not fire on a shard that left work undone.
@@ -120,7 +122,7 @@ pub fn run(args: VaArgs) -> Result<()> {
             n => Err(thoughtscope::Error::invalid(format!("shard {shard}: {n} of {} rollouts failed (listed above)", run.taken))),
         };
     }
-    let result = run_va_with_source(&config, config.attention_source().on_device(args.device.device()?))?;
+    let result = run_va_with_source(&config, config.attention_source())?;
     let mut lines = vec![result.headline()];
     for s in &result.summary {
         if s.status != "ok" {

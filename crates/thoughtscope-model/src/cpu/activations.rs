@@ -10,12 +10,12 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::{portable, with_cpu_f32};
+use super::{with_cpu_f32, Kernels};
 use crate::Result;
 
 /// Whether these passes apply to `x`: f32 on the CPU, the portable path not forced.
-fn applies(x: &Tensor) -> bool {
-    !portable() && x.device().is_cpu() && x.dtype() == DType::F32
+fn applies(kernels: Kernels, x: &Tensor) -> bool {
+    !kernels.portable && x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 /// Rows per rayon task: about 64 KiB of output, so a pass over a few MiB splits evenly.
@@ -25,7 +25,8 @@ fn rows_per_task(row_len: usize) -> usize {
 
 /// `x / sqrt(mean(x²) + eps) · w` over the last dimension (HF's `LlamaRMSNorm` in f32).
 /// `None` where these passes do not apply.
-pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+pub(crate) fn rms_norm(kernels: Kernels, x: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    let applies = |t: &Tensor| applies(kernels, t);
     if !applies(x) || !applies(weight) {
         return Ok(None);
     }
@@ -44,7 +45,8 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<T
 
 /// `s = x + delta` and `rms_norm(s)` in one pass (a residual add and the next pre-norm), and
 /// whether every value of `s` is finite. `None` where these passes do not apply.
-pub(crate) fn add_rms_norm(x: &Tensor, delta: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<(Tensor, Tensor, bool)>> {
+pub(crate) fn add_rms_norm(kernels: Kernels, x: &Tensor, delta: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<(Tensor, Tensor, bool)>> {
+    let applies = |t: &Tensor| applies(kernels, t);
     if !applies(x) || !applies(delta) || !applies(weight) || x.shape() != delta.shape() {
         return Ok(None);
     }
@@ -162,12 +164,14 @@ fn scale_row(x: &[f32], w: &[f32], eps: f32, sum2: f32, y: &mut [f32]) {
 /// instead of a strided copy on one thread, a norm and a rotation. `None` where these passes do
 /// not apply.
 pub(crate) fn split_heads(
+    kernels: Kernels,
     x: &Tensor,
     heads: usize,
     head_dim: usize,
     norm: Option<(&Tensor, f32)>,
     rope: Option<(&Tensor, &Tensor)>,
 ) -> Result<Option<Tensor>> {
+    let applies = |t: &Tensor| applies(kernels, t);
     if !applies(x) || rope.is_some_and(|(c, s)| !applies(c) || !applies(s)) || head_dim % 2 != 0 {
         return Ok(None);
     }
@@ -250,17 +254,17 @@ mod tests {
         let x = tensor(&[b, seq, heads * hd], 1);
         let (cos, sin) = (tensor(&[seq, hd / 2], 2).cos().unwrap(), tensor(&[seq, hd / 2], 3).sin().unwrap());
         let want = x.reshape((b, seq, heads, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
-        let got = split_heads(&x, heads, hd, None, None).unwrap().expect("f32 on the CPU");
+        let got = split_heads(Kernels::default(), &x, heads, hd, None, None).unwrap().expect("f32 on the CPU");
         assert_eq!(got.dims(), want.dims());
         assert_eq!(values(&got), values(&want));
         let rotated = candle_nn::rotary_emb::rope(&want, &cos, &sin).unwrap();
-        let got = split_heads(&x, heads, hd, None, Some((&cos, &sin))).unwrap().expect("f32 on the CPU");
+        let got = split_heads(Kernels::default(), &x, heads, hd, None, Some((&cos, &sin))).unwrap().expect("f32 on the CPU");
         assert_eq!(values(&got), values(&rotated));
         // With Qwen3's per-head norm first: the same as the norm pass, then candle's rope.
         let w = tensor(&[hd], 7);
-        let normed = rms_norm(&want, &w, 1e-6).unwrap().unwrap();
+        let normed = rms_norm(Kernels::default(), &want, &w, 1e-6).unwrap().unwrap();
         let rotated = candle_nn::rotary_emb::rope(&normed, &cos, &sin).unwrap();
-        let got = split_heads(&x, heads, hd, Some((&w, 1e-6)), Some((&cos, &sin))).unwrap().unwrap();
+        let got = split_heads(Kernels::default(), &x, heads, hd, Some((&w, 1e-6)), Some((&cos, &sin))).unwrap().unwrap();
         assert_eq!(values(&got), values(&rotated));
     }
 
@@ -286,11 +290,11 @@ mod tests {
             }
         };
         let wv = values(&w);
-        let normed = rms_norm(&x, &w, eps).unwrap().expect("f32 on the CPU");
+        let normed = rms_norm(Kernels::default(), &x, &w, eps).unwrap().expect("f32 on the CPU");
         close(&values(&normed), &reference(&values(&x), &wv));
         // And candle's op, bit for bit.
         assert_eq!(values(&normed), values(&candle_nn::ops::rms_norm(&x, &w, eps).unwrap()));
-        let (sum, normed, finite) = add_rms_norm(&x, &delta, &w, eps).unwrap().expect("f32 on the CPU");
+        let (sum, normed, finite) = add_rms_norm(Kernels::default(), &x, &delta, &w, eps).unwrap().expect("f32 on the CPU");
         assert!(finite);
         assert_eq!(values(&sum), values(&(&x + &delta).unwrap()));
         close(&values(&normed), &reference(&values(&sum), &wv));
@@ -300,7 +304,7 @@ mod tests {
             let mut bad = values(&delta);
             bad[at] = f32::INFINITY;
             let bad = Tensor::from_vec(bad, (1, rows, n), &Device::Cpu).unwrap();
-            assert!(!add_rms_norm(&x, &bad, &w, eps).unwrap().unwrap().2, "infinity at {at}");
+            assert!(!add_rms_norm(Kernels::default(), &x, &bad, &w, eps).unwrap().unwrap().2, "infinity at {at}");
         }
     }
 }

@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use super::sgemm::{self, MatRef, PackedB};
 use super::phases::{self, Site};
 use super::vector::softmax_row;
-use super::{kernels_apply, with_cpu_f32};
+use super::{kernels_apply, with_cpu_f32, Kernels};
 use crate::sink::{AttentionBlock, AttentionSink, HeadConsumer};
 use crate::{Error, Result};
 
@@ -26,6 +26,7 @@ use crate::{Error, Result};
 /// caller takes the hook path).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
+    kernels: Kernels,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -42,7 +43,7 @@ pub(crate) fn attend(
             suppressed.len()
         )));
     }
-    if !kernels_apply(q) {
+    if !kernels_apply(kernels, q) {
         return Ok(None);
     }
     let any_suppressed = suppressed.iter().any(|r| !r.is_empty());
@@ -50,7 +51,7 @@ pub(crate) fn attend(
         if sink.is_some() || any_suppressed {
             return Ok(None);
         }
-        return Ok(Some(attend_few_rows(q, k, v, layer, offset)?.transpose(1, 2)?.contiguous()?));
+        return Ok(Some(attend_few_rows(kernels, q, k, v, layer, offset)?.transpose(1, 2)?.contiguous()?));
     }
     let row_ranges = |row: usize| -> &[(usize, usize)] {
         match suppressed {
@@ -60,7 +61,7 @@ pub(crate) fn attend(
         }
     };
     if b == 1 {
-        return attend_blocks(q, k, v, layer, offset, block, sink, row_ranges(0)).map(Some);
+        return attend_blocks(kernels, q, k, v, layer, offset, block, sink, row_ranges(0)).map(Some);
     }
     // Several sequences: only suppressed runs (no sink) go through the kernels, one row at a time
     // with the batch-1 arithmetic, so each row equals its run alone.
@@ -70,7 +71,7 @@ pub(crate) fn attend(
     let rows = (0..b)
         .map(|row| {
             let (q, k, v) = (q.narrow(0, row, 1)?, k.narrow(0, row, 1)?, v.narrow(0, row, 1)?);
-            attend_blocks(&q, &k, &v, layer, offset, block, None, row_ranges(row))
+            attend_blocks(kernels, &q, &k, &v, layer, offset, block, None, row_ranges(row))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Some(Tensor::cat(&rows, 0)?))
@@ -79,7 +80,7 @@ pub(crate) fn attend(
 /// Causal attention `[B, H, L, d]` for a few query rows (decode steps, any batch) against the
 /// cached keys: per (sequence, head) task, dot products, softmax, weighted sum of values. For
 /// these tiny products candle's matmul spends more on starting its threads than on arithmetic.
-fn attend_few_rows(q: &Tensor, k: &Tensor, v: &Tensor, layer: usize, offset: usize) -> Result<Tensor> {
+fn attend_few_rows(kernels: Kernels, q: &Tensor, k: &Tensor, v: &Tensor, layer: usize, offset: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let (b, h, seq, hd) = q.dims4()?;
     let first_bad = FirstBadRow::new(offset + seq);
@@ -100,7 +101,7 @@ fn attend_few_rows(q: &Tensor, k: &Tensor, v: &Tensor, layer: usize, offset: usi
                         let visible = (offset + r + 1).min(total);
                         scores.clear();
                         scores.extend((0..visible).map(|t| sgemm::dot(q_row, &ks[kv + t * hd..kv + (t + 1) * hd])));
-                        if !softmax_row(&mut scores, scale).is_finite() {
+                        if !softmax_row(kernels, &mut scores, scale).is_finite() {
                             first_bad.note(hi, offset + r);
                         }
                         for (t, &p) in scores.iter().enumerate() {
@@ -158,6 +159,7 @@ pub(crate) fn non_finite_scores(layer: usize, head: usize, row: usize) -> Error 
 /// block: Q and P are read in place, K and V are packed once per layer.
 #[allow(clippy::too_many_arguments)]
 fn attend_blocks(
+    kernels: Kernels,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -181,7 +183,7 @@ fn attend_blocks(
             with_cpu_f32(&v, |vs| -> Result<()> {
                 // Kᵀ and V of each KV head packed once per layer; every block and every query
                 // head sharing them reads a leading corner (causal: keys < `visible`).
-                let packing = phases::start();
+                let packing = phases::start(kernels);
                 let per_head = total_keys * hd;
                 let keys: Vec<PackedB> = (0..num_kv_heads)
                     .map(|kv| PackedB::new(MatRef::transposed(&ks[kv * per_head..], hd), hd, total_keys))
@@ -215,16 +217,16 @@ fn attend_blocks(
                     // Tasks of (head, band of rows), balanced over the threads by rayon; each
                     // band's softmax runs while its scores are still in L2.
                     let band = (rows / 2).div_ceil(12).max(1) * 12;
-                    let section = phases::start();
+                    let section = phases::start(kernels);
                     probs.par_chunks_mut(size).zip(consumers.par_iter_mut()).enumerate().for_each(|(head, (scores, consumer))| {
                         scores.par_chunks_mut(band * visible).enumerate().for_each(|(i, scores)| {
                             let (r0, n_rows) = (i * band, band.min(rows - i * band));
                             // Query head `kv * n_rep + r` reads KV head `kv` (HF `repeat_kv`).
                             let a = MatRef::row_major(&qs[(head * seq + q0 + r0) * hd..], hd);
-                            let started = phases::start();
+                            let started = phases::start(kernels);
                             sgemm::matmul_packed(a, &keys[head / n_rep], scores, n_rows, visible, hd, visible);
                             phases::record(Site::ScoresThread, started, 2 * (n_rows * visible * hd) as u64);
-                            let started = phases::start();
+                            let started = phases::start(kernels);
                             let mut computed = 0;
                             for (r, row) in scores.chunks_mut(visible).enumerate() {
                                 let valid = offset + q0 + r0 + r + 1;
@@ -233,7 +235,7 @@ fn attend_blocks(
                                 for &(a, b) in suppressed {
                                     row[a.min(valid)..b.min(valid)].fill(f32::MIN);
                                 }
-                                if !softmax_row(&mut row[..valid], scale).is_finite() {
+                                if !softmax_row(kernels, &mut row[..valid], scale).is_finite() {
                                     first_bad.note(head, valid - 1);
                                 }
                                 row[valid..].fill(0.0);
@@ -242,7 +244,7 @@ fn attend_blocks(
                             phases::record(Site::SoftmaxThread, started, computed as u64);
                         });
                         if let Some(consume) = consumer {
-                            let started = phases::start();
+                            let started = phases::start(kernels);
                             consume(scores);
                             phases::record(Site::SinkThread, started, (4 * scores.len()) as u64);
                         }
@@ -252,11 +254,11 @@ fn attend_blocks(
                     // Before the sink keeps anything of a block with a corrupt score.
                     first_bad.check(layer)?;
                     if let (Some(sink), false) = (sink.as_deref_mut(), split) {
-                        let started = phases::start();
+                        let started = phases::start(kernels);
                         sink.consume(AttentionBlock { probs: &probs, ..shape })?;
                         phases::record(Site::Sink, started, (4 * h * size) as u64);
                     }
-                    let started = phases::start();
+                    let started = phases::start(kernels);
                     head_out.resize(h * rows * hd, 0.0);
                     head_out.par_chunks_mut(rows * hd).enumerate().for_each(|(head, out)| {
                         out.par_chunks_mut(band * hd).enumerate().for_each(|(i, out)| {
@@ -267,7 +269,7 @@ fn attend_blocks(
                     });
                     phases::record(Site::Values, started, 2 * (h * rows * visible * hd) as u64);
                     // [H, rows, d_head] → rows of the merged-heads layout.
-                    let merging = phases::start();
+                    let merging = phases::start(kernels);
                     for (head, out) in head_out.chunks(rows * hd).enumerate() {
                         for (r, src) in out.chunks(hd).enumerate() {
                             let dst = ((q0 + r) * h + head) * hd;
@@ -288,7 +290,7 @@ fn attend_blocks(
 /// (the same arithmetic as HF eager: scale, mask, subtract the row max, exp, divide by the sum).
 /// `scores` is `[1, H, rows, visible]`; row `r` is absolute position `first + r`.
 /// A NaN or infinite score fails with the layer, head and query position.
-pub(crate) fn scaled_causal_softmax(scores: &Tensor, scale: f32, first: usize, layer: usize) -> Result<Tensor> {
+pub(crate) fn scaled_causal_softmax(kernels: Kernels, scores: &Tensor, scale: f32, first: usize, layer: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let scores = scores.contiguous()?;
     let visible = scores.dim(3)?;
@@ -307,7 +309,7 @@ pub(crate) fn scaled_causal_softmax(scores: &Tensor, scale: f32, first: usize, l
         out.par_chunks_mut(visible).zip(src.par_chunks(visible)).enumerate().for_each(|(i, (dst, row))| {
             let valid = (first + i % rows + 1).min(visible);
             dst[..valid].copy_from_slice(&row[..valid]);
-            if !softmax_row(&mut dst[..valid], scale).is_finite() {
+            if !softmax_row(kernels, &mut dst[..valid], scale).is_finite() {
                 first_bad.note(i / rows % scores_heads, first + i % rows);
             }
         });
@@ -395,7 +397,7 @@ mod tests {
         let mut by_head = RowsByHead::default();
         let mut capture = FullAttentionCapture::default();
         for sink in [&mut by_head as &mut dyn AttentionSink, &mut capture] {
-            attend(&tensor(&q, h), &tensor(&k, h_kv), &tensor(&v, h_kv), 0, 0, 16, Some(sink), &[]).unwrap().expect("kernels apply");
+            attend(Kernels::default(), &tensor(&q, h), &tensor(&k, h_kv), &tensor(&v, h_kv), 0, 0, 16, Some(sink), &[]).unwrap().expect("kernels apply");
         }
         let full = capture.layer(0).unwrap();
         assert_eq!(by_head.heads.len(), h);
@@ -427,7 +429,7 @@ mod tests {
             let tensor = |data: &[f32], heads, rows| Tensor::from_slice(data, (1, heads, rows, hd), &Device::Cpu).unwrap();
             let mut capture = FullAttentionCapture::default();
             let sink: Option<&mut dyn AttentionSink> = if seq >= sgemm::FEW_ROWS { Some(&mut capture) } else { None };
-            let z = attend(&tensor(&q, h, seq), &tensor(&k, h_kv, total), &tensor(&v, h_kv, total), 0, prefix, block, sink, &[])
+            let z = attend(Kernels::default(), &tensor(&q, h, seq), &tensor(&k, h_kv, total), &tensor(&v, h_kv, total), 0, prefix, block, sink, &[])
                 .unwrap()
                 .expect("the kernels apply to f32 on this CPU");
             assert_eq!(z.dims(), [1, seq, h, hd]);

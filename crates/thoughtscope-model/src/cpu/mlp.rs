@@ -1,6 +1,6 @@
 //! The gated MLP, `down(silu(gate(x)) · up(x))`, in chunks of rows: each chunk's gate and up
 //! products, SiLU·up and down product run back to back on one thread while the chunk's
-//! intermediates are in its core's cache; [`mlp_block`] also takes the residual add and norm
+//! intermediates are in its core's cache; `mlp_block` also takes the residual add and norm
 //! before the MLP and after it into the chunk. Unchunked, a 3k-token SmolLM2 layer writes 55 MB
 //! of MLP intermediates (gate, up, their product) and 28 MB of residual sums and norms to memory
 //! and reads them back. The weights are packed once per call, in the depth blocks
@@ -14,7 +14,7 @@ use super::activations::add_norm_rows;
 use super::phases::{self, Site};
 use super::sgemm::{self, MatRef, PackedB};
 use super::vector::silu_mul_row;
-use super::{convert_rows, kernels_apply, with_cpu_f32};
+use super::{convert_rows, kernels_apply, with_cpu_f32, Kernels};
 use crate::stored::StoredMatrix;
 use crate::Result;
 
@@ -52,6 +52,7 @@ struct PackedMlp {
     down: PackedB,
     d: usize,
     inter: usize,
+    kernels: Kernels,
 }
 
 impl PackedMlp {
@@ -60,14 +61,14 @@ impl PackedMlp {
     /// cache ([`MAX_PACKED_BYTES`]), or there are fewer rows than `d` (decode steps and short
     /// prompts, where the three packed weights would hold more memory than the unchunked
     /// intermediates).
-    fn for_input(x: &Tensor, (gate, up, down): (&StoredMatrix, &StoredMatrix, &StoredMatrix)) -> Result<Option<Self>> {
+    fn for_input(kernels: Kernels, x: &Tensor, (gate, up, down): (&StoredMatrix, &StoredMatrix, &StoredMatrix)) -> Result<Option<Self>> {
         let (inter, d) = gate.dims();
         let rows = x.elem_count() / d.max(1);
         let fits = 3 * 4 * inter * d <= MAX_PACKED_BYTES;
-        if !fits || up.dims() != (inter, d) || down.dims() != (d, inter) || !kernels_apply(x) || x.dim(x.rank() - 1)? != d || rows < d.max(sgemm::FEW_ROWS) {
+        if !fits || up.dims() != (inter, d) || down.dims() != (d, inter) || !kernels_apply(kernels, x) || x.dim(x.rank() - 1)? != d || rows < d.max(sgemm::FEW_ROWS) {
             return Ok(None);
         }
-        Ok(Some(PackedMlp { gate: pack(gate)?, up: pack(up)?, down: pack(down)?, d, inter }))
+        Ok(Some(PackedMlp { gate: pack(gate)?, up: pack(up)?, down: pack(down)?, d, inter, kernels }))
     }
 
     /// The MLP of `xs` (whole rows of `d`) into `out`, on the calling thread; `scratch` is
@@ -81,7 +82,7 @@ impl PackedMlp {
         let a = MatRef::row_major(xs, d);
         sgemm::matmul_packed(a, &self.gate, g, m, inter, d, inter);
         sgemm::matmul_packed(a, &self.up, u, m, inter, d, inter);
-        silu_mul_row(g, u, act);
+        silu_mul_row(self.kernels, g, u, act);
         sgemm::matmul_packed(MatRef::row_major(act, inter), &self.down, out, m, d, inter, d);
     }
 
@@ -92,9 +93,9 @@ impl PackedMlp {
 
 /// The MLP of `x` `[.., d]` with weights `gate`, `up` `[inter, d]` and `down` `[d, inter]` (no
 /// biases), or `None` where the chunked path does not apply ([`PackedMlp::for_input`]).
-pub(crate) fn gated_mlp(x: &Tensor, gate: &StoredMatrix, up: &StoredMatrix, down: &StoredMatrix) -> Result<Option<Tensor>> {
-    let started = phases::start();
-    let Some(mlp) = PackedMlp::for_input(x, (gate, up, down))? else { return Ok(None) };
+pub(crate) fn gated_mlp(kernels: Kernels, x: &Tensor, gate: &StoredMatrix, up: &StoredMatrix, down: &StoredMatrix) -> Result<Option<Tensor>> {
+    let started = phases::start(kernels);
+    let Some(mlp) = PackedMlp::for_input(kernels, x, (gate, up, down))? else { return Ok(None) };
     let x = x.contiguous()?;
     let d = mlp.d;
     let mut out = vec![0f32; x.elem_count()];
@@ -127,6 +128,7 @@ pub(crate) struct MlpBlock {
 /// biases); `None` where the chunked path does not apply ([`PackedMlp::for_input`], or a norm
 /// weight not f32 on the CPU).
 pub(crate) fn mlp_block(
+    kernels: Kernels,
     x: &Tensor,
     attn: &Tensor,
     post_norm: &Tensor,
@@ -134,7 +136,7 @@ pub(crate) fn mlp_block(
     next_norm: &Tensor,
     eps: f32,
 ) -> Result<Option<MlpBlock>> {
-    let started = phases::start();
+    let started = phases::start(kernels);
     let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
     // Every check before `for_input`, which packs the weights.
     let d = weights.0.dims().1;
@@ -142,7 +144,7 @@ pub(crate) fn mlp_block(
     if !norms_fit || x.shape() != attn.shape() || !f32_cpu(attn) || !f32_cpu(post_norm) || !f32_cpu(next_norm) {
         return Ok(None);
     }
-    let Some(mlp) = PackedMlp::for_input(x, weights)? else { return Ok(None) };
+    let Some(mlp) = PackedMlp::for_input(kernels, x, weights)? else { return Ok(None) };
     let (x, attn, post_norm, next_norm) = (x.contiguous()?, attn.contiguous()?, post_norm.contiguous()?, next_norm.contiguous()?);
     let n = x.elem_count();
     let (mut out, mut next) = (vec![0f32; n], vec![0f32; n]);
@@ -217,19 +219,19 @@ mod tests {
         let f32_weights = weights.clone().map(StoredMatrix::F32);
         let quantized = weights.map(|w| StoredMatrix::Quantized(std::sync::Arc::new(QTensor::quantize(&w, GgmlDType::Q4_1).unwrap())));
         for (name, [gate, up, down]) in [("f32", &f32_weights), ("q4_1", &quantized)] {
-            let got = gated_mlp(&x, gate, up, down).unwrap().expect("the chunked path applies");
-            let act = silu_mul(&linear(&x, gate, None).unwrap(), &linear(&x, up, None).unwrap()).unwrap();
-            let want = linear(&act, down, None).unwrap();
+            let got = gated_mlp(Kernels::default(), &x, gate, up, down).unwrap().expect("the chunked path applies");
+            let act = silu_mul(Kernels::default(), &linear(Kernels::default(), &x, gate, None).unwrap(), &linear(Kernels::default(), &x, up, None).unwrap()).unwrap();
+            let want = linear(Kernels::default(), &act, down, None).unwrap();
             assert_eq!(got.dims(), want.dims());
             let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{name} weights");
             let short = x.narrow(1, 0, d - 1).unwrap();
-            assert!(gated_mlp(&short, gate, up, down).unwrap().is_none(), "{name}: fewer rows than d");
+            assert!(gated_mlp(Kernels::default(), &short, gate, up, down).unwrap().is_none(), "{name}: fewer rows than d");
         }
         // Weights too large to stay in cache while every chunk reads them: declined.
         let wide = MAX_PACKED_BYTES / (3 * 4 * d) + 1;
         let zeros = |r: usize, c: usize| StoredMatrix::F32(Tensor::zeros((r, c), candle_core::DType::F32, &Device::Cpu).unwrap());
-        assert!(gated_mlp(&x, &zeros(wide, d), &zeros(wide, d), &zeros(d, wide)).unwrap().is_none(), "packed weights past the cache budget");
+        assert!(gated_mlp(Kernels::default(), &x, &zeros(wide, d), &zeros(wide, d), &zeros(d, wide)).unwrap().is_none(), "packed weights past the cache budget");
     }
 
     /// The rest of a layer in chunks (`mlp_block`) gives the unchunked sequence's bits: the
@@ -247,12 +249,12 @@ mod tests {
         let (post_w, next_w) = (matrix(1, d, 6).flatten_all().unwrap(), matrix(1, d, 7).flatten_all().unwrap());
         let weights = [matrix(inter, d, 2), matrix(inter, d, 3), matrix(d, inter, 4)].map(StoredMatrix::F32);
         let [gate, up, down] = &weights;
-        let block = mlp_block(&x, &attn, &post_w, (gate, up, down), &next_w, eps).unwrap().expect("the chunked path applies");
+        let block = mlp_block(Kernels::default(), &x, &attn, &post_w, (gate, up, down), &next_w, eps).unwrap().expect("the chunked path applies");
         assert!(block.mid_finite && block.out_finite);
-        let (mid, normed, finite) = crate::cpu::add_rms_norm(&x, &attn, &post_w, eps).unwrap().unwrap();
+        let (mid, normed, finite) = crate::cpu::add_rms_norm(Kernels::default(), &x, &attn, &post_w, eps).unwrap().unwrap();
         assert!(finite);
-        let act = silu_mul(&linear(&normed, gate, None).unwrap(), &linear(&normed, up, None).unwrap()).unwrap();
-        let (out, next, _) = crate::cpu::add_rms_norm(&mid, &linear(&act, down, None).unwrap(), &next_w, eps).unwrap().unwrap();
+        let act = silu_mul(Kernels::default(), &linear(Kernels::default(), &normed, gate, None).unwrap(), &linear(Kernels::default(), &normed, up, None).unwrap()).unwrap();
+        let (out, next, _) = crate::cpu::add_rms_norm(Kernels::default(), &mid, &linear(Kernels::default(), &act, down, None).unwrap(), &next_w, eps).unwrap().unwrap();
         let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>();
         assert_eq!(bits(&block.out), bits(&out), "residual stream");
         assert_eq!(bits(&block.next), bits(&next), "next norm");
@@ -260,7 +262,7 @@ mod tests {
         let mut bad = attn.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         bad[(CHUNK_ROWS + 3) * d + 5] = f32::INFINITY;
         let bad = Tensor::from_vec(bad, (1, rows, d), &Device::Cpu).unwrap();
-        let block = mlp_block(&x, &bad, &post_w, (gate, up, down), &next_w, eps).unwrap().unwrap();
+        let block = mlp_block(Kernels::default(), &x, &bad, &post_w, (gate, up, down), &next_w, eps).unwrap().unwrap();
         assert!(!block.mid_finite);
     }
 }

@@ -9,11 +9,11 @@
 //! - `attention`: causal attention over query blocks (scores, softmax, the sink, `P·V`) and over
 //!   a few decode rows.
 //!
-//! The decoder calls [`linear`], [`silu_mul`], [`attend`], [`scaled_causal_softmax`] and the
-//! activation passes ([`rms_norm`], [`add_rms_norm`], [`split_heads`]). Each takes the kernels
+//! The decoder calls `linear`, `silu_mul`, `attend`, `scaled_causal_softmax` and the
+//! activation passes (`rms_norm`, `add_rms_norm`, `split_heads`). Each takes the kernels
 //! where they apply (f32 on a CPU with AVX2 and FMA or AVX-512F) and candle's ops (or the scalar
 //! code) elsewhere (the activation passes return `None` there), so the crate runs on any
-//! machine. [`set_portable`] (or `THOUGHTSCOPE_PORTABLE=1`) forces the fallback everywhere.
+//! machine. Each also takes the model's [`Kernels`]: [`Kernels::portable`] forces the fallback.
 
 mod activations;
 mod attention;
@@ -23,8 +23,7 @@ pub mod phases;
 pub mod sgemm;
 mod vector;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Tensor};
 
@@ -38,52 +37,76 @@ pub(crate) use vector::silu_mul;
 use super::stored::StoredMatrix;
 use crate::{Error, Result};
 
-/// Whether the portable path is forced: candle's matmul and the scalar softmax and SiLU instead of
-/// this crate's SIMD kernels, whatever the CPU has. Off unless `THOUGHTSCOPE_PORTABLE` is set (to
-/// anything but `0`) when the first forward pass runs, or [`set_portable`] is called. For telling a
-/// kernel bug from a model bug, and for testing the portable path on machines with the kernels.
-pub fn portable() -> bool {
-    PORTABLE_FROM_ENV.call_once(|| {
-        let on = std::env::var("THOUGHTSCOPE_PORTABLE").is_ok_and(|v| !v.is_empty() && v != "0");
-        if on {
-            PORTABLE.store(true, Ordering::Relaxed);
-        }
-    });
-    PORTABLE.load(Ordering::Relaxed)
+/// How a model's forward passes run on the CPU: which kernels, how stored weights are converted,
+/// and whether the phases are timed. Part of [`Settings`](crate::Settings); a [`Model`](crate::Model)
+/// holds its own ([`Model::set_kernels`](crate::Model::set_kernels)), so two models in one process
+/// may differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernels {
+    /// candle's matmul and the scalar softmax and SiLU instead of this crate's SIMD kernels,
+    /// whatever the CPU has: for telling a kernel bug from a model bug, and for testing the
+    /// portable path on machines with the kernels.
+    pub portable: bool,
+    /// Bytes of f32 per band of a weight kept at its stored precision, converted for a product:
+    /// about 8 MiB is cache-sized yet wide enough that the GEMM's packing is amortised (tests
+    /// make bands narrow; results are the same for any size).
+    pub band_bytes: usize,
+    /// Time the forward's phases into [`phases`] (the forward bench's breakdown). Off: each timed
+    /// site costs one branch and no clock read.
+    pub phase_timing: bool,
 }
 
-/// Force (or stop forcing) the portable path for every later forward pass in this process.
-pub fn set_portable(on: bool) {
-    PORTABLE_FROM_ENV.call_once(|| {});
-    PORTABLE.store(on, Ordering::Relaxed);
+impl Default for Kernels {
+    fn default() -> Self {
+        Kernels { portable: false, band_bytes: 8 << 20, phase_timing: false }
+    }
 }
 
-static PORTABLE: AtomicBool = AtomicBool::new(false);
-static PORTABLE_FROM_ENV: Once = Once::new();
-
-/// Whether the kernels take their AVX-512 variants: the CPU has AVX-512F and
-/// `THOUGHTSCOPE_ISA` is not `avx2` (read once). The override measures the AVX2 kernels on an
-/// AVX-512 machine; it is not the same as an AVX2-only CPU (clocks, caches and the `gemm`
-/// crate under candle's own ops still see AVX-512).
+/// Whether the kernels take their AVX-512 variants: the CPU has AVX-512F and the settings allow
+/// them ([`Settings::avx512`](crate::Settings::avx512)). The override measures the AVX2 kernels on
+/// an AVX-512 machine; it is not the same as an AVX2-only CPU (clocks, caches and the `gemm` crate
+/// under candle's own ops still see AVX-512).
+///
+/// Process-wide, unlike the rest of [`Kernels`]: a weight packed for one vector width cannot be
+/// read by the other's kernels, and the public [`sgemm`] entry points (the benches call them) have
+/// no model to ask. Fixed at first use, from [`Settings::apply_process_wide`](crate::Settings::apply_process_wide)
+/// or else from the environment ([`Settings::from_env`](crate::Settings::from_env)).
 pub fn avx512_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f") && !std::env::var("THOUGHTSCOPE_ISA").is_ok_and(|v| v.eq_ignore_ascii_case("avx2"))
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
+    *AVX512.get_or_init(|| cpu_has_avx512() && crate::settings::avx512_allowed_by_env())
+}
+
+static AVX512: OnceLock<bool> = OnceLock::new();
+
+/// Fix [`avx512_enabled`] from the settings; an error if the kernels already run with the other
+/// choice (it cannot change within a process).
+pub(crate) fn fix_avx512(allowed: bool) -> Result<()> {
+    let wanted = cpu_has_avx512() && allowed;
+    let fixed = *AVX512.get_or_init(|| wanted);
+    if fixed != wanted {
+        return Err(Error::invalid(format!(
+            "the kernels already run {} in this process: `avx512` (THOUGHTSCOPE_ISA) must be chosen before the first forward pass",
+            if fixed { "with AVX-512" } else { "without AVX-512" }
+        )));
+    }
+    Ok(())
+}
+
+fn cpu_has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Whether products with `x` take [`sgemm`]'s kernels: f32 on a CPU that has them (AVX-512F, or
 /// AVX2 and FMA). Below [`sgemm::FEW_ROWS`] rows (decode steps) the one-pass kernels, from there
 /// on the packed GEMM, whose packing those rows amortise.
-fn kernels_apply(x: &Tensor) -> bool {
-    !portable() && x.device().is_cpu() && x.dtype() == DType::F32 && sgemm::available()
+fn kernels_apply(kernels: Kernels, x: &Tensor) -> bool {
+    !kernels.portable && x.device().is_cpu() && x.dtype() == DType::F32 && sgemm::available()
 }
 
 /// Run `f` on the f32 data of a contiguous CPU tensor.
@@ -99,15 +122,15 @@ pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result
 /// A weight kept at its stored precision is converted to f32 a band of rows at a time into a
 /// reused buffer, and each band runs the same kernels as an f32 weight: results are bit for bit
 /// those of converting at load.
-pub(crate) fn linear(x: &Tensor, weight: &StoredMatrix, bias: Option<&Tensor>) -> Result<Tensor> {
-    let started = phases::start();
+pub(crate) fn linear(kernels: Kernels, x: &Tensor, weight: &StoredMatrix, bias: Option<&Tensor>) -> Result<Tensor> {
+    let started = phases::start(kernels);
     let (out_dim, in_dim) = weight.dims();
     let rows = x.elem_count() / in_dim.max(1);
     // Decode steps (few rows) read the weights once for all rows: candle's matmul is
     // compute-bound there (a SmolLM2 decode step took 86 ms for one row and 237 ms for seven
-    // through candle, 54 and 154 ms with `linear_few_rows` and `attend_few_rows` on 2 AVX2 cores).
+    // through candle, 54 and 154 ms with `linear_few_rows_strided` and `attend_few_rows` on 2 AVX2 cores).
     let few_rows = rows < sgemm::FEW_ROWS;
-    let fast = rows > 0 && kernels_apply(x) && x.dim(x.rank() - 1)? == in_dim;
+    let fast = rows > 0 && kernels_apply(kernels, x) && x.dim(x.rank() - 1)? == in_dim;
     let y = if fast {
         let x = x.contiguous()?;
         let mut out = vec![0f32; rows * out_dim];
@@ -123,7 +146,7 @@ pub(crate) fn linear(x: &Tensor, weight: &StoredMatrix, bias: Option<&Tensor>) -
             match weight.as_f32() {
                 Some(w) => with_cpu_f32(w, |ws| product(xs, ws, &mut out, out_dim)),
                 None => {
-                    let band = stored_band_rows(in_dim, out_dim);
+                    let band = stored_band_rows(kernels.band_bytes, in_dim, out_dim);
                     STORED_BAND.with(|buffer| -> Result<()> {
                         let mut buffer = buffer.borrow_mut();
                         for first in (0..out_dim).step_by(band) {
@@ -152,9 +175,6 @@ pub(crate) fn linear(x: &Tensor, weight: &StoredMatrix, bias: Option<&Tensor>) -
     Ok(y)
 }
 
-/// Bytes of f32 per band of a stored weight (a variable so tests can make bands narrow).
-static BAND_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(8 << 20);
-
 thread_local! {
     /// The f32 rows of a stored weight being multiplied (one band, reused across calls).
     static STORED_BAND: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -171,10 +191,10 @@ fn convert_rows(weight: &StoredMatrix, first: usize, rows: &mut [f32], in_dim: u
     })
 }
 
-/// Rows of a stored weight converted per band: about 8 MiB of f32 (cache-sized, yet wide enough
-/// that the GEMM's packing is amortised), a multiple of 64 rows.
-fn stored_band_rows(in_dim: usize, out_dim: usize) -> usize {
-    let rows = BAND_BYTES.load(Ordering::Relaxed) / (4 * in_dim.max(1));
+/// Rows of a stored weight converted per band: about `band_bytes` of f32 ([`Kernels::band_bytes`]),
+/// a multiple of 64 rows.
+fn stored_band_rows(band_bytes: usize, in_dim: usize, out_dim: usize) -> usize {
+    let rows = band_bytes / (4 * in_dim.max(1));
     (rows / 64 * 64).max(64).min(out_dim.max(1))
 }
 
@@ -203,24 +223,22 @@ mod tests {
         let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
         let w = Tensor::from_vec(w, (out_dim, in_dim), &Device::Cpu).unwrap();
         let bias = Tensor::arange(0f32, out_dim as f32, &Device::Cpu).unwrap();
-        // Bands of 64 rows: the 70 outputs take two (results are the same for any band size, so
-        // other tests running meanwhile are unaffected).
-        BAND_BYTES.store(1, Ordering::Relaxed);
+        // Bands of 64 rows: the 70 outputs take two.
+        let kernels = Kernels { band_bytes: 1, ..Kernels::default() };
         for rows in [1, 5, sgemm::FEW_ROWS, 40] {
             let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let x = Tensor::from_vec(x, (1, rows, in_dim), &Device::Cpu).unwrap();
             let want = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&bias).unwrap();
-            let got = linear(&x, &StoredMatrix::F32(w.clone()), Some(&bias)).unwrap();
+            let got = linear(kernels, &x, &StoredMatrix::F32(w.clone()), Some(&bias)).unwrap();
             assert_eq!(got.dims(), want.dims());
             let diff = (got.clone() - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-4, "{rows} rows: max difference {diff}");
             // Kept in bf16 and converted band by band, the product equals the f32 product of the converted weight bit for bit.
             let w_bf16 = w.to_dtype(DType::BF16).unwrap();
             let widened = StoredMatrix::F32(w_bf16.to_dtype(DType::F32).unwrap());
-            let want = linear(&x, &widened, Some(&bias)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let got = linear(&x, &StoredMatrix::Half(w_bf16.clone()), Some(&bias)).unwrap();
+            let want = linear(kernels, &x, &widened, Some(&bias)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = linear(kernels, &x, &StoredMatrix::Half(w_bf16.clone()), Some(&bias)).unwrap();
             assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want, "{rows} rows, bf16");
         }
-        BAND_BYTES.store(8 << 20, Ordering::Relaxed);
     }
 }

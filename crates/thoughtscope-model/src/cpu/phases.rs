@@ -1,17 +1,21 @@
 //! Where a forward pass spends its time, for `bench forward`: wall time and work of the linear
 //! layers, `Q·Kᵀ`, the softmax, `P·V` and the attention sink (sentence averaging), summed over a
-//! run. Off unless [`enable`] is called: each timed site then pays one relaxed atomic load, no
-//! clock read.
+//! run. Only forward passes of a model whose [`Kernels::phase_timing`] is on add to them; with it
+//! off a timed site costs one branch and no clock read. [`reset`] zeroes the sums before a run.
+//!
+//! The sums are statics, not fields of the model: they add up the thread time of every rayon
+//! worker inside a forward pass, and a measurement tool reads them once after the run, so a handle
+//! threaded into every worker would buy nothing. Two timed forwards at once would share them.
 //!
 //! `Q·Kᵀ` and the softmax run fused, band by band on rayon's threads (the softmax reads the
 //! scores while they are in L2), and a sink that splits by head takes each head's rows in the
 //! same section, so they have no separate wall times: the section's wall time is split between
 //! them in proportion to the thread time each took.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
+use super::Kernels;
 
 /// A timed site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,25 +48,18 @@ const SITES: usize = 9;
 static NANOS: [AtomicU64; SITES] = [const { AtomicU64::new(0) }; SITES];
 static WORK: [AtomicU64; SITES] = [const { AtomicU64::new(0) }; SITES];
 
-/// Start (or stop) accumulating; starting also zeroes the sums.
-pub fn enable(on: bool) {
-    if on {
-        for i in 0..SITES {
-            NANOS[i].store(0, Ordering::Relaxed);
-            WORK[i].store(0, Ordering::Relaxed);
-        }
+/// Zero the sums (before a timed run).
+pub fn reset() {
+    for i in 0..SITES {
+        NANOS[i].store(0, Ordering::Relaxed);
+        WORK[i].store(0, Ordering::Relaxed);
     }
-    ENABLED.store(on, Ordering::Relaxed);
 }
 
-/// A clock reading when timing is on.
+/// A clock reading when the model times its phases.
 #[inline]
-pub(crate) fn start() -> Option<Instant> {
-    if ENABLED.load(Ordering::Relaxed) {
-        Some(Instant::now())
-    } else {
-        None
-    }
+pub(crate) fn start(kernels: Kernels) -> Option<Instant> {
+    kernels.phase_timing.then(Instant::now)
 }
 
 /// Add the time since `started` (if timing was on then) and `work` to `site`.
@@ -91,7 +88,7 @@ impl PhaseTime {
     }
 }
 
-/// The sums since [`enable`]`(true)`.
+/// The sums since the last [`reset`].
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Phases {
     /// Linear layers (q/k/v/o, gate/up/down), GFLOP/s; with the MLP's chunked section, which

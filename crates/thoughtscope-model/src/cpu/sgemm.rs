@@ -3,7 +3,7 @@
 //! candle's CPU matmul (the `gemm` crate) reaches about half of the FMA peak on the decoder's
 //! shapes; this BLIS-style routine (packed panels, a 12 × 32 register tile with AVX-512, 12 × 16
 //! with AVX2) matches OpenBLAS's own AVX-512 and AVX2 kernels on SmolLM2's linear shapes (`bench
-//! forward` times both where OpenBLAS is installed). Decode steps (a few rows) take one-pass kernels instead ([`linear_few_rows`],
+//! forward` times both where OpenBLAS is installed). Decode steps (a few rows) take one-pass kernels instead (`linear_few_rows_strided`,
 //! [`dot`]). Everything here needs AVX-512F or AVX2 with FMA ([`available`]); callers fall back
 //! to candle's matmul elsewhere, so the crate still runs on any x86-64 or ARM machine.
 
@@ -32,7 +32,7 @@ impl<'a> MatRef<'a> {
 }
 
 /// Whether the kernels run on this CPU: AVX2 and FMA, which the decode-step kernels
-/// ([`linear_few_rows`], [`dot`]'s fallback) need. Every CPU with AVX-512F has both; the GEMM then
+/// (`linear_few_rows_strided`, [`dot`]'s fallback) need. Every CPU with AVX-512F has both; the GEMM then
 /// takes the wider AVX-512 kernels.
 pub fn available() -> bool {
     has_avx2_fma() && kernels().is_some()
@@ -50,8 +50,8 @@ fn has_avx2_fma() -> bool {
     }
 }
 
-/// Whether the wider AVX-512 kernels run: the CPU has AVX-512F and `THOUGHTSCOPE_ISA=avx2` does
-/// not turn them off ([`super::avx512_enabled`]).
+/// Whether the wider AVX-512 kernels run: the CPU has AVX-512F and the settings do not turn them
+/// off ([`super::avx512_enabled`]).
 fn has_avx512() -> bool {
     super::avx512_enabled()
 }
@@ -93,21 +93,16 @@ pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], m: usize, n: usize, k: usize,
     run_bands(kernels().expect(NO_KERNELS), a, Rhs::Strided(b), c, m, n, k, ldc, true);
 }
 
-/// Below this many rows of `x`, [`linear_few_rows`] beats the packed GEMM (decode steps).
+/// Below this many rows of `x`, the one-pass decode kernels beat the packed GEMM (decode steps).
 pub const FEW_ROWS: usize = 16;
 
 /// `y = x · wᵀ` for a few rows of `x` (`rows × in_dim`, row-major) and a weight `w`
 /// (`out_dim × in_dim`, row-major), as one-token decoding needs: each weight row is read once and
 /// serves every row of `x`, so a step over a batch of runs costs about what one run costs (the
-/// step is bound by reading the weights). Output columns are split across rayon's threads. Panics
-/// if [`available`] is false or a slice is shorter than its shape.
-pub fn linear_few_rows(x: &[f32], w: &[f32], y: &mut [f32], rows: usize, out_dim: usize, in_dim: usize) {
-    linear_few_rows_strided(x, w, y, rows, out_dim, in_dim, out_dim)
-}
-
-/// [`linear_few_rows`] writing row `r` of the result at `y[r · ldy ..]` (a band of the output
-/// columns of a wider product).
-pub fn linear_few_rows_strided(
+/// step is bound by reading the weights). Row `r` of the result is written at `y[r · ldy ..]` (a
+/// band of the output columns of a wider product). Output columns are split across rayon's
+/// threads. Panics if [`available`] is false or a slice is shorter than its shape.
+pub(crate) fn linear_few_rows_strided(
     x: &[f32],
     w: &[f32],
     y: &mut [f32],
@@ -404,7 +399,7 @@ mod avx2 {
 /// serve every query block and every query head that shares them. Any leading `k' × n'` corner
 /// of it can be used ([`matmul_packed`]), which is what causal attention needs.
 #[derive(Debug, Clone)]
-pub struct PackedB {
+pub(crate) struct PackedB {
     data: Vec<f32>,
     k: usize,
     n: usize,
@@ -451,13 +446,13 @@ impl PackedB {
 /// `b` (`k × n`) packed once for several products of [`matmul_packed`] (row chunks of one
 /// product), in the depth blocks [`matmul`] takes for depth `k`: each chunk's result is then
 /// [`matmul`]'s to the bit. Panics if [`available`] is false or `b` is shorter than its shape.
-pub fn pack_like_matmul(b: MatRef, k: usize, n: usize) -> PackedB {
+pub(crate) fn pack_like_matmul(b: MatRef, k: usize, n: usize) -> PackedB {
     PackedB::pack_parallel(b, k, n, kernels().expect(NO_KERNELS).nr, depth_step(k), Vec::new())
 }
 
 /// `c = a · b[..k, ..n]` with a [`PackedB`] on the calling thread only, for callers that run
 /// many small products in parallel themselves; otherwise as [`matmul`].
-pub fn matmul_packed(a: MatRef, b: &PackedB, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+pub(crate) fn matmul_packed(a: MatRef, b: &PackedB, c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
     assert!(k <= b.k && n <= b.n, "sgemm::matmul_packed: {k} × {n} exceeds the packed {} × {}", b.k, b.n);
     let kernels = kernels().expect(NO_KERNELS);
     assert_eq!(b.nr, kernels.nr, "sgemm::matmul_packed: B packed for other kernels");
@@ -896,7 +891,7 @@ mod tests {
             let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
             let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
             let mut y = vec![f32::NAN; rows * out_dim];
-            linear_few_rows(&x, &w, &mut y, rows, out_dim, in_dim);
+            linear_few_rows_strided(&x, &w, &mut y, rows, out_dim, in_dim, out_dim);
             let expect = naive(MatRef::row_major(&x, in_dim), MatRef::transposed(&w, in_dim), rows, out_dim, in_dim);
             for (got, want) in y.iter().zip(&expect) {
                 assert!((*got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()), "{rows}×{out_dim}×{in_dim}: {got} vs {want}");

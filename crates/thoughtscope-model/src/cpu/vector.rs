@@ -5,13 +5,13 @@
 
 use candle_core::{DType, Tensor};
 
-use super::{portable, with_cpu_f32};
+use super::{with_cpu_f32, Kernels};
 use crate::Result;
 
 /// `silu(gate) · up`, on the CPU in one vectorised pass over f32 data ([`silu_mul_row`]). candle's
 /// silu calls libm's `expf` one lane at a time and its multiply is a second pass: together 0.3 s
 /// of a 3k-token SmolLM2 forward on 2 AVX2 cores, about twice this pass.
-pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+pub(crate) fn silu_mul(kernels: Kernels, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     use rayon::prelude::*;
     if !(gate.device().is_cpu() && gate.dtype() == DType::F32 && up.dtype() == DType::F32 && gate.shape() == up.shape()) {
         return Ok((candle_nn::ops::silu(gate)? * up)?);
@@ -22,7 +22,7 @@ pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         with_cpu_f32(&up, |u| {
             out.par_chunks_mut(1 << 14).enumerate().for_each(|(c, chunk)| {
                 let start = c << 14;
-                silu_mul_row(&g[start..start + chunk.len()], &u[start..start + chunk.len()], chunk);
+                silu_mul_row(kernels, &g[start..start + chunk.len()], &u[start..start + chunk.len()], chunk);
             })
         })
     })??;
@@ -103,15 +103,16 @@ mod exp_constants {
 /// `y = silu(g) · u = g / (1 + e^-g) · u`, candle's and PyTorch's expression, with `e^-g` from
 /// [`exp_nonpositive`]'s polynomial (exact to a few ulp for arguments up to 88, where `-g` is
 /// clamped: beyond it `y` is below 1e-36 either way). Vector and scalar lanes do the same
-/// arithmetic: a value does not depend on where it sits in the slice.
-pub(super) fn silu_mul_row(g: &[f32], u: &[f32], y: &mut [f32]) {
+/// arithmetic: a value does not depend on where it sits in the slice. The scalar code only with
+/// [`Kernels::portable`].
+pub(super) fn silu_mul_row(kernels: Kernels, g: &[f32], u: &[f32], y: &mut [f32]) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     {
-        if !portable() && super::avx512_enabled() {
+        if !kernels.portable && super::avx512_enabled() {
             // SAFETY: the CPU has the feature the function is compiled for.
             done = unsafe { simd::silu_mul_avx512(g, u, y) };
-        } else if !portable() && has_avx2_fma() {
+        } else if !kernels.portable && has_avx2_fma() {
             // SAFETY: as above.
             done = unsafe { simd::silu_mul_avx2(g, u, y) };
         }
@@ -136,10 +137,11 @@ fn silu_mul_scalar(g: f32, u: f32) -> f32 {
 /// score was NaN or `+inf` (NaN arguments propagate through the exponential; an infinite
 /// maximum turns every argument NaN or `-inf`) or every score was `-inf`. Callers check it with
 /// [`f32::is_finite`]: the guard costs nothing beyond the softmax's own passes, where a corrupt
-/// weight would otherwise give a flat row of probabilities.
-pub(super) fn softmax_row(row: &mut [f32], scale: f32) -> f32 {
+/// weight would otherwise give a flat row of probabilities. The scalar code only with
+/// [`Kernels::portable`].
+pub(super) fn softmax_row(kernels: Kernels, row: &mut [f32], scale: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if !portable() {
+    if !kernels.portable {
         if super::avx512_enabled() {
             // SAFETY: the CPU has the feature the function is compiled for.
             return unsafe { simd::softmax_row_avx512(row, scale) };
@@ -376,14 +378,14 @@ mod tests {
         gate[..6].copy_from_slice(&[0.0, -0.0, 100.0, -100.0, 1e-30, -1e-30]);
         let up: Vec<f32> = (0..n).map(|i| ((i * 104729 % 997) as f32 - 498.0) / 91.0).collect();
         let (g, u) = (Tensor::from_vec(gate.clone(), (1, n), &Device::Cpu).unwrap(), Tensor::from_vec(up.clone(), (1, n), &Device::Cpu).unwrap());
-        let fused = silu_mul(&g, &u).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let fused = silu_mul(Kernels::default(), &g, &u).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for ((&y, &g), &u) in fused.iter().zip(&gate).zip(&up) {
             let want = g as f64 / (1.0 + (-(g as f64)).exp()) * u as f64;
             assert!((y as f64 - want).abs() <= 1e-6 * want.abs() + 1e-35, "silu({g}) · {u}: {y} vs {want}");
         }
         // The same value gives the same result in a vector lane and in the scalar tail.
         let mut tail = [0f32; 9];
-        silu_mul_row(&[gate[7]; 9], &[up[7]; 9], &mut tail);
+        silu_mul_row(Kernels::default(), &[gate[7]; 9], &[up[7]; 9], &mut tail);
         assert!(tail.iter().all(|y| y.to_bits() == tail[0].to_bits()));
     }
 

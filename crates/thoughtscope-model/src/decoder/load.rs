@@ -23,7 +23,8 @@ impl Model {
 
     /// [`Model::from_tensors`] with matrices kept as stored (`kept`, by HF name: GGUF blocks,
     /// memory-mapped bf16/f16) and a choice of precision: [`WeightPrecision::F32`] converts every
-    /// weight at load.
+    /// weight at load. The model takes the default [`Kernels`](crate::Kernels) until
+    /// [`Model::set_kernels`].
     pub fn from_weights(
         config: Config,
         tensors: HashMap<String, Tensor>,
@@ -104,6 +105,7 @@ impl Model {
             rotary,
             device: device.clone(),
             block_rows: None,
+            kernels: crate::cpu::Kernels::default(),
         })
     }
 }

@@ -5,7 +5,7 @@
 //! 1. **Receiver heads** over a set of traces ([`corpus_receivers`]): every trace's sentence
 //!    attention (through the attention cache, one forward pass per uncached trace), the vertical
 //!    scores of every head, their kurtosis, the `top_k` heads of largest mean kurtosis
-//!    ([`crate::scores::receiver_heads_from_scores`], upstream's selection), and per trace the
+//!    (`crate::scores::receiver_heads_from_scores`, upstream's selection), and per trace the
 //!    receiver score of each sentence (mean vertical score over those heads).
 //! 2. **Suppression** of one trace ([`crate::analysis::suppression::cached_suppression`]): the
 //!    `N × N` matrix `M[target][source]` of mean `log(KL + 1e-9)`; a source's *outgoing
@@ -23,7 +23,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
 use polars::prelude::*;
 use serde::Serialize;
 
@@ -33,7 +32,7 @@ use crate::attention::{
     SuppressionMatrix, SuppressionOptions,
 };
 use crate::io::{write_atomic, write_json};
-use crate::model::{Loaded, Model};
+use crate::model::{Loaded, Model, Settings};
 use crate::plot::{self, ColorLimits, Figure, HeatmapOptions, LineOptions, Report, ScatterOptions, Series};
 use crate::rollout::{find_problem_dirs, Rollout};
 use crate::scores::{
@@ -73,7 +72,8 @@ pub struct AnchorsConfig {
     pub top_sentences: usize,
     /// Output folder.
     pub out: PathBuf,
-    pub device: Device,
+    /// How the model is loaded (device, weights, kernels) and the cache read.
+    pub settings: Settings,
 }
 
 impl Default for AnchorsConfig {
@@ -93,7 +93,7 @@ impl Default for AnchorsConfig {
             seed: 0,
             top_sentences: 5,
             out: PathBuf::from("analysis/thought_anchors"),
-            device: Device::Cpu,
+            settings: Settings::default(),
         }
     }
 }
@@ -134,7 +134,7 @@ pub fn load_traces(root: &Path, mode: SentenceMode) -> Result<Vec<Trace>> {
 }
 
 /// One trace directory, named relative to `root`.
-pub fn load_trace(root: &Path, dir: &Path, mode: SentenceMode) -> Result<Trace> {
+pub(crate) fn load_trace(root: &Path, dir: &Path, mode: SentenceMode) -> Result<Trace> {
     let rollout = Rollout::open(dir)?;
     let sentences = rollout.sentences(mode)?;
     if sentences.is_empty() {
@@ -178,7 +178,7 @@ pub fn corpus_receivers(
     options: &ReceiverOptions,
     drop_first: usize,
 ) -> Result<CorpusReceivers> {
-    let cache = AttnCache::new(cache_dir);
+    let cache = AttnCache::new(cache_dir).strict(loaded.settings.strict_cache);
     let context = loaded.model.config().max_position_embeddings;
     let mut too_long = Vec::new();
     let mut per_trace: Vec<(String, HeadScores)> = Vec::new();
@@ -422,7 +422,7 @@ pub fn run_anchors(config: &AnchorsConfig) -> Result<AnchorsResult> {
     crate::io::check_folder_or_absent(&config.cache_dir)?;
     config.suppression_options().validate()?;
     let mut traces = load_traces(&config.traces, config.sentence_mode)?;
-    let loaded = Model::load(&config.model, &config.device)?;
+    let loaded = Model::load(&config.model, &config.settings)?;
     let receivers =
         corpus_receivers(&loaded, &config.cache_dir, &mut traces, config.boundary_mode, &config.receiver, config.drop_first)?;
     let trace = suppression_trace(&traces, &receivers, config.suppression_trace.as_deref(), config.min_sentences)?.clone();
@@ -454,7 +454,7 @@ pub fn run_anchors(config: &AnchorsConfig) -> Result<AnchorsResult> {
 
 /// The receiver scores of every analysed trace, a row per sentence: `trace, sentence,
 /// receiver_score, receiver_rank, tags, text`.
-pub fn corpus_sentence_table(traces: &[Trace], receivers: &CorpusReceivers) -> Result<DataFrame> {
+pub(crate) fn corpus_sentence_table(traces: &[Trace], receivers: &CorpusReceivers) -> Result<DataFrame> {
     let (mut trace, mut sentence, mut score, mut rank, mut tags, mut text) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in traces {

@@ -9,10 +9,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
-
 use crate::attention::{sentence_attention, BoundaryMode, Sentences, TokenBounds};
-use crate::model::{Loaded, Model};
+use crate::model::{Loaded, Model, Settings};
 use crate::rollout::Rollout;
 use crate::{Error, Result};
 
@@ -30,10 +28,10 @@ pub struct BenchForwardOptions {
     pub reference: Option<PathBuf>,
     /// Timed runs per size; the report gives the median and every run.
     pub repeat: usize,
-    /// Where the forward pass runs (the exported inputs are tokenised on the CPU).
-    pub device: Device,
-    /// Time the phases (linear, Q·Kᵀ, ...); off, the forward runs exactly as outside the bench.
-    pub phases: bool,
+    /// How the model is loaded and run: the device (the exported inputs are tokenised on the CPU),
+    /// the weights, the kernels, and whether the phases (linear, Q·Kᵀ, ...) are timed
+    /// (`kernels.phase_timing`; off, the forward runs exactly as outside the bench).
+    pub settings: Settings,
     /// Random weights in a real configuration's shapes instead of `model`'s weights (`model`
     /// then only tokenises the text).
     pub random: Option<RandomWeights>,
@@ -51,7 +49,7 @@ pub struct RandomWeights {
 
 impl RandomWeights {
     /// The configuration named by `config`.
-    pub fn resolve_config(&self) -> Result<crate::model::Config> {
+    pub(crate) fn resolve_config(&self) -> Result<crate::model::Config> {
         if let Some(config) = crate::model::registry::config(&self.config) {
             return Ok(config?);
         }
@@ -63,10 +61,11 @@ impl RandomWeights {
         Err(Error::invalid(format!("--config {}: neither a config.json file nor one of {}", self.config, names.join(", "))))
     }
 
-    /// A model of the configuration with random weights, tokenising with `tokenizer_model`'s tokenizer.
-    pub fn load(&self, tokenizer_model: &str) -> Result<Loaded> {
+    /// A model of the configuration with random weights, tokenising with `tokenizer_model`'s
+    /// tokenizer, running on the CPU with `settings`' kernels.
+    pub fn load(&self, tokenizer_model: &str, settings: &Settings) -> Result<Loaded> {
         let config = self.resolve_config()?;
-        let tokenizer = crate::model::load_tokenizer(tokenizer_model)?;
+        let tokenizer = crate::model::load_tokenizer(tokenizer_model, settings)?;
         let vocab = config.vocab_size;
         if tokenizer.vocab_size() > vocab {
             return Err(Error::invalid(format!(
@@ -87,20 +86,22 @@ impl RandomWeights {
                 )));
             }
         }
-        let model = crate::model::random::random_model(config, self.dtype, self.seed)?;
+        let mut model = crate::model::random::random_model(config, self.dtype, self.seed)?;
+        model.set_kernels(settings.kernels);
         Ok(Loaded {
             model,
             tokenizer,
             name: format!("{}-random-{:?}", self.config, self.dtype).to_lowercase(),
             weights_hash: format!("random-seed-{}", self.seed),
             source: format!("random weights in the shapes of {}", self.config),
+            settings: Settings { device: candle_core::Device::Cpu, ..settings.clone() },
         })
     }
 }
 
 /// The trace's `full_cot` cut after the last sentence that keeps it within `tokens` tokens, and
 /// that text's own full-cot sentences.
-pub fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sentences> {
+pub(crate) fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sentences> {
     let all = Sentences::from_full_cot(full_cot)?;
     let chars: Vec<char> = all.text.chars().collect();
     let mut best = None;
@@ -124,7 +125,7 @@ pub fn bench_input(loaded: &Loaded, full_cot: &str, tokens: usize) -> Result<Sen
 
 /// CPU seconds this process has used so far, all threads together (Linux with glibc; `None`
 /// elsewhere). On a shared machine a run's wall time moves with the load; its CPU time much less.
-pub fn process_cpu_s() -> Option<f64> {
+pub(crate) fn process_cpu_s() -> Option<f64> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -139,7 +140,7 @@ pub fn process_cpu_s() -> Option<f64> {
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
-pub fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -157,19 +158,19 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
     use crate::model::cpu::phases;
     let load_start = Instant::now();
     let loaded = match &options.random {
-        Some(random) => random.load(&options.model)?,
-        None => Model::load(&options.model, &options.device)?,
+        Some(random) => random.load(&options.model, &options.settings)?,
+        None => Model::load(&options.model, &options.settings)?,
     };
     let load_s = load_start.elapsed().as_secs_f64();
     let weights = loaded.model.weight_memory();
     let sentences = bench_input(&loaded, &full_cot(&options.trace)?, tokens)?;
-    phases::enable(options.phases);
+    // The model times its phases when the settings ask (`kernels.phase_timing`); only this run adds.
+    phases::reset();
     let (start, cpu_start) = (Instant::now(), process_cpu_s());
     let (attention, bounds) = sentence_attention(&loaded, &sentences, BoundaryMode::Prefix)?;
     let seconds = start.elapsed().as_secs_f64();
     let cpu_s = process_cpu_s().zip(cpu_start).map(|(end, start)| end - start);
-    phases::enable(false);
-    let phases = options.phases.then(phases::snapshot);
+    let phases = loaded.model.kernels().phase_timing.then(phases::snapshot);
     // Before the GEMM calibration, whose buffers are not the job's.
     let peak_rss = peak_rss_mib();
     // The token boundaries (every sentence prefix tokenised) are part of the job and of its time;
@@ -182,7 +183,7 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
     let cfg = loaded.model.config();
     let flop = forward_flop(cfg, bounds.n_tokens);
     let own = gemm_gflop_per_s();
-    let calibration = if options.device.is_cpu() { Some(GemmCalibration::measure(cfg, bounds.n_tokens)) } else { None };
+    let calibration = if options.settings.device.is_cpu() { Some(GemmCalibration::measure(cfg, bounds.n_tokens)) } else { None };
     let best = calibration.as_ref().and_then(|c| c.best(false));
     let best_cpu = calibration.as_ref().and_then(|c| c.best(true));
     let threads = rayon::current_num_threads() as f64;
@@ -218,7 +219,7 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
         "peak_rss_mib": peak_rss,
         "checksum": checksum,
         "threads": rayon::current_num_threads(),
-        "isa": isa(),
+        "isa": isa(loaded.model.kernels()),
         "forward_tflop": flop / 1e12,
         "achieved_gflop_per_s": flop / seconds / 1e9,
         "phases": phase_json,
@@ -240,7 +241,7 @@ pub fn bench_forward_once(options: &BenchForwardOptions, tokens: usize) -> Resul
 /// against the time their FLOPs take at the best measured rate, and the time outside them
 /// (softmax, sink, element-wise passes, layout, the rest), which no GEMM speed removes.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct RooflineSplit {
+pub(crate) struct RooflineSplit {
     /// Seconds in the GEMM phases (linear, with the chunked MLP section's adds and norms; `Q·Kᵀ`;
     /// `P·V`).
     pub gemm_s: f64,
@@ -270,10 +271,10 @@ fn weights_parameters(cfg: &crate::model::Config) -> u64 {
     per_layer * cfg.num_hidden_layers as u64 + embeddings
 }
 
-/// Which kernel set the forward ran on.
-fn isa() -> &'static str {
-    use crate::model::cpu::{avx512_enabled, portable, sgemm};
-    if portable() || !sgemm::available() {
+/// Which kernel set a forward with `kernels` runs on.
+fn isa(kernels: crate::model::Kernels) -> &'static str {
+    use crate::model::cpu::{avx512_enabled, sgemm};
+    if kernels.portable || !sgemm::available() {
         "portable"
     } else if avx512_enabled() {
         "avx512"
@@ -283,7 +284,7 @@ fn isa() -> &'static str {
 }
 
 /// The decoder's linear products at `tokens` rows: (name, m, k, n, products per layer), `x · Wᵀ`.
-pub fn linear_shapes(cfg: &crate::model::Config, tokens: usize) -> Vec<(&'static str, usize, usize, usize, usize)> {
+pub(crate) fn linear_shapes(cfg: &crate::model::Config, tokens: usize) -> Vec<(&'static str, usize, usize, usize, usize)> {
     let (d, hd) = (cfg.hidden_size, cfg.head_dim());
     let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_kv_heads() * hd);
     let inter = cfg.intermediate_size;
@@ -297,7 +298,7 @@ const SQUARE: usize = 2048;
 /// is installed) OpenBLAS, on the decoder's linear shapes at the bench's token count and on a
 /// 2048³ square, rounds interleaved so that a change in load hits every entry alike; each
 /// figure is the median round.
-pub struct GemmCalibration {
+pub(crate) struct GemmCalibration {
     /// Implementation names, in column order.
     pub implementations: Vec<&'static str>,
     /// Per model shape: name, (m, k, n), products per layer, median seconds per implementation.
@@ -313,7 +314,7 @@ pub struct GemmCalibration {
 }
 
 /// One model shape's timings: name, (m, k, n), products per layer, median seconds per implementation.
-pub type ShapeTimes = (&'static str, (usize, usize, usize), usize, Vec<f64>);
+pub(crate) type ShapeTimes = (&'static str, (usize, usize, usize), usize, Vec<f64>);
 
 type GemmFn = fn(crate::model::cpu::sgemm::MatRef, crate::model::cpu::sgemm::MatRef, &mut [f32], usize, usize, usize, usize);
 
@@ -390,7 +391,7 @@ impl GemmCalibration {
     /// GFLOP/s of implementation `i` over one layer's linear products (each shape weighted by its
     /// count: the rate the forward's linear layers could reach); per CPU-second per thread with
     /// `cpu` (NaN where CPU time is not available).
-    pub fn model_rate(&self, i: usize, cpu: bool) -> f64 {
+    pub(crate) fn model_rate(&self, i: usize, cpu: bool) -> f64 {
         let flop: f64 = self.shapes.iter().map(|(_, (m, k, n), count, _)| (2 * m * k * n * count) as f64).sum();
         let seconds: f64 = match (cpu, &self.shapes_cpu) {
             (false, _) => self.shapes.iter().map(|(_, _, count, t)| t[i] * *count as f64).sum(),
@@ -401,7 +402,7 @@ impl GemmCalibration {
     }
 
     /// GFLOP/s of implementation `i` on the square product (per CPU-second per thread with `cpu`).
-    pub fn square_rate(&self, i: usize, cpu: bool) -> f64 {
+    pub(crate) fn square_rate(&self, i: usize, cpu: bool) -> f64 {
         let seconds = if cpu { self.square_cpu.as_ref().map_or(f64::NAN, |t| t[i]) } else { self.square_s[i] };
         2.0 * (SQUARE as f64).powi(3) / seconds / 1e9
     }
@@ -455,7 +456,7 @@ impl GemmCalibration {
 
 /// Multiply-adds ×2 of one forward pass without the LM head: the linear layers, and causal
 /// attention (`Q·Kᵀ` and `P·V` over the keys each query sees, `T(T+1)/2` pairs per head).
-pub fn forward_flop(cfg: &crate::model::Config, tokens: usize) -> f64 {
+pub(crate) fn forward_flop(cfg: &crate::model::Config, tokens: usize) -> f64 {
     let (d, hd) = (cfg.hidden_size as f64, cfg.head_dim() as f64);
     let (h, h_kv) = (cfg.num_attention_heads as f64, cfg.num_kv_heads() as f64);
     let linear_per_token = d * h * hd * 2.0 + d * h_kv * hd * 2.0 + 3.0 * d * cfg.intermediate_size as f64;
@@ -538,7 +539,7 @@ pub fn bench_forward(
     run_once: &mut dyn FnMut(usize) -> Result<serde_json::Value>,
 ) -> Result<serde_json::Value> {
     if let Some(path) = &options.export_inputs {
-        let loaded = Model::load(&options.model, &Device::Cpu)?;
+        let loaded = Model::load(&options.model, &Settings { device: candle_core::Device::Cpu, ..options.settings.clone() })?;
         let cot = full_cot(&options.trace)?;
         let mut inputs = Vec::new();
         for &t in &options.tokens {

@@ -21,7 +21,6 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -31,7 +30,7 @@ use serde_json::Value;
 use super::anchors::{corpus_receivers, load_trace, load_traces, outgoing_importance, Trace};
 use super::suppression::cached_suppression;
 use crate::attention::{cached_sentence_attention, AttnCache, BoundaryMode, CacheLayout, SentenceMode, SuppressionMatrix, SuppressionOptions};
-use crate::model::{Loaded, Model};
+use crate::model::{Loaded, Model, Settings};
 use crate::scores::stats::{average_ranks, mean, nan_as_null, pearson};
 use crate::scores::{head_vertical_scores, receiver_scores, split_half_reliability, ReceiverOptions};
 use crate::{Context, Error, Result};
@@ -132,7 +131,7 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
 
 /// Spearman's rho of `x`, `y` (Pearson r of average ranks, `scipy.stats.spearmanr`); NaN with
 /// fewer than 3 values or a constant side.
-pub fn spearman_rho(x: &[f64], y: &[f64]) -> f64 {
+pub(crate) fn spearman_rho(x: &[f64], y: &[f64]) -> f64 {
     if x.len() < 3 || x.len() != y.len() {
         return f64::NAN;
     }
@@ -447,7 +446,8 @@ pub struct BlackboxConfig {
     pub control_draws: usize,
     pub seed: u64,
     pub out: PathBuf,
-    pub device: Device,
+    /// How the model is loaded (device, weights, kernels) and the cache read.
+    pub settings: Settings,
 }
 
 impl BlackboxConfig {
@@ -468,7 +468,7 @@ impl BlackboxConfig {
             control_draws: 1000,
             seed: 0,
             out: out.into(),
-            device: Device::Cpu,
+            settings: Settings::default(),
         }
     }
 }
@@ -560,7 +560,7 @@ pub fn sentences_csv(sentences: &[BlackboxSentence]) -> String {
 
 /// Loads the model and runs [`run_blackbox_with`].
 pub fn run_blackbox(config: &BlackboxConfig) -> Result<BlackboxResult> {
-    let loaded = Model::load(&config.model, &config.device)?;
+    let loaded = Model::load(&config.model, &config.settings)?;
     run_blackbox_with(config, &loaded)
 }
 
@@ -589,7 +589,7 @@ pub fn run_blackbox_with(config: &BlackboxConfig, loaded: &Loaded) -> Result<Bla
         None => vec![trace.clone()],
     };
     let receivers = corpus_receivers(loaded, &config.cache_dir, &mut corpus, BoundaryMode::Prefix, &config.receiver, 0)?;
-    let cache = AttnCache::new(&config.cache_dir);
+    let cache = AttnCache::new(&config.cache_dir).strict(loaded.settings.strict_cache);
     let (attention, _, _) = cached_sentence_attention(&cache, loaded, &trace.sentences, BoundaryMode::Prefix, CacheLayout::Native)
         .while_doing_with(|| format!("sentence attention of {}", problem_dir.display()))?;
     let receiver = receiver_scores(&head_vertical_scores(&attention, &config.receiver.vertical), &receivers.heads.top_k_heads)?;

@@ -50,7 +50,7 @@ pub struct SuppressionFiles {
 
 impl SuppressionFiles {
     /// The file names in `dir`.
-    pub fn in_dir(dir: &Path) -> SuppressionFiles {
+    pub(crate) fn in_dir(dir: &Path) -> SuppressionFiles {
         SuppressionFiles {
             step_importance: dir.join("step_importance_supp.json"),
             matrix: dir.join("suppression_matrix.npy"),

@@ -7,7 +7,7 @@
 //! caller when the seed trims, see [`trim_ends`]) and a tag mask `V`:
 //!
 //! - `vert` = [`vertical_scores`] of `A` (the seed: `proximity_ignore = 4`, `control_depth = True`,
-//!   `score_type = 'mean'`, [`seed_vertical_options`]);
+//!   `score_type = 'mean'`, `seed_vertical_options`);
 //! - `mean_va_vert` / `mean_nonva_vert` = [`safe_mean`] of `vert` over tagged / untagged
 //!   sentences; `delta_va_vert` = their difference;
 //! - `mean_in_va` = [`safe_mean`] of the block `A[non-VA rows][:, VA cols]` — **every** cell of the
@@ -18,7 +18,7 @@
 //!   else NaN.
 //!
 //! [`safe_mean`] is the seed's: NaN for an empty selection, otherwise `np.nanmean` of the values
-//! as float64, summed in numpy's pairwise order ([`np_nanmean`]); every
+//! as float64, summed in numpy's pairwise order (`np_nanmean`); every
 //! statistic equals the numpy reference's bit for bit on the sample rollouts (tests: 1e-12).
 
 use serde::Serialize;
@@ -28,7 +28,7 @@ use crate::scores::{vertical_scores, ScoreType, VerticalOptions};
 use crate::{Error, Result};
 
 /// The seed's vertical-score settings: `proximity_ignore = 4`, `control_depth = True`, mean.
-pub fn seed_vertical_options() -> VerticalOptions {
+pub(crate) fn seed_vertical_options() -> VerticalOptions {
     VerticalOptions { proximity_ignore: 4, control_depth: true, score_type: ScoreType::Mean }
 }
 
@@ -102,7 +102,7 @@ pub fn delta_from_scores(vert_scores: &[f64], mask: &[bool]) -> (f64, f64, f64) 
 
 /// The seed's `compute_va_stats_for_head(avg_mat, va_mask, proximity_ignore)` on a row-major
 /// `n × n` matrix, with the vertical-score settings given (the seed's are
-/// [`seed_vertical_options`]).
+/// `seed_vertical_options`).
 pub fn compute_va_stats_for_head(
     matrix: &[f32],
     n: usize,

@@ -22,8 +22,8 @@
 //!    and NaN);
 //! 7. [`distinctiveness`]: `distinctiveness_score` = the SUM over the representative layers of the
 //!    best `|delta_va_vert|` (pandas' NaN-skipping sum: a rollout whose deltas are all NaN scores
-//!    0); [`rank_by_score`] sorts by score, descending, and the first is the most distinctive;
-//! 8. [`summary_row`] / [`rollout_meta`]: the seed's `summary.csv` row and `meta.json`
+//!    0); `rank_by_score` sorts by score, descending, and the first is the most distinctive;
+//! 8. `summary_row` / `rollout_meta`: the seed's `summary.csv` row and `meta.json`
 //!    (untrimmed sentence counts, as the seed writes them), figures of every rollout's best heads
 //!    ([`super::va_report`]), all written by [`super::va_pipeline`].
 //!
@@ -47,6 +47,7 @@ use serde::Serialize;
 use super::tag_stats::{compute_va_stats_for_head, delta_from_scores, seed_vertical_options, trim_ends, VaHeadStats};
 use crate::attention::{AttentionSource, BoundaryMode, CacheOutcome, SentenceMode, Sentences};
 use crate::io::shard::{Shard, ShardRun};
+use crate::model::Settings;
 use crate::rollout::{discover_rollouts, misaligned_labels, read_chunks_file, read_labels_file, ChunkLabel, Rollout};
 use crate::scores::{ScoreType, VerticalOptions};
 use crate::{Error, Result};
@@ -112,6 +113,10 @@ pub struct VaConfig {
     pub figures: bool,
     /// Also PNG (needs Chromium; skipped with a note when absent).
     pub static_images: bool,
+    /// How the model is loaded on a cache miss (device, weights, kernels) and the cache read; not
+    /// part of what the run records.
+    #[serde(skip)]
+    pub settings: Settings,
 }
 
 impl Default for VaConfig {
@@ -138,6 +143,7 @@ impl Default for VaConfig {
             out: None,
             figures: true,
             static_images: true,
+            settings: Settings::default(),
         }
     }
 }
@@ -185,9 +191,10 @@ impl VaConfig {
         })
     }
 
-    /// The attention source of this config (model loaded on the first cache miss).
+    /// The attention source of this config (model loaded on the first cache miss, with
+    /// [`VaConfig::settings`]).
     pub fn attention_source(&self) -> AttentionSource {
-        AttentionSource::new(&self.model, &self.cache_dir, self.boundary_mode)
+        AttentionSource::new(&self.model, &self.cache_dir, self.boundary_mode).with_settings(self.settings.clone())
     }
 }
 
@@ -334,7 +341,7 @@ impl HeadRow {
 
 /// The seed's per-head step on one matrix: the trim when `options.trim` and N ≥ 3, then
 /// [`compute_va_stats_for_head`].
-pub fn head_row(rollout_id: &str, layer: usize, head: usize, matrix: &[f32], n: usize, mask: &[bool], options: &VaOptions) -> Result<HeadRow> {
+pub(crate) fn head_row(rollout_id: &str, layer: usize, head: usize, matrix: &[f32], n: usize, mask: &[bool], options: &VaOptions) -> Result<HeadRow> {
     let (matrix, n, mask) = if options.trim { trim_ends(matrix, n, mask)? } else { (matrix.to_vec(), n, mask.to_vec()) };
     let stats = compute_va_stats_for_head(&matrix, n, &mask, &options.vertical)?;
     let n_va = mask.iter().filter(|&&m| m).count();
@@ -399,7 +406,7 @@ pub struct BestHead {
 
 impl BestHead {
     /// The per-layer value the score aggregates: `|delta|` (seed) or the signed delta.
-    pub fn score_value(&self, rule: HeadRule) -> f64 {
+    pub(crate) fn score_value(&self, rule: HeadRule) -> f64 {
         match rule {
             HeadRule::Abs => self.abs_delta_va_vert,
             HeadRule::Signed => self.delta_va_vert,
@@ -500,7 +507,7 @@ pub fn best_per_layer(rows: &[HeadRow], rule: HeadRule) -> Vec<BestHead> {
 }
 
 /// NaN-skipping sum (pandas `Series.sum`: 0 when nothing is left) or mean (NaN then), in order.
-pub fn aggregate_layers(values: &[f64], aggregate: LayerAggregate) -> f64 {
+pub(crate) fn aggregate_layers(values: &[f64], aggregate: LayerAggregate) -> f64 {
     let kept: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
     let sum = kept.iter().fold(0.0, |acc, v| acc + v);
     match aggregate {
@@ -548,7 +555,7 @@ pub fn distinctiveness(best: &[BestHead], options: &VaOptions) -> Vec<RolloutSco
 
 /// Indices of `scores` sorted by score, descending, NaN last; ties keep their order (see
 /// [`best_per_layer`] on pandas' unstable sort).
-pub fn rank_by_score(scores: &[f64]) -> Vec<usize> {
+pub(crate) fn rank_by_score(scores: &[f64]) -> Vec<usize> {
     let (mut order, nans): (Vec<usize>, Vec<usize>) = (0..scores.len()).partition(|&i| !scores[i].is_nan());
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     order.extend(nans);
@@ -585,7 +592,7 @@ fn rollout_stream(rollout_id: &str) -> u64 {
 /// Permutation test of one rollout's rows (all its layers × heads, with their vertical scores):
 /// the analysed tag mask is shuffled `permutations` times (ChaCha8 seeded by `seed`, stream by
 /// rollout id); per layer the statistic is the maximum over the scanned heads of the head rule's
-/// value (`|delta|`), the rollout's is [`aggregate_layers`] of those; `p = (1 + #{perm ≥
+/// value (`|delta|`), the rollout's is `aggregate_layers` of those; `p = (1 + #{perm ≥
 /// observed}) / (1 + B)`, NaN when the observed value is NaN.
 pub fn permutation_test(rows: &[HeadRow], analysed_mask: &[bool], options: &VaOptions, permutations: usize, seed: u64) -> PermutationTest {
     let mut layers: BTreeMap<usize, Vec<&[f64]>> = BTreeMap::new();
@@ -642,7 +649,7 @@ pub fn permutation_test(rows: &[HeadRow], analysed_mask: &[bool], options: &VaOp
 }
 
 /// Python's `f"{x:.{digits}f}"`: `nan`, `inf`, `-inf` spelled as Python does.
-pub fn py_fixed(x: f64, digits: usize) -> String {
+pub(crate) fn py_fixed(x: f64, digits: usize) -> String {
     if x.is_nan() {
         "nan".into()
     } else if x.is_infinite() {
@@ -686,7 +693,7 @@ pub struct SummaryRow {
 
 /// The seed's summary row of one rollout from its best heads (`best`, any order; the rollout's
 /// rows only), with the additions.
-pub fn summary_row(rollout: &TaggedRollout, best: &[BestHead], options: &VaOptions) -> SummaryRow {
+pub(crate) fn summary_row(rollout: &TaggedRollout, best: &[BestHead], options: &VaOptions) -> SummaryRow {
     let mut sel: Vec<&BestHead> = best.iter().filter(|b| b.rollout_id == rollout.rollout_id).collect();
     sel.sort_by_key(|b| b.layer);
     let join = |f: &dyn Fn(&BestHead) -> String| sel.iter().map(|b| f(b)).collect::<Vec<_>>().join(",");
@@ -720,7 +727,7 @@ pub fn summary_row(rollout: &TaggedRollout, best: &[BestHead], options: &VaOptio
     }
 }
 
-/// The seed's `summary_df`: [`summary_row`] of every rollout that has best heads, with the
+/// The seed's `summary_df`: `summary_row` of every rollout that has best heads, with the
 /// permutation p-values of `tests` (`(rollout_id, test)`), sorted by score, descending (ties keep
 /// rollout order), `most_distinctive` set on the first.
 pub fn summary_rows(rollouts: &[&TaggedRollout], best: &[BestHead], options: &VaOptions, tests: &[(String, PermutationTest)]) -> Vec<SummaryRow> {
@@ -791,7 +798,7 @@ pub fn rollout_status(rollout: &TaggedRollout, options: &VaOptions) -> String {
 
 /// The seed's `meta.json` of one rollout (`rollout_id, n_sentences, n_va, va_idxs, layers,
 /// heads`: untrimmed counts, best heads in layer order) plus this project's fields.
-pub fn rollout_meta(rollout: &TaggedRollout, best: &[BestHead], summary: Option<&SummaryRow>, config: &VaConfig) -> serde_json::Value {
+pub(crate) fn rollout_meta(rollout: &TaggedRollout, best: &[BestHead], summary: Option<&SummaryRow>, config: &VaConfig) -> serde_json::Value {
     let mut sel: Vec<&BestHead> = best.iter().filter(|b| b.rollout_id == rollout.rollout_id).collect();
     sel.sort_by_key(|b| b.layer);
     let number = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
@@ -842,7 +849,7 @@ pub struct VaResult {
     pub rows: Vec<HeadRow>,
     /// The seed's `best_per_layer`.
     pub best: Vec<BestHead>,
-    /// The seed's `agg` (sorted by rollout id; [`VaResult::ranked_scores`] sorts by score).
+    /// The seed's `agg` (sorted by rollout id; `VaResult::ranked_scores` sorts by score).
     pub scores: Vec<RolloutScore>,
     /// The seed's `summary_df`, sorted by score descending; rollouts that could not be analysed
     /// at the end.
@@ -858,15 +865,8 @@ pub struct VaResult {
 
 impl VaResult {
     /// `agg` sorted by score, descending (the seed's Step 1 display).
-    pub fn ranked_scores(&self) -> Vec<RolloutScore> {
+    pub(crate) fn ranked_scores(&self) -> Vec<RolloutScore> {
         rank_scores(&self.scores)
-    }
-
-    /// The best heads of one rollout, in layer order.
-    pub fn best_heads_of(&self, rollout_id: &str) -> Vec<&BestHead> {
-        let mut sel: Vec<&BestHead> = self.best.iter().filter(|b| b.rollout_id == rollout_id).collect();
-        sel.sort_by_key(|b| b.layer);
-        sel
     }
 
     /// The line the CLI prints about forward passes and the chosen rollout.

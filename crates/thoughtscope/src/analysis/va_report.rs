@@ -4,9 +4,9 @@
 //! - polars DataFrames of the seed's pandas tables, the seed's columns first and in its order:
 //!   [`head_table`] (`df`), [`best_heads_table`] (`best_per_layer`), [`scores_table`] (`agg`),
 //!   [`summary_table`] (`summary_df`), [`counts_table`] (the dry run); additions after them;
-//! - the seed's two figures: [`attention_heatmap`] (the trimmed matrix, `vmin = 0`, `vmax` = the
+//! - the seed's two figures: `attention_heatmap` (the trimmed matrix, `vmin = 0`, `vmax` = the
 //!   0.99 nanquantile of `np.tril(A)` over all N² cells, Blues, tagged rows and columns overlaid
-//!   in red at alpha 0.18) and [`vertical_scores_plot`] (a line, grey untagged and red tagged
+//!   in red at alpha 0.18) and `vertical_scores_plot` (a line, grey untagged and red tagged
 //!   points), with the seed's titles ([`heatmap_title`], [`vertical_title`]);
 //! - files: `summary.csv` (+ parquet), `heads.csv` (+ parquet), `best_heads.csv`, `scores.csv`
 //!   (the seed's `agg`, ranked), `chosen_rollout.json`, per rollout `meta.json` and `attn_layerLL_headHH.{html,png}` /
@@ -111,7 +111,7 @@ pub fn best_heads_table(best: &[BestHead], p_values: &[(String, usize, f64)]) ->
 }
 
 /// The seed's `agg` table: `rollout_id, distinctiveness_score, n_va, n_sentences, va_rate` (in
-/// the order given; [`VaResult::ranked_scores`] sorts it as the seed displays it).
+/// the order given; `VaResult::ranked_scores` sorts it as the seed displays it).
 pub fn scores_table(scores: &[RolloutScore]) -> Result<DataFrame> {
     Ok(DataFrame::new_infer_height(vec![
         strings("rollout_id", scores.iter().map(|s| s.rollout_id.clone())),
@@ -162,14 +162,14 @@ pub fn counts_table(rollouts: &[&TaggedRollout]) -> Result<DataFrame> {
 }
 
 /// matplotlib's `Blues` (the ColorBrewer ramp it interpolates), white to dark blue.
-pub fn matplotlib_blues() -> ColorScale {
+pub(crate) fn matplotlib_blues() -> ColorScale {
     let ramp = ["#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b"];
     ColorScale::Vector(ramp.iter().enumerate().map(|(k, c)| ColorScaleElement(k as f64 / 8.0, c.to_string())).collect())
 }
 
 /// The seed's heatmap colour limit: `np.nanquantile(np.tril(A), 0.99)`, or 1.0 when nothing is
 /// finite.
-pub fn heatmap_vmax(matrix: &[f32], n: usize) -> Result<f64> {
+pub(crate) fn heatmap_vmax(matrix: &[f32], n: usize) -> Result<f64> {
     let q = plot::tril_quantile(matrix, n, 0.99)?;
     Ok(if q.is_finite() { q } else { 1.0 })
 }
@@ -192,7 +192,7 @@ pub fn vertical_title(rollout_id: &str, layer: usize, head: usize) -> String {
 /// The seed's `plot_attn_heatmap(avg_mat, va_mask, title)`: the (trimmed) matrix, row 0 at the
 /// top, `vmin = 0`, `vmax` = [`heatmap_vmax`], Blues, every tagged row and column overlaid in red
 /// at alpha 0.18 (`axhspan` / `axvspan`), axes "Sentence position".
-pub fn attention_heatmap(matrix: &[f32], n: usize, mask: &[bool], title: &str) -> Result<Figure> {
+pub(crate) fn attention_heatmap(matrix: &[f32], n: usize, mask: &[bool], title: &str) -> Result<Figure> {
     if mask.len() != n {
         return Err(Error::invalid(format!("attention heatmap: a mask of {} for {n} sentences", mask.len())));
     }
@@ -234,7 +234,7 @@ pub fn attention_heatmap(matrix: &[f32], n: usize, mask: &[bool], title: &str) -
 /// The seed's `plot_vertical_scores(vert_scores, va_mask, title)`: the scores as a dark line (NaN
 /// as gaps), untagged sentences as grey points, tagged ones as red points, legend top right.
 /// Legend names are `non-VA` / `VA` for the VA tag, else `other` / the tag.
-pub fn vertical_scores_plot(scores: &[f64], mask: &[bool], title: &str, tag: &str) -> Result<Figure> {
+pub(crate) fn vertical_scores_plot(scores: &[f64], mask: &[bool], title: &str, tag: &str) -> Result<Figure> {
     if mask.len() != scores.len() {
         return Err(Error::invalid(format!("vertical-score plot: a mask of {} for {} scores", mask.len(), scores.len())));
     }
@@ -270,7 +270,7 @@ pub fn vertical_scores_plot(scores: &[f64], mask: &[bool], title: &str, tag: &st
 }
 
 /// File stems of the seed's figures: `attn_layer{LL:02}_head{HH:02}` and `vert_layer…`.
-pub fn figure_stems(layer: usize, head: usize) -> (String, String) {
+pub(crate) fn figure_stems(layer: usize, head: usize) -> (String, String) {
     (format!("attn_layer{layer:02}_head{head:02}"), format!("vert_layer{layer:02}_head{head:02}"))
 }
 
@@ -422,7 +422,7 @@ pub(crate) fn write_outputs(result: &mut VaResult, source: &mut AttentionSource,
 
 /// The figure formats of `config` (HTML, plus PNG as the seed saves and SVG when asked for and
 /// Chromium is present) and a note when they were asked for but cannot be made.
-pub fn figure_formats(config: &VaConfig) -> (Vec<SaveFormat>, Option<String>) {
+pub(crate) fn figure_formats(config: &VaConfig) -> (Vec<SaveFormat>, Option<String>) {
     let mut formats = vec![SaveFormat::Html];
     if config.figures && config.static_images {
         if plot::static_export_available() {
@@ -443,7 +443,7 @@ pub struct SavedRollout {
     pub figures: Vec<(String, Figure, Figure)>,
 }
 
-/// The seed's Step 2 for one rollout: `<out>/<rollout_id>/meta.json` ([`super::va::rollout_meta`])
+/// The seed's Step 2 for one rollout: `<out>/<rollout_id>/meta.json` (`super::va::rollout_meta`)
 /// and, for each of its best heads (layer order), the heatmap and vertical-score figure as
 /// `attn_layer{LL:02}_head{HH:02}.*` / `vert_layer{LL:02}_head{HH:02}.*` in `formats` (none: no
 /// figures are made).

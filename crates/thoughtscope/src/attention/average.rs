@@ -79,7 +79,7 @@ impl SentenceAttention {
         &self.data
     }
 
-    pub fn into_data(self) -> Vec<f32> {
+    pub(crate) fn into_data(self) -> Vec<f32> {
         self.data
     }
 }
@@ -194,11 +194,6 @@ impl SentenceAverager {
     pub fn expect_tokens(mut self, tokens: usize) -> Self {
         self.expected_tokens = Some(tokens);
         self
-    }
-
-    /// Sequence length T seen so far (None before the first block).
-    pub fn tokens_seen(&self) -> Option<usize> {
-        self.geometry.as_ref().map(|g| g.total)
     }
 
     /// Finish the last layer and return the `[L, H, N, N]` averages.

@@ -23,13 +23,14 @@
 //! then renamed into place; an interrupted write leaves no entry, never a partial one. Such
 //! leftovers (`.<text_id>.tmp-*`, `.<text_id>.old-*`) are hidden, never read as entries, and
 //! removed by the next [`AttnCache::store`] into that model directory once they are
-//! [`STALE_TEMPORARY_AGE`] old.
+//! `STALE_TEMPORARY_AGE` old.
 //!
 //! Integrity: the manifest records a checksum (xxh3-128) of every data file, verified on every
 //! read. An entry that fails it, that lacks a checksum, or that was written by an older format
 //! without checksums is never served: [`AttnCache::load`] says why on stderr and treats it as a
-//! miss (the caller recomputes and replaces it), or, with [`AttnCache::strict`] /
-//! `THOUGHTSCOPE_STRICT_CACHE=1`, returns the error, which names the file and both checksums.
+//! miss (the caller recomputes and replaces it), or, with [`AttnCache::strict`] (the settings'
+//! `strict_cache`, `THOUGHTSCOPE_STRICT_CACHE=1`), returns the error, which names the file and
+//! both checksums.
 //! Directories written by the Python tool have no manifest and so nothing to verify against;
 //! they are read as they are (their provenance is already reported as unverified).
 //!
@@ -50,15 +51,13 @@ use crate::{Error, Result};
 
 /// Version of the cache entry format written by this crate. 2 added `checksums`; entries of
 /// older versions cannot be verified and are recomputed.
-pub const CACHE_FORMAT_VERSION: u32 = 2;
-/// Environment variable that makes every [`AttnCache`] strict when set to `1`.
-pub const STRICT_CACHE_ENV: &str = "THOUGHTSCOPE_STRICT_CACHE";
+pub(crate) const CACHE_FORMAT_VERSION: u32 = 2;
 /// Age after which a temporary directory left by an interrupted [`AttnCache::store`] is removed.
-pub const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(15 * 60);
+pub(crate) const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(15 * 60);
 /// File name of an entry's manifest.
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 /// File name of the native layout's data.
-pub const NATIVE_FILE: &str = "attention.npy";
+pub(crate) const NATIVE_FILE: &str = "attention.npy";
 
 /// How an entry stores its matrices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -129,7 +128,7 @@ impl Manifest {
     /// First field saying how the matrices were made (model, weights, dtype, tokenizer, sentence
     /// and boundary modes, grid) that differs between two entries, as (field, self's, other's).
     /// Entries of different texts agree on all of them when they may be averaged together.
-    pub fn provenance_difference(&self, other: &Manifest) -> Option<(&'static str, String, String)> {
+    pub(crate) fn provenance_difference(&self, other: &Manifest) -> Option<(&'static str, String, String)> {
         key_fields(&self.key)
             .into_iter()
             .zip(key_fields(&other.key))
@@ -175,10 +174,9 @@ pub struct AttnCache {
 }
 
 impl AttnCache {
-    /// A cache at `root`; strict when `THOUGHTSCOPE_STRICT_CACHE=1` (see [`AttnCache::strict`]).
+    /// A cache at `root`, not strict (see [`AttnCache::strict`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        let strict = std::env::var(STRICT_CACHE_ENV).is_ok_and(|v| v.trim() == "1");
-        AttnCache { root: root.into(), strict }
+        AttnCache { root: root.into(), strict: false }
     }
 
     /// Strict: an entry that fails verification ([`Lookup::Untrusted`]) makes [`AttnCache::load`]
@@ -186,10 +184,6 @@ impl AttnCache {
     pub fn strict(mut self, strict: bool) -> Self {
         self.strict = strict;
         self
-    }
-
-    pub fn is_strict(&self) -> bool {
-        self.strict
     }
 
     pub fn root(&self) -> &Path {
@@ -216,7 +210,7 @@ impl AttnCache {
             Lookup::Hit(attention) => Ok(Some(attention)),
             Lookup::Miss => Ok(None),
             Lookup::Untrusted(error) if self.strict => Err(error.context(format!(
-                "strict cache ({STRICT_CACHE_ENV}=1): entry {} is not served",
+                "strict cache (THOUGHTSCOPE_STRICT_CACHE=1): entry {} is not served",
                 self.entry_dir(&key.model, &key.text_id).display()
             ))),
             Lookup::Untrusted(error) => {
@@ -405,14 +399,14 @@ fn unique_suffix() -> usize {
 
 /// Whether `name` is one of [`AttnCache::store`]'s temporary directories
 /// (`.<text_id>.tmp-<pid>-<n>` while building, `.<text_id>.old-<pid>-<n>` while swapping).
-pub fn is_temporary_name(name: &str) -> bool {
+pub(crate) fn is_temporary_name(name: &str) -> bool {
     name.starts_with('.') && (name.contains(".tmp-") || name.contains(".old-"))
 }
 
 /// Remove the temporary directories in `model_dir` last modified more than `age` ago: left by
 /// runs killed while storing (a live store finishes within seconds of creating one). Best
 /// effort, with one line on stderr when something was removed.
-pub fn remove_stale_temporaries(model_dir: &Path, age: Duration) -> usize {
+pub(crate) fn remove_stale_temporaries(model_dir: &Path, age: Duration) -> usize {
     let Ok(entries) = std::fs::read_dir(model_dir) else { return 0 };
     let mut removed = 0;
     for entry in entries.filter_map(|e| e.ok()) {
@@ -459,7 +453,7 @@ fn write_data(dir: &Path, attention: &SentenceAttention, layout: CacheLayout) ->
 }
 
 /// Read and parse an entry's `manifest.json`.
-pub fn read_manifest(path: &Path) -> Result<Manifest> {
+pub(crate) fn read_manifest(path: &Path) -> Result<Manifest> {
     let text = io::read_text_bounded(path, io::INPUT_LIMIT)?;
     serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid cache manifest: {e}")))
 }

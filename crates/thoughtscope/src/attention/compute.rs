@@ -97,7 +97,7 @@ pub fn cache_key(loaded: &Loaded, sentences: &Sentences, boundary_mode: Boundary
 
 /// The token ids of `text`, or an error when they do not fit the model's context
 /// (`max_position_embeddings`).
-pub fn encode_within_context(loaded: &Loaded, text: &str) -> Result<Vec<u32>> {
+pub(crate) fn encode_within_context(loaded: &Loaded, text: &str) -> Result<Vec<u32>> {
     let ids = loaded.tokenizer.encode(text)?;
     let context = loaded.model.config().max_position_embeddings;
     if ids.len() > context {
@@ -121,7 +121,9 @@ pub fn sentence_attention(
     // seconds on a text far beyond the context.
     let ids = encode_within_context(loaded, &sentences.text)?;
     // The result's size is known now: refuse before the forward pass, not after it.
-    check_sentence_attention_fits(loaded.model.num_layers(), loaded.model.num_heads(), sentences.len())?;
+    if loaded.settings.memory_check {
+        check_sentence_attention_fits(loaded.model.num_layers(), loaded.model.num_heads(), sentences.len())?;
+    }
     let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, boundary_mode)?;
     if ids.len() != bounds.n_tokens {
         return Err(Error::Other(format!(
@@ -145,13 +147,10 @@ pub fn sentence_attention(
 }
 
 /// The `layers × heads × N × N` float32 matrices of a text of `n` sentences must fit in the memory
-/// available (`MemAvailable`; `THOUGHTSCOPE_SKIP_MEMORY_CHECK=1` turns the check off, as for the
-/// weights): an error with the numbers, before any forward pass, instead of the kernel ending
-/// the process half-way.
+/// available (`MemAvailable`; [`sentence_attention`] skips the check when the model's settings
+/// turn off `memory_check`, as for the weights): an error with the numbers, before any forward
+/// pass, instead of the kernel ending the process half-way.
 pub fn check_sentence_attention_fits(layers: usize, heads: usize, n: usize) -> Result<()> {
-    if std::env::var_os("THOUGHTSCOPE_SKIP_MEMORY_CHECK").is_some_and(|v| v != "0") {
-        return Ok(());
-    }
     sentence_attention_fits(layers, heads, n, crate::model::memory::available_memory())
 }
 

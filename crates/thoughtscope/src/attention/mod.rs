@@ -32,4 +32,5 @@ pub use cache::{read_entry_dir, read_upstream_dir, read_upstream_head, AttnCache
 pub use compute::{cache_key, cached_sentence_attention, check_sentence_attention_fits, sentence_attention, CacheOutcome};
 pub use source::AttentionSource;
 pub use suppression::{suppression_matrix, SuppressionMatrix, SuppressionOptions};
-pub use segment::{get_chunk_ranges, split_solution_into_chunks, text_id, ChunkRanges, SentenceMode, Sentences};
+pub use segment::{get_chunk_ranges, text_id, ChunkRanges, SentenceMode, Sentences};
+pub(crate) use segment::split_solution_into_chunks;

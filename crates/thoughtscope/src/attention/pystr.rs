@@ -6,24 +6,24 @@
 //! helpers here work on `&[char]` and convert to byte offsets only where a `&str` is needed.
 
 /// Python `str.isspace` (and `re`'s `\s` for `str` patterns) for one character.
-pub fn is_py_space(c: char) -> bool {
+pub(crate) fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 /// Python `re`'s `\w` for `str` patterns, approximated as `char::is_alphanumeric` or `_`.
 /// Python uses `str.isalnum` (letters `L*`, and characters with a numeric type); the two differ
 /// only for a few marks and numerals, and upstream uses `\b` only in a last-resort search.
-pub fn is_py_word(c: char) -> bool {
+pub(crate) fn is_py_word(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
 /// Python `str.strip()` (no argument).
-pub fn py_strip(s: &str) -> &str {
+pub(crate) fn py_strip(s: &str) -> &str {
     s.trim_matches(is_py_space)
 }
 
 /// Python `re.sub(r"\s+", replacement, s)` for a one-character or empty replacement.
-pub fn collapse_space(s: &[char], replacement: Option<char>) -> Vec<char> {
+pub(crate) fn collapse_space(s: &[char], replacement: Option<char>) -> Vec<char> {
     let mut out = Vec::with_capacity(s.len());
     let mut in_run = false;
     for &c in s {
@@ -41,7 +41,7 @@ pub fn collapse_space(s: &[char], replacement: Option<char>) -> Vec<char> {
 }
 
 /// Python `re.sub(r"\s+", " ", s).strip()`.
-pub fn collapse_and_strip(s: &[char]) -> Vec<char> {
+pub(crate) fn collapse_and_strip(s: &[char]) -> Vec<char> {
     let collapsed = collapse_space(s, Some(' '));
     let start = collapsed.iter().position(|&c| !is_py_space(c)).unwrap_or(collapsed.len());
     let end = collapsed.iter().rposition(|&c| !is_py_space(c)).map_or(start, |e| e + 1);

@@ -120,7 +120,7 @@ pub fn text_id<S: AsRef<str>>(text: &str, sentences: &[S]) -> String {
 /// Upstream `split_solution_into_chunks` at HEAD (`utils.py`): the CoT between `<think>` and
 /// `</think>`, cut after `.?!` + space/newline and at blank lines, the remainder after the last
 /// boundary **dropped**, chunks under 10 code points merged into a neighbour with `" "`.
-pub fn split_solution_into_chunks(solution_text: &str) -> Vec<String> {
+pub(crate) fn split_solution_into_chunks(solution_text: &str) -> Vec<String> {
     let mut text = solution_text;
     if text.contains("<think>") {
         text = py_strip(text.split("<think>").nth(1).unwrap_or(""));

@@ -15,11 +15,9 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
-
 use super::cache::read_upstream_head;
 use super::{cached_sentence_attention, AttnCache, BoundaryMode, CacheLayout, CacheOutcome, SentenceAttention, Sentences};
-use crate::model::{registry, Loaded, Model};
+use crate::model::{registry, Loaded, Model, Settings};
 use crate::{Error, Result};
 
 /// Where the current text's matrices come from.
@@ -45,8 +43,8 @@ pub struct AttentionSource {
     cache: AttnCache,
     boundary_mode: BoundaryMode,
     layout: CacheLayout,
-    /// Where the model is loaded on the first cache miss.
-    device: Device,
+    /// How the model is loaded on the first cache miss.
+    settings: Settings,
     loaded: Option<Loaded>,
     current: Option<Current>,
     forward_passes: usize,
@@ -66,8 +64,8 @@ impl std::fmt::Debug for AttentionSource {
 
 impl AttentionSource {
     /// A source for model `model` (registry name, GGUF file, HF directory or hub id; loaded on the
-    /// first cache miss, on the CPU unless [`on_device`](Self::on_device) names another device)
-    /// over the cache root `cache_dir`.
+    /// first cache miss, with [`Settings::default`] unless [`with_settings`](Self::with_settings)
+    /// gives others) over the cache root `cache_dir`.
     pub fn new(model: &str, cache_dir: impl Into<PathBuf>, boundary_mode: BoundaryMode) -> Self {
         AttentionSource {
             model_spec: model.to_string(),
@@ -75,19 +73,11 @@ impl AttentionSource {
             cache: AttnCache::new(cache_dir),
             boundary_mode,
             layout: CacheLayout::Native,
-            device: Device::Cpu,
+            settings: Settings::default(),
             loaded: None,
             current: None,
             forward_passes: 0,
         }
-    }
-
-    /// A source over an already loaded model.
-    pub fn with_model(loaded: Loaded, cache_dir: impl Into<PathBuf>, boundary_mode: BoundaryMode) -> Self {
-        let mut source = AttentionSource::new(&loaded.name, cache_dir, boundary_mode);
-        source.model_name = loaded.name.clone();
-        source.loaded = Some(loaded);
-        source
     }
 
     /// Write new entries in `layout` (default [`CacheLayout::Native`]).
@@ -96,9 +86,11 @@ impl AttentionSource {
         self
     }
 
-    /// Load the model on `device` on the first cache miss (default the CPU).
-    pub fn on_device(mut self, device: Device) -> Self {
-        self.device = device;
+    /// Load the model with `settings` on the first cache miss (device, weights, kernels), and read
+    /// the cache as strictly as they say.
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.cache = self.cache.strict(settings.strict_cache);
+        self.settings = settings;
         self
     }
 
@@ -107,7 +99,7 @@ impl AttentionSource {
         &self.model_name
     }
 
-    pub fn cache_root(&self) -> &Path {
+    pub(crate) fn cache_root(&self) -> &Path {
         self.cache.root()
     }
 
@@ -124,7 +116,7 @@ impl AttentionSource {
     /// The loaded model, loading it now if needed.
     pub fn loaded(&mut self) -> Result<&Loaded> {
         if self.loaded.is_none() {
-            let loaded = Model::load(&self.model_spec, &self.device)?;
+            let loaded = Model::load(&self.model_spec, &self.settings)?;
             if loaded.name != self.model_name {
                 return Err(Error::invalid(format!(
                     "model `{}` loaded as `{}` but its cache directory was taken to be `{}`",

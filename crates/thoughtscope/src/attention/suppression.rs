@@ -117,7 +117,7 @@ pub struct Compressed {
 /// Upstream `compress_logits_top_p` for one position: sort by probability at `temperature`,
 /// keep the smallest prefix whose cumulative probability reaches `top_p` (at most `max_tokens`,
 /// at least 1), with the raw logits (rounded to f16 when asked).
-pub fn compress_logits(logits: &[f32], options: &SuppressionOptions) -> Compressed {
+pub(crate) fn compress_logits(logits: &[f32], options: &SuppressionOptions) -> Compressed {
     let inv_t = 1.0 / options.temperature as f32;
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * inv_t));
     let total: f64 = logits.iter().map(|&x| ((x * inv_t - max) as f64).exp()).sum();
@@ -157,7 +157,7 @@ pub fn compress_logits(logits: &[f32], options: &SuppressionOptions) -> Compress
 /// Upstream `calculate_kl_divergence_sparse`: `KL(P ‖ Q)` at `temperature` over the union of the
 /// kept tokens, a token missing on one side at logit `-1e9`; negative results clipped to 0.
 /// Summed in f64.
-pub fn sparse_kl(p: &Compressed, q: &Compressed, temperature: f64) -> f64 {
+pub(crate) fn sparse_kl(p: &Compressed, q: &Compressed, temperature: f64) -> f64 {
     const MISSING: f64 = -1e9;
     let sorted = |c: &Compressed| -> Vec<(u32, f64)> {
         let mut pairs: Vec<(u32, f64)> = c.ids.iter().zip(&c.logits).map(|(&id, &x)| (id, x as f64)).collect();
@@ -343,7 +343,7 @@ pub fn suppression_kl(
 
 /// A chosen set of layers or heads, sorted and without repeats (`None`: all of them, left to the
 /// caller); an index `>= count` is an error naming it.
-pub fn checked_selection(chosen: Option<&[usize]>, count: usize, what: &str) -> Result<Option<Vec<usize>>> {
+pub(crate) fn checked_selection(chosen: Option<&[usize]>, count: usize, what: &str) -> Result<Option<Vec<usize>>> {
     let Some(chosen) = chosen else { return Ok(None) };
     if let Some(bad) = chosen.iter().find(|&&i| i >= count) {
         return Err(Error::invalid(format!("suppression: {what} {bad} does not exist (the model has {count} {what}s)")));

@@ -32,7 +32,8 @@
 //!
 //! ```no_run
 //! use thoughtscope::codi::{self, CodiModel, LoadOptions, LoopMode, LoopOptions};
-//! let codi = CodiModel::load("models/codi-smollm2".as_ref(), &LoadOptions::default(), &candle_core::Device::Cpu)?;
+//! let settings = thoughtscope::model::Settings::from_env()?;
+//! let codi = CodiModel::load("models/codi-smollm2".as_ref(), &LoadOptions::default(), &settings)?;
 //! let answer = codi::generate(&codi, "Janet has 3 apples...", &LoopOptions::for_mode(LoopMode::Cotx), &mut thoughtscope::model::NoHooks)?;
 //! println!("{}", answer.text);
 //! # Ok::<(), thoughtscope::Error>(())

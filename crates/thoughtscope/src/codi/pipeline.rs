@@ -36,6 +36,7 @@ use super::seed::analyze::{analyze, write_comparison, Analysis, AnalyzeOptions, 
 use super::seed::eot_attention::{run_attention, scale_layers, AttentionOptions, AttentionRecord, UPSTREAM_LAYERS};
 use super::seed::variant::Variant;
 use crate::io::write_atomic;
+use crate::model::Settings;
 use crate::{Error, Result};
 
 /// A cap on `max_new_tokens` for quick runs (tests, `--max-new-tokens 16`). Not a default: the
@@ -66,7 +67,7 @@ impl ModelSpec {
 
     /// Load (building it first when `make_from` is set and the checkpoint is missing); the
     /// seconds make-model took, if it ran.
-    pub fn load(&self, device: &Device) -> Result<(CodiModel, Option<f64>)> {
+    pub fn load(&self, settings: &Settings) -> Result<(CodiModel, Option<f64>)> {
         let mut made = None;
         if find_checkpoint(&self.checkpoint).is_err() {
             let make = self.make_from.as_ref().ok_or_else(|| {
@@ -77,11 +78,11 @@ impl ModelSpec {
                 ))
             })?;
             let t = Instant::now();
-            make_model(make, &self.checkpoint)?;
+            make_model(make, &self.checkpoint, settings)?;
             made = Some(t.elapsed().as_secs_f64());
         }
         let options = LoadOptions { base: self.base.clone(), lora_alpha: self.lora_alpha, lora_rank: self.lora_rank };
-        Ok((CodiModel::load(&self.checkpoint, &options, device)?, made))
+        Ok((CodiModel::load(&self.checkpoint, &options, settings)?, made))
     }
 }
 
@@ -179,9 +180,9 @@ pub struct Experiment {
 
 impl Experiment {
     /// Load the model of `options` (building it first when asked) and set the experiment up.
-    pub fn load(options: RunAllOptions, device: &Device) -> Result<Self> {
+    pub fn load(options: RunAllOptions, settings: &Settings) -> Result<Self> {
         let t = Instant::now();
-        let (codi, made) = options.model.load(device)?;
+        let (codi, made) = options.model.load(settings)?;
         let mut experiment = Experiment::new(codi, options);
         experiment.make_model_s = made;
         experiment.load_s = t.elapsed().as_secs_f64() - made.unwrap_or(0.0);
@@ -321,13 +322,13 @@ pub struct Composition {
 }
 
 /// Run every step; see the module docs for the layout.
-pub fn run_all(options: &RunAllOptions, device: &Device) -> Result<RunAllReport> {
+pub fn run_all(options: &RunAllOptions, settings: &Settings) -> Result<RunAllReport> {
     let start = Instant::now();
     let mut report = RunAllReport::default();
     // An --out that is a file fails before the model is built or loaded.
     crate::io::check_folder_or_absent(&options.out)?;
 
-    let experiment = Experiment::load(options.clone(), device)?;
+    let experiment = Experiment::load(options.clone(), settings)?;
     report.make_model_s = experiment.make_model_s;
     report.load_s = experiment.load_s;
     report.notes.extend(experiment.notes.iter().cloned());

@@ -22,12 +22,12 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 }
 
 /// `value` as pretty JSON (two-space indent, a final newline), written atomically.
-pub fn write_json<T: Serialize + ?Sized>(path: impl AsRef<Path>, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize + ?Sized>(path: impl AsRef<Path>, value: &T) -> Result<()> {
     Ok(thoughtscope_model::io::write_json(path, value)?)
 }
 
 /// Parse a JSON file into `T`; a shape error names the file and serde's line and column.
-pub fn read_json<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
+pub(crate) fn read_json<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
     Ok(thoughtscope_model::io::read_json(path)?)
 }
 

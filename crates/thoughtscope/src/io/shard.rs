@@ -13,11 +13,11 @@ use std::str::FromStr;
 use crate::{Error, Result};
 
 /// Slurm's index of this array task.
-pub const TASK_ID_VAR: &str = "SLURM_ARRAY_TASK_ID";
+pub(crate) const TASK_ID_VAR: &str = "SLURM_ARRAY_TASK_ID";
 /// Slurm's number of tasks in the array.
-pub const TASK_COUNT_VAR: &str = "SLURM_ARRAY_TASK_COUNT";
+pub(crate) const TASK_COUNT_VAR: &str = "SLURM_ARRAY_TASK_COUNT";
 /// Slurm's lowest task index (an array `--array=1-4` starts at 1).
-pub const TASK_MIN_VAR: &str = "SLURM_ARRAY_TASK_MIN";
+pub(crate) const TASK_MIN_VAR: &str = "SLURM_ARRAY_TASK_MIN";
 
 /// Task `index` (0-based) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +45,12 @@ impl Shard {
     /// `SLURM_ARRAY_TASK_COUNT` (the ID less `SLURM_ARRAY_TASK_MIN`, so `--array=1-4` gives
     /// shards 0..4). `Ok(None)` outside an array job.
     pub fn from_env() -> Result<Option<Shard>> {
-        Shard::from_vars(|name| std::env::var(name).ok())
+        Shard::from_vars(crate::model::settings::lookups::var)
     }
 
     /// [`Shard::from_env`] over any variable lookup (testable without touching the process's
     /// environment).
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Shard>> {
+    pub(crate) fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Shard>> {
         let Some(id) = var(TASK_ID_VAR) else { return Ok(None) };
         let number = |name: &str, value: &str| -> Result<usize> {
             value.trim().parse().map_err(|_| Error::invalid(format!("environment variable {name}={value:?} is not a non-negative integer")))
@@ -87,7 +87,7 @@ impl Shard {
     }
 
     /// The shard (0..count) an item with this content key belongs to.
-    pub fn of_key(key: &str, count: usize) -> usize {
+    pub(crate) fn of_key(key: &str, count: usize) -> usize {
         (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % count.max(1) as u64) as usize
     }
 

@@ -20,11 +20,11 @@ use super::table::{table_bundle, TableOptions, TableView};
 use crate::plot::{offline_js_with_mathjax, plotly_js_script, Figure, Report};
 
 /// Environment variable holding the pid of the process that already emitted plotly.js.
-pub const PLOTLY_JS_EMITTED_VAR: &str = "THOUGHTSCOPE_NOTEBOOK_PLOTLY_JS";
+pub(crate) const PLOTLY_JS_EMITTED_VAR: &str = "THOUGHTSCOPE_NOTEBOOK_PLOTLY_JS";
 /// Environment variable holding `pid:count` of figures displayed (unique div ids).
 const FIGURE_COUNTER_VAR: &str = "THOUGHTSCOPE_NOTEBOOK_FIGURES";
 /// Set to `0` to embed plotly.js without MathJax (2.1 MB less per notebook).
-pub const MATHJAX_VAR: &str = "THOUGHTSCOPE_NOTEBOOK_MATHJAX";
+pub use crate::model::settings::lookups::NOTEBOOK_MATHJAX as MATHJAX_VAR;
 
 /// Types that display in a notebook: `value` (or `value.evcxr_display()`) as a cell's last
 /// expression prints [`NotebookDisplay::mime_bundle`]. Methods borrow, so the notebook variable
@@ -99,7 +99,7 @@ pub fn figures(figures: &[&Figure]) -> Panel {
 /// The `<script>`s put before the first figure: plotly.js (+ MathJax unless
 /// `THOUGHTSCOPE_NOTEBOOK_MATHJAX=0`), configured as Python plotly's notebook renderer does.
 pub fn plotly_js_preamble() -> String {
-    let with_mathjax = std::env::var(MATHJAX_VAR).map_or(true, |v| v.trim() != "0");
+    let with_mathjax = crate::model::settings::lookups::notebook_mathjax();
     let scripts = if with_mathjax { offline_js_with_mathjax() } else { plotly_js_script() };
     format!("<script type=\"text/javascript\">window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>\n{scripts}\n")
 }

@@ -7,7 +7,7 @@ use super::display::{next_display_number, NotebookDisplay};
 use crate::plot::Explorer;
 
 /// The explorer's notebook bundle with the div id `id`.
-pub fn explorer_bundle_with(explorer: &Explorer, id: &str) -> MimeBundle {
+pub(crate) fn explorer_bundle_with(explorer: &Explorer, id: &str) -> MimeBundle {
     MimeBundle::new().with("text/html", explorer.to_inline_html(id)).with("text/plain", explorer.plain_text())
 }
 

@@ -32,10 +32,10 @@ pub mod table;
 pub use bundle::{parse_protocol, MimeBundle};
 pub use display::{
     figure_bundle, figure_bundle_with, figures, init, panel_bundle, panel_bundle_with, plotly_js_preamble,
-    reset_plotly_js, NotebookDisplay, Panel, MATHJAX_VAR, PLOTLY_JS_EMITTED_VAR,
+    reset_plotly_js, NotebookDisplay, Panel, MATHJAX_VAR,
 };
-pub use crate::progress::{progress, progress_detail, progress_mode, set_quiet, Progress, ProgressMode};
-pub use table::{html_table, table, table_bundle, TableOptions, TableView};
+pub use crate::progress::{progress, progress_detail, progress_mode, Progress, ProgressMode, ProgressSettings};
+pub use table::{html_table, table, TableOptions, TableView};
 
 /// `use thoughtscope::notebook::prelude::*;` in a notebook's first cell.
 pub mod prelude {

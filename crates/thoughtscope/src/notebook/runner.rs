@@ -21,7 +21,7 @@ use crate::{Error, Result};
 const RUNNER_SCRIPT: &str = include_str!("../../../../scripts/run_notebook.py");
 
 /// Where reports go by default (relative to the working directory, the repository root).
-pub const REPORTS_DIR: &str = "analysis/reports";
+pub(crate) const REPORTS_DIR: &str = "analysis/reports";
 
 /// Settings of [`run_notebook`].
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ impl RunOptions {
 }
 
 /// `analysis/reports/<stem>.html` for `notebooks/<stem>.ipynb`.
-pub fn default_report_path(notebook: &Path) -> PathBuf {
+pub(crate) fn default_report_path(notebook: &Path) -> PathBuf {
     let stem = notebook.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "notebook".into());
     Path::new(REPORTS_DIR).join(format!("{stem}.html"))
 }
@@ -53,13 +53,14 @@ pub fn default_report_path(notebook: &Path) -> PathBuf {
 /// The Python that has nbclient/nbconvert: `$THOUGHTSCOPE_PYTHON`, the active virtualenv, the
 /// project's `.venv` (working directory, then the source tree this binary was built from), else
 /// `python3` from PATH.
-pub fn find_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("THOUGHTSCOPE_PYTHON") {
-        return PathBuf::from(p);
+pub(crate) fn find_python() -> PathBuf {
+    use crate::model::settings::lookups;
+    if let Some(python) = lookups::python() {
+        return python;
     }
     let mut candidates = Vec::new();
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
-        candidates.push(PathBuf::from(venv).join("bin/python"));
+    if let Some(venv) = lookups::virtual_env() {
+        candidates.push(venv.join("bin/python"));
     }
     candidates.push(PathBuf::from(".venv/bin/python"));
     candidates.push(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(".venv/bin/python"));

@@ -1,4 +1,4 @@
-//! Tables in a notebook: a DataFrame as one `text/html` + `text/plain` output ([`table_bundle`]),
+//! Tables in a notebook: a DataFrame as one `text/html` + `text/plain` output (`table_bundle`),
 //! and [`TableView`] to show more rows without moving the frame. The HTML itself is
 //! [`crate::plot::table`]'s, shared with the reports.
 
@@ -8,7 +8,7 @@ use super::bundle::MimeBundle;
 pub use crate::plot::table::{html_table, TableOptions};
 
 /// `text/html` (the table) + `text/plain` (polars' own text table) for `df`.
-pub fn table_bundle(df: &DataFrame, options: &TableOptions) -> MimeBundle {
+pub(crate) fn table_bundle(df: &DataFrame, options: &TableOptions) -> MimeBundle {
     MimeBundle::new().with("text/html", html_table(df, options)).with("text/plain", format!("{df}"))
 }
 

@@ -45,14 +45,14 @@ impl Figure {
 
 /// Formats [`render_images`] produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
+pub(crate) enum ImageFormat {
     Png,
     Svg,
 }
 
 impl ImageFormat {
     /// From a path's extension (`.png`, `.svg`, any case).
-    pub fn from_path(path: &Path) -> Option<ImageFormat> {
+    pub(crate) fn from_path(path: &Path) -> Option<ImageFormat> {
         match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
             "png" => Some(ImageFormat::Png),
             "svg" => Some(ImageFormat::Svg),
@@ -75,8 +75,7 @@ pub const CHROMIUM_MISSING: &str =
 /// The Chromium binary: `$CHROMIUM` when set (it must exist), else `chromium` or
 /// `chromium-browser` on PATH.
 pub fn chromium_path() -> Option<PathBuf> {
-    if let Some(explicit) = std::env::var_os("CHROMIUM").filter(|v| !v.is_empty()) {
-        let explicit = PathBuf::from(explicit);
+    if let Some(explicit) = crate::model::settings::lookups::chromium() {
         return if explicit.components().count() > 1 {
             explicit.is_file().then_some(explicit)
         } else {
@@ -87,7 +86,7 @@ pub fn chromium_path() -> Option<PathBuf> {
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = crate::model::settings::lookups::path()?;
     std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
 }
 
@@ -110,7 +109,7 @@ pub fn static_export_available() -> bool {
 
 /// Write each figure to its path, the format taken from the extension (`.png` or `.svg`), all in
 /// one Chromium run. Parent directories are created; files are written atomically.
-pub fn write_images(jobs: &[(&Figure, &Path)]) -> Result<()> {
+pub(crate) fn write_images(jobs: &[(&Figure, &Path)]) -> Result<()> {
     let mut render_jobs = Vec::with_capacity(jobs.len());
     for (figure, path) in jobs {
         let format = ImageFormat::from_path(path).ok_or_else(|| {
@@ -127,7 +126,7 @@ pub fn write_images(jobs: &[(&Figure, &Path)]) -> Result<()> {
 
 /// Render each `(figure, format)` at the figure's `width × height`, all in one Chromium run.
 /// Returns the file bytes in job order (SVG as UTF-8 text).
-pub fn render_images(jobs: &[(&Figure, ImageFormat)]) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn render_images(jobs: &[(&Figure, ImageFormat)]) -> Result<Vec<Vec<u8>>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -294,7 +293,7 @@ fn run_chromium(
 /// Write each figure as a one-page vector PDF of the figure's size (the SVG that plotly.js draws,
 /// printed by Chromium's `--print-to-pdf`; matplotlib's `savefig(…pdf)` is what the seeds use).
 /// All SVGs come from one Chromium run, then one short print run per PDF.
-pub fn write_pdfs(jobs: &[(&Figure, &Path)]) -> Result<()> {
+pub(crate) fn write_pdfs(jobs: &[(&Figure, &Path)]) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -306,7 +305,7 @@ pub fn write_pdfs(jobs: &[(&Figure, &Path)]) -> Result<()> {
 
 /// [`write_pdfs`] from SVGs already drawn (`(figure, its SVG, PDF path)`), e.g. the `.svg` files
 /// written beside the PDFs, so plotly.js does not draw each figure twice.
-pub fn write_pdfs_from_svgs(jobs: &[(&Figure, Vec<u8>, &Path)]) -> Result<()> {
+pub(crate) fn write_pdfs_from_svgs(jobs: &[(&Figure, Vec<u8>, &Path)]) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }

@@ -14,11 +14,11 @@ pub(crate) use crate::io::write_atomic;
 use crate::{Error, Result};
 
 /// Default size of a figure in pixels (static export; HTML uses the height, the width follows the page).
-pub const DEFAULT_WIDTH: usize = 900;
-pub const DEFAULT_HEIGHT: usize = 600;
+pub(crate) const DEFAULT_WIDTH: usize = 900;
+pub(crate) const DEFAULT_HEIGHT: usize = 600;
 
 /// A plot ready to be saved or displayed: builders in [`crate::plot`] return it, pipelines save it
-/// ([`Figure::write_html`], [`Figure::write_png`], [`Figure::write_svg`], [`super::save_figures`]),
+/// ([`Figure::write_html`], [`Figure::write_png`], [`super::save_figures`]),
 /// notebooks display it (`fig` as a cell's last expression; see [`crate::notebook`]).
 #[derive(Clone)]
 pub struct Figure {
@@ -81,7 +81,7 @@ impl Figure {
     }
 
     /// The same figure at another size (pixels).
-    pub fn with_size(mut self, width: usize, height: usize) -> Self {
+    pub(crate) fn with_size(mut self, width: usize, height: usize) -> Self {
         self.width = width.max(1);
         self.height = height.max(1);
         self
@@ -149,7 +149,7 @@ impl Figure {
     }
 
     /// The layout height in pixels that the HTML uses.
-    pub fn html_height(&self) -> usize {
+    pub(crate) fn html_height(&self) -> usize {
         self.to_json_value()
             .pointer("/layout/height")
             .and_then(Value::as_f64)
@@ -159,7 +159,7 @@ impl Figure {
     /// A `<div id="div_id">` and the `<script>` that draws the figure into it. plotly.js must
     /// already be on the page (see [`plotly_js_script`]); if it is not, the div says so instead of
     /// staying blank.
-    pub fn to_inline_html(&self, div_id: &str) -> String {
+    pub(crate) fn to_inline_html(&self, div_id: &str) -> String {
         let id = html_escape(div_id);
         let id_js = script_safe_json(&Value::String(div_id.to_owned()).to_string());
         format!(
@@ -182,7 +182,7 @@ impl Figure {
     /// A complete HTML document that loads plotly.js from `plotly_js_src`, a relative URL such as
     /// `../plotly.min.js` (see [`save_figures_sharing`]): a few kB instead of 4.6 MB per figure,
     /// and still offline as long as the file stays beside it.
-    pub fn to_html_with_script_src(&self, plotly_js_src: &str) -> String {
+    pub(crate) fn to_html_with_script_src(&self, plotly_js_src: &str) -> String {
         let script = format!("<script type=\"text/javascript\" src=\"{}\"></script>", html_escape(plotly_js_src));
         html_document(&self.title, &script, &self.to_inline_html("thoughtscope-figure-0"))
     }
@@ -205,7 +205,7 @@ pub fn plotly_js_source() -> &'static str {
 }
 
 /// Write `dir/plotly.min.js` unless an identical copy is already there; returns its path.
-pub fn write_plotly_js(dir: impl AsRef<Path>) -> Result<PathBuf> {
+pub(crate) fn write_plotly_js(dir: impl AsRef<Path>) -> Result<PathBuf> {
     let path = dir.as_ref().join(PLOTLY_JS_FILE);
     let source = plotly_js_source().as_bytes();
     let current = std::fs::metadata(&path).ok().filter(|m| m.len() == source.len() as u64);
@@ -265,7 +265,7 @@ pub(crate) fn merge_json(target: &mut Value, patch: Value) {
 }
 
 /// Escape text for HTML element content and attribute values.
-pub fn html_escape(text: &str) -> String {
+pub(crate) fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -283,7 +283,7 @@ pub fn html_escape(text: &str) -> String {
 /// JSON text made safe inside a `<script>` element: `<`, `>`, `&` and the JS line separators can
 /// only occur inside JSON strings, where their `\u` escapes mean the same, so `</script>` in a
 /// title or label cannot end the script.
-pub fn script_safe_json(json: &str) -> String {
+pub(crate) fn script_safe_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         match c {

@@ -16,7 +16,7 @@ pub struct IndexEntry {
 
 /// Reports under `root` (not `root/index.html` itself), at most three folders down: every
 /// `index.html`, and every `.html` directly in a `reports/` folder. Sorted by path.
-pub fn find_reports(root: impl AsRef<Path>) -> Result<Vec<IndexEntry>> {
+pub(crate) fn find_reports(root: impl AsRef<Path>) -> Result<Vec<IndexEntry>> {
     let root = root.as_ref();
     let mut found = Vec::new();
     collect(root, root, 0, &mut found)?;
@@ -64,7 +64,7 @@ fn unescape(text: &str) -> String {
     text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
 }
 
-/// Write `root/index.html` linking every report [`find_reports`] finds; returns its path and the
+/// Write `root/index.html` linking every report `find_reports` finds; returns its path and the
 /// entries.
 pub fn write_index(root: impl AsRef<Path>, title: &str) -> Result<(PathBuf, Vec<IndexEntry>)> {
     let root = root.as_ref();

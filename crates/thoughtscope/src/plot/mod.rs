@@ -41,12 +41,10 @@ pub use builders::{
     ColorLimits, GridOptions, HeatmapOptions, LineOptions, ScatterOptions, Series,
 };
 pub use explorer::{Explorer, ExplorerOptions};
-pub use export::{chromium_path, static_export_available, ImageFormat};
-pub use figure::{
-    html_escape, offline_js_with_mathjax, plotly_js_script, plotly_js_source, script_safe_json, write_plotly_js, Figure,
-    DEFAULT_HEIGHT, DEFAULT_WIDTH, PLOTLY_JS_FILE,
-};
-pub use index::{find_reports, write_index, IndexEntry};
+pub use export::{chromium_path, static_export_available};
+pub use figure::{offline_js_with_mathjax, plotly_js_script, plotly_js_source, Figure, PLOTLY_JS_FILE};
+pub(crate) use figure::{html_escape, script_safe_json};
+pub use index::{write_index, IndexEntry};
 pub use quantile::{lower_triangle_quantile, quantile, tril_quantile};
 pub use report::{Block, Report};
 pub use save::{save_figures, save_figures_sharing, SaveFormat};

@@ -89,14 +89,8 @@ impl Report {
         self.table_with(df, &TableOptions::default())
     }
 
-    pub fn table_with(mut self, df: &DataFrame, options: &TableOptions) -> Self {
+    pub(crate) fn table_with(mut self, df: &DataFrame, options: &TableOptions) -> Self {
         self.blocks.push(Block::Table { html: html_table(df, options), plain: format!("{df}") });
-        self
-    }
-
-    /// Embed MathJax as well as plotly.js.
-    pub fn with_mathjax(mut self, on: bool) -> Self {
-        self.mathjax = on;
         self
     }
 
@@ -105,7 +99,7 @@ impl Report {
     }
 
     /// The body (title and blocks) without scripts; figure divs are `{id_prefix}-{k}`.
-    pub fn body_html(&self, id_prefix: &str) -> String {
+    pub(crate) fn body_html(&self, id_prefix: &str) -> String {
         let mut out = String::from("<div class=\"thoughtscope-report\">\n");
         if !self.title.is_empty() {
             out.push_str(&format!("<h1>{}</h1>\n", html_escape(&self.title)));

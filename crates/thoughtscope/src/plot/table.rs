@@ -21,14 +21,10 @@ impl Default for TableOptions {
     /// `max_rows` from `POLARS_FMT_MAX_ROWS` when set (-1: all), else 20; `max_cols` from
     /// `POLARS_FMT_MAX_COLS` likewise, else 40; cells cut at 200 characters.
     fn default() -> Self {
-        let from_env = |name: &str, default: usize| match std::env::var(name).ok().and_then(|v| v.trim().parse::<i64>().ok()) {
-            Some(v) if v < 0 => usize::MAX,
-            Some(v) => v as usize,
-            None => default,
-        };
+        use crate::model::settings::lookups::table_limit;
         TableOptions {
-            max_rows: from_env("POLARS_FMT_MAX_ROWS", 20),
-            max_cols: from_env("POLARS_FMT_MAX_COLS", 40),
+            max_rows: table_limit("POLARS_FMT_MAX_ROWS", 20),
+            max_cols: table_limit("POLARS_FMT_MAX_COLS", 40),
             max_cell_chars: 200,
         }
     }

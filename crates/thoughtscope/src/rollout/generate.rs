@@ -359,7 +359,7 @@ pub fn assemble_rollout(
 }
 
 /// Stop ids: the tokenizer's EOS plus the usual end-of-turn tokens present in its vocabulary.
-pub fn stop_tokens(tokenizer: &Tokenizer) -> Vec<u32> {
+pub(crate) fn stop_tokens(tokenizer: &Tokenizer) -> Vec<u32> {
     let mut stop = tokenizer.eos().to_vec();
     for token in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<｜end▁of▁sentence｜>"] {
         if let Some(id) = tokenizer.token_to_id(token) {
@@ -459,7 +459,7 @@ pub fn generate_rollouts(
 }
 
 /// Token ids of a prompt string: no second BOS when the rendered template already starts with it.
-pub fn prompt_ids(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {
+pub(crate) fn prompt_ids(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {
     let starts_with_bos = match tokenizer.bos() {
         Some(bos) => {
             let bos_text = tokenizer.decode(&[bos], false)?;

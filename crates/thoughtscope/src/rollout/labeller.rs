@@ -166,7 +166,7 @@ impl LlmLabeller {
         }
         let agent: ureq::Agent = agent_config.build().into();
         let mut request = agent.post(&url).header("Content-Type", "application/json");
-        let key = self.config.api_key_env.as_deref().and_then(|var| std::env::var(var).ok());
+        let key = self.config.api_key_env.as_deref().and_then(crate::model::settings::lookups::var);
         if let Some(key) = &key {
             request = request.header("Authorization", &format!("Bearer {key}"));
         }

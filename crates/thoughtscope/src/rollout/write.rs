@@ -20,7 +20,7 @@ pub const PROBLEM_FILE: &str = "problem.json";
 pub const BASE_SOLUTION_FILE: &str = "base_solution.json";
 pub const CHUNKS_FILE: &str = "chunks.json";
 pub const CHUNKS_LABELED_FILE: &str = "chunks_labeled.json";
-pub const GENERATION_FILE: &str = "generation.json";
+pub(crate) const GENERATION_FILE: &str = "generation.json";
 
 /// `base_solution.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,7 +143,7 @@ impl RolloutFiles {
     }
 }
 
-pub use crate::io::{read_json, write_json};
+pub(crate) use crate::io::{read_json, write_json};
 
 /// Name of rollout `k` of `samples` with `prefix`: zero-padded (at least 2 digits) so that a
 /// lexicographic sort of the directory names is the sample order.

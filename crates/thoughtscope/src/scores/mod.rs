@@ -13,9 +13,9 @@ pub mod stats;
 pub mod vertical;
 
 pub use receiver::{
-    cache_entries, head_kurtosis, head_vertical_scores, kurtosis, mean_kurtosis, receiver_heads,
-    receiver_heads_from_cache_dir, receiver_heads_from_scores, receiver_scores, split_half_reliability, top_k_heads, HeadScores, HeadValues,
-    ReceiverHeads, ReceiverOptions,
+    head_kurtosis, head_vertical_scores, kurtosis, mean_kurtosis, receiver_heads, receiver_heads_from_cache_dir,
+    receiver_scores, split_half_reliability, top_k_heads, HeadScores, HeadValues, ReceiverHeads, ReceiverOptions,
 };
+pub(crate) use receiver::receiver_heads_from_scores;
 pub use stats::{spearman, RankCorrelation};
 pub use vertical::{vertical_scores, vertical_scores_f64, vertical_scores_npy, Dtype, NumpyValue, ScoreType, VerticalOptions, VerticalScores};

@@ -121,22 +121,22 @@ fn pairwise_sum<T: NpFloat>(a: &[T]) -> T {
 }
 
 /// `np.sum` of a contiguous 1-D array (the reduction identity 0 plus the pairwise sum).
-pub fn np_sum<T: NpFloat>(a: &[T]) -> T {
+pub(crate) fn np_sum<T: NpFloat>(a: &[T]) -> T {
     T::ZERO.add(pairwise_sum(a))
 }
 
 /// `sum / count` as numpy divides a reduction by an `np.intp` count.
-pub fn divide_by_count<T: NpFloat>(sum: T, count: usize) -> T {
+pub(crate) fn divide_by_count<T: NpFloat>(sum: T, count: usize) -> T {
     T::from_f64(sum.to_f64() / count as f64)
 }
 
 /// `np.mean` of a 1-D array (NaN for an empty one).
-pub fn np_mean<T: NpFloat>(a: &[T]) -> T {
+pub(crate) fn np_mean<T: NpFloat>(a: &[T]) -> T {
     divide_by_count(np_sum(a), a.len())
 }
 
 /// `np.nanmean` of a 1-D array (NaN when nothing is left).
-pub fn np_nanmean<T: NpFloat>(a: &[T]) -> T {
+pub(crate) fn np_nanmean<T: NpFloat>(a: &[T]) -> T {
     let mut count = 0;
     let zeroed: Vec<T> = a
         .iter()
@@ -153,7 +153,7 @@ pub fn np_nanmean<T: NpFloat>(a: &[T]) -> T {
 }
 
 /// `np.nanmedian` of a 1-D array (NaN when nothing is left).
-pub fn np_nanmedian<T: NpFloat>(a: &[T]) -> T {
+pub(crate) fn np_nanmedian<T: NpFloat>(a: &[T]) -> T {
     let mut values: Vec<T> = a.iter().copied().filter(|x| !x.is_nan()).collect();
     let n = values.len();
     if n == 0 {

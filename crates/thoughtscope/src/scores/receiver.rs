@@ -82,7 +82,7 @@ impl HeadValues {
 
 /// scipy 1.17 `kurtosis(x, fisher=True, bias=True, nan_policy="omit")` in the dtype of `x`:
 /// NaNs dropped, `m2`, `m4` central moments (numpy means), NaN when `m2 ≤ (eps·mean)²`.
-pub fn kurtosis_generic<T: NpFloat>(x: &[T]) -> T {
+pub(crate) fn kurtosis_generic<T: NpFloat>(x: &[T]) -> T {
     let kept: Vec<T> = x.iter().copied().filter(|v| !v.is_nan()).collect();
     let mean = np_mean(&kept);
     let deviations: Vec<T> = kept.iter().map(|&v| v.sub(mean)).collect();
@@ -255,7 +255,7 @@ where
 
 /// [`receiver_heads`] over responses already reduced to their vertical scores (a caller that
 /// needs the scores again, for receiver scores per sentence, computes them once).
-pub fn receiver_heads_from_scores<I, S>(responses: I, top_k: usize) -> Result<ReceiverHeads>
+pub(crate) fn receiver_heads_from_scores<I, S>(responses: I, top_k: usize) -> Result<ReceiverHeads>
 where
     I: IntoIterator<Item = Result<(String, S)>>,
     S: std::borrow::Borrow<HeadScores>,
@@ -299,7 +299,7 @@ where
 /// The response directories under a cache model directory (`<cache>/<model>/`): every
 /// non-hidden subdirectory, sorted by name. Temporary directories of interrupted cache writes
 /// (hidden) are never entries; when some are there, one line on stderr says so.
-pub fn cache_entries(model_dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn cache_entries(model_dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(model_dir).map_err(|e| Error::io(model_dir, e))?;
     let mut dirs = Vec::new();
     let mut temporaries = 0;
@@ -357,7 +357,7 @@ fn check_entries_agree(dirs: &[PathBuf]) -> Result<()> {
 
 /// Receiver heads over every entry of a cache model directory (upstream Python caches without a
 /// manifest included). Entries with a manifest are sized by it and verified against their
-/// checksums, and must all have been made the same way ([`Manifest::provenance_difference`]).
+/// checksums, and must all have been made the same way (`Manifest::provenance_difference`).
 pub fn receiver_heads_from_cache_dir(model_dir: &Path, options: &ReceiverOptions) -> Result<ReceiverHeads> {
     let dirs = cache_entries(model_dir)?;
     check_entries_agree(&dirs)?;

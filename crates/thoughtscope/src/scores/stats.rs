@@ -118,7 +118,7 @@ pub fn least_squares(x: &[f64], y: &[f64]) -> Option<LinearFit> {
 
 /// Average ranks (1-based, ties share their mean rank), as `scipy.stats.rankdata(method="average")`.
 /// Values must be comparable (no NaN).
-pub fn average_ranks(xs: &[f64]) -> Vec<f64> {
+pub(crate) fn average_ranks(xs: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..xs.len()).collect();
     order.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
     let mut ranks = vec![0.0; xs.len()];

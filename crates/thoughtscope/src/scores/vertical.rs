@@ -49,13 +49,6 @@ impl Default for VerticalOptions {
     }
 }
 
-impl VerticalOptions {
-    /// The function's own defaults (`p = 20`, depth control, mean), which no released caller uses.
-    pub fn function_defaults() -> Self {
-        VerticalOptions { proximity_ignore: 20, control_depth: true, score_type: ScoreType::Mean }
-    }
-}
-
 /// numpy dtype of a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -16,6 +16,7 @@ use thoughtscope::codi::pipeline::QUICK_MAX_NEW_TOKENS;
 use thoughtscope::codi::runner::output::markdown_table;
 use thoughtscope::codi::seed::analyze::ImportanceRule;
 use thoughtscope::codi::seed::variant::Variant;
+use thoughtscope::model::Settings;
 use thoughtscope::Result;
 
 /// Output settings shared by the three steps: the experiment folder (its dataset is the default
@@ -54,9 +55,9 @@ pub struct ComposeArgs {
 }
 
 /// `codi compose`.
-pub fn compose(a: ComposeArgs) -> Result<()> {
+pub fn compose(a: ComposeArgs, settings: &Settings) -> Result<()> {
     // `--mode corrected` without `--dir` goes to the corrected experiment's folder.
-    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, super::variant_of(a.hook.mode))?;
+    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, super::variant_of(a.hook.mode), settings)?;
     let mut loop_options = a.common.loop_options();
     if a.output.experiment.test_mode && a.common.max_new_tokens.is_none() {
         loop_options.max_new_tokens = QUICK_MAX_NEW_TOKENS;
@@ -95,8 +96,8 @@ pub struct RoutingArgs {
 }
 
 /// `codi routing`.
-pub fn routing(a: RoutingArgs) -> Result<()> {
-    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, Variant::Faithful)?;
+pub fn routing(a: RoutingArgs, settings: &Settings) -> Result<()> {
+    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, Variant::Faithful, settings)?;
     let mut options = RoutingOptions::for_model(&codi, a.common.loop_options());
     if let Some(layers) = a.layers {
         options.layers = layers;
@@ -133,8 +134,8 @@ pub struct DecomposeArgs {
 }
 
 /// `codi decompose`.
-pub fn decompose(a: DecomposeArgs) -> Result<()> {
-    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, Variant::Faithful)?;
+pub fn decompose(a: DecomposeArgs, settings: &Settings) -> Result<()> {
+    let (codi, problems, layout) = a.common.load_in(&a.output.experiment, Variant::Faithful, settings)?;
     let mut options = DecomposeOptions::new(a.common.loop_options());
     options.top_k = a.top_k;
     let analysis_options = DecomposeAnalysisOptions {

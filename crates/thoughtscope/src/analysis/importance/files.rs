@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::embedder::{cosine, default_embedder_dir, SentenceEmbedder};
 use super::metrics::{chunk_importances, kept_chunks, kind, texts_to_embed, ChunkImportance, ImportanceOptions, ProblemSolutions, Solution};
+use crate::model::Settings;
 use crate::{Error, Result};
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -19,7 +20,7 @@ fn read_json(path: &Path) -> Result<Value> {
 }
 
 /// The entries of one `solutions.json`.
-pub fn read_solutions(path: &Path) -> Result<Vec<Solution>> {
+pub(crate) fn read_solutions(path: &Path) -> Result<Vec<Solution>> {
     let value = read_json(path)?;
     let items = value
         .as_array()
@@ -51,7 +52,7 @@ fn read_chunk_solutions(dir: &Path, kept: &[usize]) -> Result<(BTreeMap<usize, V
 
 /// The `chunks_labeled.json` entries of `problem_dir`, when the file exists: objects with an
 /// integer `chunk_idx`.
-pub fn read_labelled_entries(problem_dir: &Path) -> Result<Option<Vec<Map<String, Value>>>> {
+pub(crate) fn read_labelled_entries(problem_dir: &Path) -> Result<Option<Vec<Map<String, Value>>>> {
     let path = problem_dir.join("chunks_labeled.json");
     if !path.exists() {
         return Ok(None);
@@ -96,7 +97,7 @@ pub fn load_problem(
 }
 
 /// Upstream's output key order for a chunk entry; other keys follow.
-pub const KEY_ORDER: [&str; 14] = [
+pub(crate) const KEY_ORDER: [&str; 14] = [
     "chunk",
     "chunk_idx",
     "function_tags",
@@ -207,10 +208,12 @@ pub struct ImportanceConfig {
     pub forced_dir: Option<PathBuf>,
     pub out: PathBuf,
     pub options: ImportanceOptions,
-    /// all-MiniLM-L6-v2's folder; default [`default_embedder_dir`].
+    /// all-MiniLM-L6-v2's folder; default [`default_embedder_dir`] of [`ImportanceConfig::settings`].
     pub embedder_dir: Option<PathBuf>,
     /// Sentences per embedder forward pass.
     pub batch_size: usize,
+    /// Where the embedder's default folder is (`models_dir`).
+    pub settings: Settings,
 }
 
 impl ImportanceConfig {
@@ -223,6 +226,7 @@ impl ImportanceConfig {
             options: ImportanceOptions::default(),
             embedder_dir: None,
             batch_size: 64,
+            settings: Settings::default(),
         }
     }
 }
@@ -281,7 +285,7 @@ pub fn run_importance(config: &ImportanceConfig) -> Result<ImportanceReport> {
     let embeddings = if texts.is_empty() {
         HashMap::new()
     } else {
-        let dir = config.embedder_dir.clone().unwrap_or_else(default_embedder_dir);
+        let dir = config.embedder_dir.clone().unwrap_or_else(|| default_embedder_dir(&config.settings));
         let embedder = SentenceEmbedder::load(&dir, &Device::Cpu)?;
         let bar = crate::progress::progress(texts.len() as u64, "embedding chunks");
         let mut embeddings = HashMap::with_capacity(texts.len());

@@ -36,7 +36,7 @@ impl Solution {
     /// From one JSON entry; `Err(what)` names the field that has a type upstream cannot use
     /// (a non-string `answer` crashes upstream's `normalize_answer`; a non-boolean `is_correct`
     /// would be counted as neither right nor missing).
-    pub fn from_json(entry: &Value) -> Result<Solution, String> {
+    pub(crate) fn from_json(entry: &Value) -> Result<Solution, String> {
         let object = entry.as_object().ok_or_else(|| format!("expected an object, found {}", kind(entry)))?;
         let answer = match object.get("answer") {
             None => None,
@@ -130,7 +130,7 @@ pub struct ImportanceOptions {
 
 impl Default for ImportanceOptions {
     fn default() -> Self {
-        ImportanceOptions { similarity_threshold: 0.8, absolute: false, kl: KlMode::AnswerDistribution, corrections: Corrections::default() }
+        ImportanceOptions { similarity_threshold: super::embedder::SIMILARITY_THRESHOLD, absolute: false, kl: KlMode::AnswerDistribution, corrections: Corrections::default() }
     }
 }
 
@@ -179,7 +179,7 @@ struct Kept {
 }
 
 /// `chunks.json` chunks kept by upstream (at least 4 characters), as `(index, text)`.
-pub fn kept_chunks(chunks: &[String]) -> Vec<(usize, &str)> {
+pub(crate) fn kept_chunks(chunks: &[String]) -> Vec<(usize, &str)> {
     chunks.iter().enumerate().filter(|(_, c)| c.chars().count() >= 4).map(|(i, c)| (i, c.as_str())).collect()
 }
 
@@ -514,7 +514,7 @@ fn counterfactual(
 /// The distinct texts whose embeddings the counterfactual metrics need (upstream's
 /// `all_chunks_to_embed`): the string `chunk_removed` / `chunk_resampled` of every `chunk_info`
 /// entry, in first-seen order.
-pub fn texts_to_embed(problem: &ProblemSolutions) -> Vec<String> {
+pub(crate) fn texts_to_embed(problem: &ProblemSolutions) -> Vec<String> {
     let kept = kept_chunks(&problem.chunks);
     let prepared = prepare(problem, &kept, &ImportanceOptions::default());
     let mut seen = BTreeSet::new();

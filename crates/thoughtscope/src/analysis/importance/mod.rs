@@ -91,6 +91,6 @@ pub mod embedder;
 pub mod files;
 pub mod metrics;
 
-pub use embedder::{cosine, default_embedder_dir, SentenceEmbedder, SIMILARITY_THRESHOLD};
+pub use embedder::{default_embedder_dir, SentenceEmbedder};
 pub use files::{load_problem, run_importance, write_chunks_labeled, ImportanceConfig, ImportanceReport};
-pub use metrics::{chunk_importances, kept_chunks, texts_to_embed, ChunkImportance, Correctness, Corrections, ImportanceOptions, KlMode, ProblemSolutions, Solution};
+pub use metrics::{chunk_importances, ChunkImportance, Correctness, Corrections, ImportanceOptions, KlMode, ProblemSolutions, Solution};

@@ -22,7 +22,7 @@ use candle_nn::{LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{find_checkpoint, load_codi_tensors, CheckpointFormat};
-use crate::model::{Config, Model, Tokenizer};
+use crate::model::{Config, Model, Settings, Tokenizer};
 use crate::{Error, Result};
 
 /// CODI's LoRA alpha (r = 128, alpha = 32, scale 0.25; zhenyi4/codi `test.py`).
@@ -176,8 +176,8 @@ pub(crate) struct BaseModel {
 impl BaseModel {
     /// Resolve `spec` as [`crate::model::Model::load`] does; read only the config and tokenizer
     /// from a directory (a GGUF file has them in its metadata).
-    pub fn resolve(spec: &str) -> Result<BaseModel> {
-        let (path, _, _) = crate::model::resolve(spec)?;
+    pub fn resolve(spec: &str, settings: &Settings) -> Result<BaseModel> {
+        let (path, _, _) = crate::model::resolve(spec, settings)?;
         let (config, tokenizer) = if path.is_dir() {
             let config = Config::from_json_file(&path.join("config.json"))?;
             let tokenizer_path = path.join("tokenizer.json");
@@ -262,14 +262,15 @@ pub struct CodiWeights {
 
 impl CodiWeights {
     /// Read `codi.json` (optional), `config.json` and the checkpoint; merge LoRA; build the decoder
-    /// with the `V0 + 3` vocabulary and the projection.
-    pub fn load(path: &Path, options: &LoadOptions, device: &Device) -> Result<CodiWeights> {
-        let base = options.base.as_deref().map(BaseModel::resolve).transpose()?;
-        Self::load_on(path, base.as_ref(), options, device)
+    /// with the `V0 + 3` vocabulary and the projection, on the settings' device and kernels.
+    pub fn load(path: &Path, options: &LoadOptions, settings: &Settings) -> Result<CodiWeights> {
+        let base = options.base.as_deref().map(|spec| BaseModel::resolve(spec, settings)).transpose()?;
+        Self::load_on(path, base.as_ref(), options, settings)
     }
 
     /// [`CodiWeights::load`] with the base model already resolved (read once, also for its tokenizer).
-    fn load_on(path: &Path, base: Option<&BaseModel>, options: &LoadOptions, device: &Device) -> Result<CodiWeights> {
+    fn load_on(path: &Path, base: Option<&BaseModel>, options: &LoadOptions, settings: &Settings) -> Result<CodiWeights> {
+        let device = &settings.device;
         // First the cheap check, so a wrong path is reported as such.
         find_checkpoint(path)?;
         let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")).to_path_buf() } else { path.to_path_buf() };
@@ -308,7 +309,8 @@ impl CodiWeights {
         config.vocab_size = rows;
         let hidden = config.hidden_size;
         let projection = Projection::from_tensors(&tensors.projection, hidden, device, &file)?;
-        let model = Model::from_tensors(config, tensors.base, device)?;
+        let mut model = Model::from_tensors(config, tensors.base, device)?;
+        model.set_kernels(settings.kernels);
         Ok(CodiWeights {
             model,
             projection,
@@ -323,22 +325,23 @@ impl CodiWeights {
 }
 
 impl CodiModel {
-    /// Load a CODI checkpoint directory (or a checkpoint file inside one) onto `device`.
-    pub fn load(path: &Path, options: &LoadOptions, device: &Device) -> Result<CodiModel> {
+    /// Load a CODI checkpoint directory (or a checkpoint file inside one) as `settings` say
+    /// (device, kernels, where registry bases live, the hash memo).
+    pub fn load(path: &Path, options: &LoadOptions, settings: &Settings) -> Result<CodiModel> {
         // The base is read once, and its tokenizer checked before the checkpoint is loaded.
-        let mut base = options.base.as_deref().map(BaseModel::resolve).transpose()?;
+        let mut base = options.base.as_deref().map(|spec| BaseModel::resolve(spec, settings)).transpose()?;
         let base_tokenizer = match &mut base {
             Some(b) => Some(b.tokenizer.take().ok_or_else(|| {
                 Error::invalid(format!("base model {} has no tokenizer (tokenizer.json) to encode the questions", b.spec))
             })?),
             None => None,
         };
-        let weights = CodiWeights::load_on(path, base.as_ref(), options, device)?;
+        let weights = CodiWeights::load_on(path, base.as_ref(), options, settings)?;
         let tokenizer = match base_tokenizer {
             Some(tokenizer) => tokenizer,
             None => Tokenizer::from_file(&weights.dir.join("tokenizer.json"))?,
         };
-        let weights_hash = crate::model::weights::weights_hash(std::slice::from_ref(&weights.checkpoint))?;
+        let weights_hash = crate::model::weights::weights_hash(std::slice::from_ref(&weights.checkpoint), settings.hash_memo.as_deref())?;
         let name = weights.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "codi".into());
         Ok(CodiModel::from_parts(weights, tokenizer, name, weights_hash))
     }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::PEFT_PREFIX;
 use super::codi_model::{CodiMeta, META_FILE};
 use crate::io::write_atomic;
-use crate::model::{registry, weights};
+use crate::model::{registry, weights, Settings};
 use crate::{Error, Result};
 
 /// LoRA target modules of CODI's LLaMA config.
@@ -64,7 +64,7 @@ impl Default for MakeModelOptions {
 }
 
 /// Resolve a base model spec the way `Model::load` does and read its tensors under HF names.
-fn read_base(spec: &str) -> Result<(weights::Checkpoint, Option<&'static registry::RegistryEntry>)> {
+fn read_base(spec: &str, settings: &Settings) -> Result<(weights::Checkpoint, Option<&'static registry::RegistryEntry>)> {
     let path = Path::new(spec);
     let read_path = |p: &Path| -> Result<weights::Checkpoint> {
         if p.is_dir() {
@@ -80,7 +80,7 @@ fn read_base(spec: &str) -> Result<(weights::Checkpoint, Option<&'static registr
     }
     let entry = registry::lookup(spec)
         .ok_or_else(|| Error::invalid(format!("base `{spec}` is not a file, a directory or a registry name")))?;
-    let local = registry::models_dir().join(entry.name);
+    let local = settings.models_dir.join(entry.name);
     let found = if local.join("config.json").is_file() {
         Some(local.clone())
     } else {
@@ -137,9 +137,10 @@ fn std_of(t: &Tensor) -> Result<f32> {
     Ok((v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / n).sqrt() as f32)
 }
 
-/// Write a CODI-shaped checkpoint directory at `out`; returns the checkpoint file.
-pub fn make_model(options: &MakeModelOptions, out: &Path) -> Result<PathBuf> {
-    let (base, entry) = read_base(&options.base)?;
+/// Write a CODI-shaped checkpoint directory at `out` (a registry base is found under the
+/// settings' models folder); returns the checkpoint file.
+pub fn make_model(options: &MakeModelOptions, out: &Path, settings: &Settings) -> Result<PathBuf> {
+    let (base, entry) = read_base(&options.base, settings)?;
     let mut config = base.config.clone();
     if config.rope_freq_divisors.is_some() && config.rope_scaling.is_none() {
         return Err(Error::invalid(

@@ -15,7 +15,7 @@ use crate::{Error, Result};
 
 /// Per-chunk numbers of thought-anchors' `chunks_labeled.json` (`analyze_rollouts.py`) shown
 /// when present: `(field, label, description)`.
-pub const RESAMPLING_FIELDS: &[(&str, &str, &str)] = &[
+pub(crate) const RESAMPLING_FIELDS: &[(&str, &str, &str)] = &[
     ("accuracy", "accuracy after the chunk", "share of resampled continuations from this chunk with the correct answer"),
     ("resampling_importance_accuracy", "resampling importance (accuracy)", "accuracy change when this chunk is resampled"),
     ("resampling_importance_kl", "resampling importance (KL)", "KL between answer distributions with and without resampling this chunk"),
@@ -200,12 +200,6 @@ impl Explorer {
             }),
         }
         Ok(explorer)
-    }
-
-    /// Receiver heads, their average matrix, vertical scores and a bounded number of single-head
-    /// matrices from the `[L, H, N, N]` attention of this trace.
-    pub fn add_attention(&mut self, attention: &SentenceAttention, options: &ExplorerOptions) -> Result<()> {
-        add_attention(self, attention, options)
     }
 }
 

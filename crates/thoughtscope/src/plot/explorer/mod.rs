@@ -37,8 +37,8 @@ mod page;
 
 use serde::Serialize;
 
-pub use build::{ExplorerOptions, RESAMPLING_FIELDS};
-pub use page::{explorer_fragment, EXPLORER_CSS, EXPLORER_JS};
+pub use build::ExplorerOptions;
+pub(crate) use page::explorer_fragment;
 
 /// Everything the page shows, serialised into it as JSON (`Explorer::to_json`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -105,7 +105,7 @@ pub struct Matrix {
 
 impl Matrix {
     /// `lower` of a row-major `n × n` matrix (`get(row, column)`), rounded.
-    pub fn from_square(key: &str, label: &str, kind: &str, n: usize, get: impl Fn(usize, usize) -> f64) -> Matrix {
+    pub(crate) fn from_square(key: &str, label: &str, kind: &str, n: usize, get: impl Fn(usize, usize) -> f64) -> Matrix {
         let mut lower = Vec::with_capacity(n * (n + 1) / 2);
         for i in 0..n {
             for j in 0..=i {
@@ -153,7 +153,7 @@ pub struct Missing {
 }
 
 /// `value` rounded to 4 significant digits (NaN and infinities stay as they are).
-pub fn round_significant(value: f64) -> f64 {
+pub(crate) fn round_significant(value: f64) -> f64 {
     if !value.is_finite() || value == 0.0 {
         return value;
     }
@@ -212,7 +212,7 @@ impl Explorer {
     }
 
     /// Add a per-sentence metric (values rounded to 4 significant digits); its length must be N.
-    pub fn push_metric(&mut self, key: &str, label: &str, group: &str, description: &str, values: &[f64]) -> crate::Result<()> {
+    pub(crate) fn push_metric(&mut self, key: &str, label: &str, group: &str, description: &str, values: &[f64]) -> crate::Result<()> {
         if values.len() != self.n() {
             return Err(crate::Error::invalid(format!("metric `{key}`: {} values for {} sentences", values.len(), self.n())));
         }
@@ -227,7 +227,7 @@ impl Explorer {
     }
 
     /// Add a matrix (its triangle must be for N sentences).
-    pub fn push_matrix(&mut self, matrix: Matrix) -> crate::Result<()> {
+    pub(crate) fn push_matrix(&mut self, matrix: Matrix) -> crate::Result<()> {
         let n = self.n();
         if matrix.lower.len() != n * (n + 1) / 2 {
             return Err(crate::Error::invalid(format!(
@@ -273,7 +273,7 @@ impl Explorer {
 
     /// The fragment for a page that may hold several explorers: a `<div id="{id}">` with its
     /// data, style and script, all scoped to that div.
-    pub fn to_inline_html(&self, id: &str) -> String {
+    pub(crate) fn to_inline_html(&self, id: &str) -> String {
         explorer_fragment(self, id)
     }
 

@@ -6,12 +6,12 @@ use super::Explorer;
 use crate::plot::{html_escape, script_safe_json};
 
 /// The page's style (every rule under `.ts-explorer`).
-pub const EXPLORER_CSS: &str = include_str!("explorer.css");
+pub(crate) const EXPLORER_CSS: &str = include_str!("explorer.css");
 /// The page's script: `function init(root)`.
-pub const EXPLORER_JS: &str = include_str!("explorer.js");
+pub(crate) const EXPLORER_JS: &str = include_str!("explorer.js");
 
 /// The explorer as a `<div id="{id}" class="ts-explorer">` with its data, style and script.
-pub fn explorer_fragment(explorer: &Explorer, id: &str) -> String {
+pub(crate) fn explorer_fragment(explorer: &Explorer, id: &str) -> String {
     let id_js = script_safe_json(&serde_json::Value::String(id.to_owned()).to_string());
     format!(
         "<div id=\"{id}\" class=\"ts-explorer\">\n<style>{css}</style>\n\

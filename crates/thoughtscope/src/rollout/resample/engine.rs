@@ -31,7 +31,7 @@ pub struct DecodeSettings {
 
 impl DecodeSettings {
     /// The sampling rule, checked (temperature ≥ 0, top-p in (0, 1]).
-    pub fn sampling(&self) -> Result<Sampling> {
+    pub(crate) fn sampling(&self) -> Result<Sampling> {
         Ok(GenerateOptions { temperature: self.temperature, top_p: self.top_p, ..GenerateOptions::default() }.sampling()?)
     }
 }

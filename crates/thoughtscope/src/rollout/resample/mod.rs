@@ -18,7 +18,7 @@
 //! `chunks_labeled.json` are copied beside the chunk folders when absent, as upstream's problem
 //! folder holds them.
 //!
-//! Seeds: rollout r of chunk i draws with [`rollout_seed`]`(seed, i, r)`, its own stream, so
+//! Seeds: rollout r of chunk i draws with `rollout_seed``(seed, i, r)`, its own stream, so
 //! results do not depend on batch size, thread count or sharding (upstream seeds torch once and
 //! its API path sends no seed at all).
 
@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use engine::{Continuation, DecodeSettings, LocalProvider, ProviderIdentity, RolloutProvider};
 pub use openai::{OpenAiConfig, OpenAiProvider};
-pub use prompts::{chunk_prompts, corrected_prefix, faithful_prefix, ChunkPrompt, PrefixMode, ResampleSource, RolloutType, FORCED_ANSWER_SUFFIX};
+pub use prompts::{chunk_prompts, ChunkPrompt, PrefixMode, ResampleSource, RolloutType, FORCED_ANSWER_SUFFIX};
 
 use crate::attention::split_solution_into_chunks;
 use crate::io::shard::{Shard, ShardRun};
@@ -42,11 +42,11 @@ use crate::rollout::answers::{check_answer, extract_boxed_answers};
 use crate::{Error, Result};
 
 /// The manifest's format; a change that alters results bumps it.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 1;
 /// Each chunk folder's manifest.
-pub const MANIFEST_FILE: &str = "resample_manifest.json";
+pub(crate) const MANIFEST_FILE: &str = "resample_manifest.json";
 /// Each chunk folder's rollouts (upstream's name).
-pub const SOLUTIONS_FILE: &str = "solutions.json";
+pub(crate) const SOLUTIONS_FILE: &str = "solutions.json";
 /// Files of the problem folder copied beside the chunk folders.
 const PROBLEM_FILES: [&str; 4] = ["problem.json", "base_solution.json", "chunks.json", "chunks_labeled.json"];
 
@@ -69,7 +69,7 @@ pub struct ResampledSolution {
 /// has no sentence boundary, e.g. a short one cut by the token budget; we write ""); the answer is
 /// the first `\boxed{}` of the continuation (forced answers: of prompt + continuation);
 /// `is_correct` needs a non-empty answer and gold answer.
-pub fn solution_record(chunk: &ChunkPrompt, rollout: String, gold: Option<&str>, rollout_type: RolloutType) -> ResampledSolution {
+pub(crate) fn solution_record(chunk: &ChunkPrompt, rollout: String, gold: Option<&str>, rollout_type: RolloutType) -> ResampledSolution {
     let chunk_resampled = split_solution_into_chunks(&rollout).into_iter().next().unwrap_or_default();
     let full_cot = format!("{}{rollout}", chunk.prompt);
     let scanned = match rollout_type {
@@ -94,7 +94,7 @@ pub fn solution_record(chunk: &ChunkPrompt, rollout: String, gold: Option<&str>,
 
 /// The seed of rollout `rollout` of chunk `chunk`: a hash of the three, so every rollout has its
 /// own stream whatever runs beside it.
-pub fn rollout_seed(seed: u64, chunk: usize, rollout: usize) -> u64 {
+pub(crate) fn rollout_seed(seed: u64, chunk: usize, rollout: usize) -> u64 {
     let mut bytes = [0u8; 24];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     bytes[8..16].copy_from_slice(&(chunk as u64).to_le_bytes());

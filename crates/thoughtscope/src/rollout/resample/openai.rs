@@ -47,14 +47,14 @@ pub struct OpenAiConfig {
     pub send_seed: bool,
     /// Retries after the first try, on connection errors, 5xx and 429.
     pub retries: usize,
-    /// First backoff; doubles each retry, capped at [`MAX_BACKOFF`].
+    /// First backoff; doubles each retry, capped at `MAX_BACKOFF`.
     pub backoff: Duration,
     /// Limit for one request, connection to last byte (a long continuation takes a while).
     pub request_timeout: Duration,
 }
 
 /// The longest wait between two tries.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl OpenAiConfig {
     /// Defaults for `base_url`: 8 requests in flight, one choice per request, seeds sent,
@@ -134,7 +134,7 @@ impl OpenAiProvider {
     }
 
     /// The ids `GET {base_url}/models` lists (`data[].id`).
-    pub fn server_models(&self) -> Result<Vec<String>> {
+    pub(crate) fn server_models(&self) -> Result<Vec<String>> {
         let url = format!("{}/models", self.base_url);
         let reply = self.with_retries(&url, || {
             let mut request = self.agent.get(&url);
@@ -313,14 +313,14 @@ impl RolloutProvider for OpenAiProvider {
 
 /// The seed a server receives for a rollout seed: its low 31 bits (llama.cpp takes 32-bit seeds,
 /// and some servers read the field as a signed 32-bit integer).
-pub fn server_seed(seed: u64) -> u64 {
+pub(crate) fn server_seed(seed: u64) -> u64 {
     seed & 0x7fff_ffff
 }
 
 /// The continuations of a completions reply, in choice order (`choices[].index`, else position):
 /// `text`, `finish_reason` `"stop"` for a stop, and `usage.completion_tokens` shared among the
 /// choices (servers report one total per request; with one choice it is exact).
-pub fn parse_completion(url: &str, reply: &Value) -> Result<Vec<Continuation>> {
+pub(crate) fn parse_completion(url: &str, reply: &Value) -> Result<Vec<Continuation>> {
     let bad = |what: &str| Error::Other(format!("{url}: {what} in the reply: {}", snippet(&reply.to_string())));
     let choices = reply.get("choices").and_then(Value::as_array).ok_or_else(|| bad("no `choices` array"))?;
     let mut indexed = Vec::with_capacity(choices.len());

@@ -137,7 +137,7 @@ pub struct ChunkPrompt {
 
 /// Upstream's prefix for chunk `i`: chunks 0..=i each followed by a space, stripped, then every
 /// occurrence of chunk i's text removed, stripped again.
-pub fn faithful_prefix(chunks: &[String], i: usize) -> String {
+pub(crate) fn faithful_prefix(chunks: &[String], i: usize) -> String {
     let mut full_prefix = String::new();
     for chunk in &chunks[..=i] {
         full_prefix.push_str(chunk);
@@ -150,7 +150,7 @@ pub fn faithful_prefix(chunks: &[String], i: usize) -> String {
 /// The solution text before chunk `i` in the trace itself (chunks located as upstream's
 /// `get_chunk_ranges` locates them), trailing whitespace stripped. An error when chunk i cannot
 /// be located in the solution text.
-pub fn corrected_prefix(solution: &str, chunks: &[String], i: usize) -> Result<String> {
+pub(crate) fn corrected_prefix(solution: &str, chunks: &[String], i: usize) -> Result<String> {
     let found = get_chunk_ranges(solution, chunks);
     let mut ranges = found.ranges.iter();
     let mut start = None;

@@ -1,14 +1,15 @@
-//! The portable path (`THOUGHTSCOPE_PORTABLE=1` or `model::set_portable(true)`: candle's matmul
-//! and the scalar softmax/SiLU instead of the SIMD kernels) against HF transformers' eager f32
-//! outputs on the tiny Llama-3 and Qwen3 fixtures, and against the kernel path. The switch is
-//! process-wide: the test holds `serial` throughout.
+//! The portable path (`Kernels::portable` in the settings, `THOUGHTSCOPE_PORTABLE=1`: candle's
+//! matmul and the scalar softmax/SiLU instead of the SIMD kernels) against HF transformers' eager
+//! f32 outputs on the tiny Llama-3 and Qwen3 fixtures, and against the kernel path. The choice is
+//! the model's own, so other tests running meanwhile keep theirs.
 
 use crate::support;
 
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
-use thoughtscope::model::{self, HookPoint, HookSet, Input, KvCache, Model};
+use thoughtscope::model::{HookPoint, HookSet, Input, Kernels, KvCache, Model};
+use thoughtscope::model::Settings;
 
 fn values(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -34,18 +35,17 @@ fn run(model: &Model, ids: &[u32]) -> (Vec<f32>, Vec<Vec<f32>>) {
 
 #[test]
 fn portable_path_matches_hf_and_the_kernels() {
-    let _turn = crate::serial();
     for name in ["tiny-llama3", "tiny-qwen3"] {
         let dir = support::fixture(format!("{name}/config.json")).parent().unwrap().to_path_buf();
-        let model = Model::load_without_tokenizer(dir.to_str().unwrap(), &Device::Cpu).unwrap();
+        let portable = Settings { kernels: Kernels { portable: true, ..Kernels::default() }, ..Settings::default() };
+        let mut model = Model::load_without_tokenizer(dir.to_str().unwrap(), &portable).unwrap();
         let reference: HashMap<String, Tensor> =
             candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
         let ids: Vec<u32> = reference["input_ids"].to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();
 
-        model::set_portable(true);
-        assert!(model::portable());
+        assert!(model.kernels().portable, "the settings' kernels are the model's");
         let (logits, patterns) = run(&model, &ids);
-        model::set_portable(false);
+        model.set_kernels(Kernels::default());
         let (kernel_logits, kernel_patterns) = run(&model, &ids);
 
         let e = excess(&logits, &values(&reference["logits"]), 1e-4, 1e-4);

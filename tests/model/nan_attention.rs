@@ -4,7 +4,7 @@
 //! check, the softmax turned the non-finite scores into a flat row of probabilities and the
 //! residual stream stayed finite, so `attn` cached uniform attention with exit 0.
 //!
-//! The portable switch is process-wide: the test holds the binary's serial turn.
+//! The portable path is the model's own choice (`Model::set_kernels`): nothing process-wide.
 
 use crate::support;
 
@@ -13,7 +13,8 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use thoughtscope::attention::{FullAttentionCapture, SentenceAverager};
-use thoughtscope::model::{self, HookPoint, HookSet, Input, KvCache, Model, NoHooks, SinkHooks};
+use thoughtscope::model::{self, HookPoint, HookSet, Input, Kernels, KvCache, Model, NoHooks, SinkHooks};
+use thoughtscope::model::Settings;
 
 /// The tiny Llama-3 fixture (4 query heads of 16 dimensions, 1 KV head, 2 layers) copied to
 /// `dir` with `tensor[row, 0]` set to `value`.
@@ -35,15 +36,19 @@ fn ids(n: usize) -> Vec<u32> {
     (0..n as u32).map(|i| 3 + (i * 37) % 500).collect()
 }
 
-/// Every path's error for `model`, by name.
+/// Every path's error for `model` (on its own kernels, then on the portable path), by name.
 fn errors(model: &Model) -> Vec<(&'static str, String)> {
     let mut found = Vec::new();
-    let forward = |hooks: &mut dyn model::Hooks, n: usize| -> String {
+    let mut portable = model.clone();
+    portable.set_kernels(Kernels { portable: true, ..model.kernels() });
+    let run = |model: &Model, hooks: &mut dyn model::Hooks, n: usize| -> String {
         match model.forward(Input::Ids(&ids(n)), &mut KvCache::new(model), hooks) {
             Ok(_) => "no error".to_owned(),
             Err(e) => e.to_string(),
         }
     };
+    let forward = |hooks: &mut dyn model::Hooks, n: usize| run(model, hooks, n);
+    let forward_portable = |hooks: &mut dyn model::Hooks, n: usize| run(&portable, hooks, n);
     found.push(("kernels, query blocks", forward(&mut NoHooks, 40)));
     found.push(("kernels, a few rows", forward(&mut NoHooks, 5)));
     let mut capture = FullAttentionCapture::default();
@@ -52,21 +57,18 @@ fn errors(model: &Model) -> Vec<(&'static str, String)> {
     found.push(("kernels, per-head sentence sink", forward(&mut SinkHooks(&mut averager), 40)));
     let mut hooks = HookSet::new().capture(HookPoint::AttnPattern(0));
     found.push(("hooked (candle softmax)", forward(&mut hooks, 40)));
-    model::set_portable(true);
-    found.push(("portable, query blocks", forward(&mut NoHooks, 40)));
-    found.push(("portable, a few rows", forward(&mut NoHooks, 5)));
+    found.push(("portable, query blocks", forward_portable(&mut NoHooks, 40)));
+    found.push(("portable, a few rows", forward_portable(&mut NoHooks, 5)));
     let mut capture = FullAttentionCapture::default();
-    found.push(("portable, capture sink", forward(&mut SinkHooks(&mut capture), 40)));
-    model::set_portable(false);
+    found.push(("portable, capture sink", forward_portable(&mut SinkHooks(&mut capture), 40)));
     found
 }
 
 #[test]
 fn a_non_finite_query_or_key_weight_fails_every_attention_path_naming_layer_and_head() {
-    let _turn = crate::serial();
     // The intact fixture runs every path.
     let fixture = support::repo().join("tests/fixtures/tiny-llama3");
-    let model = Model::load_without_tokenizer(fixture.to_str().unwrap(), &Device::Cpu).unwrap();
+    let model = Model::load_without_tokenizer(fixture.to_str().unwrap(), &Settings::default()).unwrap();
     for (path, error) in errors(&model) {
         assert_eq!(error, "no error", "intact fixture, {path}");
     }
@@ -80,7 +82,7 @@ fn a_non_finite_query_or_key_weight_fails_every_attention_path_naming_layer_and_
     for (tensor, row, value, want) in cases {
         let dir = tempfile::tempdir().unwrap();
         corrupt_copy(dir.path(), tensor, row, value);
-        let model = Model::load_without_tokenizer(dir.path().to_str().unwrap(), &Device::Cpu).unwrap();
+        let model = Model::load_without_tokenizer(dir.path().to_str().unwrap(), &Settings::default()).unwrap();
         for (path, error) in errors(&model) {
             assert!(
                 error.contains("non-finite attention scores") && error.contains(want),
