@@ -8,7 +8,9 @@ JSON embedded in the page (and the `<page>.json` written beside it by `--json`, 
 Checks: a click on a sentence selects it; the sentences listed as attended to / attending to it,
 its suppression row and column and its numbers (resampling included) equal the top values
 recomputed here from the JSON; a click on a heatmap cell highlights both sentences and shows the
-cell's value; every missing part is listed with its command; nothing is fetched from the network.
+cell's value; with a token view, the token grids of the sentence and its top sources, and of a
+clicked cell that is such a pair, show the JSON's sources, block means, tokens and every value;
+every missing part is listed with its command; nothing is fetched from the network.
 `--measure` prints the file size, the first contentful paint, the script's start-up time and the
 per-click latency (click to the next painted frame) over many clicks.
 
@@ -102,9 +104,62 @@ def wait_ready(driver):
         "var r = document.querySelector('.ts-explorer'); return r && r.dataset.ready === '1';"))
 
 
-def check_page(driver, data, check):
+def check_token_grids(box, data, i, j, check, where):
+    """The token grids in `box` for sentence `i` (and source `j`, or each head's top source)
+    against the JSON's token view."""
+    from selenium.webdriver.common.by import By
+    view = data["token_view"]
+    expected = [h for h in view["heads"] if h["sources"][i] is not None and (j is None or h["sources"][i] == j)]
+    grids = box.find_elements(By.CSS_SELECTOR, ".ts-tok")
+    check.equal(f"{where}: token grids", [g.get_attribute("data-head") for g in grids], [f"{h['head'][0]}.{h['head'][1]}" for h in expected])
+    for grid, head in zip(grids, expected):
+        name = f"{where}: head {grid.get_attribute('data-head')}"
+        source = head["sources"][i]
+        check.equal(f"{name} sentence", grid.get_attribute("data-i"), str(i))
+        check.equal(f"{name} top source", grid.get_attribute("data-j"), str(source))
+        check.equal(f"{name} block mean", number(grid.get_attribute("data-mean")), head["means"][i])
+        check.equal(f"{name} largest value", number(grid.get_attribute("data-scale")), head["scales"][i])
+        rows, cols = min(view["max_tokens"], view["lengths"][i]), min(view["max_tokens"], view["lengths"][source])
+        cells = driver_cells(grid)
+        check.equal(f"{name} cells", len(cells), rows * cols)
+        codes, scale = head["values"][i], head["scales"][i]
+        # value = code / 1000 × the block's largest value, computed as the page does.
+        check.equal(f"{name} values", cells, [(r, c, codes[r * cols + c], codes[r * cols + c] / 1000 * scale) for r in range(rows) for c in range(cols)])
+        if codes and scale > 0:
+            check.equal(f"{name} largest value has code 1000", max(codes), 1000)
+        keys = [json.loads(th.get_attribute("title")) for th in grid.find_elements(By.CSS_SELECTOR, "th.ts-tokk")]
+        queries = [json.loads(th.get_attribute("title")) for th in grid.find_elements(By.CSS_SELECTOR, "th.ts-tokq")]
+        check.equal(f"{name} key tokens", keys, view["tokens"][source][:cols])
+        check.equal(f"{name} query tokens", queries, view["tokens"][i][:rows])
+
+
+def driver_cells(grid):
+    """(row, column, code, value) of every cell of a token grid, read in one script call."""
+    return [tuple(cell) for cell in grid.parent.execute_script(
+        "return Array.from(arguments[0].querySelectorAll('td.ts-tokv')).map(function (td) {"
+        " return [+td.dataset.r, +td.dataset.c, +td.dataset.code, +td.dataset.v]; });", grid)]
+
+
+def click_cell(driver, root, n, row, col):
+    """A real pointer click on heatmap cell (row, col); returns the cell under the pixel clicked."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    canvas = root.find_element(By.CSS_SELECTOR, "canvas.ts-heat")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", canvas)
+    left, top, width, height = driver.execute_script(
+        "var b = arguments[0].getBoundingClientRect(); return [b.left, b.top, b.width, b.height];", canvas)
+    # The pointer moves to whole viewport pixels: aim at the middle of the cell, then expect the
+    # cell under the pixel actually clicked.
+    x = int(left + (col + 0.5) / n * width)
+    y = int(top + (row + 0.5) / n * height)
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(x, y).click()
+    actions.perform()
+    return min(n - 1, int((y - top) / height * n)), min(n - 1, int((x - left) / width * n))
+
+
+def check_page(driver, data, check):
+    from selenium.webdriver.common.by import By
 
     n = len(data["sentences"])
     root = driver.find_element(By.CSS_SELECTOR, ".ts-explorer")
@@ -149,25 +204,15 @@ def check_page(driver, data, check):
         check.equal("suppression column", listed("supp-col"), top_of_column(matrices["suppression"], i, n))
     if "step_importance" in matrices:
         check.equal("step importance row", listed("step-row"), top_of_row(matrices["step_importance"], i))
+    if data.get("token_view"):
+        check_token_grids(panel, data, i, None, check, f"sentence {i}")
     rows = {tr.get_attribute("data-key"): number(tr.get_attribute("data-v")) for tr in panel.find_elements(By.CSS_SELECTOR, "tr.ts-num")}
     for metric in data["metrics"]:
         check.equal(f"number {metric['key']} of sentence {i}", rows.get(metric["key"], "absent"), metric["values"][i])
 
     # Click a heatmap cell below the diagonal: both sentences are highlighted, the value shown.
     if current is not None:
-        canvas = root.find_element(By.CSS_SELECTOR, "canvas.ts-heat")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", canvas)
-        rect = driver.execute_script("var b = arguments[0].getBoundingClientRect(); return [b.left, b.top, b.width, b.height];", canvas)
-        left, top, width, height = rect
-        # The pointer moves to whole viewport pixels: aim at the middle of cell (n - 1, n // 3),
-        # then expect the cell under the pixel actually clicked.
-        x = int(left + (max(0, n // 3) + 0.5) / n * width)
-        y = int(top + (n - 0.5) / n * height)
-        c = min(n - 1, int((x - left) / width * n))
-        r = min(n - 1, int((y - top) / height * n))
-        actions = ActionBuilder(driver)
-        actions.pointer_action.move_to_location(x, y).click()
-        actions.perform()
+        r, c = click_cell(driver, root, n, n - 1, max(0, n // 3))
         cell = root.find_element(By.CSS_SELECTOR, ".ts-cell")
         check.equal("cell row", cell.get_attribute("data-row"), str(r))
         check.equal("cell column", cell.get_attribute("data-col"), str(c))
@@ -178,6 +223,18 @@ def check_page(driver, data, check):
         for key, matrix in matrices.items():
             if key != current["key"]:
                 check.equal(f"cell value in {key}", others.get(key, "absent"), lower(matrix, r, c))
+        if data.get("token_view") and r > c:
+            check_token_grids(cell, data, r, c, check, f"cell ({r}, {c})")
+        # A cell that is a token-view pair: sentence i and the first head's top source.
+        view = data.get("token_view")
+        if view and view["heads"] and view["heads"][0]["sources"][i] is not None:
+            r, c = click_cell(driver, root, n, i, view["heads"][0]["sources"][i])
+            cell = root.find_element(By.CSS_SELECTOR, ".ts-cell")
+            check.equal("token-view cell clicked", (cell.get_attribute("data-row"), cell.get_attribute("data-col")), (str(r), str(c)))
+            if r > c:
+                check_token_grids(cell, data, r, c, check, f"cell ({r}, {c})")
+                check.equal(f"cell ({r}, {c}) shows a token grid", len(cell.find_elements(By.CSS_SELECTOR, ".ts-tok")) > 0,
+                            any(h["sources"][r] == c for h in view["heads"]))
 
     # Colouring by another metric recolours the sentences.
     from selenium.webdriver.support.ui import Select

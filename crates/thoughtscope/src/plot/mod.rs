@@ -39,7 +39,7 @@ pub use builders::{
     bar_with_error, grid, heatmap, heatmap_matrix, line_scores, scatter_with_fit, BarOptions,
     ColorLimits, GridOptions, HeatmapOptions, LineOptions, ScatterOptions, Series,
 };
-pub use explorer::{Explorer, ExplorerOptions};
+pub use explorer::{Explorer, ExplorerOptions, TokenHead, TokenView, WebsiteTrace};
 pub use export::{chromium_path, static_export_available, ImageFormat};
 pub use figure::{
     html_escape, offline_js_with_mathjax, plotly_js_script, plotly_js_source, save_figures, save_figures_sharing,

@@ -281,6 +281,67 @@ function init(root) {
     return box;
   }
 
+  // Token view (CircuitsVis-style): sentence i's first tokens (rows) attending to the first tokens
+  // of its top source j (columns), one grid per head kept. A value is its code / 1000 times the
+  // block's largest value (the JSON's `scales`); white to blue up to that largest value. Built as
+  // one HTML string per grid (a thousand cells per click), the hovered cell described below it.
+  var ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+  function esc(t) { return String(t).replace(/[&<>"']/g, function (c) { return ESCAPES[c]; }); }
+  function tokenText(t) { return t.replace(/\n/g, '\u21b5').replace(/\t/g, '\u21e5'); }
+  function tokenValue(th, i, k) { return th.values[i][k] / 1000 * th.scales[i]; }
+  function tokenGrid(th, i, j) {
+    var tv = D.token_view, codes = th.values[i];
+    var rows = Math.min(tv.max_tokens, tv.lengths[i]), cols = Math.min(tv.max_tokens, tv.lengths[j]);
+    var box = el('div', 'ts-tok');
+    box.dataset.head = th.head[0] + '.' + th.head[1]; box.dataset.i = i; box.dataset.j = j;
+    box.dataset.mean = String(th.means[i]); box.dataset.scale = String(th.scales[i]);
+    box.appendChild(el('div', 'ts-tokcap', 'layer ' + th.head[0] + ' head ' + th.head[1] + ': #' + i + ' \u2192 #' + j +
+      ' \u00b7 block mean ' + fmt(th.means[i]) + ', largest ' + fmt(th.scales[i]) + ' \u00b7 first ' + rows + ' of ' + tv.lengths[i] +
+      ' \u00d7 ' + cols + ' of ' + tv.lengths[j] + ' tokens'));
+    var html = ['<tr><th></th>'];
+    for (var c = 0; c < cols; c++) html.push('<th class="ts-tokk" title="' + esc(JSON.stringify(tv.tokens[j][c])) + '">' + esc(tokenText(tv.tokens[j][c])) + '</th>');
+    html.push('</tr>');
+    for (var r = 0; r < rows; r++) {
+      html.push('<tr><th class="ts-tokq" title="' + esc(JSON.stringify(tv.tokens[i][r])) + '">' + esc(tokenText(tv.tokens[i][r])) + '</th>');
+      for (var c2 = 0; c2 < cols; c2++) {
+        var k = r * cols + c2, colour = rgb(mix(WHITE, COLD, codes[k] / 1000));
+        html.push('<td class="ts-tokv" data-r="' + r + '" data-c="' + c2 + '" data-code="' + codes[k] + '" data-v="' + tokenValue(th, i, k) + '" style="background:' + colour + '"></td>');
+      }
+      html.push('</tr>');
+    }
+    var table = el('table', 'ts-tokgrid');
+    table.innerHTML = html.join('');
+    box.appendChild(table);
+    var hover = el('div', 'ts-tokhover ts-muted', 'Hover a cell for its tokens and value.');
+    box.appendChild(hover);
+    table.addEventListener('mouseover', function (event) {
+      var td = event.target.closest('td.ts-tokv');
+      if (!td) return;
+      var r = +td.dataset.r, c = +td.dataset.c;
+      hover.textContent = JSON.stringify(tv.tokens[i][r]) + ' \u2192 ' + JSON.stringify(tv.tokens[j][c]) + ': ' + fmt(+td.dataset.v);
+    });
+    return box;
+  }
+  // The token grids of sentence i with its top source in each head kept, or (j given) of the
+  // pair (i, j) in the heads whose top source for i is j.
+  function tokenSection(i, j) {
+    var tv = D.token_view, box = el('div', 'ts-tokens');
+    box.appendChild(el('h4', null, j === null ? 'Token view: #' + i + ' and its top source in each head' : 'Token view of #' + i + ' \u2192 #' + j));
+    if (j === null) box.appendChild(el('p', 'ts-muted', 'Rows: its first tokens; columns: the source\u2019s. The sentence holding the first token (where attention sinks) is passed over when there is another.'));
+    var shown = 0;
+    tv.heads.forEach(function (th) {
+      var src = th.sources[i];
+      if (src === null || src === undefined || (j !== null && src !== j)) return;
+      box.appendChild(tokenGrid(th, i, src)); shown++;
+    });
+    if (!shown) {
+      var names = tv.heads.map(function (th) { return th.head[0] + '.' + th.head[1]; }).join(', ');
+      box.appendChild(el('p', 'ts-muted', j === null ? 'No earlier sentence with tokens.' :
+        'Not in the page: it keeps each sentence\u2019s top source in heads ' + names + ', and #' + j + ' is none of them for #' + i + '.'));
+    }
+    return box;
+  }
+
   function timed(work) {
     var t0 = performance.now();
     work();
@@ -314,6 +375,8 @@ function init(root) {
       var miss = missing('attention');
       if (miss) panel.appendChild(missingNote(miss));
     }
+    if (D.token_view) panel.appendChild(tokenSection(i, null));
+    else if (missing('token view')) panel.appendChild(missingNote(missing('token view')));
     var supp = byKey.suppression;
     if (supp) {
       panel.appendChild(list('Suppression row: suppressing these earlier sentences moves this one most', 'supp-row', topOfRow(supp, i), 'ts-src'));
@@ -344,7 +407,7 @@ function init(root) {
       alternatives.forEach(function (a) {
         var li = el('li', a.is_correct === true ? 'ts-ok' : a.is_correct === false ? 'ts-bad' : '');
         li.appendChild(el('span', null, a.text));
-        li.appendChild(el('b', null, ' \u2192 ' + a.answer));
+        if (a.answer) li.appendChild(el('b', null, ' \u2192 ' + a.answer));
         ul.appendChild(li);
       });
       panel.appendChild(ul);
@@ -376,6 +439,7 @@ function init(root) {
     box.appendChild(others);
     box.appendChild(el('p', 'ts-pair', '#' + row + ' (' + m.row_meaning + '): ' + preview(row)));
     box.appendChild(el('p', 'ts-pair', '#' + col + ' (' + m.column_meaning + '): ' + preview(col)));
+    if (D.token_view && col < row) box.appendChild(tokenSection(row, col));
     spans[col].scrollIntoView({ block: 'nearest' });
     spans[row].scrollIntoView({ block: 'nearest' });
   }
