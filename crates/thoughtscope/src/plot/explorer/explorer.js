@@ -283,42 +283,49 @@ function init(root) {
 
   // Token view (CircuitsVis-style): sentence i's first tokens (rows) attending to the first tokens
   // of its top source j (columns), one grid per head kept. A value is its code / 1000 times the
-  // block's largest value (the JSON's `scales`); white to blue up to that largest value. Built as
-  // one HTML string per grid (a thousand cells per click), the hovered cell described below it.
-  var ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
-  function esc(t) { return String(t).replace(/[&<>"']/g, function (c) { return ESCAPES[c]; }); }
+  // block's largest value (the JSON's `scales`); cells white to blue up to that largest value,
+  // drawn on a canvas (a thousand table cells per click cost several frames), the hovered cell
+  // described below it.
+  var CELL = 13;
   function tokenText(t) { return t.replace(/\n/g, '\u21b5').replace(/\t/g, '\u21e5'); }
   function tokenValue(th, i, k) { return th.values[i][k] / 1000 * th.scales[i]; }
+  function tokenLabel(cls, token) { var e = el('div', cls, tokenText(token)); e.title = JSON.stringify(token); return e; }
   function tokenGrid(th, i, j) {
     var tv = D.token_view, codes = th.values[i];
     var rows = Math.min(tv.max_tokens, tv.lengths[i]), cols = Math.min(tv.max_tokens, tv.lengths[j]);
     var box = el('div', 'ts-tok');
     box.dataset.head = th.head[0] + '.' + th.head[1]; box.dataset.i = i; box.dataset.j = j;
     box.dataset.mean = String(th.means[i]); box.dataset.scale = String(th.scales[i]);
+    box.dataset.rows = rows; box.dataset.cols = cols;
     box.appendChild(el('div', 'ts-tokcap', 'layer ' + th.head[0] + ' head ' + th.head[1] + ': #' + i + ' \u2192 #' + j +
       ' \u00b7 block mean ' + fmt(th.means[i]) + ', largest ' + fmt(th.scales[i]) + ' \u00b7 first ' + rows + ' of ' + tv.lengths[i] +
       ' \u00d7 ' + cols + ' of ' + tv.lengths[j] + ' tokens'));
-    var html = ['<tr><th></th>'];
-    for (var c = 0; c < cols; c++) html.push('<th class="ts-tokk" title="' + esc(JSON.stringify(tv.tokens[j][c])) + '">' + esc(tokenText(tv.tokens[j][c])) + '</th>');
-    html.push('</tr>');
-    for (var r = 0; r < rows; r++) {
-      html.push('<tr><th class="ts-tokq" title="' + esc(JSON.stringify(tv.tokens[i][r])) + '">' + esc(tokenText(tv.tokens[i][r])) + '</th>');
-      for (var c2 = 0; c2 < cols; c2++) {
-        var k = r * cols + c2, colour = rgb(mix(WHITE, COLD, codes[k] / 1000));
-        html.push('<td class="ts-tokv" data-r="' + r + '" data-c="' + c2 + '" data-code="' + codes[k] + '" data-v="' + tokenValue(th, i, k) + '" style="background:' + colour + '"></td>');
-      }
-      html.push('</tr>');
+    var body = el('div', 'ts-tokbody');
+    body.appendChild(el('div'));
+    var top = el('div', 'ts-tokcols');
+    for (var c = 0; c < cols; c++) top.appendChild(tokenLabel('ts-tokk', tv.tokens[j][c]));
+    body.appendChild(top);
+    var left = el('div', 'ts-tokrows');
+    for (var r = 0; r < rows; r++) left.appendChild(tokenLabel('ts-tokq', tv.tokens[i][r]));
+    body.appendChild(left);
+    var canvas = el('canvas', 'ts-tokcells');
+    canvas.width = cols * CELL; canvas.height = rows * CELL;
+    var ctx = canvas.getContext('2d');
+    for (var k = 0; k < rows * cols; k++) {
+      ctx.fillStyle = rgb(mix(WHITE, COLD, codes[k] / 1000));
+      ctx.fillRect((k % cols) * CELL, Math.floor(k / cols) * CELL, CELL - 1, CELL - 1);
     }
-    var table = el('table', 'ts-tokgrid');
-    table.innerHTML = html.join('');
-    box.appendChild(table);
+    body.appendChild(canvas);
+    box.appendChild(body);
     var hover = el('div', 'ts-tokhover ts-muted', 'Hover a cell for its tokens and value.');
     box.appendChild(hover);
-    table.addEventListener('mouseover', function (event) {
-      var td = event.target.closest('td.ts-tokv');
-      if (!td) return;
-      var r = +td.dataset.r, c = +td.dataset.c;
-      hover.textContent = JSON.stringify(tv.tokens[i][r]) + ' \u2192 ' + JSON.stringify(tv.tokens[j][c]) + ': ' + fmt(+td.dataset.v);
+    canvas.addEventListener('mousemove', function (event) {
+      var rect = canvas.getBoundingClientRect();
+      var c = Math.min(cols - 1, Math.floor((event.clientX - rect.left) / rect.width * cols));
+      var r = Math.min(rows - 1, Math.floor((event.clientY - rect.top) / rect.height * rows));
+      var v = tokenValue(th, i, r * cols + c);
+      hover.dataset.r = r; hover.dataset.c = c; hover.dataset.v = String(v);
+      hover.textContent = JSON.stringify(tv.tokens[i][r]) + ' \u2192 ' + JSON.stringify(tv.tokens[j][c]) + ': ' + fmt(v);
     });
     return box;
   }

@@ -12,12 +12,14 @@
 //!   `<l>_<h>.npy` entries as they are): the receiver heads (top-k by this trace's kurtosis of
 //!   vertical scores, as thought-anchors `receiver_head_funcs.py` selects them over a corpus, or
 //!   given), the receiver score per sentence, the vertical scores of those heads;
-//! - the attention-suppression matrix of a `thoughtscope suppress` folder;
+//! - the attention-suppression matrix of a `thoughtscope suppress` folder, else the website's
+//!   `step_importance_supp.json`;
 //! - thought-anchors' website files: `chunks_labeled.json` (function tags, and per chunk
 //!   `accuracy`, `resampling_importance_*`, `counterfactual_importance_*`, `forced_importance_*`,
 //!   `different_trajectories_fraction`, `overdeterminedness` when present, names of
 //!   thought-anchors `analyze_rollouts.py`), `step_importance.json` (the counterfactual
-//!   sentence-to-sentence matrix) and the resampled alternatives `chunk_<k>/solutions.json`.
+//!   sentence-to-sentence matrix) and the resampled alternatives `chunk_<k>/solutions.json`
+//!   (else the texts of `chunks_resampled.json`).
 //!
 //! Size budget (what makes a 300-sentence trace open instantly): every number is rounded to 4
 //! significant digits; sentence × sentence matrices are stored as their lower triangle
@@ -26,8 +28,10 @@
 //! heads), the suppression matrix and `step_importance.json`; per-head vertical scores only
 //! for the receiver heads and the heads asked for; at most
 //! [`ExplorerOptions::max_alternatives`] resampled alternatives per chunk, each cut to 240
-//! characters. At N = 300 a matrix is about 45k numbers (≈ 0.4 MB); the default page (average +
-//! 4 heads + suppression) stays under 3 MB (see [`Explorer::size_summary`]).
+//! characters. At N = 300 a matrix is about 45k numbers (≈ 0.4 MB); a page with everything
+//! (average + 4 heads, suppression, step importance, every resampling field, 5 alternatives per
+//! chunk, the token view) is about 4.3 MB (see [`Explorer::size_summary`] and `thoughtscope bench
+//! explorer`).
 //!
 //! The token view (CircuitsVis-style: one sentence pair token by token) needs token attention,
 //! which the cache does not hold: [`Explorer::from_problem_dir_with_model`] runs one forward pass
