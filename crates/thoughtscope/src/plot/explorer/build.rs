@@ -177,19 +177,23 @@ fn build(dir: &Path, options: &ExplorerOptions, loaded: Option<&Loaded>) -> Resu
             options.boundary_mode.as_str()
         ));
         add_attention(&mut explorer, &attention, options)?;
+        // The heads asked for, then the top receiver heads.
+        let receivers: Vec<(usize, usize)> = explorer.receiver_heads.iter().map(|&[l, h]| (l, h)).collect();
         let mut heads: Vec<(usize, usize)> = Vec::new();
-        for &head in options.heads.iter().chain(explorer.receiver_heads.iter().map(|[l, h]| (*l, *h)).collect::<Vec<_>>().iter()) {
+        for &head in options.heads.iter().chain(&receivers) {
             if heads.len() < options.token_heads && !heads.contains(&head) {
                 heads.push(head);
             }
         }
         explorer.set_token_view(&pairs, &heads)?;
-        explorer.notes.push(format!(
-            "token view: {} heads, each sentence with its top earlier source in that head (the sentence holding the first token, \
-             where attention sinks, passed over when there is another), the first {} tokens of both",
-            heads.len(),
-            options.token_max
-        ));
+        if explorer.token_view.is_some() {
+            explorer.notes.push(format!(
+                "token view: {} heads, each sentence with its top earlier source in that head (the sentence holding the first token, \
+                 where attention sinks, passed over when there is another), the first {} tokens of both",
+                heads.len(),
+                options.token_max
+            ));
+        }
     } else {
         add_cached_attention(&mut explorer, options, &sentences, &dir_arg, &mode_flag)?;
     }

@@ -378,12 +378,14 @@ impl Explorer {
         )
     }
 
-    /// Set the token view from `pairs` for `heads` (its sentences must be this explorer's).
+    /// Set the token view from `pairs` for `heads` (its sentences must be this explorer's); none
+    /// when no head of `heads` was captured.
     pub fn set_token_view(&mut self, pairs: &crate::attention::TokenPairs, heads: &[(usize, usize)]) -> crate::Result<()> {
         if pairs.ranges.len() != self.n() {
             return Err(crate::Error::invalid(format!("token pairs of {} sentences for an explorer of {}", pairs.ranges.len(), self.n())));
         }
-        self.token_view = Some(TokenView::from_pairs(pairs, heads));
+        let view = TokenView::from_pairs(pairs, heads);
+        self.token_view = (!view.heads.is_empty()).then_some(view);
         Ok(())
     }
 
@@ -436,6 +438,39 @@ mod tests {
         assert!(json.contains("\"lower\":[0,0.6667,1]"), "{json}");
         assert_eq!(explorer.matrix("x").unwrap().get(1, 0), 0.6667);
         assert!(explorer.push_metric("bad", "", "", "", &[1.0]).is_err());
+    }
+
+    #[test]
+    fn token_view_keeps_the_heads_asked_for_as_codes_of_the_block_maximum() {
+        use crate::attention::token_pairs::{HeadTokenPairs, TokenPair, TokenPairs};
+        let mut explorer = Explorer::new("t", vec!["a b".into(), "c d e".into(), "f".into()]);
+        let pair = |source, values: Vec<f32>| Some(TokenPair { source, mean: 0.0123456, rows: 1, cols: values.len(), values });
+        let pairs = TokenPairs {
+            max_tokens: 2,
+            ranges: vec![(0, 2), (2, 5), (5, 6)],
+            heads: vec![
+                HeadTokenPairs { layer: 0, head: 1, pairs: vec![None, pair(0, vec![0.5, 0.25]), pair(1, vec![0.0, 0.0])] },
+                HeadTokenPairs { layer: 1, head: 0, pairs: vec![None, pair(0, vec![0.1, 0.3]), pair(0, vec![0.2, 0.2])] },
+            ],
+            tokens: vec![vec!["a".into(), " b".into()], vec!["c".into(), " d".into()], vec!["f".into()]],
+        };
+        explorer.set_token_view(&pairs, &[(1, 0), (5, 5)]).unwrap();
+        let view = explorer.token_view.as_ref().unwrap();
+        assert_eq!(view.heads.iter().map(|h| h.head).collect::<Vec<_>>(), [[1, 0]], "the heads asked for that were captured");
+        assert_eq!(view.lengths, [2, 3, 1]);
+        let head = &view.heads[0];
+        assert_eq!(head.sources, [None, Some(0), Some(0)]);
+        assert_eq!(head.values[1], [333, 1000]);
+        assert!((head.value(1, 0) - 0.1).abs() <= 1e-3 * 0.3 && head.means[1] == 0.01235 && head.scales[0].is_nan());
+        let json = explorer.to_json();
+        assert!(json.contains(r#""values":[[],[333,1000],[1000,1000]]"#) && json.contains(r#""scales":[null,0.3,0.2]"#), "{json}");
+        // An all-zero block keeps codes 0 (no division by a zero maximum).
+        explorer.set_token_view(&pairs, &[(0, 1)]).unwrap();
+        assert_eq!(explorer.token_view.as_ref().unwrap().heads[0].values[2], [0, 0]);
+        // No head kept: no token view.
+        explorer.set_token_view(&pairs, &[]).unwrap();
+        assert!(explorer.token_view.is_none());
+        assert!(explorer.set_token_view(&TokenPairs { ranges: vec![(0, 1)], ..pairs }, &[(0, 1)]).is_err());
     }
 
     #[test]
