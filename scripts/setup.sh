@@ -7,8 +7,9 @@
 #   1. the thoughtscope build, beside 2–3            5. CODI experiment, test mode
 #   2. the model and the sentence embedder (PyPI)    6. the notebooks executed headlessly into
 #      and headless Chromium (static figures)           analysis/reports/
-#   3. notebook tooling (evcxr_jupyter, Jupyter)     7. analysis/index.html linking every report
-#   4. VA analysis of the sample rollouts; a small resampling job, its importances, white-box
+#   3. notebook tooling (evcxr_jupyter, Jupyter)     7. trace explorer pages (analysis/explorer/)
+#   4. VA analysis of the sample rollouts; a small   8. analysis/index.html linking every report
+#      resampling job, its importances, white-box
 #      against black-box (analysis/resampling/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +39,26 @@ step "small resampling job: one short arithmetic problem, 6 chunks x 8 rollouts,
 step "CODI experiment, test mode (a CODI-shaped SmolLM2, not a CODI model; synthetic problems, not GSM8K)"
 "$bin" codi run-all --test-mode --out analysis/codi
 step "notebooks";               bash scripts/run-notebooks.sh
+step "trace explorer pages (analysis/explorer/): a sample rollout and, when present, a thought-anchors trace, each with its token view (one forward pass)"
+mkdir -p analysis/explorer
+"$bin" --quiet explore rollouts/apple_boxes/rollout_04 --model smollm2-135m --mode chunks --token-view \
+  --out analysis/explorer/rollout_04.html
+# One real trace, when the thought-anchors website traces are beside the repository (or
+# THOUGHTSCOPE_TRACES names a folder of them): problem 4682 of R1-Distill-Qwen-14B if there, else
+# the first problem folder found.
+traces="${THOUGHTSCOPE_TRACES:-../shared/data/thought-anchors-traces}"
+if [ -d "$traces" ]; then
+  trace="$traces/deepseek-r1-distill-qwen-14b/correct_base_solution/problem_4682"
+  [ -f "$trace/base_solution.json" ] || trace="$(dirname "$(find "$traces" -name base_solution.json | sort | head -n 1)")"
+  if [ -f "$trace/base_solution.json" ]; then
+    name="$(basename "$(dirname "$(dirname "$trace")")")_$(basename "$(dirname "$trace")")_$(basename "$trace")"
+    "$bin" --quiet explore "$trace" --model smollm2-135m --mode chunks --token-view --out "analysis/explorer/$name.html" \
+      || echo "== explorer page of $trace not written (the error is above)"
+  else
+    echo "skipped: explorer page of a thought-anchors trace ($traces holds no base_solution.json)"
+  fi
+else
+  echo "skipped: explorer page of a thought-anchors trace ($traces absent; set THOUGHTSCOPE_TRACES to a folder of them)"
+fi
 step "index";                   "$bin" report index analysis
 step "done: open analysis/index.html"

@@ -94,6 +94,7 @@ fn pipeline_numbers_equal_their_files_and_a_rerun_reads_them_back() {
     for name in ["receiver_heads.json", "sentence_scores.csv", "tag_summary.csv", "suppression_trace_sentences.csv", "index.html", "explorer.html"] {
         assert!(config.out.join(name).is_file(), "{name}");
     }
+    assert!(std::fs::read_to_string(config.out.join("index.html")).unwrap().contains("href=\"explorer.html\""), "index.html links the explorer");
     use polars::prelude::{CsvReadOptions, SerReader};
     let sentence_scores = CsvReadOptions::default()
         .try_into_reader_with_file_path(Some(config.out.join("sentence_scores.csv")))

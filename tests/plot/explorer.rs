@@ -3,9 +3,8 @@
 //! `chunks_labeled.json` with resampling fields, resampled alternatives), what it says is missing,
 //! its errors, and the page driven in headless Chromium by `scripts/explorer_browser_test.py`
 //! (Selenium + chromium-driver; skipped loudly without them, a failure under CI).
-//!
-//! `THOUGHTSCOPE_EXPLORER_MEASURE=<dir> cargo test --test plot explorer:: -- --ignored --nocapture`
-//! writes a 300-sentence page into `<dir>` and prints its size, first paint and click latency.
+//! With SmolLM2 (scripts/fetch-model.sh), the token view: its pass against a second one, and in
+//! the browser. The 300-sentence measurement is `scripts/bench-explorer.sh`, not a test.
 
 use crate::support;
 
@@ -15,7 +14,7 @@ use std::process::Command;
 use serde_json::json;
 use thoughtscope::attention::{SentenceMode, Sentences};
 use thoughtscope::io::npy;
-use thoughtscope::plot::{Explorer, ExplorerOptions};
+use thoughtscope::plot::{Explorer, ExplorerOptions, WebsiteTrace};
 
 const MODEL: &str = "smollm2-135m";
 /// The small fixture's grid; the 300-sentence one has 8 × 4 (more heads than the top 20).
@@ -93,6 +92,17 @@ fn fixture_with_grid(n: usize, with_resampling: bool, layers: usize, heads: usiz
         .collect();
     write(&problem.join("chunks_labeled.json"), &json!(labels));
     if with_resampling {
+        // The website's step_importance.json: every later target but (source 0, target 2).
+        let records: Vec<serde_json::Value> = (0..n)
+            .map(|source| {
+                let impacts: Vec<serde_json::Value> = (source + 1..n)
+                    .filter(|&target| (source, target) != (0, 2))
+                    .map(|target| json!({"target_chunk_idx": target, "importance_score": random.next() - 0.4}))
+                    .collect();
+                json!({"source_chunk_idx": source, "source_chunk_text": chunks[source], "target_impacts": impacts})
+            })
+            .collect();
+        write(&problem.join("step_importance.json"), &json!(records));
         std::fs::create_dir_all(problem.join("chunk_3")).unwrap();
         write(
             &problem.join("chunk_3/solutions.json"),
@@ -157,7 +167,11 @@ fn explorer_reads_every_part_of_a_problem_dir() {
     let f = fixture(12, true);
     let explorer = Explorer::from_problem_dir(&f.problem, &options(&f)).unwrap();
     assert_eq!(explorer.n(), 12);
-    assert!(explorer.missing.is_empty(), "{:?}", explorer.missing);
+    // Everything but the token view, which needs a forward pass; the command says how.
+    let parts: Vec<&str> = explorer.missing.iter().map(|m| m.part.as_str()).collect();
+    assert_eq!(parts, ["token view"], "{:?}", explorer.missing);
+    assert!(explorer.missing[0].command.contains("--token-view"), "{}", explorer.missing[0].command);
+    assert!(explorer.token_view.is_none());
     assert_eq!(explorer.grid, Some([LAYERS, HEADS]));
     assert_eq!(explorer.receiver_heads.len(), 3);
     // The receiver-head average is the mean of the receiver heads' matrices, 4 digits kept.
@@ -184,6 +198,113 @@ fn explorer_reads_every_part_of_a_problem_dir() {
     assert_eq!(explorer.alternatives[3].len(), 2);
     assert_eq!(explorer.alternatives[3][1].answer, "84");
     assert!(explorer.tags[2].iter().any(|t| t == "verbalized_evaluation_awareness"));
+    // step_importance.json: importance_score of (source, target) at [target][source], 4 digits;
+    // a target no record lists is undefined.
+    let step = explorer.matrix("step_importance").unwrap();
+    let records: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.problem.join("step_importance.json")).unwrap()).unwrap();
+    for (source, target) in [(0, 1), (3, 7), (10, 11)] {
+        let impacts = records[source]["target_impacts"].as_array().unwrap();
+        let score = impacts.iter().find(|i| i["target_chunk_idx"] == target).unwrap()["importance_score"].as_f64().unwrap();
+        assert!(close(step.get(target, source), score), "({target}, {source}): {} vs {score}", step.get(target, source));
+    }
+    assert!(step.get(2, 0).is_nan() && step.get(5, 5).is_nan());
+}
+
+#[test]
+fn a_malformed_step_importance_json_is_an_error_naming_the_record_and_field() {
+    let f = fixture(12, true);
+    let path = f.problem.join("step_importance.json");
+    std::fs::write(&path, r#"[{"source_chunk_idx": 0, "target_impacts": [{"target_chunk_idx": 1, "importance_score": "high"}]}]"#).unwrap();
+    let error = Explorer::from_problem_dir(&f.problem, &options(&f)).unwrap_err().to_string();
+    assert!(error.contains("step_importance.json") && error.contains("target_impacts[0]") && error.contains("importance_score"), "{error}");
+    std::fs::write(&path, r#"[{"source_chunk_idx": -1, "target_impacts": []}]"#).unwrap();
+    let error = Explorer::from_problem_dir(&f.problem, &options(&f)).unwrap_err().to_string();
+    assert!(error.contains("record 0") && error.contains("source_chunk_idx"), "{error}");
+}
+
+/// The numbers of an explorer, without where they were read from (notes, source, missing).
+fn numbers(e: &Explorer) -> (Vec<String>, Vec<Vec<String>>, Vec<(String, Vec<f64>)>, Vec<(String, Vec<f64>)>, String) {
+    let bits = |v: &[f64]| v.iter().map(|x| if x.is_nan() { f64::NAN } else { *x }).collect::<Vec<f64>>();
+    (
+        e.sentences.clone(),
+        e.tags.clone(),
+        e.metrics.iter().map(|m| (m.key.clone(), bits(&m.values))).collect(),
+        e.matrices.iter().map(|m| (m.key.clone(), bits(&m.lower))).collect(),
+        serde_json::to_string(&e.alternatives).unwrap(),
+    )
+}
+
+fn same_numbers(a: &Explorer, b: &Explorer) {
+    let (a, b) = (numbers(a), numbers(b));
+    assert_eq!(a.0, b.0, "sentences");
+    assert_eq!(a.1, b.1, "tags");
+    assert_eq!(a.4, b.4, "alternatives");
+    for (what, x, y) in [("metrics", &a.2, &b.2), ("matrices", &a.3, &b.3)] {
+        assert_eq!(x.iter().map(|m| &m.0).collect::<Vec<_>>(), y.iter().map(|m| &m.0).collect::<Vec<_>>(), "{what}");
+        for ((key, u), (_, v)) in x.iter().zip(y) {
+            assert_eq!(u.len(), v.len(), "{key}");
+            for (k, (p, q)) in u.iter().zip(v).enumerate() {
+                assert!(p == q || (p.is_nan() && q.is_nan()), "{what} {key}[{k}]: {p} vs {q}");
+            }
+        }
+    }
+}
+
+#[test]
+fn website_files_written_then_read_give_the_same_numbers() {
+    let f = fixture(12, true);
+    let out = f.problem.parent().unwrap().join("website");
+    let status = Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
+        .args(["--quiet", "explore"])
+        .arg(&f.problem)
+        .arg("--suppression")
+        .arg(&f.suppression)
+        .arg("--website")
+        .arg(&out)
+        .arg("--out")
+        .arg(f.problem.parent().unwrap().join("trace.html"))
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "explore failed: {}", String::from_utf8_lossy(&status.stderr));
+    for name in ["chunks_labeled.json", "step_importance.json", "step_importance_supp.json", "chunk_3/solutions.json", "chunks_resampled.json", "base_solution.json", "chunks.json"] {
+        assert!(out.join(name).is_file(), "{name} written");
+    }
+    // Full precision: the files read back equal what was read from the problem directory (the
+    // suppression folder's matrix now as step_importance_supp.json).
+    let opts = ExplorerOptions { suppression_dir: Some(f.suppression.clone()), ..ExplorerOptions::default() };
+    let original = WebsiteTrace::from_problem_dir(&f.problem, &opts).unwrap();
+    let again = WebsiteTrace::from_problem_dir(&out, &ExplorerOptions::default()).unwrap();
+    assert_eq!(again, original);
+    let supp = original.step_importance_supp.as_ref().unwrap();
+    let raw = npy::read(&f.suppression.join("suppression_matrix.npy")).unwrap();
+    let npy::NpyData::F64(values) = raw.data else { panic!("f64") };
+    assert_eq!(supp[3].target_impacts[2].target_chunk_idx, 6);
+    assert_eq!(supp[3].target_impacts[2].importance_score, values[6 * f.n + 3], "not rounded");
+    assert_eq!(original.chunks_resampled[&3], ["So each box has five apples.", "Maybe it is seven."]);
+    assert_eq!(again.solutions[&3].len(), 3, "stubs kept, as upstream's files keep them");
+    // And the explorer shows the same numbers from either folder (no attention asked for).
+    let from_problem = Explorer::from_problem_dir(&f.problem, &opts).unwrap();
+    let from_website = Explorer::from_problem_dir(&out, &ExplorerOptions::default()).unwrap();
+    same_numbers(&from_problem, &from_website);
+    assert!(from_website.matrix("suppression").is_some() && from_website.metric("suppression_out").is_some());
+    // Written a second time from the written folder: byte-identical files.
+    let out2 = f.problem.parent().unwrap().join("website2");
+    again.write(&out2).unwrap();
+    for name in ["chunks_labeled.json", "step_importance.json", "step_importance_supp.json", "chunk_3/solutions.json", "chunks_resampled.json"] {
+        assert_eq!(std::fs::read(out.join(name)).unwrap(), std::fs::read(out2.join(name)).unwrap(), "{name}");
+    }
+}
+
+#[test]
+fn website_chunks_resampled_json_gives_alternatives_without_solutions() {
+    let f = fixture(12, false);
+    std::fs::write(f.problem.join("chunks_resampled.json"), r#"{"0": ["Let me think.", "First, the boxes."], "10": ["So 60."]}"#).unwrap();
+    let explorer = Explorer::from_problem_dir(&f.problem, &options(&f)).unwrap();
+    assert_eq!(explorer.alternatives[0].iter().map(|a| a.text.as_str()).collect::<Vec<_>>(), ["Let me think.", "First, the boxes."]);
+    assert_eq!((explorer.alternatives[10][0].answer.as_str(), explorer.alternatives[10][0].is_correct), ("", None));
+    std::fs::write(f.problem.join("chunks_resampled.json"), r#"{"one": ["x"]}"#).unwrap();
+    let error = Explorer::from_problem_dir(&f.problem, &options(&f)).unwrap_err().to_string();
+    assert!(error.contains("chunks_resampled.json") && error.contains("`one`"), "{error}");
 }
 
 #[test]
@@ -294,6 +415,97 @@ fn explorer_page_in_headless_chromium_shows_the_json() {
     }
 }
 
+/// The token view's pass over the fixture's text with SmolLM2: the sentence matrices shown are
+/// that pass's (the hand-made cache is not read), each head's pair is its sentence's top source
+/// with the matrix cell as block mean, and the values are the model's own probabilities (checked
+/// against a full capture of a second pass) for the first tokens of both sentences.
+#[test]
+fn explorer_token_view_comes_from_the_same_pass_as_its_matrices() {
+    use thoughtscope::attention::{sentence_attention, BoundaryMode, FullAttentionCapture, TokenBounds};
+    use thoughtscope::model::{HookSet, Input, KvCache, Logits};
+    let Some(loaded) = support::smollm2() else { return };
+    let f = fixture(12, true);
+    let opts = ExplorerOptions { token_heads: 3, token_max: 5, ..options(&f) };
+    let explorer = Explorer::from_problem_dir_with_model(&f.problem, &opts, &loaded).unwrap();
+    assert!(!explorer.missing.iter().any(|m| m.part == "token view" || m.part == "attention"), "{:?}", explorer.missing);
+    let sentences = Sentences::from_chunks(&sentences_text(f.n));
+    let (attention, _) = sentence_attention(&loaded, &sentences, BoundaryMode::Prefix).unwrap();
+    let n = f.n;
+    let average = explorer.matrix("receiver_average").unwrap();
+    let mean_of = |i: usize, j: usize| {
+        explorer.receiver_heads.iter().map(|&[l, h]| f64::from(attention.matrix(l, h)[i * n + j])).sum::<f64>() / explorer.receiver_heads.len() as f64
+    };
+    for (i, j) in [(5, 2), (11, 0), (11, 11)] {
+        assert!(close(average.get(i, j), mean_of(i, j)), "the model's attention, not the hand-made cache: ({i}, {j})");
+    }
+    let view = explorer.token_view.as_ref().expect("token view");
+    assert_eq!(view.heads.len(), 3);
+    assert_eq!(view.heads.iter().map(|h| h.head).collect::<Vec<_>>(), explorer.receiver_heads[..3].to_vec(), "top receiver heads first");
+
+    // A second pass, every probability kept.
+    let ids = loaded.tokenizer.encode(&sentences.text).unwrap();
+    let bounds = TokenBounds::compute(&loaded.tokenizer, &sentences, BoundaryMode::Prefix).unwrap();
+    let mut full = FullAttentionCapture::new();
+    loaded.model.forward_with(Input::Ids(&ids), &mut KvCache::discarding(&loaded.model), &mut HookSet::new().with_sink(&mut full), Logits::None).unwrap();
+    let t = ids.len();
+    let last = t - 1;
+    for head in &view.heads {
+        let [l, h] = head.head;
+        let m = attention.matrix(l, h);
+        assert!(head.sources[0].is_none());
+        for i in 1..n {
+            let source = head.sources[i].expect("every later sentence has tokens");
+            // The sentence holding token 0 (the attention sink) is passed over when there is another.
+            let sink = |j: usize| bounds.ranges[j].0 == 0;
+            let best = (0..i).filter(|&j| i == 1 || !sink(j)).map(|j| m[i * n + j]).fold(f32::MIN, f32::max);
+            assert!(m[i * n + source] >= best * (1.0 - 1e-5), "head {l}.{h}, #{i}: #{source} is its top source");
+            assert!(close(head.means[i], f64::from(m[i * n + source])), "block mean = the matrix cell");
+            let (r0, r1) = (bounds.ranges[i].0.min(last), bounds.ranges[i].1.min(last));
+            let (c0, c1) = (bounds.ranges[source].0.min(last), bounds.ranges[source].1.min(last));
+            assert_eq!(view.lengths[i], r1 - r0);
+            let (rows, cols) = ((r1 - r0).min(5), (c1 - c0).min(5));
+            assert_eq!(head.values[i].len(), rows * cols);
+            let probs = full.layer(l).unwrap();
+            let block: Vec<f64> = (0..rows * cols).map(|k| f64::from(probs[(h * t + r0 + k / cols) * t + c0 + k % cols])).collect();
+            let largest = block.iter().copied().fold(0.0, f64::max);
+            assert!(close(head.scales[i], largest), "{l}.{h} #{i}: largest value {} vs {largest}", head.scales[i]);
+            for (k, p) in block.iter().enumerate() {
+                // A code is 0.1 % of the largest value; the largest itself has 4 digits.
+                assert!((head.value(i, k) - p).abs() <= 1e-3 * largest, "{l}.{h} #{i} cell {k}: {} vs {p}", head.value(i, k));
+            }
+            let decoded: Vec<String> = ids[r0..r0 + rows].iter().map(|&id| loaded.tokenizer.decode(&[id], false).unwrap()).collect();
+            assert_eq!(view.tokens[i], decoded);
+        }
+    }
+}
+
+#[test]
+fn explorer_token_view_in_headless_chromium_shows_the_json() {
+    if support::smollm2().is_none() {
+        return;
+    }
+    let f = fixture(12, true);
+    let out = f.problem.parent().unwrap().join("trace.html");
+    let output = Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
+        .args(["--quiet", "explore"])
+        .arg(&f.problem)
+        .args(["--model", MODEL, "--top-k", "3", "--max-head-matrices", "2", "--token-view", "--token-max", "6", "--json"])
+        .arg("--suppression")
+        .arg(&f.suppression)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "explore failed: {}", String::from_utf8_lossy(&output.stderr));
+    let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!("{}.json", out.display())).unwrap()).unwrap();
+    assert_eq!(data["token_view"]["heads"].as_array().unwrap().len(), 3);
+    assert_eq!(data["token_view"]["max_tokens"], 6);
+    if let Some(stdout) = browser(&out, &[]) {
+        assert!(stdout.contains("explorer browser test: ok"), "{stdout}");
+        eprintln!("{}", stdout.trim());
+    }
+}
+
 #[test]
 fn two_notebook_explorers_on_one_page_are_independent_in_chromium() {
     let f = fixture(12, true);
@@ -304,31 +516,5 @@ fn two_notebook_explorers_on_one_page_are_independent_in_chromium() {
     std::fs::write(&page, format!("<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>{}</body></html>", outputs.join("<p>next cell</p>"))).unwrap();
     if let Some(stdout) = browser(&page, &["--explorers", "2"]) {
         assert!(stdout.contains("explorer browser test: ok"), "{stdout}");
-    }
-}
-
-#[test]
-#[ignore = "measurement: THOUGHTSCOPE_EXPLORER_MEASURE=<dir>"]
-fn explorer_300_sentences_measure() {
-    let Some(dir) = std::env::var_os("THOUGHTSCOPE_EXPLORER_MEASURE") else {
-        panic!("set THOUGHTSCOPE_EXPLORER_MEASURE to the folder the 300-sentence page goes to");
-    };
-    let f = fixture_with_grid(300, true, 8, 4);
-    let out = PathBuf::from(dir).join("trace_300.html");
-    let status = Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
-        .args(["--quiet", "explore"])
-        .arg(&f.problem)
-        .args(["--model", MODEL, "--json"])
-        .arg("--cache-dir")
-        .arg(&f.cache)
-        .arg("--suppression")
-        .arg(&f.suppression)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    if let Some(stdout) = browser(&out, &["--measure"]) {
-        println!("{stdout}");
     }
 }

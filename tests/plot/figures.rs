@@ -286,14 +286,19 @@ fn analysis_index_links_every_report_by_its_title() {
     write("codi/index.html", "CODI");
     write("codi/faithful/index.html", "CODI faithful");
     write("reports/va_attention.html", "VA notebook");
+    write("explorer/rollout_04.html", "rollout_04 — trace explorer");
     write("va_attention/apple_boxes/rollout_01/attn_layer02_head03.html", "a figure, not a report");
     let (path, entries) = plot::write_index(root.path(), "outputs").unwrap();
     let paths: Vec<String> = entries.iter().map(|e| e.path.display().to_string()).collect();
-    assert_eq!(paths, ["codi/faithful/index.html", "codi/index.html", "reports/va_attention.html", "va_attention/apple_boxes/index.html"]);
-    assert_eq!(entries[3].title, "VA & friends");
+    assert_eq!(
+        paths,
+        ["codi/faithful/index.html", "codi/index.html", "explorer/rollout_04.html", "reports/va_attention.html", "va_attention/apple_boxes/index.html"]
+    );
+    assert_eq!(entries[2].title, "rollout_04 — trace explorer");
+    assert_eq!(entries[4].title, "VA & friends");
     let html = std::fs::read_to_string(path).unwrap();
     assert!(html.contains(r#"<a href="codi/index.html">CODI</a>"#), "{html}");
     assert!(html.contains("VA &amp; friends") && html.len() < 10_000, "{html}");
     // Rewriting does not list itself.
-    assert_eq!(plot::write_index(root.path(), "outputs").unwrap().1.len(), 4);
+    assert_eq!(plot::write_index(root.path(), "outputs").unwrap().1.len(), 5);
 }

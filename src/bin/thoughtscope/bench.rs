@@ -1,4 +1,4 @@
-//! `bench analysis` and `bench forward`: timings as JSON.
+//! `bench analysis` and `bench forward`: timings as JSON; `bench explorer`: a synthetic explorer page.
 
 use std::path::PathBuf;
 
@@ -6,6 +6,8 @@ use clap::{Args, Subcommand};
 use thoughtscope::analysis::bench::{bench_analysis, BenchOptions};
 use thoughtscope::analysis::bench_forward::{bench_forward, bench_forward_once, BenchForwardOptions, RandomWeights};
 use thoughtscope::model::Settings;
+use thoughtscope::plot::explorer::{synthetic_explorer, SyntheticTrace};
+use thoughtscope::plot::ExplorerOptions;
 use thoughtscope::{Error, Result};
 
 use crate::DeviceArg;
@@ -17,6 +19,35 @@ pub enum BenchCommand {
     Analysis(BenchAnalysisArgs),
     /// Time one forward pass + all-heads sentence averaging on a real trace (peak RSS too).
     Forward(BenchForwardArgs),
+    /// Write a synthetic trace explorer page of a given size, every part filled (for
+    /// scripts/bench-explorer.sh, which measures it in headless Chromium).
+    Explorer(BenchExplorerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchExplorerArgs {
+    #[arg(long, default_value_t = 300)]
+    pub sentences: usize,
+    #[arg(long, default_value_t = 16_000)]
+    pub tokens: usize,
+    /// Attention grid (SmolLM2-135M's by default).
+    #[arg(long, default_value_t = 30)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 9)]
+    pub heads: usize,
+    /// Single-head matrices kept (as `explore --max-head-matrices`).
+    #[arg(long, default_value_t = 4)]
+    pub max_head_matrices: usize,
+    /// Token-view heads and tokens per sentence (as `explore --token-heads / --token-max`).
+    #[arg(long, default_value_t = 4)]
+    pub token_heads: usize,
+    #[arg(long, default_value_t = 16)]
+    pub token_max: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output HTML file.
+    #[arg(long, default_value = "explorer_bench.html")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +150,19 @@ pub fn run(command: BenchCommand, settings: &Settings) -> Result<()> {
                 write_inputs: args.write_inputs,
             })?;
             outln!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        BenchCommand::Explorer(args) => {
+            let trace = SyntheticTrace { sentences: args.sentences, tokens: args.tokens, layers: args.layers, heads: args.heads, seed: args.seed };
+            let options = ExplorerOptions {
+                max_head_matrices: args.max_head_matrices,
+                token_heads: args.token_heads,
+                token_max: args.token_max,
+                ..ExplorerOptions::default()
+            };
+            let explorer = synthetic_explorer(&trace, &options)?;
+            explorer.write_html(&args.out)?;
+            let size = std::fs::metadata(&args.out).map_err(|e| Error::io(&args.out, e))?.len();
+            outln!("{} ({:.2} MB): {}", args.out.display(), size as f64 / 1e6, explorer.size_summary());
         }
     }
     Ok(())

@@ -3,13 +3,18 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use thoughtscope::attention::SentenceMode;
-use thoughtscope::plot::{Explorer, ExplorerOptions};
+use thoughtscope::attention::{BoundaryMode, SentenceMode};
+use thoughtscope::model::Model;
+use thoughtscope::plot::{Explorer, ExplorerOptions, WebsiteTrace};
 use thoughtscope::scores::VerticalOptions;
 use thoughtscope::{Error, Result};
 
+use crate::DeviceArg;
+
 /// `thoughtscope explore`: the trace as text coloured by a chosen metric, attention, suppression
-/// and resampling of each sentence, and a linked sentence × sentence heatmap, in one HTML file.
+/// and resampling of each sentence, a linked sentence × sentence heatmap and, with
+/// `--token-view`, the token-level attention of each sentence and its top source, in one HTML
+/// file; `--website DIR` also writes the trace as the thought-anchors website's files.
 #[derive(Debug, Args)]
 pub struct ExploreArgs {
     /// Rollout/problem directory (base_solution.json, chunks.json / chunks_labeled.json).
@@ -47,6 +52,26 @@ pub struct ExploreArgs {
     /// Also write the page's data as JSON beside it (<out>.json).
     #[arg(long)]
     pub json: bool,
+    /// Run the model once over the trace: the attention shown and the token view (each sentence
+    /// and its top source, token by token) come from that pass instead of the cache. Needs --model.
+    #[arg(long, requires = "model")]
+    pub token_view: bool,
+    /// Heads in the token view (--heads first, then the top receiver heads).
+    #[arg(long, default_value_t = 4)]
+    pub token_heads: usize,
+    /// Tokens kept per sentence on each side of a token-view pair.
+    #[arg(long, default_value_t = 16)]
+    pub token_max: usize,
+    /// Token boundaries of that pass: `prefix` (upstream parity) or `offsets` (corrected).
+    #[arg(long, value_parser = crate::named::<BoundaryMode>(), default_value_t = BoundaryMode::Prefix)]
+    pub boundaries: BoundaryMode,
+    /// Also write the trace as the thought-anchors website's files into this folder:
+    /// chunks_labeled.json, step_importance.json, step_importance_supp.json,
+    /// chunk_<k>/solutions.json, chunks_resampled.json (what exists).
+    #[arg(long, value_name = "DIR")]
+    pub website: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 fn parse_head(text: &str) -> std::result::Result<(usize, usize), String> {
@@ -67,9 +92,22 @@ pub fn run(args: ExploreArgs) -> Result<()> {
         max_head_matrices: args.max_head_matrices,
         vertical: VerticalOptions { proximity_ignore: args.proximity_ignore, ..VerticalOptions::default() },
         max_alternatives: args.max_alternatives,
+        token_heads: args.token_heads,
+        token_max: args.token_max,
+        boundary_mode: args.boundaries,
         ..ExplorerOptions::default()
     };
-    let explorer = Explorer::from_problem_dir(&args.problem_dir, &options)?;
+    let explorer = match (&options.model, args.token_view) {
+        (Some(model), true) => {
+            let loaded = Model::load(model, &args.device.device()?)?;
+            Explorer::from_problem_dir_with_model(&args.problem_dir, &options, &loaded)?
+        }
+        _ => Explorer::from_problem_dir(&args.problem_dir, &options)?,
+    };
+    if let Some(website) = &args.website {
+        let written = WebsiteTrace::from_problem_dir(&args.problem_dir, &options)?.write(website)?;
+        outln!("{}: {} website files", website.display(), written.len());
+    }
     explorer.write_html(&args.out)?;
     if args.json {
         let mut path = args.out.clone().into_os_string();

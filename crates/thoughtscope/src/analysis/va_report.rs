@@ -528,6 +528,19 @@ fn index_report(
             report = report.subheading(label.clone()).figure(heat).figure(vert);
         }
     }
+    let explorers: Vec<String> = links
+        .iter()
+        .flat_map(|(rollout_id, files)| files.iter().filter(|f| f.ends_with("explorer.html")).map(move |f| (rollout_id, f)))
+        .map(|(rollout_id, f)| format!("<a href=\"{}\">{}</a>", html_escape(f), html_escape(rollout_id)))
+        .collect();
+    if !explorers.is_empty() {
+        report = report
+            .heading("Trace explorer")
+            .html(format!(
+                "<p>Each rollout in the interactive trace explorer (text coloured by receiver score or tag, attention, heatmap): {}</p>\n",
+                explorers.join(" · ")
+            ));
+    }
     if !links.is_empty() {
         let mut html = String::from("<ul>\n");
         for (rollout_id, files) in links {

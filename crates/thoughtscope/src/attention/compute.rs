@@ -35,14 +35,19 @@ impl CacheOutcome {
     }
 }
 
-/// Forwards blocks to the averager and ticks a progress bar once per layer.
-struct LayerProgress<'a> {
-    inner: &'a mut SentenceAverager,
+/// Forwards blocks to a sink (the averager, or it and the token-pair capture) and ticks a
+/// progress bar once per layer.
+pub(crate) struct LayerProgress<'a, S: AttentionSink> {
+    inner: &'a mut S,
     progress: Progress,
     last_layer: Option<usize>,
 }
 
-impl LayerProgress<'_> {
+impl<'a, S: AttentionSink> LayerProgress<'a, S> {
+    pub(crate) fn new(inner: &'a mut S, progress: Progress) -> Self {
+        LayerProgress { inner, progress, last_layer: None }
+    }
+
     /// One tick when a new layer's first block arrives (the last layer's tick comes after the pass).
     fn tick(&mut self, layer: usize) {
         if self.last_layer != Some(layer) {
@@ -58,7 +63,7 @@ impl LayerProgress<'_> {
 /// inside the kernels' parallel section while each head's rows are in cache, and on a GPU the
 /// blocks are reduced where they are (a wrapper with only `consume` sent every block through the
 /// slow paths: the whole block after the section, or copied to the host).
-impl AttentionSink for LayerProgress<'_> {
+impl<S: AttentionSink> AttentionSink for LayerProgress<'_, S> {
     fn wants_layer(&self, layer: usize) -> bool {
         self.inner.wants_layer(layer)
     }
@@ -152,6 +157,21 @@ pub fn sentence_attention(
 /// pass, instead of the kernel ending the process half-way.
 pub fn check_sentence_attention_fits(layers: usize, heads: usize, n: usize) -> Result<()> {
     sentence_attention_fits(layers, heads, n, crate::model::memory::available_memory())
+}
+
+/// `bytes` (of `what`) must fit in `MemAvailable`, as [`check_sentence_attention_fits`].
+pub(crate) fn check_bytes_fit(bytes: u128, what: &str) -> Result<()> {
+    if std::env::var_os("THOUGHTSCOPE_SKIP_MEMORY_CHECK").is_some_and(|v| v != "0") {
+        return Ok(());
+    }
+    match crate::model::memory::available_memory() {
+        Some(available) if bytes > available as u128 => Err(Error::invalid(format!(
+            "{what} need {:.1} GiB, and {:.1} GiB of memory is available (MemAvailable)",
+            bytes as f64 / (1u64 << 30) as f64,
+            available as f64 / (1u64 << 30) as f64
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn sentence_attention_fits(layers: usize, heads: usize, n: usize, available: Option<u64>) -> Result<()> {

@@ -11,6 +11,8 @@
 //! - [`source`]: [`AttentionSource`], one head's matrix on demand through the cache (upstream
 //!   `get_avg_attention_matrix`, the model loaded on the first miss only);
 //! - [`suppression`]: the attention-suppression sentence × sentence KL matrix (`attn_supp_funcs.py`);
+//! - [`token_pairs`]: each sentence's top-source token block per head, from the same forward pass
+//!   as the averages (the trace explorer's token view);
 //! (`.npy` reading and `np.save`-identical writing are in [`crate::io::npy`].)
 
 pub mod average;
@@ -22,6 +24,7 @@ pub(crate) mod pystr;
 pub mod segment;
 pub mod source;
 pub mod suppression;
+pub mod token_pairs;
 
 // The sink interface is the decoder's output channel, so it lives in `model`; re-exported here,
 // where the sinks that reduce attention are.
@@ -34,3 +37,4 @@ pub use source::AttentionSource;
 pub use suppression::{suppression_matrix, SuppressionMatrix, SuppressionOptions};
 pub use segment::{get_chunk_ranges, text_id, ChunkRanges, SentenceMode, Sentences};
 pub(crate) use segment::split_solution_into_chunks;
+pub use token_pairs::{sentence_attention_with_token_pairs, TokenPair, TokenPairCapture, TokenPairOptions, TokenPairs};

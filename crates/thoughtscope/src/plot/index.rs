@@ -1,6 +1,6 @@
 //! One page that links every report under an output folder (`analysis/index.html`): each
-//! analysis folder's own `index.html` and each executed notebook's HTML, titled from the pages
-//! themselves, so a new user opens one file.
+//! analysis folder's own `index.html`, each executed notebook's HTML and each trace explorer page
+//! in an `explorer/` folder, titled from the pages themselves, so a new user opens one file.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +15,9 @@ pub struct IndexEntry {
 }
 
 /// Reports under `root` (not `root/index.html` itself), at most three folders down: every
-/// `index.html`, and every `.html` directly in a `reports/` folder. Sorted by path.
-pub(crate) fn find_reports(root: impl AsRef<Path>) -> Result<Vec<IndexEntry>> {
+/// `index.html`, and every `.html` directly in a `reports/` folder (notebook reports) or an
+/// `explorer/` folder (trace explorer pages). Sorted by path.
+pub fn find_reports(root: impl AsRef<Path>) -> Result<Vec<IndexEntry>> {
     let root = root.as_ref();
     let mut found = Vec::new();
     collect(root, root, 0, &mut found)?;
@@ -30,7 +31,7 @@ fn collect(root: &Path, dir: &Path, depth: usize, found: &mut Vec<IndexEntry>) -
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
-    let in_reports = dir.file_name().is_some_and(|n| n == "reports");
+    let in_reports = dir.file_name().is_some_and(|n| n == "reports" || n == "explorer");
     for path in entries {
         if path.is_dir() {
             if depth < 3 {

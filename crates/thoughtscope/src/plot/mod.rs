@@ -40,11 +40,11 @@ pub use builders::{
     bar_with_error, grid, heatmap, heatmap_matrix, line_scores, scatter_with_fit, BarOptions,
     ColorLimits, GridOptions, HeatmapOptions, LineOptions, ScatterOptions, Series,
 };
-pub use explorer::{Explorer, ExplorerOptions};
-pub use export::{chromium_path, static_export_available};
+pub use explorer::{Explorer, ExplorerOptions, TokenHead, TokenView, WebsiteTrace};
+pub use export::{chromium_path, static_export_available, ImageFormat};
 pub use figure::{offline_js_with_mathjax, plotly_js_script, plotly_js_source, Figure, PLOTLY_JS_FILE};
 pub(crate) use figure::{html_escape, script_safe_json};
-pub use index::{write_index, IndexEntry};
+pub use index::{find_reports, write_index, IndexEntry};
 pub use quantile::{lower_triangle_quantile, quantile, tril_quantile};
 pub use report::{Block, Report};
 pub use save::{save_figures, save_figures_sharing, SaveFormat};

@@ -7,8 +7,11 @@ use serde_json::Value;
 
 use super::{Alternative, Explorer, Matrix, Missing};
 use crate::attention::cache::MANIFEST_FILE;
-use crate::attention::{read_entry_dir, SentenceAttention, SentenceMode, Sentences};
+use crate::attention::{
+    read_entry_dir, sentence_attention_with_token_pairs, BoundaryMode, SentenceAttention, SentenceMode, Sentences, TokenPairOptions,
+};
 use crate::io::npy;
+use crate::model::Loaded;
 use crate::rollout::{misaligned_labels, read_chunks_file, read_labels_file, ChunkLabel, Rollout};
 use crate::scores::{head_kurtosis, head_vertical_scores, receiver_scores, top_k_heads, VerticalOptions};
 use crate::{Error, Result};
@@ -58,6 +61,13 @@ pub struct ExplorerOptions {
     pub max_alternatives: usize,
     /// Tag of the VA colouring.
     pub va_tag: String,
+    /// Heads in the token view (`heads` first, then the top receiver heads), when a forward
+    /// pass makes one ([`Explorer::from_problem_dir_with_model`]).
+    pub token_heads: usize,
+    /// Tokens kept per sentence on each side of a token-view pair.
+    pub token_max: usize,
+    /// Token boundaries of that forward pass.
+    pub boundary_mode: BoundaryMode,
 }
 
 impl Default for ExplorerOptions {
@@ -74,6 +84,9 @@ impl Default for ExplorerOptions {
             vertical: VerticalOptions::default(),
             max_alternatives: 5,
             va_tag: crate::rollout::tagger::VA_TAG.into(),
+            token_heads: 4,
+            token_max: 16,
+            boundary_mode: BoundaryMode::Prefix,
         }
     }
 }
@@ -88,118 +101,185 @@ fn shell_path(path: &Path) -> String {
 }
 
 impl Explorer {
-    /// Read everything that exists for `dir` (see the module doc).
+    /// Read everything that exists for `dir` (see the module doc); the attention from the cache.
     pub fn from_problem_dir(dir: impl AsRef<Path>, options: &ExplorerOptions) -> Result<Explorer> {
-        let dir = dir.as_ref();
-        let (sentences, labels) = read_sentences(dir, options.mode)?;
-        if sentences.is_empty() {
-            return Err(Error::format(dir, "no sentences to show"));
-        }
-        let n = sentences.len();
-        let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let title = format!("{name} — trace explorer");
-        let mut explorer = Explorer::new(title, sentences.sentences.clone());
-        explorer.source = dir.display().to_string();
-        explorer.mode = options.mode.as_str().into();
-        explorer.va_tag = options.va_tag.clone();
-        let mode_flag = format!("--mode {}", options.mode.as_str());
-        let dir_arg = shell_path(dir);
+        build(dir.as_ref(), options, None)
+    }
 
-        // Tags and the per-chunk resampling numbers (chunks_labeled.json).
-        let labels_path = dir.join("chunks_labeled.json");
-        match &labels {
-            Some(labels) => {
-                for (k, label) in labels.iter().take(n).enumerate() {
-                    explorer.tags[k] = label.tags.clone();
-                }
-                if labels.len() != n {
-                    explorer.notes.push(format!(
-                        "chunks_labeled.json has {} entries for {n} sentences: entry k labels sentence k",
-                        labels.len()
+    /// As [`Explorer::from_problem_dir`], but the attention comes from one forward pass of
+    /// `loaded` over the trace (the cache is not read): the sentence matrices and the token view
+    /// ([`super::TokenView`]) are that pass's numbers.
+    pub fn from_problem_dir_with_model(dir: impl AsRef<Path>, options: &ExplorerOptions, loaded: &Loaded) -> Result<Explorer> {
+        build(dir.as_ref(), options, Some(loaded))
+    }
+}
+
+fn build(dir: &Path, options: &ExplorerOptions, loaded: Option<&Loaded>) -> Result<Explorer> {
+    let (sentences, labels) = read_sentences(dir, options.mode)?;
+    if sentences.is_empty() {
+        return Err(Error::format(dir, "no sentences to show"));
+    }
+    let n = sentences.len();
+    let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let title = format!("{name} — trace explorer");
+    let mut explorer = Explorer::new(title, sentences.sentences.clone());
+    explorer.source = dir.display().to_string();
+    explorer.mode = options.mode.as_str().into();
+    explorer.va_tag = options.va_tag.clone();
+    let mode_flag = format!("--mode {}", options.mode.as_str());
+    let dir_arg = shell_path(dir);
+
+    // Tags and the per-chunk resampling numbers (chunks_labeled.json).
+    let labels_path = dir.join("chunks_labeled.json");
+    match &labels {
+        Some(labels) => {
+            for (k, label) in labels.iter().take(n).enumerate() {
+                explorer.tags[k] = label.tags.clone();
+            }
+            if labels.len() != n {
+                explorer.notes.push(format!(
+                    "chunks_labeled.json has {} entries for {n} sentences: entry k labels sentence k",
+                    labels.len()
+                ));
+            }
+            let misaligned = misaligned_labels(labels, &sentences);
+            if !misaligned.is_empty() {
+                explorer.notes.push(format!(
+                    "{} label entr{} of chunks_labeled.json differ from their sentence's text (first: {})",
+                    misaligned.len(),
+                    if misaligned.len() == 1 { "y" } else { "ies" },
+                    misaligned[0]
+                ));
+            }
+            add_resampling_metrics(&mut explorer, &labels_path, &dir_arg)?;
+        }
+        None => {
+            explorer.missing.push(Missing {
+                part: "tags".into(),
+                why: "no chunks_labeled.json (function tags); thoughtscope generate labels the rollouts it writes".into(),
+                command: "thoughtscope generate".into(),
+            });
+            explorer.missing.push(resampling_missing(&dir_arg));
+        }
+    }
+    add_alternatives(&mut explorer, dir, options.max_alternatives)?;
+    add_step_importance(&mut explorer, &dir.join("step_importance.json"))?;
+
+    // Attention: one forward pass with the token view, or the cache.
+    if let Some(loaded) = loaded {
+        let pair_options = TokenPairOptions { max_tokens: options.token_max, ..TokenPairOptions::default() };
+        let (attention, bounds, pairs) = sentence_attention_with_token_pairs(loaded, &sentences, options.boundary_mode, &pair_options)?;
+        explorer.model = Some(loaded.name.clone());
+        explorer.notes.push(format!(
+            "attention and token view: one forward pass of {} over {} tokens ({} boundaries), not the cache",
+            loaded.name,
+            bounds.n_tokens,
+            options.boundary_mode.as_str()
+        ));
+        add_attention(&mut explorer, &attention, options)?;
+        // The heads asked for, then the top receiver heads.
+        let receivers: Vec<(usize, usize)> = explorer.receiver_heads.iter().map(|&[l, h]| (l, h)).collect();
+        let mut heads: Vec<(usize, usize)> = Vec::new();
+        for &head in options.heads.iter().chain(&receivers) {
+            if heads.len() < options.token_heads && !heads.contains(&head) {
+                heads.push(head);
+            }
+        }
+        explorer.set_token_view(&pairs, &heads)?;
+        if explorer.token_view.is_some() {
+            explorer.notes.push(format!(
+                "token view: {} heads, each sentence with its top earlier source in that head (the sentence holding the first token, \
+                 where attention sinks, passed over when there is another), the first {} tokens of both",
+                heads.len(),
+                options.token_max
+            ));
+        }
+    } else {
+        add_cached_attention(&mut explorer, options, &sentences, &dir_arg, &mode_flag)?;
+    }
+
+    // Suppression: a `thoughtscope suppress` folder, else the website's step_importance_supp.json.
+    let supp_json = dir.join("step_importance_supp.json");
+    match suppression_folder(dir, options) {
+        Some(supp) => add_suppression(&mut explorer, &supp, &sentences)?,
+        None if supp_json.is_file() => add_suppression_records(&mut explorer, &supp_json)?,
+        None => explorer.missing.push(Missing {
+            part: "suppression".into(),
+            why: "no attention-suppression run".into(),
+            command: format!(
+                "thoughtscope suppress {dir_arg} --model {} {mode_flag} --out {}/suppression",
+                options.model.as_deref().unwrap_or("smollm2-135m"),
+                dir_arg
+            ),
+        }),
+    }
+    Ok(explorer)
+}
+
+/// The attention of the cache entry of `options.model`, or what is missing.
+fn add_cached_attention(explorer: &mut Explorer, options: &ExplorerOptions, sentences: &Sentences, dir_arg: &str, mode_flag: &str) -> Result<()> {
+    let n = sentences.len();
+    match &options.model {
+        None => explorer.missing.push(Missing {
+            part: "attention".into(),
+            why: "no model given".into(),
+            command: format!(
+                "thoughtscope attn {dir_arg} --model smollm2-135m {mode_flag} && thoughtscope explore {dir_arg} --model smollm2-135m {mode_flag}"
+            ),
+        }),
+        Some(model) => {
+            let model_name = crate::model::cache_name(model);
+            explorer.model = Some(model_name.clone());
+            let entry = options.cache_dir.join(crate::io::path_component(&model_name)).join(sentences.text_id());
+            if entry.is_dir() {
+                let attention = read_entry_dir(&entry)?;
+                if attention.n() != n {
+                    return Err(Error::format(
+                        &entry,
+                        format!("cache entry holds {} sentences, the trace has {n} in {} mode", attention.n(), options.mode.as_str()),
                     ));
                 }
-                let misaligned = misaligned_labels(labels, &sentences);
-                if !misaligned.is_empty() {
-                    explorer.notes.push(format!(
-                        "{} label entr{} of chunks_labeled.json differ from their sentence's text (first: {})",
-                        misaligned.len(),
-                        if misaligned.len() == 1 { "y" } else { "ies" },
-                        misaligned[0]
-                    ));
-                }
-                add_resampling_metrics(&mut explorer, &labels_path, &dir_arg)?;
-            }
-            None => {
-                explorer.missing.push(Missing {
-                    part: "tags".into(),
-                    why: "no chunks_labeled.json (function tags); thoughtscope generate labels the rollouts it writes".into(),
-                    command: "thoughtscope generate".into(),
-                });
-                explorer.missing.push(resampling_missing(&dir_arg));
-            }
-        }
-        add_alternatives(&mut explorer, dir, options.max_alternatives)?;
-        add_step_importance(&mut explorer, &dir.join("step_importance.json"))?;
-
-        // Attention from the cache.
-        match &options.model {
-            None => explorer.missing.push(Missing {
-                part: "attention".into(),
-                why: "no model given".into(),
-                command: format!(
-                    "thoughtscope attn {dir_arg} --model smollm2-135m {mode_flag} && thoughtscope explore {dir_arg} --model smollm2-135m {mode_flag}"
-                ),
-            }),
-            Some(model) => {
-                let model_name = crate::model::cache_name(model);
-                explorer.model = Some(model_name.clone());
-                let entry = options.cache_dir.join(crate::io::path_component(&model_name)).join(sentences.text_id());
-                if entry.is_dir() {
-                    let attention = read_entry_dir(&entry)?;
-                    if attention.n() != n {
-                        return Err(Error::format(
-                            &entry,
-                            format!("cache entry holds {} sentences, the trace has {n} in {} mode", attention.n(), options.mode.as_str()),
-                        ));
-                    }
-                    let provenance = if entry.join(MANIFEST_FILE).is_file() {
-                        "manifest verified"
-                    } else {
-                        "thought-anchors entry, provenance unverified"
-                    };
-                    explorer.notes.push(format!("attention: {} ({provenance})", entry.display()));
-                    add_attention(&mut explorer, &attention, options)?;
+                let provenance = if entry.join(MANIFEST_FILE).is_file() {
+                    "manifest verified"
                 } else {
-                    explorer.missing.push(Missing {
-                        part: "attention".into(),
-                        why: format!("no attention cache entry {}", entry.display()),
-                        command: format!(
-                            "thoughtscope attn {dir_arg} --model {model} {mode_flag} --cache-dir {}",
-                            shell_path(&options.cache_dir)
-                        ),
-                    });
-                }
+                    "thought-anchors entry, provenance unverified"
+                };
+                explorer.notes.push(format!("attention: {} ({provenance})", entry.display()));
+                add_attention(explorer, &attention, options)?;
+                explorer.missing.push(Missing {
+                    part: "token view".into(),
+                    why: "token-level attention needs a forward pass (the cache holds sentence averages only)".into(),
+                    command: format!("thoughtscope explore {dir_arg} --model {model} {mode_flag} --token-view --out trace.html"),
+                });
+            } else {
+                explorer.missing.push(Missing {
+                    part: "attention".into(),
+                    why: format!("no attention cache entry {}", entry.display()),
+                    command: format!(
+                        "thoughtscope attn {dir_arg} --model {model} {mode_flag} --cache-dir {}",
+                        shell_path(&options.cache_dir)
+                    ),
+                });
             }
         }
+    }
+    Ok(())
+}
 
-        // Suppression.
-        let suppression_dir = options.suppression_dir.clone().or_else(|| {
-            let default = dir.join("suppression");
-            default.join("suppression_manifest.json").is_file().then_some(default)
-        });
-        match suppression_dir {
-            Some(supp) => add_suppression(&mut explorer, &supp, &sentences)?,
-            None => explorer.missing.push(Missing {
-                part: "suppression".into(),
-                why: "no attention-suppression run".into(),
-                command: format!(
-                    "thoughtscope suppress {dir_arg} --model {} {mode_flag} --out {}/suppression",
-                    options.model.as_deref().unwrap_or("smollm2-135m"),
-                    dir_arg
-                ),
-            }),
-        }
-        Ok(explorer)
+/// The `thoughtscope suppress` folder of `dir`: the one given, else `<dir>/suppression` when it
+/// holds a run.
+pub(super) fn suppression_folder(dir: &Path, options: &ExplorerOptions) -> Option<PathBuf> {
+    options.suppression_dir.clone().or_else(|| {
+        let default = dir.join("suppression");
+        default.join("suppression_manifest.json").is_file().then_some(default)
+    })
+}
+
+impl Explorer {
+    /// Receiver heads, their average matrix, vertical scores and a bounded number of single-head
+    /// matrices from the `[L, H, N, N]` attention of this trace.
+    pub fn add_attention(&mut self, attention: &SentenceAttention, options: &ExplorerOptions) -> Result<()> {
+        add_attention(self, attention, options)
     }
 }
 
@@ -244,7 +324,7 @@ fn add_resampling_metrics(explorer: &mut Explorer, path: &Path, dir_arg: &str) -
 
 /// The sentences in `mode` and the chunk labels. A folder without `base_solution.json` is still
 /// read in chunks mode (`chunks.json` or `chunks_labeled.json`), as the VA analysis reads it.
-fn read_sentences(dir: &Path, mode: SentenceMode) -> Result<(Sentences, Option<Vec<ChunkLabel>>)> {
+pub(super) fn read_sentences(dir: &Path, mode: SentenceMode) -> Result<(Sentences, Option<Vec<ChunkLabel>>)> {
     if mode == SentenceMode::Chunks && !dir.join("base_solution.json").is_file() {
         let labels = read_labels_file(&dir.join("chunks_labeled.json"))?;
         let chunks = match (read_chunks_file(&dir.join("chunks.json"))?, &labels) {
@@ -260,13 +340,21 @@ fn read_sentences(dir: &Path, mode: SentenceMode) -> Result<(Sentences, Option<V
     Ok((rollout.sentences(mode)?, rollout.labels))
 }
 
+/// The resampled alternatives of each chunk: `chunk_<k>/solutions.json` (texts and answers),
+/// else the website's `chunks_resampled.json` (texts only).
 fn add_alternatives(explorer: &mut Explorer, dir: &Path, max: usize) -> Result<()> {
     if max == 0 {
         return Ok(());
     }
+    let resampled_path = dir.join("chunks_resampled.json");
+    let resampled = if resampled_path.is_file() { super::website::read_chunks_resampled(&resampled_path)? } else { Default::default() };
     for k in 0..explorer.n() {
         let path = dir.join(format!("chunk_{k}")).join("solutions.json");
         if !path.is_file() {
+            if let Some(texts) = resampled.get(&k) {
+                explorer.alternatives[k] =
+                    texts.iter().take(max).map(|text| Alternative { text: cut(text, 240), answer: String::new(), is_correct: None }).collect();
+            }
             continue;
         }
         let solutions = match crate::io::read_json::<Value>(&path)? {
@@ -302,40 +390,14 @@ fn cut(text: &str, max_chars: usize) -> String {
     }
 }
 
-/// thought-anchors' website `step_importance.json`: `[{source_chunk_idx, target_impacts:
-/// [{target_chunk_idx, importance_score}]}]`, as a `[target][source]` matrix.
+/// thought-anchors' website `step_importance.json` ([`super::read_step_importance`]) as a
+/// `[target][source]` matrix.
 fn add_step_importance(explorer: &mut Explorer, path: &Path) -> Result<()> {
     if !path.is_file() {
         return Ok(());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
-    let records = value.as_array().ok_or_else(|| Error::format(path, "expected an array of source records"))?;
+    let square = records_square(&super::read_step_importance(path)?, explorer.n());
     let n = explorer.n();
-    let mut square = vec![f64::NAN; n * n];
-    let index = |v: Option<&Value>, what: &str, at: String| -> Result<usize> {
-        v.and_then(Value::as_u64)
-            .map(|i| i as usize)
-            .ok_or_else(|| Error::format(path, format!("{at}: `{what}` should be a non-negative integer")))
-    };
-    for (r, record) in records.iter().enumerate() {
-        let source = index(record.get("source_chunk_idx"), "source_chunk_idx", format!("record {r}"))?;
-        let impacts = record
-            .get("target_impacts")
-            .and_then(Value::as_array)
-            .ok_or_else(|| Error::format(path, format!("record {r}: `target_impacts` should be an array")))?;
-        for (t, impact) in impacts.iter().enumerate() {
-            let at = format!("record {r}, target_impacts[{t}]");
-            let target = index(impact.get("target_chunk_idx"), "target_chunk_idx", at.clone())?;
-            let score = impact
-                .get("importance_score")
-                .and_then(Value::as_f64)
-                .ok_or_else(|| Error::format(path, format!("{at}: `importance_score` should be a number")))?;
-            if source < n && target < n && target > source {
-                square[target * n + source] = score;
-            }
-        }
-    }
     explorer.push_matrix(Matrix::from_square(
         "step_importance",
         "step importance (step_importance.json)",
@@ -343,6 +405,21 @@ fn add_step_importance(explorer: &mut Explorer, path: &Path) -> Result<()> {
         n,
         |i, j| square[i * n + j],
     ))
+}
+
+/// The website records as a row-major `[target][source]` matrix: NaN where no record gives a
+/// later target (and for indices beyond the trace).
+fn records_square(records: &[crate::analysis::suppression::StepImportance], n: usize) -> Vec<f64> {
+    let mut square = vec![f64::NAN; n * n];
+    for record in records {
+        for impact in &record.target_impacts {
+            let (source, target) = (record.source_chunk_idx, impact.target_chunk_idx);
+            if source < n && target < n && target > source {
+                square[target * n + source] = impact.importance_score;
+            }
+        }
+    }
+    square
 }
 
 fn add_attention(explorer: &mut Explorer, attention: &SentenceAttention, options: &ExplorerOptions) -> Result<()> {
@@ -435,10 +512,10 @@ fn add_attention(explorer: &mut Explorer, attention: &SentenceAttention, options
     Ok(())
 }
 
-/// The matrix of a `thoughtscope suppress` folder (`suppression_matrix.npy`, `[target][source]`),
-/// checked against the trace through its manifest's `text_id` and `n`; the per-sentence incoming
-/// and outgoing importances derived from it.
-fn add_suppression(explorer: &mut Explorer, dir: &Path, sentences: &Sentences) -> Result<()> {
+/// The matrix of a `thoughtscope suppress` folder (`suppression_matrix.npy`, `[target][source]`,
+/// NaN on and above the diagonal), checked against the trace through its manifest's `text_id`
+/// and `n`, and the model the manifest names.
+pub(super) fn suppression_square(dir: &Path, sentences: &Sentences) -> Result<(Vec<f64>, String)> {
     let manifest_path = dir.join("suppression_manifest.json");
     let matrix_path = dir.join("suppression_matrix.npy");
     let manifest: Value = crate::io::read_json(&manifest_path)?;
@@ -462,15 +539,30 @@ fn add_suppression(explorer: &mut Explorer, dir: &Path, sentences: &Sentences) -
         npy::NpyData::F64(v) => v,
         npy::NpyData::F32(v) => v.into_iter().map(f64::from).collect(),
     };
-    let model = manifest.pointer("/key/model").and_then(Value::as_str).unwrap_or("?");
+    let values = values.iter().enumerate().map(|(x, &v)| if x % n < x / n { v } else { f64::NAN }).collect();
+    let model = manifest.pointer("/key/model").and_then(Value::as_str).unwrap_or("?").to_owned();
+    Ok((values, model))
+}
+
+/// The suppression matrix of a `thoughtscope suppress` folder and the per-sentence incoming and
+/// outgoing importances derived from it.
+fn add_suppression(explorer: &mut Explorer, dir: &Path, sentences: &Sentences) -> Result<()> {
+    let (values, model) = suppression_square(dir, sentences)?;
     explorer.notes.push(format!("suppression: {} (model {model})", dir.display()));
-    let mut matrix = Matrix::from_square("suppression", "attention suppression: mean log(KL + 1e-9)", "suppression", n, |i, j| {
-        if j < i {
-            values[i * n + j]
-        } else {
-            f64::NAN
-        }
-    });
+    push_suppression(explorer, &values)
+}
+
+/// The same from the website's `step_importance_supp.json` (thought-anchors.com publishes it for
+/// most of its traces).
+fn add_suppression_records(explorer: &mut Explorer, path: &Path) -> Result<()> {
+    let values = records_square(&super::read_step_importance(path)?, explorer.n());
+    explorer.notes.push(format!("suppression: {}", path.display()));
+    push_suppression(explorer, &values)
+}
+
+fn push_suppression(explorer: &mut Explorer, values: &[f64]) -> Result<()> {
+    let n = explorer.n();
+    let mut matrix = Matrix::from_square("suppression", "attention suppression: mean log(KL + 1e-9)", "suppression", n, |i, j| values[i * n + j]);
     matrix.row_meaning = "target (later) sentence".into();
     matrix.column_meaning = "suppressed (earlier) sentence".into();
     explorer.push_matrix(matrix)?;

@@ -281,6 +281,74 @@ function init(root) {
     return box;
   }
 
+  // Token view (CircuitsVis-style): sentence i's first tokens (rows) attending to the first tokens
+  // of its top source j (columns), one grid per head kept. A value is its code / 1000 times the
+  // block's largest value (the JSON's `scales`); cells white to blue up to that largest value,
+  // drawn on a canvas (a thousand table cells per click cost several frames), the hovered cell
+  // described below it.
+  var CELL = 13;
+  function tokenText(t) { return t.replace(/\n/g, '\u21b5').replace(/\t/g, '\u21e5'); }
+  function tokenValue(th, i, k) { return th.values[i][k] / 1000 * th.scales[i]; }
+  function tokenLabel(cls, token) { var e = el('div', cls, tokenText(token)); e.title = JSON.stringify(token); return e; }
+  function tokenGrid(th, i, j) {
+    var tv = D.token_view, codes = th.values[i];
+    var rows = Math.min(tv.max_tokens, tv.lengths[i]), cols = Math.min(tv.max_tokens, tv.lengths[j]);
+    var box = el('div', 'ts-tok');
+    box.dataset.head = th.head[0] + '.' + th.head[1]; box.dataset.i = i; box.dataset.j = j;
+    box.dataset.mean = String(th.means[i]); box.dataset.scale = String(th.scales[i]);
+    box.dataset.rows = rows; box.dataset.cols = cols;
+    box.appendChild(el('div', 'ts-tokcap', 'layer ' + th.head[0] + ' head ' + th.head[1] + ': #' + i + ' \u2192 #' + j +
+      ' \u00b7 block mean ' + fmt(th.means[i]) + ', largest ' + fmt(th.scales[i]) + ' \u00b7 first ' + rows + ' of ' + tv.lengths[i] +
+      ' \u00d7 ' + cols + ' of ' + tv.lengths[j] + ' tokens'));
+    var body = el('div', 'ts-tokbody');
+    body.appendChild(el('div'));
+    var top = el('div', 'ts-tokcols');
+    for (var c = 0; c < cols; c++) top.appendChild(tokenLabel('ts-tokk', tv.tokens[j][c]));
+    body.appendChild(top);
+    var left = el('div', 'ts-tokrows');
+    for (var r = 0; r < rows; r++) left.appendChild(tokenLabel('ts-tokq', tv.tokens[i][r]));
+    body.appendChild(left);
+    var canvas = el('canvas', 'ts-tokcells');
+    canvas.width = cols * CELL; canvas.height = rows * CELL;
+    var ctx = canvas.getContext('2d');
+    for (var k = 0; k < rows * cols; k++) {
+      ctx.fillStyle = rgb(mix(WHITE, COLD, codes[k] / 1000));
+      ctx.fillRect((k % cols) * CELL, Math.floor(k / cols) * CELL, CELL - 1, CELL - 1);
+    }
+    body.appendChild(canvas);
+    box.appendChild(body);
+    var hover = el('div', 'ts-tokhover ts-muted', 'Hover a cell for its tokens and value.');
+    box.appendChild(hover);
+    canvas.addEventListener('mousemove', function (event) {
+      var rect = canvas.getBoundingClientRect();
+      var c = Math.min(cols - 1, Math.floor((event.clientX - rect.left) / rect.width * cols));
+      var r = Math.min(rows - 1, Math.floor((event.clientY - rect.top) / rect.height * rows));
+      var v = tokenValue(th, i, r * cols + c);
+      hover.dataset.r = r; hover.dataset.c = c; hover.dataset.v = String(v);
+      hover.textContent = JSON.stringify(tv.tokens[i][r]) + ' \u2192 ' + JSON.stringify(tv.tokens[j][c]) + ': ' + fmt(v);
+    });
+    return box;
+  }
+  // The token grids of sentence i with its top source in each head kept, or (j given) of the
+  // pair (i, j) in the heads whose top source for i is j.
+  function tokenSection(i, j) {
+    var tv = D.token_view, box = el('div', 'ts-tokens');
+    box.appendChild(el('h4', null, j === null ? 'Token view: #' + i + ' and its top source in each head' : 'Token view of #' + i + ' \u2192 #' + j));
+    if (j === null) box.appendChild(el('p', 'ts-muted', 'Rows: its first tokens; columns: the source\u2019s. The sentence holding the first token (where attention sinks) is passed over when there is another.'));
+    var shown = 0;
+    tv.heads.forEach(function (th) {
+      var src = th.sources[i];
+      if (src === null || src === undefined || (j !== null && src !== j)) return;
+      box.appendChild(tokenGrid(th, i, src)); shown++;
+    });
+    if (!shown) {
+      var names = tv.heads.map(function (th) { return th.head[0] + '.' + th.head[1]; }).join(', ');
+      box.appendChild(el('p', 'ts-muted', j === null ? 'No earlier sentence with tokens.' :
+        'Not in the page: it keeps each sentence\u2019s top source in heads ' + names + ', and #' + j + ' is none of them for #' + i + '.'));
+    }
+    return box;
+  }
+
   function timed(work) {
     var t0 = performance.now();
     work();
@@ -314,6 +382,8 @@ function init(root) {
       var miss = missing('attention');
       if (miss) panel.appendChild(missingNote(miss));
     }
+    if (D.token_view) panel.appendChild(tokenSection(i, null));
+    else if (missing('token view')) panel.appendChild(missingNote(missing('token view')));
     var supp = byKey.suppression;
     if (supp) {
       panel.appendChild(list('Suppression row: suppressing these earlier sentences moves this one most', 'supp-row', topOfRow(supp, i), 'ts-src'));
@@ -344,7 +414,7 @@ function init(root) {
       alternatives.forEach(function (a) {
         var li = el('li', a.is_correct === true ? 'ts-ok' : a.is_correct === false ? 'ts-bad' : '');
         li.appendChild(el('span', null, a.text));
-        li.appendChild(el('b', null, ' \u2192 ' + a.answer));
+        if (a.answer) li.appendChild(el('b', null, ' \u2192 ' + a.answer));
         ul.appendChild(li);
       });
       panel.appendChild(ul);
@@ -376,6 +446,7 @@ function init(root) {
     box.appendChild(others);
     box.appendChild(el('p', 'ts-pair', '#' + row + ' (' + m.row_meaning + '): ' + preview(row)));
     box.appendChild(el('p', 'ts-pair', '#' + col + ' (' + m.column_meaning + '): ' + preview(col)));
+    if (D.token_view && col < row) box.appendChild(tokenSection(row, col));
     spans[col].scrollIntoView({ block: 'nearest' });
     spans[row].scrollIntoView({ block: 'nearest' });
   }

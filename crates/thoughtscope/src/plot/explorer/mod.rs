@@ -12,12 +12,14 @@
 //!   `<l>_<h>.npy` entries as they are): the receiver heads (top-k by this trace's kurtosis of
 //!   vertical scores, as thought-anchors `receiver_head_funcs.py` selects them over a corpus, or
 //!   given), the receiver score per sentence, the vertical scores of those heads;
-//! - the attention-suppression matrix of a `thoughtscope suppress` folder;
+//! - the attention-suppression matrix of a `thoughtscope suppress` folder, else the website's
+//!   `step_importance_supp.json`;
 //! - thought-anchors' website files: `chunks_labeled.json` (function tags, and per chunk
 //!   `accuracy`, `resampling_importance_*`, `counterfactual_importance_*`, `forced_importance_*`,
 //!   `different_trajectories_fraction`, `overdeterminedness` when present, names of
 //!   thought-anchors `analyze_rollouts.py`), `step_importance.json` (the counterfactual
-//!   sentence-to-sentence matrix) and the resampled alternatives `chunk_<k>/solutions.json`.
+//!   sentence-to-sentence matrix) and the resampled alternatives `chunk_<k>/solutions.json`
+//!   (else the texts of `chunks_resampled.json`).
 //!
 //! Size budget (what makes a 300-sentence trace open instantly): every number is rounded to 4
 //! significant digits; sentence × sentence matrices are stored as their lower triangle
@@ -26,19 +28,32 @@
 //! heads), the suppression matrix and `step_importance.json`; per-head vertical scores only
 //! for the receiver heads and the heads asked for; at most
 //! [`ExplorerOptions::max_alternatives`] resampled alternatives per chunk, each cut to 240
-//! characters. At N = 300 a matrix is about 45k numbers (≈ 0.4 MB); the default page (average +
-//! 4 heads + suppression) stays under 3 MB (see [`Explorer::size_summary`]).
+//! characters. At N = 300 a matrix is about 45k numbers (≈ 0.4 MB); a page with everything
+//! (average + 4 heads, suppression, step importance, every resampling field, 5 alternatives per
+//! chunk, the token view) is about 4.3 MB (see [`Explorer::size_summary`] and `thoughtscope bench
+//! explorer`).
 //!
-//! Not done: the token-level (CircuitsVis-style) view of one sentence pair, which needs the
-//! token attention of a forward pass rather than the cache.
+//! The token view (CircuitsVis-style: one sentence pair token by token) needs token attention,
+//! which the cache does not hold: [`Explorer::from_problem_dir_with_model`] runs one forward pass
+//! that gives both the sentence matrices shown and, per head, each sentence's top source with the
+//! first [`ExplorerOptions::token_max`] tokens of both ([`crate::attention::token_pairs`]); the
+//! page keeps [`ExplorerOptions::token_heads`] heads of them ([`TokenView`]), each value as a code
+//! 0–1000 of its block's largest value. At N = 300 with 4 heads and 16 tokens that is at most
+//! 300 × 4 × 256 codes (about 1 MB).
+//!
+//! [`WebsiteTrace`] writes a trace back as the thought-anchors website's own files.
 
 mod build;
 mod page;
+mod synthetic;
+mod website;
 
 use serde::Serialize;
 
-pub use build::ExplorerOptions;
-pub(crate) use page::explorer_fragment;
+pub use build::{ExplorerOptions, RESAMPLING_FIELDS};
+pub use page::{explorer_fragment, EXPLORER_CSS, EXPLORER_JS};
+pub use synthetic::{synthetic_explorer, SyntheticTrace};
+pub use website::{read_step_importance, WebsiteTrace};
 
 /// Everything the page shows, serialised into it as JSON (`Explorer::to_json`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -66,6 +81,8 @@ pub struct Explorer {
     pub matrices: Vec<Matrix>,
     /// Resampled alternatives per chunk (empty lists when none were read).
     pub alternatives: Vec<Vec<Alternative>>,
+    /// Token-level attention of each sentence and its top source, for a few heads.
+    pub token_view: Option<TokenView>,
     /// Parts not shown, with how to make them.
     pub missing: Vec<Missing>,
     /// Notes on how the data were aligned or selected.
@@ -130,6 +147,96 @@ impl Matrix {
     /// Value at (`row`, `column`), `column ≤ row`.
     pub fn get(&self, row: usize, column: usize) -> f64 {
         self.lower[row * (row + 1) / 2 + column]
+    }
+}
+
+/// The token view's data: for each head kept, each sentence's top earlier source (largest block
+/// mean in that head) and the attention between their first tokens, all from one forward pass.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TokenView {
+    /// Tokens kept per sentence on each side of a pair.
+    pub max_tokens: usize,
+    /// Tokens of each sentence (its whole range in the sentence averages).
+    pub lengths: Vec<usize>,
+    /// The first `max_tokens` tokens of each sentence, each decoded alone.
+    pub tokens: Vec<Vec<String>>,
+    pub heads: Vec<TokenHead>,
+}
+
+/// One head of the [`TokenView`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TokenHead {
+    /// `[layer, head]`.
+    pub head: [usize; 2],
+    /// Per sentence, its top source (`null`: none, e.g. the first sentence).
+    pub sources: Vec<Option<usize>>,
+    /// Per sentence, the mean of the whole block with its source (this head's matrix cell).
+    #[serde(serialize_with = "compact::serialize")]
+    pub means: Vec<f64>,
+    /// Per sentence, the largest value of its block (4 significant digits; `null` without a
+    /// source).
+    #[serde(serialize_with = "compact::serialize")]
+    pub scales: Vec<f64>,
+    /// Per sentence, `rows × cols` codes row-major (`rows` = min(max_tokens, its length), `cols`
+    /// = min(max_tokens, the source's)): value = code / 1000 × scale, so 0.1 % of the block's
+    /// largest value (a third of the bytes of 4-digit numbers); empty without a source.
+    pub values: Vec<Vec<u16>>,
+}
+
+/// [`TokenHead::values`]' resolution: codes 0 ..= this, the block maximum.
+pub const TOKEN_CODE_MAX: u16 = 1000;
+
+impl TokenHead {
+    /// The value of code `k` of sentence `i` (as the page computes it).
+    pub fn value(&self, i: usize, k: usize) -> f64 {
+        f64::from(self.values[i][k]) / f64::from(TOKEN_CODE_MAX) * self.scales[i]
+    }
+}
+
+impl TokenView {
+    /// The view of `heads` (in that order; those not captured are left out) from `pairs`.
+    pub fn from_pairs(pairs: &crate::attention::TokenPairs, heads: &[(usize, usize)]) -> TokenView {
+        let n = pairs.ranges.len();
+        TokenView {
+            max_tokens: pairs.max_tokens,
+            lengths: (0..n).map(|i| pairs.sentence_tokens(i)).collect(),
+            tokens: pairs.tokens.clone(),
+            heads: heads
+                .iter()
+                .filter_map(|&(l, h)| pairs.head(l, h))
+                .map(|head| {
+                    let scales: Vec<f64> = head
+                        .pairs
+                        .iter()
+                        .map(|p| p.as_ref().map_or(f64::NAN, |p| round_significant(f64::from(p.values.iter().copied().fold(0f32, f32::max)))))
+                        .collect();
+                    let code = |v: f32, scale: f64| {
+                        if scale > 0.0 {
+                            (f64::from(v) / scale * f64::from(TOKEN_CODE_MAX)).round().clamp(0.0, f64::from(TOKEN_CODE_MAX)) as u16
+                        } else {
+                            0
+                        }
+                    };
+                    TokenHead {
+                        head: [head.layer, head.head],
+                        sources: head.pairs.iter().map(|p| p.as_ref().map(|p| p.source)).collect(),
+                        means: head.pairs.iter().map(|p| p.as_ref().map_or(f64::NAN, |p| round_significant(p.mean))).collect(),
+                        values: head
+                            .pairs
+                            .iter()
+                            .zip(&scales)
+                            .map(|(p, &scale)| p.as_ref().map_or_else(Vec::new, |p| p.values.iter().map(|&v| code(v, scale)).collect()))
+                            .collect(),
+                        scales,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Numbers stored (the size budget's unit).
+    pub fn value_count(&self) -> usize {
+        self.heads.iter().map(|h| h.values.iter().map(Vec::len).sum::<usize>()).sum()
     }
 }
 
@@ -201,6 +308,7 @@ impl Explorer {
             metrics: Vec::new(),
             matrices: Vec::new(),
             alternatives: vec![Vec::new(); n],
+            token_view: None,
             missing: Vec::new(),
             notes: Vec::new(),
         }
@@ -254,16 +362,31 @@ impl Explorer {
         serde_json::to_string(self).expect("plain data serialises")
     }
 
-    /// One line: sentences, metrics, matrices and the JSON size.
+    /// One line: sentences, metrics, matrices, the token view and the JSON size.
     pub fn size_summary(&self) -> String {
+        let tokens = match &self.token_view {
+            Some(view) => format!(", token view of {} heads ({} numbers)", view.heads.len(), view.value_count()),
+            None => String::new(),
+        };
         format!(
-            "{} sentences, {} metrics, {} matrices, {} missing part(s), {:.2} MB of JSON",
+            "{} sentences, {} metrics, {} matrices{tokens}, {} missing part(s), {:.2} MB of JSON",
             self.n(),
             self.metrics.len(),
             self.matrices.len(),
             self.missing.len(),
             self.to_json().len() as f64 / 1e6
         )
+    }
+
+    /// Set the token view from `pairs` for `heads` (its sentences must be this explorer's); none
+    /// when no head of `heads` was captured.
+    pub fn set_token_view(&mut self, pairs: &crate::attention::TokenPairs, heads: &[(usize, usize)]) -> crate::Result<()> {
+        if pairs.ranges.len() != self.n() {
+            return Err(crate::Error::invalid(format!("token pairs of {} sentences for an explorer of {}", pairs.ranges.len(), self.n())));
+        }
+        let view = TokenView::from_pairs(pairs, heads);
+        self.token_view = (!view.heads.is_empty()).then_some(view);
+        Ok(())
     }
 
     /// A complete, self-contained HTML page (inline CSS and JS, no network).
@@ -315,6 +438,39 @@ mod tests {
         assert!(json.contains("\"lower\":[0,0.6667,1]"), "{json}");
         assert_eq!(explorer.matrix("x").unwrap().get(1, 0), 0.6667);
         assert!(explorer.push_metric("bad", "", "", "", &[1.0]).is_err());
+    }
+
+    #[test]
+    fn token_view_keeps_the_heads_asked_for_as_codes_of_the_block_maximum() {
+        use crate::attention::token_pairs::{HeadTokenPairs, TokenPair, TokenPairs};
+        let mut explorer = Explorer::new("t", vec!["a b".into(), "c d e".into(), "f".into()]);
+        let pair = |source, values: Vec<f32>| Some(TokenPair { source, mean: 0.0123456, rows: 1, cols: values.len(), values });
+        let pairs = TokenPairs {
+            max_tokens: 2,
+            ranges: vec![(0, 2), (2, 5), (5, 6)],
+            heads: vec![
+                HeadTokenPairs { layer: 0, head: 1, pairs: vec![None, pair(0, vec![0.5, 0.25]), pair(1, vec![0.0, 0.0])] },
+                HeadTokenPairs { layer: 1, head: 0, pairs: vec![None, pair(0, vec![0.1, 0.3]), pair(0, vec![0.2, 0.2])] },
+            ],
+            tokens: vec![vec!["a".into(), " b".into()], vec!["c".into(), " d".into()], vec!["f".into()]],
+        };
+        explorer.set_token_view(&pairs, &[(1, 0), (5, 5)]).unwrap();
+        let view = explorer.token_view.as_ref().unwrap();
+        assert_eq!(view.heads.iter().map(|h| h.head).collect::<Vec<_>>(), [[1, 0]], "the heads asked for that were captured");
+        assert_eq!(view.lengths, [2, 3, 1]);
+        let head = &view.heads[0];
+        assert_eq!(head.sources, [None, Some(0), Some(0)]);
+        assert_eq!(head.values[1], [333, 1000]);
+        assert!((head.value(1, 0) - 0.1).abs() <= 1e-3 * 0.3 && head.means[1] == 0.01235 && head.scales[0].is_nan());
+        let json = explorer.to_json();
+        assert!(json.contains(r#""values":[[],[333,1000],[1000,1000]]"#) && json.contains(r#""scales":[null,0.3,0.2]"#), "{json}");
+        // An all-zero block keeps codes 0 (no division by a zero maximum).
+        explorer.set_token_view(&pairs, &[(0, 1)]).unwrap();
+        assert_eq!(explorer.token_view.as_ref().unwrap().heads[0].values[2], [0, 0]);
+        // No head kept: no token view.
+        explorer.set_token_view(&pairs, &[]).unwrap();
+        assert!(explorer.token_view.is_none());
+        assert!(explorer.set_token_view(&TokenPairs { ranges: vec![(0, 1)], ..pairs }, &[(0, 1)]).is_err());
     }
 
     #[test]
