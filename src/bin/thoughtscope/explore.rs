@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use thoughtscope::attention::{BoundaryMode, SentenceMode};
-use thoughtscope::model::Model;
+use thoughtscope::model::{Model, Settings};
 use thoughtscope::plot::{Explorer, ExplorerOptions, WebsiteTrace};
 use thoughtscope::scores::VerticalOptions;
 use thoughtscope::{Error, Result};
@@ -80,7 +80,7 @@ fn parse_head(text: &str) -> std::result::Result<(usize, usize), String> {
     Ok((number(layer)?, number(head)?))
 }
 
-pub fn run(args: ExploreArgs) -> Result<()> {
+pub fn run(args: ExploreArgs, settings: &Settings) -> Result<()> {
     let options = ExplorerOptions {
         model: args.model,
         cache_dir: args.cache_dir,
@@ -99,7 +99,8 @@ pub fn run(args: ExploreArgs) -> Result<()> {
     };
     let explorer = match (&options.model, args.token_view) {
         (Some(model), true) => {
-            let loaded = Model::load(model, &args.device.device()?)?;
+            let settings = args.device.settings(settings)?;
+            let loaded = Model::load(model, &settings)?;
             Explorer::from_problem_dir_with_model(&args.problem_dir, &options, &loaded)?
         }
         _ => Explorer::from_problem_dir(&args.problem_dir, &options)?,

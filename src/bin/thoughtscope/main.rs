@@ -176,7 +176,7 @@ fn main() -> ExitCode {
         Command::Attn(args) => attn::run(args, &settings),
         Command::Suppress(args) => suppress::run(args, &settings),
         Command::Anchors(args) => anchors::run(args, &settings),
-        Command::Explore(args) => explore::run(args),
+        Command::Explore(args) => explore::run(args, &settings),
         Command::Va(args) => va::run(args, &settings),
         Command::Bench(command) => bench::run(command, &settings),
         Command::Cache(command) => cache::run(command),

@@ -17,7 +17,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
 use serde::Serialize;
 
 use super::latent::checkpoint::find_checkpoint;

@@ -41,7 +41,7 @@ pub use builders::{
     ColorLimits, GridOptions, HeatmapOptions, LineOptions, ScatterOptions, Series,
 };
 pub use explorer::{Explorer, ExplorerOptions, TokenHead, TokenView, WebsiteTrace};
-pub use export::{chromium_path, static_export_available, ImageFormat};
+pub use export::{chromium_path, static_export_available};
 pub use figure::{offline_js_with_mathjax, plotly_js_script, plotly_js_source, Figure, PLOTLY_JS_FILE};
 pub(crate) use figure::{html_escape, script_safe_json};
 pub use index::{find_reports, write_index, IndexEntry};

@@ -50,8 +50,9 @@ mod website;
 
 use serde::Serialize;
 
-pub use build::{ExplorerOptions, RESAMPLING_FIELDS};
-pub use page::{explorer_fragment, EXPLORER_CSS, EXPLORER_JS};
+pub use build::ExplorerOptions;
+pub(crate) use build::RESAMPLING_FIELDS;
+pub(crate) use page::explorer_fragment;
 pub use synthetic::{synthetic_explorer, SyntheticTrace};
 pub use website::{read_step_importance, WebsiteTrace};
 
