@@ -9,17 +9,13 @@ use std::time::Instant;
 
 use thoughtscope::attention::{sentence_attention, BoundaryMode, Sentences};
 use thoughtscope::model::cpu::{phases, sgemm};
-use thoughtscope::model::{Kernels, Model, Settings};
+use thoughtscope::model::Kernels;
 
 #[test]
 fn phases_account_for_the_forward_and_sum_to_about_its_wall_time() {
     let _turn = crate::serial();
-    if support::smollm2().is_none() {
-        return;
-    }
-    let timed = Settings { kernels: Kernels { phase_timing: true, ..Kernels::default() }, ..Settings::default() };
-    let loaded = Model::load("smollm2-135m", &timed).unwrap();
-    assert!(loaded.model.kernels().phase_timing, "the settings' kernels are the model's");
+    let Some(mut loaded) = support::smollm2() else { return };
+    loaded.model.set_kernels(Kernels { phase_timing: true, ..loaded.model.kernels() });
     let sentence = "The train leaves at nine and covers three hundred kilometres at a steady pace. ";
     let text = format!("Let me work out when it arrives. {}So it arrives after three hours.", sentence.repeat(12));
     let sentences = Sentences::from_full_cot(&text).unwrap();

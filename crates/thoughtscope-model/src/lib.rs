@@ -242,7 +242,7 @@ fn load_path(path: &Path, name: &str, entry: Option<&RegistryEntry>, settings: &
     let mut model = Model::from_weights(checkpoint.config, checkpoint.tensors, checkpoint.kept, precision, &settings.device)
         .map_err(|e| Error::format(path, e.to_string()))?;
     model.set_kernels(settings.kernels);
-    crate::progress::note(&format!("model {name}: weights {}", model.weight_memory()));
+    settings.progress.note(&format!("model {name}: weights {}", model.weight_memory()));
     Ok(Loaded {
         model,
         tokenizer,
