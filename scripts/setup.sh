@@ -43,11 +43,12 @@ step "trace explorer pages (analysis/explorer/): a sample rollout and, when pres
 mkdir -p analysis/explorer
 "$bin" --quiet explore rollouts/apple_boxes/rollout_04 --model smollm2-135m --mode chunks --token-view \
   --out analysis/explorer/rollout_04.html
-# One real trace, when the thought-anchors website traces are beside the repository (or
-# THOUGHTSCOPE_TRACES names a folder of them): problem 4682 of R1-Distill-Qwen-14B if there, else
-# the first problem folder found.
-traces="${THOUGHTSCOPE_TRACES:-../shared/data/thought-anchors-traces}"
-if [ -d "$traces" ]; then
+# One real trace, when THOUGHTSCOPE_TRACES names a folder of thought-anchors website traces (a
+# fresh clone has none): problem 4682 of R1-Distill-Qwen-14B if there, else the first problem found.
+traces="${THOUGHTSCOPE_TRACES:-}"
+if [ -z "$traces" ]; then
+  echo "skipped: explorer page of a thought-anchors trace (set THOUGHTSCOPE_TRACES to a folder of the website's traces)"
+elif [ -d "$traces" ]; then
   trace="$traces/deepseek-r1-distill-qwen-14b/correct_base_solution/problem_4682"
   [ -f "$trace/base_solution.json" ] || trace="$(dirname "$(find "$traces" -name base_solution.json | sort | head -n 1)")"
   if [ -f "$trace/base_solution.json" ]; then
