@@ -5,7 +5,6 @@
 
 use crate::codi_support;
 
-use candle_core::Device;
 use thoughtscope::codi::next::analyze::{analyze_compose, ComposeAnalysisOptions};
 use thoughtscope::codi::next::compose::{compose_problem, token_sets};
 use thoughtscope::codi::{AblationMode, AblationOptions, ImportanceKind, StepLayout};

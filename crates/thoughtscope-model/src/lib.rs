@@ -33,6 +33,7 @@ pub mod names;
 pub mod random;
 pub mod registry;
 pub mod cpu;
+mod env;
 mod safetensors_header;
 pub mod settings;
 mod stored;

@@ -130,7 +130,7 @@ pub(crate) fn current() -> ProgressSettings {
     if let Some(settings) = *CURRENT.read().unwrap_or_else(|e| e.into_inner()) {
         return settings;
     }
-    let from_env = crate::settings::progress_from_env();
+    let from_env = progress_from(&crate::env::env_text);
     *CURRENT.write().unwrap_or_else(|e| e.into_inner()) = Some(from_env);
     from_env
 }
@@ -379,4 +379,21 @@ fn format_duration(duration: Duration) -> String {
         let s = seconds as u64;
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
     }
+}
+
+/// The progress settings from `THOUGHTSCOPE_PROGRESS`, `THOUGHTSCOPE_PROGRESS_STEP` and
+/// `EVCXR_IS_RUNTIME` (looked up by `text`). Read by [`crate::settings::Settings::from_env`], and
+/// here for reporters made before it.
+pub(crate) fn progress_from(text: &impl Fn(&str) -> Option<String>) -> ProgressSettings {
+    let mode = match text("THOUGHTSCOPE_PROGRESS").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Some("bar") => Some(ProgressMode::Bar),
+        Some("lines" | "line") => Some(ProgressMode::Lines),
+        Some("off" | "none" | "0") => Some(ProgressMode::Off),
+        _ => None,
+    };
+    let step_percent = text("THOUGHTSCOPE_PROGRESS_STEP")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (1..=100).contains(s))
+        .unwrap_or(ProgressSettings::default().step_percent);
+    ProgressSettings { mode, notebook: text("EVCXR_IS_RUNTIME").is_some_and(|v| v == "1"), step_percent }
 }

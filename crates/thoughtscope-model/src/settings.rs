@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 use crate::cpu::Kernels;
-use crate::progress::{ProgressMode, ProgressSettings};
+use crate::progress::ProgressSettings;
 use crate::stored::WeightPrecision;
 use crate::{Error, Result};
 
@@ -126,8 +126,8 @@ impl Settings {
             device: Device::Cpu,
             weights,
             kernels: Kernels { portable, ..Kernels::default() },
-            avx512: avx512_allowed(&text),
-            progress: progress_from(&text),
+            avx512: crate::cpu::avx512_allowed(&text),
+            progress: crate::progress::progress_from(&text),
             memory_check: !text("THOUGHTSCOPE_SKIP_MEMORY_CHECK").is_some_and(|v| v != "0"),
             strict_cache: text("THOUGHTSCOPE_STRICT_CACHE").is_some_and(|v| v.trim() == "1"),
             models_dir,
@@ -154,40 +154,6 @@ fn default_models_dir() -> PathBuf {
         return cwd;
     }
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models")).to_path_buf()
-}
-
-fn avx512_allowed(text: &impl Fn(&str) -> Option<String>) -> bool {
-    !text("THOUGHTSCOPE_ISA").is_some_and(|v| v.trim().eq_ignore_ascii_case("avx2"))
-}
-
-fn progress_from(text: &impl Fn(&str) -> Option<String>) -> ProgressSettings {
-    let mode = match text("THOUGHTSCOPE_PROGRESS").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-        Some("bar") => Some(ProgressMode::Bar),
-        Some("lines" | "line") => Some(ProgressMode::Lines),
-        Some("off" | "none" | "0") => Some(ProgressMode::Off),
-        _ => None,
-    };
-    let step_percent = text("THOUGHTSCOPE_PROGRESS_STEP")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|s| (1..=100).contains(s))
-        .unwrap_or(ProgressSettings::default().step_percent);
-    ProgressSettings { mode, notebook: text("EVCXR_IS_RUNTIME").is_some_and(|v| v == "1"), step_percent }
-}
-
-fn env_text(name: &str) -> Option<String> {
-    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
-}
-
-/// The progress part of [`Settings::from_env`], for the process-wide progress settings before
-/// [`Settings::apply_process_wide`].
-pub(crate) fn progress_from_env() -> ProgressSettings {
-    progress_from(&env_text)
-}
-
-/// The `avx512` part of [`Settings::from_env`], for the kernels before
-/// [`Settings::apply_process_wide`].
-pub(crate) fn avx512_allowed_by_env() -> bool {
-    avx512_allowed(&env_text)
 }
 
 /// What the analysis library looks up in the environment where it needs it, at that moment: the
@@ -237,13 +203,13 @@ pub mod lookups {
 
     /// Whether plotly.js is embedded with MathJax: unless `THOUGHTSCOPE_NOTEBOOK_MATHJAX=0`.
     pub fn notebook_mathjax() -> bool {
-        super::env_text(NOTEBOOK_MATHJAX).map_or(true, |v| v.trim() != "0")
+        crate::env::env_text(NOTEBOOK_MATHJAX).map_or(true, |v| v.trim() != "0")
     }
 
     /// A polars-style display limit (`POLARS_FMT_MAX_ROWS`, `POLARS_FMT_MAX_COLS`): the number,
     /// `usize::MAX` for a negative one (all), `default` when unset or not a number.
     pub fn table_limit(name: &str, default: usize) -> usize {
-        match super::env_text(name).and_then(|v| v.trim().parse::<i64>().ok()) {
+        match crate::env::env_text(name).and_then(|v| v.trim().parse::<i64>().ok()) {
             Some(v) if v < 0 => usize::MAX,
             Some(v) => v as usize,
             None => default,
@@ -259,6 +225,7 @@ pub mod lookups {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::ProgressMode;
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
         move |name| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| OsString::from(v))

@@ -72,7 +72,7 @@ impl Default for Kernels {
 /// no model to ask. Fixed at first use, from [`Settings::apply_process_wide`](crate::Settings::apply_process_wide)
 /// or else from the environment ([`Settings::from_env`](crate::Settings::from_env)).
 pub fn avx512_enabled() -> bool {
-    *AVX512.get_or_init(|| cpu_has_avx512() && crate::settings::avx512_allowed_by_env())
+    *AVX512.get_or_init(|| cpu_has_avx512() && avx512_allowed(&crate::env::env_text))
 }
 
 static AVX512: OnceLock<bool> = OnceLock::new();
@@ -241,4 +241,10 @@ mod tests {
             assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want, "{rows} rows, bf16");
         }
     }
+}
+
+/// Whether `THOUGHTSCOPE_ISA` (looked up by `text`) lets the kernels take AVX-512: unless it is
+/// `avx2`. Read by [`crate::settings::Settings::from_env`], and here for kernels used before it.
+pub(crate) fn avx512_allowed(text: &impl Fn(&str) -> Option<String>) -> bool {
+    !text("THOUGHTSCOPE_ISA").is_some_and(|v| v.trim().eq_ignore_ascii_case("avx2"))
 }

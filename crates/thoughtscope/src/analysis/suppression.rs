@@ -15,28 +15,15 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
 
 use crate::attention::suppression::checked_selection;
+// The website's record types live with the suppression matrix (the explorer reads them too).
+pub use crate::attention::suppression::{step_importance_records, StepImportance, TargetImpact};
 use crate::attention::{suppression_matrix, Sentences, SuppressionMatrix, SuppressionOptions, TokenBounds};
 use crate::io::{npy, read_json, write_json};
 use crate::model::Loaded;
 use crate::plot::{self, ColorLimits, HeatmapOptions};
 use crate::{Error, Result};
-
-/// One source sentence in `step_importance_supp.json` (and the website's `step_importance.json`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct StepImportance {
-    pub source_chunk_idx: usize,
-    pub source_chunk_text: String,
-    pub target_impacts: Vec<TargetImpact>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TargetImpact {
-    pub target_chunk_idx: usize,
-    pub importance_score: f64,
-}
 
 /// The paths written by [`write_suppression`].
 #[derive(Debug, Clone)]
@@ -72,22 +59,6 @@ pub fn step_importance(result: &SuppressionMatrix, sentences: &Sentences) -> Res
         )));
     }
     Ok(step_importance_records(&result.values, &sentences.sentences))
-}
-
-/// The website's records of a row-major `[target][source]` matrix of `texts.len()` sentences:
-/// per source, every later target with a finite score.
-pub fn step_importance_records(values: &[f64], texts: &[String]) -> Vec<StepImportance> {
-    let n = texts.len();
-    (0..n)
-        .map(|source| StepImportance {
-            source_chunk_idx: source,
-            source_chunk_text: texts[source].clone(),
-            target_impacts: (source + 1..n)
-                .filter(|&target| values[target * n + source].is_finite())
-                .map(|target| TargetImpact { target_chunk_idx: target, importance_score: values[target * n + source] })
-                .collect(),
-        })
-        .collect()
 }
 
 /// The heatmap: targets down, sources across, cells above the diagonal (a target before its

@@ -396,3 +396,34 @@ mod tests {
         assert_eq!(sparse_kl(&q, &p, 0.6), sparse_kl(&q, &p, 0.6).max(0.0));
     }
 }
+
+/// One source sentence in `step_importance_supp.json` (and the website's `step_importance.json`).
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct StepImportance {
+    pub source_chunk_idx: usize,
+    pub source_chunk_text: String,
+    pub target_impacts: Vec<TargetImpact>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct TargetImpact {
+    pub target_chunk_idx: usize,
+    pub importance_score: f64,
+}
+
+/// The website's records of a row-major `[target][source]` matrix of `texts.len()` sentences:
+/// per source, every later target with a finite score.
+pub fn step_importance_records(values: &[f64], texts: &[String]) -> Vec<StepImportance> {
+    let n = texts.len();
+    (0..n)
+        .map(|source| StepImportance {
+            source_chunk_idx: source,
+            source_chunk_text: texts[source].clone(),
+            target_impacts: (source + 1..n)
+                .filter(|&target| values[target * n + source].is_finite())
+                .map(|target| TargetImpact { target_chunk_idx: target, importance_score: values[target * n + source] })
+                .collect(),
+        })
+        .collect()
+}
+

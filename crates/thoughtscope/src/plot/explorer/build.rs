@@ -347,7 +347,7 @@ fn add_alternatives(explorer: &mut Explorer, dir: &Path, max: usize) -> Result<(
         return Ok(());
     }
     let resampled_path = dir.join("chunks_resampled.json");
-    let resampled = if resampled_path.is_file() { super::website::read_chunks_resampled(&resampled_path)? } else { Default::default() };
+    let resampled = if resampled_path.is_file() { super::website_read::read_chunks_resampled(&resampled_path)? } else { Default::default() };
     for k in 0..explorer.n() {
         let path = dir.join(format!("chunk_{k}")).join("solutions.json");
         if !path.is_file() {
@@ -390,13 +390,13 @@ fn cut(text: &str, max_chars: usize) -> String {
     }
 }
 
-/// thought-anchors' website `step_importance.json` ([`super::read_step_importance`]) as a
+/// thought-anchors' website `step_importance.json` ([`super::website_read::read_step_importance`]) as a
 /// `[target][source]` matrix.
 fn add_step_importance(explorer: &mut Explorer, path: &Path) -> Result<()> {
     if !path.is_file() {
         return Ok(());
     }
-    let square = records_square(&super::read_step_importance(path)?, explorer.n());
+    let square = records_square(&super::website_read::read_step_importance(path)?, explorer.n());
     let n = explorer.n();
     explorer.push_matrix(Matrix::from_square(
         "step_importance",
@@ -409,7 +409,7 @@ fn add_step_importance(explorer: &mut Explorer, path: &Path) -> Result<()> {
 
 /// The website records as a row-major `[target][source]` matrix: NaN where no record gives a
 /// later target (and for indices beyond the trace).
-fn records_square(records: &[crate::analysis::suppression::StepImportance], n: usize) -> Vec<f64> {
+fn records_square(records: &[crate::attention::suppression::StepImportance], n: usize) -> Vec<f64> {
     let mut square = vec![f64::NAN; n * n];
     for record in records {
         for impact in &record.target_impacts {
@@ -555,7 +555,7 @@ fn add_suppression(explorer: &mut Explorer, dir: &Path, sentences: &Sentences) -
 /// The same from the website's `step_importance_supp.json` (thought-anchors.com publishes it for
 /// most of its traces).
 fn add_suppression_records(explorer: &mut Explorer, path: &Path) -> Result<()> {
-    let values = records_square(&super::read_step_importance(path)?, explorer.n());
+    let values = records_square(&super::website_read::read_step_importance(path)?, explorer.n());
     explorer.notes.push(format!("suppression: {}", path.display()));
     push_suppression(explorer, &values)
 }

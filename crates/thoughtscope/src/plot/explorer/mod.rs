@@ -47,6 +47,7 @@ mod build;
 mod page;
 mod synthetic;
 mod website;
+mod website_read;
 
 use serde::Serialize;
 
@@ -54,7 +55,8 @@ pub use build::ExplorerOptions;
 pub(crate) use build::RESAMPLING_FIELDS;
 pub(crate) use page::explorer_fragment;
 pub use synthetic::{synthetic_explorer, SyntheticTrace};
-pub use website::{read_step_importance, WebsiteTrace};
+pub use website::WebsiteTrace;
+pub use website_read::read_step_importance;
 
 /// Everything the page shows, serialised into it as JSON (`Explorer::to_json`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
