@@ -9,6 +9,7 @@ mod support;
 #[path = "../codi_support/mod.rs"]
 mod codi_support;
 
+mod allocation;
 mod codi_join;
 mod compose_empty;
 mod dla_target;
