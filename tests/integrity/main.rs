@@ -17,4 +17,5 @@ mod environment;
 mod hash_memo;
 mod out_folder;
 mod python_cache;
+mod run_lock;
 mod small_items;

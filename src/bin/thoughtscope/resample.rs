@@ -93,6 +93,8 @@ pub struct ResampleArgs {
 
 /// Resample with a progress bar on stderr; print one line per chunk, then the totals.
 pub fn run(args: ResampleArgs) -> Result<()> {
+    // An --out that is a file fails now, not after the model loaded.
+    thoughtscope::io::check_folder_or_absent(&args.out)?;
     let device = args.device.device()?;
     let config = ResampleConfig {
         mode: args.mode.parse()?,

@@ -326,6 +326,8 @@ pub fn run_ablation(codi: &CodiModel, problems: &[Problem], options: &AblationOp
     check_layer(codi, options)?;
     let meta = RunMeta::new(codi, "ablate", serde_json::to_value(options)?);
     meta.check_or_write(&meta_path(out), out)?;
+    // Taken after the settings check, so a refused run leaves the folder as it was.
+    let lock = super::progress::lock_results(out, "ablate")?;
     let mut done: Vec<AblationRecord> = if out.is_file() { read_ablation(out)? } else { Vec::new() };
     // Records with errors are redone; finished ones are kept.
     done.retain(|r| r.error.is_none());
@@ -376,6 +378,7 @@ pub fn run_ablation(codi: &CodiModel, problems: &[Problem], options: &AblationOp
     bar.finish();
     records.extend(done);
     write_json_atomic(out, &records)?;
+    lock.finish()?;
     Ok(AblationSummary { records, computed, failed })
 }
 

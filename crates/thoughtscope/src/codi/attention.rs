@@ -198,6 +198,8 @@ pub fn run_attention(codi: &CodiModel, problems: &[Problem], options: &Attention
     validate_layers(&options.layers, codi.model.num_layers())?;
     let meta = RunMeta::new(codi, "attention", serde_json::to_value(options)?);
     meta.check_or_write(&super::ablate::meta_path(out), out)?;
+    // Taken after the settings check, so a refused run leaves the folder as it was.
+    let lock = super::progress::lock_results(out, "attention")?;
     let mut done: Vec<AttentionRecord> = if out.is_file() { read_attention(out)? } else { Vec::new() };
     done.retain(|r| r.error.is_none());
     // The shares of a sharded run (Slurm array tasks) beside `out`: this run merges them.
@@ -238,6 +240,7 @@ pub fn run_attention(codi: &CodiModel, problems: &[Problem], options: &Attention
     bar.finish();
     records.extend(done);
     write_json_atomic(out, &records)?;
+    lock.finish()?;
     Ok(records)
 }
 

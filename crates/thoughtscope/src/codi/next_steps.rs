@@ -125,6 +125,8 @@ pub fn run_resumable<R: ProblemRecord>(
     mut compute: impl FnMut(&Problem) -> Result<R>,
 ) -> Result<Vec<R>> {
     RunMeta::new(codi, step, settings).check_or_write(&meta_path(out), out)?;
+    // Taken after the settings check, so a refused run leaves the folder as it was.
+    let lock = super::progress::lock_results(out, step)?;
     let mut done: Vec<R> = if out.is_file() { read_json_relaxed(out)? } else { Vec::new() };
     done.retain(|r| r.error().is_none());
 
@@ -150,6 +152,7 @@ pub fn run_resumable<R: ProblemRecord>(
     bar.finish();
     records.extend(done);
     write_records(out, &records, style)?;
+    lock.finish()?;
     Ok(records)
 }
 
