@@ -98,11 +98,16 @@ fn a_folder_thoughtscope_did_not_write_is_never_replaced() {
     let err = run_va(&config).map(|r| r.headline()).unwrap_err().to_string();
     assert!(err.contains(OUTPUT_MARKER), "{err}");
     assert!(!tmp.path().join("cache").exists(), "no attention computed");
-    // An empty folder is fine.
+    // An empty folder is fine, and so is one that holds only folders thoughtscope wrote (a
+    // notebook's suppression run before the anchors analysis into the same folder).
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     write_folder_atomically(&empty, |dir| Ok(std::fs::write(dir.join("a.csv"), b"a").unwrap())).unwrap();
     assert_eq!(names(&empty), [OUTPUT_MARKER, "a.csv"]);
+    let analysis = tmp.path().join("analysis");
+    write_folder_atomically(&analysis.join("suppression/trace_1"), |dir| Ok(std::fs::write(dir.join("m.npy"), b"m").unwrap())).unwrap();
+    write_folder_atomically(&analysis, |dir| Ok(std::fs::write(dir.join("index.html"), b"i").unwrap())).unwrap();
+    assert_eq!(names(&analysis), [OUTPUT_MARKER, "index.html"]);
 }
 
 #[test]

@@ -22,18 +22,19 @@ const OUTPUT_MARKER_TEXT: &str = "This folder was written as a whole by thoughts
 /// sharded run's is `INCOMPLETE.<shard>`.
 pub const INCOMPLETE_MARKER: &str = "INCOMPLETE";
 
-/// `out` may be replaced as a whole: it does not exist, or it is an empty folder, or it carries
-/// [`OUTPUT_MARKER`]. A file there (an environmental error, see
+/// `out` may be replaced as a whole: it does not exist, or holds only what thoughtscope wrote (it
+/// carries [`OUTPUT_MARKER`], or is empty, or holds only such folders, such as a `suppression/`
+/// folder of suppression runs). A file there (an environmental error, see
 /// [`Error::is_environmental`]) or a folder of other files is an error naming it; commands check
 /// this before any work.
 pub fn check_replaceable(out: &Path) -> Result<()> {
     check_folder_or_absent(out)?;
-    let mut entries = match std::fs::read_dir(out) {
-        Ok(entries) => entries,
+    match std::fs::metadata(out) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io(out, e)),
-    };
-    if out.join(OUTPUT_MARKER).is_file() || entries.next().is_none() {
+        Ok(_) => {}
+    }
+    if written_by_thoughtscope(out, 3) {
         return Ok(());
     }
     Err(Error::format(
@@ -43,6 +44,22 @@ pub fn check_replaceable(out: &Path) -> Result<()> {
              is replaced as a whole, so give a new or empty folder, or remove this one"
         ),
     ))
+}
+
+/// Whether the folder `dir` holds only what thoughtscope wrote: it carries [`OUTPUT_MARKER`], or
+/// each entry is a temporary of an interrupted write or a folder of that kind (`depth` levels
+/// down at most).
+fn written_by_thoughtscope(dir: &Path, depth: usize) -> bool {
+    if dir.join(OUTPUT_MARKER).is_file() {
+        return true;
+    }
+    let Ok(mut entries) = std::fs::read_dir(dir) else { return false };
+    entries.all(|entry| {
+        let Ok(entry) = entry else { return false };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let temporary = name.starts_with('.') && [".tmp-", ".staging-", ".old-"].iter().any(|t| name.contains(t));
+        temporary || (depth > 0 && entry.file_type().is_ok_and(|t| t.is_dir()) && written_by_thoughtscope(&entry.path(), depth - 1))
+    })
 }
 
 /// Write a whole output folder at once: `write` fills a fresh hidden folder beside `out`
