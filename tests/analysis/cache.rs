@@ -96,7 +96,7 @@ fn store_rejects_a_key_that_does_not_describe_the_data() {
 fn npy_files_are_byte_identical_to_np_save() {
     // np.save(f, np.arange(9, dtype=np.float32).reshape(3, 3) * 0.5): a 128-byte header, then data.
     let values: Vec<f32> = (0..9).map(|k| k as f32 * 0.5).collect();
-    let bytes = npy::encode_f32(&[3, 3], &values);
+    let bytes = npy::encode_f32(&[3, 3], &values).unwrap();
     let mut header = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (3, 3), }".to_vec();
     header.resize(127, b' ');
     header.push(b'\n');

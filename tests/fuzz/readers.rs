@@ -61,12 +61,12 @@ fn npy_seeds() -> Vec<Vec<u8>> {
     let be: Vec<u8> = f64s.iter().flat_map(|v| v.to_be_bytes()).collect();
     let le32: Vec<u8> = values[..6].iter().flat_map(|v| v.to_le_bytes()).collect();
     vec![
-        npy::encode_f32(&[3, 4], &values),
-        npy::encode_f64(&[2, 3], &f64s),
-        npy::encode_f32(&[12], &values),
-        npy::encode_f32(&[2, 2, 3], &values),
-        npy::encode_f32(&[], &[7.5]),
-        npy::encode_f32(&[0, 5], &[]),
+        npy::encode_f32(&[3, 4], &values).unwrap(),
+        npy::encode_f64(&[2, 3], &f64s).unwrap(),
+        npy::encode_f32(&[12], &values).unwrap(),
+        npy::encode_f32(&[2, 2, 3], &values).unwrap(),
+        npy::encode_f32(&[], &[7.5]).unwrap(),
+        npy::encode_f32(&[0, 5], &[]).unwrap(),
         npy_with_header(2, "{'descr': '>f8', 'fortran_order': True, 'shape': (3, 2), }\n", &be),
         npy_with_header(3, "{\"descr\": \"<f4\", \"fortran_order\": False, \"shape\": (2, 3L)}\n", &le32),
     ]
@@ -1266,6 +1266,37 @@ fn regression_gguf_nan_rope_divisor_is_an_error_naming_the_file() {
         }),
         &["model.gguf", "rope_freqs.weight", "NaN"],
     );
+}
+
+#[test]
+fn regression_gguf_nan_block_scale_stops_the_forward_naming_layer_and_head() {
+    // One NaN block scale in `blk.2.attn_q` of the SmolLM2 GGUF gave flat attention (0.0046 per
+    // cell) with exit 0: the softmax turned the head's NaN scores into something finite. Here the
+    // first Q4_0 block of `blk.0.attn_q` (row 0, query head 0) gets an f16 NaN scale.
+    no_hash_memo();
+    // The fuzz seed plus the gate projection it leaves out: a model that runs.
+    let metadata = tiny_gguf_metadata();
+    let mut tensors = tiny_gguf_tensors();
+    let gate = Tensor::from_vec(vec![0.01f32; 256 * 32], (256, 32), &Device::Cpu).unwrap();
+    tensors.push(("blk.0.ffn_gate.weight", QTensor::quantize(&gate, GgmlDType::F32).unwrap()));
+    let meta_refs: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut bytes, &meta_refs, &tensor_refs).unwrap();
+    let mut bytes = bytes.into_inner();
+    let content = gguf_file::Content::read(&mut std::io::Cursor::new(&bytes)).unwrap();
+    let info = &content.tensor_infos["blk.0.attn_q.weight"];
+    assert_eq!(info.ggml_dtype, GgmlDType::Q4_0);
+    // A Q4_0 block starts with its f16 scale.
+    let at = (content.tensor_data_offset + info.offset) as usize;
+    bytes[at..at + 2].copy_from_slice(&[0x00, 0x7e]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    let model = thoughtscope::model::Model::load_without_tokenizer(path.to_str().unwrap(), &Device::Cpu).unwrap();
+    let mut cache = thoughtscope::model::KvCache::new(&model);
+    let result = model.forward(thoughtscope::model::Input::Ids(&[2, 3, 4, 5, 6]), &mut cache, &mut thoughtscope::model::NoHooks);
+    expect_error(result, &["non-finite attention scores", "layer 0, head 0"]);
 }
 
 #[test]

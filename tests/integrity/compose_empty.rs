@@ -88,3 +88,27 @@ fn every_set_is_measured_against_the_empty_set_and_the_table_has_its_uncertainty
         assert!(header.contains(column), "{column} in {header}");
     }
 }
+
+/// `codi compose --mode corrected` without `--dir` belongs to the corrected experiment: before,
+/// its results and figures went into `analysis/codi/faithful/`, beside the faithful hook's.
+#[test]
+fn compose_corrected_without_dir_writes_the_corrected_experiment_folder() {
+    let work = tempfile::tempdir().unwrap();
+    let checkpoint = codi_support::tiny_codi(work.path());
+    let dataset = work.path().join("problems.json");
+    thoughtscope::codi::dataset::write_problems(&codi_support::problems()[..1], &dataset).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
+        .current_dir(work.path())
+        .args(["codi", "compose", "--quiet", "--mode", "corrected", "--test-mode", "--max-new-tokens", "2", "--html-only", "--layer", "2"])
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .arg("--dataset")
+        .arg(&dataset)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let experiments = work.path().join("analysis/codi");
+    let results = experiments.join("corrected/results").join(format!("{}_test.json", thoughtscope::codi::compose::RESULTS_STEM));
+    assert!(results.is_file(), "{} missing", results.display());
+    assert!(!experiments.join("faithful").exists(), "corrected results went into the faithful experiment");
+}

@@ -96,3 +96,62 @@ fn a_symlink_to_dev_zero_is_refused_naming_the_file() {
     let err = thoughtscope::attention::read_upstream_dir(&entry).unwrap_err().to_string();
     assert!(err.contains("0_0.npy") && err.contains("not a regular file"), "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_as_an_input_is_refused_not_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rollout = tmp.path().join("rollout_0");
+    std::fs::create_dir_all(&rollout).unwrap();
+    let fifo = rollout.join("base_solution.json");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    // Opening a FIFO for reading blocks until a writer comes: a writer that never writes lets the
+    // open return, and the read would then wait forever without the check.
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let _held = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+        })
+    };
+    let started = std::time::Instant::now();
+    let err = thoughtscope::rollout::Rollout::open(&rollout).unwrap_err().to_string();
+    assert!(err.contains("base_solution.json") && err.contains("not a regular file"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "waited on the FIFO");
+    writer.join().unwrap();
+}
+
+/// A full disk or an exhausted quota while the attention cache is filled fails `va` (non-zero,
+/// naming the file), instead of becoming one rollout's status under exit 0 (`no rollout could be
+/// analysed`). The file-size limit (`ulimit -f`, with SIGXFSZ ignored so the write fails with
+/// EFBIG) stands in for the full disk: both are errors of the machine, not of the rollout.
+#[cfg(target_os = "linux")]
+#[test]
+fn va_fails_when_the_cache_cannot_be_written_instead_of_reporting_a_rollout_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("rollouts");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(sample_root().join("rollout_00"), root.join("rollout_00")).unwrap();
+    crate::support::tiny_model_with_tokenizer(&tmp.path().join("model"), 16_384);
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("trap '' XFSZ && ulimit -f 8 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_thoughtscope"))
+        .args(["va", "--quiet", "--no-figures", "--permutations", "10", "--root"])
+        .arg(&root)
+        .arg("--model")
+        .arg(tmp.path().join("model"))
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .env("THOUGHTSCOPE_HASH_MEMO", "off")
+        .env("THOUGHTSCOPE_PROGRESS", "off")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success(), "exit 0 although the cache could not be written: {stdout}");
+    assert!(stderr.contains("cache") && stderr.contains("File too large"), "{stderr}");
+    assert!(!stdout.contains("no rollout could be analysed"), "{stdout}");
+    assert!(!tmp.path().join("out").exists(), "no results written");
+}

@@ -10,6 +10,7 @@ mod support;
 #[path = "../codi_support/mod.rs"]
 mod codi_support;
 
+mod allocation;
 mod codi_join;
 mod compose_empty;
 mod dla_target;
@@ -18,4 +19,5 @@ mod hash_memo;
 mod module_graph;
 mod out_folder;
 mod python_cache;
+mod run_lock;
 mod small_items;

@@ -79,3 +79,45 @@ fn sentence_attention_too_big_for_memory_is_refused_with_the_number() {
     assert!(err.contains("30 layers × 9 heads × 200000 × 200000") && err.contains("GiB"), "{err}");
     check_sentence_attention_fits(30, 9, 100).unwrap();
 }
+
+/// `--out <existing file>` used to fail only after the whole computation (or, for some commands,
+/// half-way through writing): every command that writes a folder refuses it first, naming it.
+#[test]
+fn every_output_folder_that_is_a_file_is_refused_before_any_work() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    crate::support::tiny_model_with_tokenizer(&work.join("model"), 4096);
+    let problem = work.join("traces/rollout_0");
+    std::fs::create_dir_all(&problem).unwrap();
+    let chunks = ["Tom buys 3 apples .", "He eats 2 .", "The answer is 1 ."];
+    std::fs::write(problem.join("chunks.json"), serde_json::json!({ "chunks": chunks }).to_string()).unwrap();
+    std::fs::write(problem.join("base_solution.json"), serde_json::json!({ "full_cot": chunks.join("\n") }).to_string()).unwrap();
+    let file = work.join("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let (f, m, p) = (file.to_str().unwrap(), work.join("model"), problem.to_str().unwrap());
+    let m = m.to_str().unwrap();
+    let commands: [&[&str]; 8] = [
+        &["suppress", p, "--model", m, "--mode", "chunks", "--out", f],
+        &["anchors", "--traces", p, "--model", m, "--cache-dir", "cache", "--out", f],
+        &["blackbox", p, "--importance", "importance.json", "--model", m, "--cache-dir", "cache", "--out", f],
+        &["generate", "--problems", "problems.json", "--model", m, "--out", f],
+        &["resample", p, "--model", m, "--out", f],
+        &["va", "--root", p, "--cache-dir", "cache", "--out", f],
+        &["codi", "make-model", "--base", m, "--out", f],
+        &["codi", "run-all", "--checkpoint", "none", "--out", f],
+    ];
+    for args in commands {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
+            .current_dir(work)
+            .args(args)
+            .arg("--quiet")
+            .env("THOUGHTSCOPE_PROGRESS", "off")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(f) && (stderr.contains("is a file") || stderr.contains("not a folder")), "{args:?}: {stderr}");
+        assert!(!work.join("cache").exists(), "{args:?} started work");
+        assert_eq!(std::fs::read(&file).unwrap(), b"not a folder");
+    }
+}

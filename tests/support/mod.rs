@@ -87,6 +87,21 @@ pub fn fixture(relative: impl AsRef<Path>) -> PathBuf {
     path
 }
 
+/// The tiny random Llama with a word-level tokenizer (`tests/fixtures/tiny-codi-base`: 2 layers ×
+/// 4 heads, needs nothing from outside) copied to `dir`, its context raised to `max_positions`:
+/// every command that takes `--model` runs on it in well under a second.
+pub fn tiny_model_with_tokenizer(dir: &Path, max_positions: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for entry in std::fs::read_dir(fixture("tiny-codi-base")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["max_position_embeddings"] = max_positions.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
 /// How far attention suppression with `batch_sources` B is from B = 1 (see
 /// [`suppression_batch_differences`]).
 #[derive(Debug)]

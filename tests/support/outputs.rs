@@ -53,8 +53,9 @@ pub fn without_provenance(path: &Path, bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Every non-hidden file under the `folders` of `dir` by relative path, with its bytes; and
-/// the hidden ones, which must be temporaries of interrupted writes.
+/// Every non-hidden file under the `folders` of `dir` by relative path, with its bytes (and the
+/// output folder's marker); and the other hidden ones, which must be temporaries of interrupted
+/// writes.
 pub fn outputs(dir: &Path, folders: &[&str]) -> (BTreeMap<PathBuf, Vec<u8>>, Vec<PathBuf>) {
     let (mut files, mut hidden) = (BTreeMap::new(), Vec::new());
     let mut stack: Vec<PathBuf> = folders.iter().map(|d| dir.join(d)).filter(|p| p.exists()).collect();
@@ -62,7 +63,9 @@ pub fn outputs(dir: &Path, folders: &[&str]) -> (BTreeMap<PathBuf, Vec<u8>>, Vec
         for entry in std::fs::read_dir(&path).unwrap() {
             let path = entry.unwrap().path();
             let relative = path.strip_prefix(dir).unwrap().to_path_buf();
-            if path.file_name().unwrap().to_string_lossy().starts_with('.') {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // The marker of a folder written as a whole is an output like the others.
+            if name.starts_with('.') && name != thoughtscope::io::OUTPUT_MARKER {
                 hidden.push(relative);
             } else if path.is_dir() {
                 stack.push(path);

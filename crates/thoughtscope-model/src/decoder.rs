@@ -29,6 +29,7 @@ use crate::{Error, Result};
 mod finite;
 mod kv_cache;
 mod load;
+mod pass_memory;
 mod rotary;
 mod weight_memory;
 
@@ -605,6 +606,9 @@ impl Model {
                 offset + seq,
                 self.config.max_position_embeddings
             )));
+        }
+        if self.device.is_cpu() {
+            self.check_pass_fits(batch, offset, seq, !cache.discard, logits)?;
         }
         hooks.begin(offset, seq);
         let (cos, sin) = self.rotary.tables(offset, seq, &self.device)?;

@@ -27,6 +27,10 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// Memory for a large buffer could not be had (the machine is out of memory, or a limit such
+    /// as `ulimit -v` is lower): `what` names the buffer.
+    #[error("out of memory: {what} needs {bytes} bytes ({gib:.2} GiB), which could not be allocated; free memory, raise the limit (ulimit -v) or give a smaller input", gib = *bytes as f64 / (1u64 << 30) as f64)]
+    OutOfMemory { what: String, bytes: u64 },
     #[error("{0}")]
     Other(String),
 }
@@ -57,6 +61,7 @@ impl Error {
             Error::Io { source, .. } => io_error_is_environmental(source),
             Error::Context { source, .. } => source.is_environmental(),
             Error::Candle(candle_core::Error::Io(source)) => io_error_is_environmental(source),
+            Error::OutOfMemory { .. } => true,
             _ => false,
         }
     }

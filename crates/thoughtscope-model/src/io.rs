@@ -11,6 +11,9 @@ use serde::Serialize;
 
 use crate::{Error, Result};
 
+mod output;
+pub use output::{begin_run, check_replaceable, write_folder_atomically, RunLock, INCOMPLETE_MARKER, OUTPUT_MARKER};
+
 /// Replace `path` by `bytes` atomically, creating its folder: write `.<name>.tmp-<pid>-<n>`
 /// beside it, fsync, rename. On failure the temporary file is removed.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
@@ -84,7 +87,7 @@ pub fn read_bounded(path: impl AsRef<Path>, limit: u64) -> Result<Vec<u8>> {
     if metadata.len() > limit {
         return Err(Error::format(path, format!("{} bytes, more than the {limit} bytes an input may have", metadata.len())));
     }
-    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    let mut bytes = crate::memory::try_with_capacity(metadata.len() as usize, &format!("reading {}", path.display()))?;
     // `take`: a file that grows while it is read still stops at the bound.
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     if bytes.len() as u64 > limit {
@@ -114,67 +117,6 @@ pub fn check_folder_or_absent(path: impl AsRef<Path>) -> Result<()> {
         )),
         _ => Ok(()),
     }
-}
-
-/// Write a whole output folder at once: `write` fills a fresh hidden folder beside `out`
-/// (`.<name>.staging-<pid>-<n>`), which then replaces `out` (the old one is moved aside and
-/// removed). A run killed half-way leaves `out` as the last complete run left it (plus a hidden
-/// staging folder), never one run's tables beside another's pages; files of earlier settings do
-/// not linger; of two concurrent runs, one run's complete folder wins. `write` gets the staging
-/// folder; on its failure the staging folder is removed and `out` is untouched.
-pub fn write_folder_atomically<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    check_folder_or_absent(out)?;
-    let parent = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let name = out
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("{}: not a folder path", out.display())))?
-        .to_string_lossy()
-        .into_owned();
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let sibling = |kind: &str| {
-        let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        parent.join(format!(".{name}.{kind}-{}-{unique}", std::process::id()))
-    };
-    let staging = sibling("staging");
-    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-    let value = match write(&staging) {
-        Ok(value) => value,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    // Swap: move the old folder aside, the new one in. Another run may swap at the same time;
-    // then try again (its folder is moved aside and removed in turn).
-    let mut last_error = None;
-    for _ in 0..8 {
-        let old = sibling("old");
-        let moved_aside = match std::fs::rename(out, &old) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(Error::io(out, e));
-            }
-        };
-        match std::fs::rename(&staging, out) {
-            Ok(()) => {
-                if moved_aside {
-                    let _ = std::fs::remove_dir_all(&old);
-                }
-                return Ok(value);
-            }
-            Err(e) => {
-                if moved_aside {
-                    let _ = std::fs::rename(&old, out);
-                }
-                last_error = Some(e);
-            }
-        }
-    }
-    let _ = std::fs::remove_dir_all(&staging);
-    Err(Error::io(out, last_error.expect("the loop ran")))
 }
 
 /// Parse a JSON file into `T`; a shape error names the file and serde's line and column.

@@ -34,6 +34,10 @@ pub enum Error {
     Polars(#[from] polars::error::PolarsError),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// Memory for a large buffer could not be had (the model crate's
+    /// [`OutOfMemory`](thoughtscope_model::Error::OutOfMemory)).
+    #[error("out of memory: {what} needs {bytes} bytes ({gib:.2} GiB), which could not be allocated; free memory, raise the limit (ulimit -v) or give a smaller input", gib = *bytes as f64 / (1u64 << 30) as f64)]
+    OutOfMemory { what: String, bytes: u64 },
     #[error("{0}")]
     Other(String),
 }
@@ -62,6 +66,7 @@ impl Error {
             Error::Io { source, .. } => thoughtscope_model::io_error_is_environmental(source),
             Error::Context { source, .. } => source.is_environmental(),
             Error::Candle(candle_core::Error::Io(source)) => thoughtscope_model::io_error_is_environmental(source),
+            Error::OutOfMemory { .. } => true,
             _ => false,
         }
     }
@@ -80,6 +85,7 @@ impl From<ModelError> for Error {
             ModelError::Context { what, source } => Error::Context { what, source: Box::new(Error::from(*source)) },
             ModelError::Candle(e) => Error::Candle(e),
             ModelError::Json(e) => Error::Json(e),
+            ModelError::OutOfMemory { what, bytes } => Error::OutOfMemory { what, bytes },
             ModelError::Other(what) => Error::Other(what),
         }
     }
@@ -102,6 +108,7 @@ impl From<Error> for ModelError {
             Error::Candle(e) => ModelError::Candle(e),
             Error::Polars(e) => ModelError::Other(format!("polars: {e}")),
             Error::Json(e) => ModelError::Json(e),
+            Error::OutOfMemory { what, bytes } => ModelError::OutOfMemory { what, bytes },
             Error::Other(what) => ModelError::Other(what),
         }
     }

@@ -94,6 +94,8 @@ pub struct ResampleArgs {
 
 /// Resample with a progress bar on stderr; print one line per chunk, then the totals.
 pub fn run(args: ResampleArgs, settings: &Settings) -> Result<()> {
+    // An --out that is a file fails now, not after the model loaded.
+    thoughtscope::io::check_folder_or_absent(&args.out)?;
     let settings = args.device.settings(settings)?;
     let config = ResampleConfig {
         mode: args.mode.parse()?,

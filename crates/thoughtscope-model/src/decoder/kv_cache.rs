@@ -58,6 +58,19 @@ impl KvCache {
                 first.len, other.len
             )));
         }
+        // The stacked cache is a new buffer candle allocates: checked first on the CPU.
+        let on_cpu = first.layers.iter().flatten().next().is_some_and(|(k, _)| k.device().is_cpu());
+        if on_cpu {
+            let bytes: u64 = first
+                .layers
+                .iter()
+                .flatten()
+                .map(|(k, v)| ((k.elem_count() * k.dtype().size_in_bytes()) + (v.elem_count() * v.dtype().size_in_bytes())) as u64)
+                .sum::<u64>()
+                .saturating_mul(caches.len() as u64);
+            let what = format!("{} key/value caches of {} positions stacked into one batch", caches.len(), first.len);
+            crate::memory::check_allocatable(bytes, &what)?;
+        }
         let mut layers = Vec::with_capacity(first.layers.len());
         for l in 0..first.layers.len() {
             let kvs: Option<Vec<&(Tensor, Tensor)>> = caches.iter().map(|c| c.layers[l].as_ref()).collect();

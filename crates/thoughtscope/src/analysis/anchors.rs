@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
-use super::suppression::{cached_suppression, suppression_heatmap, SuppressionFiles};
+use super::suppression::{cached_suppression_from, suppression_heatmap, SuppressionFiles};
 use crate::attention::{
     cached_sentence_attention, AttnCache, BoundaryMode, CacheLayout, CacheOutcome, SentenceMode, Sentences,
     SuppressionMatrix, SuppressionOptions,
@@ -106,8 +106,13 @@ impl AnchorsConfig {
 
     /// Where the suppression run of `trace` is written (and read back from on a rerun).
     pub fn suppression_dir(&self, trace: &Trace) -> PathBuf {
-        self.out.join("suppression").join(crate::io::path_component(&trace.name.replace('/', "__")))
+        self.out.join(suppression_subdir(trace))
     }
+}
+
+/// The suppression folder of `trace` inside the output folder.
+fn suppression_subdir(trace: &Trace) -> PathBuf {
+    Path::new("suppression").join(crate::io::path_component(&trace.name.replace('/', "__")))
 }
 
 /// One trace: its sentences and each sentence's function tags.
@@ -417,8 +422,8 @@ impl AnchorsResult {
 /// `agreement.json`, `suppression/<trace>/…`, figures, `explorer.html` (the suppression trace in
 /// the trace explorer) and `index.html`).
 pub fn run_anchors(config: &AnchorsConfig) -> Result<AnchorsResult> {
-    // A file where a folder goes fails now, not after the forward passes.
-    crate::io::check_folder_or_absent(&config.out)?;
+    // A file where a folder goes, or an --out of other files, fails now, not after the passes.
+    crate::io::check_output_folder(&config.out, &[&config.cache_dir])?;
     crate::io::check_folder_or_absent(&config.cache_dir)?;
     config.suppression_options().validate()?;
     let mut traces = load_traces(&config.traces, config.sentence_mode)?;
@@ -426,14 +431,44 @@ pub fn run_anchors(config: &AnchorsConfig) -> Result<AnchorsResult> {
     let receivers =
         corpus_receivers(&loaded, &config.cache_dir, &mut traces, config.boundary_mode, &config.receiver, config.drop_first)?;
     let trace = suppression_trace(&traces, &receivers, config.suppression_trace.as_deref(), config.min_sentences)?.clone();
-    let (matrix, suppression_files, suppression_computed) =
-        cached_suppression(&config.suppression_dir(&trace), &loaded, &trace.sentences, &config.suppression_options())?;
+    // The output folder is built whole and swapped in; the suppression run of this trace in the
+    // folder it replaces is read back from there, not computed again.
+    let out = config.out.clone();
+    crate::io::write_output_folder(&out, &[&config.cache_dir], |staging| {
+        let subdir = suppression_subdir(&trace);
+        let (matrix, files, computed) =
+            cached_suppression_from(&staging.join(&subdir), &out.join(&subdir), &loaded, &trace.sentences, &config.suppression_options())?;
+        let mut result = anchors_result(config, traces, receivers, &trace, matrix, files, computed, &loaded)?;
+        write_outputs(&mut result, staging)?;
+        // The paths the files will have once the folder is in place.
+        let moved = |p: &Path| out.join(p.strip_prefix(staging).unwrap_or(p));
+        result.files = result.files.iter().map(|p| moved(p)).collect();
+        let f = &mut result.suppression_files;
+        for path in [&mut f.step_importance, &mut f.matrix, &mut f.kl, &mut f.heatmap, &mut f.manifest] {
+            *path = moved(path);
+        }
+        Ok(result)
+    })
+}
+
+/// The numbers of a run, from the receiver heads and the suppression of `trace`.
+#[allow(clippy::too_many_arguments)]
+fn anchors_result(
+    config: &AnchorsConfig,
+    traces: Vec<Trace>,
+    receivers: CorpusReceivers,
+    trace: &Trace,
+    matrix: SuppressionMatrix,
+    suppression_files: SuppressionFiles,
+    suppression_computed: bool,
+    loaded: &Loaded,
+) -> Result<AnchorsResult> {
     let outgoing = outgoing_importance(&matrix);
     let receiver = receivers.scores_of(&trace.name).expect("the suppression trace has receiver scores").to_vec();
     let agreement = spearman(&receiver, &outgoing, config.permutations, config.seed)?;
     let rows = sentence_rows(&trace, &receiver, &outgoing);
     let tags = tag_summary(&traces, &receivers, config.top_sentences);
-    let mut result = AnchorsResult {
+    let result = AnchorsResult {
         config: config.clone(),
         traces,
         receivers,
@@ -448,7 +483,6 @@ pub fn run_anchors(config: &AnchorsConfig) -> Result<AnchorsResult> {
         model_name: loaded.name.clone(),
         files: Vec::new(),
     };
-    write_outputs(&mut result)?;
     Ok(result)
 }
 
@@ -615,9 +649,8 @@ pub fn heads_table(heads: &ReceiverHeads) -> Result<DataFrame> {
     ])?)
 }
 
-fn write_outputs(result: &mut AnchorsResult) -> Result<()> {
-    let out = result.config.out.clone();
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+/// Every file of a run, into `out` (the staging folder that becomes `config.out`).
+fn write_outputs(result: &mut AnchorsResult, out: &Path) -> Result<()> {
     let mut files = Vec::new();
     let heads = &result.receivers.heads;
     let path = out.join("receiver_heads.json");
@@ -690,7 +723,11 @@ fn write_outputs(result: &mut AnchorsResult) -> Result<()> {
         receiver_heads: Some(heads.top_k_heads.clone()),
         ..Default::default()
     };
-    crate::plot::Explorer::from_problem_dir(&trace.dir, &options)?.write_html(&explorer)?;
+    let mut page = crate::plot::Explorer::from_problem_dir(&trace.dir, &options)?;
+    // Its notes name the suppression folder where it will be, not in the staging folder.
+    let (staging, target) = (out.display().to_string(), result.config.out.display().to_string());
+    page.notes.iter_mut().for_each(|note| *note = note.replace(&staging, &target));
+    page.write_html(&explorer)?;
     files.push(explorer);
     let report = Report::new(format!("Receiver heads vs attention suppression | {}", result.model_name))
         .text(result.headline())

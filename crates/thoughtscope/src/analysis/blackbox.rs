@@ -558,8 +558,14 @@ pub fn sentences_csv(sentences: &[BlackboxSentence]) -> String {
     out
 }
 
+/// The caches a run fills, which must survive its output folder being replaced.
+fn output_folder_inside(config: &BlackboxConfig) -> Vec<&Path> {
+    std::iter::once(config.cache_dir.as_path()).chain(config.suppression_dir.as_deref()).collect()
+}
+
 /// Loads the model and runs [`run_blackbox_with`].
 pub fn run_blackbox(config: &BlackboxConfig) -> Result<BlackboxResult> {
+    crate::io::check_output_folder(&config.out, &output_folder_inside(config))?;
     let loaded = Model::load(&config.model, &config.settings)?;
     run_blackbox_with(config, &loaded)
 }
@@ -567,6 +573,8 @@ pub fn run_blackbox(config: &BlackboxConfig) -> Result<BlackboxResult> {
 /// Receiver scores (heads from `heads_from`, cached attention), optionally suppression, and every
 /// statistic above on one trace; writes `blackbox.json` and `blackbox_sentences.csv` into `out`.
 pub fn run_blackbox_with(config: &BlackboxConfig, loaded: &Loaded) -> Result<BlackboxResult> {
+    // A file or a folder of other files at --out fails now, not after the passes.
+    crate::io::check_output_folder(&config.out, &output_folder_inside(config))?;
     let problem_dir = &config.problem_dir;
     let root = problem_dir.parent().unwrap_or(problem_dir);
     let trace = load_trace(root, problem_dir, SentenceMode::Chunks)?;
@@ -633,7 +641,6 @@ pub fn run_blackbox_with(config: &BlackboxConfig, loaded: &Loaded) -> Result<Bla
             tags: trace.tags[i].join(";"),
         })
         .collect();
-    std::fs::create_dir_all(&config.out).map_err(|e| Error::io(&config.out, e))?;
     let json = config.out.join("blackbox.json");
     let csv = config.out.join("blackbox_sentences.csv");
     let result = BlackboxResult {
@@ -650,8 +657,11 @@ pub fn run_blackbox_with(config: &BlackboxConfig, loaded: &Loaded) -> Result<Bla
         json: json.clone(),
         csv: csv.clone(),
     };
-    crate::io::write_json(&json, &result)?;
-    crate::io::write_atomic(&csv, sentences_csv(&result.sentences).as_bytes())?;
+    // The folder as a whole (unless a cache the run fills lies inside it).
+    crate::io::write_output_folder(&config.out, &output_folder_inside(config), |dir| {
+        crate::io::write_json(dir.join("blackbox.json"), &result)?;
+        crate::io::write_atomic(dir.join("blackbox_sentences.csv"), sentences_csv(&result.sentences).as_bytes())
+    })?;
     Ok(result)
 }
 

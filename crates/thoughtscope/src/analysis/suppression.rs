@@ -180,20 +180,57 @@ fn read_stored(dir: &Path, key: &serde_json::Value) -> Option<SuppressionMatrix>
 
 /// [`suppression_matrix`] and [`write_suppression`] into `dir`, unless `dir` already holds the run
 /// of these exact inputs (the manifest's key): then it is read back. Returns the result and
-/// whether it was computed.
+/// whether it was computed. The folder is written as a whole
+/// ([`crate::io::write_folder_atomically`]): a run killed half-way leaves the previous run's
+/// complete folder, never its manifest beside this run's matrix.
 pub fn cached_suppression(
     dir: &Path,
     loaded: &Loaded,
     sentences: &Sentences,
     options: &SuppressionOptions,
 ) -> Result<(SuppressionMatrix, SuppressionFiles, bool)> {
+    cached_suppression_from(dir, dir, loaded, sentences, options)
+}
+
+/// [`cached_suppression`] into `dir`, reading the run of these inputs back from `previous` (`dir`
+/// itself, or the folder that `dir` is being built to replace; its files are then linked into
+/// `dir`).
+pub fn cached_suppression_from(
+    dir: &Path,
+    previous: &Path,
+    loaded: &Loaded,
+    sentences: &Sentences,
+    options: &SuppressionOptions,
+) -> Result<(SuppressionMatrix, SuppressionFiles, bool)> {
     let key = cache_key(loaded, sentences, options, &requested_layers(loaded, options));
-    if let Some(mut stored) = read_stored(dir, &key) {
+    if let Some(mut stored) = read_stored(previous, &key) {
         stored.bounds.mode = options.boundary_mode;
-        let files = SuppressionFiles::in_dir(dir);
-        return Ok((stored, files, false));
+        if previous != dir {
+            link_files(previous, dir)?;
+        }
+        return Ok((stored, SuppressionFiles::in_dir(dir), false));
     }
+    // A file or a folder of other files at `dir` fails now, not after the passes.
+    crate::io::check_replaceable(dir)?;
     let result = suppression_matrix(loaded, sentences, options)?;
-    let files = write_suppression(dir, loaded, sentences, options, &result)?;
-    Ok((result, files, true))
+    crate::io::write_folder_atomically(dir, |staging| write_suppression(staging, loaded, sentences, options, &result).map(|_| ()))?;
+    Ok((result, SuppressionFiles::in_dir(dir), true))
+}
+
+/// The plain files of `from` in `to` (created): hard links where possible (results files are only
+/// ever replaced, never changed in place), else copies.
+fn link_files(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let entry = entry.map_err(|e| Error::io(from, e))?;
+        // Not a folder, nor a temporary left by an interrupted write.
+        if !entry.file_type().map_err(|e| Error::io(entry.path(), e))?.is_file() || entry.file_name().to_string_lossy().contains(".tmp-") {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if std::fs::hard_link(entry.path(), &target).is_err() {
+            std::fs::copy(entry.path(), &target).map_err(|e| Error::io(&target, e))?;
+        }
+    }
+    Ok(())
 }

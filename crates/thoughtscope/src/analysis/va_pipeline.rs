@@ -28,7 +28,7 @@ pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Res
     if config.run_attention {
         crate::io::check_folder_or_absent(&config.cache_dir)?;
     }
-    crate::io::check_folder_or_absent(config.out_dir())?;
+    crate::io::check_output_folder(&config.out_dir(), &[&config.cache_dir])?;
     if config.permutations > MAX_PERMUTATIONS {
         return Err(Error::invalid(format!(
             "--permutations {} is more than {MAX_PERMUTATIONS} (the p-value's resolution is 1/(permutations + 1) already at 1e-7)",
@@ -169,14 +169,8 @@ pub fn run_va_with_source(config: &VaConfig, mut source: AttentionSource) -> Res
     Ok(result)
 }
 
-/// The output folder written as a whole ([`crate::io::write_folder_atomically`]), unless the
-/// attention cache lies inside it: replacing the folder would then throw the cache away, so the
-/// files are written in place.
+/// The output folder written as a whole, unless the attention cache lies inside it
+/// ([`crate::io::write_output_folder`]).
 fn write_out_dir(config: &VaConfig, out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    if absolute(&config.cache_dir).starts_with(absolute(out)) {
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        return write(out);
-    }
-    crate::io::write_folder_atomically(out, write)
+    crate::io::write_output_folder(out, &[&config.cache_dir], write)
 }

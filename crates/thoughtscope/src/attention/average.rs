@@ -47,6 +47,14 @@ impl SentenceAttention {
         SentenceAttention { layers, heads, n, data: vec![0.0; layers * heads * n * n] }
     }
 
+    /// [`SentenceAttention::zeros`] allocated fallibly: memory that cannot be had (a low `ulimit
+    /// -v`, a full machine) is an error with the size, not an abort.
+    pub fn try_zeros(layers: usize, heads: usize, n: usize) -> Result<Self> {
+        let len = checked_grid(layers, heads, n)?;
+        let what = format!("the sentence attention ({layers} layers × {heads} heads × {n} × {n} float32)");
+        Ok(SentenceAttention { layers, heads, n, data: crate::model::memory::try_vec(len, 0.0, &what)? })
+    }
+
     pub fn layers(&self) -> usize {
         self.layers
     }
@@ -82,6 +90,13 @@ impl SentenceAttention {
     pub(crate) fn into_data(self) -> Vec<f32> {
         self.data
     }
+}
+
+/// `layers · heads · n · n`, or an error when it overflows.
+fn checked_grid(layers: usize, heads: usize, n: usize) -> Result<usize> {
+    layers.checked_mul(heads).and_then(|v| v.checked_mul(n)).and_then(|v| v.checked_mul(n)).ok_or_else(|| {
+        Error::invalid(format!("sentence attention of {layers} layers × {heads} heads × {n} × {n} values: more than can be counted"))
+    })
 }
 
 /// Streams attention blocks into sentence averages (see the module doc).
@@ -170,9 +185,10 @@ struct LayerProgress {
 
 impl SentenceAverager {
     /// An averager for sentences with token ranges `bounds` (from [`super::TokenBounds`]),
-    /// for a model with `layers × heads` attention heads.
+    /// for a model with `layers × heads` attention heads. Its large buffers (the result and one
+    /// layer's block sums) are allocated with the first block; [`SentenceAverager::try_new`]
+    /// allocates them at once.
     pub fn new(bounds: Vec<(usize, usize)>, layers: usize, heads: usize) -> Self {
-        let n = bounds.len();
         SentenceAverager {
             bounds,
             layers,
@@ -183,10 +199,33 @@ impl SentenceAverager {
             sums: Vec::new(),
             runs: Vec::new(),
             done: vec![false; layers],
-            out: SentenceAttention::zeros(layers, heads, n),
+            out: SentenceAttention { layers, heads, n: 0, data: Vec::new() },
             device_sums: None,
             device_columns: None,
         }
+    }
+
+    /// [`SentenceAverager::new`] with the `layers × heads × N × N` result and the `heads × N × N`
+    /// float64 block sums allocated now, fallibly: call it before the forward pass, so memory that
+    /// cannot be had is an error naming the buffer and its size before any work, never an abort.
+    pub fn try_new(bounds: Vec<(usize, usize)>, layers: usize, heads: usize) -> Result<Self> {
+        let mut averager = Self::new(bounds, layers, heads);
+        averager.allocate()?;
+        Ok(averager)
+    }
+
+    /// Allocate the result and the block sums (fallibly) unless done already.
+    fn allocate(&mut self) -> Result<()> {
+        let n = self.n();
+        if self.out.n != n || self.out.data.len() != checked_grid(self.layers, self.heads, n)? {
+            self.out = SentenceAttention::try_zeros(self.layers, self.heads, n)?;
+        }
+        let sums = checked_grid(1, self.heads, n)?;
+        if self.sums.capacity() < sums {
+            let what = format!("the attention block sums of one layer ({} heads × {n} × {n} float64)", self.heads);
+            self.sums = crate::model::memory::try_with_capacity(sums, &what)?;
+        }
+        Ok(())
     }
 
     /// Fail on the first block whose sequence length differs from `tokens` (T of the
@@ -198,6 +237,7 @@ impl SentenceAverager {
 
     /// Finish the last layer and return the `[L, H, N, N]` averages.
     pub fn finish(mut self) -> Result<SentenceAttention> {
+        self.allocate()?;
         if let Some(progress) = self.current.take() {
             self.finalize_layer(progress)?;
         }
@@ -334,6 +374,7 @@ impl SentenceAverager {
             )));
         }
         self.geometry_for(block.total_keys)?;
+        self.allocate()?;
 
         match self.current {
             Some(p) if p.layer == block.layer => {

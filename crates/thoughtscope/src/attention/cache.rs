@@ -434,7 +434,7 @@ fn write_data(dir: &Path, attention: &SentenceAttention, layout: CacheLayout) ->
     let (layers, heads, n) = (attention.layers(), attention.heads(), attention.n());
     let mut checksums = BTreeMap::new();
     let mut write = |name: String, shape: &[usize], values: &[f32]| -> Result<()> {
-        let bytes = npy::encode_f32(shape, values);
+        let bytes = npy::encode_f32(shape, values)?;
         io::write_atomic(dir.join(&name), &bytes)?;
         checksums.insert(name, checksum(&bytes));
         Ok(())

@@ -138,8 +138,9 @@ pub fn sentence_attention(
         )));
     }
     let layers = loaded.model.num_layers();
+    // The result and the block sums are allocated now, fallibly: before the forward pass.
     let mut averager =
-        SentenceAverager::new(bounds.ranges.clone(), layers, loaded.model.num_heads()).expect_tokens(ids.len());
+        SentenceAverager::try_new(bounds.ranges.clone(), layers, loaded.model.num_heads())?.expect_tokens(ids.len());
     {
         let bar = progress_detail(layers as u64, &format!("attention {} tokens", ids.len()));
         let mut sink = LayerProgress { inner: &mut averager, progress: bar.clone(), last_layer: None };

@@ -288,6 +288,14 @@ pub fn suppression_kl(
         None => Intervention::SuppressKeysPerRow { ranges: rows },
     };
     let t = ids.len();
+    // A sentence with no tokens, or one past the end, suppresses nothing: KL 0 everywhere. The
+    // `sentences × tokens` matrix is allocated fallibly, before any pass.
+    let what = format!("the suppression KL matrix ({} sentences × {t} tokens float64)", ranges.len());
+    crate::model::memory::check_allocatable((ranges.len() as u64).saturating_mul(t as u64 * 8), &what)?;
+    let mut kl = Vec::new();
+    for _ in ranges {
+        kl.push(crate::model::memory::try_vec(t, 0f64, &what)?);
+    }
     let bar = progress_detail(ranges.len() as u64 + 1, &format!("suppression {} sentences, {t} tokens", ranges.len()));
 
     let mut full_cache = KvCache::new(model);
@@ -296,8 +304,6 @@ pub fn suppression_kl(
     let mut positions_run = t;
     bar.inc(1);
 
-    // A sentence with no tokens, or one past the end, suppresses nothing: KL 0 everywhere.
-    let mut kl = vec![vec![0f64; t]; ranges.len()];
     let runs: Vec<usize> = (0..ranges.len()).filter(|&s| ranges[s].0 < ranges[s].1.min(t)).collect();
     let group_size = options.batch_sources.max(1);
     bar.inc((ranges.len() - runs.len()) as u64);

@@ -326,6 +326,8 @@ pub fn run_all(options: &RunAllOptions, settings: &Settings) -> Result<RunAllRep
     let mut report = RunAllReport::default();
     // An --out that is a file fails before the model is built or loaded.
     crate::io::check_folder_or_absent(&options.out)?;
+    // One run-all per folder at a time; `INCOMPLETE` there until every step is done.
+    let lock = crate::io::begin_run(&options.out, "codi run-all", None)?;
 
     let experiment = Experiment::load(options.clone(), settings)?;
     report.make_model_s = experiment.make_model_s;
@@ -393,6 +395,7 @@ pub fn run_all(options: &RunAllOptions, settings: &Settings) -> Result<RunAllRep
     report.total_s = start.elapsed().as_secs_f64();
     write_readme(options, codi, &report, &experiment.loop_options)?;
     report.files.push(options.out.join("README.md"));
+    lock.finish()?;
     Ok(report)
 }
 

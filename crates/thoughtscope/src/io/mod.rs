@@ -12,7 +12,10 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use thoughtscope_model::io::{check_folder_or_absent, path_component, read_bounded, read_text_bounded, INPUT_LIMIT};
+pub use thoughtscope_model::io::{
+    check_folder_or_absent, check_replaceable, path_component, read_bounded, read_text_bounded, RunLock, INCOMPLETE_MARKER,
+    INPUT_LIMIT, OUTPUT_MARKER,
+};
 
 use crate::{Error, Result};
 
@@ -50,4 +53,39 @@ pub fn write_folder_atomically<T>(out: &Path, write: impl FnOnce(&Path) -> Resul
         (Ok(value), None) => Ok(value),
         (Err(e), None) => Err(e.into()),
     }
+}
+
+/// Whether `out` is written in place rather than swapped in: one of `inside` (a cache the run
+/// reads and fills) lies in it, and replacing the folder would throw that away.
+fn written_in_place(out: &Path, inside: &[&Path]) -> bool {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    inside.iter().any(|p| absolute(p).starts_with(absolute(out)))
+}
+
+/// What [`write_output_folder`] will need of `out`, checked before any work: a folder it may
+/// replace ([`check_replaceable`]), or, written in place, a folder or nothing.
+pub fn check_output_folder(out: &Path, inside: &[&Path]) -> Result<()> {
+    if written_in_place(out, inside) {
+        Ok(check_folder_or_absent(out)?)
+    } else {
+        Ok(check_replaceable(out)?)
+    }
+}
+
+/// [`write_folder_atomically`], unless one of `inside` (a cache the run reads and fills) lies in
+/// `out`: then `write` gets `out` itself and the files are written in place, each atomically.
+pub fn write_output_folder<T>(out: &Path, inside: &[&Path], write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    if written_in_place(out, inside) {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        return write(out);
+    }
+    write_folder_atomically(out, write)
+}
+
+/// Take `dir` for a long, resumable run (the model crate's
+/// [`begin_run`](thoughtscope_model::io::begin_run)): a lock, so a second run on the same folder
+/// (or the same `part`, a shard) fails at once naming the first, and an `INCOMPLETE` file until
+/// [`RunLock::finish`].
+pub fn begin_run(dir: &Path, command: &str, part: Option<&str>) -> Result<RunLock> {
+    Ok(thoughtscope_model::io::begin_run(dir, command, part)?)
 }

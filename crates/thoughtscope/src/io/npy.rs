@@ -47,25 +47,26 @@ impl NpyArray {
     }
 }
 
-/// The `.npy` bytes `np.save` writes for a C-order float32 array of `shape`.
-pub fn encode_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
-    let mut bytes = encode_header(shape, "<f4", values.len() * 4);
+/// The `.npy` bytes `np.save` writes for a C-order float32 array of `shape` (the buffer is
+/// allocated fallibly: an [`Error::OutOfMemory`](crate::Error::OutOfMemory) when it cannot be had).
+pub fn encode_f32(shape: &[usize], values: &[f32]) -> Result<Vec<u8>> {
+    let mut bytes = encode_header(shape, "<f4", values.len() * 4)?;
     for v in values {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    bytes
+    Ok(bytes)
 }
 
-/// The `.npy` bytes `np.save` writes for a C-order float64 array of `shape`.
-pub fn encode_f64(shape: &[usize], values: &[f64]) -> Vec<u8> {
-    let mut bytes = encode_header(shape, "<f8", values.len() * 8);
+/// The `.npy` bytes `np.save` writes for a C-order float64 array of `shape` (allocated fallibly).
+pub fn encode_f64(shape: &[usize], values: &[f64]) -> Result<Vec<u8>> {
+    let mut bytes = encode_header(shape, "<f8", values.len() * 8)?;
     for v in values {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    bytes
+    Ok(bytes)
 }
 
-fn encode_header(shape: &[usize], descr: &str, data_bytes: usize) -> Vec<u8> {
+fn encode_header(shape: &[usize], descr: &str, data_bytes: usize) -> Result<Vec<u8>> {
     let shape_repr = match shape {
         [one] => format!("({one},)"),
         dims => format!("({})", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
@@ -78,14 +79,15 @@ fn encode_header(shape: &[usize], descr: &str, data_bytes: usize) -> Vec<u8> {
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
     let pad = ARRAY_ALIGN - unpadded % ARRAY_ALIGN;
     let header_len = header.len() + pad + 1;
-    let mut bytes = Vec::with_capacity(unpadded + pad + data_bytes);
+    let what = format!("the bytes of a {shape:?} .npy array");
+    let mut bytes = crate::model::memory::try_with_capacity(unpadded + pad + data_bytes, &what)?;
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&[1, 0]);
     bytes.extend_from_slice(&(header_len as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend(std::iter::repeat_n(b' ', pad));
     bytes.push(b'\n');
-    bytes
+    Ok(bytes)
 }
 
 /// Write `values` (C order, `shape`) as a float32 `.npy` file, atomically (temporary file in
@@ -98,7 +100,7 @@ pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
             values.len()
         )));
     }
-    write_atomic(path, &encode_f32(shape, values))
+    write_atomic(path, &encode_f32(shape, values)?)
 }
 
 /// Write `values` (C order, `shape`) as a float64 `.npy` file, atomically.
@@ -110,7 +112,7 @@ pub fn write_f64(path: &Path, shape: &[usize], values: &[f64]) -> Result<()> {
             values.len()
         )));
     }
-    write_atomic(path, &encode_f64(shape, values))
+    write_atomic(path, &encode_f64(shape, values)?)
 }
 
 /// Read an `.npy` file of float32 or float64 values.
@@ -168,23 +170,22 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     if payload.len() != needed {
         return Err(format!("data has {} bytes, shape {shape:?} of {descr} needs {needed}", payload.len()));
     }
+    // The values' buffer is allocated fallibly: an entry too large for the memory left is an
+    // error with its size, not an abort.
+    let what = format!("the values of a {shape:?} {descr} array");
     let data = if width == 4 {
-        let values: Vec<f32> = payload
-            .chunks_exact(4)
-            .map(|b| {
-                let b = [b[0], b[1], b[2], b[3]];
-                if little { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) }
-            })
-            .collect();
+        let mut values: Vec<f32> = crate::model::memory::try_with_capacity(count, &what).map_err(|e| e.to_string())?;
+        values.extend(payload.chunks_exact(4).map(|b| {
+            let b = [b[0], b[1], b[2], b[3]];
+            if little { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) }
+        }));
         NpyData::F32(if fortran { fortran_to_c(&values, &shape) } else { values })
     } else {
-        let values: Vec<f64> = payload
-            .chunks_exact(8)
-            .map(|b| {
-                let b: [u8; 8] = b.try_into().expect("chunk of 8");
-                if little { f64::from_le_bytes(b) } else { f64::from_be_bytes(b) }
-            })
-            .collect();
+        let mut values: Vec<f64> = crate::model::memory::try_with_capacity(count, &what).map_err(|e| e.to_string())?;
+        values.extend(payload.chunks_exact(8).map(|b| {
+            let b: [u8; 8] = b.try_into().expect("chunk of 8");
+            if little { f64::from_le_bytes(b) } else { f64::from_be_bytes(b) }
+        }));
         NpyData::F64(if fortran { fortran_to_c(&values, &shape) } else { values })
     };
     Ok(NpyArray { shape, data })
@@ -232,7 +233,7 @@ mod tests {
 
     #[test]
     fn header_is_padded_like_numpy() {
-        let bytes = encode_f32(&[144, 144], &vec![0.0; 144 * 144]);
+        let bytes = encode_f32(&[144, 144], &vec![0.0; 144 * 144]).unwrap();
         assert_eq!(bytes.len() - 144 * 144 * 4, 128, "np.save header for N=144 is 128 bytes");
         let back = decode(&bytes).unwrap();
         assert_eq!(back.shape, vec![144, 144]);

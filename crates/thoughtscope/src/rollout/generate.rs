@@ -389,6 +389,8 @@ pub fn generate_rollouts(
     if config.prefix.is_empty() || config.prefix.contains(['/', '\\']) {
         return Err(Error::invalid(format!("rollout prefix `{}` must be non-empty and contain no path separator", config.prefix)));
     }
+    // One run per folder at a time; `INCOMPLETE` there until every rollout is written.
+    let lock = crate::io::begin_run(root, "generate", None)?;
     let tokenizer = &loaded.tokenizer;
     let stop = stop_tokens(tokenizer);
     let style = resolve_style(tokenizer, config.prompt_style);
@@ -439,7 +441,8 @@ pub fn generate_rollouts(
                 thoughtscope_version: env!("CARGO_PKG_VERSION").to_string(),
             });
             let dir = root.join(&problem.name).join(rollout_dir_name(&config.prefix, sample, config.samples));
-            files.write(&dir)?;
+            // Each rollout folder as a whole: never one sample's chunks beside another's solution.
+            crate::io::write_folder_atomically(&dir, |staging| files.write(staging))?;
             let report = GeneratedRollout {
                 dir,
                 problem: problem.name.clone(),
@@ -455,6 +458,7 @@ pub fn generate_rollouts(
             made.push(report);
         }
     }
+    lock.finish()?;
     Ok(made)
 }
 

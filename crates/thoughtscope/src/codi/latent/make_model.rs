@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::PEFT_PREFIX;
 use super::codi_model::{CodiMeta, META_FILE};
 use crate::io::write_atomic;
-use crate::model::{registry, weights, Settings};
+use crate::model::{registry, weights, Config, Settings, Tokenizer};
 use crate::{Error, Result};
 
 /// LoRA target modules of CODI's LLaMA config.
@@ -137,11 +137,13 @@ fn std_of(t: &Tensor) -> Result<f32> {
     Ok((v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / n).sqrt() as f32)
 }
 
-/// Write a CODI-shaped checkpoint directory at `out` (a registry base is found under the
-/// settings' models folder); returns the checkpoint file.
+/// Write a CODI-shaped checkpoint directory at `out`, as a whole ([`crate::io::write_folder_atomically`]:
+/// an earlier checkpoint there is replaced, a folder of other files refused; a registry base is
+/// found under the settings' models folder); returns the checkpoint file.
 pub fn make_model(options: &MakeModelOptions, out: &Path, settings: &Settings) -> Result<PathBuf> {
+    crate::io::check_replaceable(out)?;
     let (base, entry) = read_base(&options.base, settings)?;
-    let mut config = base.config.clone();
+    let config = base.config.clone();
     if config.rope_freq_divisors.is_some() && config.rope_scaling.is_none() {
         return Err(Error::invalid(
             "this GGUF base carries RoPE scaling only as rope_freqs, which config.json cannot hold; use an HF directory",
@@ -205,11 +207,24 @@ pub fn make_model(options: &MakeModelOptions, out: &Path, settings: &Settings) -
     state.insert("prj.ln.weight".into(), row_std.contiguous()?);
     state.insert("prj.ln.bias".into(), row_mean.contiguous()?);
 
-    // 4. Files.
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // 4. Files: the checkpoint folder as a whole, so a killed run never leaves new weights beside
+    // an old config.
+    crate::io::write_folder_atomically(out, |out| write_checkpoint(out, &state, config, &tokenizer, v0, options))?;
+    Ok(out.join("model.safetensors"))
+}
+
+/// The checkpoint's files in `out`.
+fn write_checkpoint(
+    out: &Path,
+    state: &HashMap<String, Tensor>,
+    mut config: Config,
+    tokenizer: &Tokenizer,
+    v0: usize,
+    options: &MakeModelOptions,
+) -> Result<()> {
     let file = out.join("model.safetensors");
     let tmp = out.join(".model.safetensors.tmp");
-    candle_core::safetensors::save(&state, &tmp).map_err(|e| Error::format(&tmp, format!("writing safetensors: {e}")))?;
+    candle_core::safetensors::save(state, &tmp).map_err(|e| Error::format(&tmp, format!("writing safetensors: {e}")))?;
     std::fs::rename(&tmp, &file).map_err(|e| Error::io(&file, e))?;
 
     config.vocab_size = v0;
@@ -240,5 +255,5 @@ pub fn make_model(options: &MakeModelOptions, out: &Path, settings: &Settings) -
         serde_json::to_string(options)?
     );
     write_atomic(&out.join("README.md"), readme.as_bytes())?;
-    Ok(file)
+    Ok(())
 }

@@ -316,7 +316,14 @@ pub fn decompose_problem(codi: &CodiModel, problem: &Problem, options: &Decompos
     // Logit lens: the input and the residual after every block, every position, in one matmul.
     let d = model.config().hidden_size;
     let lens_per_position = n + 1;
-    let mut flat = Vec::with_capacity(streams.len() * lens_per_position * d);
+    let lens_rows = streams.len() * lens_per_position;
+    let mut flat = crate::model::memory::try_with_capacity(lens_rows * d, &format!("the logit lens' {lens_rows} residuals"))?;
+    // Its logits (a tensor, then a copy of it) are allocated by candle: checked first.
+    let vocab = model.config().vocab_size as u64;
+    crate::model::memory::check_allocatable(
+        (lens_rows as u64).saturating_mul(vocab).saturating_mul(8),
+        &format!("the logit lens' logits ({lens_rows} positions × {vocab} tokens float32, twice)"),
+    )?;
     for stream in &streams {
         flat.extend_from_slice(&stream.embed);
         for r in &stream.resid_post {

@@ -65,6 +65,19 @@ impl RunMeta {
     }
 }
 
+/// Take the results file `out` of `step` for this run ([`crate::io::begin_run`] on its folder,
+/// the file's name as the part): a second run writing the same file (another process, or the same
+/// shard) fails at once naming this one, and `INCOMPLETE.<file>` beside it says the file is
+/// partial until [`crate::io::RunLock::finish`].
+pub fn lock_results(out: &Path, step: &str) -> Result<crate::io::RunLock> {
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::invalid(format!("{}: not a file path", out.display())))?;
+    crate::io::begin_run(dir, &format!("codi {step}"), Some(&name))
+}
+
 /// The first differing leaf of two JSON values, as (dotted path, left, right); `note` is ignored.
 fn first_difference(prefix: &str, a: &serde_json::Value, b: &serde_json::Value) -> Option<(String, String, String)> {
     use serde_json::Value;

@@ -71,6 +71,8 @@ pub fn run_step<R: ProblemRecord>(
 ) -> Result<StepOutcome<R>> {
     let meta = RunMeta::new(codi, step.name, step.settings.clone());
     meta.check_or_write(&meta_path(out), out)?;
+    // Taken after the settings check, so a refused run leaves the folder as it was.
+    let lock = super::meta::lock_results(out, step.name)?;
     let mut done: Vec<R> = if out.is_file() { read_records(out)? } else { Vec::new() };
     // Records with errors are redone; finished ones are kept.
     done.retain(|r| r.error().is_none());
@@ -108,6 +110,7 @@ pub fn run_step<R: ProblemRecord>(
     bar.finish();
     outcome.records.extend(done);
     write_records(out, &outcome.records, step.style)?;
+    lock.finish()?;
     Ok(outcome)
 }
 

@@ -265,7 +265,6 @@ pub fn resample_problem(
         None => prompts,
     };
     let out_dir = out_root.join(crate::io::path_component(&source.name));
-    copy_problem_files(&source.dir, &out_dir)?;
 
     let identity = provider.identity();
     let manifest_for = |prompt: &ChunkPrompt| ResampleManifest {
@@ -299,6 +298,11 @@ pub fn resample_problem(
         }
     }
 
+    // One run per folder (or per shard of it) at a time, and `INCOMPLETE` there until it is
+    // done; taken after the checks, so a refused run leaves the folder as it was.
+    let part = config.shard.map(|s| format!("shard-{}-of-{}", s.index, s.count));
+    let lock = crate::io::begin_run(&out_dir, "resample", part.as_deref())?;
+    copy_problem_files(&source.dir, &out_dir)?;
     let bar = progress((todo.len() * config.rollouts) as u64, "rollouts");
     let (mut tokens_so_far, started) = (0usize, Instant::now());
     for (prompt, manifest) in todo {
@@ -332,6 +336,7 @@ pub fn resample_problem(
         });
     }
     bar.finish();
+    lock.finish()?;
     outcomes.sort_by_key(|o| o.chunk_index);
     let computed = outcomes.iter().filter(|o| o.computed).count();
     Ok(ResampleReport {
