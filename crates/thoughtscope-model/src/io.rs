@@ -87,7 +87,7 @@ pub fn read_bounded(path: impl AsRef<Path>, limit: u64) -> Result<Vec<u8>> {
     if metadata.len() > limit {
         return Err(Error::format(path, format!("{} bytes, more than the {limit} bytes an input may have", metadata.len())));
     }
-    let mut bytes = crate::memory::try_with_capacity(metadata.len() as usize, &format!("reading {}", path.display()))?;
+    let mut bytes = crate::allocation::try_with_capacity(metadata.len() as usize, &format!("reading {}", path.display()))?;
     // `take`: a file that grows while it is read still stops at the bound.
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     if bytes.len() as u64 > limit {

@@ -24,6 +24,7 @@
 //! # Ok::<(), thoughtscope_model::Error>(())
 //! ```
 
+mod allocation;
 mod config;
 mod decoder;
 mod generate;

@@ -69,7 +69,7 @@ impl KvCache {
                 .sum::<u64>()
                 .saturating_mul(caches.len() as u64);
             let what = format!("{} key/value caches of {} positions stacked into one batch", caches.len(), first.len);
-            crate::memory::check_allocatable(bytes, &what)?;
+            crate::allocation::check_allocatable(bytes, &what)?;
         }
         let mut layers = Vec::with_capacity(first.layers.len());
         for l in 0..first.layers.len() {

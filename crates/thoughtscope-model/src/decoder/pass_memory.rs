@@ -13,7 +13,7 @@ impl Model {
 
     /// The largest buffers of a pass, which candle allocates (a failed allocation there aborts
     /// the process): the key/value cache it leaves (`keep`) and the logits. Checked before the
-    /// pass ([`crate::memory::check_allocatable`]), so memory that cannot be had is an error
+    /// pass ([`crate::allocation::check_allocatable`]), so memory that cannot be had is an error
     /// naming them and their size.
     pub(super) fn check_pass_fits(&self, batch: usize, offset: usize, seq: usize, keep: bool, logits: Logits) -> Result<()> {
         let kv = if keep { self.kv_cache_bytes(batch, offset + seq) } else { 0 };
@@ -23,12 +23,12 @@ impl Model {
             Logits::None => 0,
         };
         let logit_bytes = (logit_rows as u64).saturating_mul(self.config.vocab_size as u64).saturating_mul(4);
-        if kv.saturating_add(logit_bytes) < crate::memory::LARGE_BUFFER {
+        if kv.saturating_add(logit_bytes) < crate::allocation::LARGE_BUFFER {
             return Ok(());
         }
         let what = format!(
             "a forward pass over {batch} × {seq} positions after {offset} (key/value cache {kv} bytes, logits of {logit_rows} positions {logit_bytes} bytes)"
         );
-        crate::memory::check_allocatable(kv.saturating_add(logit_bytes), &what)
+        crate::allocation::check_allocatable(kv.saturating_add(logit_bytes), &what)
     }
 }
