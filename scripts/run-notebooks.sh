@@ -22,15 +22,6 @@ cargo build --bin thoughtscope
 # .cargo/config.toml builds for the host tuple given explicitly (the notebook kernel shares the build)
 bin="${CARGO_TARGET_DIR:-target}/$(rustc --print host-tuple)/debug/thoughtscope"
 
-# The thought-anchors notebook reads the real traces' attention (when the thought-anchors website traces are beside the repository):
-# fill the cache with the CLI first, as notebooks/README.md advises for big runs (40 forward
-# passes, which the CLI's progress and sharding suit better); the notebook then reads it.
-traces=../shared/data/thought-anchors-traces
-if [ -d "$traces" ] && printf '%s\n' "${notebooks[@]}" | grep -q thought_anchors; then
-  echo "== attention cache of $traces (chunks mode)"
-  "$bin" --quiet attn "$traces" --mode chunks --cache-dir attn_cache
-fi
-
 failed=()
 reports=()
 for nb in "${notebooks[@]}"; do

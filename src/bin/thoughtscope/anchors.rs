@@ -18,6 +18,9 @@ pub struct AnchorsArgs {
     /// Folder searched (any depth) for trace directories holding base_solution.json.
     #[arg(long, default_value = "rollouts/apple_boxes")]
     pub traces: PathBuf,
+    /// At most N of the traces, spread evenly through them in name order (default: all).
+    #[arg(long, value_name = "N")]
+    pub max_traces: Option<usize>,
     /// GGUF file, HF model directory, cached hub id or registry name.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
@@ -58,6 +61,7 @@ pub struct AnchorsArgs {
 pub fn run(args: AnchorsArgs, settings: &Settings) -> Result<()> {
     let config = AnchorsConfig {
         traces: args.traces,
+        max_traces: args.max_traces,
         model: args.model,
         sentence_mode: args.mode,
         boundary_mode: args.boundaries,

@@ -290,7 +290,7 @@ impl Experiment {
     /// [`TEST_COMPOSE_PROBLEMS`] evenly spaced ones (the first, then every `n / 3`-th).
     pub fn compose_sample(&self, problems: &[Problem]) -> Vec<Problem> {
         if self.options.test_mode {
-            evenly_spaced(problems, TEST_COMPOSE_PROBLEMS)
+            crate::io::shard::evenly_spaced(problems, TEST_COMPOSE_PROBLEMS)
         } else {
             problems.to_vec()
         }
@@ -327,12 +327,6 @@ impl Experiment {
     pub fn title_note(&self) -> String {
         self.codi.title_note()
     }
-}
-
-/// At most `k` of `items`: the first, then every `ceil(n / k)`-th.
-fn evenly_spaced<T: Clone>(items: &[T], k: usize) -> Vec<T> {
-    let stride = items.len().div_ceil(k.max(1)).max(1);
-    items.iter().step_by(stride).take(k).cloned().collect()
 }
 
 /// What [`Experiment::compose`] computed.
@@ -450,19 +444,4 @@ fn write_readme(options: &RunAllOptions, codi: &CodiModel, report: &RunAllReport
         text.push_str(&format!("- {note}\n"));
     }
     write_atomic(&options.out.join("README.md"), text.as_bytes())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::evenly_spaced;
-
-    #[test]
-    fn the_test_mode_compose_sample_spreads_over_the_stratified_sample() {
-        // The test sample's order: 3, 3, 2 and 2 problems of 2 to 5 steps.
-        let levels = [2, 2, 2, 3, 3, 3, 4, 4, 5, 5];
-        assert_eq!(evenly_spaced(&levels, 3), vec![2, 3, 5]);
-        assert_eq!(evenly_spaced(&(0..10).collect::<Vec<_>>(), 3), vec![0, 4, 8]);
-        assert_eq!(evenly_spaced(&[1, 2], 3), vec![1, 2]);
-        assert!(evenly_spaced::<u8>(&[], 3).is_empty());
-    }
 }

@@ -154,6 +154,14 @@ impl ShardRun {
     }
 }
 
+/// At most `k` of `items` spread evenly through them: the first, then every `ceil(n / k)`-th. How
+/// quick runs (test mode, a notebook's default corpus) take a deterministic subset that still spans
+/// a sorted list (every model folder, every difficulty level).
+pub fn evenly_spaced<T: Clone>(items: &[T], k: usize) -> Vec<T> {
+    let stride = items.len().div_ceil(k.max(1)).max(1);
+    items.iter().step_by(stride).take(k).cloned().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +243,16 @@ mod tests {
             let error = Shard::from_vars(bad).unwrap_err().to_string();
             assert!(error.contains(names), "{error}");
         }
+    }
+
+    #[test]
+    fn evenly_spaced_spans_the_list() {
+        // The CODI test sample's order: 3, 3, 2 and 2 problems of 2 to 5 steps.
+        let levels = [2, 2, 2, 3, 3, 3, 4, 4, 5, 5];
+        assert_eq!(super::evenly_spaced(&levels, 3), vec![2, 3, 5]);
+        assert_eq!(super::evenly_spaced(&(0..40).collect::<Vec<_>>(), 12).len(), 12);
+        assert_eq!(super::evenly_spaced(&(0..40).collect::<Vec<_>>(), 12)[..3], [0, 4, 8]);
+        assert_eq!(super::evenly_spaced(&[1, 2], 3), vec![1, 2]);
+        assert!(super::evenly_spaced::<u8>(&[], 3).is_empty());
     }
 }
