@@ -618,7 +618,7 @@ fn an_entry_without_token_pairs_says_how_to_add_them_and_the_command_does() {
     let old = Explorer::from_problem_dir(&f.problem, &opts).unwrap();
     assert!(old.matrix("receiver_average").is_some() && old.token_view.is_none());
     let missing = old.missing.iter().find(|m| m.part == "token view").expect("the token view is listed as missing");
-    assert!(missing.why.contains("no token pairs") && missing.why.contains("--token-view"), "{}", missing.why);
+    assert!(missing.why.contains("has no token pairs") && missing.why.contains("--token-view"), "{}", missing.why);
     assert!(missing.command.ends_with("--add-token-pairs"), "{}", missing.command);
     assert!(attn("--token-heads=4").starts_with("cached"), "an entry without token pairs is still served");
 

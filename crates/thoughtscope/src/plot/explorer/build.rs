@@ -333,8 +333,8 @@ fn add_stored_token_view(explorer: &mut Explorer, options: &ExplorerOptions, ent
             Missing {
                 part: "token view".into(),
                 why: format!(
-                    "the cache entry holds no token pairs (written before entries stored them, or by a fill that stored none); \
-                     add them to it with one forward pass, then make this page again, or make a page with its own pass: {explore}"
+                    "the cache entry has no token pairs (written before entries stored them); add them with one pass and make \
+                     this page again, or make a page with its own pass: {explore}"
                 ),
                 command: format!(
                     "thoughtscope attn {dir_arg} --model {model} {mode_flag} --cache-dir {} --add-token-pairs",
