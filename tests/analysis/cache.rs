@@ -2,15 +2,17 @@
 //! native and upstream layouts, `np.save`-identical files, upstream directories without a
 //! manifest, atomic replacement; integrity: checksums verified on every read, older
 //! entries and leftovers of killed runs never served, upstream grids sized by the files present,
-//! receiver heads refusing entries made differently, names kept inside the cache root.
+//! receiver heads refusing entries made differently, names kept inside the cache root; the
+//! token pairs an entry may store (read back exactly, verified with the entry).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use thoughtscope::io::npy;
+use thoughtscope::attention::token_pairs::{HeadTokenPairs, TokenPair, TokenPairs};
 use thoughtscope::attention::{
-    read_entry_dir, read_upstream_dir, AttnCache, BoundaryMode, CacheKey, CacheLayout, Lookup, SentenceAttention,
-    SentenceMode,
+    read_entry_dir, read_entry_token_pairs, read_upstream_dir, AttnCache, BoundaryMode, CacheKey, CacheLayout, EntryTokenPairs, Lookup,
+    SentenceAttention, SentenceMode,
 };
 use thoughtscope::scores::{receiver_heads_from_cache_dir, ReceiverOptions, VerticalOptions};
 use thoughtscope::Error;
@@ -460,4 +462,109 @@ fn cache_status_counts_entries_broken_ones_temporaries_and_what_is_missing() {
     assert_eq!(missing, [ids[2].as_str(), "00000000000000d0"], "a broken entry is missing, an upstream one is not");
     assert_eq!(status.missing("other-model", &items).len(), 4);
     assert!(cache_status(tmp.path().join("absent")).unwrap_err().to_string().contains("absent"));
+}
+
+/// Token pairs of two heads for the 4 sentences of `key(4)` (ranges of 2, 3, 1 and 3 tokens, 2
+/// tokens kept on each side).
+fn token_pairs() -> TokenPairs {
+    let ranges = vec![(0, 2), (2, 5), (5, 6), (6, 9)];
+    let lengths: Vec<usize> = ranges.iter().map(|&(s, e)| e - s).collect();
+    let length = |i: usize| lengths[i];
+    let head = |layer, head, salt: f32| HeadTokenPairs {
+        layer,
+        head,
+        pairs: (0..4)
+            .map(|i| {
+                (i > 0).then(|| {
+                    let source = (i + layer) % i;
+                    let (rows, cols) = (length(i).min(2), length(source).min(2));
+                    let values = (0..rows * cols).map(|k| salt + k as f32 / 7.0).collect();
+                    TokenPair { source, mean: 0.1 + f64::from(salt) + i as f64 / 3.0, rows, cols, values }
+                })
+            })
+            .collect(),
+    };
+    TokenPairs {
+        max_tokens: 2,
+        tokens: ranges.iter().map(|&(s, e)| (s..e.min(s + 2)).map(|t| format!(" t{t}")).collect()).collect(),
+        ranges,
+        heads: vec![head(1, 2, 0.01), head(0, 1, 0.02)],
+    }
+}
+
+fn store_with_pairs(cache: &AttnCache, key: &CacheKey, att: &SentenceAttention, pairs: &TokenPairs) -> std::path::PathBuf {
+    let stored = EntryTokenPairs { pairs, skip_sink: true, selection: "two test heads" };
+    cache.store_with_token_pairs(key, att, CacheLayout::Native, Some(9), Some(stored)).unwrap()
+}
+
+#[test]
+fn token_pairs_are_stored_in_the_entry_and_read_back_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = AttnCache::new(tmp.path());
+    let (key, att, pairs) = (key(4), attention(2, 3, 4, 0.0), token_pairs());
+    let dir = store_with_pairs(&cache, &key, &att, &pairs);
+    assert_eq!(cache.load(&key).unwrap().unwrap(), att, "the sentence averages as before");
+    let (read, record) = read_entry_token_pairs(&dir).unwrap().expect("stored");
+    assert_eq!(read, pairs, "every value, mean, source and token");
+    assert_eq!((record.max_tokens, record.skip_sink, record.selection.as_str()), (2, true, "two test heads"));
+    assert_eq!(record.heads, [[1, 2], [0, 1]], "in the order chosen");
+    let manifest = manifest_json(&dir);
+    assert_eq!(manifest["format_version"], 2, "an additive field: no version bump");
+    assert_eq!(manifest["checksums"].as_object().unwrap().len(), 1, "the data checksums as an older reader expects them");
+    assert_eq!(manifest["token_pairs"]["checksums"].as_object().unwrap().len(), 2);
+    // Cut to one token, the blocks are the first row and column of the stored ones.
+    let one = read.truncated(1);
+    let pair = one.heads[0].pairs[1].as_ref().unwrap();
+    assert_eq!((pair.rows, pair.cols, pair.values.as_slice()), (1, 1, &pairs.heads[0].pairs[1].as_ref().unwrap().values[..1]));
+    assert!(one.tokens.iter().all(|t| t.len() <= 1));
+    // A store without token pairs (an entry of before): valid, and none read.
+    cache.store(&key, &att, CacheLayout::Native, None).unwrap();
+    assert!(manifest_json(&dir).get("token_pairs").is_none());
+    assert!(read_entry_token_pairs(&dir).unwrap().is_none());
+    assert_eq!(cache.load(&key).unwrap().unwrap(), att);
+    // Token pairs of other sentences are refused before anything is written.
+    let mut other = pairs.clone();
+    other.ranges.pop();
+    let stored = EntryTokenPairs { pairs: &other, skip_sink: true, selection: "" };
+    let err = cache.store_with_token_pairs(&key, &att, CacheLayout::Native, None, Some(stored)).unwrap_err().to_string();
+    assert!(err.contains("token pairs of 3 sentences"), "{err}");
+}
+
+#[test]
+fn a_damaged_or_inconsistent_token_pair_file_makes_the_entry_untrusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = AttnCache::new(tmp.path());
+    let (key, att, pairs) = (key(4), attention(2, 3, 4, 0.0), token_pairs());
+    let dir = store_with_pairs(&cache, &key, &att, &pairs);
+    flip_bit(&dir.join("token_pairs.npy"), 1, 6);
+    match cache.lookup(&key).unwrap() {
+        Lookup::Untrusted(error) => {
+            let message = error.to_string();
+            assert!(message.contains("token_pairs.npy") && message.contains("`token_pairs.checksums`"), "{message}");
+        }
+        other => panic!("expected an untrusted entry, got {other:?}"),
+    }
+    assert!(cache.load(&key).unwrap().is_none(), "recomputed, as a damaged data file");
+    for err in [read_entry_dir(&dir).unwrap_err().to_string(), read_entry_token_pairs(&dir).unwrap_err().to_string()] {
+        assert!(err.contains("token_pairs.npy") && err.contains("checksum mismatch"), "{err}");
+    }
+
+    // A file whose checksum was updated but that no longer fits the manifest: named by field.
+    let dir = store_with_pairs(&cache, &key, &att, &pairs);
+    let json_path = dir.join("token_pairs.json");
+    let mut file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    file["heads"][0]["pairs"][2]["source"] = 3.into();
+    let bytes = serde_json::to_vec(&file).unwrap();
+    std::fs::write(&json_path, &bytes).unwrap();
+    let mut manifest = manifest_json(&dir);
+    manifest["token_pairs"]["checksums"]["token_pairs.json"] = thoughtscope::attention::cache::checksum(&bytes).into();
+    write_manifest_json(&dir, &manifest);
+    let err = read_entry_token_pairs(&dir).unwrap_err().to_string();
+    assert!(err.contains("token_pairs.json") && err.contains("heads[0].pairs[2]") && err.contains("source 3"), "{err}");
+    // A manifest naming another file to read is refused.
+    manifest["token_pairs"]["checksums"] = serde_json::json!({"token_pairs.json": "x", "../attention.npy": "y"});
+    write_manifest_json(&dir, &manifest);
+    let err = read_entry_token_pairs(&dir).unwrap_err().to_string();
+    assert!(err.contains("manifest.json") && err.contains("token_pairs.checksums"), "{err}");
+    assert!(cache.load(&key).unwrap().is_none());
 }

@@ -23,8 +23,10 @@ use crate::fuzz_support;
 use fuzz_support::{
     byte_mutations, case_dir, fuzz, json_case, mutate_bytes, mutate_json_text, ByteMutation, JsonCase, Stats,
 };
+use thoughtscope::attention::token_pairs::{HeadTokenPairs, TokenPair, TokenPairs};
 use thoughtscope::attention::{
-    read_entry_dir, AttnCache, BoundaryMode, CacheKey, CacheLayout, Lookup, SentenceAttention, SentenceMode,
+    read_entry_dir, read_entry_token_pairs, AttnCache, BoundaryMode, CacheKey, CacheLayout, EntryTokenPairs, Lookup, SentenceAttention,
+    SentenceMode,
 };
 use thoughtscope::io::npy;
 use thoughtscope::model::weights::{load_gguf, load_hf_dir};
@@ -1021,14 +1023,34 @@ fn cache_attention() -> SentenceAttention {
     SentenceAttention::new(2, 2, 3, data).unwrap()
 }
 
-/// The files of an entry written by `AttnCache::store` in `layout`.
-fn cache_entry_files(layout: CacheLayout) -> Vec<(String, Vec<u8>)> {
+/// Token pairs of two heads for the 3 sentences of `cache_key()` (ranges of 2, 3 and 1 tokens,
+/// 2 kept on each side).
+fn cache_token_pairs() -> TokenPairs {
+    let pair = |source, rows: usize, cols: usize, salt: f32| {
+        Some(TokenPair { source, mean: 0.25 + f64::from(salt), rows, cols, values: (0..rows * cols).map(|k| salt + k as f32 / 9.0).collect() })
+    };
+    TokenPairs {
+        max_tokens: 2,
+        ranges: vec![(0, 2), (2, 5), (5, 6)],
+        heads: vec![
+            HeadTokenPairs { layer: 1, head: 0, pairs: vec![None, pair(0, 2, 2, 0.1), pair(1, 1, 2, 0.2)] },
+            HeadTokenPairs { layer: 0, head: 1, pairs: vec![None, pair(0, 2, 2, 0.3), pair(0, 1, 2, 0.4)] },
+        ],
+        tokens: vec![vec!["a".into(), " b".into()], vec!["c".into(), " d".into()], vec!["\n".into()]],
+    }
+}
+
+/// The files of an entry written by `AttnCache::store` in `layout` (with [`cache_token_pairs`]
+/// when `pairs`).
+fn cache_entry_files(layout: CacheLayout, pairs: bool) -> Vec<(String, Vec<u8>)> {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = AttnCache::new(tmp.path()).store(&cache_key(), &cache_attention(), layout, Some(17)).unwrap();
+    let token_pairs = cache_token_pairs();
+    let stored = pairs.then_some(EntryTokenPairs { pairs: &token_pairs, skip_sink: true, selection: "fuzz" });
+    let dir = AttnCache::new(tmp.path()).store_with_token_pairs(&cache_key(), &cache_attention(), layout, Some(17), stored).unwrap();
     read_dir_files(&dir)
 }
 
-const CACHE_NAMES: [&str; 11] = [
+const CACHE_NAMES: [&str; 13] = [
     "4294967295_4294967295.npy",
     "99999999_0.npy",
     "18446744073709551616_0.npy",
@@ -1040,6 +1062,8 @@ const CACHE_NAMES: [&str; 11] = [
     "manifest.json",
     ".0_0.npy",
     "0_0.npy.tmp",
+    "token_pairs.json",
+    "token_pairs.npy",
 ];
 
 #[derive(Debug, Clone)]
@@ -1066,12 +1090,21 @@ fn cache_mutation() -> impl Strategy<Value = CacheMutation> {
 #[derive(Debug, Clone)]
 struct CacheCase {
     upstream: bool,
+    /// A native entry with token pairs.
+    pairs: bool,
     mutations: Vec<CacheMutation>,
 }
 
 fn mutate_cache(seed: &[(String, Vec<u8>)], mutations: &[CacheMutation], seeds: &[&[u8]]) -> Vec<(String, Vec<u8>)> {
     let mut files = seed.to_vec();
-    let tokens: [&[u8]; 4] = [b"\"checksums\"", b"\"xxh3-128:00000000000000000000000000000000\"", b"\"upstream\"", b"\"native\""];
+    let tokens: [&[u8]; 6] = [
+        b"\"checksums\"",
+        b"\"xxh3-128:00000000000000000000000000000000\"",
+        b"\"upstream\"",
+        b"\"native\"",
+        b"\"token_pairs\"",
+        b"\"max_tokens\"",
+    ];
     let npy_tokens: Vec<&[u8]> = NPY_TOKENS.iter().map(|t| t.as_bytes()).collect();
     for m in mutations {
         match m {
@@ -1081,7 +1114,7 @@ fn mutate_cache(seed: &[(String, Vec<u8>)], mutations: &[CacheMutation], seeds: 
                 }
             }
             CacheMutation::Data { file, bytes } => {
-                let data: Vec<usize> = (0..files.len()).filter(|&i| files[i].0.ends_with(".npy")).collect();
+                let data: Vec<usize> = (0..files.len()).filter(|&i| files[i].0.ends_with(".npy") || files[i].0 == "token_pairs.json").collect();
                 if !data.is_empty() {
                     let at = data[file.index(data.len())];
                     files[at].1 = mutate_bytes(&files[at].1, bytes, seeds, &npy_tokens, usize::MAX);
@@ -1109,18 +1142,25 @@ fn mutate_cache(seed: &[(String, Vec<u8>)], mutations: &[CacheMutation], seeds: 
 
 #[test]
 fn fuzz_cache_entry() {
-    let native = cache_entry_files(CacheLayout::Native);
-    let upstream = cache_entry_files(CacheLayout::Upstream);
-    let all: Vec<&[u8]> = native.iter().chain(&upstream).map(|(_, b)| b.as_slice()).collect();
+    let native = cache_entry_files(CacheLayout::Native, false);
+    let with_pairs = cache_entry_files(CacheLayout::Native, true);
+    let upstream = cache_entry_files(CacheLayout::Upstream, false);
+    let all: Vec<&[u8]> = native.iter().chain(&with_pairs).chain(&upstream).map(|(_, b)| b.as_slice()).collect();
     let original = cache_attention();
+    let original_pairs = cache_token_pairs();
     let key = cache_key();
     let tmp = tempfile::tempdir().unwrap();
-    let strategy = (any::<bool>(), proptest::collection::vec(cache_mutation(), 1..4))
-        .prop_map(|(upstream, mutations)| CacheCase { upstream, mutations });
-    let files_of = |case: &CacheCase| mutate_cache(if case.upstream { &upstream } else { &native }, &case.mutations, &all);
+    let strategy = (any::<bool>(), any::<bool>(), proptest::collection::vec(cache_mutation(), 1..4))
+        .prop_map(|(upstream, pairs, mutations)| CacheCase { upstream, pairs, mutations });
+    let seed_of = |case: &CacheCase| match (case.upstream, case.pairs) {
+        (true, _) => &upstream,
+        (false, true) => &with_pairs,
+        (false, false) => &native,
+    };
+    let files_of = |case: &CacheCase| mutate_cache(seed_of(case), &case.mutations, &all);
     let describe = |case: &CacheCase| Some(files_description(files_of(case).into_iter().map(|(n, b)| (n, Some(b))).collect()));
     fuzz("cache-entry", strategy, describe, |case, stats| {
-        let seed = if case.upstream { &upstream } else { &native };
+        let seed = seed_of(case);
         let files = files_of(case);
         // Whether any data file of the stored entry is missing or differs from what was stored.
         let data_changed = seed
@@ -1161,6 +1201,17 @@ fn fuzz_cache_entry() {
         // to verify against: only "no panic" holds there.
         if let (Ok(attention), true) = (read_entry_dir(&dir), has_manifest) {
             served("read_entry_dir", &attention)?;
+        }
+        // Token pairs are served only as stored: the seed's, unchanged.
+        let pairs_changed = seed
+            .iter()
+            .filter(|(n, _)| n.starts_with("token_pairs."))
+            .any(|(name, bytes)| files.iter().find(|(n, _)| n == name).is_none_or(|(_, b)| b != bytes));
+        if let Ok(Some((pairs, _))) = read_entry_token_pairs(&dir) {
+            stats.count("token pairs read");
+            if pairs_changed || pairs != original_pairs {
+                return Err("read_entry_token_pairs served token pairs other than the stored ones".into());
+            }
         }
         Ok(())
     });

@@ -518,3 +518,126 @@ fn two_notebook_explorers_on_one_page_are_independent_in_chromium() {
         assert!(stdout.contains("explorer browser test: ok"), "{stdout}");
     }
 }
+
+/// `thoughtscope <args>` (quiet); its stdout, after asserting success.
+fn thoughtscope(args: &[&std::ffi::OsStr]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_thoughtscope")).arg("--quiet").args(args).output().unwrap();
+    assert!(output.status.success(), "thoughtscope {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `thoughtscope va` fills the cache with the token pairs of its explorer pages in the pass that
+/// fills it; a second run, which hits the cache, writes a page whose token view is the one
+/// `thoughtscope explore --token-view` computes with its own pass (same heads, sources, block
+/// means, largest values, codes and tokens), and the browser script checks it on the page.
+#[test]
+fn a_va_page_made_from_a_cache_hit_has_the_token_view_of_explore_token_view() {
+    if support::smollm2().is_none() {
+        return;
+    }
+    let f = fixture(12, false);
+    let work = f.problem.parent().unwrap();
+    let cache = work.join("va_cache");
+    let va = |out: &str| {
+        let out = work.join(out);
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "va".as_ref(),
+            "--root".as_ref(),
+            work.as_os_str(),
+            "--prefix".as_ref(),
+            "problem_".as_ref(),
+            "--model".as_ref(),
+            MODEL.as_ref(),
+            "--cache-dir".as_ref(),
+            cache.as_os_str(),
+            "--permutations".as_ref(),
+            "0".as_ref(),
+            "--html-only".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ];
+        thoughtscope(&args);
+        let chosen: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("chosen_rollout.json")).unwrap()).unwrap();
+        (chosen["forward_passes"].as_u64().unwrap(), support::explorer_page_data(&out.join("problem_7/explorer.html")))
+    };
+    let (passes, first) = va("va_miss");
+    assert_eq!(passes, 1, "the first run fills the cache");
+    let (passes, page) = va("va_hit");
+    assert_eq!(passes, 0, "the second run reads it");
+    assert_eq!(page["token_view"], first["token_view"]);
+    let missing: Vec<&str> = page["missing"].as_array().unwrap().iter().map(|m| m["part"].as_str().unwrap()).collect();
+    assert!(!missing.contains(&"token view"), "{missing:?}");
+
+    let explored = work.join("explored.html");
+    thoughtscope(&[
+        "explore".as_ref(),
+        f.problem.as_os_str(),
+        "--model".as_ref(),
+        MODEL.as_ref(),
+        "--token-view".as_ref(),
+        "--json".as_ref(),
+        "--out".as_ref(),
+        explored.as_os_str(),
+    ]);
+    let computed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!("{}.json", explored.display())).unwrap()).unwrap();
+    assert_eq!(page["receiver_heads"], computed["receiver_heads"], "the cached matrices are the pass's");
+    let view = &page["token_view"];
+    assert_eq!(view["heads"].as_array().unwrap().len(), 4, "--token-heads 4");
+    assert_eq!(view["max_tokens"], 16);
+    assert_eq!(view, &computed["token_view"], "the token view from the cache is the one of the pass");
+    let heads: Vec<&serde_json::Value> = view["heads"].as_array().unwrap().iter().map(|h| &h["head"]).collect();
+    assert_eq!(heads, page["receiver_heads"].as_array().unwrap()[..4].iter().collect::<Vec<_>>(), "the top receiver heads");
+    assert!(page["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("stored in the cache entry")));
+
+    let entry = cache.join(MODEL).join(Sentences::from_chunks(&sentences_text(f.n)).text_id());
+    let bytes: u64 = ["token_pairs.json", "token_pairs.npy"].iter().map(|name| std::fs::metadata(entry.join(name)).unwrap().len()).sum();
+    eprintln!("token pairs stored for 12 sentences, 4 heads: {bytes} bytes");
+    if let Some(stdout) = browser(&work.join("va_hit/problem_7/explorer.html"), &[]) {
+        assert!(stdout.contains("explorer browser test: ok"), "{stdout}");
+        eprintln!("{}", stdout.trim());
+    }
+}
+
+/// An entry written without token pairs (as before they were stored) stays valid: the page made
+/// from it has the sentence matrices and lists the token view as missing with a command; that
+/// command adds the pairs to the entry (one pass), and the page made again has the token view of
+/// the library's own pass ([`Explorer::from_problem_dir_with_model`]).
+#[test]
+fn an_entry_without_token_pairs_says_how_to_add_them_and_the_command_does() {
+    let Some(loaded) = support::smollm2() else { return };
+    let f = fixture(12, false);
+    let cache = f.problem.parent().unwrap().join("old_cache");
+    let attn = |extra: &str| {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["attn".as_ref(), f.problem.as_os_str(), "--model".as_ref(), MODEL.as_ref(), "--mode".as_ref(), "chunks".as_ref()];
+        args.extend(["--cache-dir".as_ref(), cache.as_os_str(), extra.as_ref()]);
+        thoughtscope(&args)
+    };
+    assert!(attn("--token-heads=0").starts_with("computed"));
+    let opts = ExplorerOptions { cache_dir: cache.clone(), suppression_dir: None, ..options(&f) };
+    let old = Explorer::from_problem_dir(&f.problem, &opts).unwrap();
+    assert!(old.matrix("receiver_average").is_some() && old.token_view.is_none());
+    let missing = old.missing.iter().find(|m| m.part == "token view").expect("the token view is listed as missing");
+    assert!(missing.why.contains("has no token pairs") && missing.why.contains("--token-view"), "{}", missing.why);
+    assert!(missing.command.ends_with("--add-token-pairs"), "{}", missing.command);
+    assert!(attn("--token-heads=4").starts_with("cached"), "an entry without token pairs is still served");
+
+    // The command, as the page gives it.
+    let command = missing.command.strip_prefix("thoughtscope ").expect("a thoughtscope command");
+    let output = Command::new("sh").arg("-c").arg(format!("'{}' --quiet {command}", env!("CARGO_BIN_EXE_thoughtscope"))).output().unwrap();
+    assert!(output.status.success(), "{command}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("computed"), "one pass");
+    let again = Explorer::from_problem_dir(&f.problem, &opts).unwrap();
+    assert!(!again.missing.iter().any(|m| m.part == "token view"), "{:?}", again.missing);
+    let computed = Explorer::from_problem_dir_with_model(&f.problem, &opts, &loaded).unwrap();
+    let json = |e: &Explorer| serde_json::to_string(&e.token_view).unwrap();
+    assert_eq!(again.receiver_heads, computed.receiver_heads);
+    assert_eq!(json(&again), json(&computed), "the same heads, sources, means, codes and tokens");
+    assert_eq!(again.token_view.as_ref().unwrap().heads.len(), 3, "top_k 3 receiver heads");
+    // A smaller token budget than stored is the stored blocks cut, as a pass with it would give.
+    let small = ExplorerOptions { token_heads: 2, token_max: 3, ..opts.clone() };
+    let cut = Explorer::from_problem_dir(&f.problem, &small).unwrap();
+    let computed = Explorer::from_problem_dir_with_model(&f.problem, &small, &loaded).unwrap();
+    assert_eq!(json(&cut), json(&computed));
+    assert_eq!(cut.token_view.as_ref().unwrap().max_tokens, 3);
+}

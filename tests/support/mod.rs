@@ -200,3 +200,12 @@ pub fn assert_batch_within_noise(label: &str, full_vocabulary: bool, differences
         }
     }
 }
+
+/// The data (JSON) embedded in the explorer page at `page` (`thoughtscope explore`, and the
+/// `explorer.html` of `va` and `anchors`).
+pub fn explorer_page_data(page: &Path) -> serde_json::Value {
+    let html = std::fs::read_to_string(page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+    let start = html.find("class=\"ts-data\">").unwrap_or_else(|| panic!("{}: no explorer data", page.display())) + "class=\"ts-data\">".len();
+    let end = start + html[start..].find("</script>").expect("the data's script ends");
+    serde_json::from_str(&html[start..end]).unwrap_or_else(|e| panic!("{}: explorer data: {e}", page.display()))
+}

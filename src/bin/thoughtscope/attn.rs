@@ -7,7 +7,9 @@ use std::time::Instant;
 use clap::Args;
 use thoughtscope::attention::{
     cached_sentence_attention, AttentionSource, AttnCache, BoundaryMode, CacheLayout, CacheOutcome, SentenceMode, Sentences,
+    TokenPairsToStore,
 };
+use thoughtscope::plot::ExplorerOptions;
 use thoughtscope::io::shard::ShardRun;
 use thoughtscope::model::{Model, Settings};
 use thoughtscope::progress::progress;
@@ -36,6 +38,17 @@ pub struct AttnArgs {
     /// Token boundaries: `prefix` (upstream parity) or `offsets` (corrected).
     #[arg(long, value_parser = crate::named::<BoundaryMode>(), default_value_t = BoundaryMode::Prefix)]
     pub boundaries: BoundaryMode,
+    /// Heads whose token pairs a fill stores in the entry, from the same pass (the trace
+    /// explorer's token view: the top receiver heads of the trace); 0: none.
+    #[arg(long, default_value_t = 4)]
+    pub token_heads: usize,
+    /// Tokens kept per sentence on each side of a stored token pair.
+    #[arg(long, default_value_t = 16)]
+    pub token_max: usize,
+    /// Also compute again (one pass) an entry that holds no token pairs, and replace it with one
+    /// that does (entries written before token pairs were stored).
+    #[arg(long)]
+    pub add_token_pairs: bool,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -54,19 +67,30 @@ pub fn problem_sentences(dir: &std::path::Path, mode: SentenceMode) -> Result<th
     Ok(sentences)
 }
 
+/// The token pairs a fill stores: those of the trace explorer's token view with these sizes.
+fn token_pairs_to_store(args: &AttnArgs) -> Result<Option<TokenPairsToStore>> {
+    let options = ExplorerOptions { token_heads: args.token_heads, token_max: args.token_max, ..ExplorerOptions::default() };
+    match options.token_pairs_to_store() {
+        Some(to_store) => Ok(Some(TokenPairsToStore { add_to_existing: args.add_token_pairs, ..to_store })),
+        None if args.add_token_pairs => Err(Error::invalid("--add-token-pairs needs --token-heads and --token-max of at least 1")),
+        None => Ok(None),
+    }
+}
+
 /// Compute (or find in the cache) the sentence attention and print a line or a JSON summary.
 pub fn run(args: AttnArgs, settings: &Settings) -> Result<()> {
     // A bad --device is named before anything is read.
     let settings = args.device.settings(settings)?;
+    let to_store = token_pairs_to_store(&args)?;
     thoughtscope::io::check_folder_or_absent(&args.cache_dir)?;
     let shard = args.shard.resolve()?;
     if shard.is_some() || !args.problem_dir.join("base_solution.json").is_file() {
-        return run_many(args, shard, settings);
+        return run_many(args, shard, settings, to_store);
     }
     let sentences = problem_sentences(&args.problem_dir, args.mode)?;
     let loaded = Model::load(&args.model, &settings)?;
     let started = Instant::now();
-    let cache = AttnCache::new(&args.cache_dir).strict(settings.strict_cache);
+    let cache = AttnCache::new(&args.cache_dir).strict(settings.strict_cache).with_token_pairs(to_store);
     let (attention, outcome, dir) = cached_sentence_attention(&cache, &loaded, &sentences, args.boundaries, args.layout)?;
     if args.json {
         let summary = serde_json::json!({
@@ -101,7 +125,12 @@ pub fn run(args: AttnArgs, settings: &Settings) -> Result<()> {
 
 /// Every problem directory below `args.problem_dir` (this shard's, when sharded) into the cache,
 /// the model loaded on the first miss; one line per problem computed, then the shard's line.
-fn run_many(args: AttnArgs, shard: Option<thoughtscope::io::shard::Shard>, settings: Settings) -> Result<()> {
+fn run_many(
+    args: AttnArgs,
+    shard: Option<thoughtscope::io::shard::Shard>,
+    settings: Settings,
+    to_store: Option<TokenPairsToStore>,
+) -> Result<()> {
     let dirs = find_problem_dirs(&args.problem_dir)?;
     if dirs.is_empty() {
         return Err(Error::format(&args.problem_dir, "no problem directory (one holding base_solution.json) at or below it"));
@@ -113,8 +142,10 @@ fn run_many(args: AttnArgs, shard: Option<thoughtscope::io::shard::Shard>, setti
         Some(shard) => shard.select(problems, |(_, sentences)| sentences.text_id()),
         None => problems,
     };
-    let mut source =
-        AttentionSource::new(&args.model, &args.cache_dir, args.boundaries).with_layout(args.layout).with_settings(settings);
+    let mut source = AttentionSource::new(&args.model, &args.cache_dir, args.boundaries)
+        .with_layout(args.layout)
+        .with_settings(settings)
+        .with_token_pairs(to_store);
     let mut run = ShardRun { shard, total, taken: mine.len(), ..ShardRun::default() };
     let mut items = Vec::new();
     let bar = progress(mine.len() as u64, "problems");

@@ -53,7 +53,8 @@ pub struct ExploreArgs {
     #[arg(long)]
     pub json: bool,
     /// Run the model once over the trace: the attention shown and the token view (each sentence
-    /// and its top source, token by token) come from that pass instead of the cache. Needs --model.
+    /// and its top source, token by token) come from that pass instead of the cache. Needs
+    /// --model. Without it the token view comes from the token pairs the cache entry stores.
     #[arg(long, requires = "model")]
     pub token_view: bool,
     /// Heads in the token view (--heads first, then the top receiver heads).

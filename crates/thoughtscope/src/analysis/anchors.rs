@@ -194,7 +194,8 @@ impl CorpusReceivers {
 }
 
 /// Receiver heads over `traces` under `loaded`: each trace's sentence attention from the cache
-/// under `cache_dir` (computed and stored on a miss), reduced to vertical scores once (those of
+/// under `cache_dir` (computed and stored on a miss, with the token pairs of the trace
+/// explorer's default token view: [`crate::plot::ExplorerOptions::token_pairs_to_store`]), reduced to vertical scores once (those of
 /// the first `drop_first` sentences set to NaN); a trace longer than the model's context is left
 /// out with a note instead of failing the corpus. Sets each trace's `n_tokens`.
 pub fn corpus_receivers(
@@ -205,7 +206,10 @@ pub fn corpus_receivers(
     options: &ReceiverOptions,
     drop_first: usize,
 ) -> Result<CorpusReceivers> {
-    let cache = AttnCache::new(cache_dir).strict(loaded.settings.strict_cache);
+    // A miss also stores the token pairs of the trace explorer's default token view.
+    let cache = AttnCache::new(cache_dir)
+        .strict(loaded.settings.strict_cache)
+        .with_token_pairs(crate::plot::ExplorerOptions::default().token_pairs_to_store());
     let context = loaded.model.config().max_position_embeddings;
     let mut too_long = Vec::new();
     let mut per_trace: Vec<(String, HeadScores)> = Vec::new();
@@ -730,7 +734,9 @@ fn write_outputs(result: &mut AnchorsResult, out: &Path) -> Result<()> {
         figure.write_html(&path)?;
         files.push(path);
     }
-    // The suppression trace in the interactive explorer (cache and suppression read, no pass).
+    // The suppression trace in the interactive explorer (cache and suppression read, no pass;
+    // the token view from the pairs the entry stores, which are of the trace's own top receiver
+    // heads: the corpus heads were not known when it was filled).
     let explorer = out.join("explorer.html");
     let trace = result
         .traces

@@ -597,7 +597,9 @@ pub fn run_blackbox_with(config: &BlackboxConfig, loaded: &Loaded) -> Result<Bla
         None => vec![trace.clone()],
     };
     let receivers = corpus_receivers(loaded, &config.cache_dir, &mut corpus, BoundaryMode::Prefix, &config.receiver, 0)?;
-    let cache = AttnCache::new(&config.cache_dir).strict(loaded.settings.strict_cache);
+    let cache = AttnCache::new(&config.cache_dir)
+        .strict(loaded.settings.strict_cache)
+        .with_token_pairs(crate::plot::ExplorerOptions::default().token_pairs_to_store());
     let (attention, _, _) = cached_sentence_attention(&cache, loaded, &trace.sentences, BoundaryMode::Prefix, CacheLayout::Native)
         .while_doing_with(|| format!("sentence attention of {}", problem_dir.display()))?;
     let receiver = receiver_scores(&head_vertical_scores(&attention, &config.receiver.vertical), &receivers.heads.top_k_heads)?;

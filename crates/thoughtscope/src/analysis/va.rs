@@ -113,6 +113,11 @@ pub struct VaConfig {
     pub figures: bool,
     /// Also PNG (needs Chromium; skipped with a note when absent).
     pub static_images: bool,
+    /// Heads of the token view in each rollout's `explorer.html`: a cache miss stores their
+    /// token pairs in the entry, from the same pass (0: none stored, no token view).
+    pub token_heads: usize,
+    /// Tokens kept per sentence on each side of a token-view pair.
+    pub token_max: usize,
     /// How the model is loaded on a cache miss (device, weights, kernels) and the cache read; not
     /// part of what the run records.
     #[serde(skip)]
@@ -143,6 +148,8 @@ impl Default for VaConfig {
             out: None,
             figures: true,
             static_images: true,
+            token_heads: 4,
+            token_max: 16,
             settings: Settings::default(),
         }
     }
@@ -192,9 +199,26 @@ impl VaConfig {
     }
 
     /// The attention source of this config (model loaded on the first cache miss, with
-    /// [`VaConfig::settings`]).
+    /// [`VaConfig::settings`]); a miss also stores the token pairs of each rollout's explorer
+    /// page ([`VaConfig::explorer_options`]) in the entry.
     pub fn attention_source(&self) -> AttentionSource {
-        AttentionSource::new(&self.model, &self.cache_dir, self.boundary_mode).with_settings(self.settings.clone())
+        AttentionSource::new(&self.model, &self.cache_dir, self.boundary_mode)
+            .with_settings(self.settings.clone())
+            .with_token_pairs(self.explorer_options().token_pairs_to_store())
+    }
+
+    /// The options of each rollout's `explorer.html` (the attention cache read, no forward pass).
+    pub fn explorer_options(&self) -> crate::plot::ExplorerOptions {
+        crate::plot::ExplorerOptions {
+            model: Some(self.model.clone()),
+            cache_dir: self.cache_dir.clone(),
+            mode: self.sentence_mode,
+            va_tag: self.tag.clone(),
+            boundary_mode: self.boundary_mode,
+            token_heads: self.token_heads,
+            token_max: self.token_max,
+            ..Default::default()
+        }
     }
 }
 

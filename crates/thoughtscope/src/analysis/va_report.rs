@@ -337,17 +337,10 @@ pub(crate) fn write_dry_run(result: &mut VaResult, out: &Path) -> Result<()> {
 }
 
 /// `<out>/<rollout>/explorer.html`: the rollout in the interactive trace explorer (the attention
-/// cache read, no forward pass).
+/// cache read, no forward pass; the token view from the token pairs the entry stores).
 fn write_rollout_explorer(rollout: &TaggedRollout, config: &VaConfig, out: &Path) -> Result<std::path::PathBuf> {
-    let options = plot::ExplorerOptions {
-        model: Some(config.model.clone()),
-        cache_dir: config.cache_dir.clone(),
-        mode: config.sentence_mode,
-        va_tag: config.tag.clone(),
-        ..Default::default()
-    };
     let path = out.join(&rollout.rollout_id).join("explorer.html");
-    plot::Explorer::from_problem_dir(&rollout.dir, &options)?.write_html(&path)?;
+    plot::Explorer::from_problem_dir(&rollout.dir, &config.explorer_options())?.write_html(&path)?;
     Ok(path)
 }
 
@@ -537,7 +530,8 @@ fn index_report(
         report = report
             .heading("Trace explorer")
             .html(format!(
-                "<p>Each rollout in the interactive trace explorer (text coloured by receiver score or tag, attention, heatmap): {}</p>\n",
+                "<p>Each rollout in the interactive trace explorer (text coloured by receiver score or tag, attention, heatmap, and the token \
+                 view of each sentence and its top source where the cache entry stores token pairs): {}</p>\n",
                 explorers.join(" · ")
             ));
     }

@@ -34,6 +34,17 @@
 //! Directories written by the Python tool have no manifest and so nothing to verify against;
 //! they are read as they are (their provenance is already reported as unverified).
 //!
+//! Token pairs: an entry may also hold, for a few heads, each sentence's top-source token block
+//! (`token_pairs.json` and `token_pairs.npy`, [`super::token_pairs`]), captured in the pass that
+//! filled it, so the trace explorer has its token view on a later hit. The manifest's optional
+//! `token_pairs` ([`TokenPairsRecord`]) says how they were made (tokens kept, the sink rule, the
+//! heads and how they were chosen) and holds their checksums, verified with the rest of the entry
+//! on every read: a token-pair file that fails makes the whole entry untrusted, as a data file
+//! does. The field is additive, so the format version stays 2: an entry written before it (or
+//! without token pairs) stays valid and simply has none ([`read_entry_token_pairs`] gives
+//! `None`), and an older thoughtscope reads a new entry's sentence averages as before (it
+//! ignores the field and the two files).
+//!
 //! Names become path components through [`crate::io::path_component`] (a model file `...gguf`
 //! must not put its entries above the root); a `text_id` that is not a plain file name is refused.
 
@@ -45,6 +56,7 @@ use serde::{Deserialize, Serialize};
 
 use super::average::SentenceAttention;
 use super::boundaries::BoundaryMode;
+use super::token_pairs::{HeadTokenPairs, TokenPair, TokenPairs, TokenPairsToStore};
 use crate::io::{self, npy};
 use super::segment::SentenceMode;
 use crate::{Error, Result};
@@ -58,6 +70,9 @@ pub(crate) const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(15 * 60);
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 /// File name of the native layout's data.
 pub(crate) const NATIVE_FILE: &str = "attention.npy";
+/// File names of an entry's token pairs: the blocks' description and tokens, and their values.
+pub(crate) const TOKEN_PAIRS_FILE: &str = "token_pairs.json";
+pub(crate) const TOKEN_PAIR_VALUES_FILE: &str = "token_pairs.npy";
 
 /// How an entry stores its matrices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -109,6 +124,33 @@ pub struct Manifest {
     /// verified on every read.
     #[serde(default)]
     pub checksums: BTreeMap<String, String>,
+    /// The token pairs stored with the sentence averages, when any (see the module doc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_pairs: Option<TokenPairsRecord>,
+}
+
+/// `manifest.json`'s `token_pairs`: what determines the stored pairs besides the entry's key, and
+/// the checksums of their two files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPairsRecord {
+    /// Tokens kept per sentence on each side of a pair.
+    pub max_tokens: usize,
+    /// Whether the sentence holding token 0 (the attention sink) was passed over as a source.
+    pub skip_sink: bool,
+    /// The heads stored `[layer, head]`, in the order chosen.
+    pub heads: Vec<[usize; 2]>,
+    /// How they were chosen, in words.
+    pub selection: String,
+    /// Checksum of `token_pairs.json` and `token_pairs.npy` ([`checksum`]).
+    pub checksums: BTreeMap<String, String>,
+}
+
+/// Token pairs to store in an entry ([`AttnCache::store_with_token_pairs`]), with how they were made.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryTokenPairs<'a> {
+    pub pairs: &'a TokenPairs,
+    pub skip_sink: bool,
+    pub selection: &'a str,
 }
 
 /// `xxh3-128:<32 hex digits>` of `bytes`: the checksum recorded in [`Manifest::checksums`].
@@ -171,12 +213,26 @@ pub enum Lookup {
 pub struct AttnCache {
     root: PathBuf,
     strict: bool,
+    token_pairs: Option<TokenPairsToStore>,
 }
 
 impl AttnCache {
-    /// A cache at `root`, not strict (see [`AttnCache::strict`]).
+    /// A cache at `root`, not strict (see [`AttnCache::strict`]), storing no token pairs (see
+    /// [`AttnCache::with_token_pairs`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        AttnCache { root: root.into(), strict: false }
+        AttnCache { root: root.into(), strict: false, token_pairs: None }
+    }
+
+    /// Entries filled through this cache ([`super::cached_sentence_attention`]) also store these
+    /// token pairs, from the same pass (`None`: none).
+    pub fn with_token_pairs(mut self, token_pairs: Option<TokenPairsToStore>) -> Self {
+        self.token_pairs = token_pairs;
+        self
+    }
+
+    /// The token pairs a fill stores, if any.
+    pub fn token_pairs_to_store(&self) -> Option<&TokenPairsToStore> {
+        self.token_pairs.as_ref()
     }
 
     /// Strict: an entry that fails verification ([`Lookup::Untrusted`]) makes [`AttnCache::load`]
@@ -253,6 +309,22 @@ impl AttnCache {
         layout: CacheLayout,
         n_tokens: Option<usize>,
     ) -> Result<PathBuf> {
+        self.store_with_token_pairs(key, attention, layout, n_tokens, None)
+    }
+
+    /// [`AttnCache::store`], with the token pairs of the same pass when given (written into the
+    /// same temporary directory, so the entry appears whole or not at all).
+    pub fn store_with_token_pairs(
+        &self,
+        key: &CacheKey,
+        attention: &SentenceAttention,
+        layout: CacheLayout,
+        n_tokens: Option<usize>,
+        token_pairs: Option<EntryTokenPairs<'_>>,
+    ) -> Result<PathBuf> {
+        if let Some(stored) = &token_pairs {
+            check_pairs_fit_key(stored.pairs, key)?;
+        }
         let shape = (attention.layers(), attention.heads(), attention.n());
         if shape != (key.layers, key.heads, key.n) {
             return Err(Error::invalid(format!(
@@ -282,6 +354,7 @@ impl AttnCache {
         let built = (|| -> Result<()> {
             std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
             let checksums = write_data(&tmp, attention, layout)?;
+            let token_pairs = token_pairs.map(|stored| write_token_pairs(&tmp, stored)).transpose()?;
             let manifest = Manifest {
                 format_version: CACHE_FORMAT_VERSION,
                 key: key.clone(),
@@ -289,6 +362,7 @@ impl AttnCache {
                 n_tokens,
                 created_by: format!("thoughtscope {}", env!("CARGO_PKG_VERSION")),
                 checksums,
+                token_pairs,
             };
             let json = serde_json::to_vec_pretty(&manifest)?;
             io::write_atomic(&tmp.join(MANIFEST_FILE), &json)
@@ -500,9 +574,14 @@ fn data_file_names(manifest_path: &Path, manifest: &Manifest) -> Result<Vec<Stri
 
 /// The bytes of `dir/name` after checking them against the manifest's checksum.
 fn read_verified(dir: &Path, name: &str, manifest: &Manifest) -> Result<Vec<u8>> {
+    read_verified_against(dir, name, &manifest.checksums, "checksums")
+}
+
+/// The bytes of `dir/name` after checking them against `checksums` (the manifest's field `field`).
+fn read_verified_against(dir: &Path, name: &str, checksums: &BTreeMap<String, String>, field: &str) -> Result<Vec<u8>> {
     let path = dir.join(name);
-    let expected = manifest.checksums.get(name).ok_or_else(|| {
-        Error::format(&path, format!("no checksum for this file in the manifest's field `checksums` ({MANIFEST_FILE})"))
+    let expected = checksums.get(name).ok_or_else(|| {
+        Error::format(&path, format!("no checksum for this file in the manifest's field `{field}` ({MANIFEST_FILE})"))
     })?;
     let bytes = io::read_bounded(&path, io::INPUT_LIMIT)?;
     let actual = checksum(&bytes);
@@ -510,7 +589,7 @@ fn read_verified(dir: &Path, name: &str, manifest: &Manifest) -> Result<Vec<u8>>
         return Err(Error::format(
             &path,
             format!(
-                "checksum mismatch: the manifest's field `checksums` records {expected}, the file hashes to {actual} \
+                "checksum mismatch: the manifest's field `{field}` records {expected}, the file hashes to {actual} \
                  (changed or damaged since it was written)"
             ),
         ));
@@ -539,6 +618,12 @@ fn read_with_manifest(dir: &Path, manifest: &Manifest) -> Result<SentenceAttenti
         CacheLayout::Native => vec![key.layers, key.heads, key.n, key.n],
         CacheLayout::Upstream => vec![key.n, key.n],
     };
+    // The token pairs are part of the entry: they are verified with it even when not read.
+    if let Some(record) = &manifest.token_pairs {
+        for name in token_pair_file_names(&dir.join(MANIFEST_FILE), record)? {
+            read_verified_against(dir, name, &record.checksums, "token_pairs.checksums")?;
+        }
+    }
     let mut data = Vec::new();
     for name in &names {
         let bytes = read_verified(dir, name, manifest)?;
@@ -689,4 +774,237 @@ fn parse_head_file_name(name: &str) -> Option<(usize, usize)> {
         return None;
     }
     Some((l.parse().ok()?, h.parse().ok()?))
+}
+
+/// `token_pairs.json`: every block's place and size, the sentences' token ranges and first tokens;
+/// the values are in `token_pairs.npy`, block after block (head by head, sentence by sentence,
+/// each `rows × cols` row-major).
+#[derive(Debug, Serialize, Deserialize)]
+struct TokenPairsFile {
+    max_tokens: usize,
+    ranges: Vec<[usize; 2]>,
+    tokens: Vec<Vec<String>>,
+    heads: Vec<TokenPairsFileHead>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TokenPairsFileHead {
+    layer: usize,
+    head: usize,
+    /// Per sentence; `null`: no pair.
+    pairs: Vec<Option<TokenPairsFilePair>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TokenPairsFilePair {
+    source: usize,
+    /// `null` when not finite (JSON has no NaN).
+    mean: Option<f64>,
+    rows: usize,
+    cols: usize,
+}
+
+/// The token pairs must describe the key's sentences and grid.
+fn check_pairs_fit_key(pairs: &TokenPairs, key: &CacheKey) -> Result<()> {
+    if pairs.ranges.len() != key.n || pairs.tokens.len() != key.n {
+        return Err(Error::invalid(format!(
+            "cache store: token pairs of {} sentences ({} token lists) for an entry of {}",
+            pairs.ranges.len(),
+            pairs.tokens.len(),
+            key.n
+        )));
+    }
+    if let Some(head) = pairs.heads.iter().find(|h| h.layer >= key.layers || h.head >= key.heads || h.pairs.len() != key.n) {
+        return Err(Error::invalid(format!(
+            "cache store: token pairs of head {}.{} ({} sentences) outside the entry's {} layers × {} heads of {} sentences",
+            head.layer,
+            head.head,
+            head.pairs.len(),
+            key.layers,
+            key.heads,
+            key.n
+        )));
+    }
+    Ok(())
+}
+
+/// Write the two token-pair files into `dir`; the manifest's record of them.
+fn write_token_pairs(dir: &Path, stored: EntryTokenPairs<'_>) -> Result<TokenPairsRecord> {
+    let pairs = stored.pairs;
+    let file = TokenPairsFile {
+        max_tokens: pairs.max_tokens,
+        ranges: pairs.ranges.iter().map(|&(s, e)| [s, e]).collect(),
+        tokens: pairs.tokens.clone(),
+        heads: pairs
+            .heads
+            .iter()
+            .map(|head| TokenPairsFileHead {
+                layer: head.layer,
+                head: head.head,
+                pairs: head
+                    .pairs
+                    .iter()
+                    .map(|p| {
+                        p.as_ref().map(|p| TokenPairsFilePair { source: p.source, mean: p.mean.is_finite().then_some(p.mean), rows: p.rows, cols: p.cols })
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let values: Vec<f32> = pairs.heads.iter().flat_map(|h| h.pairs.iter().flatten()).flat_map(|p| p.values.iter().copied()).collect();
+    let json = serde_json::to_vec(&file)?;
+    let npy_bytes = npy::encode_f32(&[values.len()], &values)?;
+    io::write_atomic(dir.join(TOKEN_PAIRS_FILE), &json)?;
+    io::write_atomic(dir.join(TOKEN_PAIR_VALUES_FILE), &npy_bytes)?;
+    Ok(TokenPairsRecord {
+        max_tokens: pairs.max_tokens,
+        skip_sink: stored.skip_sink,
+        heads: pairs.heads.iter().map(|h| [h.layer, h.head]).collect(),
+        selection: stored.selection.to_string(),
+        checksums: BTreeMap::from([
+            (TOKEN_PAIRS_FILE.to_string(), checksum(&json)),
+            (TOKEN_PAIR_VALUES_FILE.to_string(), checksum(&npy_bytes)),
+        ]),
+    })
+}
+
+/// The two file names a record must list checksums for (nothing else: a manifest names no other
+/// path to read).
+fn token_pair_file_names(manifest_path: &Path, record: &TokenPairsRecord) -> Result<[&'static str; 2]> {
+    let names = [TOKEN_PAIRS_FILE, TOKEN_PAIR_VALUES_FILE];
+    if record.checksums.len() != names.len() || names.iter().any(|n| !record.checksums.contains_key(*n)) {
+        return Err(Error::format(
+            manifest_path,
+            format!(
+                "field `token_pairs.checksums` lists {:?}; it must list exactly {TOKEN_PAIRS_FILE} and {TOKEN_PAIR_VALUES_FILE}",
+                record.checksums.keys().collect::<Vec<_>>()
+            ),
+        ));
+    }
+    Ok(names)
+}
+
+/// The token pairs stored in the entry `dir` with their record: `None` for an entry without
+/// them (written before they were stored, or by a fill that stored none) and for a
+/// thought-anchors entry (no manifest). Every file of the entry is verified against its
+/// checksum, and the pairs against the manifest (sentences, grid, heads, tokens kept) and the
+/// ranges; anything that does not fit is an error naming the file and the field.
+pub fn read_entry_token_pairs(dir: &Path) -> Result<Option<(TokenPairs, TokenPairsRecord)>> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    if !manifest_path.exists() {
+        return Ok(None);
+    }
+    let manifest = read_manifest(&manifest_path)?;
+    if manifest.format_version != CACHE_FORMAT_VERSION {
+        return Err(Error::format(
+            &manifest_path,
+            format!("field `format_version` is {}, this thoughtscope reads {CACHE_FORMAT_VERSION}", manifest.format_version),
+        ));
+    }
+    let Some(record) = manifest.token_pairs.clone() else { return Ok(None) };
+    token_pair_file_names(&manifest_path, &record)?;
+    let json = read_verified_against(dir, TOKEN_PAIRS_FILE, &record.checksums, "token_pairs.checksums")?;
+    let npy_bytes = read_verified_against(dir, TOKEN_PAIR_VALUES_FILE, &record.checksums, "token_pairs.checksums")?;
+    let json_path = dir.join(TOKEN_PAIRS_FILE);
+    let file: TokenPairsFile = serde_json::from_slice(&json).map_err(|e| Error::format(&json_path, format!("invalid token pairs: {e}")))?;
+    let values_path = dir.join(TOKEN_PAIR_VALUES_FILE);
+    let array = npy::decode(&npy_bytes).map_err(|what| Error::format(&values_path, what))?;
+    let values = match (array.shape.as_slice(), array.data) {
+        ([_], npy::NpyData::F32(values)) => values,
+        (shape, _) => return Err(Error::format(&values_path, format!("shape {shape:?} and dtype: expected one float32 (<f4) dimension"))),
+    };
+    let pairs = pairs_from_file(&json_path, &values_path, file, values, &record, &manifest.key)?;
+    Ok(Some((pairs, record)))
+}
+
+/// Check a token-pair file against its record, the key and itself; the pairs it holds.
+fn pairs_from_file(
+    json_path: &Path,
+    values_path: &Path,
+    file: TokenPairsFile,
+    values: Vec<f32>,
+    record: &TokenPairsRecord,
+    key: &CacheKey,
+) -> Result<TokenPairs> {
+    let bad = |field: &str, what: String| Error::format(json_path, format!("field `{field}`: {what}"));
+    let max = file.max_tokens;
+    if max == 0 || max != record.max_tokens {
+        return Err(bad("max_tokens", format!("{max}, the manifest's `token_pairs.max_tokens` is {}", record.max_tokens)));
+    }
+    let n = key.n;
+    if file.ranges.len() != n || file.tokens.len() != n {
+        return Err(bad("ranges", format!("{} ranges and {} token lists for the entry's {n} sentences", file.ranges.len(), file.tokens.len())));
+    }
+    if let Some((i, r)) = file.ranges.iter().enumerate().find(|(_, r)| r[0] > r[1]) {
+        return Err(bad("ranges", format!("sentence {i}: range {}..{} ends before it starts", r[0], r[1])));
+    }
+    let length = |i: usize| file.ranges[i][1] - file.ranges[i][0];
+    if let Some(i) = (0..n).find(|&i| file.tokens[i].len() != length(i).min(max)) {
+        return Err(bad("tokens", format!("sentence {i}: {} tokens, its range keeps {}", file.tokens[i].len(), length(i).min(max))));
+    }
+    let heads: Vec<[usize; 2]> = file.heads.iter().map(|h| [h.layer, h.head]).collect();
+    if heads != record.heads {
+        return Err(bad("heads", format!("{heads:?}, the manifest's `token_pairs.heads` is {:?}", record.heads)));
+    }
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(file.heads.len());
+    for (k, head) in file.heads.into_iter().enumerate() {
+        if head.layer >= key.layers || head.head >= key.heads || head.pairs.len() != n {
+            return Err(bad(
+                &format!("heads[{k}]"),
+                format!(
+                    "head {}.{} with {} pairs; the entry has {} layers × {} heads and {n} sentences",
+                    head.layer,
+                    head.head,
+                    head.pairs.len(),
+                    key.layers,
+                    key.heads
+                ),
+            ));
+        }
+        let mut pairs = Vec::with_capacity(n);
+        for (i, pair) in head.pairs.into_iter().enumerate() {
+            let Some(pair) = pair else {
+                pairs.push(None);
+                continue;
+            };
+            let field = format!("heads[{k}].pairs[{i}]");
+            if pair.source >= i || pair.rows != length(i).min(max) || pair.cols != length(pair.source).min(max) {
+                return Err(bad(
+                    &field,
+                    format!(
+                        "source {} with {} × {} tokens; a source is an earlier sentence and the block its first {max} × {max} tokens",
+                        pair.source, pair.rows, pair.cols
+                    ),
+                ));
+            }
+            let size = pair.rows.checked_mul(pair.cols).and_then(|size| size.checked_add(at));
+            let Some(block) = size.and_then(|end| values.get(at..end)) else {
+                return Err(Error::format(
+                    values_path,
+                    format!("{} values; the blocks of {} need more", values.len(), json_path.display()),
+                ));
+            };
+            if let Some(v) = block.iter().find(|v| !v.is_finite() || **v < 0.0) {
+                return Err(Error::format(values_path, format!("block {field} holds {v}: attention probabilities are finite and non-negative")));
+            }
+            at += block.len();
+            pairs.push(Some(TokenPair { source: pair.source, mean: pair.mean.unwrap_or(f64::NAN), rows: pair.rows, cols: pair.cols, values: block.to_vec() }));
+        }
+        out.push(HeadTokenPairs { layer: head.layer, head: head.head, pairs });
+    }
+    if at != values.len() {
+        return Err(Error::format(values_path, format!("{} values; the blocks of {} hold {at}", values.len(), json_path.display())));
+    }
+    Ok(TokenPairs {
+        max_tokens: max,
+        ranges: file.ranges.iter().map(|r| (r[0], r[1])).collect(),
+        heads: out,
+        tokens: file.tokens,
+    })
+}
+
+/// Whether the entry `dir` of ours records token pairs (its manifest's `token_pairs`).
+pub(crate) fn entry_has_token_pairs(dir: &Path) -> bool {
+    read_manifest(&dir.join(MANIFEST_FILE)).is_ok_and(|m| m.token_pairs.is_some())
 }

@@ -6,7 +6,10 @@
 
 use std::path::PathBuf;
 
-use super::{AttentionBlock, AttentionSink, AttnCache, BoundaryMode, CacheKey, CacheLayout, SentenceAttention, SentenceAverager, Sentences, TokenBounds};
+use super::{
+    AttentionBlock, AttentionSink, AttnCache, BoundaryMode, CacheKey, CacheLayout, EntryTokenPairs, SentenceAttention, SentenceAverager, Sentences,
+    TokenBounds, TokenPairOptions,
+};
 use crate::model::{HookSet, Input, KvCache, Loaded, Logits};
 use crate::progress::{progress_detail, Progress};
 use crate::{Context, Error, Result};
@@ -194,6 +197,11 @@ fn sentence_attention_fits(layers: usize, heads: usize, n: usize, available: Opt
 /// naming the field. A thought-anchors entry (no manifest) is read as it is
 /// ([`CacheOutcome::Upstream`]) after checking its grid and size against the model and the
 /// sentences; it is never replaced.
+///
+/// When the cache stores token pairs ([`AttnCache::with_token_pairs`]), a fill captures them in
+/// the same pass ([`super::sentence_attention_with_token_pairs`]) and stores the heads chosen
+/// from its sentence attention in the entry; with `add_to_existing`, an entry of ours without
+/// token pairs is computed again and replaced (reported as [`CacheOutcome::Computed`]).
 pub fn cached_sentence_attention(
     cache: &AttnCache,
     loaded: &Loaded,
@@ -205,10 +213,13 @@ pub fn cached_sentence_attention(
     crate::io::check_folder_or_absent(cache.root()).while_doing("the attention cache directory (--cache-dir)")?;
     let key = cache_key(loaded, sentences, boundary_mode);
     let dir = cache.entry_dir(&key.model, &key.text_id);
+    let to_store = cache.token_pairs_to_store();
     if let Some(found) = cache.load(&key)? {
-        return Ok((found, CacheOutcome::Hit, dir));
-    }
-    if let Some(upstream) = cache.upstream_entry(&key.model, &key.text_id) {
+        let add_pairs = to_store.is_some_and(|s| s.add_to_existing) && !super::cache::entry_has_token_pairs(&dir);
+        if !add_pairs {
+            return Ok((found, CacheOutcome::Hit, dir));
+        }
+    } else if let Some(upstream) = cache.upstream_entry(&key.model, &key.text_id) {
         let found = super::read_upstream_dir(&upstream)?;
         let shape = (found.layers(), found.heads(), found.n());
         if shape != (key.layers, key.heads, key.n) {
@@ -222,8 +233,16 @@ pub fn cached_sentence_attention(
         }
         return Ok((found, CacheOutcome::Upstream, upstream));
     }
-    let (attention, bounds) = sentence_attention(loaded, sentences, boundary_mode)?;
-    let dir = cache.store(&key, &attention, layout, Some(bounds.n_tokens))?;
+    let Some(to_store) = to_store else {
+        let (attention, bounds) = sentence_attention(loaded, sentences, boundary_mode)?;
+        let dir = cache.store(&key, &attention, layout, Some(bounds.n_tokens))?;
+        return Ok((attention, CacheOutcome::Computed, dir));
+    };
+    let options = TokenPairOptions { max_tokens: to_store.max_tokens, ..TokenPairOptions::default() };
+    let (attention, bounds, pairs) = super::sentence_attention_with_token_pairs(loaded, sentences, boundary_mode, &options)?;
+    let kept = pairs.select(&(to_store.choose)(&attention));
+    let stored = EntryTokenPairs { pairs: &kept, skip_sink: options.skip_sink, selection: &to_store.selection };
+    let dir = cache.store_with_token_pairs(&key, &attention, layout, Some(bounds.n_tokens), Some(stored))?;
     Ok((attention, CacheOutcome::Computed, dir))
 }
 

@@ -31,10 +31,15 @@ pub mod token_pairs;
 pub use crate::model::{AttentionBlock, AttentionSink, FullAttentionCapture, HeadConsumer};
 pub use average::{average_matrix, SentenceAttention, SentenceAverager};
 pub use boundaries::{sentence_char_positions, token_boundaries, BoundaryMode, TokenBounds};
-pub use cache::{read_entry_dir, read_upstream_dir, read_upstream_head, AttnCache, CacheKey, CacheLayout, Lookup, Manifest};
+pub use cache::{
+    read_entry_dir, read_entry_token_pairs, read_upstream_dir, read_upstream_head, AttnCache, CacheKey, CacheLayout, EntryTokenPairs, Lookup,
+    Manifest, TokenPairsRecord,
+};
 pub use compute::{cache_key, cached_sentence_attention, check_sentence_attention_fits, sentence_attention, CacheOutcome};
 pub use source::AttentionSource;
 pub use suppression::{suppression_matrix, SuppressionMatrix, SuppressionOptions};
 pub use segment::{get_chunk_ranges, text_id, ChunkRanges, SentenceMode, Sentences};
 pub(crate) use segment::split_solution_into_chunks;
-pub use token_pairs::{sentence_attention_with_token_pairs, TokenPair, TokenPairCapture, TokenPairOptions, TokenPairs};
+pub use token_pairs::{
+    sentence_attention_with_token_pairs, TokenPair, TokenPairCapture, TokenPairOptions, TokenPairs, TokenPairsToStore,
+};

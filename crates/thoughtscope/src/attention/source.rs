@@ -86,6 +86,13 @@ impl AttentionSource {
         self
     }
 
+    /// Also store these token pairs in every entry a cache miss fills (from the same pass; see
+    /// [`AttnCache::with_token_pairs`]).
+    pub fn with_token_pairs(mut self, token_pairs: Option<super::TokenPairsToStore>) -> Self {
+        self.cache = self.cache.with_token_pairs(token_pairs);
+        self
+    }
+
     /// Load the model with `settings` on the first cache miss (device, weights, kernels), and read
     /// the cache as strictly as they say.
     pub fn with_settings(mut self, settings: Settings) -> Self {

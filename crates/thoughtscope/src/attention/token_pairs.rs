@@ -96,6 +96,74 @@ impl TokenPairs {
         let (start, end) = self.ranges[i];
         end.saturating_sub(start)
     }
+
+    /// The pairs of `heads` only, in that order (heads not captured are left out).
+    pub fn select(&self, heads: &[(usize, usize)]) -> TokenPairs {
+        TokenPairs {
+            max_tokens: self.max_tokens,
+            ranges: self.ranges.clone(),
+            heads: heads.iter().filter_map(|&(l, h)| self.head(l, h).cloned()).collect(),
+            tokens: self.tokens.clone(),
+        }
+    }
+
+    /// The same pairs cut to the first `max_tokens` tokens on each side: what a capture with
+    /// that `max_tokens` keeps (the top source does not depend on it). A larger `max_tokens`
+    /// changes nothing.
+    pub fn truncated(&self, max_tokens: usize) -> TokenPairs {
+        if max_tokens >= self.max_tokens {
+            return self.clone();
+        }
+        let cut = |pair: &TokenPair| {
+            let (rows, cols) = (pair.rows.min(max_tokens), pair.cols.min(max_tokens));
+            let values = (0..rows).flat_map(|r| pair.values[r * pair.cols..r * pair.cols + cols].iter().copied()).collect();
+            TokenPair { source: pair.source, mean: pair.mean, rows, cols, values }
+        };
+        TokenPairs {
+            max_tokens,
+            ranges: self.ranges.clone(),
+            heads: self
+                .heads
+                .iter()
+                .map(|head| HeadTokenPairs { layer: head.layer, head: head.head, pairs: head.pairs.iter().map(|p| p.as_ref().map(cut)).collect() })
+                .collect(),
+            tokens: self.tokens.iter().map(|t| t.iter().take(max_tokens).cloned().collect()).collect(),
+        }
+    }
+
+    /// Float32 values held (the stored size's unit: 4 bytes each).
+    pub fn value_count(&self) -> usize {
+        self.heads.iter().flat_map(|h| h.pairs.iter().flatten()).map(|p| p.values.len()).sum()
+    }
+}
+
+/// The token pairs a cache fill stores beside the sentence averages
+/// ([`super::cached_sentence_attention`]), so the trace explorer has its token view on a later
+/// cache hit. The pass captures every head (the receiver heads are known only when it ends);
+/// `choose` then picks the heads kept from the finished sentence attention. It is given by a
+/// layer above this one (the trace explorer's `ExplorerOptions::token_pairs_to_store`), which
+/// knows how receiver heads are selected.
+#[derive(Clone)]
+pub struct TokenPairsToStore {
+    /// Tokens kept per sentence on each side of a pair.
+    pub max_tokens: usize,
+    /// How `choose` picks the heads, in words: recorded in the entry's manifest.
+    pub selection: String,
+    /// The heads kept, from the sentence attention of the pass.
+    pub choose: std::sync::Arc<dyn Fn(&SentenceAttention) -> Vec<(usize, usize)> + Send + Sync>,
+    /// Also recompute an entry of ours that has no token pairs (one pass; the entry is replaced).
+    /// Off, such an entry is served as it is.
+    pub add_to_existing: bool,
+}
+
+impl std::fmt::Debug for TokenPairsToStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPairsToStore")
+            .field("max_tokens", &self.max_tokens)
+            .field("selection", &self.selection)
+            .field("add_to_existing", &self.add_to_existing)
+            .finish()
+    }
 }
 
 /// A sentence whose rows are streaming in one head.
@@ -462,11 +530,13 @@ pub fn sentence_attention_with_token_pairs(
     let ids = encode_within_context(loaded, &sentences.text)?;
     let (layers, heads) = (loaded.model.num_layers(), loaded.model.num_heads());
     let captured = options.heads.as_ref().map_or(layers * heads, Vec::len);
-    super::compute::check_bytes_fit(
-        layers as u128 * heads as u128 * (sentences.len() as u128).pow(2) * 4
-            + token_pairs_bytes(captured, sentences.len(), options.max_tokens),
-        &format!("the sentence attention and token pairs of {} sentences ({layers} layers × {heads} heads)", sentences.len()),
-    )?;
+    if loaded.settings.memory_check {
+        super::compute::check_bytes_fit(
+            layers as u128 * heads as u128 * (sentences.len() as u128).pow(2) * 4
+                + token_pairs_bytes(captured, sentences.len(), options.max_tokens),
+            &format!("the sentence attention and token pairs of {} sentences ({layers} layers × {heads} heads)", sentences.len()),
+        )?;
+    }
     let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, boundary_mode)?;
     if ids.len() != bounds.n_tokens {
         return Err(Error::Other(format!(
@@ -475,7 +545,8 @@ pub fn sentence_attention_with_token_pairs(
             bounds.n_tokens
         )));
     }
-    let mut averager = SentenceAverager::new(bounds.ranges.clone(), layers, heads).expect_tokens(ids.len());
+    // The result and the block sums are allocated now, fallibly: before the forward pass.
+    let mut averager = SentenceAverager::try_new(bounds.ranges.clone(), layers, heads)?.expect_tokens(ids.len());
     let mut capture = TokenPairCapture::new(bounds.ranges.clone(), layers, heads, options.clone())?;
     {
         let bar = progress_detail(layers as u64, &format!("attention and token pairs, {} tokens", ids.len()));
@@ -636,6 +707,20 @@ mod tests {
         }
         let (_, pairs) = run(&bounds, &probs, 1, heads, t, 6, false, TokenPairOptions { max_tokens: 3, heads: None, skip_sink: false });
         assert!(pairs.heads.iter().all(|h| h.pairs[1..].iter().all(|p| p.as_ref().unwrap().source == 0)));
+    }
+
+    #[test]
+    fn cut_pairs_are_what_a_capture_keeping_fewer_tokens_keeps() {
+        let (heads, t) = (2, 30);
+        let probs = causal(heads, t, 9);
+        let bounds = vec![(1, 6), (6, 13), (13, 20), (20, 30)];
+        let capture = |max_tokens| run(&bounds, &probs, 1, heads, t, 7, true, TokenPairOptions { max_tokens, ..TokenPairOptions::default() }).1;
+        let wide = capture(6);
+        assert_eq!(wide.truncated(3), capture(3), "same sources and means, the blocks' first 3 × 3");
+        assert_eq!(wide.truncated(9), wide, "more tokens than kept: unchanged");
+        assert!(wide.value_count() > capture(3).value_count());
+        let one = wide.select(&[(0, 1), (0, 7)]);
+        assert_eq!(one.heads, [wide.heads[1].clone()], "the heads captured, in the order asked");
     }
 
     #[test]

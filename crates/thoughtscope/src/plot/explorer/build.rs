@@ -8,12 +8,13 @@ use serde_json::Value;
 use super::{Alternative, Explorer, Matrix, Missing};
 use crate::attention::cache::MANIFEST_FILE;
 use crate::attention::{
-    read_entry_dir, sentence_attention_with_token_pairs, BoundaryMode, SentenceAttention, SentenceMode, Sentences, TokenPairOptions,
+    read_entry_dir, read_entry_token_pairs, sentence_attention_with_token_pairs, BoundaryMode, SentenceAttention, SentenceMode, Sentences,
+    TokenPairOptions, TokenPairsToStore,
 };
 use crate::io::npy;
 use crate::model::Loaded;
 use crate::rollout::{misaligned_labels, read_chunks_file, read_labels_file, ChunkLabel, Rollout};
-use crate::scores::{head_kurtosis, head_vertical_scores, receiver_scores, top_k_heads, VerticalOptions};
+use crate::scores::{head_kurtosis, head_vertical_scores, receiver_scores, top_k_heads, HeadScores, VerticalOptions};
 use crate::{Error, Result};
 
 /// Per-chunk numbers of thought-anchors' `chunks_labeled.json` (`analyze_rollouts.py`) shown
@@ -61,8 +62,9 @@ pub struct ExplorerOptions {
     pub max_alternatives: usize,
     /// Tag of the VA colouring.
     pub va_tag: String,
-    /// Heads in the token view (`heads` first, then the top receiver heads), when a forward
-    /// pass makes one ([`Explorer::from_problem_dir_with_model`]).
+    /// Heads in the token view (`heads` first, then the top receiver heads), from a forward
+    /// pass ([`Explorer::from_problem_dir_with_model`]) or from the token pairs stored in the
+    /// cache entry ([`ExplorerOptions::token_pairs_to_store`]); 0: no token view.
     pub token_heads: usize,
     /// Tokens kept per sentence on each side of a token-view pair.
     pub token_max: usize,
@@ -88,6 +90,64 @@ impl Default for ExplorerOptions {
             token_max: 16,
             boundary_mode: BoundaryMode::Prefix,
         }
+    }
+}
+
+impl ExplorerOptions {
+    /// The receiver heads of a trace with these options: those given, else the `top_k` by
+    /// kurtosis of its vertical scores.
+    fn receiver_heads_of(&self, scores: &HeadScores) -> Vec<(usize, usize)> {
+        match &self.receiver_heads {
+            Some(given) => given.clone(),
+            None => top_k_heads(&head_kurtosis(scores), self.top_k),
+        }
+    }
+
+    /// The token view's heads: those asked for, then the receiver heads, at most `token_heads`.
+    fn token_view_heads(&self, receivers: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        let mut heads: Vec<(usize, usize)> = Vec::new();
+        for &head in self.heads.iter().chain(receivers) {
+            if heads.len() < self.token_heads && !heads.contains(&head) {
+                heads.push(head);
+            }
+        }
+        heads
+    }
+
+    /// What a cache fill stores so that a page made later from the cache with these options has
+    /// the same token view as [`Explorer::from_problem_dir_with_model`]: the pairs of the heads
+    /// the page would show (chosen from the pass's sentence attention exactly as the page
+    /// chooses them from the entry), `token_max` tokens on each side. `None` when `token_heads`
+    /// or `token_max` is 0. At N = 300, 4 heads × 16 tokens is at most 307,200 float32 values
+    /// (1.2 MB) and the tokens.
+    pub fn token_pairs_to_store(&self) -> Option<TokenPairsToStore> {
+        if self.token_heads == 0 || self.token_max == 0 {
+            return None;
+        }
+        let options = self.clone();
+        let receivers = match &self.receiver_heads {
+            Some(given) => format!("the {} receiver heads given", given.len()),
+            None => format!(
+                "the top receiver heads by kurtosis of this trace's vertical scores (proximity_ignore {}, control_depth {}, {})",
+                self.vertical.proximity_ignore,
+                self.vertical.control_depth,
+                self.vertical.score_type
+            ),
+        };
+        let asked = if self.heads.is_empty() {
+            String::new()
+        } else {
+            format!("heads {} first, then ", self.heads.iter().map(|(l, h)| format!("{l}.{h}")).collect::<Vec<_>>().join(","))
+        };
+        Some(TokenPairsToStore {
+            max_tokens: self.token_max,
+            selection: format!("{asked}{receivers}: the first {} (the trace explorer's token view)", self.token_heads),
+            choose: std::sync::Arc::new(move |attention: &SentenceAttention| {
+                let scores = head_vertical_scores(attention, &options.vertical);
+                options.token_view_heads(&options.receiver_heads_of(&scores))
+            }),
+            add_to_existing: false,
+        })
     }
 }
 
@@ -179,12 +239,7 @@ fn build(dir: &Path, options: &ExplorerOptions, loaded: Option<&Loaded>) -> Resu
         add_attention(&mut explorer, &attention, options)?;
         // The heads asked for, then the top receiver heads.
         let receivers: Vec<(usize, usize)> = explorer.receiver_heads.iter().map(|&[l, h]| (l, h)).collect();
-        let mut heads: Vec<(usize, usize)> = Vec::new();
-        for &head in options.heads.iter().chain(&receivers) {
-            if heads.len() < options.token_heads && !heads.contains(&head) {
-                heads.push(head);
-            }
-        }
+        let heads = options.token_view_heads(&receivers);
         explorer.set_token_view(&pairs, &heads)?;
         if explorer.token_view.is_some() {
             explorer.notes.push(format!(
@@ -246,11 +301,7 @@ fn add_cached_attention(explorer: &mut Explorer, options: &ExplorerOptions, sent
                 };
                 explorer.notes.push(format!("attention: {} ({provenance})", entry.display()));
                 add_attention(explorer, &attention, options)?;
-                explorer.missing.push(Missing {
-                    part: "token view".into(),
-                    why: "token-level attention needs a forward pass (the cache holds sentence averages only)".into(),
-                    command: format!("thoughtscope explore {dir_arg} --model {model} {mode_flag} --token-view --out trace.html"),
-                });
+                add_stored_token_view(explorer, options, &entry, model, dir_arg, mode_flag)?;
             } else {
                 explorer.missing.push(Missing {
                     part: "attention".into(),
@@ -262,6 +313,80 @@ fn add_cached_attention(explorer: &mut Explorer, options: &ExplorerOptions, sent
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// The token view from the token pairs stored in the cache entry `entry` (the same numbers as
+/// [`Explorer::from_problem_dir_with_model`] when they were stored for these options' heads), or
+/// what is missing. The page's heads that were stored come first, then other stored heads in
+/// place of those that were not (named in a note).
+fn add_stored_token_view(explorer: &mut Explorer, options: &ExplorerOptions, entry: &Path, model: &str, dir_arg: &str, mode_flag: &str) -> Result<()> {
+    if options.token_heads == 0 || options.token_max == 0 {
+        return Ok(());
+    }
+    let ours = entry.join(MANIFEST_FILE).is_file();
+    let explore = format!("thoughtscope explore {dir_arg} --model {model} {mode_flag} --token-view --out trace.html");
+    let stored = if ours { read_entry_token_pairs(entry)? } else { None };
+    let Some((pairs, record)) = stored else {
+        explorer.missing.push(if ours {
+            Missing {
+                part: "token view".into(),
+                why: format!(
+                    "the cache entry has no token pairs (written before entries stored them); add them with one pass and make \
+                     this page again, or make a page with its own pass: {explore}"
+                ),
+                command: format!(
+                    "thoughtscope attn {dir_arg} --model {model} {mode_flag} --cache-dir {} --add-token-pairs",
+                    shell_path(&options.cache_dir)
+                ),
+            }
+        } else {
+            Missing {
+                part: "token view".into(),
+                why: "token-level attention needs a forward pass (a thought-anchors cache entry holds sentence averages only)".into(),
+                command: explore,
+            }
+        });
+        return Ok(());
+    };
+    let receivers: Vec<(usize, usize)> = explorer.receiver_heads.iter().map(|&[l, h]| (l, h)).collect();
+    let wanted = options.token_view_heads(&receivers);
+    let stored_heads: Vec<(usize, usize)> = pairs.heads.iter().map(|h| (h.layer, h.head)).collect();
+    // Stored heads stand in for the page's heads that were not stored (e.g. corpus receiver
+    // heads, unknown when the entry was filled), so the view keeps its size.
+    let mut heads: Vec<(usize, usize)> = wanted.iter().copied().filter(|h| stored_heads.contains(h)).collect();
+    for &head in &stored_heads {
+        if heads.len() < wanted.len() && !heads.contains(&head) {
+            heads.push(head);
+        }
+    }
+    explorer.set_token_view(&pairs.truncated(options.token_max), &heads)?;
+    let Some(view) = &explorer.token_view else {
+        explorer.missing.push(Missing {
+            part: "token view".into(),
+            why: format!("the cache entry's token pairs hold no head ({})", record.selection),
+            command: explore,
+        });
+        return Ok(());
+    };
+    let name = |heads: &[(usize, usize)]| heads.iter().map(|(l, h)| format!("{l}.{h}")).collect::<Vec<_>>().join(", ");
+    explorer.notes.push(format!(
+        "token view: the token pairs stored in the cache entry by the pass that filled it (heads {}, the first {} tokens of each \
+         sentence and of its top earlier source; stored for {})",
+        name(&heads),
+        view.max_tokens,
+        record.selection
+    ));
+    let not_stored: Vec<(usize, usize)> = wanted.iter().copied().filter(|h| !stored_heads.contains(h)).collect();
+    if !not_stored.is_empty() {
+        explorer.notes.push(format!(
+            "token view: heads {} of this page have no stored token pairs; `{explore}` computes them (add --heads or --receiver-heads as here)",
+            name(&not_stored)
+        ));
+    }
+    if options.token_max > record.max_tokens {
+        explorer.notes.push(format!("token view: {} tokens per sentence stored, {} asked for", record.max_tokens, options.token_max));
     }
     Ok(())
 }
@@ -434,21 +559,15 @@ fn add_attention(explorer: &mut Explorer, attention: &SentenceAttention, options
     }
     explorer.grid = Some([layers, heads]);
     let scores = head_vertical_scores(attention, &options.vertical);
-    let receiver = match &options.receiver_heads {
-        Some(given) => {
-            explorer.notes.push(format!("receiver heads: {} given", given.len()));
-            given.clone()
-        }
-        None => {
-            let selected = top_k_heads(&head_kurtosis(&scores), options.top_k);
-            explorer.notes.push(format!(
-                "receiver heads: top {} by kurtosis of vertical scores (proximity {}) in this trace alone",
-                selected.len(),
-                options.vertical.proximity_ignore
-            ));
-            selected
-        }
-    };
+    let receiver = options.receiver_heads_of(&scores);
+    explorer.notes.push(match &options.receiver_heads {
+        Some(given) => format!("receiver heads: {} given", given.len()),
+        None => format!(
+            "receiver heads: top {} by kurtosis of vertical scores (proximity {}) in this trace alone",
+            receiver.len(),
+            options.vertical.proximity_ignore
+        ),
+    });
     explorer.receiver_heads = receiver.iter().map(|&(l, h)| [l, h]).collect();
     if !receiver.is_empty() {
         let values = receiver_scores(&scores, &receiver)?;

@@ -33,13 +33,19 @@
 //! chunk, the token view) is about 4.3 MB (see [`Explorer::size_summary`] and `thoughtscope bench
 //! explorer`).
 //!
-//! The token view (CircuitsVis-style: one sentence pair token by token) needs token attention,
-//! which the cache does not hold: [`Explorer::from_problem_dir_with_model`] runs one forward pass
-//! that gives both the sentence matrices shown and, per head, each sentence's top source with the
-//! first [`ExplorerOptions::token_max`] tokens of both ([`crate::attention::token_pairs`]); the
-//! page keeps [`ExplorerOptions::token_heads`] heads of them ([`TokenView`]), each value as a code
+//! The token view (CircuitsVis-style: one sentence pair token by token) needs token attention
+//! from a forward pass: per head, each sentence's top source with the first
+//! [`ExplorerOptions::token_max`] tokens of both ([`crate::attention::token_pairs`]); the page
+//! keeps [`ExplorerOptions::token_heads`] heads of them ([`TokenView`]), each value as a code
 //! 0–1000 of its block's largest value. At N = 300 with 4 heads and 16 tokens that is at most
-//! 300 × 4 × 256 codes (about 1 MB).
+//! 300 × 4 × 256 codes (about 1 MB). Two ways, one code path ([`Explorer::set_token_view`]):
+//! [`Explorer::from_problem_dir_with_model`] runs that pass itself (the sentence matrices shown
+//! are the same pass's); [`Explorer::from_problem_dir`] reads the token pairs the cache entry
+//! stores: the pass that filled it kept those of the heads the page shows
+//! ([`ExplorerOptions::token_pairs_to_store`], what `thoughtscope attn`, `va`, `anchors` and the
+//! notebooks' cache fills store), so a page made from the cache has the same token view. An
+//! entry without token pairs (written before they were stored) lists the view as missing, with
+//! the command that adds them.
 //!
 //! [`WebsiteTrace`] writes a trace back as the thought-anchors website's own files.
 
