@@ -243,7 +243,7 @@ impl Experiment {
             keys: variant.modes().1,
             full_row: true,
         };
-        run_attention(&self.codi, problems, &options, &self.options.layout(variant).attention())
+        Ok(run_attention(&self.codi, problems, &options, &self.options.layout(variant).attention())?.records)
     }
 
     /// Step 4 (`3_analyze_and_visualize.py`): statistics, figures and `index.html`.
@@ -267,7 +267,7 @@ impl Experiment {
             options.loop_options.max_new_tokens = QUICK_MAX_NEW_TOKENS;
         }
         let title = format!(" [{}]{}", variant.name(), self.title_note());
-        let (records, analysis, importance) = compose_with_rule(
+        let (outcome, analysis, importance) = compose_with_rule(
             &self.codi,
             problems,
             &options,
@@ -276,7 +276,7 @@ impl Experiment {
             self.options.static_images,
             &title,
         )?;
-        Ok(Composition { records, analysis, importance })
+        Ok(Composition { records: outcome.records, analysis, importance })
     }
 
     /// Where the variant-independent next steps write: `<out>/next_steps/`.
@@ -292,7 +292,8 @@ impl Experiment {
             static_images: self.options.static_images,
             title_note: self.title_note(),
         };
-        routing_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
+        let (outcome, analysis) = routing_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)?;
+        Ok((outcome.records, analysis))
     }
 
     /// Next step 3, residual stream decomposition and the logit lens, on clean runs.
@@ -303,7 +304,8 @@ impl Experiment {
             static_images: self.options.static_images,
             title_note: self.title_note(),
         };
-        decompose_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
+        let (outcome, analysis) = decompose_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)?;
+        Ok((outcome.records, analysis))
     }
 
     /// " — NOT A CODI MODEL" on a synthetic checkpoint, else empty.
