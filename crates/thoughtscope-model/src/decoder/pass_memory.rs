@@ -15,7 +15,7 @@ impl Model {
     /// the process): the key/value cache it leaves (`keep`) and the logits. Checked before the
     /// pass ([`crate::memory::check_allocatable`]), so memory that cannot be had is an error
     /// naming them and their size.
-    fn check_pass_fits(&self, batch: usize, offset: usize, seq: usize, keep: bool, logits: Logits) -> Result<()> {
+    pub(super) fn check_pass_fits(&self, batch: usize, offset: usize, seq: usize, keep: bool, logits: Logits) -> Result<()> {
         let kv = if keep { self.kv_cache_bytes(batch, offset + seq) } else { 0 };
         let logit_rows = match logits {
             Logits::All => batch * seq,
