@@ -88,7 +88,7 @@ pub struct ProblemsArgs {
 #[derive(Debug, Args)]
 pub struct ExperimentArgs {
     /// Experiment folder (results/ and figures/ inside, as the seed's). Default:
-    /// analysis/codi/<variant> (faithful unless --mode corrected).
+    /// `analysis/codi/<variant>` (faithful unless --mode corrected).
     #[arg(long, alias = "out")]
     pub dir: Option<PathBuf>,
     /// The seed's 10-problem test run: files tagged `_test` (else `_100`).

@@ -18,7 +18,7 @@ pub enum NotebookCommand {
 pub struct RunArgs {
     /// The notebook (.ipynb).
     pub notebook: PathBuf,
-    /// HTML report path [default: analysis/reports/<name>.html].
+    /// HTML report path [default: `analysis/reports/<name>.html`].
     #[arg(long)]
     pub html: Option<PathBuf>,
     /// Executed notebook path [default: the report path with .ipynb].
@@ -34,7 +34,7 @@ pub struct RunArgs {
     pub dep_timeout: u64,
     /// A private build dir for the kernel, outside any cargo workspace; its parent gets
     /// .cargo/config.toml (notebooks/evcxr-cargo-config.toml) [default: $EVCXR_TMPDIR, else
-    /// <cargo target dir>/notebook-kernel, which shares the CLI's build].
+    /// `<cargo target dir>/notebook-kernel`, which shares the CLI's build].
     #[arg(long)]
     pub evcxr_tmpdir: Option<PathBuf>,
 }
