@@ -44,6 +44,11 @@ use crate::{Error, Result};
 /// every answer while a synthetic model (which never emits EOS) stays fast on CPU.
 pub const QUICK_MAX_NEW_TOKENS: usize = 16;
 
+/// How many problems compositional ablation takes in test mode: 42 decodes per problem make it the
+/// costliest step of a test run (about a minute a problem on two cores), so it runs on an evenly
+/// spaced subset of the sample (every difficulty level the sample's order spreads it over).
+pub const TEST_COMPOSE_PROBLEMS: usize = 3;
+
 /// The CODI model to run: the seed's arrangement (a base model + the CODI checkpoint) or a
 /// self-contained checkpoint directory, built first with `make-model` when asked.
 #[derive(Debug, Clone)]
@@ -260,12 +265,14 @@ impl Experiment {
 impl Experiment {
     /// Next step 1, compositional ablation, in the variant's folder (`results/compositional_*`,
     /// `figures/compositional_*`). In test mode decoding is capped at [`QUICK_MAX_NEW_TOKENS`]
-    /// unless `max_new_tokens` is set: 42 runs per problem.
+    /// unless `max_new_tokens` is set, and only [`TEST_COMPOSE_PROBLEMS`] problems, evenly spaced
+    /// through `problems`, are run ([`Experiment::compose_sample`]): 42 runs per problem.
     pub fn compose(&self, variant: Variant, problems: &[Problem]) -> Result<Composition> {
         let mut options = self.ablation_options(variant);
         if self.options.test_mode && self.options.max_new_tokens.is_none() {
             options.loop_options.max_new_tokens = QUICK_MAX_NEW_TOKENS;
         }
+        let problems = &self.compose_sample(problems);
         let title = format!(" [{}]{}", variant.name(), self.title_note());
         let (outcome, analysis, importance) = compose_with_rule(
             &self.codi,
@@ -277,6 +284,16 @@ impl Experiment {
             &title,
         )?;
         Ok(Composition { records: outcome.records, analysis, importance })
+    }
+
+    /// The problems [`Experiment::compose`] runs: all of them, or in test mode
+    /// [`TEST_COMPOSE_PROBLEMS`] evenly spaced ones (the first, then every `n / 3`-th).
+    pub fn compose_sample(&self, problems: &[Problem]) -> Vec<Problem> {
+        if self.options.test_mode {
+            evenly_spaced(problems, TEST_COMPOSE_PROBLEMS)
+        } else {
+            problems.to_vec()
+        }
     }
 
     /// Where the variant-independent next steps write: `<out>/next_steps/`.
@@ -312,6 +329,12 @@ impl Experiment {
     pub fn title_note(&self) -> String {
         self.codi.title_note()
     }
+}
+
+/// At most `k` of `items`: the first, then every `ceil(n / k)`-th.
+fn evenly_spaced<T: Clone>(items: &[T], k: usize) -> Vec<T> {
+    let stride = items.len().div_ceil(k.max(1)).max(1);
+    items.iter().step_by(stride).take(k).cloned().collect()
 }
 
 /// What [`Experiment::compose`] computed.
@@ -429,4 +452,19 @@ fn write_readme(options: &RunAllOptions, codi: &CodiModel, report: &RunAllReport
         text.push_str(&format!("- {note}\n"));
     }
     write_atomic(&options.out.join("README.md"), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evenly_spaced;
+
+    #[test]
+    fn the_test_mode_compose_sample_spreads_over_the_stratified_sample() {
+        // The test sample's order: 3, 3, 2 and 2 problems of 2 to 5 steps.
+        let levels = [2, 2, 2, 3, 3, 3, 4, 4, 5, 5];
+        assert_eq!(evenly_spaced(&levels, 3), vec![2, 3, 5]);
+        assert_eq!(evenly_spaced(&(0..10).collect::<Vec<_>>(), 3), vec![0, 4, 8]);
+        assert_eq!(evenly_spaced(&[1, 2], 3), vec![1, 2]);
+        assert!(evenly_spaced::<u8>(&[], 3).is_empty());
+    }
 }
