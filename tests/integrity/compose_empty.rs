@@ -96,7 +96,7 @@ fn compose_corrected_without_dir_writes_the_corrected_experiment_folder() {
     let work = tempfile::tempdir().unwrap();
     let checkpoint = codi_support::tiny_codi(work.path());
     let dataset = work.path().join("problems.json");
-    thoughtscope::codi::dataset::write_problems(&codi_support::problems()[..1], &dataset).unwrap();
+    thoughtscope::codi::problems::dataset::write_problems(&codi_support::problems()[..1], &dataset).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
         .current_dir(work.path())
         .args(["codi", "compose", "--quiet", "--mode", "corrected", "--test-mode", "--max-new-tokens", "2", "--html-only", "--layer", "2"])
@@ -108,7 +108,7 @@ fn compose_corrected_without_dir_writes_the_corrected_experiment_folder() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let experiments = work.path().join("analysis/codi");
-    let results = experiments.join("corrected/results").join(format!("{}_test.json", thoughtscope::codi::compose::RESULTS_STEM));
+    let results = experiments.join("corrected/results").join(format!("{}_test.json", thoughtscope::codi::next::compose::RESULTS_STEM));
     assert!(results.is_file(), "{} missing", results.display());
     assert!(!experiments.join("faithful").exists(), "corrected results went into the faithful experiment");
 }

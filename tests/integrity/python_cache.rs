@@ -28,7 +28,7 @@ fn a_python_cache_head_is_read_with_its_nan_and_an_infinity_is_an_error_naming_t
 /// makes its score 0. Before, its status said `ok`; now it says the score measures nothing.
 #[test]
 fn a_rollout_whose_best_heads_are_all_nan_says_so_in_its_status() {
-    use thoughtscope::analysis::va::{run_va, VaConfig};
+    use thoughtscope::analysis::{run_va, VaConfig};
     use thoughtscope::attention::Sentences;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("rollouts");
