@@ -1273,7 +1273,6 @@ fn regression_gguf_nan_block_scale_stops_the_forward_naming_layer_and_head() {
     // One NaN block scale in `blk.2.attn_q` of the SmolLM2 GGUF gave flat attention (0.0046 per
     // cell) with exit 0: the softmax turned the head's NaN scores into something finite. Here the
     // first Q4_0 block of `blk.0.attn_q` (row 0, query head 0) gets an f16 NaN scale.
-    no_hash_memo();
     // The fuzz seed plus the gate projection it leaves out: a model that runs.
     let metadata = tiny_gguf_metadata();
     let mut tensors = tiny_gguf_tensors();
@@ -1293,7 +1292,9 @@ fn regression_gguf_nan_block_scale_stops_the_forward_naming_layer_and_head() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.gguf");
     std::fs::write(&path, &bytes).unwrap();
-    let model = thoughtscope::model::Model::load_without_tokenizer(path.to_str().unwrap(), &Device::Cpu).unwrap();
+    // Default settings: no weights-hash memo learns the mutated file.
+    let settings = thoughtscope::model::Settings::default();
+    let model = thoughtscope::model::Model::load_without_tokenizer(path.to_str().unwrap(), &settings).unwrap();
     let mut cache = thoughtscope::model::KvCache::new(&model);
     let result = model.forward(thoughtscope::model::Input::Ids(&[2, 3, 4, 5, 6]), &mut cache, &mut thoughtscope::model::NoHooks);
     expect_error(result, &["non-finite attention scores", "layer 0, head 0"]);
