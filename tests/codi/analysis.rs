@@ -129,3 +129,32 @@ fn partly_matching_ids_are_counted_in_a_note() {
     let note = analysis.notes.iter().find(|n| n.contains("match partly")).expect("a note on the ids");
     assert!(note.contains("90 in both files") && note.contains("10 only in"), "{note}");
 }
+
+#[test]
+fn an_input_a_run_is_still_writing_is_warned_about_and_recorded() {
+    let options = AnalyzeOptions { static_images: false, ..AnalyzeOptions::default() };
+    let out = tempfile::tempdir().unwrap();
+    let layout = layout_with(out.path(), |_, _| {});
+    let analysis = analyze(&layout, &options).unwrap();
+    assert!(analysis.joined.incomplete_inputs.is_empty());
+    assert!(read(&layout.summary()).get("incomplete_inputs").is_none(), "complete inputs: upstream's keys only");
+
+    // The attention step was killed: its lock is gone, its `INCOMPLETE.<file>` marker stays.
+    let lock = thoughtscope::codi::runner::meta::lock_results(&layout.attention(), "attention").unwrap();
+    drop(lock);
+    let analysis = analyze(&layout, &options).unwrap();
+    assert_eq!(analysis.joined.incomplete_inputs, [layout.attention()]);
+    assert_eq!(read(&layout.summary())["incomplete_inputs"], serde_json::json!(["attention_weights_100.json"]));
+
+    // The command says so on one line naming the file.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
+        .args(["codi", "analyze", "--dir", out.path().to_str().unwrap(), "--html-only"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains(&layout.attention().display().to_string()) && warnings[0].contains("incomplete"), "{stderr}");
+    assert!(!warnings[0].contains("token_ablation_results"), "{stderr}");
+}

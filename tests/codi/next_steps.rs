@@ -24,9 +24,11 @@ use thoughtscope::codi::next::analyze::{
 use thoughtscope::codi::next::compose::{self, compose_problem, run_compose};
 use thoughtscope::codi::next::decompose::{self, decompose_problem, DecomposeOptions};
 use thoughtscope::codi::next::routing::{self, routing_for_problem, run_routing, summarize_routing, RoutingOptions, TokenClass};
+use thoughtscope::codi::runner::step::{for_shard, StepOutcome};
 use thoughtscope::codi::{ablate_problem, AblationMode, AblationOptions, ImportanceKind, StepLayout};
 use thoughtscope::codi::{run_to_eot, CodiModel, LoadOptions, LoopMode, LoopOptions, Phase, PhaseHooks};
 use thoughtscope::model::{HookPoint, HookSet, Hooks, Intervention, NoHooks};
+use thoughtscope::io::shard::Shard;
 use thoughtscope::model::Settings;
 
 /// A `HookSet` told the loop phase (it needs none): the generic machinery as a loop's hooks.
@@ -209,8 +211,8 @@ fn compositional_run_resumes_and_writes_table_and_figures() {
     let layout = StepLayout::new(root.path().join("out"), true, problems.len());
     let out = layout.result(compose::RESULTS_STEM, "json");
     assert!(out.ends_with("results/compositional_ablation_results_test.json"));
-    let first = run_compose(&codi, &problems[..1], &options, &out).unwrap();
-    let all = run_compose(&codi, &problems[..2], &options, &out).unwrap();
+    let first = run_compose(&codi, &problems[..1], &options, &out).unwrap().records;
+    let all = run_compose(&codi, &problems[..2], &options, &out).unwrap().records;
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].pair_importance_scores, first[0].pair_importance_scores);
     let mut other = options.clone();
@@ -254,6 +256,94 @@ fn compositional_run_resumes_and_writes_table_and_figures() {
     let md = std::fs::read_to_string(root.path().join("out/results/compositional_table_test.md")).unwrap();
     assert!(md.starts_with("| set | size | problems | importance_mean |"), "{md}");
     assert_eq!(compose::problems_table(&all).unwrap().height(), 2);
+}
+
+/// One next step through the step runner: a whole run; the same run resumed (nothing computed
+/// again); two shard parts (Slurm array tasks), then the unsharded run, which computes nothing
+/// and writes the whole run's records, record for record and byte for byte; the same step with
+/// `other` settings on the finished file is refused, naming `field`.
+fn check_sharded_and_resumed<R: serde::Serialize>(
+    dir: &Path,
+    name: &str,
+    problems: &[thoughtscope::codi::Problem],
+    run: impl Fn(&[thoughtscope::codi::Problem], &Path) -> thoughtscope::Result<StepOutcome<R>>,
+    run_other: impl Fn(&Path) -> thoughtscope::Result<StepOutcome<R>>,
+    field: &str,
+) {
+    // NaN is `null` on disk: records compare as the JSON they are written as.
+    let json = |records: &[R]| records.iter().map(|r| serde_json::to_value(r).unwrap()).collect::<Vec<_>>();
+    let whole_path = dir.join("whole").join(format!("{name}.json"));
+    let whole = run(problems, &whole_path).unwrap();
+    assert_eq!((whole.computed, whole.failed, whole.records.len()), (problems.len(), 0, problems.len()), "{name}");
+    let resumed = run(problems, &whole_path).unwrap();
+    assert_eq!(resumed.computed, 0, "{name}: a resumed run recomputes nothing");
+    assert_eq!(json(&resumed.records), json(&whole.records), "{name}");
+
+    let merged_path = dir.join("sharded").join(format!("{name}.json"));
+    let mut owned = 0;
+    for index in 0..2 {
+        let (mine, part) = for_shard(problems, &merged_path, Shard::new(index, 2).unwrap());
+        let outcome = run(&mine, &part).unwrap();
+        assert_eq!(outcome.computed, mine.len(), "{name} shard {index}");
+        owned += mine.len();
+        let marker = part.with_file_name(format!("INCOMPLETE.{}", part.file_name().unwrap().to_string_lossy()));
+        assert!(part.is_file() && !marker.exists(), "{name} shard {index}: part written, run finished");
+    }
+    assert_eq!(owned, problems.len(), "{name}: every problem in exactly one shard");
+    let merged = run(problems, &merged_path).unwrap();
+    assert_eq!(merged.computed, 0, "{name}: the merge reads the parts, it runs nothing");
+    assert_eq!(json(&merged.records), json(&whole.records), "{name}: the merge equals the whole run");
+    assert!(std::fs::read(&merged_path).unwrap() == std::fs::read(&whole_path).unwrap(), "{name}: files differ");
+
+    let err = run_other(&whole_path).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains(&format!("`settings.{field}`")) && err.contains(&format!("{name}.json")), "{name}: {err}");
+}
+
+#[test]
+fn next_steps_shard_merge_resume_and_refuse_other_settings() {
+    let root = tempfile::tempdir().unwrap();
+    let codi = load_plain_tiny(root.path());
+    let problems = codi_support::problems();
+    let dir = root.path();
+
+    let mut ablation = AblationOptions::new(short_loop(LoopMode::Cotx), AblationMode::Faithful);
+    ablation.layer = 2;
+    let other_ablation = AblationOptions { layer: 3, ..ablation.clone() };
+    check_sharded_and_resumed(
+        dir,
+        "compose",
+        &problems,
+        |problems, out| run_compose(&codi, problems, &ablation, out),
+        |out| run_compose(&codi, &problems, &other_ablation, out),
+        "layer",
+    );
+
+    let routing = RoutingOptions { loop_options: short_loop(LoopMode::Cotx), layers: vec![0, 2], head_layers: vec![2] };
+    let other_routing = RoutingOptions { layers: vec![0, 1, 2], ..routing.clone() };
+    check_sharded_and_resumed(
+        dir,
+        "routing",
+        &problems,
+        |problems, out| run_routing(&codi, problems, &routing, out),
+        |out| run_routing(&codi, &problems, &other_routing, out),
+        "layers",
+    );
+    // A shard part made with other settings is refused by the merge, naming the part and the field.
+    let (mine, part) = for_shard(&problems, &dir.join("mixed/routing.json"), Shard::new(0, 2).unwrap());
+    run_routing(&codi, &mine, &other_routing, &part).unwrap();
+    let err = run_routing(&codi, &problems, &routing, &dir.join("mixed/routing.json")).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("routing.shard-0-of-2.json") && err.contains("`settings.layers`"), "{err}");
+
+    let decompose = DecomposeOptions::new(short_loop(LoopMode::Cotx));
+    let other_decompose = DecomposeOptions { top_k: 3, ..decompose.clone() };
+    check_sharded_and_resumed(
+        dir,
+        "decompose",
+        &problems,
+        |problems, out| decompose::run_decompose(&codi, problems, &decompose, out),
+        |out| decompose::run_decompose(&codi, &problems, &other_decompose, out),
+        "top_k",
+    );
 }
 
 #[test]
@@ -322,7 +412,7 @@ fn routing_rows_equal_captured_patterns_and_classes_aggregate_by_hand() {
     let options = RoutingOptions { loop_options: short_loop(LoopMode::Cotx), layers: vec![0, 2], head_layers: vec![2] };
     let layout = StepLayout::new(root.path().join("out"), false, problems.len());
     let out = layout.result(routing::RESULTS_STEM, "json");
-    let records = run_routing(&codi, &problems, &options, &out).unwrap();
+    let records = run_routing(&codi, &problems, &options, &out).unwrap().records;
     let summary = summarize_routing(&records).unwrap();
     let number = TokenClass::ALL.iter().position(|&c| c == TokenClass::Number).unwrap();
     let with_numbers: Vec<f64> = records
@@ -458,7 +548,7 @@ fn decomposition_sums_exactly_and_logit_lens_matches_by_hand() {
     // Summary, tables and figures on two problems.
     let layout = StepLayout::new(root.path().join("out"), true, 2);
     let options = DecomposeOptions::new(short_loop(LoopMode::Cotx));
-    let records = decompose::run_decompose(&codi, &problems[..2], &options, &layout.result(decompose::RESULTS_STEM, "json")).unwrap();
+    let records = decompose::run_decompose(&codi, &problems[..2], &options, &layout.result(decompose::RESULTS_STEM, "json")).unwrap().records;
     let analysis = DecomposeAnalysisOptions { lens_problems: 1, static_images: false, title_note: String::new() };
     let summary = analyze_decompose(&records, &layout, &analysis).unwrap().summary;
     let expect = (records[0].dla[0][6][3] + records[1].dla[0][6][3]) / 2.0;
@@ -521,5 +611,51 @@ fn cli_steps_write_the_seed_layout() {
         "figures/logit_lens_p1.html",
     ] {
         assert!(out.join(file).is_file(), "{file}");
+    }
+}
+
+#[test]
+fn cli_next_steps_take_shards_and_merge_them_into_the_whole_run() {
+    let root = tempfile::tempdir().unwrap();
+    let checkpoint = codi_support::tiny_codi(root.path());
+    let dataset = root.path().join("problems.json");
+    thoughtscope::codi::problems::dataset::write_problems(&codi_support::problems(), &dataset).unwrap();
+    let run = |out: &Path, step: &str, extra: &[&str]| {
+        let mut args = vec!["codi", step, "--checkpoint", checkpoint.to_str().unwrap(), "--dataset", dataset.to_str().unwrap()];
+        args.extend(["--out", out.to_str().unwrap(), "--test-mode", "--html-only"]);
+        args.extend(extra);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
+            .args(&args)
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("SLURM_ARRAY_TASK_COUNT")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{step} {extra:?}: {text}");
+        text
+    };
+    let (whole, sharded) = (root.path().join("whole"), root.path().join("sharded"));
+    let steps: [(&str, &str, &[&str], &str); 3] = [
+        ("compose", "compositional_ablation_results", &["--max-new-tokens", "2", "--importance", "logprob"], "compositional_table_test.csv"),
+        ("routing", "question_to_thought_attention", &["--heatmaps", "1"], "attention_by_token_type_test.md"),
+        ("decompose", "residual_decomposition", &["--lens-problems", "1"], "direct_logit_attribution_test.md"),
+    ];
+    for (step, stem, extra, table) in steps {
+        let text = run(&whole, step, extra);
+        assert!(text.contains("3 problems (3 computed now, 0 failed)"), "{step}: {text}");
+        for shard in ["0/2", "1/2"] {
+            let text = run(&sharded, step, &[extra, &["--shard", shard][..]].concat());
+            assert!(text.contains(&format!("shard {shard}: ")), "{step}: {text}");
+        }
+        let results = format!("results/{stem}_test.json");
+        assert!(!sharded.join(&results).exists() && !sharded.join("results").join(table).exists(), "{step}: a shard writes only its part");
+        for part in ["shard-0-of-2", "shard-1-of-2"] {
+            assert!(sharded.join(format!("results/{stem}_test.{part}.json")).is_file(), "{step} {part}");
+        }
+        // The unsharded step merges the parts, computing nothing, and analyses the whole.
+        let text = run(&sharded, step, extra);
+        assert!(text.contains("3 problems (0 computed now, 0 failed)"), "{step}: {text}");
+        assert!(std::fs::read(whole.join(&results)).unwrap() == std::fs::read(sharded.join(&results)).unwrap(), "{step}: the merge differs");
+        assert!(sharded.join("results").join(table).is_file(), "{step}: {table}");
     }
 }

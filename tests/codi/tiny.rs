@@ -222,7 +222,7 @@ fn ablation_and_attention_resume_and_analysis_writes_upstream_schema() {
     assert!(err.contains("[14]") && err.contains("4 blocks"), "{err}");
     attention_options.layers = vec![1, 3];
     let attention_path = out.join("attention_weights_test.json");
-    let attention = run_attention(&codi, &problems, &attention_options, &attention_path).unwrap();
+    let attention = run_attention(&codi, &problems, &attention_options, &attention_path).unwrap().records;
     let a = &attention[0];
     let keys = a.key_positions.as_ref().unwrap();
     assert_eq!(keys.last(), a.query_position.as_ref());

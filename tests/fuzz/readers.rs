@@ -1343,7 +1343,9 @@ fn regression_gguf_nan_block_scale_stops_the_forward_naming_layer_and_head() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.gguf");
     std::fs::write(&path, &bytes).unwrap();
-    let model = thoughtscope::model::Model::load_without_tokenizer(path.to_str().unwrap(), &thoughtscope::model::Settings::default()).unwrap();
+    // Default settings: no weights-hash memo learns the mutated file.
+    let settings = thoughtscope::model::Settings::default();
+    let model = thoughtscope::model::Model::load_without_tokenizer(path.to_str().unwrap(), &settings).unwrap();
     let mut cache = thoughtscope::model::KvCache::new(&model);
     let result = model.forward(thoughtscope::model::Input::Ids(&[2, 3, 4, 5, 6]), &mut cache, &mut thoughtscope::model::NoHooks);
     expect_error(result, &["non-finite attention scores", "layer 0, head 0"]);

@@ -15,6 +15,7 @@ use thoughtscope::codi::runner::meta::lock_results;
 use thoughtscope::codi::{CodiModel, LoadOptions, LoopMode, LoopOptions};
 use thoughtscope::io::shard::Shard;
 use thoughtscope::io::{begin_run, INCOMPLETE_MARKER};
+use thoughtscope::model::Settings;
 use thoughtscope::rollout::generate::upstream_prompt;
 use thoughtscope::rollout::resample::{
     resample_problem, Continuation, DecodeSettings, ProviderIdentity, ResampleConfig, RolloutProvider,
@@ -134,7 +135,7 @@ fn a_failed_resample_leaves_its_folder_marked_incomplete_until_a_rerun_finishes(
 #[test]
 fn a_second_run_of_a_codi_step_or_of_run_all_on_the_same_files_fails_at_once() {
     let root = tempfile::tempdir().unwrap();
-    let codi = CodiModel::load(&codi_support::tiny_codi(root.path()), &LoadOptions::default(), &thoughtscope::model::Settings::default()).unwrap();
+    let codi = CodiModel::load(&codi_support::tiny_codi(root.path()), &LoadOptions::default(), &Settings::default()).unwrap();
     let out = root.path().join("results/ablation_results_test.json");
     let mut loop_options = LoopOptions::for_mode(LoopMode::Cotx);
     loop_options.max_new_tokens = 2;
@@ -154,6 +155,6 @@ fn a_second_run_of_a_codi_step_or_of_run_all_on_the_same_files_fails_at_once() {
     let _held = begin_run(&all, "codi run-all", None).unwrap();
     let spec = thoughtscope::codi::ModelSpec::checkpoint(root.path().join("codi"));
     let options = thoughtscope::codi::pipeline::RunAllOptions::new(spec, all.clone());
-    let err = thoughtscope::codi::pipeline::run_all(&options, &thoughtscope::model::Settings::default()).map(|_| ()).unwrap_err().to_string();
+    let err = thoughtscope::codi::pipeline::run_all(&options, &Settings::default()).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("`thoughtscope codi run-all`") && err.contains("is writing this folder now"), "{err}");
 }

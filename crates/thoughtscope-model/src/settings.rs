@@ -156,25 +156,26 @@ fn default_models_dir() -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models")).to_path_buf()
 }
 
-/// What the analysis library looks up in the environment where it needs it, at that moment: the
-/// external programs it starts and the notebook display, whose callers (a figure shown as a cell's
-/// value, a static export deep in a report) take no settings value.
-///
-/// | Variable | Lookup | Use |
-/// |---|---|---|
-/// | `CHROMIUM` | [`chromium`] | the Chromium binary for static image export (else `chromium` on `PATH`) |
-/// | `PATH` | [`path`] | where programs are searched |
-/// | `THOUGHTSCOPE_PYTHON` | [`python`] | the Python that runs notebooks headlessly |
-/// | `VIRTUAL_ENV` | [`virtual_env`] | the active virtualenv, tried next |
-/// | `THOUGHTSCOPE_NOTEBOOK_MATHJAX` | [`notebook_mathjax`] | `0`: plotly.js embedded without MathJax |
-/// | `POLARS_FMT_MAX_ROWS`, `POLARS_FMT_MAX_COLS` | [`table_limit`] | rows and columns a notebook table shows (`-1`: all) |
-/// | `SLURM_ARRAY_TASK_ID`, `_COUNT`, `_MIN` | [`var`] | the shard of a Slurm array task |
-/// | a labeller's `api_key_env` | [`var`] | the API key it sends |
-///
-/// Besides these, the notebook display keeps two pieces of state in the environment
-/// (`THOUGHTSCOPE_NOTEBOOK_PLOTLY_JS`, `THOUGHTSCOPE_NOTEBOOK_FIGURES`): not settings but memory
-/// shared by evcxr's cells, which each link their own copy of every static.
 pub mod lookups {
+    //! What the analysis library looks up in the environment where it needs it, at that moment: the
+    //! external programs it starts and the notebook display, whose callers (a figure shown as a cell's
+    //! value, a static export deep in a report) take no settings value.
+    //!
+    //! | Variable | Lookup | Use |
+    //! |---|---|---|
+    //! | `CHROMIUM` | [`chromium`] | the Chromium binary for static image export (else `chromium` on `PATH`) |
+    //! | `PATH` | [`path`] | where programs are searched |
+    //! | `THOUGHTSCOPE_PYTHON` | [`python`] | the Python that runs notebooks headlessly |
+    //! | `VIRTUAL_ENV` | [`virtual_env`] | the active virtualenv, tried next |
+    //! | `THOUGHTSCOPE_NOTEBOOK_MATHJAX` | [`notebook_mathjax`] | `0`: plotly.js embedded without MathJax |
+    //! | `POLARS_FMT_MAX_ROWS`, `POLARS_FMT_MAX_COLS` | [`table_limit`] | rows and columns a notebook table shows (`-1`: all) |
+    //! | `SLURM_ARRAY_TASK_ID`, `_COUNT`, `_MIN` | [`var`] | the shard of a Slurm array task |
+    //! | a labeller's `api_key_env` | [`var`] | the API key it sends |
+    //!
+    //! Besides these, the notebook display keeps two pieces of state in the environment
+    //! (`THOUGHTSCOPE_NOTEBOOK_PLOTLY_JS`, `THOUGHTSCOPE_NOTEBOOK_FIGURES`): not settings but memory
+    //! shared by evcxr's cells, which each link their own copy of every static.
+
     use std::ffi::OsString;
     use std::path::PathBuf;
 

@@ -51,7 +51,7 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
-/// One chat message for [`Tokenizer::apply_chat_template`].
+/// One chat message, as the analysis library's `chat::apply_chat_template` renders them.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChatMessage {
     pub role: String,

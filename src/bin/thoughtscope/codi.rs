@@ -1,7 +1,7 @@
 //! `thoughtscope codi …`: clap arguments, each mapped to one library call (`thoughtscope::codi`),
 //! and what is printed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
@@ -13,11 +13,12 @@ use thoughtscope::codi::pipeline::{run_all, sample_problems, ModelSpec, RunAllOp
 use thoughtscope::codi::problems::dataset::{load_problems, write_problems, Problem, TEST_PER_LEVEL};
 use thoughtscope::codi::problems::synthetic::{synthetic_problems, DEFAULT_PER_LEVEL, DEFAULT_SEED};
 use thoughtscope::codi::runner::layout::ExperimentLayout;
-use thoughtscope::codi::runner::step::for_shard;
+use thoughtscope::codi::runner::step::{for_shard, StepOutcome};
 use thoughtscope::codi::seed::ablation::{run_ablation, AblationMode, AblationOptions};
 use thoughtscope::codi::seed::analyze::{analyze, write_comparison, AnalyzeOptions, ImportanceRule};
 use thoughtscope::codi::seed::eot_attention::{run_attention, scale_layers, AttentionOptions, KeySelection};
 use thoughtscope::codi::seed::variant::Variant;
+use thoughtscope::io::shard::Shard;
 use thoughtscope::model::Settings;
 use thoughtscope::{Error, Result};
 
@@ -87,7 +88,7 @@ pub struct ProblemsArgs {
 #[derive(Debug, Args)]
 pub struct ExperimentArgs {
     /// Experiment folder (results/ and figures/ inside, as the seed's). Default:
-    /// analysis/codi/<variant> (faithful unless --mode corrected).
+    /// `analysis/codi/<variant>` (faithful unless --mode corrected).
     #[arg(long, alias = "out")]
     pub dir: Option<PathBuf>,
     /// The seed's 10-problem test run: files tagged `_test` (else `_100`).
@@ -352,6 +353,27 @@ fn variant_of(mode: AblationMode) -> Variant {
     }
 }
 
+/// A Slurm array task's share of a step (`--shard I/N`): its problems run into the part file
+/// beside `out` ([`for_shard`]); the same step without a shard merges the parts.
+fn run_shard<R>(
+    shard: Shard,
+    problems: &[Problem],
+    out: &Path,
+    run: impl FnOnce(&[Problem], &Path) -> Result<StepOutcome<R>>,
+) -> Result<()> {
+    let (mine, part) = for_shard(problems, out, shard);
+    let outcome = run(&mine, &part)?;
+    outln!(
+        "shard {shard}: {} of {} problems ({} computed now, {} failed); wrote {}",
+        mine.len(),
+        problems.len(),
+        outcome.computed,
+        outcome.failed,
+        part.display()
+    );
+    Ok(())
+}
+
 /// Run one `codi` subcommand.
 pub fn run(command: CodiCommand, settings: &Settings) -> Result<()> {
     match command {
@@ -386,17 +408,7 @@ pub fn run(command: CodiCommand, settings: &Settings) -> Result<()> {
             let mut options = a.hook.options(a.model.loop_options(), &codi);
             options.continuous = !a.no_continuous;
             if let Some(shard) = a.shard.resolve()? {
-                let (mine, part) = for_shard(&problems, &layout.ablation(), shard);
-                let summary = run_ablation(&codi, &mine, &options, &part)?;
-                outln!(
-                    "shard {shard}: {} of {} problems ({} computed now, {} failed); wrote {}",
-                    mine.len(),
-                    problems.len(),
-                    summary.computed,
-                    summary.failed,
-                    part.display()
-                );
-                return Ok(());
+                return run_shard(shard, &problems, &layout.ablation(), |mine, part| run_ablation(&codi, mine, &options, part));
             }
             let summary = run_ablation(&codi, &problems, &options, &layout.ablation())?;
             let (correct, counts) = summary.critical_counts();
@@ -421,15 +433,16 @@ pub fn run(command: CodiCommand, settings: &Settings) -> Result<()> {
                 full_row: !a.no_full_row,
             };
             if let Some(shard) = a.shard.resolve()? {
-                let (mine, part) = for_shard(&problems, &layout.attention(), shard);
-                let records = run_attention(&codi, &mine, &options, &part)?;
-                let failed = records.iter().filter(|r| r.error.is_some()).count();
-                outln!("shard {shard}: {} of {} problems ({failed} failed); wrote {}", mine.len(), problems.len(), part.display());
-                return Ok(());
+                return run_shard(shard, &problems, &layout.attention(), |mine, part| run_attention(&codi, mine, &options, part));
             }
-            let records = run_attention(&codi, &problems, &options, &layout.attention())?;
-            let failed = records.iter().filter(|r| r.error.is_some()).count();
-            outln!("{} problems written to {} ({failed} failed)", records.len(), layout.attention().display());
+            let outcome = run_attention(&codi, &problems, &options, &layout.attention())?;
+            outln!(
+                "{} problems written to {} ({} computed now, {} failed)",
+                outcome.records.len(),
+                layout.attention().display(),
+                outcome.computed,
+                outcome.failed
+            );
         }
         CodiCommand::Analyze(a) => {
             let options = AnalyzeOptions { importance: a.importance, static_images: !a.html_only, ..AnalyzeOptions::default() };

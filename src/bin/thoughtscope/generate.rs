@@ -22,7 +22,7 @@ pub struct GenerateArgs {
     /// Model: GGUF file, HF model directory, cached hub id or registry name (e.g. smollm2-135m).
     #[arg(long)]
     pub model: String,
-    /// Output root: rollouts go to ROOT/<problem name>/<prefix><k>/.
+    /// Output root: rollouts go to `ROOT/<problem name>/<prefix><k>/`.
     #[arg(long)]
     pub out: PathBuf,
     /// Rollouts per problem.

@@ -21,7 +21,7 @@ pub enum KlArg {
 pub struct ImportanceArgs {
     /// The problem folder: chunks.json and, optionally, chunks_labeled.json (its labels are kept).
     pub problem_dir: PathBuf,
-    /// The folder holding chunk_<i>/solutions.json (`ROOT/<problem>` of `resample`); default: the problem folder.
+    /// The folder holding `chunk_<i>/solutions.json` (`ROOT/<problem>` of `resample`); default: the problem folder.
     #[arg(long)]
     pub rollouts: Option<PathBuf>,
     /// The problem's forced-answer rollouts (`FORCED_ROOT/<problem>`); without it the forced fields of the input are kept as they are.

@@ -1,11 +1,19 @@
 //! The `thoughtscope` command line. Each subcommand's module holds its arguments and maps them to
 //! one library call's options, then prints what the call returns; errors are printed here, on one
-//! line. Results go to stdout through [`outln!`], never `println!`, so that a reader that stops
+//! line. Results go to stdout through `outln!`, never `println!`, so that a reader that stops
 //! early (`| head`) ends the command quietly instead of making it panic.
 //!
 //! The run's [`Settings`] are built once, in [`main`]: from the environment
 //! ([`Settings::from_env`]), then `--quiet`; each command that runs a model adds its `--device`
 //! and `--weights` ([`DeviceArg::settings`]) and passes them down.
+//!
+//! For example (the README's command table lists every command):
+//!
+//! ```text
+//! thoughtscope segment rollouts/apple_boxes/rollout_00 --mode chunks --json | head -3
+//! thoughtscope codi run-all --test-mode
+//! thoughtscope codi ablate --test-mode --shard 0/4    # one Slurm array task's share
+//! ```
 
 /// `println!` for the command's results. When stdout's reader has gone (`thoughtscope segment …
 /// --json | head -1`), the write fails with `BrokenPipe` and the process ends at once with
@@ -88,7 +96,7 @@ enum Command {
     /// Notebooks: `notebook run <nb.ipynb>` executes one headlessly into an offline HTML report.
     #[command(subcommand)]
     Notebook(notebook::NotebookCommand),
-    /// Reports: `report index <dir>` writes <dir>/index.html linking every report below it.
+    /// Reports: `report index <dir>` writes `<dir>/index.html` linking every report below it.
     #[command(subcommand)]
     Report(report::ReportCommand),
 }
@@ -153,7 +161,7 @@ fn settings(quiet: bool) -> thoughtscope::Result<Settings> {
     Ok(settings)
 }
 
-/// One line on stdout for [`outln!`].
+/// One line on stdout for `outln!`.
 fn write_stdout_line(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {

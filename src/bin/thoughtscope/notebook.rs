@@ -18,10 +18,10 @@ pub enum NotebookCommand {
 pub struct RunArgs {
     /// The notebook (.ipynb).
     pub notebook: PathBuf,
-    /// HTML report path [default: analysis/reports/<name>.html].
+    /// HTML report path. Default: `analysis/reports/<name>.html`.
     #[arg(long)]
     pub html: Option<PathBuf>,
-    /// Executed notebook path [default: the report path with .ipynb].
+    /// Executed notebook path. Default: the report path with .ipynb.
     #[arg(long)]
     pub executed: Option<PathBuf>,
     /// Per-cell timeout in seconds.
@@ -33,8 +33,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 3600)]
     pub dep_timeout: u64,
     /// A private build dir for the kernel, outside any cargo workspace; its parent gets
-    /// .cargo/config.toml (notebooks/evcxr-cargo-config.toml) [default: $EVCXR_TMPDIR, else
-    /// <cargo target dir>/notebook-kernel, which shares the CLI's build].
+    /// .cargo/config.toml (notebooks/evcxr-cargo-config.toml). Default: $EVCXR_TMPDIR, else
+    /// `<cargo target dir>/notebook-kernel`, which shares the CLI's build.
     #[arg(long)]
     pub evcxr_tmpdir: Option<PathBuf>,
 }

@@ -51,7 +51,7 @@ pub struct ResampleArgs {
     /// openai: seconds one request may take.
     #[arg(long, default_value_t = 600)]
     pub request_timeout: u64,
-    /// Output root: rollouts go to ROOT/<problem>/chunk_<i>/solutions.json. Give forced-answer
+    /// Output root: rollouts go to `ROOT/<problem>/chunk_<i>/solutions.json`. Give forced-answer
     /// runs their own root (upstream: <...>_forced_answer).
     #[arg(long)]
     pub out: PathBuf,
@@ -76,8 +76,8 @@ pub struct ResampleArgs {
     /// the trace's own prompt (chat template) and text, for `thoughtscope generate`'s rollouts.
     #[arg(long, default_value = "faithful", value_parser = ["faithful", "corrected", "own-rollout"])]
     pub mode: String,
-    /// Upstream's forced-answer rollouts: the prompt ends "</think> Therefore, the final answers
-    /// is \boxed{" and the answer is read from prompt + continuation.
+    /// Upstream's forced-answer rollouts: the prompt ends `</think> Therefore, the final answers
+    /// is \boxed{` and the answer is read from prompt + continuation.
     #[arg(long)]
     pub forced_answer: bool,
     /// Rollouts decoded together per step (capped at 15 on the CPU, where larger steps round
@@ -86,7 +86,7 @@ pub struct ResampleArgs {
     pub batch: usize,
     #[command(flatten)]
     pub device: DeviceArg,
-    /// Sharded: only the chunks of this shard (key <problem>/chunk_<i>); the shards' chunk
+    /// Sharded: only the chunks of this shard (key `<problem>/chunk_<i>`); the shards' chunk
     /// folders together are the unsharded run's.
     #[command(flatten)]
     pub shard: ShardArg,

@@ -248,7 +248,7 @@ impl Experiment {
             keys: variant.modes().1,
             full_row: true,
         };
-        run_attention(&self.codi, problems, &options, &self.options.layout(variant).attention())
+        Ok(run_attention(&self.codi, problems, &options, &self.options.layout(variant).attention())?.records)
     }
 
     /// Step 4 (`3_analyze_and_visualize.py`): statistics, figures and `index.html`.
@@ -274,7 +274,7 @@ impl Experiment {
         }
         let problems = &self.compose_sample(problems);
         let title = format!(" [{}]{}", variant.name(), self.title_note());
-        let (records, analysis, importance) = compose_with_rule(
+        let (outcome, analysis, importance) = compose_with_rule(
             &self.codi,
             problems,
             &options,
@@ -283,7 +283,7 @@ impl Experiment {
             self.options.static_images,
             &title,
         )?;
-        Ok(Composition { records, analysis, importance })
+        Ok(Composition { records: outcome.records, analysis, importance })
     }
 
     /// The problems [`Experiment::compose`] runs: all of them, or in test mode
@@ -309,7 +309,8 @@ impl Experiment {
             static_images: self.options.static_images,
             title_note: self.title_note(),
         };
-        routing_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
+        let (outcome, analysis) = routing_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)?;
+        Ok((outcome.records, analysis))
     }
 
     /// Next step 3, residual stream decomposition and the logit lens, on clean runs.
@@ -320,7 +321,8 @@ impl Experiment {
             static_images: self.options.static_images,
             title_note: self.title_note(),
         };
-        decompose_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)
+        let (outcome, analysis) = decompose_step(&self.codi, problems, &options, &self.next_steps_layout(problems.len()), &analysis)?;
+        Ok((outcome.records, analysis))
     }
 
     /// " — NOT A CODI MODEL" on a synthetic checkpoint, else empty.

@@ -2,7 +2,7 @@
 //! a half-written file, and a killed run leaves only a dot-file), JSON in and out with errors that
 //! name the file, `.npy` arrays ([`npy`]) and the `--shard i/n` split of a run's work ([`shard`]).
 //! The writes are the model crate's ([`thoughtscope_model::io`], which writes its own memos with
-//! them), returning this library's [`Error`](crate::Error).
+//! them), returning this library's [`Error`].
 
 pub mod npy;
 pub mod shard;

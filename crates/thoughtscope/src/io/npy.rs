@@ -48,7 +48,7 @@ impl NpyArray {
 }
 
 /// The `.npy` bytes `np.save` writes for a C-order float32 array of `shape` (the buffer is
-/// allocated fallibly: an [`Error::OutOfMemory`](crate::Error::OutOfMemory) when it cannot be had).
+/// allocated fallibly: an [`Error::OutOfMemory`] when it cannot be had).
 pub fn encode_f32(shape: &[usize], values: &[f32]) -> Result<Vec<u8>> {
     let mut bytes = encode_header(shape, "<f4", values.len() * 4)?;
     for v in values {

@@ -201,7 +201,7 @@ pub fn spearman(x: &[f64], y: &[f64], permutations: usize, seed: u64) -> Result<
 }
 
 /// NaN ⇄ JSON `null` for f64 fields (Python's `json.dump` writes a bare `NaN`, which is not JSON;
-/// [`relaxed_json`] reads such files).
+/// [`relaxed_json`](crate::codi::runner::files::relaxed_json) reads such files).
 pub mod nan_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
 

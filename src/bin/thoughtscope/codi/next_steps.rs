@@ -1,19 +1,22 @@
 //! `thoughtscope codi compose | routing | decompose`: the experiment's three next steps.
 //! Each writes `<out>/results/<name>_<tag>.json` (resumable, with a `.meta.json` sidecar), its
 //! tables beside it and its figures in `<out>/figures/`; `<tag>` is `test` with `--test-mode`,
-//! else the number of problems.
+//! else the number of problems. With `--shard I/N` (or in a Slurm array task) a step computes
+//! only its share into `<name>_<tag>.shard-I-of-N.json` and writes no tables or figures; the
+//! same step without a shard merges the parts and analyses them, as `codi ablate` does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::{ExperimentArgs, HookArgs, ModelArgs};
+use super::{run_shard, ExperimentArgs, HookArgs, ModelArgs};
 use thoughtscope::codi::next::analyze::{compose_with_rule, decompose_step, routing_step, DecomposeAnalysisOptions, RoutingAnalysisOptions};
 use thoughtscope::codi::next::compose;
 use thoughtscope::codi::next::decompose::{self, DecomposeOptions};
 use thoughtscope::codi::next::routing::{self, RoutingOptions};
 use thoughtscope::codi::pipeline::QUICK_MAX_NEW_TOKENS;
 use thoughtscope::codi::runner::output::markdown_table;
+use thoughtscope::codi::runner::step::StepOutcome;
 use thoughtscope::codi::seed::analyze::ImportanceRule;
 use thoughtscope::codi::seed::variant::Variant;
 use thoughtscope::model::Settings;
@@ -28,6 +31,10 @@ pub struct NextStepOutput {
     /// Write HTML figures only (no PNG/SVG through Chromium).
     #[arg(long)]
     pub html_only: bool,
+}
+
+fn print_outcome<R>(outcome: &StepOutcome<R>, out: &Path) {
+    outln!("{} problems ({} computed now, {} failed) in {}", outcome.records.len(), outcome.computed, outcome.failed, out.display());
 }
 
 fn print_files(files: &[PathBuf], notes: &[String]) {
@@ -52,6 +59,10 @@ pub struct ComposeArgs {
     /// baseline is correct, then the log-prob drop over all problems).
     #[arg(long, value_parser = crate::named::<ImportanceRule>(), default_value = "auto")]
     pub importance: ImportanceRule,
+    /// Sharded (a Slurm array task): only this shard's problems (by problem id), written to
+    /// `<results>.shard-I-of-N.json`; the same step without a shard merges the parts.
+    #[command(flatten)]
+    pub shard: crate::ShardArg,
 }
 
 /// `codi compose`.
@@ -63,7 +74,11 @@ pub fn compose(a: ComposeArgs, settings: &Settings) -> Result<()> {
         loop_options.max_new_tokens = QUICK_MAX_NEW_TOKENS;
     }
     let options = a.hook.options(loop_options, &codi);
-    let (records, analysis, _) = compose_with_rule(
+    if let Some(shard) = a.shard.resolve()? {
+        let out = layout.result(compose::RESULTS_STEM, "json");
+        return run_shard(shard, &problems, &out, |mine, part| compose::run_compose(&codi, mine, &options, part));
+    }
+    let (outcome, analysis, _) = compose_with_rule(
         &codi,
         &problems,
         &options,
@@ -72,7 +87,7 @@ pub fn compose(a: ComposeArgs, settings: &Settings) -> Result<()> {
         !a.output.html_only,
         &codi.title_note(),
     )?;
-    outln!("{} problems in {}", records.len(), layout.result(compose::RESULTS_STEM, "json").display());
+    print_outcome(&outcome, &layout.result(compose::RESULTS_STEM, "json"));
     outln!("{}", markdown_table(&compose::summary_table(&analysis.summary)?));
     print_files(&analysis.files, &analysis.notes);
     Ok(())
@@ -93,6 +108,10 @@ pub struct RoutingArgs {
     /// Problems drawn as a question-token × thought heatmap.
     #[arg(long, default_value_t = 3)]
     pub heatmaps: usize,
+    /// Sharded (a Slurm array task): only this shard's problems (by problem id), written to
+    /// `<results>.shard-I-of-N.json`; the same step without a shard merges the parts.
+    #[command(flatten)]
+    pub shard: crate::ShardArg,
 }
 
 /// `codi routing`.
@@ -111,10 +130,14 @@ pub fn routing(a: RoutingArgs, settings: &Settings) -> Result<()> {
             options.layers.push(l);
         }
     }
+    if let Some(shard) = a.shard.resolve()? {
+        let out = layout.result(routing::RESULTS_STEM, "json");
+        return run_shard(shard, &problems, &out, |mine, part| routing::run_routing(&codi, mine, &options, part));
+    }
     let analysis_options =
         RoutingAnalysisOptions { heatmaps: a.heatmaps, static_images: !a.output.html_only, title_note: codi.title_note() };
-    let (records, analysis) = routing_step(&codi, &problems, &options, &layout, &analysis_options)?;
-    outln!("{} problems in {}", records.len(), layout.result(routing::RESULTS_STEM, "json").display());
+    let (outcome, analysis) = routing_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    print_outcome(&outcome, &layout.result(routing::RESULTS_STEM, "json"));
     print_files(&analysis.files, &analysis.notes);
     Ok(())
 }
@@ -131,6 +154,10 @@ pub struct DecomposeArgs {
     /// Problems whose logit lens is drawn and tabled.
     #[arg(long, default_value_t = 3)]
     pub lens_problems: usize,
+    /// Sharded (a Slurm array task): only this shard's problems (by problem id), written to
+    /// `<results>.shard-I-of-N.json`; the same step without a shard merges the parts.
+    #[command(flatten)]
+    pub shard: crate::ShardArg,
 }
 
 /// `codi decompose`.
@@ -138,13 +165,17 @@ pub fn decompose(a: DecomposeArgs, settings: &Settings) -> Result<()> {
     let (codi, problems, layout) = a.common.load_in(&a.output.experiment, Variant::Faithful, settings)?;
     let mut options = DecomposeOptions::new(a.common.loop_options());
     options.top_k = a.top_k;
+    if let Some(shard) = a.shard.resolve()? {
+        let out = layout.result(decompose::RESULTS_STEM, "json");
+        return run_shard(shard, &problems, &out, |mine, part| decompose::run_decompose(&codi, mine, &options, part));
+    }
     let analysis_options = DecomposeAnalysisOptions {
         lens_problems: a.lens_problems,
         static_images: !a.output.html_only,
         title_note: codi.title_note(),
     };
-    let (records, analysis) = decompose_step(&codi, &problems, &options, &layout, &analysis_options)?;
-    outln!("{} problems in {}", records.len(), layout.result(decompose::RESULTS_STEM, "json").display());
+    let (outcome, analysis) = decompose_step(&codi, &problems, &options, &layout, &analysis_options)?;
+    print_outcome(&outcome, &layout.result(decompose::RESULTS_STEM, "json"));
     print_files(&analysis.files, &analysis.notes);
     Ok(())
 }

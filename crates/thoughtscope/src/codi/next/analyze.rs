@@ -22,6 +22,7 @@ use crate::codi::latent::codi_model::CodiModel;
 use crate::codi::problems::dataset::Problem;
 use crate::codi::runner::layout::{file_part, StepLayout};
 use crate::codi::runner::output::{finite_mean, finite_sem, markdown_table, save_step_figures, write_table};
+use crate::codi::runner::step::StepOutcome;
 use crate::codi::seed::ablation::AblationOptions;
 use crate::codi::seed::analyze::{ImportanceKind, ImportanceRule};
 use crate::io::{write_atomic, write_json};
@@ -124,9 +125,10 @@ fn empty_set_note(records: &[ComposeRecord], all_baselines: bool) -> Option<Stri
     ))
 }
 
-/// `codi compose` as one call: run (resumable) into `results/compositional_ablation_results_<tag>.json`,
-/// then [`analyze_compose`] with the importance chosen by `rule` from the records' baselines (the rule
-/// of `codi analyze`); the note says when `Auto` fell back to the log-prob importance.
+/// `codi compose` as one call: run (resumable, merging shard parts) into
+/// `results/compositional_ablation_results_<tag>.json`, then [`analyze_compose`] with the
+/// importance chosen by `rule` from the records' baselines (the rule of `codi analyze`); the note
+/// says when `Auto` fell back to the log-prob importance.
 pub fn compose_with_rule(
     codi: &CodiModel,
     problems: &[Problem],
@@ -135,14 +137,15 @@ pub fn compose_with_rule(
     rule: ImportanceRule,
     static_images: bool,
     title_note: &str,
-) -> Result<(Vec<ComposeRecord>, ComposeAnalysis, ImportanceKind)> {
-    let records = run_compose(codi, problems, options, &layout.result(COMPOSE_STEM, "json"))?;
+) -> Result<(StepOutcome<ComposeRecord>, ComposeAnalysis, ImportanceKind)> {
+    let outcome = run_compose(codi, problems, options, &layout.result(COMPOSE_STEM, "json"))?;
+    let records = &outcome.records;
     let correct = records.iter().filter(|r| r.error.is_none() && r.baseline.as_ref().is_some_and(|b| b.correct)).count();
     let (importance, all_baselines, note) = rule.resolve_counts(correct, records.len());
     let analysis_options = ComposeAnalysisOptions { importance, all_baselines, static_images, title_note: title_note.to_owned() };
-    let mut analysis = analyze_compose(&records, layout, &analysis_options)?;
+    let mut analysis = analyze_compose(records, layout, &analysis_options)?;
     analysis.notes.extend(note);
-    Ok((records, analysis, importance))
+    Ok((outcome, analysis, importance))
 }
 
 // Question → thought attention.
@@ -198,18 +201,18 @@ fn write_summary_files(summary: &RoutingSummary, layout: &StepLayout, files: &mu
     Ok(())
 }
 
-/// `codi routing` as one call: run (resumable) into `results/question_to_thought_attention_<tag>.json`,
-/// then [`analyze_routing`].
+/// `codi routing` as one call: run (resumable, merging shard parts) into
+/// `results/question_to_thought_attention_<tag>.json`, then [`analyze_routing`].
 pub fn routing_step(
     codi: &CodiModel,
     problems: &[Problem],
     options: &RoutingOptions,
     layout: &StepLayout,
     analysis: &RoutingAnalysisOptions,
-) -> Result<(Vec<RoutingRecord>, RoutingAnalysis)> {
-    let records = run_routing(codi, problems, options, &layout.result(ROUTING_STEM, "json"))?;
-    let analysis = analyze_routing(&records, layout, analysis)?;
-    Ok((records, analysis))
+) -> Result<(StepOutcome<RoutingRecord>, RoutingAnalysis)> {
+    let outcome = run_routing(codi, problems, options, &layout.result(ROUTING_STEM, "json"))?;
+    let analysis = analyze_routing(&outcome.records, layout, analysis)?;
+    Ok((outcome, analysis))
 }
 
 // Residual decomposition.
@@ -261,16 +264,16 @@ pub fn analyze_decompose(records: &[DecomposeRecord], layout: &StepLayout, optio
     Ok(DecomposeAnalysis { summary, files, notes })
 }
 
-/// `codi decompose` as one call: run (resumable) into `results/residual_decomposition_<tag>.json`,
-/// then [`analyze_decompose`].
+/// `codi decompose` as one call: run (resumable, merging shard parts) into
+/// `results/residual_decomposition_<tag>.json`, then [`analyze_decompose`].
 pub fn decompose_step(
     codi: &CodiModel,
     problems: &[Problem],
     options: &DecomposeOptions,
     layout: &StepLayout,
     analysis: &DecomposeAnalysisOptions,
-) -> Result<(Vec<DecomposeRecord>, DecomposeAnalysis)> {
-    let records = run_decompose(codi, problems, options, &layout.result(DECOMPOSE_STEM, "json"))?;
-    let analysis = analyze_decompose(&records, layout, analysis)?;
-    Ok((records, analysis))
+) -> Result<(StepOutcome<DecomposeRecord>, DecomposeAnalysis)> {
+    let outcome = run_decompose(codi, problems, options, &layout.result(DECOMPOSE_STEM, "json"))?;
+    let analysis = analyze_decompose(&outcome.records, layout, analysis)?;
+    Ok((outcome, analysis))
 }

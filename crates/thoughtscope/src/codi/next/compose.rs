@@ -55,7 +55,7 @@ use crate::codi::latent::thought_loop::{decode_greedy_batch, run_from_prompt, ru
 use crate::codi::problems::dataset::Problem;
 use crate::codi::runner::files::JsonStyle;
 use crate::codi::runner::output::{count_column, finite_mean, finite_sem, float_column, text_column};
-use crate::codi::runner::step::{run_step, ProblemRecord, Step};
+use crate::codi::runner::step::{run_step, ProblemRecord, Step, StepOutcome};
 use crate::codi::seed::ablation::{
     baseline_result, check_layer, gold_logprob_if, AblatedRun, AblationHooks, AblationMode, AblationOptions, BaselineResult, CleanRun,
     Patch,
@@ -341,11 +341,12 @@ pub(crate) fn fill_against_empty(sets: &mut [SetAblation], empty: &SetAblation) 
     }
 }
 
-/// `codi compose`: every problem not yet in `out`, `out` rewritten after each (resumable).
-pub fn run_compose(codi: &CodiModel, problems: &[Problem], options: &AblationOptions, out: &Path) -> Result<Vec<ComposeRecord>> {
+/// `codi compose`: every problem not yet in `out`, `out` rewritten after each (resumable,
+/// merging shard parts: [`crate::codi::runner::step`]).
+pub fn run_compose(codi: &CodiModel, problems: &[Problem], options: &AblationOptions, out: &Path) -> Result<StepOutcome<ComposeRecord>> {
     check_layer(codi, options)?;
     let step = Step { name: "compose", settings: serde_json::to_value(options)?, style: JsonStyle::Pretty };
-    Ok(run_step(codi, &step, problems, out, |problem| compose_problem(codi, problem, options))?.records)
+    run_step(codi, &step, problems, out, |problem| compose_problem(codi, problem, options))
 }
 
 /// One row of the table: a set's statistics over the included problems.

@@ -39,7 +39,7 @@ use crate::codi::latent::thought_loop::{argmax, gold_number_token, run_to_eot, L
 use crate::codi::problems::dataset::Problem;
 use crate::codi::runner::files::JsonStyle;
 use crate::codi::runner::output::{finite_mean, float_column, text_column};
-use crate::codi::runner::step::{run_step, ProblemRecord, Step};
+use crate::codi::runner::step::{run_step, ProblemRecord, Step, StepOutcome};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
@@ -418,10 +418,11 @@ fn lens_row(codi: &CodiModel, label: &str, logits: &[f32], targets: &[LogitTarge
     Ok(LensRow { label: label.to_owned(), top, target_logprobs, target_ranks })
 }
 
-/// `codi decompose`: every problem not yet in `out`, `out` rewritten after each (resumable).
-pub fn run_decompose(codi: &CodiModel, problems: &[Problem], options: &DecomposeOptions, out: &Path) -> Result<Vec<DecomposeRecord>> {
+/// `codi decompose`: every problem not yet in `out`, `out` rewritten after each (resumable,
+/// merging shard parts: [`crate::codi::runner::step`]).
+pub fn run_decompose(codi: &CodiModel, problems: &[Problem], options: &DecomposeOptions, out: &Path) -> Result<StepOutcome<DecomposeRecord>> {
     let step = Step { name: "decompose", settings: serde_json::to_value(options)?, style: JsonStyle::Compact };
-    Ok(run_step(codi, &step, problems, out, |problem| decompose_problem(codi, problem, options))?.records)
+    run_step(codi, &step, problems, out, |problem| decompose_problem(codi, problem, options))
 }
 
 /// Means over problems.

@@ -34,7 +34,7 @@ use crate::codi::latent::thought_loop::{run_to_eot, LoopOptions, Phase, PhaseHoo
 use crate::codi::problems::dataset::Problem;
 use crate::codi::runner::files::JsonStyle;
 use crate::codi::runner::output::{count_column, finite_mean, float_column, text_column};
-use crate::codi::runner::step::{run_step, ProblemRecord, Step};
+use crate::codi::runner::step::{run_step, ProblemRecord, Step, StepOutcome};
 use crate::codi::seed::eot_attention::{check_layers, scale_layers, UPSTREAM_LAYERS};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
@@ -328,13 +328,14 @@ pub fn routing_for_problem(codi: &CodiModel, problem: &Problem, options: &Routin
     })
 }
 
-/// `codi routing`: every problem not yet in `out`, `out` rewritten after each (resumable).
-pub fn run_routing(codi: &CodiModel, problems: &[Problem], options: &RoutingOptions, out: &Path) -> Result<Vec<RoutingRecord>> {
+/// `codi routing`: every problem not yet in `out`, `out` rewritten after each (resumable,
+/// merging shard parts: [`crate::codi::runner::step`]).
+pub fn run_routing(codi: &CodiModel, problems: &[Problem], options: &RoutingOptions, out: &Path) -> Result<StepOutcome<RoutingRecord>> {
     let n = codi.model.num_layers();
     check_layers("routing layers", &options.layers, n)?;
     check_layers("routing head layers", &options.head_layers, n)?;
     let step = Step { name: "routing", settings: serde_json::to_value(options)?, style: JsonStyle::Compact };
-    Ok(run_step(codi, &step, problems, out, |problem| routing_for_problem(codi, problem, options))?.records)
+    run_step(codi, &step, problems, out, |problem| routing_for_problem(codi, problem, options))
 }
 
 /// Means over problems, by token class.

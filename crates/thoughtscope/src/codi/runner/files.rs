@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::io::shard::Shard;
-use crate::io::{write_atomic, write_json};
+use crate::io::{write_atomic, write_json, INCOMPLETE_MARKER};
 use crate::{Error, Result};
 
 /// How a results file is written: indented like the seed's JSON, or compact (the attention and
@@ -82,6 +82,14 @@ fn stem_of(out: &Path) -> String {
 /// Path of the settings sidecar of an output file (`x.json` → `x.meta.json`).
 pub fn meta_path(out: &Path) -> PathBuf {
     out.with_file_name(format!("{}.meta.json", stem_of(out)))
+}
+
+/// The marker a run keeps beside the results file `out` while it writes it (`x.json` →
+/// `INCOMPLETE.x.json`; [`crate::io::begin_run`] with the file's name as the part, taken by
+/// [`super::meta::lock_results`]): there, the file may lack problems.
+pub fn incomplete_marker(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!("{INCOMPLETE_MARKER}.{name}"))
 }
 
 /// Where a sharded run (a Slurm array task) of a step writes its share: `x.json` →

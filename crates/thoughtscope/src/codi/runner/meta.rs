@@ -67,8 +67,9 @@ impl RunMeta {
 
 /// Take the results file `out` of `step` for this run ([`crate::io::begin_run`] on its folder,
 /// the file's name as the part): a second run writing the same file (another process, or the same
-/// shard) fails at once naming this one, and `INCOMPLETE.<file>` beside it says the file is
-/// partial until [`crate::io::RunLock::finish`].
+/// shard) fails at once naming this one, and `INCOMPLETE.<file>` beside it
+/// ([`super::files::incomplete_marker`]) says the file is partial until
+/// [`crate::io::RunLock::finish`].
 pub fn lock_results(out: &Path, step: &str) -> Result<crate::io::RunLock> {
     let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = out
@@ -100,5 +101,24 @@ fn first_difference(prefix: &str, a: &serde_json::Value, b: &serde_json::Value) 
         }
         _ if a == b => None,
         _ => Some((prefix.to_owned(), a.to_string(), b.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codi::runner::files::incomplete_marker;
+
+    #[test]
+    fn the_results_lock_marks_its_file_incomplete_until_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("results").join("attention_weights_test.json");
+        let lock = lock_results(&out, "attention").unwrap();
+        let marker = incomplete_marker(&out);
+        assert_eq!(marker, dir.path().join("results").join("INCOMPLETE.attention_weights_test.json"));
+        assert_eq!(lock.marker(), marker);
+        assert!(marker.is_file());
+        lock.finish().unwrap();
+        assert!(!marker.exists());
     }
 }

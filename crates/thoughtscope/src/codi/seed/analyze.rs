@@ -15,7 +15,7 @@ use super::ablation::{read_ablation, AblationRecord};
 use super::eot_attention::{read_attention, AttentionRecord};
 use super::figures;
 use super::summary::{summary_statistics, JoinedRow, SummaryStatistics};
-use crate::codi::runner::files::{meta_path, read_json_relaxed};
+use crate::codi::runner::files::{incomplete_marker, meta_path, read_json_relaxed};
 use crate::codi::runner::layout::ExperimentLayout;
 use crate::codi::runner::meta::RunMeta;
 use crate::io::{write_atomic, write_json as write_json_atomic};
@@ -90,6 +90,9 @@ pub struct Joined {
     pub skipped_incomplete_tokens: usize,
     /// One such problem, for the note: (problem id, tokens it has, tokens expected).
     pub first_incomplete: Option<(String, usize, usize)>,
+    /// Input results files that a run was still writing or was stopped in (an
+    /// `INCOMPLETE.<file>` marker beside them): they may lack problems. Recorded in the summary.
+    pub incomplete_inputs: Vec<PathBuf>,
 }
 
 /// The attention layers of a results file, from its first complete record.
@@ -218,8 +221,13 @@ pub struct Analysis {
 /// `3_analyze_and_visualize.py`: join the experiment's ablation and attention results, write
 /// `results/summary_statistics.json` (+ `results/joined_rows_<tag>.csv`), the four figures in
 /// `figures/` (HTML, and PDF/PNG/SVG when Chromium is there) and `index.html` in the folder.
+///
+/// A results file with an `INCOMPLETE.<file>` marker beside it (its run is still going, or was
+/// killed) is analysed as it stands, with a one-line warning naming it on stderr; the summary
+/// records it (`incomplete_inputs`).
 pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<Analysis> {
     let (ablation_path, attention_path) = (layout.ablation(), layout.attention());
+    let incomplete_inputs = warn_incomplete(&[&ablation_path, &attention_path]);
     let ablation = read_ablation(&ablation_path)?;
     let attention = read_attention(&attention_path)?;
     let provenance_note = check_same_run(&ablation_path, &attention_path, &attention)?;
@@ -261,6 +269,7 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
             ablation_path.display()
         )
     });
+    let joined = Joined { incomplete_inputs, ..joined };
     let mut analysis = analyze_joined(joined, importance, layout, options)?;
     analysis.notes.extend(rule_note);
     analysis.notes.extend(id_note);
@@ -269,6 +278,20 @@ pub fn analyze(layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<An
     write_index(layout, &analysis, options)?;
     analysis.files.push(layout.root.join("index.html"));
     Ok(analysis)
+}
+
+/// The results files among `paths` with an `INCOMPLETE.<file>` marker beside them, each warned
+/// about on one line of stderr (a warning, not a progress note: shown even when quiet).
+fn warn_incomplete(paths: &[&Path]) -> Vec<PathBuf> {
+    let incomplete: Vec<PathBuf> = paths.iter().filter(|p| incomplete_marker(p).exists()).map(|p| p.to_path_buf()).collect();
+    for path in &incomplete {
+        eprintln!(
+            "warning: {} is incomplete ({} beside it: its run is still going or was stopped); analysing the problems it holds",
+            path.display(),
+            incomplete_marker(path).file_name().unwrap_or_default().to_string_lossy()
+        );
+    }
+    incomplete
 }
 
 /// Ablation and attention results are joined only when they come from one checkpoint and one
@@ -378,7 +401,9 @@ fn unique_ids<'a>(path: &std::path::Path, ids: impl Iterator<Item = &'a str>) ->
 /// [`analyze`] on rows already joined (`importance` says which measure the rows hold).
 pub(crate) fn analyze_joined(joined: Joined, importance: ImportanceKind, layout: &ExperimentLayout, options: &AnalyzeOptions) -> Result<Analysis> {
     let tokens = joined.rows.iter().map(|r| r.token_pos + 1).max().unwrap_or(0);
-    let summary = summary_statistics(&joined.rows, &joined.layers, tokens)?;
+    let mut summary = summary_statistics(&joined.rows, &joined.layers, tokens)?;
+    summary.incomplete_inputs =
+        joined.incomplete_inputs.iter().map(|p| p.file_name().unwrap_or(p.as_os_str()).to_string_lossy().into_owned()).collect();
     let mut files = Vec::new();
 
     let summary_path = layout.summary();
@@ -426,6 +451,9 @@ fn write_index(layout: &ExperimentLayout, analysis: &Analysis, options: &Analyze
         analysis.importance,
         analysis.joined.layers,
     ));
+    for path in &analysis.joined.incomplete_inputs {
+        report = report.text(format!("Warning: {} was incomplete (a run was still writing it, or was stopped).", path.display()));
+    }
     for note in &analysis.notes {
         report = report.text(format!("Note: {note}"));
     }

@@ -21,7 +21,7 @@ use crate::codi::latent::codi_model::CodiModel;
 use crate::codi::latent::thought_loop::{run_to_eot, Layout, LoopOptions, Phase, PhaseHooks};
 use crate::codi::problems::dataset::Problem;
 use crate::codi::runner::files::{read_records, JsonStyle};
-use crate::codi::runner::step::{run_step, ProblemRecord, Step};
+use crate::codi::runner::step::{run_step, ProblemRecord, Step, StepOutcome};
 use crate::model::{HookPoint, Hooks};
 use crate::{Error, Result};
 
@@ -227,10 +227,10 @@ impl ProblemRecord for AttentionRecord {
 
 /// `codi attention`: every problem not yet in `out`, `out` rewritten after each (resumable,
 /// merging shard parts: [`crate::codi::runner::step`]).
-pub fn run_attention(codi: &CodiModel, problems: &[Problem], options: &AttentionOptions, out: &Path) -> Result<Vec<AttentionRecord>> {
+pub fn run_attention(codi: &CodiModel, problems: &[Problem], options: &AttentionOptions, out: &Path) -> Result<StepOutcome<AttentionRecord>> {
     validate_layers(&options.layers, codi.model.num_layers())?;
     let step = Step { name: "attention", settings: serde_json::to_value(options)?, style: JsonStyle::Pretty };
-    Ok(run_step(codi, &step, problems, out, |problem| attention_for_problem(codi, problem, options))?.records)
+    run_step(codi, &step, problems, out, |problem| attention_for_problem(codi, problem, options))
 }
 
 /// Read an attention results file (ours or upstream's).

@@ -34,6 +34,11 @@ pub struct SummaryStatistics {
     pub per_token: indexed::OrderedMap<TokenStats>,
     /// Difficulty buckets in order of first appearance.
     pub by_difficulty: indexed::OrderedMap<DifficultyStats>,
+    /// Input results files (names in `results/`) that a run was still writing, or was stopped
+    /// in, when these statistics were made: `INCOMPLETE.<file>` lay beside them, so they may
+    /// lack problems. Not in upstream's file, and absent when every input was complete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete_inputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,7 +135,7 @@ pub fn summary_statistics(rows: &[JoinedRow], layers: &[usize], tokens_per_probl
             },
         );
     }
-    Ok(SummaryStatistics { overall_correlation: overall, per_token, by_difficulty })
+    Ok(SummaryStatistics { overall_correlation: overall, per_token, by_difficulty, incomplete_inputs: Vec::new() })
 }
 
 /// A JSON object that keeps insertion order (serde_json's map sorts keys without the
