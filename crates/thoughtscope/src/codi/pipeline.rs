@@ -287,7 +287,7 @@ impl Experiment {
     }
 
     /// The problems [`Experiment::compose`] runs: all of them, or in test mode
-    /// [`TEST_COMPOSE_PROBLEMS`] evenly spaced ones (the first, then every `n / 3`-th).
+    /// [`TEST_COMPOSE_PROBLEMS`] evenly spaced ones ([`crate::io::shard::evenly_spaced`]).
     pub fn compose_sample(&self, problems: &[Problem]) -> Vec<Problem> {
         if self.options.test_mode {
             crate::io::shard::evenly_spaced(problems, TEST_COMPOSE_PROBLEMS)

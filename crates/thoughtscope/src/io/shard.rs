@@ -154,12 +154,15 @@ impl ShardRun {
     }
 }
 
-/// At most `k` of `items` spread evenly through them: the first, then every `ceil(n / k)`-th. How
+/// At most `k` of `items` spread evenly through them: item `floor(i · n / k)` for `i < k`. How
 /// quick runs (test mode, a notebook's default corpus) take a deterministic subset that still spans
 /// a sorted list (every model folder, every difficulty level).
 pub fn evenly_spaced<T: Clone>(items: &[T], k: usize) -> Vec<T> {
-    let stride = items.len().div_ceil(k.max(1)).max(1);
-    items.iter().step_by(stride).take(k).cloned().collect()
+    let n = items.len();
+    if n <= k {
+        return items.to_vec();
+    }
+    (0..k).map(|i| items[i * n / k].clone()).collect()
 }
 
 #[cfg(test)]
@@ -249,9 +252,10 @@ mod tests {
     fn evenly_spaced_spans_the_list() {
         // The CODI test sample's order: 3, 3, 2 and 2 problems of 2 to 5 steps.
         let levels = [2, 2, 2, 3, 3, 3, 4, 4, 5, 5];
-        assert_eq!(super::evenly_spaced(&levels, 3), vec![2, 3, 5]);
+        assert_eq!(super::evenly_spaced(&levels, 3), vec![2, 3, 4]);
         assert_eq!(super::evenly_spaced(&(0..40).collect::<Vec<_>>(), 12).len(), 12);
-        assert_eq!(super::evenly_spaced(&(0..40).collect::<Vec<_>>(), 12)[..3], [0, 4, 8]);
+        assert_eq!(super::evenly_spaced(&(0..40).collect::<Vec<_>>(), 12)[..4], [0, 3, 6, 10]);
+        assert_eq!(super::evenly_spaced(&(0..40).collect::<Vec<_>>(), 12)[11], 36);
         assert_eq!(super::evenly_spaced(&[1, 2], 3), vec![1, 2]);
         assert!(super::evenly_spaced::<u8>(&[], 3).is_empty());
     }
