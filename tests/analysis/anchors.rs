@@ -5,7 +5,7 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 use thoughtscope::analysis::anchors::{
@@ -15,25 +15,6 @@ use thoughtscope::attention::{SentenceMode, Sentences, SuppressionMatrix, TokenB
 use thoughtscope::io::npy;
 use thoughtscope::scores::{spearman, HeadValues, ReceiverHeads};
 
-/// `rollouts/apple_boxes/<name>` with only its first `keep` chunks and labels, under `root`.
-fn cut_rollout(root: &Path, name: &str, keep: usize) -> PathBuf {
-    let source = support::repo().join("rollouts/apple_boxes").join(name);
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let read = |file: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(source.join(file)).unwrap()).unwrap() };
-    let mut chunks = read("chunks.json");
-    let kept: Vec<Value> = chunks["chunks"].as_array().unwrap()[..keep].to_vec();
-    let text = kept.iter().map(|c| c.as_str().unwrap()).collect::<Vec<_>>().join(" ");
-    chunks["chunks"] = Value::Array(kept);
-    let labels = Value::Array(read("chunks_labeled.json").as_array().unwrap()[..keep].to_vec());
-    let mut base = read("base_solution.json");
-    base["full_cot"] = Value::String(text);
-    for (file, value) in [("chunks.json", chunks), ("chunks_labeled.json", labels), ("base_solution.json", base)] {
-        std::fs::write(dir.join(file), serde_json::to_string(&value).unwrap()).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn pipeline_numbers_equal_their_files_and_a_rerun_reads_them_back() {
     if support::smollm2().is_none() {
@@ -42,7 +23,7 @@ fn pipeline_numbers_equal_their_files_and_a_rerun_reads_them_back() {
     let work = tempfile::tempdir().unwrap();
     let traces = work.path().join("traces");
     for name in ["rollout_00", "rollout_04", "rollout_08"] {
-        cut_rollout(&traces, name, 14);
+        support::cut_rollout(&traces, name, 14);
     }
     let config = AnchorsConfig {
         traces: traces.clone(),
@@ -198,7 +179,7 @@ fn a_folder_without_traces_is_an_error_naming_it() {
 fn problem_dirs_follow_links_once_and_survive_a_link_cycle() {
     let work = tempfile::tempdir().unwrap();
     let real = work.path().join("elsewhere");
-    let trace = cut_rollout(&real, "rollout_08", 3);
+    let trace = support::cut_rollout(&real, "rollout_08", 3);
     let root = work.path().join("root");
     std::fs::create_dir_all(root.join("nested")).unwrap();
     std::os::unix::fs::symlink(&trace, root.join("nested/linked_trace")).unwrap();

@@ -268,26 +268,6 @@ fn suppress_killed_or_watched_shows_the_old_or_the_new_folder_never_a_mix() {
     assert_eq!(which(&complete("out")), "a");
 }
 
-/// `rollouts/apple_boxes/<name>` cut to its first `keep` chunks and labels, under `root`.
-fn cut_rollout(root: &Path, name: &str, keep: usize) -> PathBuf {
-    use serde_json::Value;
-    let source = support::repo().join("rollouts/apple_boxes").join(name);
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let read = |file: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(source.join(file)).unwrap()).unwrap() };
-    let mut chunks = read("chunks.json");
-    let kept: Vec<Value> = chunks["chunks"].as_array().unwrap()[..keep].to_vec();
-    let text = kept.iter().map(|c| c.as_str().unwrap()).collect::<Vec<_>>().join(" ");
-    chunks["chunks"] = Value::Array(kept);
-    let labels = Value::Array(read("chunks_labeled.json").as_array().unwrap()[..keep].to_vec());
-    let mut base = read("base_solution.json");
-    base["full_cot"] = Value::String(text);
-    for (file, value) in [("chunks.json", chunks), ("chunks_labeled.json", labels), ("base_solution.json", base)] {
-        std::fs::write(dir.join(file), serde_json::to_string(&value).unwrap()).unwrap();
-    }
-    dir
-}
-
 /// Every file under `dir` (relative path), hidden ones included.
 fn tree(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
@@ -315,7 +295,7 @@ fn anchors_replaces_its_folder_and_an_earlier_traces_suppression_does_not_linger
     support::tiny_model_with_tokenizer(&work.join("model"), 4096);
     let traces = work.join("traces");
     for name in ["rollout_00", "rollout_04"] {
-        cut_rollout(&traces, name, 6);
+        support::cut_rollout(&traces, name, 6);
     }
     let config = |trace: &str| AnchorsConfig {
         traces: traces.clone(),

@@ -209,3 +209,24 @@ pub fn explorer_page_data(page: &Path) -> serde_json::Value {
     let end = start + html[start..].find("</script>").expect("the data's script ends");
     serde_json::from_str(&html[start..end]).unwrap_or_else(|e| panic!("{}: explorer data: {e}", page.display()))
 }
+
+/// `rollouts/apple_boxes/<name>` with only its first `keep` chunks and labels, under `root`: a
+/// short real trace for tests that run the model on several traces.
+pub fn cut_rollout(root: &Path, name: &str, keep: usize) -> PathBuf {
+    use serde_json::Value;
+    let source = repo().join("rollouts/apple_boxes").join(name);
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let read = |file: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(source.join(file)).unwrap()).unwrap() };
+    let mut chunks = read("chunks.json");
+    let kept: Vec<Value> = chunks["chunks"].as_array().unwrap()[..keep].to_vec();
+    let text = kept.iter().map(|c| c.as_str().unwrap()).collect::<Vec<_>>().join(" ");
+    chunks["chunks"] = Value::Array(kept);
+    let labels = Value::Array(read("chunks_labeled.json").as_array().unwrap()[..keep].to_vec());
+    let mut base = read("base_solution.json");
+    base["full_cot"] = Value::String(text);
+    for (file, value) in [("chunks.json", chunks), ("chunks_labeled.json", labels), ("base_solution.json", base)] {
+        std::fs::write(dir.join(file), serde_json::to_string(&value).unwrap()).unwrap();
+    }
+    dir
+}
