@@ -11,8 +11,10 @@ use super::{
     TokenBounds, TokenPairOptions,
 };
 use crate::model::{HookSet, Input, KvCache, Loaded, Logits};
-use crate::progress::{progress_detail, Progress};
+use crate::progress::progress_detail;
 use crate::{Context, Error, Result};
+
+pub(crate) use super::pass::{check_bytes_fit, encode_within_context, LayerProgress};
 
 /// How a cached computation was satisfied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,55 +40,6 @@ impl CacheOutcome {
     }
 }
 
-/// Forwards blocks to a sink (the averager, or it and the token-pair capture) and ticks a
-/// progress bar once per layer.
-pub(crate) struct LayerProgress<'a, S: AttentionSink> {
-    inner: &'a mut S,
-    progress: Progress,
-    last_layer: Option<usize>,
-}
-
-impl<'a, S: AttentionSink> LayerProgress<'a, S> {
-    pub(crate) fn new(inner: &'a mut S, progress: Progress) -> Self {
-        LayerProgress { inner, progress, last_layer: None }
-    }
-
-    /// One tick when a new layer's first block arrives (the last layer's tick comes after the pass).
-    fn tick(&mut self, layer: usize) {
-        if self.last_layer != Some(layer) {
-            if self.last_layer.is_some() {
-                self.progress.inc(1);
-            }
-            self.last_layer = Some(layer);
-        }
-    }
-}
-
-/// Every method is forwarded, so the averager's own choices stand: its per-head consumers run
-/// inside the kernels' parallel section while each head's rows are in cache, and on a GPU the
-/// blocks are reduced where they are (a wrapper with only `consume` sent every block through the
-/// slow paths: the whole block after the section, or copied to the host).
-impl<S: AttentionSink> AttentionSink for LayerProgress<'_, S> {
-    fn wants_layer(&self, layer: usize) -> bool {
-        self.inner.wants_layer(layer)
-    }
-
-    fn consume(&mut self, block: AttentionBlock<'_>) -> crate::model::Result<()> {
-        self.tick(block.layer);
-        self.inner.consume(block)
-    }
-
-    fn per_head(&mut self, block: AttentionBlock<'_>) -> crate::model::Result<Option<Vec<super::HeadConsumer<'_>>>> {
-        self.tick(block.layer);
-        self.inner.per_head(block)
-    }
-
-    fn consume_on_device(&mut self, layer: usize, q_start: usize, total_keys: usize, probs: &candle_core::Tensor) -> crate::model::Result<bool> {
-        self.tick(layer);
-        self.inner.consume_on_device(layer, q_start, total_keys, probs)
-    }
-}
-
 /// The cache key of `sentences` under `loaded` (f32 forward on this runtime).
 pub fn cache_key(loaded: &Loaded, sentences: &Sentences, boundary_mode: BoundaryMode) -> CacheKey {
     CacheKey {
@@ -101,21 +54,6 @@ pub fn cache_key(loaded: &Loaded, sentences: &Sentences, boundary_mode: Boundary
         layers: loaded.model.num_layers(),
         heads: loaded.model.num_heads(),
     }
-}
-
-/// The token ids of `text`, or an error when they do not fit the model's context
-/// (`max_position_embeddings`).
-pub(crate) fn encode_within_context(loaded: &Loaded, text: &str) -> Result<Vec<u32>> {
-    let ids = loaded.tokenizer.encode(text)?;
-    let context = loaded.model.config().max_position_embeddings;
-    if ids.len() > context {
-        return Err(Error::invalid(format!(
-            "text of {} tokens is longer than the context of {} ({context} tokens max)",
-            ids.len(),
-            loaded.name
-        )));
-    }
-    Ok(ids)
 }
 
 /// Run the model once over `sentences.text` and return the `[L, H, N, N]` sentence averages and
@@ -146,7 +84,7 @@ pub fn sentence_attention(
         SentenceAverager::try_new(bounds.ranges.clone(), layers, loaded.model.num_heads())?.expect_tokens(ids.len());
     {
         let bar = progress_detail(layers as u64, &format!("attention {} tokens", ids.len()));
-        let mut sink = LayerProgress { inner: &mut averager, progress: bar.clone(), last_layer: None };
+        let mut sink = LayerProgress::new(&mut averager, bar.clone());
         let mut hooks = HookSet::new().with_sink(&mut sink);
         loaded.model.forward_with(Input::Ids(&ids), &mut KvCache::discarding(&loaded.model), &mut hooks, Logits::None)?;
         bar.inc(1);
@@ -161,21 +99,6 @@ pub fn sentence_attention(
 /// pass, instead of the kernel ending the process half-way.
 pub fn check_sentence_attention_fits(layers: usize, heads: usize, n: usize) -> Result<()> {
     sentence_attention_fits(layers, heads, n, crate::model::memory::available_memory())
-}
-
-/// `bytes` (of `what`) must fit in `MemAvailable`, as [`check_sentence_attention_fits`].
-pub(crate) fn check_bytes_fit(bytes: u128, what: &str) -> Result<()> {
-    if std::env::var_os("THOUGHTSCOPE_SKIP_MEMORY_CHECK").is_some_and(|v| v != "0") {
-        return Ok(());
-    }
-    match crate::model::memory::available_memory() {
-        Some(available) if bytes > available as u128 => Err(Error::invalid(format!(
-            "{what} need {:.1} GiB, and {:.1} GiB of memory is available (MemAvailable)",
-            bytes as f64 / (1u64 << 30) as f64,
-            available as f64 / (1u64 << 30) as f64
-        ))),
-        _ => Ok(()),
-    }
 }
 
 fn sentence_attention_fits(layers: usize, heads: usize, n: usize, available: Option<u64>) -> Result<()> {
@@ -249,6 +172,7 @@ pub fn cached_sentence_attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Progress;
 
     /// The progress wrapper hands the averager's per-head consumers through (so its reduction
     /// runs inside the kernels' parallel section) and its reduction where the block lives (here a
@@ -264,7 +188,7 @@ mod tests {
         let mut by_head = SentenceAverager::new(bounds.clone(), 2, heads);
         let progress = Progress::lines_to(Box::new(std::io::sink()), 2, "test", 100);
         {
-            let mut sink = LayerProgress { inner: &mut by_head, progress: progress.clone(), last_layer: None };
+            let mut sink = LayerProgress::new(&mut by_head, progress.clone());
             for layer in 0..2 {
                 let consumers = sink.per_head(block(layer)).unwrap().expect("the averager splits by head");
                 assert_eq!(consumers.len(), heads);
@@ -278,7 +202,7 @@ mod tests {
         let mut on_device = SentenceAverager::new(bounds.clone(), 2, heads);
         {
             let tensor = candle_core::Tensor::from_slice(&probs, (heads, rows, rows), &candle_core::Device::Cpu).unwrap();
-            let mut sink = LayerProgress { inner: &mut on_device, progress: Progress::hidden(), last_layer: None };
+            let mut sink = LayerProgress::new(&mut on_device, Progress::hidden());
             for layer in 0..2 {
                 assert!(sink.consume_on_device(layer, 0, rows, &tensor).unwrap(), "the averager reduces the block where it is");
             }

@@ -20,6 +20,7 @@ pub mod boundaries;
 pub mod cache;
 pub mod cache_status;
 pub mod compute;
+mod pass;
 pub(crate) mod pystr;
 pub mod segment;
 pub mod source;

@@ -21,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use super::compute::{encode_within_context, LayerProgress};
+use super::pass::{check_bytes_fit, encode_within_context, LayerProgress};
 use super::{AttentionBlock, AttentionSink, BoundaryMode, HeadConsumer, SentenceAttention, SentenceAverager, Sentences, TokenBounds};
 use crate::model::{HookSet, Input, KvCache, Loaded, Logits};
 use crate::progress::progress_detail;
@@ -531,7 +531,7 @@ pub fn sentence_attention_with_token_pairs(
     let (layers, heads) = (loaded.model.num_layers(), loaded.model.num_heads());
     let captured = options.heads.as_ref().map_or(layers * heads, Vec::len);
     if loaded.settings.memory_check {
-        super::compute::check_bytes_fit(
+        check_bytes_fit(
             layers as u128 * heads as u128 * (sentences.len() as u128).pow(2) * 4
                 + token_pairs_bytes(captured, sentences.len(), options.max_tokens),
             &format!("the sentence attention and token pairs of {} sentences ({layers} layers × {heads} heads)", sentences.len()),
