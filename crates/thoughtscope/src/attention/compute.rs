@@ -7,14 +7,14 @@
 use std::path::PathBuf;
 
 use super::{
-    AttentionBlock, AttentionSink, AttnCache, BoundaryMode, CacheKey, CacheLayout, EntryTokenPairs, SentenceAttention, SentenceAverager, Sentences,
+    AttnCache, BoundaryMode, CacheKey, CacheLayout, EntryTokenPairs, SentenceAttention, SentenceAverager, Sentences,
     TokenBounds, TokenPairOptions,
 };
 use crate::model::{HookSet, Input, KvCache, Loaded, Logits};
 use crate::progress::progress_detail;
 use crate::{Context, Error, Result};
 
-pub(crate) use super::pass::{check_bytes_fit, encode_within_context, LayerProgress};
+pub(crate) use super::pass::{encode_within_context, LayerProgress};
 
 /// How a cached computation was satisfied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +172,7 @@ pub fn cached_sentence_attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::super::{AttentionBlock, AttentionSink};
     use crate::progress::Progress;
 
     /// The progress wrapper hands the averager's per-head consumers through (so its reduction
