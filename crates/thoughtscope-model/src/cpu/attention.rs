@@ -150,7 +150,7 @@ fn few_rows_task(
         unsafe { few_rows_task_avx2(kernels, shape, queries, keys, values, out, scores) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    few_rows_task_body(kernels, shape, queries, keys, values, out, scores, sgemm::dot)
+    few_rows_task_body(kernels, shape, queries, keys, values, out, scores, sgemm::dot, weighted_sum)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -166,7 +166,10 @@ fn few_rows_task_avx512(
     scores: &mut Vec<f32>,
 ) -> Option<(usize, usize)> {
     // SAFETY: this function runs only on a CPU with AVX-512F.
-    few_rows_task_body(kernels, shape, queries, keys, values, out, scores, |a, b| unsafe { sgemm::avx512::dot(a, b) })
+    // SAFETY (both closures): as above; the slices hold their shapes (the callers' tasks).
+    few_rows_task_body(kernels, shape, queries, keys, values, out, scores, |a, b| unsafe { sgemm::avx512::dot(a, b) }, |p, v, o| unsafe {
+        weighted_sum_avx512(p, v, o)
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -182,7 +185,7 @@ fn few_rows_task_avx2(
     scores: &mut Vec<f32>,
 ) -> Option<(usize, usize)> {
     // SAFETY: this function runs only on a CPU with AVX2 and FMA.
-    few_rows_task_body(kernels, shape, queries, keys, values, out, scores, |a, b| unsafe { sgemm::avx2::dot(a, b) })
+    few_rows_task_body(kernels, shape, queries, keys, values, out, scores, |a, b| unsafe { sgemm::avx2::dot(a, b) }, weighted_sum)
 }
 
 #[inline(always)]
@@ -196,6 +199,7 @@ fn few_rows_task_body(
     out: &mut [f32],
     scores: &mut Vec<f32>,
     dot: impl Fn(&[f32], &[f32]) -> f32,
+    sum: impl Fn(&[f32], &[f32], &mut [f32]),
 ) -> Option<(usize, usize)> {
     let FewRows { n_rep, seq, hd, total, offset, scale } = *shape;
     let mut bad = None;
@@ -211,15 +215,56 @@ fn few_rows_task_body(
             if !softmax_row(kernels, scores, scale).is_finite() && bad.is_none() {
                 bad = Some((rep, r));
             }
-            let out_row = &mut out[row * hd..(row + 1) * hd];
-            for (&p, v_row) in scores.iter().zip(values.chunks_exact(hd)) {
-                for (o, &x) in out_row.iter_mut().zip(v_row) {
-                    *o += p * x;
-                }
-            }
+            sum(scores, values, &mut out[row * hd..(row + 1) * hd]);
         }
     }
     bad
+}
+
+/// `out += Σ_t p[t] · values[t]`, a multiply then an add per key, in key order (the scalar loop).
+#[inline(always)]
+fn weighted_sum(probs: &[f32], values: &[f32], out: &mut [f32]) {
+    let hd = out.len();
+    for (&p, v_row) in probs.iter().zip(values.chunks_exact(hd)) {
+        for (o, &x) in out.iter_mut().zip(v_row) {
+            *o += p * x;
+        }
+    }
+}
+
+/// [`weighted_sum`] with 64 output lanes held in four registers over all the keys (the row is
+/// not loaded and stored back at every key); each value's arithmetic is the same, so are its bits.
+/// Rows whose length is not a multiple of 64 take the loop.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `values` must hold `probs.len()` rows of `out.len()` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weighted_sum_avx512(probs: &[f32], values: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let hd = out.len();
+    if hd % 64 != 0 {
+        return weighted_sum(probs, values, out);
+    }
+    assert!(values.len() >= probs.len() * hd);
+    for c in (0..hd).step_by(64) {
+        // SAFETY: lanes c..c + 64 lie in `out` and in every row of `values` (asserted above).
+        unsafe {
+            let o = out.as_mut_ptr().add(c);
+            let (mut a0, mut a1, mut a2, mut a3) = (_mm512_loadu_ps(o), _mm512_loadu_ps(o.add(16)), _mm512_loadu_ps(o.add(32)), _mm512_loadu_ps(o.add(48)));
+            for (t, &p) in probs.iter().enumerate() {
+                let (p, v) = (_mm512_set1_ps(p), values.as_ptr().add(t * hd + c));
+                a0 = _mm512_add_ps(a0, _mm512_mul_ps(p, _mm512_loadu_ps(v)));
+                a1 = _mm512_add_ps(a1, _mm512_mul_ps(p, _mm512_loadu_ps(v.add(16))));
+                a2 = _mm512_add_ps(a2, _mm512_mul_ps(p, _mm512_loadu_ps(v.add(32))));
+                a3 = _mm512_add_ps(a3, _mm512_mul_ps(p, _mm512_loadu_ps(v.add(48))));
+            }
+            _mm512_storeu_ps(o, a0);
+            _mm512_storeu_ps(o.add(16), a1);
+            _mm512_storeu_ps(o.add(32), a2);
+            _mm512_storeu_ps(o.add(48), a3);
+        }
+    }
 }
 
 thread_local! {
@@ -547,6 +592,27 @@ mod tests {
                 assert!(want[row.len()..].iter().all(|&p| p == 0.0), "head {head} row {q}: keys cut off are masked");
             }
         }
+    }
+
+    /// The AVX-512 weighted sum of decode rows gives the scalar loop's bits (64 and 128 lanes,
+    /// and a length that takes the loop itself).
+    #[test]
+    fn vector_weighted_sum_equals_the_scalar_loop_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let value = |i: usize, m: usize| ((i * m % 211) as f32 - 105.0) / 60.0;
+            for (keys, hd) in [(1, 64), (37, 64), (300, 128), (5, 48)] {
+                let probs: Vec<f32> = (0..keys).map(|t| value(t, 7919).abs() / 2.0).collect();
+                let values: Vec<f32> = (0..keys * hd).map(|i| value(i, 104729)).collect();
+                let (mut want, mut got) = (vec![0.5f32; hd], vec![0.5f32; hd]);
+                weighted_sum(&probs, &values, &mut want);
+                // SAFETY: AVX-512F checked above; `values` holds `keys` rows of `hd`.
+                unsafe { weighted_sum_avx512(&probs, &values, &mut got) };
+                assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "{keys} keys × {hd}");
+            }
+            return;
+        }
+        super::super::skip_hardware("vector_weighted_sum_equals_the_scalar_loop_bit_for_bit", "no AVX-512F on this CPU");
     }
 
     #[test]
