@@ -381,7 +381,7 @@ mod tests {
         for (out_dim, in_dim) in [(1, 1), (7, 13), (37, 64), (70, 576), (18, 1539)] {
             let w = values(out_dim * in_dim, 53, 300);
             let x_all = values(20 * in_dim, 37, 200);
-            for rows in [1, 2, 5, 6, 7, 13, 16, 20] {
+            for rows in [1, 2, 3, 5, 6, 7, 9, 13, 16, 20] {
                 let x = &x_all[..rows * in_dim];
                 let want: Vec<u32> = (0..rows)
                     .flat_map(|r| (0..out_dim).map(move |o| (r, o)))
