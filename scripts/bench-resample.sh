@@ -3,8 +3,8 @@
 # same K, token budget and thread count, run back to back (so a change in the host's load shows
 # on all three):
 #
-#   ours:              `resample --provider local`: one prefill per chunk, then up to 15 rows per
-#                      decode step on the CPU (K = 16 decodes as two groups of 8)
+#   ours:              `resample --provider local`: one prefill per chunk, then K rows per decode
+#                      step (`--batch`, default 16: K = 16 decodes as one group)
 #   llama.cpp batched: scripts/llama_batched_reference.py, llama-cpp-python's low-level API: one
 #                      prefill per chunk, its KV cache shared by K sequences, one llama_decode of
 #                      K tokens per step; the prompts are the ones `resample` just decoded from

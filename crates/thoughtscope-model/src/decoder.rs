@@ -37,6 +37,7 @@ use finite::{ensure_finite, ensure_finite_probabilities, non_finite};
 use rotary::Rotary;
 
 pub use kv_cache::KvCache;
+use kv_cache::LayerKv;
 pub use weight_memory::WeightMemory;
 
 /// Input of a forward call: token ids, or input embeddings `[B, L, d]` (CODI feeds projected
@@ -193,7 +194,7 @@ impl Attention {
         offset: usize,
         cos: &Tensor,
         sin: &Tensor,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<LayerKv>,
         hooks: &mut dyn Hooks,
         block_rows: Option<usize>,
     ) -> Result<Tensor> {
@@ -225,11 +226,17 @@ impl Attention {
         let k = hook(hooks, HookPoint::AttnRotK(layer), k)?;
 
         // 5. Append to the KV cache.
-        let (k, v) = match cache.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
+        //    In place where the layer's buffers have room (`KvCache::reserve`).
+        let (k, v) = match cache {
+            Some(layer) => {
+                layer.append(&k, &v)?;
+                layer.keys_values()?
+            }
+            None => {
+                *cache = Some(LayerKv::new(k.clone(), v.clone())?);
+                (k, v)
+            }
         };
-        *cache = Some((k.clone(), v.clone()));
         let total_keys = k.dim(2)?;
 
         // 6. Attention in query blocks. Grouped-query heads are handled without copying K/V:
@@ -394,7 +401,7 @@ impl DecoderLayer {
         layer: usize,
         offset: usize,
         (cos, sin): (&Tensor, &Tensor),
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<LayerKv>,
         hooks: &mut dyn Hooks,
         eps: f64,
         block_rows: Option<usize>,
@@ -592,12 +599,9 @@ impl Model {
             }
         };
         let (batch, seq) = (x.dim(0)?, x.dim(1)?);
-        if let Some((k, _)) = cache.layers.iter().flatten().next() {
-            if k.dim(0)? != batch {
-                return Err(Error::invalid(format!(
-                    "KV cache holds {} sequences, the input {batch}",
-                    k.dim(0)?
-                )));
+        if let Some(layer) = cache.layers.iter().flatten().next() {
+            if layer.rows() != batch {
+                return Err(Error::invalid(format!("KV cache holds {} sequences, the input {batch}", layer.rows())));
             }
         }
         if offset + seq > self.config.max_position_embeddings {

@@ -33,6 +33,7 @@ pub mod memory;
 pub mod names;
 pub mod random;
 pub mod registry;
+pub mod sampling;
 pub mod cpu;
 mod env;
 mod safetensors_header;

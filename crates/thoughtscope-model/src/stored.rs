@@ -201,7 +201,10 @@ impl StoredMatrix {
                 let data = q.data()?;
                 let row_bytes = n_in / q.dtype().block_size() * q.dtype().type_size();
                 let bytes = &data[rows.start * row_bytes..rows.end * row_bytes];
-                dequantize_blocks(q.dtype(), bytes, out)?;
+                // Q4_1 and Q8_0 in vector registers (the same values), other types by candle.
+                if !crate::cpu::dequant::blocks_to_f32(q.dtype(), bytes, out) {
+                    dequantize_blocks(q.dtype(), bytes, out)?;
+                }
             }
         }
         Ok(())

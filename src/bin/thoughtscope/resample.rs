@@ -80,9 +80,9 @@ pub struct ResampleArgs {
     /// is \boxed{` and the answer is read from prompt + continuation.
     #[arg(long)]
     pub forced_answer: bool,
-    /// Rollouts decoded together per step (capped at 15 on the CPU, where larger steps round
-    /// differently).
-    #[arg(long, default_value_t = 15)]
+    /// Rollouts decoded together per step (each holds its own copy of the prompt's key/value
+    /// cache); the rollouts do not depend on it.
+    #[arg(long, default_value_t = 16)]
     pub batch: usize,
     #[command(flatten)]
     pub device: DeviceArg,

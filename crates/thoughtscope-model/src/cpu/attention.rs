@@ -78,8 +78,10 @@ pub(crate) fn attend(
 }
 
 /// Causal attention `[B, H, L, d]` for a few query rows (decode steps, any batch) against the
-/// cached keys: per (sequence, head) task, dot products, softmax, weighted sum of values. For
-/// these tiny products candle's matmul spends more on starting its threads than on arithmetic.
+/// cached keys: one task per (sequence, KV head), which serves the query heads sharing that KV
+/// head (each key and value row read once for all of them): dot products, softmax, weighted sum
+/// of values. For these tiny products candle's matmul spends more on starting its threads than
+/// on arithmetic.
 fn attend_few_rows(kernels: Kernels, q: &Tensor, k: &Tensor, v: &Tensor, layer: usize, offset: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let (b, h, seq, hd) = q.dims4()?;
@@ -87,28 +89,22 @@ fn attend_few_rows(kernels: Kernels, q: &Tensor, k: &Tensor, v: &Tensor, layer: 
     let (h_kv, total) = (k.dim(1)?, k.dim(2)?);
     let n_rep = h / h_kv;
     let scale = 1.0 / (hd as f32).sqrt();
-    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let q = q.contiguous()?;
+    // The cache's keys and values are views of buffers with room for more positions: read in
+    // place, each (sequence, KV head) block of `total` rows where the view's strides put it.
+    let (k, v) = (rows_in_place(k)?, rows_in_place(v)?);
     let mut out = vec![0f32; b * h * seq * hd];
+    let shape = FewRows { n_rep, seq, hd, total, offset, scale };
     with_cpu_f32(&q, |qs| {
-        with_cpu_f32(&k, |ks| {
-            with_cpu_f32(&v, |vs| {
-                out.par_chunks_mut(seq * hd).enumerate().for_each(|(task, out_bh)| {
-                    let (bi, hi) = (task / h, task % h);
-                    let kv = (bi * h_kv + hi / n_rep) * total * hd;
-                    let mut scores = Vec::with_capacity(total);
-                    for (r, out_row) in out_bh.chunks_mut(hd).enumerate() {
-                        let q_row = &qs[(task * seq + r) * hd..(task * seq + r + 1) * hd];
-                        let visible = (offset + r + 1).min(total);
-                        scores.clear();
-                        scores.extend((0..visible).map(|t| sgemm::dot(q_row, &ks[kv + t * hd..kv + (t + 1) * hd])));
-                        if !softmax_row(kernels, &mut scores, scale).is_finite() {
-                            first_bad.note(hi, offset + r);
-                        }
-                        for (t, &p) in scores.iter().enumerate() {
-                            for (o, &x) in out_row.iter_mut().zip(&vs[kv + t * hd..kv + (t + 1) * hd]) {
-                                *o += p * x;
-                            }
-                        }
+        with_cpu_rows(&k, |ks, (kb, kh)| {
+            with_cpu_rows(&v, |vs, (vb, vh)| {
+                out.par_chunks_mut(n_rep * seq * hd).enumerate().for_each(|(task, out)| {
+                    let (bi, kv) = (task / h_kv, task % h_kv);
+                    let (keys, values) = (&ks[bi * kb + kv * kh..][..total * hd], &vs[bi * vb + kv * vh..][..total * hd]);
+                    let queries = &qs[task * n_rep * seq * hd..][..n_rep * seq * hd];
+                    let bad = SCORES.with_borrow_mut(|scores| few_rows_task(kernels, &shape, queries, keys, values, out, scores));
+                    if let Some((rep, r)) = bad {
+                        first_bad.note(kv * n_rep + rep, offset + r);
                     }
                 });
             })
@@ -116,6 +112,192 @@ fn attend_few_rows(kernels: Kernels, q: &Tensor, k: &Tensor, v: &Tensor, layer: 
     })???;
     first_bad.check(layer)?;
     Ok(Tensor::from_vec(out, (b, h, seq, hd), q.device())?)
+}
+
+/// The shape of one [`attend_few_rows`] task.
+struct FewRows {
+    n_rep: usize,
+    seq: usize,
+    hd: usize,
+    total: usize,
+    offset: usize,
+    scale: f32,
+}
+
+/// One (sequence, KV head) task of [`attend_few_rows`]: `queries` `[n_rep, seq, d]`, `keys` and
+/// `values` `[total, d]`, `out` `[n_rep, seq, d]`; `scores` is scratch. Returns the first (query
+/// head among the shared ones, row) whose softmax saw a non-finite score. Compiled for the vector
+/// unit the kernels use (its loops hold no closure, which would not inherit the features); the
+/// arithmetic per value (the same `dot`, softmax, then `o += p · v` as a multiply and an add) is
+/// that of the scalar loop, so every path gives the same bits.
+#[allow(clippy::too_many_arguments)]
+fn few_rows_task(
+    kernels: Kernels,
+    shape: &FewRows,
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+) -> Option<(usize, usize)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::avx512_enabled() {
+            // SAFETY: the CPU has AVX-512F (and with it AVX2 and FMA).
+            return unsafe { few_rows_task_avx512(kernels, shape, queries, keys, values, out, scores) };
+        }
+        // SAFETY: the kernels apply (checked by `attend`): AVX2 and FMA.
+        unsafe { few_rows_task_avx2(kernels, shape, queries, keys, values, out, scores) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    few_rows_task_body(kernels, shape, queries, keys, values, out, scores, sgemm::dot, weighted_sum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn few_rows_task_avx512(
+    kernels: Kernels,
+    shape: &FewRows,
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+) -> Option<(usize, usize)> {
+    // SAFETY: this function runs only on a CPU with AVX-512F.
+    // SAFETY (both closures): as above; the slices hold their shapes (the callers' tasks).
+    few_rows_task_body(kernels, shape, queries, keys, values, out, scores, |a, b| unsafe { sgemm::avx512::dot(a, b) }, |p, v, o| unsafe {
+        weighted_sum_avx512(p, v, o)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn few_rows_task_avx2(
+    kernels: Kernels,
+    shape: &FewRows,
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+) -> Option<(usize, usize)> {
+    // SAFETY: this function runs only on a CPU with AVX2 and FMA.
+    few_rows_task_body(kernels, shape, queries, keys, values, out, scores, |a, b| unsafe { sgemm::avx2::dot(a, b) }, weighted_sum)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn few_rows_task_body(
+    kernels: Kernels,
+    shape: &FewRows,
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    sum: impl Fn(&[f32], &[f32], &mut [f32]),
+) -> Option<(usize, usize)> {
+    let FewRows { n_rep, seq, hd, total, offset, scale } = *shape;
+    let mut bad = None;
+    for rep in 0..n_rep {
+        for r in 0..seq {
+            let row = rep * seq + r;
+            let q_row = &queries[row * hd..(row + 1) * hd];
+            let visible = (offset + r + 1).min(total);
+            scores.clear();
+            for k_row in keys[..visible * hd].chunks_exact(hd) {
+                scores.push(dot(q_row, k_row));
+            }
+            if !softmax_row(kernels, scores, scale).is_finite() && bad.is_none() {
+                bad = Some((rep, r));
+            }
+            sum(scores, values, &mut out[row * hd..(row + 1) * hd]);
+        }
+    }
+    bad
+}
+
+/// `out += Σ_t p[t] · values[t]`, a multiply then an add per key, in key order (the scalar loop).
+#[inline(always)]
+fn weighted_sum(probs: &[f32], values: &[f32], out: &mut [f32]) {
+    let hd = out.len();
+    for (&p, v_row) in probs.iter().zip(values.chunks_exact(hd)) {
+        for (o, &x) in out.iter_mut().zip(v_row) {
+            *o += p * x;
+        }
+    }
+}
+
+/// [`weighted_sum`] with 64 output lanes held in four registers over all the keys (the row is
+/// not loaded and stored back at every key); each value's arithmetic is the same, so are its bits.
+/// Rows whose length is not a multiple of 64 take the loop.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `values` must hold `probs.len()` rows of `out.len()` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weighted_sum_avx512(probs: &[f32], values: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let hd = out.len();
+    if hd % 64 != 0 {
+        return weighted_sum(probs, values, out);
+    }
+    assert!(values.len() >= probs.len() * hd);
+    for c in (0..hd).step_by(64) {
+        // SAFETY: lanes c..c + 64 lie in `out` and in every row of `values` (asserted above).
+        unsafe {
+            let o = out.as_mut_ptr().add(c);
+            let (mut a0, mut a1, mut a2, mut a3) = (_mm512_loadu_ps(o), _mm512_loadu_ps(o.add(16)), _mm512_loadu_ps(o.add(32)), _mm512_loadu_ps(o.add(48)));
+            for (t, &p) in probs.iter().enumerate() {
+                let (p, v) = (_mm512_set1_ps(p), values.as_ptr().add(t * hd + c));
+                a0 = _mm512_add_ps(a0, _mm512_mul_ps(p, _mm512_loadu_ps(v)));
+                a1 = _mm512_add_ps(a1, _mm512_mul_ps(p, _mm512_loadu_ps(v.add(16))));
+                a2 = _mm512_add_ps(a2, _mm512_mul_ps(p, _mm512_loadu_ps(v.add(32))));
+                a3 = _mm512_add_ps(a3, _mm512_mul_ps(p, _mm512_loadu_ps(v.add(48))));
+            }
+            _mm512_storeu_ps(o, a0);
+            _mm512_storeu_ps(o.add(16), a1);
+            _mm512_storeu_ps(o.add(32), a2);
+            _mm512_storeu_ps(o.add(48), a3);
+        }
+    }
+}
+
+thread_local! {
+    /// One query row's scores, then probabilities (reused across tasks).
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `t` `[B, H, T, d]` as it is when each (b, h) block of `T × d` is contiguous (a view of a
+/// larger buffer along `T`, as the KV cache hands out), else a contiguous copy.
+fn rows_in_place(t: &Tensor) -> Result<Tensor> {
+    let (_, _, _, d) = t.dims4()?;
+    let stride = t.layout().stride();
+    Ok(if stride[3] == 1 && stride[2] == d { t.clone() } else { t.contiguous()? })
+}
+
+/// Run `f` on the f32 data of a CPU tensor `[B, H, T, d]` whose (b, h) blocks are contiguous
+/// ([`rows_in_place`]), with the distances between blocks of consecutive `b` and `h`.
+fn with_cpu_rows<R>(t: &Tensor, f: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R> {
+    let (b, h, rows, d) = t.dims4()?;
+    let (storage, layout) = t.storage_and_layout();
+    let stride = layout.stride();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(Error::invalid("expected a CPU tensor"));
+    };
+    if stride[3] != 1 || stride[2] != d {
+        return Err(Error::invalid("expected contiguous rows"));
+    }
+    let data = &cpu.as_slice::<f32>()?[layout.start_offset()..];
+    let last = if b * h * rows * d == 0 { 0 } else { (b - 1) * stride[0] + (h - 1) * stride[1] + rows * d };
+    if last > data.len() {
+        return Err(Error::invalid("a strided tensor outside its storage"));
+    }
+    Ok(f(&data[..last], (stride[0], stride[1])))
 }
 
 /// The first (head, query row) whose softmax saw a NaN or infinite score, noted from inside the
@@ -410,6 +592,27 @@ mod tests {
                 assert!(want[row.len()..].iter().all(|&p| p == 0.0), "head {head} row {q}: keys cut off are masked");
             }
         }
+    }
+
+    /// The AVX-512 weighted sum of decode rows gives the scalar loop's bits (64 and 128 lanes,
+    /// and a length that takes the loop itself).
+    #[test]
+    fn vector_weighted_sum_equals_the_scalar_loop_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let value = |i: usize, m: usize| ((i * m % 211) as f32 - 105.0) / 60.0;
+            for (keys, hd) in [(1, 64), (37, 64), (300, 128), (5, 48)] {
+                let probs: Vec<f32> = (0..keys).map(|t| value(t, 7919).abs() / 2.0).collect();
+                let values: Vec<f32> = (0..keys * hd).map(|i| value(i, 104729)).collect();
+                let (mut want, mut got) = (vec![0.5f32; hd], vec![0.5f32; hd]);
+                weighted_sum(&probs, &values, &mut want);
+                // SAFETY: AVX-512F checked above; `values` holds `keys` rows of `hd`.
+                unsafe { weighted_sum_avx512(&probs, &values, &mut got) };
+                assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "{keys} keys × {hd}");
+            }
+            return;
+        }
+        super::super::skip_hardware("vector_weighted_sum_equals_the_scalar_loop_bit_for_bit", "no AVX-512F on this CPU");
     }
 
     #[test]

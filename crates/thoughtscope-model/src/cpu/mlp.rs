@@ -65,7 +65,7 @@ impl PackedMlp {
         let (inter, d) = gate.dims();
         let rows = x.elem_count() / d.max(1);
         let fits = 3 * 4 * inter * d <= MAX_PACKED_BYTES;
-        if !fits || up.dims() != (inter, d) || down.dims() != (d, inter) || !kernels_apply(kernels, x) || x.dim(x.rank() - 1)? != d || rows < d.max(sgemm::FEW_ROWS) {
+        if !fits || up.dims() != (inter, d) || down.dims() != (d, inter) || !kernels_apply(kernels, x) || x.dim(x.rank() - 1)? != d || rows < d || super::one_pass(x, rows) {
             return Ok(None);
         }
         Ok(Some(PackedMlp { gate: pack(gate)?, up: pack(up)?, down: pack(down)?, d, inter, kernels }))

@@ -1,7 +1,9 @@
 //! The CPU kernels under the decoder, kept apart so `decoder.rs` reads as a model file.
 //!
-//! - [`sgemm`]: the packed f32 GEMM, one kernel set per ISA (AVX-512F, AVX2 with FMA), and the
-//!   one-pass kernels for decode steps (a few rows).
+//! - [`sgemm`]: the packed f32 GEMM, one kernel set per ISA (AVX-512F, AVX2 with FMA).
+//! - `few_rows`: the one-pass products of decode steps (a few rows, each weight row read once
+//!   for all of them), summed in f64 in an order that does not depend on the number of rows;
+//!   `dequant`: GGUF Q4_1 and Q8_0 blocks to f32 in vector registers.
 //! - `vector`: `e^x`, softmax rows and `silu(g) · u`, scalar and in SIMD (same arithmetic).
 //! - `activations`: RMSNorm (alone or after the residual add) and the split into heads (with
 //!   RoPE), one parallel pass each.
@@ -18,6 +20,8 @@
 mod activations;
 mod attention;
 pub mod blas;
+pub(crate) mod dequant;
+mod few_rows;
 mod mlp;
 pub mod phases;
 pub mod sgemm;
@@ -103,10 +107,18 @@ fn cpu_has_avx512() -> bool {
 }
 
 /// Whether products with `x` take [`sgemm`]'s kernels: f32 on a CPU that has them (AVX-512F, or
-/// AVX2 and FMA). Below [`sgemm::FEW_ROWS`] rows (decode steps) the one-pass kernels, from there
-/// on the packed GEMM, whose packing those rows amortise.
+/// AVX2 and FMA). Decode steps take the one-pass kernels ([`one_pass`]), everything else the
+/// packed GEMM, whose packing those rows amortise.
 fn kernels_apply(kernels: Kernels, x: &Tensor) -> bool {
     !kernels.portable && x.device().is_cpu() && x.dtype() == DType::F32 && sgemm::available()
+}
+
+/// Whether a product with `x` `[.., in]` (`rows` rows) takes the one-pass kernels: below
+/// [`sgemm::FEW_ROWS`] rows, or one position per sequence (`[B, 1, in]`, a decode step over a
+/// batch of any size). Their sums do not depend on the number of rows, so every sequence of a
+/// batched decode step gets what it would alone.
+fn one_pass(x: &Tensor, rows: usize) -> bool {
+    rows < sgemm::FEW_ROWS || (x.rank() == 3 && x.dims()[1] == 1)
 }
 
 /// Run `f` on the f32 data of a contiguous CPU tensor.
@@ -128,21 +140,19 @@ pub(crate) fn linear(kernels: Kernels, x: &Tensor, weight: &StoredMatrix, bias: 
     let rows = x.elem_count() / in_dim.max(1);
     // Decode steps (few rows) read the weights once for all rows: candle's matmul is
     // compute-bound there (a SmolLM2 decode step took 86 ms for one row and 237 ms for seven
-    // through candle, 54 and 154 ms with `linear_few_rows_strided` and `attend_few_rows` on 2 AVX2 cores).
-    let few_rows = rows < sgemm::FEW_ROWS;
+    // through candle, 54 and 154 ms with the one-pass kernels and `attend_few_rows` on 2 AVX2 cores).
     let fast = rows > 0 && kernels_apply(kernels, x) && x.dim(x.rank() - 1)? == in_dim;
     let y = if fast {
         let x = x.contiguous()?;
         let mut out = vec![0f32; rows * out_dim];
         let product = |xs: &[f32], ws: &[f32], out: &mut [f32], n: usize| {
-            if few_rows {
-                sgemm::linear_few_rows_strided(xs, ws, out, rows, n, in_dim, out_dim)
-            } else {
-                let (a, b) = (MatRef::row_major(xs, in_dim), MatRef::transposed(ws, in_dim));
-                sgemm::matmul(a, b, out, rows, n, in_dim, out_dim)
-            }
+            let (a, b) = (MatRef::row_major(xs, in_dim), MatRef::transposed(ws, in_dim));
+            sgemm::matmul(a, b, out, rows, n, in_dim, out_dim)
         };
         with_cpu_f32(&x, |xs| -> Result<()> {
+            if one_pass(&x, rows) {
+                return few_rows::linear_few_rows(xs, rows, weight, &mut out);
+            }
             match weight.as_f32() {
                 Some(w) => with_cpu_f32(w, |ws| product(xs, ws, &mut out, out_dim)),
                 None => {

@@ -3,8 +3,8 @@
 //! candle's CPU matmul (the `gemm` crate) reaches about half of the FMA peak on the decoder's
 //! shapes; this BLIS-style routine (packed panels, a 12 × 32 register tile with AVX-512, 12 × 16
 //! with AVX2) matches OpenBLAS's own AVX-512 and AVX2 kernels on SmolLM2's linear shapes (`bench
-//! forward` times both where OpenBLAS is installed). Decode steps (a few rows) take one-pass kernels instead (`linear_few_rows_strided`,
-//! [`dot`]). Everything here needs AVX-512F or AVX2 with FMA ([`available`]); callers fall back
+//! forward` times both where OpenBLAS is installed). Decode steps (a few rows) take the one-pass
+//! kernels of `few_rows` and [`dot`] instead. Everything here needs AVX-512F or AVX2 with FMA ([`available`]); callers fall back
 //! to candle's matmul elsewhere, so the crate still runs on any x86-64 or ARM machine.
 
 /// A read-only matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
@@ -32,7 +32,7 @@ impl<'a> MatRef<'a> {
 }
 
 /// Whether the kernels run on this CPU: AVX2 and FMA, which the decode-step kernels
-/// (`linear_few_rows_strided`, [`dot`]'s fallback) need. Every CPU with AVX-512F has both; the GEMM then
+/// (`few_rows`, [`dot`]'s fallback) need. Every CPU with AVX-512F has both; the GEMM then
 /// takes the wider AVX-512 kernels.
 pub fn available() -> bool {
     has_avx2_fma() && kernels().is_some()
@@ -93,54 +93,9 @@ pub fn matmul(a: MatRef, b: MatRef, c: &mut [f32], m: usize, n: usize, k: usize,
     run_bands(kernels().expect(NO_KERNELS), a, Rhs::Strided(b), c, m, n, k, ldc, true);
 }
 
-/// Below this many rows of `x`, the one-pass decode kernels beat the packed GEMM (decode steps).
+/// Below this many rows of `x`, the one-pass decode kernels beat the packed GEMM (short prompts;
+/// decode steps take them for any batch).
 pub const FEW_ROWS: usize = 16;
-
-/// `y = x · wᵀ` for a few rows of `x` (`rows × in_dim`, row-major) and a weight `w`
-/// (`out_dim × in_dim`, row-major), as one-token decoding needs: each weight row is read once and
-/// serves every row of `x`, so a step over a batch of runs costs about what one run costs (the
-/// step is bound by reading the weights). Row `r` of the result is written at `y[r · ldy ..]` (a
-/// band of the output columns of a wider product). Output columns are split across rayon's
-/// threads. Panics if [`available`] is false or a slice is shorter than its shape.
-pub(crate) fn linear_few_rows_strided(
-    x: &[f32],
-    w: &[f32],
-    y: &mut [f32],
-    rows: usize,
-    out_dim: usize,
-    in_dim: usize,
-    ldy: usize,
-) {
-    use rayon::prelude::*;
-    assert!(available(), "{NO_KERNELS}");
-    assert!(ldy >= out_dim, "sgemm::linear_few_rows: ldy {ldy} < out_dim {out_dim}");
-    assert!(
-        x.len() >= rows * in_dim && w.len() >= out_dim * in_dim && (rows == 0 || y.len() >= (rows - 1) * ldy + out_dim)
-    );
-    if rows == 0 || out_dim == 0 {
-        return;
-    }
-    // Outputs column-major per chunk (`[o][r]`), so each task writes one contiguous slice.
-    const CHUNK: usize = 64;
-    let mut yt = vec![0f32; out_dim * rows];
-    yt.par_chunks_mut(CHUNK * rows).enumerate().for_each(|(c, yt_chunk)| {
-        let o0 = c * CHUNK;
-        let n_o = yt_chunk.len() / rows;
-        let w_chunk = &w[o0 * in_dim..(o0 + n_o) * in_dim];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available()` (AVX2 and FMA) was asserted; the slices hold their shapes.
-        unsafe {
-            avx2::linear_rows(&x[..rows * in_dim], rows, in_dim, w_chunk, n_o, yt_chunk)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (w_chunk, n_o);
-    });
-    for (o, y_o) in yt.chunks(rows).enumerate() {
-        for (r, &v) in y_o.iter().enumerate() {
-            y[r * ldy + o] = v;
-        }
-    }
-}
 
 /// `Σ a[i]·b[i]` over the shorter length, with vector partial sums and FMA. Panics if
 /// [`available`] is false.
@@ -163,7 +118,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::MR;
     use std::arch::x86_64::*;
 
@@ -275,86 +230,6 @@ mod avx2 {
         }
     }
 
-    /// `y_t[o·rows + r] = Σ_i x[r·in_dim + i]·w[o·in_dim + i]` for `n_o` weight rows, in tiles of
-    /// two weight rows × four rows of `x`, summed in f64 (four-lane partial sums) and rounded
-    /// once. f64 keeps these products as close to PyTorch's as its own rounding allows (f32
-    /// partial sums in a different order than MKL's measurably were not, on a tiny CODI model
-    /// with logits near 60), and makes each row's result independent of how many rows share the
-    /// call, so a batch of runs decodes exactly as each run alone. Missing rows of a partial tile
-    /// repeat a valid one and their sums are dropped.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA; `x` must hold `rows × in_dim` floats, `w` `n_o × in_dim`
-    /// and `y_t` `n_o × rows`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn linear_rows(x: &[f32], rows: usize, in_dim: usize, w: &[f32], n_o: usize, y_t: &mut [f32]) {
-        for o0 in (0..n_o).step_by(2) {
-            let o1 = (o0 + 1).min(n_o - 1);
-            let (w0, w1) = (w.as_ptr().add(o0 * in_dim), w.as_ptr().add(o1 * in_dim));
-            for r0 in (0..rows).step_by(4) {
-                let xp = x.as_ptr().add(r0 * in_dim);
-                let sums = match rows - r0 {
-                    1 => widen(tile::<1>(xp, in_dim, w0, w1)),
-                    2 => widen(tile::<2>(xp, in_dim, w0, w1)),
-                    3 => widen(tile::<3>(xp, in_dim, w0, w1)),
-                    _ => tile::<4>(xp, in_dim, w0, w1),
-                };
-                for (j, [s0, s1]) in sums.iter().enumerate().take(4.min(rows - r0)) {
-                    y_t[o0 * rows + r0 + j] = *s0 as f32;
-                    if o1 != o0 {
-                        y_t[o1 * rows + r0 + j] = *s1 as f32;
-                    }
-                }
-            }
-        }
-    }
-
-    fn widen<const R: usize>(sums: [[f64; 2]; R]) -> [[f64; 2]; 4] {
-        std::array::from_fn(|j| if j < R { sums[j] } else { [0.0; 2] })
-    }
-
-    /// `R` rows of `x` (from `xp`, `in_dim` apart) against weight rows `w0` and `w1`, in f64.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA; `xp` must be readable for `R` rows of `in_dim` floats
-    /// (`in_dim` apart), `w0` and `w1` for `in_dim` floats each.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const R: usize>(xp: *const f32, in_dim: usize, w0: *const f32, w1: *const f32) -> [[f64; 2]; R] {
-        let body = in_dim - in_dim % 4;
-        let mut acc0 = [_mm256_setzero_pd(); R];
-        let mut acc1 = [_mm256_setzero_pd(); R];
-        let mut i = 0;
-        while i < body {
-            let a = _mm256_cvtps_pd(_mm_loadu_ps(w0.add(i)));
-            let b = _mm256_cvtps_pd(_mm_loadu_ps(w1.add(i)));
-            for j in 0..R {
-                let xv = _mm256_cvtps_pd(_mm_loadu_ps(xp.add(j * in_dim + i)));
-                acc0[j] = _mm256_fmadd_pd(xv, a, acc0[j]);
-                acc1[j] = _mm256_fmadd_pd(xv, b, acc1[j]);
-            }
-            i += 4;
-        }
-        std::array::from_fn(|j| {
-            let (mut s0, mut s1) = (hsum_pd(acc0[j]), hsum_pd(acc1[j]));
-            for t in body..in_dim {
-                let xv = *xp.add(j * in_dim + t) as f64;
-                s0 = xv.mul_add(*w0.add(t) as f64, s0);
-                s1 = xv.mul_add(*w1.add(t) as f64, s1);
-            }
-            [s0, s1]
-        })
-    }
-
-    /// Sum of the four lanes.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum_pd(v: __m256d) -> f64 {
-        let v = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-        _mm_cvtsd_f64(_mm_add_sd(v, _mm_unpackhi_pd(v, v)))
-    }
-
     /// Sum of the eight lanes.
     ///
     /// # Safety
@@ -371,7 +246,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2 and FMA; `a` and `b` must have the same length.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -664,7 +539,7 @@ fn pack_a(a: MatRef, ic: usize, pc: usize, mc: usize, kc: usize, a_pack: &mut [f
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::MR;
 
     /// Width of this kernel's B panels (two sixteen-lane vectors).
@@ -676,7 +551,7 @@ mod avx512 {
     /// # Safety
     /// The CPU must support AVX-512F; `a` and `b` must have the same length.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let mut acc0 = _mm512_setzero_ps();
         let mut acc1 = _mm512_setzero_ps();
@@ -877,24 +752,6 @@ mod tests {
                     let got: Vec<f64> = c.iter().map(|&x| x as f64).collect();
                     assert_eq!(got, want, "{name} corner {kk} × {nn}");
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn few_rows_linear_matches_naive() {
-        if !available() {
-            super::super::skip_hardware("few_rows_linear_matches_naive", NO_KERNELS);
-            return;
-        }
-        for (rows, out_dim, in_dim) in [(1, 1, 1), (1, 130, 576), (7, 193, 47), (15, 64, 1536), (3, 65, 33)] {
-            let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
-            let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
-            let mut y = vec![f32::NAN; rows * out_dim];
-            linear_few_rows_strided(&x, &w, &mut y, rows, out_dim, in_dim, out_dim);
-            let expect = naive(MatRef::row_major(&x, in_dim), MatRef::transposed(&w, in_dim), rows, out_dim, in_dim);
-            for (got, want) in y.iter().zip(&expect) {
-                assert!((*got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()), "{rows}×{out_dim}×{in_dim}: {got} vs {want}");
             }
         }
     }

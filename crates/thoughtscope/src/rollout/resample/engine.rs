@@ -7,18 +7,22 @@
 //! local path (thought-anchors `generate_rollouts.py`, `generate_with_local_model_batch`) pads K
 //! copies of the prompt and runs `model.generate`, prefilling the prompt K times.
 //!
-//! Every row draws with its own seeded [`LogitsProcessor`] (temperature, then top-p), and on the
-//! CPU a decode step takes the row-independent one-pass kernels (below
-//! [`sgemm::FEW_ROWS`](crate::model::cpu::sgemm::FEW_ROWS) rows), so a rollout's tokens depend
-//! only on its prompt and its seed: not on the group size, on which rows share a step, on the
-//! thread count or on how the chunks are sharded.
+//! Every row draws with its own seeded [`TokenSampler`] (temperature, then top-p: the tokens of
+//! candle-transformers' `LogitsProcessor` for the same seed, found faster), and on the
+//! CPU a decode step (one position per row) takes the row-independent one-pass kernels for any
+//! number of rows, so a rollout's tokens depend only on its prompt and its seed: not on the
+//! group size, on which rows share a step, on the thread count or on how the chunks are sharded.
 
 use candle_core::{DType, Tensor};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::generation::Sampling;
 
+use crate::model::sampling::{Batch, TokenSampler};
 use crate::model::{GenerateOptions, Input, KvCache, Loaded, Logits, NoHooks};
 use crate::rollout::generate::{prompt_ids, stop_tokens};
 use crate::{Error, Result};
+
+/// Positions of key/value room reserved for the continuations of a prompt before decoding.
+const DECODE_ROOM: usize = 512;
 
 /// Sampling settings shared by every continuation of a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,16 +94,10 @@ impl<'a> LocalProvider<'a> {
         Ok(LocalProvider { loaded, batch, stop: stop_tokens(&loaded.tokenizer) })
     }
 
-    /// Rows per decode step: `batch`, capped on the CPU below
-    /// [`FEW_ROWS`](crate::model::cpu::sgemm::FEW_ROWS), where a step switches from the
-    /// row-independent one-pass kernels to the packed GEMM, whose sums round differently: the
-    /// cap keeps every rollout independent of the batch size.
+    /// Rows per decode step: `batch`. On the CPU, every decode step takes the row-independent
+    /// one-pass kernels whatever its size, so the batch changes no rollout.
     pub fn rows_per_step(&self) -> usize {
-        if self.loaded.model.device().is_cpu() {
-            self.batch.min(crate::model::cpu::sgemm::FEW_ROWS - 1)
-        } else {
-            self.batch
-        }
+        self.batch
     }
 
     /// Decode one group of rows from the prefilled `prefix` (its last logits `first`).
@@ -114,7 +112,7 @@ impl<'a> LocalProvider<'a> {
         on_finished: &mut dyn FnMut(usize),
     ) -> Result<Vec<Continuation>> {
         struct Row {
-            sampler: LogitsProcessor,
+            sampler: TokenSampler,
             ids: Vec<u32>,
             stopped: bool,
         }
@@ -122,11 +120,12 @@ impl<'a> LocalProvider<'a> {
         let stop = &self.stop;
         let mut rows: Vec<Row> = seeds
             .iter()
-            .map(|&seed| Row { sampler: LogitsProcessor::from_sampling(seed, sampling.clone()), ids: Vec::new(), stopped: false })
-            .collect();
-        // Draw one token for a row; true while the row goes on.
-        let take = |row: &mut Row, logits: &Tensor| -> Result<bool> {
-            let next = row.sampler.sample(logits)?;
+            .map(|&seed| Ok(Row { sampler: TokenSampler::new(seed, sampling)?, ids: Vec::new(), stopped: false }))
+            .collect::<Result<_>>()?;
+        let temperature = rows.first().and_then(|row| row.sampler.temperature());
+        // Draw one token for a row from row `position` of `logits`; true while the row goes on.
+        let take = |row: &mut Row, logits: &Batch, position: usize| -> Result<bool> {
+            let next = row.sampler.sample_row(logits, position)?;
             row.ids.push(next);
             if stop.contains(&next) {
                 row.stopped = true;
@@ -135,8 +134,9 @@ impl<'a> LocalProvider<'a> {
             Ok(row.ids.len() < budget)
         };
         let mut live = Vec::with_capacity(rows.len());
+        let first = Batch::new(&first.unsqueeze(0)?, temperature)?;
         for (i, row) in rows.iter_mut().enumerate() {
-            if budget > 0 && take(row, first)? {
+            if budget > 0 && take(row, &first, 0)? {
                 live.push(i);
             } else {
                 on_finished(row.ids.len());
@@ -149,10 +149,11 @@ impl<'a> LocalProvider<'a> {
                 let ids: Vec<u32> = live.iter().map(|&i| *rows[i].ids.last().expect("live rows have a token")).collect();
                 let x = model.embed(&ids)?.reshape((ids.len(), 1, hidden))?;
                 let out = model.forward_with(Input::Embeds(&x), &mut cache, &mut NoHooks, Logits::Last)?;
-                let logits = out.logits()?.squeeze(1)?.to_dtype(DType::F32)?;
+                // Every row's probabilities in one pass (the same values row by row).
+                let logits = Batch::new(&out.logits()?.squeeze(1)?, temperature)?;
                 let mut keep = Vec::with_capacity(live.len());
                 for (position, &i) in live.iter().enumerate() {
-                    if take(&mut rows[i], &logits.get(position)?)? {
+                    if take(&mut rows[i], &logits, position)? {
                         keep.push(position);
                     } else {
                         on_finished(rows[i].ids.len());
@@ -210,10 +211,15 @@ impl RolloutProvider for LocalProvider<'_> {
         let budget = settings.max_tokens.min(context - ids.len());
         let mut prefix = KvCache::new(model);
         let out = model.forward_with(Input::Ids(&ids), &mut prefix, &mut NoHooks, Logits::Last)?;
+        // Room for new tokens, carried into each group's stacked cache: the decode steps write
+        // their keys and values in place. At most DECODE_ROOM positions: upstream's budget of
+        // 16k tokens reserved for every row would be gigabytes most rollouts never fill; past
+        // the room the cache grows a few hundred positions at a time.
+        prefix.reserve(budget.min(DECODE_ROOM))?;
         let first = out.logits()?.flatten_all()?.to_dtype(DType::F32)?;
         let mut continuations = Vec::with_capacity(seeds.len());
-        // Equal groups (16 rollouts at 15 rows a step: two of 8, not 15 and 1): a step costs
-        // about the same for 1 row as for 15, and rows do not depend on their group.
+        // Equal groups (17 rollouts at 16 rows a step: 9 and 8, not 16 and 1): the rows of a
+        // step share its reading of the weights, and rows do not depend on their group.
         let groups = seeds.len().div_ceil(self.rows_per_step()).max(1);
         for group in seeds.chunks(seeds.len().div_ceil(groups).max(1)) {
             continuations.extend(self.decode_group(&prefix, &first, group, &sampling, budget, on_finished)?);
