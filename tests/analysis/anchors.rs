@@ -30,11 +30,17 @@ fn pipeline_numbers_equal_their_files_and_a_rerun_reads_them_back() {
         cache_dir: work.path().join("cache"),
         out: work.path().join("out"),
         permutations: 500,
+        token_heads: 2,
+        token_max: 8,
         ..AnchorsConfig::default()
     };
     let result = run_anchors(&config).unwrap();
     assert_eq!(result.receivers.heads.responses.len(), 3);
     assert_eq!(result.receivers.forward_passes, 3);
+    // Each filling pass stored the token view's pairs of the asked size (`--token-heads 2 --token-max 8`).
+    let status = thoughtscope::attention::cache_status::cache_status(&config.cache_dir).unwrap();
+    let pairs: Vec<(usize, usize)> = status.models[0].token_pairs.values().copied().collect();
+    assert_eq!(pairs, vec![(2, 8); 3], "{:?}", status.lines());
     assert_eq!(result.receivers.heads.top_k_heads.len(), 20);
     assert!(result.suppression_computed);
     assert_eq!(result.suppression.n, 14);

@@ -454,7 +454,16 @@ fn cache_status_counts_entries_broken_ones_temporaries_and_what_is_missing() {
     assert_eq!(model.temporary.len(), 1);
     assert!(model.bytes > 0);
     let lines = status.lines().join("\n");
-    assert!(lines.contains("2 complete, 1 thought-anchors (unverified), 1 broken, 1 temporary"), "{lines}");
+    assert!(lines.contains("2 complete (0 with token pairs), 1 thought-anchors (unverified), 1 broken, 1 temporary"), "{lines}");
+    assert!(model.token_pairs.is_empty());
+    // An entry that also stores token pairs is counted with their shape.
+    let mut with_pairs = key(4);
+    with_pairs.text_id = "00000000000000e0".into();
+    store_with_pairs(&cache, &with_pairs, &attention(2, 3, 4, 0.5), &token_pairs());
+    let status = cache_status(tmp.path()).unwrap();
+    assert_eq!(status.models[0].token_pairs.get("00000000000000e0"), Some(&(2, 2)), "2 heads, 2 tokens each side");
+    let lines = status.lines().join("\n");
+    assert!(lines.contains("3 complete (1 with token pairs: 2 heads × 2 tokens)"), "{lines}");
 
     let items: Vec<(String, String)> =
         [&ids[0], &ids[2], &"00000000000000b0".to_string(), &"00000000000000d0".to_string()].iter().map(|id| (format!("dir-{id}"), id.to_string())).collect();

@@ -159,6 +159,18 @@ fn importance_file_is_read_by_chunk_idx_with_tags() {
     let v = by_sentence(&rows, 4);
     assert_eq!((v[0], v[1]), (0.75, -0.25));
     assert!(v[2].is_nan() && v[3].is_nan(), "no entry / no metric: NaN");
+    // Upstream's 0.0 for the last chunk (no next one) is a filler: an importance leaves it out,
+    // other fields keep it.
+    let with_last = write_temp(
+        "last",
+        r#"[{"chunk": "a", "chunk_idx": 0, "accuracy": 0.5, "forced_importance_kl": 2.5},
+            {"chunk": "b", "chunk_idx": 1, "accuracy": 0.25, "forced_importance_kl": 0.0}]"#,
+    );
+    let last = read_importance(&with_last, "forced_importance_kl").unwrap();
+    let measured = thoughtscope::analysis::blackbox::measured_importance(&last, 3, "forced_importance_kl");
+    assert!(measured[0] == 2.5 && measured[1].is_nan() && measured[2].is_nan(), "{measured:?}");
+    let accuracy = read_importance(&with_last, "accuracy").unwrap();
+    assert_eq!(thoughtscope::analysis::blackbox::measured_importance(&accuracy, 2, "accuracy"), vec![0.5, 0.25]);
     let tags = importance_by_tag(&rows);
     assert_eq!(tags.len(), 2);
     assert_eq!((tags[0].tag.as_str(), tags[0].sentences, tags[0].mean), ("x", 2, 0.25));
@@ -281,7 +293,7 @@ fn notebook_cells_compile() {
         use thoughtscope::analysis::importance::{run_importance, ImportanceConfig};
         use thoughtscope::model::{Model, Settings};
         use thoughtscope::notebook::prelude::*;
-        use thoughtscope::rollout::resample::{resample_problem, DecodeSettings, LocalProvider, ResampleConfig, RolloutType};
+        use thoughtscope::rollout::resample::{resample_problem, DecodeSettings, LocalProvider, PrefixMode, ResampleConfig, RolloutType};
 
         println!("working directory {}", std::env::current_dir().expect("working directory").display());
         let problem_dir = PathBuf::from("../rollouts/small_arithmetic/apples_sum");
@@ -315,13 +327,51 @@ fn notebook_cells_compile() {
         let _ = blackbox::accuracy_figure(&importance_file, "active_computation", "Accuracy and importance by chunk | apples_sum | SmolLM2-135M").expect("accuracy figure");
         let rows = blackbox::read_importance(&importance_file, "forced_importance_accuracy").expect("importance rows");
         let _ = blackbox::tag_figure(&rows, "Forced-answer importance by function tag | apples_sum").expect("tag figure");
-        let values = blackbox::by_sentence(&rows, rows.len());
+        let values = blackbox::measured_importance(&rows, rows.len(), "forced_importance_accuracy");
         let mask: Vec<bool> = rows.iter().map(|r| r.function_tags.iter().any(|t| t == "active_computation")).collect();
         let tagged = blackbox::tagged_difference("active_computation", &values, &mask, 1000, 0).expect("tagged vs rest");
         println!(
             "{}: {} tagged (mean {:.3}) vs {} others (mean {:.3}): difference {:+.3}, one-sided permutation p = {:.3}, two-sided {:.3} {}",
             tagged.tag, tagged.tagged, tagged.tagged_mean, tagged.rest, tagged.rest_mean, tagged.difference, tagged.p_greater, tagged.p_two_sided, tagged.note
         );
+        let va_problem = PathBuf::from("../rollouts/apple_boxes/rollout_00");
+        let va_importance_file = PathBuf::from("../analysis/resampling/va_rollout_00_importance.json");
+        if !va_importance_file.is_file() {
+            let ordinary = ResampleConfig {
+                mode: PrefixMode::OwnRollout,
+                rollouts: 8,
+                decode: DecodeSettings { temperature: 0.6, top_p: 0.95, max_tokens: 16 },
+                ..ResampleConfig::default()
+            };
+            let forced = ResampleConfig { rollout_type: RolloutType::ForcedAnswer, decode: DecodeSettings { max_tokens: 8, ..ordinary.decode.clone() }, ..ordinary.clone() };
+            let provider = LocalProvider::new(&loaded, 15).expect("local provider");
+            let report = resample_problem(&provider, &va_problem, &PathBuf::from("../analysis/resampling/va_rollouts"), &ordinary).expect("resampling");
+            let forced_report = resample_problem(&provider, &va_problem, &PathBuf::from("../analysis/resampling/va_rollouts_forced"), &forced).expect("forced-answer resampling");
+            println!("{} chunks, {:.1} + {:.1} new tokens/s (ordinary + forced)", report.chunks.len(), report.tokens_per_second(), forced_report.tokens_per_second());
+            let mut importance = ImportanceConfig::new(&va_problem, &va_importance_file);
+            importance.rollouts_dir = Some(report.out_dir.clone());
+            importance.forced_dir = Some(forced_report.out_dir.clone());
+            importance.settings = loaded.settings.clone();
+            println!("{}", run_importance(&importance).expect("importance").headline());
+        }
+        let mut va = BlackboxConfig::new(&va_problem, &va_importance_file, "../analysis/resampling/va_blackbox");
+        va.settings = config.settings.clone();
+        va.cache_dir = PathBuf::from("../attn_cache");
+        va.heads_from = Some(PathBuf::from("../rollouts/apple_boxes"));
+        va.field = "forced_importance_kl".into();
+        va.tag = "verbalized_evaluation_awareness".into();
+        let va_result = blackbox::run_blackbox_with(&va, &loaded).expect("white-box against black-box on the VA rollout");
+        let t = &va_result.tagged;
+        println!(
+            "{}: {} tagged (mean {:.2}) vs {} others (mean {:.2}): difference {:+.2}, one-sided permutation p = {:.3}, two-sided {:.3} {}",
+            t.tag, t.tagged, t.tagged_mean, t.rest, t.rest_mean, t.difference, t.p_greater, t.p_two_sided, t.note
+        );
+        println!(
+            "matched control: chosen mean {:.2} vs controls {:.2} [{:.2}, {:.2}], p = {:.3} {}",
+            va_result.tag_control.chosen_mean, va_result.tag_control.control_mean,
+            va_result.tag_control.control_low, va_result.tag_control.control_high, va_result.tag_control.p_greater, va_result.tag_control.note
+        );
+        let _ = blackbox::comparison_table(&va_result.comparisons).expect("comparison table");
         config.cache_dir = PathBuf::from("../attn_cache");
         config.heads_from = Some(PathBuf::from("../rollouts/apple_boxes"));
         config.suppression_dir = Some(PathBuf::from("../analysis/resampling/suppression/apples_sum"));

@@ -27,6 +27,7 @@
 mod allocation;
 mod config;
 mod decoder;
+mod dequant;
 mod generate;
 mod hooks;
 pub mod memory;
@@ -36,6 +37,7 @@ pub mod registry;
 pub mod sampling;
 pub mod cpu;
 mod env;
+mod isa;
 mod safetensors_header;
 pub mod settings;
 mod stored;

@@ -202,7 +202,7 @@ impl StoredMatrix {
                 let row_bytes = n_in / q.dtype().block_size() * q.dtype().type_size();
                 let bytes = &data[rows.start * row_bytes..rows.end * row_bytes];
                 // Q4_1 and Q8_0 in vector registers (the same values), other types by candle.
-                if !crate::cpu::dequant::blocks_to_f32(q.dtype(), bytes, out) {
+                if !crate::dequant::blocks_to_f32(q.dtype(), bytes, out) {
                     dequantize_blocks(q.dtype(), bytes, out)?;
                 }
             }

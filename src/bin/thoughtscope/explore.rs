@@ -43,13 +43,13 @@ pub struct ExploreArgs {
     pub max_head_matrices: usize,
     #[arg(long, default_value_t = 4)]
     pub proximity_ignore: usize,
-    /// Resampled alternatives shown per chunk (chunk_<k>/solutions.json; 0: not read).
+    /// Resampled alternatives shown per chunk (`chunk_<k>/solutions.json`; 0: not read).
     #[arg(long, default_value_t = 5)]
     pub max_alternatives: usize,
     /// Output HTML file.
     #[arg(long, default_value = "trace.html")]
     pub out: PathBuf,
-    /// Also write the page's data as JSON beside it (<out>.json).
+    /// Also write the page's data as JSON beside it (`<out>.json`).
     #[arg(long)]
     pub json: bool,
     /// Run the model once over the trace: the attention shown and the token view (each sentence
@@ -68,7 +68,7 @@ pub struct ExploreArgs {
     pub boundaries: BoundaryMode,
     /// Also write the trace as the thought-anchors website's files into this folder:
     /// chunks_labeled.json, step_importance.json, step_importance_supp.json,
-    /// chunk_<k>/solutions.json, chunks_resampled.json (what exists).
+    /// `chunk_<k>/solutions.json`, chunks_resampled.json (what exists).
     #[arg(long, value_name = "DIR")]
     pub website: Option<PathBuf>,
     #[command(flatten)]

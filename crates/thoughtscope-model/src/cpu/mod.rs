@@ -2,8 +2,8 @@
 //!
 //! - [`sgemm`]: the packed f32 GEMM, one kernel set per ISA (AVX-512F, AVX2 with FMA).
 //! - `few_rows`: the one-pass products of decode steps (a few rows, each weight row read once
-//!   for all of them), summed in f64 in an order that does not depend on the number of rows;
-//!   `dequant`: GGUF Q4_1 and Q8_0 blocks to f32 in vector registers.
+//!   for all of them), summed in f64 in an order that does not depend on the number of rows
+//!   (their GGUF blocks converted by the weight store, in vector registers).
 //! - `vector`: `e^x`, softmax rows and `silu(g) · u`, scalar and in SIMD (same arithmetic).
 //! - `activations`: RMSNorm (alone or after the residual add) and the split into heads (with
 //!   RoPE), one parallel pass each.
@@ -20,7 +20,6 @@
 mod activations;
 mod attention;
 pub mod blas;
-pub(crate) mod dequant;
 mod few_rows;
 mod mlp;
 pub mod phases;
@@ -39,6 +38,10 @@ pub use vector::add_widened;
 pub(crate) use vector::silu_mul;
 
 use super::stored::StoredMatrix;
+#[cfg(test)]
+pub(crate) use crate::isa::skip_hardware;
+pub use crate::isa::avx512_enabled;
+pub(crate) use crate::isa::{avx512_allowed, fix_avx512};
 use crate::{Error, Result};
 
 /// How a model's forward passes run on the CPU: which kernels, how stored weights are converted,
@@ -63,46 +66,6 @@ pub struct Kernels {
 impl Default for Kernels {
     fn default() -> Self {
         Kernels { portable: false, band_bytes: 8 << 20, phase_timing: false }
-    }
-}
-
-/// Whether the kernels take their AVX-512 variants: the CPU has AVX-512F and the settings allow
-/// them ([`Settings::avx512`](crate::Settings::avx512)). The override measures the AVX2 kernels on
-/// an AVX-512 machine; it is not the same as an AVX2-only CPU (clocks, caches and the `gemm` crate
-/// under candle's own ops still see AVX-512).
-///
-/// Process-wide, unlike the rest of [`Kernels`]: a weight packed for one vector width cannot be
-/// read by the other's kernels, and the public [`sgemm`] entry points (the benches call them) have
-/// no model to ask. Fixed at first use, from [`Settings::apply_process_wide`](crate::Settings::apply_process_wide)
-/// or else from the environment ([`Settings::from_env`](crate::Settings::from_env)).
-pub fn avx512_enabled() -> bool {
-    *AVX512.get_or_init(|| cpu_has_avx512() && avx512_allowed(&crate::env::env_text))
-}
-
-static AVX512: OnceLock<bool> = OnceLock::new();
-
-/// Fix [`avx512_enabled`] from the settings; an error if the kernels already run with the other
-/// choice (it cannot change within a process).
-pub(crate) fn fix_avx512(allowed: bool) -> Result<()> {
-    let wanted = cpu_has_avx512() && allowed;
-    let fixed = *AVX512.get_or_init(|| wanted);
-    if fixed != wanted {
-        return Err(Error::invalid(format!(
-            "the kernels already run {} in this process: `avx512` (THOUGHTSCOPE_ISA) must be chosen before the first forward pass",
-            if fixed { "with AVX-512" } else { "without AVX-512" }
-        )));
-    }
-    Ok(())
-}
-
-fn cpu_has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -208,14 +171,6 @@ fn stored_band_rows(band_bytes: usize, in_dim: usize, out_dim: usize) -> usize {
     (rows / 64 * 64).max(64).min(out_dim.max(1))
 }
 
-/// For the kernel tests: one `SKIP (hardware) <test>: <reason>` line straight to the test log
-/// (libtest captures `eprintln!`, not the stream), for a kernel variant this CPU cannot run.
-#[cfg(test)]
-fn skip_hardware(test: &str, reason: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIP (hardware) {test}: {reason}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,10 +206,4 @@ mod tests {
             assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want, "{rows} rows, bf16");
         }
     }
-}
-
-/// Whether `THOUGHTSCOPE_ISA` (looked up by `text`) lets the kernels take AVX-512: unless it is
-/// `avx2`. Read by [`crate::settings::Settings::from_env`], and here for kernels used before it.
-pub(crate) fn avx512_allowed(text: &impl Fn(&str) -> Option<String>) -> bool {
-    !text("THOUGHTSCOPE_ISA").is_some_and(|v| v.trim().eq_ignore_ascii_case("avx2"))
 }

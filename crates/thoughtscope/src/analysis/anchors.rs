@@ -76,6 +76,11 @@ pub struct AnchorsConfig {
     pub top_sentences: usize,
     /// Output folder.
     pub out: PathBuf,
+    /// Heads of the explorer page's token view; a cache miss stores their token pairs in the
+    /// entry, from the same pass (0: none). As `va`: 4.
+    pub token_heads: usize,
+    /// Tokens kept per sentence on each side of a token-view pair (16).
+    pub token_max: usize,
     /// How the model is loaded (device, weights, kernels) and the cache read.
     pub settings: Settings,
 }
@@ -98,6 +103,8 @@ impl Default for AnchorsConfig {
             seed: 0,
             top_sentences: 5,
             out: PathBuf::from("analysis/thought_anchors"),
+            token_heads: 4,
+            token_max: 16,
             settings: Settings::default(),
         }
     }
@@ -113,6 +120,19 @@ impl AnchorsConfig {
     /// The suppression options of a run: [`AnchorsConfig::suppression`] with the run's boundaries.
     pub fn suppression_options(&self) -> SuppressionOptions {
         SuppressionOptions { boundary_mode: self.boundary_mode, ..self.suppression.clone() }
+    }
+
+    /// The explorer page's options that come from the run's settings (model, cache, sentence
+    /// mode, token view); the caller adds what comes from the results.
+    pub fn explorer_options(&self) -> crate::plot::ExplorerOptions {
+        crate::plot::ExplorerOptions {
+            model: Some(self.model.clone()),
+            cache_dir: self.cache_dir.clone(),
+            mode: self.sentence_mode,
+            token_heads: self.token_heads,
+            token_max: self.token_max,
+            ..Default::default()
+        }
     }
 
     /// Where the suppression run of `trace` is written (and read back from on a rerun).
@@ -194,8 +214,8 @@ impl CorpusReceivers {
 }
 
 /// Receiver heads over `traces` under `loaded`: each trace's sentence attention from the cache
-/// under `cache_dir` (computed and stored on a miss, with the token pairs of the trace
-/// explorer's default token view: [`crate::plot::ExplorerOptions::token_pairs_to_store`]), reduced to vertical scores once (those of
+/// under `cache_dir` (computed and stored on a miss, with `token_pairs` when given: those of the
+/// trace explorer's token view, [`crate::plot::ExplorerOptions::token_pairs_to_store`]), reduced to vertical scores once (those of
 /// the first `drop_first` sentences set to NaN); a trace longer than the model's context is left
 /// out with a note instead of failing the corpus. Sets each trace's `n_tokens`.
 pub fn corpus_receivers(
@@ -205,11 +225,9 @@ pub fn corpus_receivers(
     boundary_mode: BoundaryMode,
     options: &ReceiverOptions,
     drop_first: usize,
+    token_pairs: Option<crate::attention::TokenPairsToStore>,
 ) -> Result<CorpusReceivers> {
-    // A miss also stores the token pairs of the trace explorer's default token view.
-    let cache = AttnCache::new(cache_dir)
-        .strict(loaded.settings.strict_cache)
-        .with_token_pairs(crate::plot::ExplorerOptions::default().token_pairs_to_store());
+    let cache = AttnCache::new(cache_dir).strict(loaded.settings.strict_cache).with_token_pairs(token_pairs);
     let context = loaded.model.config().max_position_embeddings;
     let mut too_long = Vec::new();
     let mut per_trace: Vec<(String, HeadScores)> = Vec::new();
@@ -454,8 +472,15 @@ pub fn run_anchors(config: &AnchorsConfig) -> Result<AnchorsResult> {
     config.suppression_options().validate()?;
     let mut traces = config.load_traces()?;
     let loaded = Model::load(&config.model, &config.settings)?;
-    let receivers =
-        corpus_receivers(&loaded, &config.cache_dir, &mut traces, config.boundary_mode, &config.receiver, config.drop_first)?;
+    let receivers = corpus_receivers(
+        &loaded,
+        &config.cache_dir,
+        &mut traces,
+        config.boundary_mode,
+        &config.receiver,
+        config.drop_first,
+        config.explorer_options().token_pairs_to_store(),
+    )?;
     let trace = suppression_trace(&traces, &receivers, config.suppression_trace.as_deref(), config.min_sentences)?.clone();
     // The output folder is built whole and swapped in; the suppression run of this trace in the
     // folder it replaces is read back from there, not computed again.
@@ -744,12 +769,9 @@ fn write_outputs(result: &mut AnchorsResult, out: &Path) -> Result<()> {
         .find(|t| t.name == result.suppression_trace)
         .ok_or_else(|| Error::invalid(format!("suppression trace {} is not among the traces", result.suppression_trace)))?;
     let options = crate::plot::ExplorerOptions {
-        model: Some(result.config.model.clone()),
-        cache_dir: result.config.cache_dir.clone(),
-        mode: result.config.sentence_mode,
         suppression_dir: result.suppression_files.matrix.parent().map(Path::to_path_buf),
         receiver_heads: Some(heads.top_k_heads.clone()),
-        ..Default::default()
+        ..result.config.explorer_options()
     };
     let mut page = crate::plot::Explorer::from_problem_dir(&trace.dir, &options)?;
     // Its notes name the suppression folder where it will be, not in the staging folder.

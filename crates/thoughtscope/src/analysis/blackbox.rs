@@ -105,6 +105,21 @@ pub fn by_sentence(rows: &[ImportanceRow], n: usize) -> Vec<f64> {
     values
 }
 
+/// The metric of `rows` by sentence ([`by_sentence`]), with the last chunk that has an entry set
+/// to NaN when `field` is one of upstream's importances (`*_importance_*`): each is this chunk's
+/// value against the next one's, and upstream writes 0.0 where there is no next chunk, a filler
+/// that would count as a measured "no effect" in every statistic. Other fields (`accuracy`,
+/// `different_trajectories_fraction`, ...) are kept whole.
+pub fn measured_importance(rows: &[ImportanceRow], n: usize, field: &str) -> Vec<f64> {
+    let mut values = by_sentence(rows, n);
+    if field.contains("_importance_") {
+        if let Some(last) = rows.iter().map(|r| r.chunk_idx).filter(|&i| i < n).max() {
+            values[last] = f64::NAN;
+        }
+    }
+    values
+}
+
 /// Per target sentence `t`: the mean of `M[t][s]` over the earlier sources `s < t` with a defined
 /// entry; NaN for the first sentence (the row-wise twin of `outgoing_importance`).
 pub fn incoming_importance(matrix: &SuppressionMatrix) -> Vec<f64> {
@@ -583,7 +598,7 @@ pub fn run_blackbox_with(config: &BlackboxConfig, loaded: &Loaded) -> Result<Bla
     if let Some(row) = rows.iter().find(|r| r.chunk_idx >= n) {
         return Err(Error::format(&config.importance, format!("`chunk_idx` {} but the trace {} has {n} chunks", row.chunk_idx, problem_dir.display())));
     }
-    let importance = by_sentence(&rows, n);
+    let importance = measured_importance(&rows, n, &config.field);
     let accuracy = {
         let mut a = vec![f64::NAN; n];
         rows.iter().for_each(|r| a[r.chunk_idx] = r.accuracy);
@@ -596,7 +611,8 @@ pub fn run_blackbox_with(config: &BlackboxConfig, loaded: &Loaded) -> Result<Bla
         Some(dir) => load_traces(dir, SentenceMode::Chunks)?,
         None => vec![trace.clone()],
     };
-    let receivers = corpus_receivers(loaded, &config.cache_dir, &mut corpus, BoundaryMode::Prefix, &config.receiver, 0)?;
+    let token_pairs = crate::plot::ExplorerOptions::default().token_pairs_to_store();
+    let receivers = corpus_receivers(loaded, &config.cache_dir, &mut corpus, BoundaryMode::Prefix, &config.receiver, 0, token_pairs)?;
     let cache = AttnCache::new(&config.cache_dir)
         .strict(loaded.settings.strict_cache)
         .with_token_pairs(crate::plot::ExplorerOptions::default().token_pairs_to_store());

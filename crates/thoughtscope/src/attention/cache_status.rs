@@ -1,5 +1,5 @@
 //! What a cache root holds (`thoughtscope cache status`): per model, the complete entries and
-//! their size, the entries that would not be served (a checksum fails, a file is missing, the
+//! their size (and which of them also store the trace explorer's token pairs), the entries that would not be served (a checksum fails, a file is missing, the
 //! manifest is unreadable or from before checksums), thought-anchors (Python) entries, and the
 //! temporaries of writes in progress or killed. With the text ids of a set of problems, which of
 //! them have no usable entry yet: what a batch job still has to compute before its merge.
@@ -22,6 +22,9 @@ pub struct ModelStatus {
     pub model: String,
     /// Verified entries made by thoughtscope, by text id: (sentences N, sentence mode).
     pub complete: BTreeMap<String, (usize, String)>,
+    /// Of the complete entries, those that also store token pairs (the trace explorer's token
+    /// view), by text id: (heads stored, tokens kept per sentence on each side).
+    pub token_pairs: BTreeMap<String, (usize, usize)>,
     /// thought-anchors (Python) entries: readable, provenance unverified.
     pub upstream: Vec<String>,
     /// Entries that would not be served, with the reason (recomputed by the next run).
@@ -70,9 +73,11 @@ impl CacheStatus {
         )];
         for m in &self.models {
             lines.push(format!(
-                "  {}: {} complete, {} thought-anchors (unverified), {} broken, {} temporary, {}",
+                "  {}: {} complete ({} with token pairs{}), {} thought-anchors (unverified), {} broken, {} temporary, {}",
                 m.model,
                 m.complete.len(),
+                m.token_pairs.len(),
+                token_pair_shapes(&m.token_pairs),
                 m.upstream.len(),
                 m.broken.len(),
                 m.temporary.len(),
@@ -82,6 +87,20 @@ impl CacheStatus {
             lines.extend(m.temporary.iter().map(|(name, age)| format!("    temporary {name} ({age} s old)")));
         }
         lines
+    }
+}
+
+/// `: 4 heads × 16 tokens` when every entry with token pairs stores the same shape, `: 3 shapes`
+/// when they differ, nothing when there are none.
+fn token_pair_shapes(pairs: &BTreeMap<String, (usize, usize)>) -> String {
+    let shapes: std::collections::BTreeSet<&(usize, usize)> = pairs.values().collect();
+    match shapes.len() {
+        0 => String::new(),
+        1 => {
+            let (heads, tokens) = shapes.into_iter().next().expect("one shape");
+            format!(": {heads} heads × {tokens} tokens")
+        }
+        n => format!(": {n} shapes"),
     }
 }
 
@@ -150,6 +169,9 @@ fn model_status(dir: &Path) -> Result<ModelStatus> {
         match read_entry_dir(&path) {
             Ok(_) if has_manifest => match read_manifest(&path.join(MANIFEST_FILE)) {
                 Ok(manifest) => {
+                    if let Some(pairs) = &manifest.token_pairs {
+                        status.token_pairs.insert(name.clone(), (pairs.heads.len(), pairs.max_tokens));
+                    }
                     status.complete.insert(name, (manifest.key.n, manifest.key.sentence_mode.to_string()));
                 }
                 Err(e) => status.broken.push((name, e.to_string())),

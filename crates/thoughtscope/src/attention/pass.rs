@@ -71,11 +71,9 @@ pub(crate) fn encode_within_context(loaded: &Loaded, text: &str) -> Result<Vec<u
     Ok(ids)
 }
 
-/// `bytes` (of `what`) must fit in `MemAvailable`, as [`check_sentence_attention_fits`].
+/// `bytes` (of `what`) must fit in `MemAvailable`, as [`check_sentence_attention_fits`]. Callers
+/// check only when the run's `Settings::memory_check` is on.
 pub(crate) fn check_bytes_fit(bytes: u128, what: &str) -> Result<()> {
-    if std::env::var_os("THOUGHTSCOPE_SKIP_MEMORY_CHECK").is_some_and(|v| v != "0") {
-        return Ok(());
-    }
     match crate::model::memory::available_memory() {
         Some(available) if bytes > available as u128 => Err(Error::invalid(format!(
             "{what} need {:.1} GiB, and {:.1} GiB of memory is available (MemAvailable)",

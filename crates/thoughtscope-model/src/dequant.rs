@@ -27,7 +27,7 @@ pub(crate) fn blocks_to_f32(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> 
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if super::avx512_enabled() {
+        if crate::isa::avx512_enabled() {
             // SAFETY: the CPU has AVX-512F; lengths checked above.
             unsafe {
                 match dtype {
@@ -149,7 +149,7 @@ mod tests {
             let data = q.data().unwrap();
             let mut got = vec![f32::NAN; rows * cols];
             if !blocks_to_f32(dtype, &data, &mut got) {
-                crate::cpu::skip_hardware("vector_blocks_equal_candle_bit_for_bit", "no AVX2 on this CPU");
+                crate::isa::skip_hardware("vector_blocks_equal_candle_bit_for_bit", "no AVX2 on this CPU");
                 return;
             }
             assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "{dtype:?}");
