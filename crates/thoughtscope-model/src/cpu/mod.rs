@@ -26,7 +26,6 @@ pub mod phases;
 pub mod sgemm;
 mod vector;
 
-use std::sync::OnceLock;
 
 use candle_core::{DType, Tensor};
 
