@@ -26,7 +26,6 @@ pub mod phases;
 pub mod sgemm;
 mod vector;
 
-
 use candle_core::{DType, Tensor};
 
 pub(crate) use activations::{add_rms_norm, rms_norm, split_heads};
