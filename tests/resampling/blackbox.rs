@@ -361,11 +361,14 @@ fn notebook_cells_compile() {
         va.field = "forced_importance_kl".into();
         va.tag = "verbalized_evaluation_awareness".into();
         let va_result = blackbox::run_blackbox_with(&va, &loaded).expect("white-box against black-box on the VA rollout");
-        let t = &va_result.tagged;
-        println!(
-            "{}: {} tagged (mean {:.2}) vs {} others (mean {:.2}): difference {:+.2}, one-sided permutation p = {:.3}, two-sided {:.3} {}",
-            t.tag, t.tagged, t.tagged_mean, t.rest, t.rest_mean, t.difference, t.p_greater, t.p_two_sided, t.note
-        );
+        {
+            // A block: evcxr keeps a cell's top-level variables, and a reference cannot be kept.
+            let t = &va_result.tagged;
+            println!(
+                "{}: {} tagged (mean {:.2}) vs {} others (mean {:.2}): difference {:+.2}, one-sided permutation p = {:.3}, two-sided {:.3} {}",
+                t.tag, t.tagged, t.tagged_mean, t.rest, t.rest_mean, t.difference, t.p_greater, t.p_two_sided, t.note
+            );
+        }
         println!(
             "matched control: chosen mean {:.2} vs controls {:.2} [{:.2}, {:.2}], p = {:.3} {}",
             va_result.tag_control.chosen_mean, va_result.tag_control.control_mean,
