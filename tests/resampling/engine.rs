@@ -139,6 +139,35 @@ fn rollouts_do_not_depend_on_batch_size_or_sharding() {
 }
 
 #[test]
+fn rollouts_do_not_depend_on_the_thread_count() {
+    if support::smollm2().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = problem_dir(tmp.path());
+    // The command in processes of 1, 2 and 3 threads (rayon's pool: the kernels split each
+    // product and the decode groups differently), 2 chunks × 3 rollouts × 8 tokens each.
+    let files: Vec<Vec<String>> = [1, 2, 3]
+        .iter()
+        .map(|threads| {
+            let out = tmp.path().join(format!("threads_{threads}"));
+            let done = std::process::Command::new(env!("CARGO_BIN_EXE_thoughtscope"))
+                .env("RAYON_NUM_THREADS", threads.to_string())
+                .args(["--quiet", "resample"])
+                .arg(&dir)
+                .args(["--model", "smollm2-135m", "--rollouts", "3", "--max-tokens", "8", "--chunks", "1,3", "--out"])
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(done.status.success(), "{threads} threads: {}", String::from_utf8_lossy(&done.stderr));
+            [1, 3].iter().map(|i| read(&out.join(format!("problem_7/chunk_{i}/solutions.json")))).collect()
+        })
+        .collect();
+    assert_eq!(files[0], files[1], "1 and 2 threads differ");
+    assert_eq!(files[0], files[2], "1 and 3 threads differ");
+}
+
+#[test]
 fn a_rollout_depends_only_on_its_seed() {
     let Some(loaded) = support::smollm2() else { return };
     let provider = LocalProvider::new(&loaded, 15).unwrap();
