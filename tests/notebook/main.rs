@@ -1,4 +1,5 @@
-//! Notebooks: evcxr display glue, line-mode progress and `thoughtscope notebook run`.
+//! Notebooks: evcxr display glue, line-mode progress, `thoughtscope notebook run` and what evcxr
+//! refuses in a notebook's cells.
 //!
 //! One test binary per area, one module per topic: the suite links a few binaries, not one per file.
 
@@ -6,5 +7,6 @@
 mod support;
 
 mod display;
+mod evcxr_rules;
 mod progress;
 mod run;
