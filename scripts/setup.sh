@@ -43,13 +43,9 @@ step "trace explorer pages (analysis/explorer/): a sample rollout and, when pres
 mkdir -p analysis/explorer
 "$bin" --quiet explore rollouts/apple_boxes/rollout_04 --model smollm2-135m --mode chunks --token-view \
   --out analysis/explorer/rollout_04.html
-# One real trace, when THOUGHTSCOPE_TRACES names a folder of thought-anchors website traces, or
-# the test data folder sits beside the clone as in CI (a clone alone has none): problem 4682 of
-# R1-Distill-Qwen-14B if there, else the first problem found.
+# One real trace, when THOUGHTSCOPE_TRACES names a folder of thought-anchors website traces (a
+# fresh clone has none): problem 4682 of R1-Distill-Qwen-14B if there, else the first problem found.
 traces="${THOUGHTSCOPE_TRACES:-}"
-if [ -z "$traces" ] && [ -d ../shared/data/thought-anchors-traces ]; then
-  traces=../shared/data/thought-anchors-traces
-fi
 if [ -z "$traces" ]; then
   echo "skipped: explorer page of a thought-anchors trace (set THOUGHTSCOPE_TRACES to a folder of the website's traces)"
 elif [ -d "$traces" ]; then
