@@ -175,6 +175,22 @@ fn real_traces_are_found_at_any_depth_with_their_tags() {
 }
 
 #[test]
+fn the_named_suppression_trace_is_analysed_even_where_the_spread_leaves_it_out() {
+    let samples = support::repo().join("rollouts/apple_boxes");
+    let names = |config: &AnchorsConfig| config.load_traces().unwrap().into_iter().map(|t| t.name).collect::<Vec<_>>();
+    // 10 rollouts, 3 of them spread evenly: items 0, 3 and 6.
+    let mut config = AnchorsConfig { traces: samples.clone(), max_traces: Some(3), ..AnchorsConfig::default() };
+    assert_eq!(names(&config), ["rollout_00", "rollout_03", "rollout_06"]);
+    config.suppression_trace = Some(samples.join("rollout_08"));
+    assert_eq!(names(&config), ["rollout_00", "rollout_03", "rollout_06", "rollout_08"], "added, in name order");
+    config.suppression_trace = Some(samples.join("rollout_03"));
+    assert_eq!(names(&config), ["rollout_00", "rollout_03", "rollout_06"], "already among them: not twice");
+    // A folder that is no trace below `traces` is not added.
+    config.suppression_trace = Some(support::repo().join("rollouts"));
+    assert_eq!(names(&config).len(), 3);
+}
+
+#[test]
 fn a_folder_without_traces_is_an_error_naming_it() {
     let work = tempfile::tempdir().unwrap();
     let error = load_traces(work.path(), SentenceMode::Chunks).unwrap_err().to_string();

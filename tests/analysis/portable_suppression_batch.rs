@@ -18,7 +18,9 @@ fn batched_sources_equal_one_at_a_time_on_the_portable_path() {
         f["ranges"].as_array().unwrap().iter().map(|r| (r[0].as_u64().unwrap() as usize, r[1].as_u64().unwrap() as usize)).collect();
     let full_vocab = SuppressionOptions { top_p: 1.0, max_tokens: usize::MAX, f16_logits: false, ..Default::default() };
     for (name, options) in [("faithful", SuppressionOptions::default()), ("full vocabulary", full_vocab)] {
-        let differences = support::suppression_batch_differences(&model, &ids, &ranges, &options, &[1, 3, 4]);
+        // 3 over 7 sources: full groups and a last group of one. The kernels' test also runs 1
+        // again (determinism) and 4; on this slow path one batched run is enough.
+        let differences = support::suppression_batch_differences(&model, &ids, &ranges, &options, &[3]);
         support::assert_batch_within_noise(&format!("portable, {name}"), name == "full vocabulary", &differences);
     }
 }

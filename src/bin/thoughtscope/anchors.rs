@@ -18,7 +18,8 @@ pub struct AnchorsArgs {
     /// Folder searched (any depth) for trace directories holding base_solution.json.
     #[arg(long, default_value = "rollouts/apple_boxes")]
     pub traces: PathBuf,
-    /// At most N of the traces, spread evenly through them in name order (default: all).
+    /// At most N of the traces, spread evenly through them in name order, plus --trace if the
+    /// spread leaves it out (default: all).
     #[arg(long, value_name = "N")]
     pub max_traces: Option<usize>,
     /// GGUF file, HF model directory, cached hub id or registry name.
@@ -39,7 +40,8 @@ pub struct AnchorsArgs {
     /// paper version's drop_first; 0 = HEAD, where sentence 0, an attention sink, tops every trace).
     #[arg(long, default_value_t = 0)]
     pub drop_first: usize,
-    /// The trace to run suppression on (default: the fewest-token trace with --min-sentences).
+    /// The trace to run suppression on, a trace directory below --traces (analysed for receiver
+    /// heads too; default: the fewest-token trace with --min-sentences).
     #[arg(long)]
     pub trace: Option<PathBuf>,
     #[arg(long, default_value_t = 12)]

@@ -47,8 +47,9 @@ pub struct AnchorsConfig {
     /// Folder searched (any depth) for trace directories holding `base_solution.json`.
     pub traces: PathBuf,
     /// At most this many of the traces, spread evenly through them in name order
-    /// ([`crate::io::shard::evenly_spaced`]); `None`: every trace. One forward pass each: the 40
-    /// thought-anchors website traces take about 8 minutes on two cores with SmolLM2.
+    /// ([`crate::io::shard::evenly_spaced`]), plus [`AnchorsConfig::suppression_trace`] when the
+    /// spread leaves it out; `None`: every trace. One forward pass each: the 40 thought-anchors
+    /// website traces take about 8 minutes on two cores with SmolLM2.
     pub max_traces: Option<usize>,
     pub model: String,
     /// `Chunks` by default: the units `chunks_labeled.json` tags, so tags line up by index.
@@ -63,9 +64,11 @@ pub struct AnchorsConfig {
     /// the end). 0 = HEAD, which has none; there the first sentence, an attention sink, is every
     /// trace's top receiver.
     pub drop_first: usize,
-    /// The trace whose suppression matrix is computed; `None`: the one with the fewest tokens
+    /// The trace whose suppression matrix is computed (a trace directory below
+    /// [`AnchorsConfig::traces`]; it is analysed for receiver heads too, even where
+    /// [`AnchorsConfig::max_traces`] would leave it out); `None`: the one with the fewest tokens
     /// among those with at least [`AnchorsConfig::min_sentences`] sentences (suppression costs
-    /// one pass per sentence).
+    /// one pass per sentence over the rest of the trace).
     pub suppression_trace: Option<PathBuf>,
     pub min_sentences: usize,
     pub suppression: SuppressionOptions,
@@ -112,9 +115,9 @@ impl Default for AnchorsConfig {
 
 impl AnchorsConfig {
     /// The traces of a run: [`load_traces`] of [`AnchorsConfig::traces`], at most
-    /// [`AnchorsConfig::max_traces`] of them.
+    /// [`AnchorsConfig::max_traces`] of them, and the named suppression trace in any case.
     pub fn load_traces(&self) -> Result<Vec<Trace>> {
-        load_some_traces(&self.traces, self.sentence_mode, self.max_traces)
+        load_some_traces(&self.traces, self.sentence_mode, self.max_traces, self.suppression_trace.as_deref())
     }
 
     /// The suppression options of a run: [`AnchorsConfig::suppression`] with the run's boundaries.
@@ -162,20 +165,30 @@ pub struct Trace {
 /// Every trace under `root` ([`find_problem_dirs`]) in `mode`; a folder with no sentences is an
 /// error naming it.
 pub fn load_traces(root: &Path, mode: SentenceMode) -> Result<Vec<Trace>> {
-    load_some_traces(root, mode, None)
+    load_some_traces(root, mode, None, None)
 }
 
-/// [`load_traces`], at most `max` of them ([`crate::io::shard::evenly_spaced`]).
-fn load_some_traces(root: &Path, mode: SentenceMode, max: Option<usize>) -> Result<Vec<Trace>> {
-    let mut dirs = find_problem_dirs(root)?;
-    if dirs.is_empty() {
+/// [`load_traces`], at most `max` of them ([`crate::io::shard::evenly_spaced`]), with `keep`
+/// added (in name order) where it is one of the traces and the spread left it out.
+fn load_some_traces(root: &Path, mode: SentenceMode, max: Option<usize>, keep: Option<&Path>) -> Result<Vec<Trace>> {
+    let all = find_problem_dirs(root)?;
+    if all.is_empty() {
         return Err(Error::format(root, "no trace directories (folders holding base_solution.json) below it"));
     }
+    let mut dirs = all.clone();
     if let Some(k) = max {
         if k == 0 {
             return Err(Error::invalid("max_traces (--max-traces) is 0: at least one trace is needed"));
         }
-        dirs = crate::io::shard::evenly_spaced(&dirs, k);
+        dirs = crate::io::shard::evenly_spaced(&all, k);
+        // A trace outside the folder is left to `suppression_trace`, which names it in its error.
+        let wanted = keep.and_then(|k| k.canonicalize().ok());
+        if let Some(kept) = wanted.and_then(|w| all.iter().find(|d| d.canonicalize().is_ok_and(|d| d == w))) {
+            if !dirs.contains(kept) {
+                dirs.push(kept.clone());
+                dirs.sort();
+            }
+        }
     }
     dirs.into_iter().map(|dir| load_trace(root, &dir, mode)).collect()
 }
