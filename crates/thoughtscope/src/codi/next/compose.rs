@@ -51,14 +51,14 @@ use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 
 use crate::codi::latent::codi_model::CodiModel;
-use crate::codi::latent::thought_loop::{decode_greedy_batch, run_from_prompt, run_prompt, PromptState, LATENT_STEPS};
+use crate::codi::latent::thought_loop::{decode_greedy_batch, run_from_prompt, LATENT_STEPS};
 use crate::codi::problems::dataset::Problem;
 use crate::codi::runner::files::JsonStyle;
 use crate::codi::runner::output::{count_column, finite_mean, finite_sem, float_column, text_column};
 use crate::codi::runner::step::{run_step, ProblemRecord, Step, StepOutcome};
 use crate::codi::seed::ablation::{
-    baseline_result, check_layer, gold_logprob_if, AblatedRun, AblationHooks, AblationMode, AblationOptions, BaselineResult, CleanRun,
-    Patch,
+    baseline_result, check_layer, gold_logprob_if, AblatedRun, AblationHooks, AblationOptions, BaselineResult, CleanRun, Patch,
+    QuestionPasses,
 };
 use crate::codi::seed::analyze::ImportanceKind;
 use crate::Result;
@@ -232,27 +232,19 @@ impl ProblemRecord for ComposeRecord {
 pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOptions) -> Result<ComposeRecord> {
     let loop_options = &options.loop_options;
     // Baseline, capturing the clean vectors at block `layer`.
-    let CleanRun { prompt, state, gold_logprob: baseline_logprob, clean } = CleanRun::of(codi, problem, options)?;
+    let clean_run = CleanRun::of(codi, problem, options)?;
+    let baseline_logprob = clean_run.gold_logprob;
 
     // The empty set first: the hook alone, what every other set is measured against.
     let sets: Vec<Vec<usize>> = std::iter::once(Vec::new()).chain((1..=3).flat_map(token_sets)).collect();
     let mut states = Vec::with_capacity(1 + sets.len());
-    states.push(state);
+    states.push(clean_run.state.clone());
     let mut logprobs = Vec::with_capacity(sets.len());
-    // Faithful bug 2 changes the question pass, depending only on whether step 0 is ablated.
-    let mut patched_prompts: [Option<PromptState>; 2] = [None, None];
+    let mut question_passes = QuestionPasses::new();
     for set in &sets {
-        let mut hooks = AblationHooks::new(options.layer, false, Patch::ablating(options, &clean, set)?);
-        let run_prompt_state = if options.mode == AblationMode::Faithful && options.patch_prompt {
-            let slot = usize::from(set.contains(&0));
-            if patched_prompts[slot].is_none() {
-                patched_prompts[slot] = Some(run_prompt(codi, &problem.question, loop_options, &mut hooks)?);
-            }
-            patched_prompts[slot].clone().expect("filled above")
-        } else {
-            prompt.clone()
-        };
-        let state = run_from_prompt(codi, run_prompt_state, loop_options, &mut hooks)?;
+        let mut hooks = AblationHooks::new(options.layer, false, Patch::ablating(options, &clean_run.clean, set)?);
+        let prompt = question_passes.of_run(codi, problem, options, &clean_run, set, &mut hooks)?;
+        let state = run_from_prompt(codi, prompt, loop_options, &mut hooks)?;
         logprobs.push(gold_logprob_if(codi, problem, options, &state, &mut hooks)?);
         states.push(state);
     }

@@ -242,6 +242,40 @@ impl CleanRun {
     }
 }
 
+/// The question passes that ablated runs continue from. The question pass is untouched unless
+/// faithful bug 2 patches its last position with the step-0 vector, and then it depends only on
+/// whether step 0 is ablated: at most two patched passes per problem, each computed once (the
+/// same computation gives the same bits, so reusing it changes no number).
+pub(crate) struct QuestionPasses {
+    patched: [Option<PromptState>; 2],
+}
+
+impl QuestionPasses {
+    pub(crate) fn new() -> Self {
+        QuestionPasses { patched: [None, None] }
+    }
+
+    /// The question pass of the run ablating `targets`, whose hook is `hooks`.
+    pub(crate) fn of_run(
+        &mut self,
+        codi: &CodiModel,
+        problem: &Problem,
+        options: &AblationOptions,
+        clean: &CleanRun,
+        targets: &[usize],
+        hooks: &mut AblationHooks,
+    ) -> Result<PromptState> {
+        if options.mode != AblationMode::Faithful || !options.patch_prompt {
+            return Ok(clean.prompt.clone());
+        }
+        let slot = &mut self.patched[usize::from(targets.contains(&0))];
+        if slot.is_none() {
+            *slot = Some(run_prompt(codi, &problem.question, &options.loop_options, hooks)?);
+        }
+        Ok(slot.clone().expect("filled above"))
+    }
+}
+
 /// The gold answer's log-prob after a run, when the options ask for the continuous importance.
 pub(crate) fn gold_logprob_if(
     codi: &CodiModel,
@@ -302,20 +336,17 @@ impl AblatedRun {
 pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOptions) -> Result<AblationRecord> {
     let loop_options = &options.loop_options;
     // Baseline: no intervention, clean vectors captured at block `layer` for every step.
-    let CleanRun { prompt, state, gold_logprob: baseline_logprob, clean } = CleanRun::of(codi, problem, options)?;
+    let clean_run = CleanRun::of(codi, problem, options)?;
+    let baseline_logprob = clean_run.gold_logprob;
     let mut states = Vec::with_capacity(1 + LATENT_STEPS);
-    states.push(state);
+    states.push(clean_run.state.clone());
 
     // The six ablated runs, up to EOT.
+    let mut question_passes = QuestionPasses::new();
     let mut ablated_logprobs = Vec::with_capacity(LATENT_STEPS);
     for target in 0..LATENT_STEPS {
-        let mut hooks = AblationHooks::new(options.layer, false, Patch::ablating(options, &clean, &[target])?);
-        // The question pass is untouched unless bug 2 patches it, so it is computed once.
-        let prompt = if options.mode == AblationMode::Faithful && options.patch_prompt {
-            run_prompt(codi, &problem.question, loop_options, &mut hooks)?
-        } else {
-            prompt.clone()
-        };
+        let mut hooks = AblationHooks::new(options.layer, false, Patch::ablating(options, &clean_run.clean, &[target])?);
+        let prompt = question_passes.of_run(codi, problem, options, &clean_run, &[target], &mut hooks)?;
         let state = run_from_prompt(codi, prompt, loop_options, &mut hooks)?;
         ablated_logprobs.push(gold_logprob_if(codi, problem, options, &state, &mut hooks)?);
         states.push(state);
