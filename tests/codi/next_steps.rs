@@ -26,7 +26,9 @@ use thoughtscope::codi::next::decompose::{self, decompose_problem, DecomposeOpti
 use thoughtscope::codi::next::routing::{self, routing_for_problem, run_routing, summarize_routing, RoutingOptions, TokenClass};
 use thoughtscope::codi::runner::step::{for_shard, StepOutcome};
 use thoughtscope::codi::{ablate_problem, AblationMode, AblationOptions, ImportanceKind, StepLayout};
-use thoughtscope::codi::{run_to_eot, CodiModel, LoadOptions, LoopMode, LoopOptions, Phase, PhaseHooks};
+use thoughtscope::codi::{
+    run_from_prompt, run_from_prompts, run_prompt, run_to_eot, CodiModel, LoadOptions, LoopMode, LoopOptions, Phase, PhaseHooks,
+};
 use thoughtscope::model::{HookPoint, HookSet, Hooks, Intervention, NoHooks};
 use thoughtscope::io::shard::Shard;
 use thoughtscope::model::Settings;
@@ -124,6 +126,60 @@ fn reference_hooks(codi: &CodiModel, question: &str, options: &AblationOptions, 
             hooks
         }
     }
+}
+
+#[test]
+fn runs_through_the_loop_together_equal_the_runs_one_by_one() {
+    let root = tempfile::tempdir().unwrap();
+    let codi = load_plain_tiny(root.path());
+    let problems = codi_support::problems();
+    let question = &problems[0].question;
+    for (mode, loop_mode) in [(AblationMode::Faithful, LoopMode::Cotx), (AblationMode::Corrected, LoopMode::Official)] {
+        let mut options = AblationOptions::new(short_loop(loop_mode), mode);
+        options.layer = 1;
+        let loop_options = &options.loop_options;
+        // Each run's own patch (the faithful one also patches the question pass), built from
+        // generic interventions; the empty set is the hook alone.
+        let sets = [vec![], vec![1], vec![0, 2, 5], vec![3, 4]];
+        let mut single_hooks: Vec<Plain> = sets.iter().map(|t| Plain(reference_hooks(&codi, question, &options, t))).collect();
+        let prompts: Vec<_> = single_hooks.iter_mut().map(|h| run_prompt(&codi, question, loop_options, h).unwrap()).collect();
+        let one_by_one: Vec<_> =
+            prompts.iter().zip(&mut single_hooks).map(|(p, h)| run_from_prompt(&codi, p.clone(), loop_options, h).unwrap()).collect();
+        let mut batch_hooks: Vec<Plain> = sets.iter().map(|t| Plain(reference_hooks(&codi, question, &options, t))).collect();
+        let mut rows: Vec<&mut dyn PhaseHooks> = batch_hooks.iter_mut().map(|h| h as &mut dyn PhaseHooks).collect();
+        let together = run_from_prompts(&codi, prompts.clone(), loop_options, &mut rows).unwrap();
+        assert_eq!(together.len(), sets.len());
+        let bits = |t: &Tensor| t.to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let mut distinct = std::collections::BTreeSet::new();
+        for ((set, a), b) in sets.iter().zip(&one_by_one).zip(&together) {
+            let what = format!("{mode:?} {loop_mode:?} {set:?}");
+            assert_eq!(b.layout, a.layout, "{what}");
+            assert_eq!(bits(&b.eot_logits), bits(&a.eot_logits), "{what}: EOT logits differ from the run alone");
+            assert_eq!(b.cache.len(), a.cache.len(), "{what}");
+            // The cache continues as the run's own: the same tokens, the same gold log-prob bits.
+            let gold = problems[0].answer.to_string();
+            let (la, lb) = (gold_logprob(&codi, a, &gold, &mut NoHooks).unwrap(), gold_logprob(&codi, b, &gold, &mut NoHooks).unwrap());
+            assert_eq!(la.to_bits(), lb.to_bits(), "{what}: {la} vs {lb}");
+            let da = decode_greedy(&codi, a.clone(), loop_options, &mut NoHooks).unwrap();
+            let db = decode_greedy(&codi, b.clone(), loop_options, &mut NoHooks).unwrap();
+            assert_eq!(da.tokens, db.tokens, "{what}");
+            distinct.insert(bits(&a.eot_logits));
+        }
+        assert_eq!(distinct.len(), sets.len(), "{mode:?}: every patch changes the run, so a row mix-up would show");
+    }
+
+    // Runs of different questions, or as many hooks as runs missing, are refused.
+    let options = AblationOptions::new(short_loop(LoopMode::Cotx), AblationMode::Corrected);
+    let prompt = |q: &str| run_prompt(&codi, q, &options.loop_options, &mut NoHooks).unwrap();
+    let (mut h1, mut h2) = (NoHooks, NoHooks);
+    let longer = format!("{} And then some more words.", problems[0].question);
+    let error = run_from_prompts(&codi, vec![prompt(&problems[0].question), prompt(&longer)], &options.loop_options, &mut [&mut h1, &mut h2])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("one question"), "{error}");
+    let error =
+        run_from_prompts(&codi, vec![prompt(&problems[0].question)], &options.loop_options, &mut [&mut h1, &mut h2]).unwrap_err().to_string();
+    assert!(error.contains("1 prompts and 2 hooks"), "{error}");
 }
 
 #[test]

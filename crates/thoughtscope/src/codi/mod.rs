@@ -50,7 +50,8 @@ pub use latent::answer::{Answer, AnswerParser};
 pub use latent::codi_model::{CodiModel, CodiWeights, LoadOptions, Projection, SpecialIds};
 pub use latent::make_model::{make_model, MakeModelOptions};
 pub use latent::thought_loop::{
-    decode_greedy, decode_greedy_batch, generate, run_from_prompt, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions, LoopState,
+    decode_greedy, decode_greedy_batch, generate, run_from_prompt, run_from_prompts, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions,
+    LoopState,
     Phase, PhaseHooks, PromptState,
 };
 pub use pipeline::{run_all, sample_problems, Experiment, ModelSpec, RunAllOptions, RunAllReport};

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::answer::{Answer, AnswerParser};
 use super::codi_model::CodiModel;
-use crate::model::{Hooks, Input, KvCache, Logits, NoHooks};
-use crate::Result;
+use crate::model::{HookPoint, Hooks, Input, KvCache, Logits, NoHooks};
+use crate::{Error, Result};
 
 /// Number of single-position forwards between the question and EOT, in both loops.
 pub(crate) const LATENT_STEPS: usize = 6;
@@ -219,6 +219,107 @@ pub fn run_from_prompt(codi: &CodiModel, prompt: PromptState, options: &LoopOpti
     let out = model.forward_with(Input::Embeds(&eot), &mut cache, hooks, Logits::Last)?;
     let eot_logits = slice_logits(codi, options.logit_slice, out.logits()?)?;
     Ok(LoopState { layout, cache, eot_logits })
+}
+
+/// [`run_from_prompt`] for several runs of one question at once, run `i` continuing `prompts[i]`
+/// with `hooks[i]`: each loop step and the EOT forward is one forward over every run, their caches
+/// stacked into one batch, so the weights are read once per step instead of once per run (CPU
+/// steps of one position are bound by reading them). Row `i` of every hooked tensor goes to
+/// `hooks[i]` alone. The numbers are those of the runs one by one: a one-position step over a
+/// batch takes the model's per-row kernels, and the projection is applied row by row. Hooks that
+/// read attention or suppress keys are refused (run those one by one).
+pub fn run_from_prompts(
+    codi: &CodiModel,
+    prompts: Vec<PromptState>,
+    options: &LoopOptions,
+    hooks: &mut [&mut dyn PhaseHooks],
+) -> Result<Vec<LoopState>> {
+    let model = &codi.model;
+    if prompts.len() != hooks.len() {
+        return Err(Error::invalid(format!("run_from_prompts: {} prompts and {} hooks", prompts.len(), hooks.len())));
+    }
+    let Some(layout) = prompts.first().map(|p| p.layout) else { return Ok(Vec::new()) };
+    if prompts.iter().any(|p| p.layout != layout) {
+        return Err(Error::invalid("run_from_prompts: the runs must continue one question (one layout)"));
+    }
+    for hook in hooks.iter_mut() {
+        let suppresses = (0..model.num_layers()).any(|layer| hook.key_suppression(layer).is_some());
+        if hook.attention_sink().is_some() || suppresses {
+            return Err(Error::invalid("run_from_prompts: hooks that read attention or suppress keys run one by one (run_from_prompt)"));
+        }
+    }
+    let runs = prompts.len();
+    let caches: Vec<&KvCache> = prompts.iter().map(|p| &p.cache).collect();
+    let mut cache = KvCache::stack(&caches)?;
+    let mut inputs: Vec<Tensor> = prompts.iter().map(|p| p.next_input.clone()).collect();
+    drop(prompts);
+    let mut rows = RowHooks { hooks };
+    // 1. Six single-position steps, as in `run_from_prompt`.
+    for step in 0..LATENT_STEPS {
+        rows.enter(Phase::Step(step));
+        let out = model.forward_with(Input::Embeds(&Tensor::cat(&inputs, 0)?), &mut cache, &mut rows, Logits::None)?;
+        if step + 1 < LATENT_STEPS {
+            let last = last_position(&out.hidden)?;
+            inputs = (0..runs).map(|i| Ok(codi.projection.forward(&last.narrow(0, i, 1)?)?)).collect::<Result<_>>()?;
+        }
+    }
+    // 2. EOT.
+    rows.enter(Phase::Eot);
+    let eot = model.embed(&[codi.special.eot])?;
+    let out = model.forward_with(Input::Embeds(&Tensor::cat(&vec![&eot; runs], 0)?), &mut cache, &mut rows, Logits::Last)?;
+    let logits = out.logits()?;
+    (0..runs)
+        .map(|i| {
+            let eot_logits = slice_logits(codi, options.logit_slice, &logits.narrow(0, i, 1)?)?;
+            Ok(LoopState { layout, cache: cache.select_rows(&[i])?, eot_logits })
+        })
+        .collect()
+}
+
+/// Hooks of a batch of runs: row `i` of a hooked tensor is shown to `hooks[i]` only (when it
+/// wants the point), and what it returns replaces that row.
+struct RowHooks<'a, 'h> {
+    hooks: &'a mut [&'h mut dyn PhaseHooks],
+}
+
+impl Hooks for RowHooks<'_, '_> {
+    fn begin(&mut self, offset: usize, len: usize) {
+        for hook in self.hooks.iter_mut() {
+            hook.begin(offset, len);
+        }
+    }
+
+    fn wants(&self, point: &HookPoint) -> bool {
+        self.hooks.iter().any(|hook| hook.wants(point))
+    }
+
+    fn on(&mut self, point: &HookPoint, value: &Tensor) -> crate::model::Result<Option<Tensor>> {
+        let mut replaced: Option<Vec<Tensor>> = None;
+        for (i, hook) in self.hooks.iter_mut().enumerate() {
+            if !hook.wants(point) {
+                continue;
+            }
+            if let Some(new) = hook.on(point, &value.narrow(0, i, 1)?)? {
+                let rows = match &mut replaced {
+                    Some(rows) => rows,
+                    None => replaced.insert((0..value.dim(0)?).map(|j| value.narrow(0, j, 1)).collect::<candle_core::Result<_>>()?),
+                };
+                rows[i] = new;
+            }
+        }
+        Ok(match replaced {
+            Some(rows) => Some(Tensor::cat(&rows, 0)?),
+            None => None,
+        })
+    }
+}
+
+impl PhaseHooks for RowHooks<'_, '_> {
+    fn enter(&mut self, phase: Phase) {
+        for hook in self.hooks.iter_mut() {
+            hook.enter(phase);
+        }
+    }
 }
 
 /// Run the prompt, the six loop steps and the EOT forward; `hooks` sees every forward, told its

@@ -13,8 +13,9 @@
 //!
 //! The singles are recomputed in the same run (6 runs), so a set and its members always share one
 //! baseline and one hook; for a singleton the result equals `codi ablate`'s. Per problem: 1
-//! baseline + the empty set + 6 + 15 + 20 = 43 loop runs, decoded together in one batch
-//! ([`decode_greedy_batch`]).
+//! baseline + the empty set + 6 + 15 + 20 = 43 loop runs; the 42 ablated ones go through the loop
+//! together ([`crate::codi::latent::thought_loop::run_from_prompts`]), and all 43 are decoded
+//! together ([`decode_greedy_batch`]).
 //!
 //! **Definitions** (`I` = importance; `k ∈ S` the tokens of the set):
 //! - binary importance, as upstream: `I(S) = 1` if the baseline is correct and the answer with `S`
@@ -51,14 +52,13 @@ use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 
 use crate::codi::latent::codi_model::CodiModel;
-use crate::codi::latent::thought_loop::{decode_greedy_batch, run_from_prompt, LATENT_STEPS};
+use crate::codi::latent::thought_loop::{decode_greedy_batch, LATENT_STEPS};
 use crate::codi::problems::dataset::Problem;
 use crate::codi::runner::files::JsonStyle;
 use crate::codi::runner::output::{count_column, finite_mean, finite_sem, float_column, text_column};
 use crate::codi::runner::step::{run_step, ProblemRecord, Step, StepOutcome};
 use crate::codi::seed::ablation::{
-    baseline_result, check_layer, gold_logprob_if, AblatedRun, AblationHooks, AblationOptions, BaselineResult, CleanRun, Patch,
-    QuestionPasses,
+    ablated_runs, baseline_result, check_layer, AblatedRun, AblationOptions, BaselineResult, CleanRun,
 };
 use crate::codi::seed::analyze::ImportanceKind;
 use crate::Result;
@@ -228,7 +228,8 @@ impl ProblemRecord for ComposeRecord {
 }
 
 /// Baseline, the empty set, the six singles, the 15 pairs and the 20 triplets of one problem:
-/// every run through the loop with the seed's ablation hook, then all 43 decoded in one batch.
+/// the 42 ablated runs through the loop together with the seed's ablation hook, one per row
+/// ([`crate::codi::latent::thought_loop::run_from_prompts`]), then all 43 decoded in one batch.
 pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOptions) -> Result<ComposeRecord> {
     let loop_options = &options.loop_options;
     // Baseline, capturing the clean vectors at block `layer`.
@@ -239,15 +240,8 @@ pub fn compose_problem(codi: &CodiModel, problem: &Problem, options: &AblationOp
     let sets: Vec<Vec<usize>> = std::iter::once(Vec::new()).chain((1..=3).flat_map(token_sets)).collect();
     let mut states = Vec::with_capacity(1 + sets.len());
     states.push(clean_run.state.clone());
-    let mut logprobs = Vec::with_capacity(sets.len());
-    let mut question_passes = QuestionPasses::new();
-    for set in &sets {
-        let mut hooks = AblationHooks::new(options.layer, false, Patch::ablating(options, &clean_run.clean, set)?);
-        let prompt = question_passes.of_run(codi, problem, options, &clean_run, set, &mut hooks)?;
-        let state = run_from_prompt(codi, prompt, loop_options, &mut hooks)?;
-        logprobs.push(gold_logprob_if(codi, problem, options, &state, &mut hooks)?);
-        states.push(state);
-    }
+    let (ablated, logprobs) = ablated_runs(codi, problem, options, &clean_run, &sets)?;
+    states.extend(ablated);
 
     let mut decoded = decode_greedy_batch(codi, states, loop_options)?.into_iter();
     let baseline = baseline_result(decoded.next().expect("one decoding per run"), baseline_logprob, problem, loop_options);

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codi::latent::codi_model::CodiModel;
 use crate::codi::latent::thought_loop::{
-    decode_greedy_batch, gold_logprob, run_from_prompt, run_prompt, Decoded, LoopOptions, LoopState, Phase, PhaseHooks, PromptState,
-    LATENT_STEPS,
+    decode_greedy_batch, gold_logprob, run_from_prompt, run_from_prompts, run_prompt, Decoded, LoopOptions, LoopState, Phase, PhaseHooks,
+    PromptState, LATENT_STEPS,
 };
 use crate::codi::problems::dataset::Problem;
 use crate::codi::runner::files::{read_records, JsonStyle};
@@ -246,17 +246,17 @@ impl CleanRun {
 /// faithful bug 2 patches its last position with the step-0 vector, and then it depends only on
 /// whether step 0 is ablated: at most two patched passes per problem, each computed once (the
 /// same computation gives the same bits, so reusing it changes no number).
-pub(crate) struct QuestionPasses {
+struct QuestionPasses {
     patched: [Option<PromptState>; 2],
 }
 
 impl QuestionPasses {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         QuestionPasses { patched: [None, None] }
     }
 
     /// The question pass of the run ablating `targets`, whose hook is `hooks`.
-    pub(crate) fn of_run(
+    fn of_run(
         &mut self,
         codi: &CodiModel,
         problem: &Problem,
@@ -274,6 +274,31 @@ impl QuestionPasses {
         }
         Ok(slot.clone().expect("filled above"))
     }
+}
+
+/// The runs ablating each of `target_sets`, up to EOT (one loop for all: [`run_from_prompts`]),
+/// with their gold answer log-probs when the options ask for them.
+pub(crate) fn ablated_runs(
+    codi: &CodiModel,
+    problem: &Problem,
+    options: &AblationOptions,
+    clean_run: &CleanRun,
+    target_sets: &[Vec<usize>],
+) -> Result<(Vec<LoopState>, Vec<Option<f64>>)> {
+    let mut hooks: Vec<AblationHooks> = target_sets
+        .iter()
+        .map(|targets| Ok(AblationHooks::new(options.layer, false, Patch::ablating(options, &clean_run.clean, targets)?)))
+        .collect::<Result<_>>()?;
+    let mut question_passes = QuestionPasses::new();
+    let prompts: Vec<PromptState> = target_sets
+        .iter()
+        .zip(hooks.iter_mut())
+        .map(|(targets, hooks)| question_passes.of_run(codi, problem, options, clean_run, targets, hooks))
+        .collect::<Result<_>>()?;
+    let mut rows: Vec<&mut dyn PhaseHooks> = hooks.iter_mut().map(|h| h as &mut dyn PhaseHooks).collect();
+    let states = run_from_prompts(codi, prompts, &options.loop_options, &mut rows)?;
+    let logprobs = states.iter().zip(hooks.iter_mut()).map(|(state, hooks)| gold_logprob_if(codi, problem, options, state, hooks)).collect::<Result<_>>()?;
+    Ok((states, logprobs))
 }
 
 /// The gold answer's log-prob after a run, when the options ask for the continuous importance.
@@ -331,8 +356,9 @@ impl AblatedRun {
     }
 }
 
-/// Run the baseline and the six ablations of one problem. The seven runs go through the loop one
-/// by one (their interventions differ) and are then decoded together in one batch.
+/// Run the baseline and the six ablations of one problem. The baseline goes through the loop
+/// first (the faithful hook writes back its vectors), the six ablated runs then together, each row
+/// with its own hook ([`run_from_prompts`]), and the seven are decoded together in one batch.
 pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOptions) -> Result<AblationRecord> {
     let loop_options = &options.loop_options;
     // Baseline: no intervention, clean vectors captured at block `layer` for every step.
@@ -341,16 +367,10 @@ pub fn ablate_problem(codi: &CodiModel, problem: &Problem, options: &AblationOpt
     let mut states = Vec::with_capacity(1 + LATENT_STEPS);
     states.push(clean_run.state.clone());
 
-    // The six ablated runs, up to EOT.
-    let mut question_passes = QuestionPasses::new();
-    let mut ablated_logprobs = Vec::with_capacity(LATENT_STEPS);
-    for target in 0..LATENT_STEPS {
-        let mut hooks = AblationHooks::new(options.layer, false, Patch::ablating(options, &clean_run.clean, &[target])?);
-        let prompt = question_passes.of_run(codi, problem, options, &clean_run, &[target], &mut hooks)?;
-        let state = run_from_prompt(codi, prompt, loop_options, &mut hooks)?;
-        ablated_logprobs.push(gold_logprob_if(codi, problem, options, &state, &mut hooks)?);
-        states.push(state);
-    }
+    // The six ablated runs, up to EOT, through the loop together.
+    let targets: Vec<Vec<usize>> = (0..LATENT_STEPS).map(|target| vec![target]).collect();
+    let (ablated, ablated_logprobs) = ablated_runs(codi, problem, options, &clean_run, &targets)?;
+    states.extend(ablated);
 
     // Decoding has no intervention in either mode.
     let mut decoded = decode_greedy_batch(codi, states, loop_options)?.into_iter();
