@@ -91,3 +91,33 @@ fn a_non_finite_query_or_key_weight_fails_every_attention_path_naming_layer_and_
         }
     }
 }
+
+/// The same on a GPU (candle's softmax and matrix products there, the check on the row sums of
+/// the probabilities). Runs only in a build with `--features cuda` on a machine with a CUDA device;
+/// elsewhere it prints a hardware SKIP line.
+#[test]
+fn a_non_finite_query_weight_fails_on_a_gpu_too() {
+    let device = match model::parse_device("cuda") {
+        Ok(device) => device,
+        Err(error) => {
+            support::skip_hardware(format!("no CUDA device ({error})"));
+            return;
+        }
+    };
+    let settings = Settings { device, ..Settings::default() };
+    let forward = |dir: &Path, hooks: &mut dyn model::Hooks| {
+        let model = Model::load_without_tokenizer(dir.to_str().unwrap(), &settings).unwrap();
+        match model.forward(Input::Ids(&ids(40)), &mut KvCache::new(&model), hooks) {
+            Ok(_) => "no error".to_owned(),
+            Err(e) => e.to_string(),
+        }
+    };
+    let fixture = support::repo().join("tests/fixtures/tiny-llama3");
+    assert_eq!(forward(&fixture, &mut NoHooks), "no error", "intact fixture on the GPU");
+    let dir = tempfile::tempdir().unwrap();
+    corrupt_copy(dir.path(), "model.layers.1.self_attn.q_proj.weight", 2 * 16 + 5, f32::NAN);
+    for (path, hooks) in [("plain", &mut NoHooks as &mut dyn model::Hooks), ("hooked", &mut HookSet::new().capture(HookPoint::AttnPattern(1)))] {
+        let error = forward(dir.path(), hooks);
+        assert!(error.contains("non-finite attention scores") && error.contains("layer 1, head 2"), "GPU, {path}: {error}");
+    }
+}

@@ -119,6 +119,32 @@ fn smollm2_attention_logits_and_greedy_match_hf() {
     }
 }
 
+/// The same attention and logits on a GPU (candle's CUDA matrix products and softmax). Runs only in
+/// a build with `--features cuda` on a machine with a CUDA device (`scripts/gpu-check.sh`);
+/// elsewhere it prints a hardware SKIP line.
+#[test]
+fn smollm2_attention_and_logits_match_hf_on_a_gpu_too() {
+    let device = match thoughtscope::model::parse_device("cuda") {
+        Ok(device) => device,
+        Err(error) => {
+            support::skip_hardware(format!("no CUDA device ({error})"));
+            return;
+        }
+    };
+    let settings = Settings { device, ..Settings::default() };
+    let loaded = match Model::load("smollm2-135m", &settings) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            support::skip(format!("SmolLM2 GGUF absent ({error}); run scripts/fetch-model.sh"));
+            return;
+        }
+    };
+    for name in ["plain", "digits", "chat", "reasoning"] {
+        let reference = load_ref(&fixtures().join(format!("smollm2/{name}.safetensors")));
+        check_against(&loaded.model, &reference, &format!("{name}, GPU"), "logits_vocab1024");
+    }
+}
+
 #[test]
 fn smollm2_tokenizer_matches_the_original_smollm_pre_tokenizer() {
     let Some(loaded) = smollm2() else { return };
