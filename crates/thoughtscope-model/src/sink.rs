@@ -26,6 +26,20 @@ pub struct AttentionBlock<'a> {
 }
 
 impl AttentionBlock<'_> {
+    /// An error naming `sink` unless `probs` holds `heads × rows × kv_len` values.
+    pub fn check_len(&self, sink: &str) -> Result<()> {
+        if self.probs.len() == self.heads * self.rows * self.kv_len {
+            return Ok(());
+        }
+        Err(crate::Error::invalid(format!(
+            "{sink}: block of {} values for {} heads × {} rows × {} keys",
+            self.probs.len(),
+            self.heads,
+            self.rows,
+            self.kv_len
+        )))
+    }
+
     /// Probabilities of one query row of one head, length `kv_len`.
     pub fn row(&self, head: usize, row: usize) -> &[f32] {
         let start = (head * self.rows + row) * self.kv_len;
@@ -135,5 +149,19 @@ impl AttentionSink for FullAttentionCapture {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_shorter_than_its_shape_is_an_error_naming_the_sink() {
+        let probs = [0.5f32; 12];
+        let block = |rows| AttentionBlock { layer: 0, q_start: 0, heads: 2, rows, kv_len: 3, total_keys: 3, probs: &probs };
+        assert!(block(2).check_len("token pairs").is_ok());
+        let error = block(3).check_len("token pairs").unwrap_err().to_string();
+        assert!(error.contains("token pairs: block of 12 values for 2 heads × 3 rows × 3 keys"), "{error}");
     }
 }

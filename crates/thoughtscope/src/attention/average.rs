@@ -433,16 +433,7 @@ impl SentenceAverager {
 
 impl AttentionSink for SentenceAverager {
     fn consume(&mut self, block: AttentionBlock<'_>) -> crate::model::Result<()> {
-        if block.probs.len() != block.heads * block.rows * block.kv_len {
-            return Err(Error::invalid(format!(
-                "sentence averager: block of {} values for {} heads × {} rows × {} keys",
-                block.probs.len(),
-                block.heads,
-                block.rows,
-                block.kv_len
-            ))
-            .into());
-        }
+        block.check_len("sentence averager")?;
         let Some(mut heads) = self.per_head(AttentionBlock { probs: &[], ..block })? else {
             unreachable!("the averager always splits by head")
         };

@@ -59,6 +59,21 @@ impl TokenBounds {
         token_boundaries(tokenizer.inner(), tokenizer.bos(), &sentences.text, &sentences.sentences, mode)
     }
 
+    /// [`TokenBounds::compute`] for the text that `ids` encodes, checked to cover exactly those
+    /// tokens (a tokenizer whose whole-text and prefix encodings disagree would misplace every
+    /// sentence).
+    pub fn of_ids(tokenizer: &crate::model::Tokenizer, sentences: &Sentences, mode: BoundaryMode, ids: &[u32]) -> Result<TokenBounds> {
+        let bounds = Self::compute(tokenizer, sentences, mode)?;
+        if ids.len() != bounds.n_tokens {
+            return Err(crate::Error::Other(format!(
+                "tokenisation of the text gave {} tokens but the boundaries assume {}",
+                ids.len(),
+                bounds.n_tokens
+            )));
+        }
+        Ok(bounds)
+    }
+
     pub fn len(&self) -> usize {
         self.ranges.len()
     }

@@ -70,14 +70,7 @@ pub fn sentence_attention(
     if loaded.settings.memory_check {
         check_sentence_attention_fits(loaded.model.num_layers(), loaded.model.num_heads(), sentences.len())?;
     }
-    let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, boundary_mode)?;
-    if ids.len() != bounds.n_tokens {
-        return Err(Error::Other(format!(
-            "tokenisation of the text gave {} tokens but the boundaries assume {}",
-            ids.len(),
-            bounds.n_tokens
-        )));
-    }
+    let bounds = TokenBounds::of_ids(&loaded.tokenizer, sentences, boundary_mode, &ids)?;
     let layers = loaded.model.num_layers();
     // The result and the block sums are allocated now, fallibly: before the forward pass.
     let mut averager =

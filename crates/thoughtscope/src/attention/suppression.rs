@@ -234,14 +234,7 @@ fn nanmean(values: &[f64]) -> f64 {
 /// boundaries), through [`suppression_kl`] and [`sentence_means`].
 pub fn suppression_matrix(loaded: &Loaded, sentences: &Sentences, options: &SuppressionOptions) -> Result<SuppressionMatrix> {
     let ids = super::compute::encode_within_context(loaded, &sentences.text)?;
-    let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, options.boundary_mode)?;
-    if ids.len() != bounds.n_tokens {
-        return Err(Error::Other(format!(
-            "tokenisation of the text gave {} tokens but the boundaries assume {}",
-            ids.len(),
-            bounds.n_tokens
-        )));
-    }
+    let bounds = TokenBounds::of_ids(&loaded.tokenizer, sentences, options.boundary_mode, &ids)?;
     let (kl, layers, positions_run) = suppression_kl(&loaded.model, &ids, &bounds.ranges, options)?;
     let values = sentence_means(&kl, &bounds.ranges, options.log_epsilon);
     Ok(SuppressionMatrix { n: bounds.len(), values, kl, bounds, layers, positions_run })

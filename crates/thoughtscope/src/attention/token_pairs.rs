@@ -401,16 +401,7 @@ impl AttentionSink for TokenPairCapture {
     }
 
     fn consume(&mut self, block: AttentionBlock<'_>) -> crate::model::Result<()> {
-        if block.probs.len() != block.heads * block.rows * block.kv_len {
-            return Err(Error::invalid(format!(
-                "token pairs: block of {} values for {} heads × {} rows × {} keys",
-                block.probs.len(),
-                block.heads,
-                block.rows,
-                block.kv_len
-            ))
-            .into());
-        }
+        block.check_len("token pairs")?;
         self.begin_block(&block)?;
         let layout = self.layout.as_ref().expect("set by begin_block");
         let max_tokens = self.options.max_tokens;
@@ -537,14 +528,7 @@ pub fn sentence_attention_with_token_pairs(
             &format!("the sentence attention and token pairs of {} sentences ({layers} layers × {heads} heads)", sentences.len()),
         )?;
     }
-    let bounds = TokenBounds::compute(&loaded.tokenizer, sentences, boundary_mode)?;
-    if ids.len() != bounds.n_tokens {
-        return Err(Error::Other(format!(
-            "tokenisation of the text gave {} tokens but the boundaries assume {}",
-            ids.len(),
-            bounds.n_tokens
-        )));
-    }
+    let bounds = TokenBounds::of_ids(&loaded.tokenizer, sentences, boundary_mode, &ids)?;
     // The result and the block sums are allocated now, fallibly: before the forward pass.
     let mut averager = SentenceAverager::try_new(bounds.ranges.clone(), layers, heads)?.expect_tokens(ids.len());
     let mut capture = TokenPairCapture::new(bounds.ranges.clone(), layers, heads, options.clone())?;

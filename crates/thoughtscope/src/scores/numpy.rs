@@ -29,61 +29,42 @@ pub trait NpFloat: Copy + PartialOrd + PartialEq + std::fmt::Debug + Send + Sync
     fn from_f64(value: f64) -> Self;
 }
 
-impl NpFloat for f32 {
-    const NAN: Self = f32::NAN;
-    const ZERO: Self = 0.0;
-    const EPS: Self = f32::EPSILON;
-    const DTYPE: &'static str = "float32";
-    fn add(self, other: Self) -> Self {
-        self + other
-    }
-    fn sub(self, other: Self) -> Self {
-        self - other
-    }
-    fn mul(self, other: Self) -> Self {
-        self * other
-    }
-    fn div(self, other: Self) -> Self {
-        self / other
-    }
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-    fn to_f64(self) -> f64 {
-        f64::from(self)
-    }
-    fn from_f64(value: f64) -> Self {
-        value as f32
-    }
+/// The two implementations differ only in the type and its numpy name.
+macro_rules! np_float {
+    ($t:ident, $dtype:literal) => {
+        impl NpFloat for $t {
+            const NAN: Self = $t::NAN;
+            const ZERO: Self = 0.0;
+            const EPS: Self = $t::EPSILON;
+            const DTYPE: &'static str = $dtype;
+            fn add(self, other: Self) -> Self {
+                self + other
+            }
+            fn sub(self, other: Self) -> Self {
+                self - other
+            }
+            fn mul(self, other: Self) -> Self {
+                self * other
+            }
+            fn div(self, other: Self) -> Self {
+                self / other
+            }
+            fn is_nan(self) -> bool {
+                $t::is_nan(self)
+            }
+            // Exact for both types (f32 → f64 widens).
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn from_f64(value: f64) -> Self {
+                value as $t
+            }
+        }
+    };
 }
 
-impl NpFloat for f64 {
-    const NAN: Self = f64::NAN;
-    const ZERO: Self = 0.0;
-    const EPS: Self = f64::EPSILON;
-    const DTYPE: &'static str = "float64";
-    fn add(self, other: Self) -> Self {
-        self + other
-    }
-    fn sub(self, other: Self) -> Self {
-        self - other
-    }
-    fn mul(self, other: Self) -> Self {
-        self * other
-    }
-    fn div(self, other: Self) -> Self {
-        self / other
-    }
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn from_f64(value: f64) -> Self {
-        value
-    }
-}
+np_float!(f32, "float32");
+np_float!(f64, "float64");
 
 /// numpy `PW_BLOCKSIZE`.
 const PAIRWISE_BLOCK: usize = 128;
