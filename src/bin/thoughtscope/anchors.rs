@@ -56,13 +56,8 @@ pub struct AnchorsArgs {
     pub top_sentences: usize,
     #[arg(long, default_value = "analysis/thought_anchors")]
     pub out: PathBuf,
-    /// Heads of the token view in explorer.html; a cache miss stores their token pairs in the
-    /// entry, from the same pass (0: none).
-    #[arg(long, default_value_t = 4)]
-    pub token_heads: usize,
-    /// Tokens kept per sentence on each side of a token-view pair.
-    #[arg(long, default_value_t = 16)]
-    pub token_max: usize,
+    #[command(flatten)]
+    pub token_view: crate::TokenViewArgs,
     #[command(flatten)]
     pub device: DeviceArg,
 }
@@ -86,8 +81,8 @@ pub fn run(args: AnchorsArgs, settings: &Settings) -> Result<()> {
         seed: args.seed,
         top_sentences: args.top_sentences,
         out: args.out,
-        token_heads: args.token_heads,
-        token_max: args.token_max,
+        token_heads: args.token_view.token_heads,
+        token_max: args.token_view.token_max,
         settings: args.device.settings(settings)?,
         ..AnchorsConfig::default()
     };

@@ -38,13 +38,8 @@ pub struct AttnArgs {
     /// Token boundaries: `prefix` (upstream parity) or `offsets` (corrected).
     #[arg(long, value_parser = crate::named::<BoundaryMode>(), default_value_t = BoundaryMode::Prefix)]
     pub boundaries: BoundaryMode,
-    /// Heads whose token pairs a fill stores in the entry, from the same pass (the trace
-    /// explorer's token view: the top receiver heads of the trace); 0: none.
-    #[arg(long, default_value_t = 4)]
-    pub token_heads: usize,
-    /// Tokens kept per sentence on each side of a stored token pair.
-    #[arg(long, default_value_t = 16)]
-    pub token_max: usize,
+    #[command(flatten)]
+    pub token_view: crate::TokenViewArgs,
     /// Also compute again (one pass) an entry that holds no token pairs, and replace it with one
     /// that does (entries written before token pairs were stored).
     #[arg(long)]
@@ -69,7 +64,7 @@ pub fn problem_sentences(dir: &std::path::Path, mode: SentenceMode) -> Result<th
 
 /// The token pairs a fill stores: those of the trace explorer's token view with these sizes.
 fn token_pairs_to_store(args: &AttnArgs) -> Result<Option<TokenPairsToStore>> {
-    let options = ExplorerOptions { token_heads: args.token_heads, token_max: args.token_max, ..ExplorerOptions::default() };
+    let options = ExplorerOptions { token_heads: args.token_view.token_heads, token_max: args.token_view.token_max, ..ExplorerOptions::default() };
     match options.token_pairs_to_store() {
         Some(to_store) => Ok(Some(TokenPairsToStore { add_to_existing: args.add_token_pairs, ..to_store })),
         None if args.add_token_pairs => Err(Error::invalid("--add-token-pairs needs --token-heads and --token-max of at least 1")),

@@ -38,11 +38,8 @@ pub struct BenchExplorerArgs {
     /// Single-head matrices kept (as `explore --max-head-matrices`).
     #[arg(long, default_value_t = 4)]
     pub max_head_matrices: usize,
-    /// Token-view heads and tokens per sentence (as `explore --token-heads / --token-max`).
-    #[arg(long, default_value_t = 4)]
-    pub token_heads: usize,
-    #[arg(long, default_value_t = 16)]
-    pub token_max: usize,
+    #[command(flatten)]
+    pub token_view: crate::TokenViewArgs,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Output HTML file.
@@ -155,8 +152,8 @@ pub fn run(command: BenchCommand, settings: &Settings) -> Result<()> {
             let trace = SyntheticTrace { sentences: args.sentences, tokens: args.tokens, layers: args.layers, heads: args.heads, seed: args.seed };
             let options = ExplorerOptions {
                 max_head_matrices: args.max_head_matrices,
-                token_heads: args.token_heads,
-                token_max: args.token_max,
+                token_heads: args.token_view.token_heads,
+                token_max: args.token_view.token_max,
                 ..ExplorerOptions::default()
             };
             let explorer = synthetic_explorer(&trace, &options)?;

@@ -57,12 +57,8 @@ pub struct ExploreArgs {
     /// --model. Without it the token view comes from the token pairs the cache entry stores.
     #[arg(long, requires = "model")]
     pub token_view: bool,
-    /// Heads in the token view (--heads first, then the top receiver heads).
-    #[arg(long, default_value_t = 4)]
-    pub token_heads: usize,
-    /// Tokens kept per sentence on each side of a token-view pair.
-    #[arg(long, default_value_t = 16)]
-    pub token_max: usize,
+    #[command(flatten)]
+    pub token_view_size: crate::TokenViewArgs,
     /// Token boundaries of that pass: `prefix` (upstream parity) or `offsets` (corrected).
     #[arg(long, value_parser = crate::named::<BoundaryMode>(), default_value_t = BoundaryMode::Prefix)]
     pub boundaries: BoundaryMode,
@@ -93,8 +89,8 @@ pub fn run(args: ExploreArgs, settings: &Settings) -> Result<()> {
         max_head_matrices: args.max_head_matrices,
         vertical: VerticalOptions { proximity_ignore: args.proximity_ignore, ..VerticalOptions::default() },
         max_alternatives: args.max_alternatives,
-        token_heads: args.token_heads,
-        token_max: args.token_max,
+        token_heads: args.token_view_size.token_heads,
+        token_max: args.token_view_size.token_max,
         boundary_mode: args.boundaries,
         ..ExplorerOptions::default()
     };

@@ -107,6 +107,20 @@ fn named<T: NamedValues + Clone + Send + Sync>() -> impl TypedValueParser<Value 
     PossibleValuesParser::new(T::names()).map(|name| T::from_name(&name).expect("clap accepted one of the listed names"))
 }
 
+/// `--token-heads` and `--token-max`, flattened into every command that fills the attention cache
+/// or writes a trace explorer page: the explorer's token view.
+#[derive(Debug, Clone, Copy, Args)]
+struct TokenViewArgs {
+    /// Heads of the trace explorer's token view (any heads named with --heads first, then the top
+    /// receiver heads); a cache fill stores their token pairs in the entry, from the same pass
+    /// (0: none).
+    #[arg(long, default_value_t = 4)]
+    pub token_heads: usize,
+    /// Tokens kept per sentence on each side of a token-view pair.
+    #[arg(long, default_value_t = 16)]
+    pub token_max: usize,
+}
+
 /// `--device` and `--weights`, flattened into every command that runs a model.
 #[derive(Debug, Clone, Args)]
 struct DeviceArg {

@@ -70,13 +70,8 @@ pub struct VaArgs {
     /// HTML figures only (no PNG through Chromium).
     #[arg(long)]
     pub html_only: bool,
-    /// Heads of the token view in each rollout's explorer.html; a cache miss stores their token
-    /// pairs in the entry, from the same pass (0: none).
-    #[arg(long, default_value_t = 4)]
-    pub token_heads: usize,
-    /// Tokens kept per sentence on each side of a token-view pair.
-    #[arg(long, default_value_t = 16)]
-    pub token_max: usize,
+    #[command(flatten)]
+    pub token_view: crate::TokenViewArgs,
     /// Where the model runs on a cache miss.
     #[command(flatten)]
     pub device: DeviceArg,
@@ -111,8 +106,8 @@ impl VaArgs {
             out: self.out.clone(),
             figures: !self.no_figures,
             static_images: !self.html_only,
-            token_heads: self.token_heads,
-            token_max: self.token_max,
+            token_heads: self.token_view.token_heads,
+            token_max: self.token_view.token_max,
             settings,
         }
     }
