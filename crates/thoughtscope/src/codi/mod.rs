@@ -51,8 +51,7 @@ pub use latent::codi_model::{CodiModel, CodiWeights, LoadOptions, Projection, Sp
 pub use latent::make_model::{make_model, MakeModelOptions};
 pub use latent::thought_loop::{
     decode_greedy, decode_greedy_batch, generate, run_from_prompt, run_from_prompts, run_prompt, run_to_eot, Layout, LoopMode, LoopOptions,
-    LoopState,
-    Phase, PhaseHooks, PromptState,
+    LoopState, Phase, PhaseHooks, PromptState,
 };
 pub use pipeline::{run_all, sample_problems, Experiment, ModelSpec, RunAllOptions, RunAllReport};
 pub use problems::dataset::{load_problems, make_dataset, stratified_sample, Problem};

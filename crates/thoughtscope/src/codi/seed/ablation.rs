@@ -297,7 +297,11 @@ pub(crate) fn ablated_runs(
         .collect::<Result<_>>()?;
     let mut rows: Vec<&mut dyn PhaseHooks> = hooks.iter_mut().map(|h| h as &mut dyn PhaseHooks).collect();
     let states = run_from_prompts(codi, prompts, &options.loop_options, &mut rows)?;
-    let logprobs = states.iter().zip(hooks.iter_mut()).map(|(state, hooks)| gold_logprob_if(codi, problem, options, state, hooks)).collect::<Result<_>>()?;
+    let logprobs = states
+        .iter()
+        .zip(hooks.iter_mut())
+        .map(|(state, hooks)| gold_logprob_if(codi, problem, options, state, hooks))
+        .collect::<Result<_>>()?;
     Ok((states, logprobs))
 }
 
