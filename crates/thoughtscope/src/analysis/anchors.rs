@@ -175,21 +175,22 @@ fn load_some_traces(root: &Path, mode: SentenceMode, max: Option<usize>, keep: O
     if all.is_empty() {
         return Err(Error::format(root, "no trace directories (folders holding base_solution.json) below it"));
     }
-    let mut dirs = all.clone();
-    if let Some(k) = max {
-        if k == 0 {
-            return Err(Error::invalid("max_traces (--max-traces) is 0: at least one trace is needed"));
-        }
-        dirs = crate::io::shard::evenly_spaced(&all, k);
-        // A trace outside the folder is left to `suppression_trace`, which names it in its error.
-        let wanted = keep.and_then(|k| k.canonicalize().ok());
-        if let Some(kept) = wanted.and_then(|w| all.iter().find(|d| d.canonicalize().is_ok_and(|d| d == w))) {
-            if !dirs.contains(kept) {
-                dirs.push(kept.clone());
-                dirs.sort();
+    let dirs = match max {
+        None => all,
+        Some(0) => return Err(Error::invalid("max_traces (--max-traces) is 0: at least one trace is needed")),
+        Some(k) => {
+            let mut dirs = crate::io::shard::evenly_spaced(&all, k);
+            // A trace outside the folder is left to `suppression_trace`, which names it in its error.
+            let wanted = keep.and_then(|k| k.canonicalize().ok());
+            if let Some(kept) = wanted.and_then(|w| all.iter().find(|d| d.canonicalize().is_ok_and(|d| d == w))) {
+                if !dirs.contains(kept) {
+                    dirs.push(kept.clone());
+                    dirs.sort();
+                }
             }
+            dirs
         }
-    }
+    };
     dirs.into_iter().map(|dir| load_trace(root, &dir, mode)).collect()
 }
 
